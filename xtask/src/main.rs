@@ -1,0 +1,41 @@
+//! Developer tasks for vfio-rs, run as `cargo xtask <task>`.
+//!
+//! - `regen-uapi --from <kernel tree | headers dir> [--check]`: regenerate `vfio-sys` and `iommufd-sys`.
+//! - `vm [test] [options]`: build the test kernel and initramfs, boot QEMU, run the guest tests.
+//! - `demo`: boot the guest and run the example drivers in every mode.
+
+mod regen_uapi;
+mod vm;
+
+use std::process::ExitCode;
+
+/// What every task returns: a message for the user on failure.
+pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let result = match task.as_str() {
+        "regen-uapi" => regen_uapi::main(&rest),
+        "vm" => vm::main(&rest),
+        "demo" => vm::demo(&rest),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 regen-uapi --from <kernel tree | headers dir> [--check]\n  \
+                 vm [test] [--variant a|b] [--iommu intel|virtio|none] [--example NAME[:ARGS]]\n  \
+                 demo"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
