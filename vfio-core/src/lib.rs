@@ -1,1 +1,50 @@
-//! placeholder
+//! # vfio-core: the mode-independent safe layer of vfio-rs
+//!
+//! ```text
+//!   vfio-pci      (drivers: config space, BARs, interrupts)
+//!      |
+//!   vfio-group | vfio-cdev     (one crate per mode, each implements `Container`)
+//!      |
+//!   vfio-core     <- you are here: device fd, regions, IRQs, DMA memory, sysfs, modes, errors
+//!      |
+//!   vfio-sys, iommufd-sys      (bindgen output of the kernel uapi)
+//! ```
+//!
+//! Everything here works on a VFIO device fd however it was obtained, so both modes share it.
+//!
+//! ```no_run
+//! use vfio_core::{Device, RegionInfo};
+//! # fn demo(device: Device) -> vfio_core::Result<()> {
+//! let bar0 = device.region_info(0)?;
+//! let mmio = device.map_region(&bar0)?;
+//! println!("id register: {:#x}", mmio.read32(0)?);
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod caps;
+pub mod container;
+pub mod device;
+pub mod dma;
+pub mod error;
+pub mod eventfd;
+pub mod ioctl;
+pub mod irq;
+pub mod mode;
+pub mod node;
+pub mod pci_address;
+pub mod region;
+pub mod sysfs;
+
+pub use container::{Container, IovaRange};
+pub use device::{Device, DeviceFlags, DeviceInfo, Owner};
+pub use dma::{DmaAccess, DmaBuffer, DmaMapping, page_size};
+pub use error::{Errno, Error, Result};
+pub use eventfd::EventFd;
+pub use irq::{IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet};
+pub use node::open_node;
+pub use mode::{MODE_ENV, Mode, Modes, detect, preferred};
+pub use pci_address::PciAddress;
+pub use region::{MappedRegion, RegionFlags, RegionInfo};
+pub use sysfs::{CdevNode, Sysfs};

@@ -1,1 +1,30 @@
-//! placeholder
+//! # vfio-group: the legacy VFIO group/container mode
+//!
+//! ```text
+//!   Container (/dev/vfio/vfio, type1v2 | type1 | no-IOMMU)
+//!     └── Group (/dev/vfio/<N> | /dev/vfio/noiommu-<N>)
+//!           └── Device (VFIO_GROUP_GET_DEVICE_FD)  -> vfio_core::Device
+//! ```
+//!
+//! [`Container`] implements [`vfio_core::Container`]: assigning a PCI device opens its group,
+//! adds it to the container (setting the IOMMU type on the first group) and returns the device.
+//!
+//! ```no_run
+//! use vfio_core::{Container as _, DmaAccess, DmaBuffer, DmaMapping};
+//! # fn demo() -> vfio_core::Result<()> {
+//! let container = vfio_group::Container::open(false)?;
+//! let device = container.assign_device(&"0000:00:03.0".parse()?)?;
+//! let buf = DmaBuffer::new(4096)?;
+//! let map = DmaMapping::new(&container, &buf, 0x10_0000, DmaAccess::READ_WRITE)?;
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod container;
+pub mod group;
+mod info;
+
+pub use container::{Container, IommuType};
+pub use group::{Group, GroupStatus};
+

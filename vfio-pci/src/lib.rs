@@ -1,1 +1,39 @@
-//! placeholder
+//! # vfio-pci: user-space PCI drivers over VFIO
+//!
+//! The crate most drivers start from. It opens a PCI function in the best mode the kernel offers
+//! (device cdev + iommufd, else the legacy group/container API, else no-IOMMU) and gives typed
+//! access to its config space, BARs and interrupts.
+//!
+//! ```text
+//!   vfio-pci   <- you are here: PciDevice (config space, BAR mmap, MSI)
+//!   vfio-group | vfio-cdev    (the container of each mode)
+//!   vfio-core                 (device fd, regions, IRQs, DMA memory)
+//! ```
+//!
+//! ```no_run
+//! use vfio_core::{DmaAccess, DmaBuffer, DmaMapping, EventFd};
+//! use vfio_pci::PciDevice;
+//! # fn demo() -> vfio_core::Result<()> {
+//! let addr = "0000:00:03.0".parse()?;
+//! let dev = PciDevice::open(&addr, None)?;
+//! let bar0 = dev.map_bar(0)?;
+//! println!("id {:#x}", bar0.read32(0)?);
+//! dev.enable_bus_master()?;
+//! let irq = EventFd::new()?;
+//! dev.enable_msi(&[&irq])?;
+//! let container = vfio_pci::default_container(dev.mode())?;
+//! let buf = DmaBuffer::new(4096)?;
+//! let map = DmaMapping::new(container, &buf, 0x10_0000, DmaAccess::READ_WRITE)?;
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod containers;
+pub mod device;
+
+pub use config::Command;
+pub use containers::default_container;
+pub use device::{CONFIG_REGION, INTX_IRQ, MSI_IRQ, MSIX_IRQ, PciDevice};
+pub use vfio_core::{Mode, PciAddress};

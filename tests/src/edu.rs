@@ -1,0 +1,105 @@
+//! A minimal driver for QEMU's `edu` device, used by the integration tests.
+
+use std::time::{Duration, Instant};
+
+use vfio_core::{EventFd, MappedRegion};
+use vfio_pci::PciDevice;
+
+/// Register offsets in BAR0.
+pub mod reg {
+    /// Identification, 0x010000ed.
+    pub const ID: usize = 0x00;
+    /// Liveness check: reads back the bitwise NOT of what was written.
+    pub const LIVENESS: usize = 0x04;
+    /// Interrupt status.
+    pub const IRQ_STATUS: usize = 0x24;
+    /// Interrupt acknowledge.
+    pub const IRQ_ACK: usize = 0x64;
+    /// DMA source address.
+    pub const DMA_SRC: usize = 0x80;
+    /// DMA destination address.
+    pub const DMA_DST: usize = 0x88;
+    /// DMA byte count.
+    pub const DMA_COUNT: usize = 0x90;
+    /// DMA command: bit 0 start, bit 1 device->RAM, bit 2 interrupt when done.
+    pub const DMA_CMD: usize = 0x98;
+}
+
+/// The edu identification register value.
+pub const EDU_ID: u32 = 0x010000ed;
+/// The device-side DMA buffer address.
+pub const EDU_BUF: u64 = 0x40000;
+/// The device-side DMA buffer size.
+pub const EDU_BUF_LEN: u64 = 4096;
+/// The interrupt status bit of a finished DMA.
+pub const IRQ_DMA: u32 = 0x100;
+
+/// An opened edu device with BAR0 mapped.
+pub struct Edu {
+    /// The PCI device.
+    pub pci: PciDevice,
+    /// BAR0.
+    pub bar0: MappedRegion,
+}
+
+/// Direction of an edu DMA.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction {
+    /// RAM (at a device address) -> the device buffer.
+    ToDevice,
+    /// The device buffer -> RAM.
+    FromDevice,
+}
+
+impl Edu {
+    /// Maps BAR0 and checks the ID register.
+    pub fn new(pci: PciDevice) -> Result<Self, Box<dyn std::error::Error>> {
+        let bar0 = pci.map_bar(0)?;
+        let id = bar0.read32(reg::ID)?;
+        if id != EDU_ID {
+            return Err(format!("{}: ID register is {id:#x}, not {EDU_ID:#x}", pci.address()).into());
+        }
+        Ok(Edu { pci, bar0 })
+    }
+
+    /// Writes `value` to the liveness register and checks the device inverts it.
+    pub fn check_liveness(&self, value: u32) -> Result<(), Box<dyn std::error::Error>> {
+        self.bar0.write32(reg::LIVENESS, value)?;
+        let back = self.bar0.read32(reg::LIVENESS)?;
+        if back != !value {
+            return Err(format!("liveness: wrote {value:#x}, read {back:#x}, expected {:#x}", !value).into());
+        }
+        Ok(())
+    }
+
+    /// Runs one DMA of `len` bytes between device address `addr` and the device buffer, with the
+    /// completion interrupt, and waits for it on `irq` (the MSI eventfd). Returns the time taken.
+    pub fn dma(&self, dir: Direction, addr: u64, len: u64, irq: &EventFd) -> Result<Duration, Box<dyn std::error::Error>> {
+        if len == 0 || len > EDU_BUF_LEN {
+            return Err(format!("edu DMA of {len} bytes does not fit the {EDU_BUF_LEN}-byte device buffer").into());
+        }
+        let (src, dst, cmd) = match dir {
+            Direction::ToDevice => (addr, EDU_BUF, 0b101),
+            Direction::FromDevice => (EDU_BUF, addr, 0b111),
+        };
+        let start = Instant::now();
+        self.bar0.write64(reg::DMA_SRC, src)?;
+        self.bar0.write64(reg::DMA_DST, dst)?;
+        self.bar0.write64(reg::DMA_COUNT, len)?;
+        self.bar0.write64(reg::DMA_CMD, cmd)?;
+        match irq.wait_timeout(Duration::from_secs(20))? {
+            Some(_) => {}
+            None => return Err(format!("no DMA completion MSI within 20 s (cmd register {:#x})", self.bar0.read64(reg::DMA_CMD)?).into()),
+        }
+        let status = self.bar0.read32(reg::IRQ_STATUS)?;
+        self.bar0.write32(reg::IRQ_ACK, status)?;
+        if status & IRQ_DMA == 0 {
+            return Err(format!("MSI arrived but IRQ status is {status:#x}, without the DMA bit {IRQ_DMA:#x}").into());
+        }
+        let cmd_after = self.bar0.read64(reg::DMA_CMD)?;
+        if cmd_after & 1 != 0 {
+            return Err(format!("DMA still running after its interrupt (cmd {cmd_after:#x})").into());
+        }
+        Ok(start.elapsed())
+    }
+}

@@ -1,0 +1,87 @@
+//! The cdev-mode container: one IOAS in an iommufd, with devices bound to the iommufd and
+//! attached to the IOAS.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use vfio_core::{DmaAccess, Error, IovaRange, Mode, PciAddress, Result, Sysfs};
+
+use crate::{Iommufd, Ioas, IovaPlacement, UnboundDevice};
+
+/// An IOAS used as a [`vfio_core::Container`].
+#[derive(Debug)]
+pub struct Container {
+    ioas: Arc<Ioas>,
+    sysfs: Sysfs,
+    noiommu: AtomicBool,
+    assigned: Mutex<HashSet<PciAddress>>,
+}
+
+impl Container {
+    /// Opens `/dev/iommu` and allocates a fresh IOAS in it.
+    pub fn new() -> Result<Self> {
+        Self::with_iommufd(&Iommufd::open()?)
+    }
+
+    /// A new IOAS in an existing iommufd (several containers may share one iommufd).
+    pub fn with_iommufd(iommufd: &Arc<Iommufd>) -> Result<Self> {
+        Ok(Container { ioas: Arc::new(iommufd.alloc_ioas()?), sysfs: Sysfs::default(), noiommu: AtomicBool::new(false), assigned: Mutex::default() })
+    }
+
+    /// The IOAS behind the container, for cdev-only features.
+    pub fn ioas(&self) -> &Arc<Ioas> {
+        &self.ioas
+    }
+}
+
+impl vfio_core::Container for Container {
+    fn mode(&self) -> Mode {
+        Mode::Cdev
+    }
+
+    fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
+        self.ioas.iova_ranges()
+    }
+
+    /// Opens the device's cdev, binds it to the iommufd and attaches it to the IOAS. Errors:
+    /// InvalidArgument when this container already has the device; the errors of
+    /// [`UnboundDevice::open`], bind and attach.
+    fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
+        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        if assigned.contains(addr) {
+            return Err(Error::invalid("assign device", addr, "already assigned to this container"));
+        }
+        let dev = UnboundDevice::open(&self.sysfs, addr)?.bind(self.ioas.iommufd())?;
+        dev.attach(self.ioas.id())?;
+        if dev.is_noiommu() {
+            self.noiommu.store(true, Ordering::Relaxed);
+        }
+        assigned.insert(*addr);
+        Ok(dev.into_device(Some(self.ioas.clone())))
+    }
+
+    /// Maps at a fixed IOVA; in no-IOMMU mode returns the physical address, which must cover the
+    /// whole range contiguously.
+    unsafe fn map_dma_raw(&self, vaddr: *mut u8, size: u64, iova: u64, access: DmaAccess) -> Result<u64> {
+        // SAFETY: forwarded to the caller.
+        let iova = unsafe { self.ioas.map_raw(vaddr, size, IovaPlacement::Fixed(iova), access)? };
+        if !self.noiommu.load(Ordering::Relaxed) {
+            return Ok(iova);
+        }
+        let (phys, contiguous) = self.ioas.noiommu_phys(iova, size)?;
+        if contiguous < size {
+            let _ = self.ioas.unmap(iova, size);
+            return Err(Error::unsupported(
+                "no-IOMMU DMA",
+                format!("iova {iova:#x}"),
+                format!("only {contiguous:#x} of {size:#x} bytes are physically contiguous"),
+            ));
+        }
+        Ok(phys)
+    }
+
+    fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
+        self.ioas.unmap(iova, size)
+    }
+}

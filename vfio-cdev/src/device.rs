@@ -1,0 +1,133 @@
+//! Opening a VFIO device through its cdev (`/dev/vfio/devices/vfioN`) and binding it to an
+//! iommufd. The typestate makes operations that need a bound device unreachable before bind.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use vfio_core::{CdevNode, Error, PciAddress, Result, Sysfs, ioctl};
+use vfio_sys as sys;
+
+use crate::Iommufd;
+
+/// A device cdev that is open but not yet bound: the kernel refuses everything but bind.
+#[derive(Debug)]
+pub struct UnboundDevice {
+    fd: OwnedFd,
+    name: String,
+    noiommu: bool,
+}
+
+impl AsFd for UnboundDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl UnboundDevice {
+    /// Opens the cdev of the PCI function at `addr`: finds it in sysfs (`vfio-dev/`), opens the
+    /// node close-on-exec and checks its major:minor against sysfs, so a stale or forged node is
+    /// never used. Errors: the device is not bound to vfio-pci; Unsupported on kernels without
+    /// `CONFIG_VFIO_DEVICE_CDEV`; Malformed when the node does not match.
+    pub fn open(sysfs: &Sysfs, addr: &PciAddress) -> Result<Self> {
+        sysfs.require_vfio_pci(addr)?;
+        let node = sysfs.vfio_cdev(addr)?;
+        let fd = vfio_core::open_node(&node.path)?;
+        check_node(&fd, &node)?;
+        Ok(UnboundDevice { fd, name: addr.to_string(), noiommu: node.name.starts_with("noiommu-") })
+    }
+
+    /// Adopts an open, unbound cdev fd.
+    pub fn from_fd(fd: OwnedFd, name: impl Into<String>, noiommu: bool) -> Self {
+        UnboundDevice { fd, name: name.into(), noiommu }
+    }
+
+    /// Whether this is a no-IOMMU cdev (`noiommu-vfioN`).
+    pub fn is_noiommu(&self) -> bool {
+        self.noiommu
+    }
+
+    /// `VFIO_DEVICE_BIND_IOMMUFD`: binds the device to `iommufd` and returns it with its device
+    /// id. Errors: EBADF for a bad iommufd, EINVAL when already bound, EPERM without interrupt
+    /// isolation (unless `iommufd.allow_unsafe_interrupts=1`).
+    pub fn bind(self, iommufd: &Arc<Iommufd>) -> Result<BoundDevice> {
+        let mut b = sys::vfio_device_bind_iommufd {
+            argsz: ioctl::argsz::<sys::vfio_device_bind_iommufd>(),
+            iommufd: iommufd.as_fd().as_raw_fd(),
+            ..Default::default()
+        };
+        // SAFETY: VFIO_DEVICE_BIND_IOMMUFD takes a vfio_device_bind_iommufd (no token pointer).
+        unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_BIND_IOMMUFD, &mut b) }
+            .map_err(|e| Error::kernel("VFIO_DEVICE_BIND_IOMMUFD", &self.name, e))?;
+        Ok(BoundDevice { fd: self.fd, name: self.name, devid: b.out_devid, noiommu: self.noiommu })
+    }
+}
+
+fn check_node(fd: &OwnedFd, node: &CdevNode) -> Result<()> {
+    let st = rustix::fs::fstat(fd).map_err(|e| Error::kernel("fstat", node.path.display(), e))?;
+    let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+    let is_chr = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
+    if !is_chr || (major, minor) != (node.major, node.minor) {
+        return Err(Error::malformed(
+            "open VFIO cdev",
+            node.path.display(),
+            format!("node is {major}:{minor} (char device: {is_chr}) but sysfs says {}:{}", node.major, node.minor),
+        ));
+    }
+    Ok(())
+}
+
+/// A device cdev bound to an iommufd.
+#[derive(Debug)]
+pub struct BoundDevice {
+    fd: OwnedFd,
+    name: String,
+    devid: u32,
+    noiommu: bool,
+}
+
+impl AsFd for BoundDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl BoundDevice {
+    /// The device id the iommufd knows it by.
+    pub fn devid(&self) -> u32 {
+        self.devid
+    }
+
+    /// Whether this is a no-IOMMU cdev.
+    pub fn is_noiommu(&self) -> bool {
+        self.noiommu
+    }
+
+    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: attaches (or, when attached, replaces) the device's page
+    /// table with IOAS or HWPT `pt_id`; returns the HWPT id the kernel attached. Errors: ENOENT or
+    /// EINVAL for an id that is not an IOAS/HWPT of this iommufd.
+    pub fn attach(&self, pt_id: u32) -> Result<u32> {
+        let mut a = sys::vfio_device_attach_iommufd_pt {
+            argsz: ioctl::argsz::<sys::vfio_device_attach_iommufd_pt>(),
+            pt_id,
+            ..Default::default()
+        };
+        // SAFETY: VFIO_DEVICE_ATTACH_IOMMUFD_PT takes a vfio_device_attach_iommufd_pt.
+        unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut a) }
+            .map_err(|e| Error::kernel("VFIO_DEVICE_ATTACH_IOMMUFD_PT", format!("{} pt {pt_id}", self.name), e))?;
+        Ok(a.pt_id)
+    }
+
+    /// `VFIO_DEVICE_DETACH_IOMMUFD_PT`: leaves the device blocking all DMA.
+    pub fn detach(&self) -> Result<()> {
+        let mut d = sys::vfio_device_detach_iommufd_pt { argsz: ioctl::argsz::<sys::vfio_device_detach_iommufd_pt>(), ..Default::default() };
+        // SAFETY: VFIO_DEVICE_DETACH_IOMMUFD_PT takes a vfio_device_detach_iommufd_pt.
+        unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_DETACH_IOMMUFD_PT, &mut d) }
+            .map_err(|e| Error::kernel("VFIO_DEVICE_DETACH_IOMMUFD_PT", &self.name, e))?;
+        Ok(())
+    }
+
+    /// The general device interface, keeping `owner` (the IOAS) alive until the fd closes.
+    pub fn into_device(self, owner: Option<vfio_core::Owner>) -> vfio_core::Device {
+        vfio_core::Device::from_fd(self.fd, self.name, owner)
+    }
+}

@@ -1,0 +1,77 @@
+//! An iommufd (`/dev/iommu`): the context that owns IOAS and HWPT objects and that device cdevs
+//! bind to.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use iommufd_sys as sys;
+use vfio_core::{Error, Result, ioctl};
+
+use crate::Ioas;
+
+/// An open iommufd.
+#[derive(Debug)]
+pub struct Iommufd {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl AsFd for Iommufd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Iommufd {
+    /// Opens `/dev/iommu`. Errors: ENOENT (as Unsupported) on a kernel without `CONFIG_IOMMUFD`.
+    pub fn open() -> Result<Arc<Self>> {
+        Self::open_path(Path::new("/dev/iommu"))
+    }
+
+    /// Opens the iommufd node at `path`.
+    pub fn open_path(path: &Path) -> Result<Arc<Self>> {
+        match vfio_core::open_node(path) {
+            Ok(fd) => Ok(Arc::new(Iommufd { fd, path: path.to_owned() })),
+            Err(e) if e.errno() == Some(vfio_core::Errno::NOENT) => {
+                Err(Error::unsupported("iommufd (cdev mode)", path.display(), "the node does not exist: kernel without CONFIG_IOMMUFD"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adopts an open iommufd (for example one received from another process).
+    pub fn from_fd(fd: OwnedFd) -> Arc<Self> {
+        Arc::new(Iommufd { fd, path: PathBuf::from("iommufd") })
+    }
+
+    pub(crate) fn target(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Issues an iommufd ioctl whose argument starts with a `size` field.
+    ///
+    /// # Safety
+    /// `request` must be an iommufd ioctl taking a `T`, and pointers inside `T` must be valid.
+    pub(crate) unsafe fn call<T>(&self, op: &'static str, what: impl FnOnce() -> String, request: u32, arg: &mut T) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { ioctl::with_mut(self.as_fd(), request, arg) }.map_err(|e| Error::kernel(op, what(), e))?;
+        Ok(())
+    }
+
+    /// `IOMMU_IOAS_ALLOC`: a new, empty I/O address space.
+    pub fn alloc_ioas(self: &Arc<Self>) -> Result<Ioas> {
+        let mut a = sys::iommu_ioas_alloc { size: ioctl::argsz::<sys::iommu_ioas_alloc>(), ..Default::default() };
+        // SAFETY: IOMMU_IOAS_ALLOC takes an iommu_ioas_alloc.
+        unsafe { self.call("IOMMU_IOAS_ALLOC", || self.target(), sys::IOMMU_IOAS_ALLOC, &mut a)? };
+        Ok(Ioas::from_id(self.clone(), a.out_ioas_id))
+    }
+
+    /// `IOMMU_DESTROY` of object `id`. Errors: EBUSY while the object is in use (an IOAS with
+    /// attached devices), ENOENT for an unknown id.
+    pub fn destroy(&self, id: u32) -> Result<()> {
+        let mut d = sys::iommu_destroy { size: ioctl::argsz::<sys::iommu_destroy>(), id };
+        // SAFETY: IOMMU_DESTROY takes an iommu_destroy.
+        unsafe { self.call("IOMMU_DESTROY", || format!("{} object {id}", self.target()), sys::IOMMU_DESTROY, &mut d) }
+    }
+}

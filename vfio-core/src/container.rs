@@ -1,0 +1,41 @@
+//! The mode-independent container: an IOMMU address space that devices are assigned to and DMA
+//! is mapped in. `vfio-group` implements it with a `/dev/vfio/vfio` container, `vfio-cdev` with an
+//! IOAS in an iommufd.
+
+use crate::{Device, DmaAccess, Mode, PciAddress, Result};
+
+/// An inclusive range of IOVAs the container accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IovaRange {
+    /// First usable IOVA.
+    pub start: u64,
+    /// Last usable IOVA (inclusive).
+    pub last: u64,
+}
+
+/// A DMA address space plus the devices attached to it.
+pub trait Container: Send + Sync {
+    /// Which mode this container belongs to.
+    fn mode(&self) -> Mode;
+
+    /// The IOVA ranges DMA may be mapped in.
+    fn iova_ranges(&self) -> Result<Vec<IovaRange>>;
+
+    /// Assigns the PCI device to this container and returns it ready for use: in group mode its
+    /// group joins the container and the device fd is fetched from the group; in cdev mode the
+    /// device cdev is opened, bound to the iommufd and attached to the IOAS.
+    fn assign_device(&self, addr: &PciAddress) -> Result<Device>;
+
+    /// Maps `size` bytes of process memory at `vaddr` to `iova`; returns the address the device
+    /// must use (the IOVA, or the physical address without an IOMMU).
+    ///
+    /// # Safety
+    /// `[vaddr, vaddr + size)` must stay allocated and must not be reached through Rust
+    /// references while the device may access it, until [`Container::unmap_dma`] removes the
+    /// range. The device may write it at any time while mapped with [`DmaAccess::WRITE`].
+    /// Prefer the safe [`DmaMapping`](crate::DmaMapping), which guarantees all of this.
+    unsafe fn map_dma_raw(&self, vaddr: *mut u8, size: u64, iova: u64, access: DmaAccess) -> Result<u64>;
+
+    /// Removes the mappings in `[iova, iova + size)`; returns how many bytes were unmapped.
+    fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64>;
+}

@@ -1,0 +1,100 @@
+//! The one error type of vfio-rs: every failure names the operation, the object it was done on
+//! (a device, a path, a container) and, where the kernel refused, its errno.
+
+use std::path::PathBuf;
+
+pub use rustix::io::Errno;
+
+/// A failed VFIO or iommufd operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kernel refused a syscall or ioctl.
+    #[error("{op} on {target}: {errno}")]
+    Kernel {
+        /// The ioctl or syscall, e.g. `VFIO_DEVICE_GET_INFO`.
+        op: &'static str,
+        /// The device, group, container or path it was issued on.
+        target: String,
+        /// What the kernel answered.
+        errno: Errno,
+    },
+    /// A file under sysfs or /dev could not be read, written or opened.
+    #[error("{op} {path}: {source}")]
+    Path {
+        /// What was being done, e.g. `open` or `read`.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error (carries the errno).
+        source: std::io::Error,
+    },
+    /// The caller asked for something that cannot be right, detected before any kernel call.
+    #[error("{op} on {target}: {reason}")]
+    InvalidArgument {
+        /// The operation that was refused.
+        op: &'static str,
+        /// The object it was asked of.
+        target: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The running kernel or device does not offer the feature.
+    #[error("{feature} is not supported on {target}: {reason}")]
+    Unsupported {
+        /// The feature, e.g. `cdev mode` or `MSI-X`.
+        feature: &'static str,
+        /// Where it was looked for.
+        target: String,
+        /// What was missing.
+        reason: String,
+    },
+    /// The kernel gave back data that does not follow its own uapi contract.
+    #[error("{op} on {target}: malformed reply from the kernel: {reason}")]
+    Malformed {
+        /// The ioctl whose reply was malformed.
+        op: &'static str,
+        /// The object it was issued on.
+        target: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The kernel's errno, where the kernel (or a file operation) failed.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Error::Kernel { errno, .. } => Some(*errno),
+            Error::Path { source, .. } => source.raw_os_error().map(Errno::from_raw_os_error),
+            _ => None,
+        }
+    }
+
+    /// Builds [`Error::Kernel`].
+    pub fn kernel(op: &'static str, target: impl ToString, errno: Errno) -> Self {
+        Error::Kernel { op, target: target.to_string(), errno }
+    }
+
+    /// Builds [`Error::Path`].
+    pub fn path(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Path { op, path: path.into(), source }
+    }
+
+    /// Builds [`Error::InvalidArgument`].
+    pub fn invalid(op: &'static str, target: impl ToString, reason: impl ToString) -> Self {
+        Error::InvalidArgument { op, target: target.to_string(), reason: reason.to_string() }
+    }
+
+    /// Builds [`Error::Unsupported`].
+    pub fn unsupported(feature: &'static str, target: impl ToString, reason: impl ToString) -> Self {
+        Error::Unsupported { feature, target: target.to_string(), reason: reason.to_string() }
+    }
+
+    /// Builds [`Error::Malformed`].
+    pub fn malformed(op: &'static str, target: impl ToString, reason: impl ToString) -> Self {
+        Error::Malformed { op, target: target.to_string(), reason: reason.to_string() }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

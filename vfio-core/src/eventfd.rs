@@ -1,0 +1,69 @@
+//! `eventfd(2)`: how VFIO delivers each interrupt vector to user space.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags};
+
+use crate::{Error, Result};
+
+/// A close-on-exec eventfd counting interrupts.
+#[derive(Debug)]
+pub struct EventFd {
+    fd: OwnedFd,
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl EventFd {
+    /// `eventfd(0, EFD_CLOEXEC)`.
+    pub fn new() -> Result<Self> {
+        let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC).map_err(|e| Error::kernel("eventfd", "eventfd", e))?;
+        Ok(EventFd { fd })
+    }
+
+    /// Waits up to `timeout` for the counter to become non-zero and returns (and clears) it;
+    /// `Ok(None)` on timeout.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<u64>> {
+        let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX, tv_nsec: 0 });
+        loop {
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(0) => return Ok(None),
+                Ok(_) => return self.read().map(Some),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(Error::kernel("poll", "eventfd", e)),
+            }
+        }
+    }
+
+    /// Reads (and clears) the counter, blocking until it is non-zero.
+    pub fn read(&self) -> Result<u64> {
+        let mut buf = [0u8; 8];
+        rustix::io::read(&self.fd, &mut buf).map_err(|e| Error::kernel("read", "eventfd", e))?;
+        Ok(u64::from_ne_bytes(buf))
+    }
+
+    /// Adds `n` to the counter (to simulate an interrupt).
+    pub fn signal(&self, n: u64) -> Result<()> {
+        rustix::io::write(&self.fd, &n.to_ne_bytes()).map_err(|e| Error::kernel("write", "eventfd", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_then_wait() {
+        let e = EventFd::new().unwrap();
+        assert_eq!(e.wait_timeout(Duration::from_millis(1)).unwrap(), None);
+        e.signal(2).unwrap();
+        assert_eq!(e.wait_timeout(Duration::from_secs(1)).unwrap(), Some(2));
+    }
+}

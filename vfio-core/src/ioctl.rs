@@ -1,0 +1,67 @@
+//! Typed access to `ioctl(2)` for the VFIO and iommufd request numbers of the `-sys` crates.
+//!
+//! Every call goes through [`rustix::ioctl::ioctl`]; these helpers only add the two shapes VFIO
+//! uses (a pointer to a `#[repr(C)]` struct, or a plain integer) and keep the ioctl's return value,
+//! which VFIO uses for file descriptors (`VFIO_GROUP_GET_DEVICE_FD`) and booleans
+//! (`VFIO_CHECK_EXTENSION`).
+
+use std::ffi::c_void;
+use std::os::fd::BorrowedFd;
+
+use rustix::ioctl::{Ioctl, IoctlOutput, Opcode};
+
+pub use rustix::io::Errno;
+
+/// One ioctl call with a runtime request number and an untyped argument.
+struct Call {
+    op: Opcode,
+    arg: *mut c_void,
+}
+
+// SAFETY: `opcode` and `as_ptr` return what the caller of the `unsafe` helpers below vouched for;
+// the output is the raw return value and reads no memory. IS_MUTATING is true, the conservative
+// choice, since most VFIO ioctls write back into their argument.
+unsafe impl Ioctl for Call {
+    type Output = IoctlOutput;
+    const IS_MUTATING: bool = true;
+
+    fn opcode(&self) -> Opcode {
+        self.op
+    }
+
+    fn as_ptr(&mut self) -> *mut c_void {
+        self.arg
+    }
+
+    unsafe fn output_from_ptr(out: IoctlOutput, _: *mut c_void) -> rustix::io::Result<IoctlOutput> {
+        Ok(out)
+    }
+}
+
+/// Issues `ioctl(fd, request, arg)` where `arg` points at a struct the kernel reads and may update.
+///
+/// # Safety
+/// `request` must be an ioctl whose argument is a `T` (or a `T` followed by the trailing data the
+/// struct's `argsz`/`size` field announces, all inside `*arg`'s allocation), on an fd of the kind
+/// that ioctl is defined for; and any pointer stored inside `T` must be valid for what the kernel
+/// does with it.
+pub unsafe fn with_mut<T>(fd: BorrowedFd<'_>, request: u32, arg: &mut T) -> Result<i32, Errno> {
+    let call = Call { op: request as Opcode, arg: (arg as *mut T).cast() };
+    // SAFETY: forwarded to the caller's contract.
+    unsafe { rustix::ioctl::ioctl(fd, call) }
+}
+
+/// Issues `ioctl(fd, request, arg)` where `arg` is a plain integer (an fd, an IOMMU type, ...).
+///
+/// # Safety
+/// `request` must take an integer argument (or none) on this kind of fd.
+pub unsafe fn with_int(fd: BorrowedFd<'_>, request: u32, arg: usize) -> Result<i32, Errno> {
+    let call = Call { op: request as Opcode, arg: arg as *mut c_void };
+    // SAFETY: forwarded to the caller's contract; the kernel does not dereference the integer.
+    unsafe { rustix::ioctl::ioctl(fd, call) }
+}
+
+/// The `argsz`/`size` value of a fixed-size uapi struct.
+pub const fn argsz<T>() -> u32 {
+    std::mem::size_of::<T>() as u32
+}

@@ -1,0 +1,115 @@
+//! The three ways a process can own a VFIO device, and which ones the running kernel offers.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::{Error, Result, Sysfs};
+
+/// The environment variable that forces a mode: `group`, `noiommu` or `cdev`.
+pub const MODE_ENV: &str = "VFIO_RS_MODE";
+
+/// A VFIO mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Legacy group/container API with an IOMMU (`/dev/vfio/vfio`, `/dev/vfio/<group>`).
+    Group,
+    /// Legacy API without IOMMU translation (`/dev/vfio/noiommu-<group>`): DMA uses physical addresses.
+    NoIommu,
+    /// Device cdev + iommufd (`/dev/vfio/devices/vfioN`, `/dev/iommu`).
+    Cdev,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Group => "group",
+            Mode::NoIommu => "noiommu",
+            Mode::Cdev => "cdev",
+        })
+    }
+}
+
+impl FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "group" => Ok(Mode::Group),
+            "noiommu" | "no-iommu" => Ok(Mode::NoIommu),
+            "cdev" | "iommufd" => Ok(Mode::Cdev),
+            _ => Err(Error::invalid("parse mode", format!("{s:?}"), "expected group, noiommu or cdev")),
+        }
+    }
+}
+
+/// Which modes the running kernel offers, from its device nodes and sysfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Modes {
+    /// `/dev/vfio/vfio` exists and an IOMMU is registered.
+    pub group: bool,
+    /// `/dev/vfio/vfio` exists and `vfio.enable_unsafe_noiommu_mode` is on.
+    pub noiommu: bool,
+    /// `/dev/iommu` and `/dev/vfio/devices` exist.
+    pub cdev: bool,
+}
+
+/// Looks at `/dev` and `/sys` to see which modes are available.
+pub fn detect() -> Modes {
+    detect_in(&Sysfs::default(), Path::new("/sys/class/iommu"))
+}
+
+fn detect_in(sysfs: &Sysfs, iommu_class: &Path) -> Modes {
+    let dev = sysfs.dev_dir();
+    let container = dev.join("vfio/vfio").exists();
+    let has_iommu = std::fs::read_dir(iommu_class).map(|mut d| d.next().is_some()).unwrap_or(false);
+    let noiommu = sysfs.module_param_enabled("vfio", "enable_unsafe_noiommu_mode");
+    Modes {
+        group: container && has_iommu,
+        noiommu: container && noiommu,
+        cdev: dev.join("iommu").exists() && dev.join("vfio/devices").is_dir(),
+    }
+}
+
+/// The mode to use: the one named by `VFIO_RS_MODE` if set, else cdev, group, then no-IOMMU,
+/// whichever the kernel offers first. Errors: Unsupported when the forced mode or every mode is
+/// unavailable.
+pub fn preferred() -> Result<Mode> {
+    let modes = detect();
+    if let Ok(forced) = std::env::var(MODE_ENV) {
+        let m: Mode = forced.parse()?;
+        let ok = match m {
+            Mode::Group => modes.group,
+            Mode::NoIommu => modes.noiommu,
+            Mode::Cdev => modes.cdev,
+        };
+        return if ok { Ok(m) } else { Err(Error::unsupported("VFIO mode", m, format!("forced by {MODE_ENV} but this kernel does not offer it ({modes:?})"))) };
+    }
+    if modes.cdev {
+        Ok(Mode::Cdev)
+    } else if modes.group {
+        Ok(Mode::Group)
+    } else if modes.noiommu {
+        Ok(Mode::NoIommu)
+    } else {
+        Err(Error::unsupported("VFIO", "this kernel", "no /dev/vfio/vfio and no /dev/iommu (is vfio-pci loaded?)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_display() {
+        for m in [Mode::Group, Mode::NoIommu, Mode::Cdev] {
+            assert_eq!(m.to_string().parse::<Mode>().unwrap(), m);
+        }
+        assert!("type1".parse::<Mode>().is_err());
+    }
+
+    #[test]
+    fn detect_in_empty_tree_finds_nothing() {
+        let m = detect_in(&Sysfs::at("/nonexistent/sys", "/nonexistent/dev"), Path::new("/nonexistent"));
+        assert_eq!(m, Modes::default());
+    }
+}

@@ -1,0 +1,101 @@
+//! A VFIO group (`/dev/vfio/<N>` or `/dev/vfio/noiommu-<N>`): the unit of ownership in the
+//! legacy API. A group joins one container, and its devices' fds are fetched from it.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vfio_core::{Error, Result, ioctl};
+use vfio_sys as sys;
+
+use crate::container::ContainerFd;
+
+/// What `VFIO_GROUP_GET_STATUS` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// Every device of the group is bound to a VFIO driver (or none at all).
+    pub viable: bool,
+    /// The group has joined a container.
+    pub container_set: bool,
+}
+
+/// An open VFIO group.
+#[derive(Debug)]
+pub struct Group {
+    // Field order is drop order: the group fd closes before the container it joined.
+    fd: OwnedFd,
+    id: u32,
+    path: PathBuf,
+    container: Option<Arc<ContainerFd>>,
+}
+
+impl AsFd for Group {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Group {
+    /// Opens group `id`: `/dev/vfio/<id>`, or `/dev/vfio/noiommu-<id>` when `noiommu`.
+    pub fn open(dev: &std::path::Path, id: u32, noiommu: bool) -> Result<Self> {
+        let name = if noiommu { format!("noiommu-{id}") } else { id.to_string() };
+        let path = dev.join("vfio").join(name);
+        let fd = vfio_core::open_node(&path)?;
+        Ok(Group { fd, id, path, container: None })
+    }
+
+    /// Adopts an open group fd.
+    pub fn from_fd(fd: OwnedFd, id: u32) -> Self {
+        Group { fd, id, path: PathBuf::from(format!("group fd {id}")), container: None }
+    }
+
+    /// The group number.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The node it was opened from.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn target(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// `VFIO_GROUP_GET_STATUS`.
+    pub fn status(&self) -> Result<GroupStatus> {
+        let mut st = sys::vfio_group_status { argsz: ioctl::argsz::<sys::vfio_group_status>(), flags: 0 };
+        // SAFETY: VFIO_GROUP_GET_STATUS takes a vfio_group_status with argsz set, on a group fd.
+        unsafe { ioctl::with_mut(self.as_fd(), sys::VFIO_GROUP_GET_STATUS, &mut st) }
+            .map_err(|e| Error::kernel("VFIO_GROUP_GET_STATUS", self.target(), e))?;
+        Ok(GroupStatus {
+            viable: st.flags & sys::VFIO_GROUP_FLAGS_VIABLE != 0,
+            container_set: st.flags & sys::VFIO_GROUP_FLAGS_CONTAINER_SET != 0,
+        })
+    }
+
+    /// `VFIO_GROUP_SET_CONTAINER`: joins `container`. Errors: EINVAL when the group already has a
+    /// container, EPERM when the group's IOMMU lacks interrupt isolation and unsafe interrupts
+    /// are not allowed.
+    pub(crate) fn set_container(&mut self, container: &Arc<ContainerFd>) -> Result<()> {
+        let mut fd: i32 = container.as_fd().as_raw_fd();
+        // SAFETY: VFIO_GROUP_SET_CONTAINER takes a pointer to an s32 holding a container fd.
+        unsafe { ioctl::with_mut(self.as_fd(), sys::VFIO_GROUP_SET_CONTAINER, &mut fd) }
+            .map_err(|e| Error::kernel("VFIO_GROUP_SET_CONTAINER", self.target(), e))?;
+        self.container = Some(container.clone());
+        Ok(())
+    }
+
+    /// `VFIO_GROUP_GET_DEVICE_FD` for the device named `name` (its PCI address). The kernel
+    /// returns the fd close-on-exec. Errors: EINVAL/ENODEV for a device not in this group.
+    pub fn device_fd(&self, name: &str) -> Result<OwnedFd> {
+        let cname = CString::new(name).map_err(|_| Error::invalid("VFIO_GROUP_GET_DEVICE_FD", self.target(), "device name has a NUL byte"))?;
+        // SAFETY: VFIO_GROUP_GET_DEVICE_FD takes a NUL-terminated string; `cname` outlives the call.
+        let raw = unsafe { ioctl::with_int(self.as_fd(), sys::VFIO_GROUP_GET_DEVICE_FD, cname.as_ptr() as usize) }
+            .map_err(|e| Error::kernel("VFIO_GROUP_GET_DEVICE_FD", format!("{} device {name}", self.target()), e))?;
+        // SAFETY: on success the ioctl returns a new fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+}

@@ -1,0 +1,29 @@
+//! The process-wide default container of each mode, created on first use and never closed.
+
+use std::sync::Mutex;
+
+use vfio_core::{Container, Mode, Result};
+
+static GROUP: Mutex<Option<&'static vfio_group::Container>> = Mutex::new(None);
+static NOIOMMU: Mutex<Option<&'static vfio_group::Container>> = Mutex::new(None);
+static CDEV: Mutex<Option<&'static vfio_cdev::Container>> = Mutex::new(None);
+
+fn get_or_open<C>(slot: &Mutex<Option<&'static C>>, open: impl FnOnce() -> Result<C>) -> Result<&'static C> {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = *slot {
+        return Ok(c);
+    }
+    let c: &'static C = Box::leak(Box::new(open()?));
+    *slot = Some(c);
+    Ok(c)
+}
+
+/// The default container of `mode`: a `/dev/vfio/vfio` container (type1v2 or no-IOMMU) or an
+/// IOAS in a fresh iommufd. Opened on first use, shared by every later caller.
+pub fn default_container(mode: Mode) -> Result<&'static dyn Container> {
+    Ok(match mode {
+        Mode::Group => get_or_open(&GROUP, || vfio_group::Container::open(false))?,
+        Mode::NoIommu => get_or_open(&NOIOMMU, || vfio_group::Container::open(true))?,
+        Mode::Cdev => get_or_open(&CDEV, vfio_cdev::Container::new)?,
+    })
+}
