@@ -74,7 +74,13 @@ impl Edu {
 
     /// Runs one DMA of `len` bytes between device address `addr` and the device buffer, with the
     /// completion interrupt, and waits for it on `irq` (the MSI eventfd). Returns the time taken.
-    pub fn dma(&self, dir: Direction, addr: u64, len: u64, irq: &EventFd) -> Result<Duration, Box<dyn std::error::Error>> {
+    pub fn dma(
+        &self,
+        dir: Direction,
+        addr: u64,
+        len: u64,
+        irq: &EventFd,
+    ) -> Result<Duration, Box<dyn std::error::Error>> {
         if len == 0 || len > EDU_BUF_LEN {
             return Err(format!("edu DMA of {len} bytes does not fit the {EDU_BUF_LEN}-byte device buffer").into());
         }
@@ -89,7 +95,13 @@ impl Edu {
         self.bar0.write64(reg::DMA_CMD, cmd)?;
         match irq.wait_timeout(Duration::from_secs(20))? {
             Some(_) => {}
-            None => return Err(format!("no DMA completion MSI within 20 s (cmd register {:#x})", self.bar0.read64(reg::DMA_CMD)?).into()),
+            None => {
+                return Err(format!(
+                    "no DMA completion MSI within 20 s (cmd register {:#x})",
+                    self.bar0.read64(reg::DMA_CMD)?
+                )
+                .into());
+            }
         }
         let status = self.bar0.read32(reg::IRQ_STATUS)?;
         self.bar0.write32(reg::IRQ_ACK, status)?;

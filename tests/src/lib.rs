@@ -49,7 +49,9 @@ macro_rules! ensure {
 pub fn device_from_env(var: &str) -> Result<vfio_core::PciAddress, String> {
     match std::env::var(var) {
         Ok(s) if !s.is_empty() => s.parse().map_err(|e| format!("{var}: {e}")),
-        _ => Err(format!("{var} is not set (no device; run `cargo xtask vm test`, or set it to a device bound to vfio-pci)")),
+        _ => Err(format!(
+            "{var} is not set (no device; run `cargo xtask vm test`, or set it to a device bound to vfio-pci)"
+        )),
     }
 }
 
@@ -83,5 +85,9 @@ pub fn run(tests: &[Test]) -> ExitCode {
         }
     }
     println!("{passed} passed, {failed} failed, {skipped} skipped");
-    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -76,9 +76,7 @@ fn dma_round_trip(mode: Mode) -> TestResult {
     if let Some(i) = out.iter().zip(&pattern).position(|(a, b)| a != b) {
         return Err(format!("byte {i} differs: read {:#x}, wrote {:#x}", out[i], pattern[i]).into());
     }
-    println!(
-        "    {mode}: 4096 bytes RAM -> device -> RAM verified byte for byte; 2 MSIs received ({t1:?}, {t2:?})"
-    );
+    println!("    {mode}: 4096 bytes RAM -> device -> RAM verified byte for byte; 2 MSIs received ({t1:?}, {t2:?})");
     drop(dst_map);
     drop(src_map);
     edu.pci.disable_irq(vfio_pci::MSI_IRQ)?;

@@ -2,12 +2,12 @@
 //! attached to the IOAS.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use vfio_core::{DmaAccess, Error, IovaRange, Mode, PciAddress, Result, Sysfs};
 
-use crate::{Iommufd, Ioas, IovaPlacement, UnboundDevice};
+use crate::{Ioas, Iommufd, IovaPlacement, UnboundDevice};
 
 /// An IOAS used as a [`vfio_core::Container`].
 #[derive(Debug)]
@@ -26,7 +26,12 @@ impl Container {
 
     /// A new IOAS in an existing iommufd (several containers may share one iommufd).
     pub fn with_iommufd(iommufd: &Arc<Iommufd>) -> Result<Self> {
-        Ok(Container { ioas: Arc::new(iommufd.alloc_ioas()?), sysfs: Sysfs::default(), noiommu: AtomicBool::new(false), assigned: Mutex::default() })
+        Ok(Container {
+            ioas: Arc::new(iommufd.alloc_ioas()?),
+            sysfs: Sysfs::default(),
+            noiommu: AtomicBool::new(false),
+            assigned: Mutex::default(),
+        })
     }
 
     /// The IOAS behind the container, for cdev-only features.
@@ -50,7 +55,11 @@ impl vfio_core::Container for Container {
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
         let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
         if assigned.contains(addr) {
-            return Err(Error::invalid("assign device", addr, "already assigned to this container"));
+            return Err(Error::invalid(
+                "assign device",
+                addr,
+                "already assigned to this container",
+            ));
         }
         let dev = UnboundDevice::open(&self.sysfs, addr)?.bind(self.ioas.iommufd())?;
         dev.attach(self.ioas.id())?;

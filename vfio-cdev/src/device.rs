@@ -33,12 +33,20 @@ impl UnboundDevice {
         let node = sysfs.vfio_cdev(addr)?;
         let fd = vfio_core::open_node(&node.path)?;
         check_node(&fd, &node)?;
-        Ok(UnboundDevice { fd, name: addr.to_string(), noiommu: node.name.starts_with("noiommu-") })
+        Ok(UnboundDevice {
+            fd,
+            name: addr.to_string(),
+            noiommu: node.name.starts_with("noiommu-"),
+        })
     }
 
     /// Adopts an open, unbound cdev fd.
     pub fn from_fd(fd: OwnedFd, name: impl Into<String>, noiommu: bool) -> Self {
-        UnboundDevice { fd, name: name.into(), noiommu }
+        UnboundDevice {
+            fd,
+            name: name.into(),
+            noiommu,
+        }
     }
 
     /// Whether this is a no-IOMMU cdev (`noiommu-vfioN`).
@@ -58,7 +66,12 @@ impl UnboundDevice {
         // SAFETY: VFIO_DEVICE_BIND_IOMMUFD takes a vfio_device_bind_iommufd (no token pointer).
         unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_BIND_IOMMUFD, &mut b) }
             .map_err(|e| Error::kernel("VFIO_DEVICE_BIND_IOMMUFD", &self.name, e))?;
-        Ok(BoundDevice { fd: self.fd, name: self.name, devid: b.out_devid, noiommu: self.noiommu })
+        Ok(BoundDevice {
+            fd: self.fd,
+            name: self.name,
+            devid: b.out_devid,
+            noiommu: self.noiommu,
+        })
     }
 }
 
@@ -70,7 +83,10 @@ fn check_node(fd: &OwnedFd, node: &CdevNode) -> Result<()> {
         return Err(Error::malformed(
             "open VFIO cdev",
             node.path.display(),
-            format!("node is {major}:{minor} (char device: {is_chr}) but sysfs says {}:{}", node.major, node.minor),
+            format!(
+                "node is {major}:{minor} (char device: {is_chr}) but sysfs says {}:{}",
+                node.major, node.minor
+            ),
         ));
     }
     Ok(())
@@ -119,7 +135,10 @@ impl BoundDevice {
 
     /// `VFIO_DEVICE_DETACH_IOMMUFD_PT`: leaves the device blocking all DMA.
     pub fn detach(&self) -> Result<()> {
-        let mut d = sys::vfio_device_detach_iommufd_pt { argsz: ioctl::argsz::<sys::vfio_device_detach_iommufd_pt>(), ..Default::default() };
+        let mut d = sys::vfio_device_detach_iommufd_pt {
+            argsz: ioctl::argsz::<sys::vfio_device_detach_iommufd_pt>(),
+            ..Default::default()
+        };
         // SAFETY: VFIO_DEVICE_DETACH_IOMMUFD_PT takes a vfio_device_detach_iommufd_pt.
         unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_DETACH_IOMMUFD_PT, &mut d) }
             .map_err(|e| Error::kernel("VFIO_DEVICE_DETACH_IOMMUFD_PT", &self.name, e))?;

@@ -40,7 +40,11 @@ impl Ioas {
     }
 
     fn target(&self, iova: u64, len: u64) -> String {
-        format!("{} ioas {} iova {iova:#x} length {len:#x}", self.iommufd.target(), self.id)
+        format!(
+            "{} ioas {} iova {iova:#x} length {len:#x}",
+            self.iommufd.target(),
+            self.id
+        )
     }
 
     /// `IOMMU_IOAS_MAP`: maps `len` bytes of process memory at `vaddr`; returns the IOVA.
@@ -75,7 +79,10 @@ impl Ioas {
             ..Default::default()
         };
         // SAFETY: IOMMU_IOAS_MAP takes an iommu_ioas_map; the caller vouches for the memory.
-        unsafe { self.iommufd.call("IOMMU_IOAS_MAP", || self.target(iova, len), sys::IOMMU_IOAS_MAP, &mut m)? };
+        unsafe {
+            self.iommufd
+                .call("IOMMU_IOAS_MAP", || self.target(iova, len), sys::IOMMU_IOAS_MAP, &mut m)?
+        };
         Ok(m.iova)
     }
 
@@ -83,9 +90,21 @@ impl Ioas {
     /// unmapped. Errors: ENOENT when nothing is mapped there, EINVAL when the range would
     /// split a mapping. `unmap(0, u64::MAX)` unmaps everything.
     pub fn unmap(&self, iova: u64, len: u64) -> Result<u64> {
-        let mut u = sys::iommu_ioas_unmap { size: ioctl::argsz::<sys::iommu_ioas_unmap>(), ioas_id: self.id, iova, length: len };
+        let mut u = sys::iommu_ioas_unmap {
+            size: ioctl::argsz::<sys::iommu_ioas_unmap>(),
+            ioas_id: self.id,
+            iova,
+            length: len,
+        };
         // SAFETY: IOMMU_IOAS_UNMAP takes an iommu_ioas_unmap.
-        unsafe { self.iommufd.call("IOMMU_IOAS_UNMAP", || self.target(iova, len), sys::IOMMU_IOAS_UNMAP, &mut u)? };
+        unsafe {
+            self.iommufd.call(
+                "IOMMU_IOAS_UNMAP",
+                || self.target(iova, len),
+                sys::IOMMU_IOAS_UNMAP,
+                &mut u,
+            )?
+        };
         Ok(u.length)
     }
 
@@ -101,16 +120,34 @@ impl Ioas {
                 ..Default::default()
             };
             // SAFETY: allowed_iovas points at num_iovas writable iommu_iova_range entries.
-            let res = unsafe { ioctl::with_mut(std::os::fd::AsFd::as_fd(&*self.iommufd), sys::IOMMU_IOAS_IOVA_RANGES, &mut r) };
+            let res = unsafe {
+                ioctl::with_mut(
+                    std::os::fd::AsFd::as_fd(&*self.iommufd),
+                    sys::IOMMU_IOAS_IOVA_RANGES,
+                    &mut r,
+                )
+            };
             match res {
                 Ok(_) => {
                     ranges.truncate(r.num_iovas as usize);
-                    return Ok(ranges.iter().map(|r| IovaRange { start: r.start, last: r.last }).collect());
+                    return Ok(ranges
+                        .iter()
+                        .map(|r| IovaRange {
+                            start: r.start,
+                            last: r.last,
+                        })
+                        .collect());
                 }
                 Err(Errno::MSGSIZE) if (r.num_iovas as usize) > ranges.len() => {
                     ranges = vec![sys::iommu_iova_range::default(); r.num_iovas as usize];
                 }
-                Err(e) => return Err(Error::kernel("IOMMU_IOAS_IOVA_RANGES", format!("{} ioas {}", self.iommufd.target(), self.id), e)),
+                Err(e) => {
+                    return Err(Error::kernel(
+                        "IOMMU_IOAS_IOVA_RANGES",
+                        format!("{} ioas {}", self.iommufd.target(), self.id),
+                        e,
+                    ));
+                }
             }
         }
     }
@@ -126,7 +163,14 @@ impl Ioas {
             ..Default::default()
         };
         // SAFETY: IOMMU_IOAS_NOIOMMU_GET_PA takes an iommu_ioas_noiommu_get_pa.
-        unsafe { self.iommufd.call("IOMMU_IOAS_NOIOMMU_GET_PA", || self.target(iova, len), sys::IOMMU_IOAS_NOIOMMU_GET_PA, &mut q)? };
+        unsafe {
+            self.iommufd.call(
+                "IOMMU_IOAS_NOIOMMU_GET_PA",
+                || self.target(iova, len),
+                sys::IOMMU_IOAS_NOIOMMU_GET_PA,
+                &mut q,
+            )?
+        };
         Ok((q.out_phys, q.length))
     }
 }

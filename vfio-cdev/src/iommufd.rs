@@ -32,17 +32,25 @@ impl Iommufd {
     /// Opens the iommufd node at `path`.
     pub fn open_path(path: &Path) -> Result<Arc<Self>> {
         match vfio_core::open_node(path) {
-            Ok(fd) => Ok(Arc::new(Iommufd { fd, path: path.to_owned() })),
-            Err(e) if e.errno() == Some(vfio_core::Errno::NOENT) => {
-                Err(Error::unsupported("iommufd (cdev mode)", path.display(), "the node does not exist: kernel without CONFIG_IOMMUFD"))
-            }
+            Ok(fd) => Ok(Arc::new(Iommufd {
+                fd,
+                path: path.to_owned(),
+            })),
+            Err(e) if e.errno() == Some(vfio_core::Errno::NOENT) => Err(Error::unsupported(
+                "iommufd (cdev mode)",
+                path.display(),
+                "the node does not exist: kernel without CONFIG_IOMMUFD",
+            )),
             Err(e) => Err(e),
         }
     }
 
     /// Adopts an open iommufd (for example one received from another process).
     pub fn from_fd(fd: OwnedFd) -> Arc<Self> {
-        Arc::new(Iommufd { fd, path: PathBuf::from("iommufd") })
+        Arc::new(Iommufd {
+            fd,
+            path: PathBuf::from("iommufd"),
+        })
     }
 
     pub(crate) fn target(&self) -> String {
@@ -53,7 +61,13 @@ impl Iommufd {
     ///
     /// # Safety
     /// `request` must be an iommufd ioctl taking a `T`, and pointers inside `T` must be valid.
-    pub(crate) unsafe fn call<T>(&self, op: &'static str, what: impl FnOnce() -> String, request: u32, arg: &mut T) -> Result<()> {
+    pub(crate) unsafe fn call<T>(
+        &self,
+        op: &'static str,
+        what: impl FnOnce() -> String,
+        request: u32,
+        arg: &mut T,
+    ) -> Result<()> {
         // SAFETY: forwarded to the caller.
         unsafe { ioctl::with_mut(self.as_fd(), request, arg) }.map_err(|e| Error::kernel(op, what(), e))?;
         Ok(())
@@ -61,7 +75,10 @@ impl Iommufd {
 
     /// `IOMMU_IOAS_ALLOC`: a new, empty I/O address space.
     pub fn alloc_ioas(self: &Arc<Self>) -> Result<Ioas> {
-        let mut a = sys::iommu_ioas_alloc { size: ioctl::argsz::<sys::iommu_ioas_alloc>(), ..Default::default() };
+        let mut a = sys::iommu_ioas_alloc {
+            size: ioctl::argsz::<sys::iommu_ioas_alloc>(),
+            ..Default::default()
+        };
         // SAFETY: IOMMU_IOAS_ALLOC takes an iommu_ioas_alloc.
         unsafe { self.call("IOMMU_IOAS_ALLOC", || self.target(), sys::IOMMU_IOAS_ALLOC, &mut a)? };
         Ok(Ioas::from_id(self.clone(), a.out_ioas_id))
@@ -70,8 +87,18 @@ impl Iommufd {
     /// `IOMMU_DESTROY` of object `id`. Errors: EBUSY while the object is in use (an IOAS with
     /// attached devices), ENOENT for an unknown id.
     pub fn destroy(&self, id: u32) -> Result<()> {
-        let mut d = sys::iommu_destroy { size: ioctl::argsz::<sys::iommu_destroy>(), id };
+        let mut d = sys::iommu_destroy {
+            size: ioctl::argsz::<sys::iommu_destroy>(),
+            id,
+        };
         // SAFETY: IOMMU_DESTROY takes an iommu_destroy.
-        unsafe { self.call("IOMMU_DESTROY", || format!("{} object {id}", self.target()), sys::IOMMU_DESTROY, &mut d) }
+        unsafe {
+            self.call(
+                "IOMMU_DESTROY",
+                || format!("{} object {id}", self.target()),
+                sys::IOMMU_DESTROY,
+                &mut d,
+            )
+        }
     }
 }

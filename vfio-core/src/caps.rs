@@ -18,13 +18,26 @@ const HEADER: usize = 8;
 
 /// Walks the chain in `buf` starting at `first` (0 = no capabilities). Errors (Malformed, naming
 /// `op`/`target`) for an offset outside the buffer, one that overlaps the fixed part, or a loop.
-pub fn parse<'a>(buf: &'a [u8], fixed_len: usize, first: u32, op: &'static str, target: &str) -> Result<Vec<Capability<'a>>> {
+pub fn parse<'a>(
+    buf: &'a [u8],
+    fixed_len: usize,
+    first: u32,
+    op: &'static str,
+    target: &str,
+) -> Result<Vec<Capability<'a>>> {
     let mut caps = Vec::new();
     let mut off = first as usize;
     let mut last = 0usize;
     while off != 0 {
         if off < fixed_len || off <= last && !caps.is_empty() || off.checked_add(HEADER).is_none_or(|e| e > buf.len()) {
-            return Err(Error::malformed(op, target, format!("capability offset {off:#x} is outside the {}-byte reply or goes backwards", buf.len())));
+            return Err(Error::malformed(
+                op,
+                target,
+                format!(
+                    "capability offset {off:#x} is outside the {}-byte reply or goes backwards",
+                    buf.len()
+                ),
+            ));
         }
         let h = &buf[off..off + HEADER];
         let id = u16::from_ne_bytes([h[0], h[1]]);
@@ -32,9 +45,17 @@ pub fn parse<'a>(buf: &'a [u8], fixed_len: usize, first: u32, op: &'static str, 
         let next = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]) as usize;
         let end = if next == 0 { buf.len() } else { next.min(buf.len()) };
         if end < off + HEADER {
-            return Err(Error::malformed(op, target, format!("capability {id} at {off:#x} has next {next:#x} inside itself")));
+            return Err(Error::malformed(
+                op,
+                target,
+                format!("capability {id} at {off:#x} has next {next:#x} inside itself"),
+            ));
         }
-        caps.push(Capability { id, version, bytes: &buf[off..end] });
+        caps.push(Capability {
+            id,
+            version,
+            bytes: &buf[off..end],
+        });
         last = off;
         off = next;
     }

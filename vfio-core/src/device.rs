@@ -71,7 +71,10 @@ pub struct Device {
 
 impl fmt::Debug for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Device").field("name", &self.inner.name).field("fd", &self.inner.fd).finish()
+        f.debug_struct("Device")
+            .field("name", &self.inner.name)
+            .field("fd", &self.inner.fd)
+            .finish()
     }
 }
 
@@ -85,7 +88,13 @@ impl Device {
     /// Adopts an open VFIO device fd (for example one received from another process).
     /// `name` is used in error messages; `owner` is kept alive until the fd is closed.
     pub fn from_fd(fd: OwnedFd, name: impl Into<String>, owner: Option<Owner>) -> Self {
-        Device { inner: Arc::new(DeviceFd { fd, name: name.into(), _owner: owner }) }
+        Device {
+            inner: Arc::new(DeviceFd {
+                fd,
+                name: name.into(),
+                _owner: owner,
+            }),
+        }
     }
 
     /// The name used in errors (normally the PCI address).
@@ -102,7 +111,10 @@ impl Device {
     /// `VFIO_DEVICE_GET_INFO`. Errors: the errno of the ioctl (EINVAL for a short argsz; ENODEV
     /// or EBADF after the device was released).
     pub fn info(&self) -> Result<DeviceInfo> {
-        let mut info = sys::vfio_device_info { argsz: ioctl::argsz::<sys::vfio_device_info>(), ..Default::default() };
+        let mut info = sys::vfio_device_info {
+            argsz: ioctl::argsz::<sys::vfio_device_info>(),
+            ..Default::default()
+        };
         self.ioctl_mut("VFIO_DEVICE_GET_INFO", sys::VFIO_DEVICE_GET_INFO, &mut info)?;
         Ok(DeviceInfo {
             flags: DeviceFlags::from_bits_retain(info.flags),
@@ -114,9 +126,16 @@ impl Device {
     /// `VFIO_DEVICE_GET_REGION_INFO` for region `index`. Errors: EINVAL for an index the device
     /// does not have.
     pub fn region_info(&self, index: u32) -> Result<RegionInfo> {
-        let mut info =
-            sys::vfio_region_info { argsz: ioctl::argsz::<sys::vfio_region_info>(), index, ..Default::default() };
-        self.ioctl_mut("VFIO_DEVICE_GET_REGION_INFO", sys::VFIO_DEVICE_GET_REGION_INFO, &mut info)?;
+        let mut info = sys::vfio_region_info {
+            argsz: ioctl::argsz::<sys::vfio_region_info>(),
+            index,
+            ..Default::default()
+        };
+        self.ioctl_mut(
+            "VFIO_DEVICE_GET_REGION_INFO",
+            sys::VFIO_DEVICE_GET_REGION_INFO,
+            &mut info,
+        )?;
         Ok(RegionInfo::from_sys(&info))
     }
 
@@ -124,9 +143,14 @@ impl Device {
     /// region's end is refused before the kernel is asked; a short read is an error.
     pub fn read_region(&self, region: &RegionInfo, offset: u64, buf: &mut [u8]) -> Result<()> {
         let pos = region.file_offset("read region", self.name(), offset, buf.len())?;
-        let n = rustix::io::pread(self.as_fd(), &mut *buf, pos).map_err(|e| Error::kernel("pread region", self.region_target(region, offset), e))?;
+        let n = rustix::io::pread(self.as_fd(), &mut *buf, pos)
+            .map_err(|e| Error::kernel("pread region", self.region_target(region, offset), e))?;
         if n != buf.len() {
-            return Err(Error::malformed("pread region", self.region_target(region, offset), format!("short read: {n} of {} bytes", buf.len())));
+            return Err(Error::malformed(
+                "pread region",
+                self.region_target(region, offset),
+                format!("short read: {n} of {} bytes", buf.len()),
+            ));
         }
         Ok(())
     }
@@ -134,9 +158,14 @@ impl Device {
     /// Writes `buf` at `offset` inside a region with `pwrite(2)`; bounds checked as for reads.
     pub fn write_region(&self, region: &RegionInfo, offset: u64, buf: &[u8]) -> Result<()> {
         let pos = region.file_offset("write region", self.name(), offset, buf.len())?;
-        let n = rustix::io::pwrite(self.as_fd(), buf, pos).map_err(|e| Error::kernel("pwrite region", self.region_target(region, offset), e))?;
+        let n = rustix::io::pwrite(self.as_fd(), buf, pos)
+            .map_err(|e| Error::kernel("pwrite region", self.region_target(region, offset), e))?;
         if n != buf.len() {
-            return Err(Error::malformed("pwrite region", self.region_target(region, offset), format!("short write: {n} of {} bytes", buf.len())));
+            return Err(Error::malformed(
+                "pwrite region",
+                self.region_target(region, offset),
+                format!("short write: {n} of {} bytes", buf.len()),
+            ));
         }
         Ok(())
     }
@@ -153,7 +182,11 @@ impl Device {
 
     /// `VFIO_DEVICE_GET_IRQ_INFO` for IRQ `index`.
     pub fn irq_info(&self, index: u32) -> Result<IrqInfo> {
-        let mut info = sys::vfio_irq_info { argsz: ioctl::argsz::<sys::vfio_irq_info>(), index, ..Default::default() };
+        let mut info = sys::vfio_irq_info {
+            argsz: ioctl::argsz::<sys::vfio_irq_info>(),
+            index,
+            ..Default::default()
+        };
         self.ioctl_mut("VFIO_DEVICE_GET_IRQ_INFO", sys::VFIO_DEVICE_GET_IRQ_INFO, &mut info)?;
         Ok(IrqInfo::from_sys(&info))
     }
@@ -163,8 +196,13 @@ impl Device {
         let mut buf = set.to_bytes();
         // SAFETY: `buf` is a vfio_irq_set header followed by exactly the data its argsz and count
         // announce (built by IrqSet::to_bytes), 8-byte aligned.
-        unsafe { ioctl::with_mut(self.as_fd(), sys::VFIO_DEVICE_SET_IRQS, &mut *buf.as_mut_ptr()) }
-            .map_err(|e| Error::kernel("VFIO_DEVICE_SET_IRQS", format!("{} irq index {}", self.name(), set.index), e))?;
+        unsafe { ioctl::with_mut(self.as_fd(), sys::VFIO_DEVICE_SET_IRQS, &mut *buf.as_mut_ptr()) }.map_err(|e| {
+            Error::kernel(
+                "VFIO_DEVICE_SET_IRQS",
+                format!("{} irq index {}", self.name(), set.index),
+                e,
+            )
+        })?;
         Ok(())
     }
 
@@ -172,7 +210,8 @@ impl Device {
     /// reset method (see [`DeviceFlags::RESET`]).
     pub fn reset(&self) -> Result<()> {
         // SAFETY: VFIO_DEVICE_RESET takes no argument.
-        unsafe { ioctl::with_int(self.as_fd(), sys::VFIO_DEVICE_RESET, 0) }.map_err(|e| Error::kernel("VFIO_DEVICE_RESET", self.name(), e))?;
+        unsafe { ioctl::with_int(self.as_fd(), sys::VFIO_DEVICE_RESET, 0) }
+            .map_err(|e| Error::kernel("VFIO_DEVICE_RESET", self.name(), e))?;
         Ok(())
     }
 }

@@ -24,7 +24,10 @@ unsafe impl Sync for DmaBuffer {}
 
 impl std::fmt::Debug for DmaBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DmaBuffer").field("addr", &self.ptr).field("len", &self.len).finish()
+        f.debug_struct("DmaBuffer")
+            .field("addr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -37,7 +40,11 @@ impl DmaBuffer {
     /// Allocates `len` bytes (rounded up to whole pages) with `mmap(MAP_PRIVATE|MAP_ANONYMOUS)`.
     pub fn new(len: usize) -> Result<Self> {
         if len == 0 {
-            return Err(Error::invalid("allocate DMA buffer", "anonymous memory", "length is zero"));
+            return Err(Error::invalid(
+                "allocate DMA buffer",
+                "anonymous memory",
+                "length is zero",
+            ));
         }
         let len = len.div_ceil(page_size()) * page_size();
         // SAFETY: a fresh private anonymous mapping at a kernel-chosen address aliases nothing.
@@ -71,7 +78,11 @@ impl DmaBuffer {
 
     fn range(&self, op: &'static str, offset: usize, len: usize) -> Result<*mut u8> {
         if offset.checked_add(len).is_none_or(|e| e > self.len) {
-            return Err(Error::invalid(op, "DMA buffer", format!("{len} bytes at {offset:#x} exceed the buffer's {:#x} bytes", self.len)));
+            return Err(Error::invalid(
+                op,
+                "DMA buffer",
+                format!("{len} bytes at {offset:#x} exceed the buffer's {:#x} bytes", self.len),
+            ));
         }
         // SAFETY: offset + len <= self.len, inside the allocation.
         Ok(unsafe { self.ptr.as_ptr().add(offset) })
@@ -132,7 +143,10 @@ pub struct DmaMapping<'a> {
 
 impl std::fmt::Debug for DmaMapping<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DmaMapping").field("iova", &format_args!("{:#x}", self.iova)).field("len", &self.buffer.len).finish()
+        f.debug_struct("DmaMapping")
+            .field("iova", &format_args!("{:#x}", self.iova))
+            .field("len", &self.buffer.len)
+            .finish()
     }
 }
 
@@ -142,7 +156,12 @@ impl<'a> DmaMapping<'a> {
         // SAFETY: the returned guard borrows `buffer` for 'a and unmaps on drop, so the memory
         // outlives the mapping; the buffer never gives out references the device could alias.
         let device_addr = unsafe { container.map_dma_raw(buffer.as_ptr(), buffer.len() as u64, iova, access)? };
-        Ok(DmaMapping { container, buffer, iova, device_addr })
+        Ok(DmaMapping {
+            container,
+            buffer,
+            iova,
+            device_addr,
+        })
     }
 
     /// The IOVA the device uses for the first byte.

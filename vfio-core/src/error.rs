@@ -72,27 +72,47 @@ impl Error {
 
     /// Builds [`Error::Kernel`].
     pub fn kernel(op: &'static str, target: impl ToString, errno: Errno) -> Self {
-        Error::Kernel { op, target: target.to_string(), errno }
+        Error::Kernel {
+            op,
+            target: target.to_string(),
+            errno,
+        }
     }
 
     /// Builds [`Error::Path`].
     pub fn path(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Path { op, path: path.into(), source }
+        Error::Path {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// Builds [`Error::InvalidArgument`].
     pub fn invalid(op: &'static str, target: impl ToString, reason: impl ToString) -> Self {
-        Error::InvalidArgument { op, target: target.to_string(), reason: reason.to_string() }
+        Error::InvalidArgument {
+            op,
+            target: target.to_string(),
+            reason: reason.to_string(),
+        }
     }
 
     /// Builds [`Error::Unsupported`].
     pub fn unsupported(feature: &'static str, target: impl ToString, reason: impl ToString) -> Self {
-        Error::Unsupported { feature, target: target.to_string(), reason: reason.to_string() }
+        Error::Unsupported {
+            feature,
+            target: target.to_string(),
+            reason: reason.to_string(),
+        }
     }
 
     /// Builds [`Error::Malformed`].
     pub fn malformed(op: &'static str, target: impl ToString, reason: impl ToString) -> Self {
-        Error::Malformed { op, target: target.to_string(), reason: reason.to_string() }
+        Error::Malformed {
+            op,
+            target: target.to_string(),
+            reason: reason.to_string(),
+        }
     }
 }
 

@@ -22,14 +22,18 @@ impl AsFd for EventFd {
 impl EventFd {
     /// `eventfd(0, EFD_CLOEXEC)`.
     pub fn new() -> Result<Self> {
-        let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC).map_err(|e| Error::kernel("eventfd", "eventfd", e))?;
+        let fd =
+            rustix::event::eventfd(0, EventfdFlags::CLOEXEC).map_err(|e| Error::kernel("eventfd", "eventfd", e))?;
         Ok(EventFd { fd })
     }
 
     /// Waits up to `timeout` for the counter to become non-zero and returns (and clears) it;
     /// `Ok(None)` on timeout.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<u64>> {
-        let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX, tv_nsec: 0 });
+        let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
         loop {
             let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
             match rustix::event::poll(&mut fds, Some(&ts)) {

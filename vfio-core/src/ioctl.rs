@@ -46,7 +46,10 @@ unsafe impl Ioctl for Call {
 /// that ioctl is defined for; and any pointer stored inside `T` must be valid for what the kernel
 /// does with it.
 pub unsafe fn with_mut<T>(fd: BorrowedFd<'_>, request: u32, arg: &mut T) -> Result<i32, Errno> {
-    let call = Call { op: request as Opcode, arg: (arg as *mut T).cast() };
+    let call = Call {
+        op: request as Opcode,
+        arg: (arg as *mut T).cast(),
+    };
     // SAFETY: forwarded to the caller's contract.
     unsafe { rustix::ioctl::ioctl(fd, call) }
 }
@@ -56,7 +59,10 @@ pub unsafe fn with_mut<T>(fd: BorrowedFd<'_>, request: u32, arg: &mut T) -> Resu
 /// # Safety
 /// `request` must take an integer argument (or none) on this kind of fd.
 pub unsafe fn with_int(fd: BorrowedFd<'_>, request: u32, arg: usize) -> Result<i32, Errno> {
-    let call = Call { op: request as Opcode, arg: arg as *mut c_void };
+    let call = Call {
+        op: request as Opcode,
+        arg: arg as *mut c_void,
+    };
     // SAFETY: forwarded to the caller's contract; the kernel does not dereference the integer.
     unsafe { rustix::ioctl::ioctl(fd, call) }
 }

@@ -34,7 +34,11 @@ pub struct IrqInfo {
 
 impl IrqInfo {
     pub(crate) fn from_sys(info: &sys::vfio_irq_info) -> Self {
-        IrqInfo { index: info.index, flags: IrqFlags::from_bits_retain(info.flags), count: info.count }
+        IrqInfo {
+            index: info.index,
+            flags: IrqFlags::from_bits_retain(info.flags),
+            count: info.count,
+        }
     }
 }
 
@@ -80,22 +84,42 @@ impl IrqSet {
     /// Routes vectors `start..` of `index` to the given eventfds (`None` de-assigns one).
     pub fn eventfds(index: u32, start: u32, fds: &[Option<BorrowedFd<'_>>]) -> Self {
         let fds = fds.iter().map(|f| f.map_or(-1, |f| f.as_raw_fd())).collect();
-        IrqSet { index, start, action: IrqAction::Trigger, data: IrqData::Eventfds(fds) }
+        IrqSet {
+            index,
+            start,
+            action: IrqAction::Trigger,
+            data: IrqData::Eventfds(fds),
+        }
     }
 
     /// Disables every vector of `index`.
     pub fn disable(index: u32) -> Self {
-        IrqSet { index, start: 0, action: IrqAction::Trigger, data: IrqData::None { count: 0 } }
+        IrqSet {
+            index,
+            start: 0,
+            action: IrqAction::Trigger,
+            data: IrqData::None { count: 0 },
+        }
     }
 
     /// Unmasks vectors `start..start+count` (e.g. INTx after servicing it).
     pub fn unmask(index: u32, start: u32, count: u32) -> Self {
-        IrqSet { index, start, action: IrqAction::Unmask, data: IrqData::None { count } }
+        IrqSet {
+            index,
+            start,
+            action: IrqAction::Unmask,
+            data: IrqData::None { count },
+        }
     }
 
     /// Masks vectors `start..start+count`.
     pub fn mask(index: u32, start: u32, count: u32) -> Self {
-        IrqSet { index, start, action: IrqAction::Mask, data: IrqData::None { count } }
+        IrqSet {
+            index,
+            start,
+            action: IrqAction::Mask,
+            data: IrqData::None { count },
+        }
     }
 
     /// Number of vectors the request covers.
@@ -151,7 +175,12 @@ mod tests {
 
     #[test]
     fn eventfd_request_layout() {
-        let s = IrqSet { index: 2, start: 3, action: IrqAction::Trigger, data: IrqData::Eventfds(vec![7, -1]) };
+        let s = IrqSet {
+            index: 2,
+            start: 3,
+            action: IrqAction::Trigger,
+            data: IrqData::Eventfds(vec![7, -1]),
+        };
         let w = s.to_bytes();
         let b: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
         let u = |i: usize| u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());

@@ -37,7 +37,11 @@ impl FromStr for Mode {
             "group" => Ok(Mode::Group),
             "noiommu" | "no-iommu" => Ok(Mode::NoIommu),
             "cdev" | "iommufd" => Ok(Mode::Cdev),
-            _ => Err(Error::invalid("parse mode", format!("{s:?}"), "expected group, noiommu or cdev")),
+            _ => Err(Error::invalid(
+                "parse mode",
+                format!("{s:?}"),
+                "expected group, noiommu or cdev",
+            )),
         }
     }
 }
@@ -61,7 +65,9 @@ pub fn detect() -> Modes {
 fn detect_in(sysfs: &Sysfs, iommu_class: &Path) -> Modes {
     let dev = sysfs.dev_dir();
     let container = dev.join("vfio/vfio").exists();
-    let has_iommu = std::fs::read_dir(iommu_class).map(|mut d| d.next().is_some()).unwrap_or(false);
+    let has_iommu = std::fs::read_dir(iommu_class)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
     let noiommu = sysfs.module_param_enabled("vfio", "enable_unsafe_noiommu_mode");
     Modes {
         group: container && has_iommu,
@@ -82,7 +88,15 @@ pub fn preferred() -> Result<Mode> {
             Mode::NoIommu => modes.noiommu,
             Mode::Cdev => modes.cdev,
         };
-        return if ok { Ok(m) } else { Err(Error::unsupported("VFIO mode", m, format!("forced by {MODE_ENV} but this kernel does not offer it ({modes:?})"))) };
+        return if ok {
+            Ok(m)
+        } else {
+            Err(Error::unsupported(
+                "VFIO mode",
+                m,
+                format!("forced by {MODE_ENV} but this kernel does not offer it ({modes:?})"),
+            ))
+        };
     }
     if modes.cdev {
         Ok(Mode::Cdev)
@@ -91,7 +105,11 @@ pub fn preferred() -> Result<Mode> {
     } else if modes.noiommu {
         Ok(Mode::NoIommu)
     } else {
-        Err(Error::unsupported("VFIO", "this kernel", "no /dev/vfio/vfio and no /dev/iommu (is vfio-pci loaded?)"))
+        Err(Error::unsupported(
+            "VFIO",
+            "this kernel",
+            "no /dev/vfio/vfio and no /dev/iommu (is vfio-pci loaded?)",
+        ))
     }
 }
 
@@ -109,7 +127,10 @@ mod tests {
 
     #[test]
     fn detect_in_empty_tree_finds_nothing() {
-        let m = detect_in(&Sysfs::at("/nonexistent/sys", "/nonexistent/dev"), Path::new("/nonexistent"));
+        let m = detect_in(
+            &Sysfs::at("/nonexistent/sys", "/nonexistent/dev"),
+            Path::new("/nonexistent"),
+        );
         assert_eq!(m, Modes::default());
     }
 }

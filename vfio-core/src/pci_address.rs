@@ -28,14 +28,23 @@ impl PciAddress {
                 "device must be <= 0x1f and function <= 7",
             ));
         }
-        Ok(PciAddress { domain, bus, device, function })
+        Ok(PciAddress {
+            domain,
+            bus,
+            device,
+            function,
+        })
     }
 }
 
 impl fmt::Display for PciAddress {
     /// The sysfs form, `0000:00:03.0`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04x}:{:02x}:{:02x}.{:x}", self.domain, self.bus, self.device, self.function)
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.domain, self.bus, self.device, self.function
+        )
     }
 }
 
@@ -45,7 +54,11 @@ impl FromStr for PciAddress {
     /// Parses `DDDD:BB:DD.F` or `BB:DD.F` (domain 0), hexadecimal, case-insensitive.
     fn from_str(s: &str) -> crate::Result<Self> {
         let bad = |why: &str| {
-            Error::invalid("parse PCI address", format!("{s:?}"), format!("{why} (expected DDDD:BB:DD.F or BB:DD.F)"))
+            Error::invalid(
+                "parse PCI address",
+                format!("{s:?}"),
+                format!("{why} (expected DDDD:BB:DD.F or BB:DD.F)"),
+            )
         };
         let (rest, function) = s.rsplit_once('.').ok_or_else(|| bad("no '.' before the function"))?;
         let parts: Vec<&str> = rest.split(':').collect();
@@ -70,7 +83,12 @@ impl FromStr for PciAddress {
         if function > 7 {
             return Err(bad("function is above 7"));
         }
-        Ok(PciAddress { domain, bus, device: device as u8, function: function as u8 })
+        Ok(PciAddress {
+            domain,
+            bus,
+            device: device as u8,
+            function: function as u8,
+        })
     }
 }
 
@@ -82,13 +100,28 @@ mod tests {
     fn parses_full_and_short_forms() {
         let a: PciAddress = "0000:00:03.0".parse().unwrap();
         assert_eq!(a, PciAddress::new(0, 0, 3, 0).unwrap());
-        assert_eq!("01:1f.7".parse::<PciAddress>().unwrap(), PciAddress::new(0, 1, 31, 7).unwrap());
-        assert_eq!("ABCD:ff:00.1".parse::<PciAddress>().unwrap().to_string(), "abcd:ff:00.1");
+        assert_eq!(
+            "01:1f.7".parse::<PciAddress>().unwrap(),
+            PciAddress::new(0, 1, 31, 7).unwrap()
+        );
+        assert_eq!(
+            "ABCD:ff:00.1".parse::<PciAddress>().unwrap().to_string(),
+            "abcd:ff:00.1"
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        for s in ["", "0000:00:03", "00:20.0", "00:00.8", "0000:000:00.0", "x:00:00.0", "0:0:0:0.0", "00:00.-1"] {
+        for s in [
+            "",
+            "0000:00:03",
+            "00:20.0",
+            "00:00.8",
+            "0000:000:00.0",
+            "x:00:00.0",
+            "0:0:0:0.0",
+            "00:00.-1",
+        ] {
             let e = s.parse::<PciAddress>().unwrap_err();
             assert!(e.to_string().contains(&format!("{s:?}")), "{e}");
         }

@@ -40,7 +40,12 @@ pub struct RegionInfo {
 
 impl RegionInfo {
     pub(crate) fn from_sys(info: &sys::vfio_region_info) -> Self {
-        RegionInfo { index: info.index, flags: RegionFlags::from_bits_retain(info.flags), size: info.size, offset: info.offset }
+        RegionInfo {
+            index: info.index,
+            flags: RegionFlags::from_bits_retain(info.flags),
+            size: info.size,
+            offset: info.offset,
+        }
     }
 
     /// Checks `[offset, offset + len)` lies inside the region; returns the device-fd offset.
@@ -51,7 +56,10 @@ impl RegionInfo {
             _ => Err(Error::invalid(
                 op,
                 format!("{dev} region {}", self.index),
-                format!("access of {len} bytes at {offset:#x} is outside the region of {:#x} bytes", self.size),
+                format!(
+                    "access of {len} bytes at {offset:#x} is outside the region of {:#x} bytes",
+                    self.size
+                ),
             )),
         }
     }
@@ -74,7 +82,11 @@ unsafe impl Sync for MappedRegion {}
 
 impl std::fmt::Debug for MappedRegion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MappedRegion").field("device", &self.device.name()).field("region", &self.region).field("len", &self.len).finish()
+        f.debug_struct("MappedRegion")
+            .field("device", &self.device.name())
+            .field("region", &self.region)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -83,7 +95,11 @@ impl MappedRegion {
     pub fn new(device: Device, region: &RegionInfo, offset: u64, len: u64) -> Result<Self> {
         let target = || format!("{} region {}", device.name(), region.index);
         if !region.flags.contains(RegionFlags::MMAP) {
-            return Err(Error::unsupported("mmap", target(), "the region has no VFIO_REGION_INFO_FLAG_MMAP"));
+            return Err(Error::unsupported(
+                "mmap",
+                target(),
+                "the region has no VFIO_REGION_INFO_FLAG_MMAP",
+            ));
         }
         let pos = region.file_offset("mmap region", device.name(), offset, len as usize)?;
         if len == 0 {
@@ -98,10 +114,31 @@ impl MappedRegion {
         }
         // SAFETY: a fresh shared mapping of the device fd at a kernel-chosen address; it aliases no
         // Rust object and is only reached through volatile accesses.
-        let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len as usize, prot, rustix::mm::MapFlags::SHARED, device.as_fd(), pos) }
-            .map_err(|e| Error::kernel("mmap region", format!("{} offset {offset:#x} length {len:#x}", target()), e))?;
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::malformed("mmap region", target(), "mmap returned NULL"))?;
-        Ok(MappedRegion { ptr, len: len as usize, region: region.index, device })
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                prot,
+                rustix::mm::MapFlags::SHARED,
+                device.as_fd(),
+                pos,
+            )
+        }
+        .map_err(|e| {
+            Error::kernel(
+                "mmap region",
+                format!("{} offset {offset:#x} length {len:#x}", target()),
+                e,
+            )
+        })?;
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| Error::malformed("mmap region", target(), "mmap returned NULL"))?;
+        Ok(MappedRegion {
+            ptr,
+            len: len as usize,
+            region: region.index,
+            device,
+        })
     }
 
     /// The mapping's length in bytes.
@@ -131,7 +168,10 @@ impl MappedRegion {
             return Err(Error::invalid(
                 "MMIO access",
                 format!("{} region {}", self.device.name(), self.region),
-                format!("{size}-byte access at {offset:#x} is past the end of the {:#x}-byte mapping", self.len),
+                format!(
+                    "{size}-byte access at {offset:#x} is past the end of the {:#x}-byte mapping",
+                    self.len
+                ),
             ));
         }
         if offset % size != 0 {
@@ -219,7 +259,12 @@ mod tests {
 
     #[test]
     fn region_bounds() {
-        let r = RegionInfo { index: 0, flags: RegionFlags::READ, size: 0x100, offset: 0x1000 };
+        let r = RegionInfo {
+            index: 0,
+            flags: RegionFlags::READ,
+            size: 0x100,
+            offset: 0x1000,
+        };
         assert_eq!(r.file_offset("t", "dev", 0xfc, 4).unwrap(), 0x10fc);
         assert!(r.file_offset("t", "dev", 0xfd, 4).is_err());
         assert!(r.file_offset("t", "dev", u64::MAX, 2).is_err());

@@ -16,7 +16,10 @@ pub struct Sysfs {
 
 impl Default for Sysfs {
     fn default() -> Self {
-        Sysfs { root: PathBuf::from("/sys"), dev: PathBuf::from("/dev") }
+        Sysfs {
+            root: PathBuf::from("/sys"),
+            dev: PathBuf::from("/dev"),
+        }
     }
 }
 
@@ -36,7 +39,10 @@ pub struct CdevNode {
 impl Sysfs {
     /// A sysfs tree at `root` with device nodes under `dev` (for tests: a fake tree).
     pub fn at(root: impl Into<PathBuf>, dev: impl Into<PathBuf>) -> Self {
-        Sysfs { root: root.into(), dev: dev.into() }
+        Sysfs {
+            root: root.into(),
+            dev: dev.into(),
+        }
     }
 
     /// `/sys/bus/pci/devices/<addr>`.
@@ -64,7 +70,13 @@ impl Sysfs {
         let link = dir.join("iommu_group");
         let target = fs::read_link(&link).map_err(|e| Error::path("read IOMMU group link", &link, e))?;
         let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        name.parse().map_err(|_| Error::malformed("read IOMMU group link", link.display(), format!("{name:?} is not a group number")))
+        name.parse().map_err(|_| {
+            Error::malformed(
+                "read IOMMU group link",
+                link.display(),
+                format!("{name:?} is not a group number"),
+            )
+        })
     }
 
     /// The driver the device is bound to now, or `None`.
@@ -82,16 +94,30 @@ impl Sysfs {
     pub fn require_vfio_pci(&self, addr: &PciAddress) -> Result<()> {
         match self.driver(addr)?.as_deref() {
             Some("vfio-pci") => Ok(()),
-            Some(other) => Err(Error::invalid("open VFIO device", addr, format!("bound to driver {other:?}, not vfio-pci"))),
-            None => Err(Error::invalid("open VFIO device", addr, "not bound to any driver (bind it to vfio-pci)")),
+            Some(other) => Err(Error::invalid(
+                "open VFIO device",
+                addr,
+                format!("bound to driver {other:?}, not vfio-pci"),
+            )),
+            None => Err(Error::invalid(
+                "open VFIO device",
+                addr,
+                "not bound to any driver (bind it to vfio-pci)",
+            )),
         }
     }
 
     /// The device's VFIO cdev from `<device>/vfio-dev/<name>/dev` (`major:minor`).
     pub fn vfio_cdev(&self, addr: &PciAddress) -> Result<CdevNode> {
         let dir = self.require_device(addr)?.join("vfio-dev");
-        let entries = fs::read_dir(&dir).map_err(|e| Error::path("list vfio-dev (kernel without VFIO_DEVICE_CDEV, or device not bound to vfio-pci?)", &dir, e))?;
-        for entry in entries {
+        let entries = fs::read_dir(&dir).map_err(|e| {
+            Error::path(
+                "list vfio-dev (kernel without VFIO_DEVICE_CDEV, or device not bound to vfio-pci?)",
+                &dir,
+                e,
+            )
+        })?;
+        if let Some(entry) = entries.into_iter().next() {
             let entry = entry.map_err(|e| Error::path("list", &dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let devfile = entry.path().join("dev");
@@ -99,15 +125,26 @@ impl Sysfs {
             let (major, minor) = parse_major_minor(text.trim())
                 .ok_or_else(|| Error::malformed("read", devfile.display(), format!("{text:?} is not major:minor")))?;
             let path = self.dev.join("vfio/devices").join(&name);
-            return Ok(CdevNode { name, path, major, minor });
+            return Ok(CdevNode {
+                name,
+                path,
+                major,
+                minor,
+            });
         }
-        Err(Error::unsupported("VFIO device cdev", addr, format!("{} is empty", dir.display())))
+        Err(Error::unsupported(
+            "VFIO device cdev",
+            addr,
+            format!("{} is empty", dir.display()),
+        ))
     }
 
     /// Whether a module parameter file reads `Y` (e.g. `vfio`, `enable_unsafe_noiommu_mode`).
     pub fn module_param_enabled(&self, module: &str, param: &str) -> bool {
         let p = self.root.join("module").join(module).join("parameters").join(param);
-        fs::read_to_string(p).map(|s| s.trim() == "Y" || s.trim() == "1").unwrap_or(false)
+        fs::read_to_string(p)
+            .map(|s| s.trim() == "Y" || s.trim() == "1")
+            .unwrap_or(false)
     }
 }
 
@@ -139,7 +176,11 @@ mod tests {
             pub fn new() -> Self {
                 use std::sync::atomic::{AtomicU32, Ordering};
                 static N: AtomicU32 = AtomicU32::new(0);
-                let p = std::env::temp_dir().join(format!("vfio-core-sysfs-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+                let p = std::env::temp_dir().join(format!(
+                    "vfio-core-sysfs-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
                 std::fs::create_dir_all(&p).unwrap();
                 Dir(p)
             }

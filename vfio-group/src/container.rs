@@ -70,10 +70,19 @@ impl Container {
     pub fn open_in(sysfs: Sysfs, noiommu: bool) -> Result<Self> {
         let path = sysfs.dev_dir().join("vfio/vfio");
         let fd = vfio_core::open_node(&path)?;
-        let c = Container { fd: Arc::new(ContainerFd { fd, path }), sysfs, noiommu, state: Mutex::default() };
+        let c = Container {
+            fd: Arc::new(ContainerFd { fd, path }),
+            sysfs,
+            noiommu,
+            state: Mutex::default(),
+        };
         let version = c.int_ioctl("VFIO_GET_API_VERSION", sys::VFIO_GET_API_VERSION, 0)?;
         if version != sys::VFIO_API_VERSION as i32 {
-            return Err(Error::unsupported("VFIO API", c.target(), format!("version {version}, expected {}", sys::VFIO_API_VERSION)));
+            return Err(Error::unsupported(
+                "VFIO API",
+                c.target(),
+                format!("version {version}, expected {}", sys::VFIO_API_VERSION),
+            ));
         }
         Ok(c)
     }
@@ -169,7 +178,11 @@ impl vfio_core::Container for Container {
     /// arguments, ENOMEM past the locked-memory limit; Unsupported in a no-IOMMU container.
     unsafe fn map_dma_raw(&self, vaddr: *mut u8, size: u64, iova: u64, access: DmaAccess) -> Result<u64> {
         if self.noiommu {
-            return Err(Error::unsupported("DMA mapping", self.target(), "a no-IOMMU container has no IOVA space; use physical addresses"));
+            return Err(Error::unsupported(
+                "DMA mapping",
+                self.target(),
+                "a no-IOMMU container has no IOVA space; use physical addresses",
+            ));
         }
         let mut flags = 0;
         if access.contains(DmaAccess::READ) {

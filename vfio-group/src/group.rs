@@ -39,15 +39,29 @@ impl AsFd for Group {
 impl Group {
     /// Opens group `id`: `/dev/vfio/<id>`, or `/dev/vfio/noiommu-<id>` when `noiommu`.
     pub fn open(dev: &std::path::Path, id: u32, noiommu: bool) -> Result<Self> {
-        let name = if noiommu { format!("noiommu-{id}") } else { id.to_string() };
+        let name = if noiommu {
+            format!("noiommu-{id}")
+        } else {
+            id.to_string()
+        };
         let path = dev.join("vfio").join(name);
         let fd = vfio_core::open_node(&path)?;
-        Ok(Group { fd, id, path, container: None })
+        Ok(Group {
+            fd,
+            id,
+            path,
+            container: None,
+        })
     }
 
     /// Adopts an open group fd.
     pub fn from_fd(fd: OwnedFd, id: u32) -> Self {
-        Group { fd, id, path: PathBuf::from(format!("group fd {id}")), container: None }
+        Group {
+            fd,
+            id,
+            path: PathBuf::from(format!("group fd {id}")),
+            container: None,
+        }
     }
 
     /// The group number.
@@ -66,7 +80,10 @@ impl Group {
 
     /// `VFIO_GROUP_GET_STATUS`.
     pub fn status(&self) -> Result<GroupStatus> {
-        let mut st = sys::vfio_group_status { argsz: ioctl::argsz::<sys::vfio_group_status>(), flags: 0 };
+        let mut st = sys::vfio_group_status {
+            argsz: ioctl::argsz::<sys::vfio_group_status>(),
+            flags: 0,
+        };
         // SAFETY: VFIO_GROUP_GET_STATUS takes a vfio_group_status with argsz set, on a group fd.
         unsafe { ioctl::with_mut(self.as_fd(), sys::VFIO_GROUP_GET_STATUS, &mut st) }
             .map_err(|e| Error::kernel("VFIO_GROUP_GET_STATUS", self.target(), e))?;
@@ -91,10 +108,17 @@ impl Group {
     /// `VFIO_GROUP_GET_DEVICE_FD` for the device named `name` (its PCI address). The kernel
     /// returns the fd close-on-exec. Errors: EINVAL/ENODEV for a device not in this group.
     pub fn device_fd(&self, name: &str) -> Result<OwnedFd> {
-        let cname = CString::new(name).map_err(|_| Error::invalid("VFIO_GROUP_GET_DEVICE_FD", self.target(), "device name has a NUL byte"))?;
+        let cname = CString::new(name)
+            .map_err(|_| Error::invalid("VFIO_GROUP_GET_DEVICE_FD", self.target(), "device name has a NUL byte"))?;
         // SAFETY: VFIO_GROUP_GET_DEVICE_FD takes a NUL-terminated string; `cname` outlives the call.
         let raw = unsafe { ioctl::with_int(self.as_fd(), sys::VFIO_GROUP_GET_DEVICE_FD, cname.as_ptr() as usize) }
-            .map_err(|e| Error::kernel("VFIO_GROUP_GET_DEVICE_FD", format!("{} device {name}", self.target()), e))?;
+            .map_err(|e| {
+                Error::kernel(
+                    "VFIO_GROUP_GET_DEVICE_FD",
+                    format!("{} device {name}", self.target()),
+                    e,
+                )
+            })?;
         // SAFETY: on success the ioctl returns a new fd that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
     }

@@ -12,18 +12,30 @@ fn get_info(fd: BorrowedFd<'_>, target: &str) -> Result<Vec<u8>> {
     for _ in 0..4 {
         let mut words = vec![0u64; (argsz as usize).div_ceil(8)];
         // argsz is the first u32 of the struct, flags (0) the second.
-        words[0] = if cfg!(target_endian = "little") { argsz as u64 } else { (argsz as u64) << 32 };
+        words[0] = if cfg!(target_endian = "little") {
+            argsz as u64
+        } else {
+            (argsz as u64) << 32
+        };
         // SAFETY: the buffer holds argsz bytes starting with a vfio_iommu_type1_info, 8-aligned.
         unsafe { ioctl::with_mut(fd, sys::VFIO_IOMMU_GET_INFO, &mut words[0]) }
             .map_err(|e| vfio_core::Error::kernel("VFIO_IOMMU_GET_INFO", target, e))?;
-        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).take(argsz as usize).collect();
+        let bytes: Vec<u8> = words
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .take(argsz as usize)
+            .collect();
         let wanted = caps::u32_at(&bytes, 0, "VFIO_IOMMU_GET_INFO", target)?;
         if wanted <= argsz {
             return Ok(bytes);
         }
         argsz = wanted;
     }
-    Err(vfio_core::Error::malformed("VFIO_IOMMU_GET_INFO", target, "argsz kept growing"))
+    Err(vfio_core::Error::malformed(
+        "VFIO_IOMMU_GET_INFO",
+        target,
+        "argsz kept growing",
+    ))
 }
 
 /// The container's IOVA page-size bitmap.
@@ -37,7 +49,11 @@ pub(crate) fn iova_ranges(fd: BorrowedFd<'_>, target: &str) -> Result<Vec<IovaRa
     const OP: &str = "VFIO_IOMMU_GET_INFO";
     let b = get_info(fd, target)?;
     let flags = caps::u32_at(&b, 4, OP, target)?;
-    let cap_offset = if flags & sys::VFIO_IOMMU_INFO_CAPS != 0 { caps::u32_at(&b, 16, OP, target)? } else { 0 };
+    let cap_offset = if flags & sys::VFIO_IOMMU_INFO_CAPS != 0 {
+        caps::u32_at(&b, 16, OP, target)?
+    } else {
+        0
+    };
     let fixed = std::mem::size_of::<sys::vfio_iommu_type1_info>();
     for cap in caps::parse(&b, fixed, cap_offset, OP, target)? {
         if cap.id as u32 == sys::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE {
@@ -51,5 +67,8 @@ pub(crate) fn iova_ranges(fd: BorrowedFd<'_>, target: &str) -> Result<Vec<IovaRa
             return Ok(out);
         }
     }
-    Ok(vec![IovaRange { start: 0, last: u64::MAX }])
+    Ok(vec![IovaRange {
+        start: 0,
+        last: u64::MAX,
+    }])
 }

@@ -27,4 +27,3 @@ mod info;
 
 pub use container::{Container, IommuType};
 pub use group::{Group, GroupStatus};
-

@@ -39,7 +39,9 @@ fn parse_args() -> Res<(Option<Mode>, PciAddress)> {
             _ => addr = Some(a),
         }
     }
-    let addr = addr.ok_or("no device: pass a PCI address or set VFIO_TEST_EDU")?.parse()?;
+    let addr = addr
+        .ok_or("no device: pass a PCI address or set VFIO_TEST_EDU")?
+        .parse()?;
     let modes = vfio_core::detect();
     if mode == Some(Mode::Group) && !modes.group && modes.noiommu {
         mode = Some(Mode::NoIommu);
@@ -75,7 +77,8 @@ fn run() -> Res<String> {
     bar0.write32(0x20, 0x80)?;
     let t = Instant::now();
     bar0.write32(0x08, 10)?;
-    irq.wait_timeout(Duration::from_secs(10))?.ok_or("no factorial interrupt within 10 s")?;
+    irq.wait_timeout(Duration::from_secs(10))?
+        .ok_or("no factorial interrupt within 10 s")?;
     let status = bar0.read32(0x24)?;
     bar0.write32(0x64, status)?;
     let fact = bar0.read32(0x08)?;
@@ -97,12 +100,16 @@ fn run() -> Res<String> {
         let src_map = DmaMapping::new(container, &src, 0x10_0000, DmaAccess::READ)?;
         let dst_map = DmaMapping::new(container, &dst, 0x20_0000, DmaAccess::WRITE)?;
         let t = Instant::now();
-        for (from, to, cmd) in [(src_map.device_addr(), 0x40000, 0b101u64), (0x40000, dst_map.device_addr(), 0b111)] {
+        for (from, to, cmd) in [
+            (src_map.device_addr(), 0x40000, 0b101u64),
+            (0x40000, dst_map.device_addr(), 0b111),
+        ] {
             bar0.write64(0x80, from)?;
             bar0.write64(0x88, to)?;
             bar0.write64(0x90, 4096)?;
             bar0.write64(0x98, cmd)?;
-            irq.wait_timeout(Duration::from_secs(20))?.ok_or("no DMA interrupt within 20 s")?;
+            irq.wait_timeout(Duration::from_secs(20))?
+                .ok_or("no DMA interrupt within 20 s")?;
             let status = bar0.read32(0x24)?;
             bar0.write32(0x64, status)?;
         }
@@ -111,7 +118,10 @@ fn run() -> Res<String> {
         if out != pattern {
             return Err("DMA round trip: the bytes differ".into());
         }
-        println!("edu: DMA 4096 bytes RAM -> device -> RAM verified byte for byte in {:?}, 2 MSIs", t.elapsed());
+        println!(
+            "edu: DMA 4096 bytes RAM -> device -> RAM verified byte for byte in {:?}, 2 MSIs",
+            t.elapsed()
+        );
         "DMA round trip verified".to_string()
     };
     dev.disable_irq(vfio_pci::MSI_IRQ)?;

@@ -6,13 +6,13 @@ use vfio_sys as sys;
 use crate::config::{Command, offset};
 
 /// Region index of the config space.
-pub const CONFIG_REGION: u32 = sys::VFIO_PCI_CONFIG_REGION_INDEX as u32;
+pub const CONFIG_REGION: u32 = sys::VFIO_PCI_CONFIG_REGION_INDEX;
 /// IRQ index of INTx.
-pub const INTX_IRQ: u32 = sys::VFIO_PCI_INTX_IRQ_INDEX as u32;
+pub const INTX_IRQ: u32 = sys::VFIO_PCI_INTX_IRQ_INDEX;
 /// IRQ index of MSI.
-pub const MSI_IRQ: u32 = sys::VFIO_PCI_MSI_IRQ_INDEX as u32;
+pub const MSI_IRQ: u32 = sys::VFIO_PCI_MSI_IRQ_INDEX;
 /// IRQ index of MSI-X.
-pub const MSIX_IRQ: u32 = sys::VFIO_PCI_MSIX_IRQ_INDEX as u32;
+pub const MSIX_IRQ: u32 = sys::VFIO_PCI_MSIX_IRQ_INDEX;
 
 /// An open PCI device.
 #[derive(Debug, Clone)]
@@ -45,10 +45,19 @@ impl PciDevice {
     pub fn from_device(device: Device, address: PciAddress, mode: Mode) -> Result<Self> {
         let info = device.info()?;
         if !info.flags.contains(vfio_core::DeviceFlags::PCI) {
-            return Err(Error::invalid("open PCI device", address, "the VFIO device is not a vfio-pci device"));
+            return Err(Error::invalid(
+                "open PCI device",
+                address,
+                "the VFIO device is not a vfio-pci device",
+            ));
         }
         let config = device.region_info(CONFIG_REGION)?;
-        Ok(PciDevice { device, address, config, mode })
+        Ok(PciDevice {
+            device,
+            address,
+            config,
+            mode,
+        })
     }
 
     /// The general VFIO device (regions, IRQs, reset).
@@ -106,7 +115,10 @@ impl PciDevice {
 
     /// Vendor and device id.
     pub fn ids(&self) -> Result<(u16, u16)> {
-        Ok((self.config_read16(offset::VENDOR_ID)?, self.config_read16(offset::DEVICE_ID)?))
+        Ok((
+            self.config_read16(offset::VENDOR_ID)?,
+            self.config_read16(offset::DEVICE_ID)?,
+        ))
     }
 
     /// The command register.
@@ -124,11 +136,19 @@ impl PciDevice {
     /// I/O ports, or no MMAP flag).
     pub fn map_bar(&self, bar: u32) -> Result<MappedRegion> {
         if bar > 5 {
-            return Err(Error::invalid("map BAR", self.address, format!("BAR {bar} does not exist (0-5)")));
+            return Err(Error::invalid(
+                "map BAR",
+                self.address,
+                format!("BAR {bar} does not exist (0-5)"),
+            ));
         }
         let info = self.device.region_info(bar)?;
         if info.size == 0 {
-            return Err(Error::unsupported("BAR mmap", format!("{} BAR {bar}", self.address), "the BAR is not implemented"));
+            return Err(Error::unsupported(
+                "BAR mmap",
+                format!("{} BAR {bar}", self.address),
+                "the BAR is not implemented",
+            ));
         }
         self.device.map_region(&info)
     }
