@@ -31,6 +31,9 @@ pub const EDU_ID: u32 = 0x010000ed;
 pub const EDU_BUF: u64 = 0x40000;
 /// The device-side DMA buffer size.
 pub const EDU_BUF_LEN: u64 = 4096;
+/// The longest DMA to issue: QEMU 7.2's range check wrongly rejects (and aborts QEMU on) a
+/// transfer that ends exactly at the end of the device buffer.
+pub const EDU_MAX_DMA: u64 = EDU_BUF_LEN - 1;
 /// The interrupt status bit of a finished DMA.
 pub const IRQ_DMA: u32 = 0x100;
 
@@ -81,8 +84,8 @@ impl Edu {
         len: u64,
         irq: &EventFd,
     ) -> Result<Duration, Box<dyn std::error::Error>> {
-        if len == 0 || len > EDU_BUF_LEN {
-            return Err(format!("edu DMA of {len} bytes does not fit the {EDU_BUF_LEN}-byte device buffer").into());
+        if len == 0 || len > EDU_MAX_DMA {
+            return Err(format!("edu DMA of {len} bytes: at most {EDU_MAX_DMA} are safe").into());
         }
         let (src, dst, cmd) = match dir {
             Direction::ToDevice => (addr, EDU_BUF, 0b101),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use vfio_core::{Container, DmaAccess, DmaBuffer, DmaMapping, EventFd, Mode};
 use vfio_pci::PciDevice;
-use vfio_tests::edu::{Direction, Edu};
+use vfio_tests::edu::{Direction, EDU_MAX_DMA, Edu};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
 
 fn container(mode: Mode) -> Result<Box<dyn Container>, String> {
@@ -69,14 +69,20 @@ fn dma_round_trip(mode: Mode) -> TestResult {
     let src_map = DmaMapping::new(c.as_ref(), &src, 0x10_0000, DmaAccess::READ)?;
     let dst_map = DmaMapping::new(c.as_ref(), &dst, 0x20_0000, DmaAccess::WRITE)?;
 
-    let t1 = edu.dma(Direction::ToDevice, src_map.device_addr(), 4096, &irq)?;
-    let t2 = edu.dma(Direction::FromDevice, dst_map.device_addr(), 4096, &irq)?;
+    let len = EDU_MAX_DMA as usize;
+    let t1 = edu.dma(Direction::ToDevice, src_map.device_addr(), len as u64, &irq)?;
+    let t2 = edu.dma(Direction::FromDevice, dst_map.device_addr(), len as u64, &irq)?;
     let mut out = vec![0u8; 4096];
     dst.read(0, &mut out)?;
-    if let Some(i) = out.iter().zip(&pattern).position(|(a, b)| a != b) {
+    ensure!(
+        out[len] == 0,
+        "byte {len}, past the DMA's end, was written: {:#x}",
+        out[len]
+    );
+    if let Some(i) = out[..len].iter().zip(&pattern).position(|(a, b)| a != b) {
         return Err(format!("byte {i} differs: read {:#x}, wrote {:#x}", out[i], pattern[i]).into());
     }
-    println!("    {mode}: 4096 bytes RAM -> device -> RAM verified byte for byte; 2 MSIs received ({t1:?}, {t2:?})");
+    println!("    {mode}: {len} bytes RAM -> device -> RAM verified byte for byte; 2 MSIs received ({t1:?}, {t2:?})");
     drop(dst_map);
     drop(src_map);
     edu.pci.disable_irq(vfio_pci::MSI_IRQ)?;
