@@ -49,7 +49,8 @@ impl FromStr for Mode {
 /// Which modes the running kernel offers, from its device nodes and sysfs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Modes {
-    /// `/dev/vfio/vfio` exists and an IOMMU is registered.
+    /// `/dev/vfio/vfio` exists and there are IOMMU groups (`/dev/vfio/<N>`), or, before any
+    /// device is bound to VFIO, an IOMMU is registered.
     pub group: bool,
     /// `/dev/vfio/vfio` exists and `vfio.enable_unsafe_noiommu_mode` is on.
     pub noiommu: bool,
@@ -65,12 +66,23 @@ pub fn detect() -> Modes {
 fn detect_in(sysfs: &Sysfs, iommu_class: &Path) -> Modes {
     let dev = sysfs.dev_dir();
     let container = dev.join("vfio/vfio").exists();
+    // Group nodes tell best: `/dev/vfio/<N>` are IOMMU groups, `/dev/vfio/noiommu-<N>` are not.
+    // Before any device is bound, fall back to whether an IOMMU is registered at all.
+    let (mut iommu_groups, mut noiommu_groups) = (false, false);
+    if let Ok(dir) = std::fs::read_dir(dev.join("vfio")) {
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            iommu_groups |= name.bytes().all(|b| b.is_ascii_digit());
+            noiommu_groups |= name.starts_with("noiommu-");
+        }
+    }
     let has_iommu = std::fs::read_dir(iommu_class)
         .map(|mut d| d.next().is_some())
         .unwrap_or(false);
     let noiommu = sysfs.module_param_enabled("vfio", "enable_unsafe_noiommu_mode");
     Modes {
-        group: container && has_iommu,
+        group: container && (iommu_groups || (!noiommu_groups && has_iommu)),
         noiommu: container && noiommu,
         cdev: dev.join("iommu").exists() && dev.join("vfio/devices").is_dir(),
     }
@@ -132,5 +144,35 @@ mod tests {
             Path::new("/nonexistent"),
         );
         assert_eq!(m, Modes::default());
+    }
+
+    #[test]
+    fn noiommu_groups_do_not_count_as_group_mode() {
+        let root = std::env::temp_dir().join(format!("vfio-core-mode-{}", std::process::id()));
+        let dev = root.join("dev");
+        std::fs::create_dir_all(dev.join("vfio/devices")).unwrap();
+        std::fs::create_dir_all(root.join("sys/module/vfio/parameters")).unwrap();
+        std::fs::create_dir_all(root.join("class/iommu/mock")).unwrap();
+        std::fs::write(
+            root.join("sys/module/vfio/parameters/enable_unsafe_noiommu_mode"),
+            "Y\n",
+        )
+        .unwrap();
+        for n in ["vfio/vfio", "vfio/noiommu-0", "iommu"] {
+            std::fs::write(dev.join(n), "").unwrap();
+        }
+        let sysfs = Sysfs::at(root.join("sys"), &dev);
+        let m = detect_in(&sysfs, &root.join("class/iommu"));
+        assert_eq!(
+            m,
+            Modes {
+                group: false,
+                noiommu: true,
+                cdev: true
+            }
+        );
+        std::fs::write(dev.join("vfio/3"), "").unwrap();
+        assert!(detect_in(&sysfs, &root.join("class/iommu")).group);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
