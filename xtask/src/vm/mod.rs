@@ -1,7 +1,469 @@
-//! `cargo xtask vm` / `cargo xtask demo`: placeholder until the harness lands.
-pub fn main(_args: &[String]) -> crate::Result {
-    Err("not implemented yet".into())
+//! `cargo xtask vm` and `cargo xtask demo`: run the integration tests and example drivers inside
+//! QEMU guests, over a matrix of kernel variants and IOMMUs.
+//!
+//! Steps of a run:
+//! 1. [`install`]: check (and as root, install) the host packages;
+//! 2. [`guest`]: build the static test binaries and examples (`target/guest`);
+//! 3. [`initramfs`]: pack them with busybox and `xtask/guest/init.sh` into an initramfs;
+//! 4. [`kernel`]: build or fetch from the cache the kernel of each variant;
+//! 5. [`qemu`]: boot each (variant, IOMMU) pair, stream and parse the console;
+//! 6. print the result matrix and the totals line CI reads.
+
+mod guest;
+mod initramfs;
+mod install;
+mod json;
+mod kernel;
+mod qemu;
+
+use qemu::{Boot, BootSpec, Outcome};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+usage: cargo xtask vm [test] [OPTIONS]    run the vfio-tests binaries (and examples) in QEMU guests
+       cargo xtask vm kernel [--variant V] build (or find cached) the guest kernels only
+       cargo xtask demo [OPTIONS]         run the vfio-pci `edu` example in every mode
+
+options:
+  --variant a|b              kernel variant(s), repeatable or comma separated (default: a,b)
+                               a: VFIO_CONTAINER + VFIO_IOMMU_TYPE1; b: IOMMUFD_VFIO_CONTAINER
+  --iommu intel|virtio|none  guest IOMMU(s), repeatable or comma separated
+                               (default: intel,virtio,none for vm test; intel,none for demo)
+  --example NAME[:ARGS]      also build vfio-pci's example NAME and run it in the guest with ARGS
+                               (repeatable, e.g. --example 'edu:--mode cdev')
+  --no-tests                 do not build or run the vfio-tests binaries
+  --timeout SECS             per-boot timeout, QEMU is killed after it (default: 600)
+  --append ARGS              extra kernel command line
+
+environment:
+  VFIO_RS_CACHE              cache directory (default: $XDG_CACHE_HOME/vfio-rs or ~/.cache/vfio-rs)
+  VFIO_KERNEL_PACKAGE        Debian kernel source package (default: linux-source-7.3)
+  VFIO_KERNEL_SUITE          Debian suite to take it from (default: trixie-backports)";
+
+/// Kernel variant: which implementation serves `/dev/vfio/vfio`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Variant {
+    /// The real type1 container beside the iommufd cdev.
+    A,
+    /// iommufd's compat container.
+    B,
 }
-pub fn demo(_args: &[String]) -> crate::Result {
-    Err("not implemented yet".into())
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Variant::A => "a",
+            Variant::B => "b",
+        })
+    }
+}
+
+/// The IOMMU the guest machine has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Iommu {
+    Intel,
+    Virtio,
+    None,
+}
+
+impl fmt::Display for Iommu {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Iommu::Intel => "intel",
+            Iommu::Virtio => "virtio",
+            Iommu::None => "none",
+        })
+    }
+}
+
+/// Parsed command line.
+struct Options {
+    variants: Vec<Variant>,
+    iommus: Vec<Iommu>,
+    /// Example runs: (example name, argument string).
+    runs: Vec<(String, String)>,
+    tests: bool,
+    timeout: Duration,
+    append: String,
+}
+
+fn parse_options(args: &[String], default_iommus: &[Iommu]) -> crate::Result<Options> {
+    let mut o = Options {
+        variants: Vec::new(),
+        iommus: Vec::new(),
+        runs: Vec::new(),
+        tests: true,
+        timeout: Duration::from_secs(600),
+        append: String::new(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value\n\n{USAGE}"))
+        };
+        match flag {
+            "--variant" => {
+                for v in value()?.split(',').filter(|v| !v.is_empty()) {
+                    o.variants.push(match v.to_ascii_lowercase().as_str() {
+                        "a" => Variant::A,
+                        "b" => Variant::B,
+                        _ => return Err(format!("unknown variant `{v}`: use a or b").into()),
+                    });
+                }
+            }
+            "--iommu" => {
+                for v in value()?.split(',').filter(|v| !v.is_empty()) {
+                    o.iommus.push(match v {
+                        "intel" => Iommu::Intel,
+                        "virtio" => Iommu::Virtio,
+                        "none" => Iommu::None,
+                        _ => return Err(format!("unknown IOMMU `{v}`: use intel, virtio or none").into()),
+                    });
+                }
+            }
+            "--example" => {
+                let v = value()?;
+                let (name, args) = v.split_once(':').unwrap_or((&v, ""));
+                if name.is_empty() || name.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
+                    return Err(format!("bad example name `{name}` in --example {v}").into());
+                }
+                o.runs.push((name.to_owned(), args.trim().to_owned()));
+            }
+            "--no-tests" => o.tests = false,
+            "--timeout" => {
+                let v = value()?;
+                let secs: u64 = v.parse().map_err(|_| format!("--timeout wants seconds, got `{v}`"))?;
+                o.timeout = Duration::from_secs(secs);
+            }
+            "--append" => o.append = value()?,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown argument `{arg}`\n\n{USAGE}").into()),
+        }
+    }
+    if o.variants.is_empty() {
+        o.variants = vec![Variant::A, Variant::B];
+    }
+    if o.iommus.is_empty() {
+        o.iommus = default_iommus.to_vec();
+    }
+    o.variants.sort();
+    o.variants.dedup();
+    o.iommus.dedup();
+    Ok(o)
+}
+
+/// `cargo xtask vm ...`
+pub fn main(args: &[String]) -> crate::Result {
+    let (sub, rest) = match args.first().map(String::as_str) {
+        Some("test") => ("test", &args[1..]),
+        Some("kernel") => ("kernel", &args[1..]),
+        Some("help") => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        _ => ("test", args),
+    };
+    let opts = parse_options(rest, &[Iommu::Intel, Iommu::Virtio, Iommu::None])?;
+    if sub == "kernel" {
+        install::ensure()?;
+        let cache = cache_dir()?;
+        let source = kernel::resolve(&cache)?;
+        for &v in &opts.variants {
+            kernel::ensure(&cache, &source, v)?;
+        }
+        return Ok(());
+    }
+    let start = Instant::now();
+    let boots = run_matrix(&opts)?;
+    let failed = report_tests(&boots);
+    println!("(total time {:.0}s)", start.elapsed().as_secs_f64());
+    if failed > 0 {
+        return Err(format!("{failed} failure(s) in the guest runs; see above").into());
+    }
+    Ok(())
+}
+
+/// `cargo xtask demo`: the `edu` example in group and cdev mode on every boot.
+pub fn demo(args: &[String]) -> crate::Result {
+    let mut opts = parse_options(args, &[Iommu::Intel, Iommu::None])?;
+    opts.tests = false;
+    if opts.runs.is_empty() {
+        opts.runs = ["group", "cdev"]
+            .iter()
+            .map(|m| ("edu".to_owned(), format!("--mode {m}")))
+            .collect();
+    }
+    let boots = run_matrix(&opts)?;
+    println!("\n==> demo results");
+    let mut failed = 0;
+    let width = opts.runs.iter().map(|(n, a)| n.len() + a.len() + 1).max().unwrap_or(0);
+    for boot in &boots {
+        for (name, args) in &opts.runs {
+            let full = if args.is_empty() {
+                name.clone()
+            } else {
+                format!("{name} {args}")
+            };
+            let run = boot.runs.iter().find(|r| r.kind == "example" && r.name == full);
+            let (status, line) = match run {
+                Some(r) if r.rc == Some(0) => ("ok", r.summary().to_owned()),
+                Some(r) => ("FAILED", format!("rc={} {}", r.rc.unwrap_or(-1), r.summary())),
+                None => ("FAILED", format!("did not run: {}", boot.problems().join("; "))),
+            };
+            if status != "ok" {
+                failed += 1;
+            }
+            println!("{:<9} {full:<width$}  {status:<6}  {line}", boot.label);
+        }
+    }
+    report_boot_problems(&boots);
+    if failed > 0 {
+        return Err(format!("{failed} demo run(s) failed").into());
+    }
+    Ok(())
+}
+
+/// Steps 1-5: prepare everything, then boot every (variant, IOMMU) pair in order.
+fn run_matrix(opts: &Options) -> crate::Result<Vec<Boot>> {
+    install::ensure()?;
+    let workspace = workspace_dir();
+    let cache = cache_dir()?;
+
+    let tests = if opts.tests {
+        guest::build_tests(&workspace)?
+    } else {
+        Vec::new()
+    };
+    if opts.tests && tests.is_empty() {
+        println!("warning: vfio-tests has no test binaries yet; the guests will only boot");
+    }
+    let mut names: Vec<String> = opts.runs.iter().map(|(n, _)| n.clone()).collect();
+    names.sort();
+    names.dedup();
+    let examples = guest::build_examples(&workspace, &names)?;
+    for b in tests.iter().chain(&examples) {
+        guest::check_static(&b.path)?;
+    }
+
+    let guest_dir = workspace.join("target/guest");
+    std::fs::create_dir_all(&guest_dir)?;
+    let initrd = guest_dir.join("initramfs.cpio.gz");
+    let contents = initramfs::Contents {
+        tests: &tests,
+        examples: &examples,
+        runs: &opts.runs,
+    };
+    initramfs::build(&initrd, Path::new(install::BUSYBOX), &contents)?;
+    println!(
+        "==> initramfs {} ({} test binaries, {} examples, {:.1} MB)",
+        initrd.display(),
+        tests.len(),
+        examples.len(),
+        std::fs::metadata(&initrd)?.len() as f64 / 1e6
+    );
+
+    let source = kernel::resolve(&cache)?;
+    let mut boots = Vec::new();
+    for &variant in &opts.variants {
+        let kernel = kernel::ensure(&cache, &source, variant)?;
+        for &iommu in &opts.iommus {
+            let spec = BootSpec {
+                variant,
+                iommu,
+                kernel: kernel.clone(),
+                initrd: initrd.clone(),
+                nvme_img: cache.join("nvme.img"),
+                timeout: opts.timeout,
+                append: opts.append.clone(),
+            };
+            boots.push(qemu::boot(&spec)?);
+        }
+    }
+    Ok(boots)
+}
+
+/// Prints the matrix (rows: tests, columns: boots), the skip reasons and the totals line;
+/// returns the number of failures (failed tests, crashed runs, failed boots).
+fn report_tests(boots: &[Boot]) -> usize {
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    // Row name -> cell per boot, in first-seen order.
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let mut cell = |row: String, col: usize, value: String| {
+        let idx = match rows.iter().position(|(r, _)| *r == row) {
+            Some(i) => i,
+            None => {
+                rows.push((row, vec!["-".to_owned(); boots.len()]));
+                rows.len() - 1
+            }
+        };
+        rows[idx].1[col] = value;
+    };
+    let mut skips: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (col, boot) in boots.iter().enumerate() {
+        for t in &boot.tests {
+            let row = format!("{}::{}", t.binary, t.name);
+            let value = match &t.outcome {
+                Outcome::Pass => {
+                    passed += 1;
+                    "pass"
+                }
+                Outcome::Fail => {
+                    failed += 1;
+                    "FAIL"
+                }
+                Outcome::Skip(reason) => {
+                    skipped += 1;
+                    skips
+                        .entry((row.clone(), reason.clone()))
+                        .or_default()
+                        .push(boot.label.clone());
+                    "skip"
+                }
+            };
+            cell(row, col, value.to_owned());
+        }
+        for run in &boot.runs {
+            // Examples are rows of their own.
+            if run.kind == "example" {
+                let value = if run.rc == Some(0) {
+                    passed += 1;
+                    "pass".to_owned()
+                } else {
+                    failed += 1;
+                    format!("FAIL rc={}", run.rc.unwrap_or(-1))
+                };
+                cell(format!("example {}", run.name), col, value);
+                continue;
+            }
+            // A test binary that exited non-zero without reporting a failed test crashed or errored.
+            let reported = boot
+                .tests
+                .iter()
+                .any(|t| t.binary == run.name && t.outcome == Outcome::Fail);
+            if run.rc != Some(0) && !reported {
+                failed += 1;
+                cell(
+                    format!("{} {} (exit)", run.kind, run.name),
+                    col,
+                    format!("FAIL rc={}", run.rc.unwrap_or(-1)),
+                );
+            }
+        }
+        if !boot.problems().is_empty() {
+            failed += 1;
+            cell("(boot)".to_owned(), col, "FAIL".to_owned());
+        }
+    }
+
+    println!("\n==> results");
+    let width = rows.iter().map(|(r, _)| r.len()).max().unwrap_or(4).max(4);
+    let mut header = format!("{:<width$}", "test");
+    for b in boots {
+        header.push_str(&format!("  {:<8}", b.label));
+    }
+    println!("{}", header.trim_end());
+    for (row, cells) in &rows {
+        let mut line = format!("{row:<width$}");
+        for (c, b) in cells.iter().zip(boots) {
+            line.push_str(&format!("  {c:<w$}", w = b.label.len().max(8)));
+        }
+        println!("{}", line.trim_end());
+    }
+    if rows.is_empty() {
+        println!("(no test results)");
+    }
+    if !skips.is_empty() {
+        println!("\nskipped:");
+        for ((row, reason), labels) in &skips {
+            println!("  {row} [{}]: {reason}", labels.join(", "));
+        }
+    }
+    report_boot_problems(boots);
+    println!("\n{passed} passed, {failed} failed, {skipped} skipped");
+    failed
+}
+
+/// For every boot that failed or had failing runs: what went wrong and the guest's kernel log tail.
+fn report_boot_problems(boots: &[Boot]) {
+    for boot in boots {
+        let problems = boot.problems();
+        let bad_runs = boot.runs.iter().any(|r| r.rc != Some(0));
+        if problems.is_empty() && !bad_runs {
+            continue;
+        }
+        println!(
+            "\n---- {}: {} ----",
+            boot.label,
+            if problems.is_empty() {
+                "failing runs".to_owned()
+            } else {
+                problems.join("; ")
+            }
+        );
+        for l in &boot.qemu_errors {
+            println!("qemu: {l}");
+        }
+        if !boot.dmesg.is_empty() {
+            println!("guest dmesg tail (after the first failing run):");
+            // Each failing run printed its own tail; the last one is the most complete.
+            let start = boot.dmesg.len().saturating_sub(40);
+            for l in &boot.dmesg[start..] {
+                println!("  {l}");
+            }
+        } else {
+            println!("last console lines:");
+            let start = boot.console.len().saturating_sub(40);
+            for l in &boot.console[start..] {
+                println!("  {l}");
+            }
+        }
+    }
+}
+
+/// The workspace root (xtask's parent directory).
+fn workspace_dir() -> PathBuf {
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
+/// `$VFIO_RS_CACHE`, else `$XDG_CACHE_HOME/vfio-rs`, else `~/.cache/vfio-rs`. Outside the checkout
+/// on purpose: CI clones afresh each time but keeps this directory.
+fn cache_dir() -> crate::Result<PathBuf> {
+    let dir = if let Some(d) = std::env::var_os("VFIO_RS_CACHE").filter(|d| !d.is_empty()) {
+        PathBuf::from(d)
+    } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(d).join("vfio-rs")
+    } else if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(home).join(".cache/vfio-rs")
+    } else {
+        return Err("cannot find a cache directory: set VFIO_RS_CACHE, XDG_CACHE_HOME or HOME".into());
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create cache directory {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Runs `cmd` with inherited output; an error names `what` and the exit status.
+fn run_checked(cmd: &mut Command, what: &str) -> crate::Result {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot {what}: running {program} failed: {e}"))?;
+    if !status.success() {
+        return Err(format!("cannot {what}: {program} failed ({status})").into());
+    }
+    Ok(())
 }

@@ -1,0 +1,103 @@
+#!/bin/busybox sh
+# /init of the vfio-rs guest test initramfs, built by `cargo xtask vm` (xtask/src/vm/initramfs.rs).
+#
+# The host reads this script's console output: every program run is framed by
+#   @@VFIO-BEGIN <kind> <name>   ...   @@VFIO-END <kind> <name> rc=<exit code>
+# (kind = test | example), a failing run is followed by the kernel log tail between
+# @@VFIO-DMESG-BEGIN / @@VFIO-DMESG-END, and the last line is @@VFIO-DONE.
+#
+# VFIO_TEST_VARIANT and VFIO_TEST_IOMMU arrive from the kernel command line (the kernel hands
+# unknown `key=value` parameters to init as environment variables).
+
+/bin/busybox mkdir -p /bin /proc /sys /dev /tmp
+/bin/busybox --install -s /bin
+export PATH=/bin
+export HOME=/root
+export RUST_BACKTRACE=1
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+# CONFIG_DEVTMPFS_MOUNT does not apply to an initramfs: mount /dev ourselves.
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mkdir -p /dev/hugepages
+mount -t hugetlbfs hugetlbfs /dev/hugepages
+# 2 MiB pages for the DMA tests; not fatal if the kernel refuses.
+{ echo 16 > /proc/sys/vm/nr_hugepages; } 2>/dev/null
+
+# Hand a PCI device to vfio-pci: unbind it from whatever driver has it, then let
+# driver_override steer the next probe to vfio-pci.
+bind_vfio() {
+    dev=/sys/bus/pci/devices/$1
+    if [ -e "$dev/driver" ]; then
+        echo "$1" > "$dev/driver/unbind"
+    fi
+    echo vfio-pci > "$dev/driver_override"
+    echo "$1" > /sys/bus/pci/drivers_probe
+}
+
+VFIO_TEST_EDU=
+VFIO_TEST_NVME=
+for dev in /sys/bus/pci/devices/*; do
+    [ -e "$dev/vendor" ] || continue
+    bdf=${dev##*/}
+    case "$(cat "$dev/vendor"):$(cat "$dev/device")" in
+    0x1234:0x11e8)
+        [ -z "$VFIO_TEST_EDU" ] || continue
+        VFIO_TEST_EDU=$bdf
+        ;;
+    0x1b36:0x0010)
+        [ -z "$VFIO_TEST_NVME" ] || continue
+        VFIO_TEST_NVME=$bdf
+        ;;
+    *) continue ;;
+    esac
+    bind_vfio "$bdf"
+done
+export VFIO_TEST_EDU VFIO_TEST_NVME
+export VFIO_TEST_IOMMU="${VFIO_TEST_IOMMU:-none}"
+export VFIO_TEST_VARIANT="${VFIO_TEST_VARIANT:-?}"
+
+echo "@@VFIO-INFO variant=$VFIO_TEST_VARIANT iommu=$VFIO_TEST_IOMMU edu=$VFIO_TEST_EDU nvme=$VFIO_TEST_NVME kernel=$(uname -r)"
+for bdf in $VFIO_TEST_EDU $VFIO_TEST_NVME; do
+    drv=$(readlink "/sys/bus/pci/devices/$bdf/driver")
+    echo "@@VFIO-INFO $bdf driver=${drv##*/} iommu_group=$(readlink "/sys/bus/pci/devices/$bdf/iommu_group" | sed 's|.*/||')"
+done
+# Kept on purpose: which VFIO/iommufd device nodes exist is the first thing to check.
+ls -l /dev/vfio /dev/vfio/devices /dev/iommu 2>&1
+
+# run KIND NAME COMMAND...: run one program with its output on the console, framed by markers.
+run() {
+    kind=$1
+    name=$2
+    shift 2
+    echo "@@VFIO-BEGIN $kind $name"
+    cd /tmp
+    "$@" < /dev/null 2>&1
+    rc=$?
+    cd /
+    echo "@@VFIO-END $kind $name rc=$rc"
+    if [ "$rc" -ne 0 ]; then
+        echo "@@VFIO-DMESG-BEGIN"
+        dmesg | tail -40
+        echo "@@VFIO-DMESG-END"
+    fi
+}
+
+for t in /tests/*; do
+    [ -f "$t" ] && [ -x "$t" ] || continue
+    run test "${t##*/}" "$t"
+done
+
+# /examples/run.list: one run per line, `NAME ARGS...`.
+if [ -f /examples/run.list ]; then
+    while read -r name args; do
+        [ -n "$name" ] || continue
+        # $args is split on purpose: it holds the example's arguments.
+        # shellcheck disable=SC2086
+        run example "$name${args:+ $args}" "/examples/$name" $args
+    done < /examples/run.list
+fi
+
+echo "@@VFIO-DONE"
+poweroff -f

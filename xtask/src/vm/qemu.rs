@@ -1,0 +1,439 @@
+//! Boots one guest in QEMU (TCG only: the KVM here is paravirtual and >100x slower), streams its
+//! serial console to the terminal while capturing it, and parses the `/init` markers and the
+//! test binaries' result lines.
+
+use super::{Iommu, Variant};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Everything that differs between boots.
+pub struct BootSpec {
+    pub variant: Variant,
+    pub iommu: Iommu,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Backing file of the emulated NVMe namespace; recreated (zeroed) for every boot.
+    pub nvme_img: PathBuf,
+    pub timeout: Duration,
+    /// Extra kernel command line from `--append`.
+    pub append: String,
+}
+
+impl BootSpec {
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.variant, self.iommu)
+    }
+
+    /// The QEMU command line (see /work/shared/GUEST-HARNESS.md for why each flag is there).
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args([
+            "-machine",
+            "q35,kernel-irqchip=split",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "1G",
+        ]);
+        cmd.args([
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+            "-vga",
+            "none",
+            "-nic",
+            "none",
+            "-d",
+            "guest_errors",
+        ]);
+        cmd.arg("-kernel").arg(&self.kernel).arg("-initrd").arg(&self.initrd);
+        let mut append = format!(
+            "console=ttyS0 panic=-1 loglevel=4 VFIO_TEST_VARIANT={} VFIO_TEST_IOMMU={}",
+            self.variant, self.iommu
+        );
+        // The IOMMU goes first: intel-iommu must exist before the devices it translates for.
+        let (iommu_dev, edu, iommu_append) = match self.iommu {
+            Iommu::Intel => (
+                Some("intel-iommu,intremap=on,caching-mode=on"),
+                "edu",
+                "intel_iommu=on iommu.strict=1",
+            ),
+            // virtio-iommu on x86 has no MSI isolation: without these, SET_IOMMU and
+            // BIND_IOMMUFD fail with EPERM.
+            Iommu::Virtio => (
+                Some("virtio-iommu-pci"),
+                "edu",
+                "vfio_iommu_type1.allow_unsafe_interrupts=1 iommufd.allow_unsafe_interrupts=1",
+            ),
+            // No IOMMU: DMA uses physical addresses, which may be above edu's default 28-bit mask.
+            Iommu::None => (
+                None,
+                "edu,dma_mask=0xffffffffffffffff",
+                "intel_iommu=off vfio.enable_unsafe_noiommu_mode=1",
+            ),
+        };
+        if let Some(dev) = iommu_dev {
+            cmd.args(["-device", dev]);
+        }
+        cmd.args(["-device", edu]);
+        let drive = format!("file={},if=none,id=nvm,format=raw", self.nvme_img.display());
+        cmd.args(["-drive", &drive, "-device", "nvme,serial=deadbeef,drive=nvm"]);
+        append.push(' ');
+        append.push_str(iommu_append);
+        if !self.append.is_empty() {
+            append.push(' ');
+            append.push_str(&self.append);
+        }
+        cmd.arg("-append").arg(append);
+        cmd
+    }
+}
+
+/// The result of one test as printed by a test binary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Skip(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    /// The test binary (`/tests/<binary>`).
+    pub binary: String,
+    pub name: String,
+    pub outcome: Outcome,
+}
+
+/// One program run framed by `@@VFIO-BEGIN` / `@@VFIO-END`.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub kind: String,
+    pub name: String,
+    /// `None` if the END marker never came (crash, hang, panic).
+    pub rc: Option<i32>,
+    /// The program's output lines.
+    pub lines: Vec<String>,
+}
+
+impl Run {
+    /// The run's summary: its last line starting with `<program>:` (the examples print one),
+    /// else its last non-empty line.
+    pub fn summary(&self) -> &str {
+        let program = self.name.split_whitespace().next().unwrap_or("");
+        let prefix = format!("{program}:");
+        let lines = || self.lines.iter().rev().map(|l| l.trim());
+        lines()
+            .find(|l| l.starts_with(&prefix))
+            .or_else(|| lines().find(|l| !l.is_empty()))
+            .unwrap_or("")
+    }
+}
+
+/// Everything learned from one boot.
+#[derive(Debug, Default)]
+pub struct Boot {
+    pub label: String,
+    pub tests: Vec<TestResult>,
+    pub runs: Vec<Run>,
+    pub done: bool,
+    pub panic: bool,
+    pub timed_out: bool,
+    /// QEMU's exit status, if it exited by itself.
+    pub exit: Option<String>,
+    /// The `@@VFIO-DMESG` blocks printed after failing runs.
+    pub dmesg: Vec<String>,
+    /// The guest console, for the tail shown on failure.
+    pub console: Vec<String>,
+    /// QEMU's own error messages (its register dumps left out).
+    pub qemu_errors: Vec<String>,
+    pub duration: Duration,
+    current: Option<Run>,
+    in_dmesg: bool,
+}
+
+impl Boot {
+    /// Why this boot as a whole failed (empty if it did not): panic, timeout, no `@@VFIO-DONE`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.panic {
+            p.push("guest kernel panic".to_owned());
+        }
+        if self.timed_out {
+            p.push("timed out (QEMU killed)".to_owned());
+        }
+        if !self.done {
+            p.push(format!(
+                "no @@VFIO-DONE (QEMU {})",
+                self.exit.as_deref().unwrap_or("killed")
+            ));
+        }
+        if let Some(run) = &self.current {
+            p.push(format!("{} {} never finished", run.kind, run.name));
+        }
+        p
+    }
+
+    /// Feeds one console line to the marker and result parser.
+    fn line(&mut self, line: &str) {
+        self.console.push(line.to_owned());
+        if line.contains("Kernel panic") {
+            self.panic = true;
+        }
+        let t = line.trim();
+        if self.in_dmesg {
+            if t == "@@VFIO-DMESG-END" {
+                self.in_dmesg = false;
+            } else {
+                self.dmesg.push(line.to_owned());
+            }
+            return;
+        }
+        if let Some(rest) = t.strip_prefix("@@VFIO-BEGIN ") {
+            let (kind, name) = rest.split_once(' ').unwrap_or((rest, ""));
+            self.current = Some(Run {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                rc: None,
+                lines: Vec::new(),
+            });
+        } else if let Some(rest) = t.strip_prefix("@@VFIO-END ") {
+            let (head, rc) = rest.rsplit_once(" rc=").unwrap_or((rest, ""));
+            let (kind, name) = head.split_once(' ').unwrap_or((head, ""));
+            let mut run = match self.current.take() {
+                Some(run) if run.kind == kind && run.name == name => run,
+                other => {
+                    self.current = other;
+                    Run {
+                        kind: kind.to_owned(),
+                        name: name.to_owned(),
+                        rc: None,
+                        lines: Vec::new(),
+                    }
+                }
+            };
+            run.rc = Some(rc.trim().parse().unwrap_or(-1));
+            self.runs.push(run);
+        } else if t == "@@VFIO-DMESG-BEGIN" {
+            self.in_dmesg = true;
+        } else if t == "@@VFIO-DONE" {
+            self.done = true;
+        } else if let Some(run) = &mut self.current {
+            run.lines.push(line.to_owned());
+            if run.kind == "test" {
+                self.tests.extend(parse_test_line(t, &run.name));
+            }
+        }
+    }
+}
+
+/// Parses `test <name> ... ok`, `test <name> ... FAILED` and `test <name> ... skipped: <reason>`.
+fn parse_test_line(line: &str, binary: &str) -> Option<TestResult> {
+    let rest = line.strip_prefix("test ")?;
+    let (name, result) = rest.split_once(" ... ")?;
+    let result = result.trim();
+    let outcome = if result == "ok" {
+        Outcome::Pass
+    } else if result.starts_with("FAILED") {
+        Outcome::Fail
+    } else if let Some(reason) = result.strip_prefix("skipped") {
+        Outcome::Skip(reason.trim_start_matches(':').trim().to_owned())
+    } else {
+        return None;
+    };
+    Some(TestResult {
+        binary: binary.to_owned(),
+        name: name.trim().to_owned(),
+        outcome,
+    })
+}
+
+enum Event {
+    Console(String),
+    Qemu(String),
+}
+
+/// Boots the guest described by `spec`, streaming its console prefixed with the boot label.
+pub fn boot(spec: &BootSpec) -> crate::Result<Boot> {
+    create_nvme_img(&spec.nvme_img)?;
+    let label = spec.label();
+    let start = Instant::now();
+    println!("==> boot {label}: kernel {}", spec.kernel.display());
+    let mut child = spec
+        .command()
+        // A pipe that stays open: QEMU neither sees EOF nor puts a terminal into raw mode.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run qemu-system-x86_64: {e} (install qemu-system-x86)"))?;
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().ok_or("qemu stdout missing")?;
+    let err = child.stderr.take().ok_or("qemu stderr missing")?;
+    let tx2 = tx.clone();
+    let readers = [
+        std::thread::spawn(move || read_lines(out, |l| tx.send(Event::Console(l)).is_ok())),
+        std::thread::spawn(move || read_lines(err, |l| tx2.send(Event::Qemu(l)).is_ok())),
+    ];
+
+    let mut boot = Boot {
+        label: label.clone(),
+        ..Boot::default()
+    };
+    let deadline = start + spec.timeout;
+    let mut done_at: Option<Instant> = None;
+    let stdout = std::io::stdout();
+    loop {
+        let now = Instant::now();
+        // After @@VFIO-DONE QEMU should exit within moments; don't wait the full timeout if not.
+        let limit = done_at.map_or(deadline, |d| (d + Duration::from_secs(20)).min(deadline));
+        if now >= limit {
+            if done_at.is_some() {
+                println!("[{label}] warning: QEMU did not exit after @@VFIO-DONE; killing it");
+            } else {
+                println!("[{label}] timeout after {}s: killing QEMU", spec.timeout.as_secs());
+                boot.timed_out = true;
+            }
+            let _ = child.kill();
+            break;
+        }
+        match rx.recv_timeout(limit - now) {
+            Ok(Event::Console(line)) => {
+                let _ = writeln!(stdout.lock(), "[{label}] {line}");
+                boot.line(&line);
+                if boot.done && done_at.is_none() {
+                    done_at = Some(Instant::now());
+                }
+            }
+            Ok(Event::Qemu(line)) => {
+                let _ = writeln!(stdout.lock(), "[{label}] qemu: {line}");
+                if line.contains("error") || line.contains("rror:") {
+                    boot.qemu_errors.push(line);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = child.wait()?;
+    if !boot.timed_out {
+        boot.exit = Some(status.to_string());
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    // Lines still queued after a kill.
+    while let Ok(ev) = rx.try_recv() {
+        if let Event::Console(line) = ev {
+            boot.line(&line);
+        }
+    }
+    boot.duration = start.elapsed();
+    println!("==> boot {label}: finished in {:.1}s", boot.duration.as_secs_f64());
+    Ok(boot)
+}
+
+/// Reads `stream` as lines (lossy UTF-8, `\r` dropped) and hands each to `sink` until it says stop.
+fn read_lines(mut stream: impl Read, mut sink: impl FnMut(String) -> bool) {
+    let mut buf = [0u8; 4096];
+    let mut pending = Vec::new();
+    let mut emit = |bytes: &[u8]| sink(clean(&String::from_utf8_lossy(bytes)));
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            if !emit(&line[..line.len() - 1]) {
+                return;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        emit(&pending);
+    }
+}
+
+/// Drops terminal escape sequences (SeaBIOS clears the screen) and control characters but tab.
+fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    // CSI: parameters up to a final byte in '@'..='~'.
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A fresh, zeroed 16 MiB raw disk for the emulated NVMe controller (sparse, so instant).
+fn create_nvme_img(path: &Path) -> crate::Result {
+    let file = std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.set_len(16 << 20)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_escapes() {
+        assert_eq!(clean("\u{1b}c\u{1b}[?7l\u{1b}[2J@@VFIO-DONE\r"), "@@VFIO-DONE");
+        assert_eq!(clean("a\tb"), "a\tb");
+    }
+
+    #[test]
+    fn parses_markers_and_results() {
+        let mut b = Boot::default();
+        for l in [
+            "@@VFIO-BEGIN test container",
+            "test open ... ok",
+            "[   1.0] some kernel line",
+            "test map ... FAILED",
+            "test noiommu ... skipped: no IOMMU here",
+            "1 passed, 1 failed, 1 skipped",
+            "@@VFIO-END test container rc=1",
+            "@@VFIO-DMESG-BEGIN",
+            "dmesg line",
+            "@@VFIO-DMESG-END",
+            "@@VFIO-BEGIN example edu --mode group",
+            "edu: 3 DMAs ok",
+            "@@VFIO-END example edu --mode group rc=0",
+            "@@VFIO-DONE",
+        ] {
+            b.line(l);
+        }
+        assert_eq!(b.tests.len(), 3);
+        assert_eq!(b.tests[2].outcome, Outcome::Skip("no IOMMU here".into()));
+        assert_eq!(b.runs.len(), 2);
+        assert_eq!(b.runs[0].rc, Some(1));
+        assert_eq!(b.runs[1].name, "edu --mode group");
+        assert_eq!(b.runs[1].summary(), "edu: 3 DMAs ok");
+        assert_eq!(b.dmesg, vec!["dmesg line".to_owned()]);
+        assert!(b.done && b.problems().is_empty());
+    }
+}
