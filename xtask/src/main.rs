@@ -1,6 +1,6 @@
 //! Developer tasks for vfio-rs, run as `cargo xtask <task>`.
 //!
-//! - `regen-uapi --from <kernel tree | headers dir> [--check]`: regenerate `vfio-sys` and `iommufd-sys`.
+//! - `regen-uapi (--from <kernel tree | headers dir> | --from-cache) [--check]`: regenerate `vfio-sys` and `iommufd-sys`.
 //! - `vm [test] [options]`: build the test kernel and initramfs, boot QEMU, run the guest tests.
 //! - `demo`: boot the guest and run the example drivers in every mode.
 
@@ -24,9 +24,10 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
-                 regen-uapi --from <kernel tree | headers dir> [--check]\n  \
-                 vm [test] [--variant a|b] [--iommu intel|virtio|none] [--example NAME[:ARGS]]\n  \
-                 demo"
+                 regen-uapi (--from <kernel tree | headers dir> | --from-cache) [--check] [--version V]\n  \
+                 vm [test|kernel] [--variant a|b] [--iommu intel|virtio|none] [--example NAME[:ARGS]]\n     \
+                    [--timeout SECS] [--no-tests] [--append ARGS]\n  \
+                 demo [same options as vm]"
             );
             return ExitCode::from(2);
         }

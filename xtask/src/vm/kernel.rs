@@ -201,6 +201,11 @@ fn fragment(variant: Variant) -> crate::Result<String> {
     ))
 }
 
+/// The unpacked kernel source tree the harness builds from (downloading it if needed).
+pub fn source_tree(cache: &Path) -> crate::Result<PathBuf> {
+    unpack(cache, &resolve(cache)?)
+}
+
 /// Makes sure `src/<package>` holds the wanted version, downloading and unpacking it if not.
 fn unpack(cache: &Path, source: &Source) -> crate::Result<PathBuf> {
     let src = cache.join("src");

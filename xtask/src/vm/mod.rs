@@ -13,7 +13,7 @@ mod guest;
 mod initramfs;
 mod install;
 mod json;
-mod kernel;
+pub mod kernel;
 mod qemu;
 
 use qemu::{Boot, BootSpec, Outcome};
@@ -442,7 +442,8 @@ fn workspace_dir() -> PathBuf {
 
 /// `$VFIO_RS_CACHE`, else `$XDG_CACHE_HOME/vfio-rs`, else `~/.cache/vfio-rs`. Outside the checkout
 /// on purpose: CI clones afresh each time but keeps this directory.
-fn cache_dir() -> crate::Result<PathBuf> {
+/// The harness cache: `$VFIO_RS_CACHE`, `$XDG_CACHE_HOME/vfio-rs` or `~/.cache/vfio-rs`.
+pub fn cache_dir() -> crate::Result<PathBuf> {
     let dir = if let Some(d) = std::env::var_os("VFIO_RS_CACHE").filter(|d| !d.is_empty()) {
         PathBuf::from(d)
     } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
