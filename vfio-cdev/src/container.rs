@@ -15,7 +15,24 @@ pub struct Container {
     ioas: Arc<Ioas>,
     sysfs: Sysfs,
     noiommu: AtomicBool,
-    assigned: Mutex<HashSet<PciAddress>>,
+    assigned: Arc<Mutex<HashSet<PciAddress>>>,
+}
+
+/// Owned by an assigned device: keeps the IOAS alive while the device fd is open and takes the
+/// device off the container's list once that fd is closed.
+struct Assignment {
+    _ioas: Arc<Ioas>,
+    assigned: Arc<Mutex<HashSet<PciAddress>>>,
+    addr: PciAddress,
+}
+
+impl Drop for Assignment {
+    fn drop(&mut self) {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.addr);
+    }
 }
 
 impl Container {
@@ -30,7 +47,7 @@ impl Container {
             ioas: Arc::new(iommufd.alloc_ioas()?),
             sysfs: Sysfs::default(),
             noiommu: AtomicBool::new(false),
-            assigned: Mutex::default(),
+            assigned: Arc::default(),
         })
     }
 
@@ -50,7 +67,8 @@ impl vfio_core::Container for Container {
     }
 
     /// Opens the device's cdev, binds it to the iommufd and attaches it to the IOAS. Errors:
-    /// InvalidArgument when this container already has the device; the errors of
+    /// InvalidArgument while this container still has the device open (every clone of it and
+    /// every BAR mapping dropped ends the assignment); the errors of
     /// [`UnboundDevice::open`], bind and attach.
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
         let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
@@ -67,7 +85,12 @@ impl vfio_core::Container for Container {
             self.noiommu.store(true, Ordering::Relaxed);
         }
         assigned.insert(*addr);
-        Ok(dev.into_device(Some(self.ioas.clone())))
+        let owner = Assignment {
+            _ioas: self.ioas.clone(),
+            assigned: self.assigned.clone(),
+            addr: *addr,
+        };
+        Ok(dev.into_device(Some(Arc::new(owner))))
     }
 
     /// Maps at a fixed IOVA; in no-IOMMU mode returns the physical address, which must cover the

@@ -12,7 +12,7 @@ use vfio_sys as sys;
 
 use crate::irq::{IrqInfo, IrqSet};
 use crate::region::{MappedRegion, RegionInfo};
-use crate::{Error, Result, ioctl};
+use crate::{Errno, Error, Result, ioctl};
 
 bitflags! {
     /// `vfio_device_info.flags`: what kind of device this is and what it supports.
@@ -40,6 +40,17 @@ bitflags! {
     }
 }
 
+bitflags! {
+    /// Which directions of a `VFIO_DEVICE_FEATURE` to probe.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct FeatureAccess: u32 {
+        /// The feature can be read.
+        const GET = sys::VFIO_DEVICE_FEATURE_GET;
+        /// The feature can be written.
+        const SET = sys::VFIO_DEVICE_FEATURE_SET;
+    }
+}
+
 /// What `VFIO_DEVICE_GET_INFO` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceInfo {
@@ -49,6 +60,13 @@ pub struct DeviceInfo {
     pub num_regions: u32,
     /// Number of IRQ indexes (max index + 1).
     pub num_irqs: u32,
+}
+
+fn pack(a: u32, b: u32) -> [u8; 8] {
+    let mut w = [0u8; 8];
+    w[..4].copy_from_slice(&a.to_ne_bytes());
+    w[4..].copy_from_slice(&b.to_ne_bytes());
+    w
 }
 
 /// Whatever must outlive the device fd: its group and container, or its IOAS and iommufd.
@@ -123,20 +141,52 @@ impl Device {
         })
     }
 
-    /// `VFIO_DEVICE_GET_REGION_INFO` for region `index`. Errors: EINVAL for an index the device
-    /// does not have.
+    /// `VFIO_DEVICE_GET_REGION_INFO` for region `index`, with its capability chain (sparse mmap
+    /// areas, region type, MSI-X mappable), using the two-call argsz protocol. Errors: EINVAL for
+    /// an index the device does not have; Malformed when the reply breaks the uapi contract.
     pub fn region_info(&self, index: u32) -> Result<RegionInfo> {
-        let mut info = sys::vfio_region_info {
-            argsz: ioctl::argsz::<sys::vfio_region_info>(),
-            index,
-            ..Default::default()
-        };
-        self.ioctl_mut(
+        let fixed = ioctl::argsz::<sys::vfio_region_info>();
+        let mut argsz = fixed;
+        for _ in 0..4 {
+            let mut words = vec![0u64; (argsz as usize).div_ceil(8)];
+            // argsz and flags share the first word, index and cap_offset the second.
+            words[0] = u64::from_ne_bytes(pack(argsz, 0));
+            words[1] = u64::from_ne_bytes(pack(index, 0));
+            self.ioctl_mut(
+                "VFIO_DEVICE_GET_REGION_INFO",
+                sys::VFIO_DEVICE_GET_REGION_INFO,
+                &mut words[0],
+            )
+            .map_err(|e| self.with_target(e, format!("{} region {index}", self.name())))?;
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            let wanted = u32::from_ne_bytes(bytes[0..4].try_into().expect("4 bytes"));
+            if wanted <= argsz {
+                return RegionInfo::parse(&bytes[..argsz as usize], &format!("{} region {index}", self.name()));
+            }
+            argsz = wanted;
+        }
+        Err(Error::malformed(
             "VFIO_DEVICE_GET_REGION_INFO",
-            sys::VFIO_DEVICE_GET_REGION_INFO,
-            &mut info,
-        )?;
-        Ok(RegionInfo::from_sys(&info))
+            self.name(),
+            "argsz kept growing",
+        ))
+    }
+
+    fn with_target(&self, e: Error, target: String) -> Error {
+        match e {
+            Error::Kernel { op, errno, .. } => Error::Kernel { op, target, errno },
+            other => other,
+        }
+    }
+
+    /// Maps every mmappable area of a region ([`RegionInfo::mmap_areas`]): the whole region, or
+    /// its sparse areas (e.g. a BAR around its MSI-X table).
+    pub fn map_region_areas(&self, region: &RegionInfo) -> Result<Vec<MappedRegion>> {
+        region
+            .mmap_areas()
+            .into_iter()
+            .map(|a| MappedRegion::new(self.clone(), region, a.offset, a.size))
+            .collect()
     }
 
     /// Reads `buf.len()` bytes at `offset` inside a region with `pread(2)`. An access past the
@@ -174,9 +224,17 @@ impl Device {
         format!("{} region {} offset {offset:#x}", self.name(), region.index)
     }
 
-    /// Maps a whole region with `mmap(2)`. The mapping keeps the device open.
+    /// Maps a whole region with `mmap(2)` (refused when the region has sparse areas: use
+    /// [`Device::map_region_areas`]). The mapping keeps the device open.
     /// Errors: Unsupported when the region has no MMAP flag; the errno of mmap otherwise.
     pub fn map_region(&self, region: &RegionInfo) -> Result<MappedRegion> {
+        if region.caps.iter().any(|c| matches!(c, crate::RegionCap::SparseMmap(_))) {
+            return Err(Error::unsupported(
+                "whole-region mmap",
+                format!("{} region {}", self.name(), region.index),
+                "the region is sparse: map its areas with map_region_areas",
+            ));
+        }
         MappedRegion::new(self.clone(), region, 0, region.size)
     }
 
@@ -203,6 +261,57 @@ impl Device {
                 e,
             )
         })?;
+        Ok(())
+    }
+
+    /// `VFIO_DEVICE_FEATURE` with `VFIO_DEVICE_FEATURE_PROBE`: whether the device supports
+    /// `feature` for `access` (GET, SET or both). ENOTTY (kernels before 5.17), EOPNOTSUPP, and the
+    /// EINVAL the kernel gives for features it does not know are "unsupported" (`Ok(false)`), not
+    /// failures.
+    pub fn feature_probe(&self, feature: u32, access: FeatureAccess) -> Result<bool> {
+        let flags = sys::VFIO_DEVICE_FEATURE_PROBE | access.bits();
+        match self.feature_raw("VFIO_DEVICE_FEATURE probe", feature, flags, &mut []) {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e.errno(), Some(Errno::NOTTY | Errno::OPNOTSUPP | Errno::INVAL)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `VFIO_DEVICE_FEATURE` GET of `feature` into `data` (the feature's payload struct).
+    pub fn feature_get(&self, feature: u32, data: &mut [u8]) -> Result<()> {
+        self.feature_raw("VFIO_DEVICE_FEATURE get", feature, sys::VFIO_DEVICE_FEATURE_GET, data)
+    }
+
+    /// `VFIO_DEVICE_FEATURE` SET of `feature` from `data`.
+    pub fn feature_set(&self, feature: u32, data: &[u8]) -> Result<()> {
+        let mut copy = data.to_vec();
+        self.feature_raw(
+            "VFIO_DEVICE_FEATURE set",
+            feature,
+            sys::VFIO_DEVICE_FEATURE_SET,
+            &mut copy,
+        )
+    }
+
+    fn feature_raw(&self, op: &'static str, feature: u32, flags: u32, data: &mut [u8]) -> Result<()> {
+        if feature > sys::VFIO_DEVICE_FEATURE_MASK {
+            return Err(Error::invalid(
+                op,
+                self.name(),
+                format!("feature {feature:#x} is above the 16-bit feature index"),
+            ));
+        }
+        let hdr = std::mem::size_of::<sys::vfio_device_feature>();
+        let argsz = hdr + data.len();
+        let mut words = vec![0u64; argsz.div_ceil(8)];
+        words[0] = u64::from_ne_bytes(pack(argsz as u32, flags | feature));
+        let bytes = words.as_mut_ptr().cast::<u8>();
+        // SAFETY: `words` holds argsz bytes; the payload goes right after the 8-byte header.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), bytes.add(hdr), data.len()) };
+        self.ioctl_mut(op, sys::VFIO_DEVICE_FEATURE, &mut words[0])
+            .map_err(|e| self.with_target(e, format!("{} feature {feature}", self.name())))?;
+        // SAFETY: as above; the kernel wrote at most argsz bytes back.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.add(hdr), data.as_mut_ptr(), data.len()) };
         Ok(())
     }
 

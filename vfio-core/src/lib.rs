@@ -38,7 +38,7 @@ pub mod region;
 pub mod sysfs;
 
 pub use container::{Container, IovaRange};
-pub use device::{Device, DeviceFlags, DeviceInfo, Owner};
+pub use device::{Device, DeviceFlags, DeviceInfo, FeatureAccess, Owner};
 pub use dma::{DmaAccess, DmaBuffer, DmaMapping, page_size};
 pub use error::{Errno, Error, Result};
 pub use eventfd::EventFd;
@@ -46,5 +46,5 @@ pub use irq::{IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet};
 pub use mode::{MODE_ENV, Mode, Modes, detect, preferred};
 pub use node::open_node;
 pub use pci_address::PciAddress;
-pub use region::{MappedRegion, RegionFlags, RegionInfo};
+pub use region::{MappedRegion, RegionCap, RegionFlags, RegionInfo, SparseArea};
 pub use sysfs::{CdevNode, Sysfs};

@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 use bitflags::bitflags;
 use vfio_sys as sys;
 
-use crate::{Device, Error, Result};
+use crate::{Device, Error, Result, caps};
 
 bitflags! {
     /// `vfio_region_info.flags`.
@@ -25,8 +25,42 @@ bitflags! {
     }
 }
 
-/// One region of a device: its index, flags, size and offset inside the device fd.
+/// A capability of a region (`VFIO_REGION_INFO_CAP_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegionCap {
+    /// Only these areas may be mmapped (for example, a BAR minus its MSI-X table).
+    SparseMmap(Vec<SparseArea>),
+    /// A device-specific region type (e.g. an IGD OpRegion, a GFX EDID region).
+    Type {
+        /// Region type (`VFIO_REGION_TYPE_*`, vendor types have bit 31 set).
+        type_: u32,
+        /// Subtype within the type.
+        subtype: u32,
+    },
+    /// The MSI-X table inside this BAR may be mmapped (interrupt remapping protects it).
+    MsixMappable,
+    /// A capability this crate does not decode, kept whole (header included).
+    Unknown {
+        /// Capability id.
+        id: u16,
+        /// Capability version.
+        version: u16,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+/// One mmappable area of a region, relative to the region's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SparseArea {
+    /// Offset inside the region.
+    pub offset: u64,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+/// One region of a device: its index, flags, size, offset inside the device fd and capabilities.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionInfo {
     /// Region index (for PCI: BAR0-5 = 0-5, ROM = 6, config = 7, VGA = 8).
     pub index: u32,
@@ -36,16 +70,83 @@ pub struct RegionInfo {
     pub size: u64,
     /// Offset of the region inside the device fd (for pread/pwrite/mmap).
     pub offset: u64,
+    /// The capability chain.
+    pub caps: Vec<RegionCap>,
 }
 
 impl RegionInfo {
-    pub(crate) fn from_sys(info: &sys::vfio_region_info) -> Self {
-        RegionInfo {
-            index: info.index,
-            flags: RegionFlags::from_bits_retain(info.flags),
-            size: info.size,
-            offset: info.offset,
+    /// Decodes a whole `VFIO_DEVICE_GET_REGION_INFO` reply (the struct and its capability chain),
+    /// checking every offset against the buffer.
+    pub fn parse(reply: &[u8], target: &str) -> Result<Self> {
+        const OP: &str = "VFIO_DEVICE_GET_REGION_INFO";
+        let fixed = std::mem::size_of::<sys::vfio_region_info>();
+        if reply.len() < fixed {
+            return Err(Error::malformed(
+                OP,
+                target,
+                format!("reply of {} bytes is shorter than vfio_region_info", reply.len()),
+            ));
         }
+        let flags = RegionFlags::from_bits_retain(caps::u32_at(reply, 4, OP, target)?);
+        let first = if flags.contains(RegionFlags::CAPS) {
+            caps::u32_at(reply, 12, OP, target)?
+        } else {
+            0
+        };
+        let mut out = Vec::new();
+        for cap in caps::parse(reply, fixed, first, OP, target)? {
+            out.push(match cap.id as u32 {
+                sys::VFIO_REGION_INFO_CAP_SPARSE_MMAP => {
+                    let n = caps::u32_at(cap.bytes, 8, OP, target)? as usize;
+                    let mut areas = Vec::with_capacity(n.min(64));
+                    for i in 0..n {
+                        let offset = caps::u64_at(cap.bytes, 16 + 16 * i, OP, target)?;
+                        let size = caps::u64_at(cap.bytes, 24 + 16 * i, OP, target)?;
+                        areas.push(SparseArea { offset, size });
+                    }
+                    RegionCap::SparseMmap(areas)
+                }
+                sys::VFIO_REGION_INFO_CAP_TYPE => RegionCap::Type {
+                    type_: caps::u32_at(cap.bytes, 8, OP, target)?,
+                    subtype: caps::u32_at(cap.bytes, 12, OP, target)?,
+                },
+                sys::VFIO_REGION_INFO_CAP_MSIX_MAPPABLE => RegionCap::MsixMappable,
+                _ => RegionCap::Unknown {
+                    id: cap.id,
+                    version: cap.version,
+                    bytes: cap.bytes.to_vec(),
+                },
+            });
+        }
+        Ok(RegionInfo {
+            index: caps::u32_at(reply, 8, OP, target)?,
+            flags,
+            size: caps::u64_at(reply, 16, OP, target)?,
+            offset: caps::u64_at(reply, 24, OP, target)?,
+            caps: out,
+        })
+    }
+
+    /// The areas that may be mmapped: the sparse areas when the region has that capability, the
+    /// whole region when it is mmappable without one, nothing otherwise.
+    pub fn mmap_areas(&self) -> Vec<SparseArea> {
+        if !self.flags.contains(RegionFlags::MMAP) || self.size == 0 {
+            return Vec::new();
+        }
+        for cap in &self.caps {
+            if let RegionCap::SparseMmap(areas) = cap {
+                return areas.iter().copied().filter(|a| a.size > 0).collect();
+            }
+        }
+        vec![SparseArea {
+            offset: 0,
+            size: self.size,
+        }]
+    }
+
+    /// Whether the region has the MSI-X-mappable capability.
+    pub fn msix_mappable(&self) -> bool {
+        self.caps.contains(&RegionCap::MsixMappable)
     }
 
     /// Checks `[offset, offset + len)` lies inside the region; returns the device-fd offset.
@@ -71,6 +172,7 @@ pub struct MappedRegion {
     ptr: NonNull<u8>,
     len: usize,
     region: u32,
+    region_offset: u64,
     device: Device,
 }
 
@@ -137,6 +239,7 @@ impl MappedRegion {
             ptr,
             len: len as usize,
             region: region.index,
+            region_offset: offset,
             device,
         })
     }
@@ -149,6 +252,11 @@ impl MappedRegion {
     /// Whether the mapping is empty (never: zero-length maps are refused).
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Where the mapping starts inside its region.
+    pub fn region_offset(&self) -> u64 {
+        self.region_offset
     }
 
     /// The device the mapping belongs to.
@@ -264,9 +372,83 @@ mod tests {
             flags: RegionFlags::READ,
             size: 0x100,
             offset: 0x1000,
+            caps: vec![],
         };
         assert_eq!(r.file_offset("t", "dev", 0xfc, 4).unwrap(), 0x10fc);
         assert!(r.file_offset("t", "dev", 0xfd, 4).is_err());
         assert!(r.file_offset("t", "dev", u64::MAX, 2).is_err());
+    }
+
+    fn reply(flags: u32, caps: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        let argsz = 32 + caps.len() as u32;
+        for w in [argsz, flags, 0, if caps.is_empty() { 0 } else { 32 }] {
+            v.extend(w.to_ne_bytes());
+        }
+        v.extend(0x4000u64.to_ne_bytes());
+        v.extend(0x10000u64.to_ne_bytes());
+        v.extend(caps);
+        v
+    }
+
+    fn cap(id: u16, next: u32, body: &[u8]) -> Vec<u8> {
+        let mut v = id.to_ne_bytes().to_vec();
+        v.extend(1u16.to_ne_bytes());
+        v.extend(next.to_ne_bytes());
+        v.extend(body);
+        v
+    }
+
+    #[test]
+    fn parses_sparse_mmap_and_unknown_caps() {
+        let mut body = 2u32.to_ne_bytes().to_vec();
+        body.extend(0u32.to_ne_bytes());
+        for (o, s) in [(0u64, 0x1000u64), (0x3000, 0x1000)] {
+            body.extend(o.to_ne_bytes());
+            body.extend(s.to_ne_bytes());
+        }
+        let mut caps = cap(1, 32 + 8 + body.len() as u32, &body);
+        caps.extend(cap(99, 0, &[7, 7, 7, 7]));
+        let flags = sys::VFIO_REGION_INFO_FLAG_MMAP | sys::VFIO_REGION_INFO_FLAG_CAPS | sys::VFIO_REGION_INFO_FLAG_READ;
+        let r = RegionInfo::parse(&reply(flags, &caps), "dev").unwrap();
+        assert_eq!(r.size, 0x4000);
+        assert_eq!(
+            r.mmap_areas(),
+            vec![
+                SparseArea {
+                    offset: 0,
+                    size: 0x1000
+                },
+                SparseArea {
+                    offset: 0x3000,
+                    size: 0x1000
+                }
+            ]
+        );
+        assert!(matches!(&r.caps[1], RegionCap::Unknown { id: 99, bytes, .. } if bytes.len() == 12));
+        assert!(!r.msix_mappable());
+    }
+
+    #[test]
+    fn sparse_count_beyond_the_buffer_is_malformed() {
+        let mut body = 1000u32.to_ne_bytes().to_vec();
+        body.extend(0u32.to_ne_bytes());
+        let caps = cap(1, 0, &body);
+        let flags = sys::VFIO_REGION_INFO_FLAG_MMAP | sys::VFIO_REGION_INFO_FLAG_CAPS;
+        let e = RegionInfo::parse(&reply(flags, &caps), "dev").unwrap_err();
+        assert!(matches!(e, Error::Malformed { .. }), "{e}");
+        assert!(RegionInfo::parse(&[0u8; 8], "dev").is_err());
+    }
+
+    #[test]
+    fn whole_region_without_caps() {
+        let r = RegionInfo::parse(&reply(sys::VFIO_REGION_INFO_FLAG_MMAP, &[]), "dev").unwrap();
+        assert_eq!(
+            r.mmap_areas(),
+            vec![SparseArea {
+                offset: 0,
+                size: 0x4000
+            }]
+        );
     }
 }

@@ -286,7 +286,8 @@ fn run_matrix(opts: &Options) -> crate::Result<Vec<Boot>> {
                 iommu,
                 kernel: kernel.clone(),
                 initrd: initrd.clone(),
-                nvme_img: cache.join("nvme.img"),
+                // Per checkout: QEMU locks the image, and several checkouts may boot at once.
+                nvme_img: guest_dir.join("nvme.img"),
                 timeout: opts.timeout,
                 append: opts.append.clone(),
             };

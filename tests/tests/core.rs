@@ -1,0 +1,226 @@
+//! vfio-core against real devices: region capability chains and sparse mmap (nvme BAR0 and its
+//! MSI-X table), INTx with automask and unmask (edu), IRQ info, device feature probing, and the
+//! errors for indexes the device does not have.
+
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use vfio_core::{Errno, EventFd, FeatureAccess, IrqFlags, IrqSet};
+use vfio_pci::PciDevice;
+use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
+
+fn open(var: &str) -> Result<PciDevice, String> {
+    let addr = device_from_env(var)?;
+    PciDevice::open(&addr, None).map_err(|e| format!("open {addr}: {e}"))
+}
+
+macro_rules! open_or_skip {
+    ($var:expr) => {
+        match device_from_env($var) {
+            Err(why) => return skip(why),
+            Ok(_) => open($var)?,
+        }
+    };
+}
+
+/// Where the MSI-X table lives: BAR, offset and size.
+struct MsixTable(u32, u64, u64);
+
+/// The MSI-X table from the MSI-X capability in config space.
+fn msix_table(dev: &PciDevice) -> Result<Option<MsixTable>, Box<dyn std::error::Error>> {
+    let mut ptr = dev.config_read8(0x34)? & !3;
+    for _ in 0..48 {
+        if ptr == 0 {
+            return Ok(None);
+        }
+        let id = dev.config_read8(ptr as u16)?;
+        if id == 0x11 {
+            let ctrl = dev.config_read16(ptr as u16 + 2)?;
+            let table = dev.config_read32(ptr as u16 + 4)?;
+            let entries = (ctrl & 0x7ff) as u64 + 1;
+            return Ok(Some(MsixTable(table & 7, (table & !7) as u64, entries * 16)));
+        }
+        ptr = dev.config_read8(ptr as u16 + 1)? & !3;
+    }
+    Err("capability list does not end".into())
+}
+
+fn nvme_bar0_areas_avoid_the_msix_table() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_NVME");
+    let bar0 = dev.device().region_info(0)?;
+    let MsixTable(bir, off, len) = msix_table(&dev)?.ok_or("nvme has no MSI-X capability")?;
+    ensure!(bir == 0, "QEMU nvme keeps its MSI-X table in BAR0, found BAR{bir}");
+    let areas = bar0.mmap_areas();
+    ensure!(!areas.is_empty(), "BAR0 has no mmappable area: {bar0:?}");
+    if !bar0.msix_mappable() {
+        for a in &areas {
+            ensure!(
+                a.offset + a.size <= off || a.offset >= off + len,
+                "area {a:?} overlaps the MSI-X table at {off:#x}+{len:#x}"
+            );
+        }
+    }
+    let maps = dev.device().map_region_areas(&bar0)?;
+    let first = &maps[0];
+    ensure!(
+        first.region_offset() == 0,
+        "first area starts at {:#x}",
+        first.region_offset()
+    );
+    // NVMe CAP register: bits 37:44 (CSS) has NVM command set support (bit 37).
+    let cap = first.read64(0)?;
+    ensure!(cap & (1 << 37) != 0, "NVMe CAP {cap:#x} lacks the NVM command set bit");
+    println!(
+        "    BAR0 {:#x} bytes, msix table at {off:#x}+{len:#x}, msix_mappable={}, areas {areas:x?}",
+        bar0.size,
+        bar0.msix_mappable()
+    );
+    Ok(Outcome::Pass)
+}
+
+fn whole_region_map_of_a_sparse_bar_is_refused() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_NVME");
+    let bar0 = dev.device().region_info(0)?;
+    let sparse = bar0
+        .caps
+        .iter()
+        .any(|c| matches!(c, vfio_core::RegionCap::SparseMmap(_)));
+    if !sparse {
+        return skip("BAR0 has no sparse-mmap capability here: this kernel reports its MSI-X table mappable");
+    }
+    let e = dev
+        .device()
+        .map_region(&bar0)
+        .err()
+        .ok_or("mapping a sparse BAR whole succeeded")?;
+    ensure!(
+        matches!(e, vfio_core::Error::Unsupported { .. }),
+        "unexpected error {e}"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn region_info_of_a_missing_index_is_einval() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let info = dev.device().info()?;
+    let e = dev
+        .device()
+        .region_info(info.num_regions + 5)
+        .err()
+        .ok_or("region info past num_regions succeeded")?;
+    ensure!(e.errno() == Some(Errno::INVAL), "expected EINVAL, got {e}");
+    ensure!(
+        e.to_string().contains(&dev.address().to_string()),
+        "error does not name the device: {e}"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn edu_irq_info_has_intx_and_one_msi() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let intx = dev.device().irq_info(vfio_pci::INTX_IRQ)?;
+    ensure!(intx.count == 1, "INTx count {}", intx.count);
+    ensure!(
+        intx.flags
+            .contains(IrqFlags::EVENTFD | IrqFlags::MASKABLE | IrqFlags::AUTOMASKED),
+        "INTx flags {:?}",
+        intx.flags
+    );
+    let msi = dev.device().irq_info(vfio_pci::MSI_IRQ)?;
+    ensure!(msi.count == 1 && msi.flags.contains(IrqFlags::EVENTFD), "MSI {msi:?}");
+    let msix = dev.device().irq_info(vfio_pci::MSIX_IRQ)?;
+    ensure!(msix.count == 0, "edu has no MSI-X, got {msix:?}");
+    Ok(Outcome::Pass)
+}
+
+fn edu_intx_is_automasked_until_unmasked() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let bar0 = dev.map_bar(0)?;
+    let irq = EventFd::new()?;
+    dev.device()
+        .set_irqs(&IrqSet::eventfds(vfio_pci::INTX_IRQ, 0, &[Some(irq.as_fd())]))?;
+    // Raise, get it, acknowledge at the device: the kernel keeps the line masked.
+    bar0.write32(0x60, 1)?;
+    ensure!(
+        irq.wait_timeout(Duration::from_secs(10))?.is_some(),
+        "first INTx did not arrive"
+    );
+    bar0.write32(0x64, 1)?;
+    bar0.write32(0x60, 2)?;
+    ensure!(
+        irq.wait_timeout(Duration::from_millis(300))?.is_none(),
+        "INTx arrived while automasked"
+    );
+    // Unmasking delivers the pending level interrupt.
+    dev.device().set_irqs(&IrqSet::unmask(vfio_pci::INTX_IRQ, 0, 1))?;
+    ensure!(
+        irq.wait_timeout(Duration::from_secs(10))?.is_some(),
+        "INTx did not arrive after unmask"
+    );
+    bar0.write32(0x64, 2)?;
+    dev.device().set_irqs(&IrqSet::unmask(vfio_pci::INTX_IRQ, 0, 1))?;
+    dev.disable_irq(vfio_pci::INTX_IRQ)?;
+    Ok(Outcome::Pass)
+}
+
+fn msi_vectors_beyond_the_count_are_einval() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let (a, b) = (EventFd::new()?, EventFd::new()?);
+    let e = dev
+        .enable_msi(&[&a, &b])
+        .err()
+        .ok_or("enabling 2 MSI vectors on a 1-vector device succeeded")?;
+    ensure!(e.errno() == Some(Errno::INVAL), "expected EINVAL, got {e}");
+    Ok(Outcome::Pass)
+}
+
+fn feature_probe_reports_unsupported_as_false() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let migration = dev
+        .device()
+        .feature_probe(vfio_sys::VFIO_DEVICE_FEATURE_MIGRATION, FeatureAccess::GET)?;
+    ensure!(!migration, "edu claims migration support");
+    ensure!(
+        !dev.device()
+            .feature_probe(0xfff0, FeatureAccess::GET | FeatureAccess::SET)?,
+        "unknown feature probed as supported"
+    );
+    let e = dev
+        .device()
+        .feature_probe(0x1_0000, FeatureAccess::GET)
+        .err()
+        .ok_or("feature above 16 bits accepted")?;
+    ensure!(matches!(e, vfio_core::Error::InvalidArgument { .. }), "{e}");
+    Ok(Outcome::Pass)
+}
+
+fn main() -> ExitCode {
+    vfio_tests::run(&[
+        (
+            "nvme_bar0_areas_avoid_the_msix_table",
+            nvme_bar0_areas_avoid_the_msix_table,
+        ),
+        (
+            "whole_region_map_of_a_sparse_bar_is_refused",
+            whole_region_map_of_a_sparse_bar_is_refused,
+        ),
+        (
+            "region_info_of_a_missing_index_is_einval",
+            region_info_of_a_missing_index_is_einval,
+        ),
+        ("edu_irq_info_has_intx_and_one_msi", edu_irq_info_has_intx_and_one_msi),
+        (
+            "edu_intx_is_automasked_until_unmasked",
+            edu_intx_is_automasked_until_unmasked,
+        ),
+        (
+            "msi_vectors_beyond_the_count_are_einval",
+            msi_vectors_beyond_the_count_are_einval,
+        ),
+        (
+            "feature_probe_reports_unsupported_as_false",
+            feature_probe_reports_unsupported_as_false,
+        ),
+    ])
+}
