@@ -6,8 +6,9 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vfio_core::{Errno, EventFd, FeatureAccess, IrqFlags, IrqSet};
+use vfio_core::{DmaAccess, DmaPool, Errno, EventFd, FeatureAccess, IovaRange, IrqFlags, IrqSet};
 use vfio_pci::PciDevice;
+use vfio_tests::edu::{Direction, Edu};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
 
 fn open(var: &str) -> Result<PciDevice, String> {
@@ -195,6 +196,53 @@ fn feature_probe_reports_unsupported_as_false() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn dma_pool_translates_per_io_without_mapping() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let container = vfio_pci::default_container(dev.mode())?;
+    // edu's DMA mask is 28 bits: only hand out IOVAs below 256 MiB.
+    let ranges: Vec<IovaRange> = container
+        .iova_ranges()?
+        .into_iter()
+        .filter(|r| r.start < 0x1000_0000)
+        .map(|r| IovaRange {
+            start: r.start,
+            last: r.last.min(0x0fff_ffff),
+        })
+        .collect();
+    let mut pool = DmaPool::with_ranges(container, &ranges);
+    let src = pool.alloc(4096, DmaAccess::READ)?;
+    // One page each: without an IOMMU a buffer must be physically contiguous.
+    let dst = pool.alloc(4096, DmaAccess::WRITE)?;
+    let pattern: Vec<u8> = (0..100u32).map(|i| (i * 13) as u8).collect();
+    pool.buffer(src)?.write(0x100, &pattern)?;
+    dev.enable_bus_master()?;
+    let irq = EventFd::new()?;
+    dev.enable_msi(&[&irq])?;
+    let edu = Edu::new(dev)?;
+    // Per I/O only translations, no map/unmap: the buffers were mapped once by the pool.
+    let from = pool
+        .translate(pool.buffer(src)?.as_ptr().wrapping_add(0x100), pattern.len())
+        .ok_or("no translation")?;
+    let to = pool.device_addr(dst, 0x800)?;
+    ensure!(
+        from == pool.device_addr(src, 0x100)?,
+        "translate and device_addr disagree"
+    );
+    edu.dma(Direction::ToDevice, from, pattern.len() as u64, &irq)?;
+    edu.dma(Direction::FromDevice, to, pattern.len() as u64, &irq)?;
+    let mut out = vec![0u8; pattern.len()];
+    pool.buffer(dst)?.read(0x800, &mut out)?;
+    ensure!(out == pattern, "bytes differ after the round trip through pool buffers");
+    ensure!(
+        pool.translate(pool.buffer(src)?.as_ptr(), 4097).is_none(),
+        "translated past a buffer's end"
+    );
+    pool.free(src)?;
+    ensure!(pool.buffer(src).is_err(), "freed buffer still reachable");
+    edu.pci.disable_irq(vfio_pci::MSI_IRQ)?;
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         (
@@ -221,6 +269,10 @@ fn main() -> ExitCode {
         (
             "feature_probe_reports_unsupported_as_false",
             feature_probe_reports_unsupported_as_false,
+        ),
+        (
+            "dma_pool_translates_per_io_without_mapping",
+            dma_pool_translates_per_io_without_mapping,
         ),
     ])
 }

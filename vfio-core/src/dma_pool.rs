@@ -1,0 +1,123 @@
+//! A pool of DMA buffers mapped once into a container, with IOVAs from an [`IovaAllocator`] and
+//! per-I/O address translation from an [`IovaCache`] (what libvfn calls its IOVA map): a driver
+//! pays the map/unmap syscalls when it sets up, not on every I/O.
+
+use crate::{Container, DmaAccess, DmaBuffer, Error, IovaAllocator, IovaCache, Result, page_size};
+
+/// A buffer of a [`DmaPool`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DmaHandle(usize);
+
+struct Slot {
+    buffer: DmaBuffer,
+    iova: u64,
+}
+
+/// Buffers owned by the pool and mapped in its container until freed or the pool is dropped.
+pub struct DmaPool<'c> {
+    container: &'c dyn Container,
+    iovas: IovaAllocator,
+    cache: IovaCache,
+    slots: Vec<Option<Slot>>,
+}
+
+impl std::fmt::Debug for DmaPool<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmaPool")
+            .field("buffers", &self.slots.iter().flatten().count())
+            .finish()
+    }
+}
+
+impl<'c> DmaPool<'c> {
+    /// A pool over the container's IOVA ranges.
+    pub fn new(container: &'c dyn Container) -> Result<Self> {
+        let ranges = container.iova_ranges()?;
+        Ok(Self::with_ranges(container, &ranges))
+    }
+
+    /// A pool that allocates IOVAs only from `ranges` (e.g. below a device's DMA mask).
+    pub fn with_ranges(container: &'c dyn Container, ranges: &[crate::IovaRange]) -> Self {
+        DmaPool {
+            container,
+            iovas: IovaAllocator::new(ranges),
+            cache: IovaCache::new(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Allocates a zeroed buffer of `len` bytes (whole pages) and maps it. Returns its handle.
+    pub fn alloc(&mut self, len: usize, access: DmaAccess) -> Result<DmaHandle> {
+        let buffer = DmaBuffer::new(len)?;
+        let size = buffer.len() as u64;
+        let iova = self.iovas.alloc(size, page_size() as u64)?;
+        // SAFETY: the pool owns `buffer` and unmaps it (in `free` or Drop) before dropping it; the
+        // buffer never hands out references into its memory.
+        let device_addr = match unsafe { self.container.map_dma_raw(buffer.as_ptr(), size, iova, access) } {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.iovas.free(iova, size);
+                return Err(e);
+            }
+        };
+        self.cache.insert(buffer.as_ptr(), buffer.len(), device_addr);
+        self.slots.push(Some(Slot { buffer, iova }));
+        Ok(DmaHandle(self.slots.len() - 1))
+    }
+
+    fn slot(&self, h: DmaHandle) -> Result<&Slot> {
+        self.slots
+            .get(h.0)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| Error::invalid("DMA pool", "DMA pool", format!("no live buffer {h:?}")))
+    }
+
+    /// The buffer behind a handle.
+    pub fn buffer(&self, h: DmaHandle) -> Result<&DmaBuffer> {
+        Ok(&self.slot(h)?.buffer)
+    }
+
+    /// The address the device uses for byte `offset` of a buffer.
+    pub fn device_addr(&self, h: DmaHandle, offset: usize) -> Result<u64> {
+        let b = &self.slot(h)?.buffer;
+        // SAFETY: only the address is computed; translate checks the bounds.
+        let ptr = b.as_ptr().wrapping_add(offset);
+        self.translate(ptr, 1)
+            .ok_or_else(|| Error::invalid("DMA pool", "DMA pool", format!("offset {offset:#x} is past the buffer")))
+    }
+
+    /// The device address of `[ptr, ptr + len)` when one pool buffer holds all of it; no syscall.
+    pub fn translate(&self, ptr: *const u8, len: usize) -> Option<u64> {
+        self.cache.translate(ptr, len)
+    }
+
+    /// Unmaps and frees a buffer.
+    pub fn free(&mut self, h: DmaHandle) -> Result<()> {
+        let slot = self
+            .slots
+            .get_mut(h.0)
+            .and_then(Option::take)
+            .ok_or_else(|| Error::invalid("DMA pool", "DMA pool", format!("no live buffer {h:?}")))?;
+        let size = slot.buffer.len() as u64;
+        self.cache.remove(slot.buffer.as_ptr());
+        let res = self.container.unmap_dma(slot.iova, size);
+        if res.is_ok() {
+            self.iovas.free(slot.iova, size)?;
+            drop(slot);
+        } else {
+            // The device may still reach the memory: leak it rather than free it.
+            std::mem::forget(slot);
+        }
+        res.map(|_| ())
+    }
+}
+
+impl Drop for DmaPool<'_> {
+    fn drop(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].is_some() {
+                let _ = self.free(DmaHandle(i));
+            }
+        }
+    }
+}
