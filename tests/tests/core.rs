@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vfio_core::{DmaAccess, DmaPool, Errno, EventFd, FeatureAccess, IovaRange, IrqFlags, IrqSet};
+use vfio_core::{DmaAccess, DmaPool, Errno, EventFd, FeatureAccess, IovaRange, IrqFlags, IrqSet, Sysfs};
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, Edu};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
@@ -243,6 +243,46 @@ fn dma_pool_translates_per_io_without_mapping() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn sysfs_unbinds_and_rebinds_nvme() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_NVME") {
+        Ok(a) => a,
+        Err(why) => return skip(why),
+    };
+    let s = Sysfs::default();
+    let id = s.identity(&addr)?;
+    ensure!(
+        (id.vendor, id.device, id.class) == (0x1b36, 0x0010, 0x010802),
+        "identity {id:x?}"
+    );
+    let group = s.iommu_group(&addr)?;
+    ensure!(
+        s.group_devices(group)?.contains(&addr),
+        "group {group} does not list {addr}"
+    );
+    ensure!(
+        s.driver(&addr)?.as_deref() == Some("vfio-pci"),
+        "not bound to vfio-pci at start"
+    );
+    s.restore_driver(&addr, None)?;
+    ensure!(s.driver(&addr)?.is_none(), "still bound after restore_driver(None)");
+    let e = PciDevice::open(&addr, None)
+        .err()
+        .ok_or("opened a device bound to no driver")?;
+    ensure!(
+        e.to_string().contains("not bound to any driver"),
+        "unhelpful error: {e}"
+    );
+    let previous = s.bind_vfio_pci(&addr)?;
+    ensure!(previous.is_none(), "previous driver {previous:?}");
+    ensure!(
+        s.driver(&addr)?.as_deref() == Some("vfio-pci"),
+        "bind_vfio_pci did not bind"
+    );
+    let dev = PciDevice::open(&addr, None)?;
+    ensure!(dev.ids()? == (0x1b36, 0x0010), "ids after rebinding");
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         (
@@ -274,5 +314,6 @@ fn main() -> ExitCode {
             "dma_pool_translates_per_io_without_mapping",
             dma_pool_translates_per_io_without_mapping,
         ),
+        ("sysfs_unbinds_and_rebinds_nvme", sysfs_unbinds_and_rebinds_nvme),
     ])
 }

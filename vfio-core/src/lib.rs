@@ -51,4 +51,4 @@ pub use mode::{MODE_ENV, Mode, Modes, detect, preferred};
 pub use node::open_node;
 pub use pci_address::PciAddress;
 pub use region::{MappedRegion, RegionCap, RegionFlags, RegionInfo, SparseArea};
-pub use sysfs::{CdevNode, Sysfs};
+pub use sysfs::{CdevNode, PciIdentity, Sysfs};

@@ -148,6 +148,99 @@ impl Sysfs {
     }
 }
 
+/// Who a PCI function is, from its sysfs attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciIdentity {
+    /// Vendor id.
+    pub vendor: u16,
+    /// Device id.
+    pub device: u16,
+    /// Class code (base class, subclass, programming interface).
+    pub class: u32,
+}
+
+impl Sysfs {
+    fn read_hex(&self, path: &Path) -> Result<u32> {
+        let text = fs::read_to_string(path).map_err(|e| Error::path("read", path, e))?;
+        let t = text.trim();
+        u32::from_str_radix(t.trim_start_matches("0x"), 16)
+            .map_err(|_| Error::malformed("read", path.display(), format!("{t:?} is not a hex number")))
+    }
+
+    /// Vendor, device and class of the function.
+    pub fn identity(&self, addr: &PciAddress) -> Result<PciIdentity> {
+        let dir = self.require_device(addr)?;
+        Ok(PciIdentity {
+            vendor: self.read_hex(&dir.join("vendor"))? as u16,
+            device: self.read_hex(&dir.join("device"))? as u16,
+            class: self.read_hex(&dir.join("class"))?,
+        })
+    }
+
+    /// The PCI functions in IOMMU group `group` (`/sys/kernel/iommu_groups/<group>/devices`),
+    /// sorted. Non-PCI members are left out.
+    pub fn group_devices(&self, group: u32) -> Result<Vec<PciAddress>> {
+        let dir = self
+            .root
+            .join("kernel/iommu_groups")
+            .join(group.to_string())
+            .join("devices");
+        let mut out: Vec<PciAddress> = fs::read_dir(&dir)
+            .map_err(|e| Error::path("list IOMMU group", &dir, e))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn write_attr(&self, path: &Path, value: &str) -> Result<()> {
+        fs::write(path, value).map_err(|e| Error::path("write", path, e))
+    }
+
+    /// Binds the function to vfio-pci through `driver_override`: unbinds it from its current
+    /// driver and asks the PCI core to probe it again. Returns the driver it had, to give it
+    /// back later with [`Sysfs::restore_driver`]. Needs root; errors name the sysfs file and errno.
+    pub fn bind_vfio_pci(&self, addr: &PciAddress) -> Result<Option<String>> {
+        let previous = self.driver(addr)?;
+        if previous.as_deref() == Some("vfio-pci") {
+            return Ok(previous);
+        }
+        let dir = self.pci_device_dir(addr);
+        self.write_attr(&dir.join("driver_override"), "vfio-pci")?;
+        if previous.is_some() {
+            self.write_attr(&dir.join("driver/unbind"), &addr.to_string())?;
+        }
+        self.write_attr(&self.root.join("bus/pci/drivers_probe"), &addr.to_string())?;
+        match self.driver(addr)?.as_deref() {
+            Some("vfio-pci") => Ok(previous),
+            other => Err(Error::invalid(
+                "bind to vfio-pci",
+                addr,
+                format!("after probing, the driver is {other:?}"),
+            )),
+        }
+    }
+
+    /// Unbinds the function from its driver, clears `driver_override`, and lets the PCI core
+    /// probe it again (which binds `previous` or whichever driver claims it; `None` leaves it
+    /// unbound).
+    pub fn restore_driver(&self, addr: &PciAddress, previous: Option<&str>) -> Result<()> {
+        let dir = self.pci_device_dir(addr);
+        if self.driver(addr)?.is_some() {
+            self.write_attr(&dir.join("driver/unbind"), &addr.to_string())?;
+        }
+        self.write_attr(&dir.join("driver_override"), "\n")?;
+        if let Some(prev) = previous {
+            self.write_attr(
+                &self.root.join("bus/pci/drivers").join(prev).join("bind"),
+                &addr.to_string(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
 fn parse_major_minor(s: &str) -> Option<(u32, u32)> {
     let (a, b) = s.split_once(':')?;
     Some((a.parse().ok()?, b.parse().ok()?))
@@ -166,6 +259,14 @@ mod tests {
         std::os::unix::fs::symlink("../../../kernel/iommu_groups/5", dev.join("iommu_group")).unwrap();
         std::os::unix::fs::symlink("../../../bus/pci/drivers/vfio-pci", dev.join("driver")).unwrap();
         fs::write(dev.join("vfio-dev/vfio0/dev"), "511:0\n").unwrap();
+        fs::write(dev.join("vendor"), "0x1234\n").unwrap();
+        fs::write(dev.join("device"), "0x11e8\n").unwrap();
+        fs::write(dev.join("class"), "0x00ff00\n").unwrap();
+        let members = t.0.join("sys/kernel/iommu_groups/5/devices");
+        fs::create_dir_all(&members).unwrap();
+        for m in ["0000:00:03.1", "0000:00:03.0", "not-pci"] {
+            fs::create_dir_all(members.join(m)).unwrap();
+        }
         let s = Sysfs::at(t.0.join("sys"), t.0.join("dev"));
         (t, s)
     }
@@ -202,6 +303,23 @@ mod tests {
         let c = s.vfio_cdev(&a).unwrap();
         assert_eq!((c.name.as_str(), c.major, c.minor), ("vfio0", 511, 0));
         assert!(c.path.ends_with("dev/vfio/devices/vfio0"));
+    }
+
+    #[test]
+    fn identity_and_group_members() {
+        let (_t, s) = fake();
+        let a: PciAddress = "00:03.0".parse().unwrap();
+        assert_eq!(
+            s.identity(&a).unwrap(),
+            PciIdentity {
+                vendor: 0x1234,
+                device: 0x11e8,
+                class: 0xff00
+            }
+        );
+        let g = s.group_devices(5).unwrap();
+        assert_eq!(g, vec!["00:03.0".parse().unwrap(), "00:03.1".parse().unwrap()]);
+        assert!(s.group_devices(6).is_err());
     }
 
     #[test]
