@@ -6,7 +6,9 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vfio_core::{DmaAccess, DmaPool, Errno, EventFd, FeatureAccess, IovaRange, IrqFlags, IrqSet, Sysfs};
+use vfio_core::{
+    Backing, DmaAccess, DmaBuffer, DmaPool, Errno, EventFd, FeatureAccess, IovaRange, IrqFlags, IrqSet, Sysfs,
+};
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, Edu};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
@@ -283,8 +285,71 @@ fn sysfs_unbinds_and_rebinds_nvme() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn hugetlb_2m_buffer_takes_dma() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let container = vfio_pci::default_container(dev.mode())?;
+    let mut pool = DmaPool::with_ranges(
+        container,
+        &[IovaRange {
+            start: 0,
+            last: 0x0fff_ffff,
+        }],
+    );
+    let buf = match pool.alloc_with(2 << 20, Backing::Huge2M, DmaAccess::READ_WRITE) {
+        Err(e @ vfio_core::Error::Unsupported { .. }) => return skip(format!("no 2 MiB huge pages: {e}")),
+        other => other?,
+    };
+    let b = pool.buffer(buf)?;
+    ensure!(
+        b.len() == 2 << 20 && b.as_ptr() as usize % (2 << 20) == 0,
+        "not one aligned 2 MiB page"
+    );
+    let pattern: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    b.write(0x10_0000, &pattern)?;
+    dev.enable_bus_master()?;
+    let irq = EventFd::new()?;
+    dev.enable_msi(&[&irq])?;
+    let edu = Edu::new(dev)?;
+    edu.dma(
+        Direction::ToDevice,
+        pool.device_addr(buf, 0x10_0000)?,
+        pattern.len() as u64,
+        &irq,
+    )?;
+    edu.dma(
+        Direction::FromDevice,
+        pool.device_addr(buf, 0x1f_0000)?,
+        pattern.len() as u64,
+        &irq,
+    )?;
+    let mut out = vec![0u8; pattern.len()];
+    pool.buffer(buf)?.read(0x1f_0000, &mut out)?;
+    ensure!(out == pattern, "bytes differ in the huge page");
+    edu.pci.disable_irq(vfio_pci::MSI_IRQ)?;
+    Ok(Outcome::Pass)
+}
+
+fn hugetlb_1g_without_reservation_is_a_clear_error() -> TestResult {
+    match DmaBuffer::with_backing(1 << 30, Backing::Huge1G) {
+        Ok(_) => skip("1 GiB huge pages are reserved on this machine"),
+        Err(e @ vfio_core::Error::Unsupported { .. }) => {
+            ensure!(
+                e.to_string().contains("hugepages-1048576kB"),
+                "error does not name the huge page pool: {e}"
+            );
+            Ok(Outcome::Pass)
+        }
+        Err(e) => Err(format!("expected Unsupported, got {e}").into()),
+    }
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
+        ("hugetlb_2m_buffer_takes_dma", hugetlb_2m_buffer_takes_dma),
+        (
+            "hugetlb_1g_without_reservation_is_a_clear_error",
+            hugetlb_1g_without_reservation_is_a_clear_error,
+        ),
         (
             "nvme_bar0_areas_avoid_the_msix_table",
             nvme_bar0_areas_avoid_the_msix_table,

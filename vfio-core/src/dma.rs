@@ -10,10 +10,35 @@ use std::ptr::NonNull;
 
 use crate::{Container, Error, Result};
 
-/// Page-aligned, zero-filled anonymous memory for DMA.
+/// Where a [`DmaBuffer`]'s memory comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// Anonymous 4 KiB pages.
+    Anonymous,
+    /// 2 MiB hugetlb pages (from `/proc/sys/vm/nr_hugepages`).
+    Huge2M,
+    /// 1 GiB hugetlb pages.
+    Huge1G,
+    /// A memfd (shareable, and mappable by file with iommufd's `IOMMU_IOAS_MAP_FILE`).
+    Memfd,
+}
+
+impl Backing {
+    fn page(self) -> usize {
+        match self {
+            Backing::Huge2M => 2 << 20,
+            Backing::Huge1G => 1 << 30,
+            Backing::Anonymous | Backing::Memfd => page_size(),
+        }
+    }
+}
+
+/// Page-aligned, zero-filled memory for DMA.
 pub struct DmaBuffer {
     ptr: NonNull<u8>,
     len: usize,
+    backing: Backing,
+    memfd: Option<std::os::fd::OwnedFd>,
 }
 
 // SAFETY: the buffer is plain memory owned by this value; all access is by copying through raw
@@ -39,26 +64,85 @@ pub fn page_size() -> usize {
 impl DmaBuffer {
     /// Allocates `len` bytes (rounded up to whole pages) with `mmap(MAP_PRIVATE|MAP_ANONYMOUS)`.
     pub fn new(len: usize) -> Result<Self> {
+        Self::with_backing(len, Backing::Anonymous)
+    }
+
+    /// Allocates `len` bytes (rounded up to whole pages of the backing), populated up front.
+    /// Errors: for hugetlb backings, Unsupported when too few huge pages are reserved (the error
+    /// says how to reserve them); for memfd, the errno of memfd_create/ftruncate.
+    pub fn with_backing(len: usize, backing: Backing) -> Result<Self> {
+        use rustix::mm::{MapFlags, ProtFlags};
+        let what = format!("{len} bytes of {backing:?} memory");
         if len == 0 {
-            return Err(Error::invalid(
-                "allocate DMA buffer",
-                "anonymous memory",
-                "length is zero",
-            ));
+            return Err(Error::invalid("allocate DMA buffer", what, "length is zero"));
         }
-        let len = len.div_ceil(page_size()) * page_size();
-        // SAFETY: a fresh private anonymous mapping at a kernel-chosen address aliases nothing.
-        let ptr = unsafe {
-            rustix::mm::mmap_anonymous(
-                std::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::POPULATE,
-            )
-        }
-        .map_err(|e| Error::kernel("mmap DMA buffer", format!("{len} bytes of anonymous memory"), e))?;
+        let len = len.div_ceil(backing.page()) * backing.page();
+        let prot = ProtFlags::READ | ProtFlags::WRITE;
+        let mut memfd = None;
+        let mapped = match backing {
+            // SAFETY: a fresh private mapping at a kernel-chosen address aliases no Rust object.
+            Backing::Anonymous => unsafe {
+                rustix::mm::mmap_anonymous(std::ptr::null_mut(), len, prot, MapFlags::PRIVATE | MapFlags::POPULATE)
+            },
+            Backing::Huge2M | Backing::Huge1G => {
+                let size = if backing == Backing::Huge2M {
+                    MapFlags::HUGE_2MB
+                } else {
+                    MapFlags::HUGE_1GB
+                };
+                let flags = MapFlags::PRIVATE | MapFlags::POPULATE | MapFlags::HUGETLB | size;
+                // SAFETY: as above.
+                unsafe { rustix::mm::mmap_anonymous(std::ptr::null_mut(), len, prot, flags) }
+            }
+            Backing::Memfd => {
+                let fd = rustix::fs::memfd_create("vfio-rs-dma", rustix::fs::MemfdFlags::CLOEXEC)
+                    .map_err(|e| Error::kernel("memfd_create", &what, e))?;
+                rustix::fs::ftruncate(&fd, len as u64).map_err(|e| Error::kernel("ftruncate memfd", &what, e))?;
+                // SAFETY: a fresh shared mapping of our own new memfd aliases no Rust object.
+                let r = unsafe {
+                    rustix::mm::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        prot,
+                        MapFlags::SHARED | MapFlags::POPULATE,
+                        &fd,
+                        0,
+                    )
+                };
+                memfd = Some(fd);
+                r
+            }
+        };
+        let ptr = mapped.map_err(|e| match backing {
+            Backing::Huge2M | Backing::Huge1G if matches!(e, rustix::io::Errno::NOMEM | rustix::io::Errno::INVAL) => {
+                let dir = format!("/sys/kernel/mm/hugepages/hugepages-{}kB", backing.page() / 1024);
+                let reason = if std::path::Path::new(&dir).exists() {
+                    format!("not enough huge pages reserved ({e}): echo N > {dir}/nr_hugepages")
+                } else {
+                    format!("this kernel offers no such huge page size ({e}): {dir} does not exist")
+                };
+                Error::unsupported("hugetlb DMA memory", &what, reason)
+            }
+            _ => Error::kernel("mmap DMA buffer", &what, e),
+        })?;
         let ptr = NonNull::new(ptr.cast()).ok_or_else(|| Error::malformed("mmap", "DMA buffer", "NULL"))?;
-        Ok(DmaBuffer { ptr, len })
+        Ok(DmaBuffer {
+            ptr,
+            len,
+            backing,
+            memfd,
+        })
+    }
+
+    /// Where the memory comes from.
+    pub fn backing(&self) -> Backing {
+        self.backing
+    }
+
+    /// The memfd behind a [`Backing::Memfd`] buffer (for `IOMMU_IOAS_MAP_FILE` or for sharing).
+    pub fn memfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.memfd.as_ref().map(|f| f.as_fd())
     }
 
     /// Length in bytes (a multiple of the page size).
@@ -200,5 +284,15 @@ mod tests {
         assert_eq!(&out, b"hello");
         assert!(b.write(b.len() - 2, b"abc").is_err());
         assert!(DmaBuffer::new(0).is_err());
+    }
+
+    #[test]
+    fn memfd_buffer_is_shared_with_its_fd() {
+        let b = DmaBuffer::with_backing(10, Backing::Memfd).unwrap();
+        assert_eq!(b.backing(), Backing::Memfd);
+        b.write(0, b"xyz").unwrap();
+        let mut out = [0u8; 3];
+        rustix::io::pread(b.memfd().unwrap(), &mut out, 0).unwrap();
+        assert_eq!(&out, b"xyz");
     }
 }

@@ -2,7 +2,7 @@
 //! per-I/O address translation from an [`IovaCache`] (what libvfn calls its IOVA map): a driver
 //! pays the map/unmap syscalls when it sets up, not on every I/O.
 
-use crate::{Container, DmaAccess, DmaBuffer, Error, IovaAllocator, IovaCache, Result, page_size};
+use crate::{Backing, Container, DmaAccess, DmaBuffer, Error, IovaAllocator, IovaCache, Result, page_size};
 
 /// A buffer of a [`DmaPool`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,9 +48,20 @@ impl<'c> DmaPool<'c> {
 
     /// Allocates a zeroed buffer of `len` bytes (whole pages) and maps it. Returns its handle.
     pub fn alloc(&mut self, len: usize, access: DmaAccess) -> Result<DmaHandle> {
-        let buffer = DmaBuffer::new(len)?;
+        self.alloc_with(len, Backing::Anonymous, access)
+    }
+
+    /// As [`DmaPool::alloc`] with the given backing; the IOVA is aligned to the backing's page
+    /// size so the IOMMU can use huge pages too.
+    pub fn alloc_with(&mut self, len: usize, backing: Backing, access: DmaAccess) -> Result<DmaHandle> {
+        let buffer = DmaBuffer::with_backing(len, backing)?;
         let size = buffer.len() as u64;
-        let iova = self.iovas.alloc(size, page_size() as u64)?;
+        let align = match backing {
+            Backing::Huge2M => 2 << 20,
+            Backing::Huge1G => 1 << 30,
+            _ => page_size() as u64,
+        };
+        let iova = self.iovas.alloc(size, align)?;
         // SAFETY: the pool owns `buffer` and unmaps it (in `free` or Drop) before dropping it; the
         // buffer never hands out references into its memory.
         let device_addr = match unsafe { self.container.map_dma_raw(buffer.as_ptr(), size, iova, access) } {

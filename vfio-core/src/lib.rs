@@ -41,7 +41,7 @@ pub mod sysfs;
 
 pub use container::{Container, IovaRange};
 pub use device::{Device, DeviceFlags, DeviceInfo, FeatureAccess, Owner};
-pub use dma::{DmaAccess, DmaBuffer, DmaMapping, page_size};
+pub use dma::{Backing, DmaAccess, DmaBuffer, DmaMapping, page_size};
 pub use dma_pool::{DmaHandle, DmaPool};
 pub use error::{Errno, Error, Result};
 pub use eventfd::EventFd;
