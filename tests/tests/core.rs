@@ -421,8 +421,108 @@ fn secondary_process_dmas_with_passed_fds() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn modes_match_the_machine() -> TestResult {
+    let Ok(iommu) = std::env::var("VFIO_TEST_IOMMU") else {
+        return skip("VFIO_TEST_IOMMU is not set (only the guest harness knows which IOMMU the machine has)");
+    };
+    let m = vfio_core::detect();
+    let no_iommu = iommu == "none";
+    ensure!(m.cdev, "cdev mode missing: {m:?}");
+    ensure!(
+        m.group != no_iommu && m.noiommu == no_iommu,
+        "IOMMU {iommu} but detected {m:?}"
+    );
+    let want = vfio_core::Mode::Cdev;
+    ensure!(vfio_core::preferred()? == want, "preferred mode is not cdev");
+    Ok(Outcome::Pass)
+}
+
+fn irq_trigger_loopback_signals_the_eventfd() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let irq = EventFd::new()?;
+    dev.enable_msi(&[&irq])?;
+    // DATA_NONE + ACTION_TRIGGER: the kernel fires the vector itself (user-space loopback).
+    let fire = vfio_core::IrqSet {
+        index: vfio_pci::MSI_IRQ,
+        start: 0,
+        action: vfio_core::IrqAction::Trigger,
+        data: vfio_core::IrqData::None { count: 1 },
+    };
+    dev.device().set_irqs(&fire)?;
+    ensure!(
+        irq.wait_timeout(Duration::from_secs(5))?.is_some(),
+        "loopback trigger did not signal"
+    );
+    let fire_bool = vfio_core::IrqSet {
+        data: vfio_core::IrqData::Bool(vec![true]),
+        ..fire
+    };
+    dev.device().set_irqs(&fire_bool)?;
+    ensure!(
+        irq.wait_timeout(Duration::from_secs(5))?.is_some(),
+        "DATA_BOOL trigger did not signal"
+    );
+    dev.disable_irq(vfio_pci::MSI_IRQ)?;
+    Ok(Outcome::Pass)
+}
+
+fn nvme_function_reset_clears_registers() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_NVME");
+    let info = dev.device().info()?;
+    ensure!(
+        info.flags.contains(vfio_core::DeviceFlags::RESET),
+        "nvme does not offer VFIO_DEVICE_RESET: {info:?}"
+    );
+    let bar0 = dev.map_bar(0)?;
+    // CC (controller configuration) takes queue entry sizes while the controller is disabled;
+    // a function reset returns it to 0.
+    bar0.write32(0x14, 0x0046_0000)?;
+    ensure!(bar0.read32(0x14)? == 0x0046_0000, "CC did not take the write");
+    dev.device().reset()?;
+    let cc = bar0.read32(0x14)?;
+    ensure!(cc == 0, "CC is {cc:#x} after reset, expected 0");
+    Ok(Outcome::Pass)
+}
+
+fn hot_reset_of_a_root_bus_device_is_enodev() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    if dev.address().bus != 0 {
+        return skip("the device is not on a root bus here");
+    }
+    let e = dev
+        .device()
+        .hot_reset_info()
+        .err()
+        .ok_or("hot reset info on a root-bus device succeeded")?;
+    ensure!(e.errno() == Some(Errno::NODEV), "expected ENODEV, got {e}");
+    ensure!(
+        e.to_string().contains(&dev.address().to_string()),
+        "error does not name the device: {e}"
+    );
+    let e = dev
+        .device()
+        .hot_reset(&[])
+        .err()
+        .ok_or("hot reset of a root-bus device succeeded")?;
+    ensure!(e.errno().is_some(), "expected a kernel errno, got {e}");
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
+        ("modes_match_the_machine", modes_match_the_machine),
+        (
+            "irq_trigger_loopback_signals_the_eventfd",
+            irq_trigger_loopback_signals_the_eventfd,
+        ),
+        (
+            "nvme_function_reset_clears_registers",
+            nvme_function_reset_clears_registers,
+        ),
+        (
+            "hot_reset_of_a_root_bus_device_is_enodev",
+            hot_reset_of_a_root_bus_device_is_enodev,
+        ),
         (
             "secondary_process_dmas_with_passed_fds",
             secondary_process_dmas_with_passed_fds,
