@@ -52,7 +52,7 @@ bitflags! {
 }
 
 /// What `VFIO_DEVICE_GET_INFO` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
     /// Device kind and features.
     pub flags: DeviceFlags,
@@ -60,9 +60,43 @@ pub struct DeviceInfo {
     pub num_regions: u32,
     /// Number of IRQ indexes (max index + 1).
     pub num_irqs: u32,
+    /// The capability chain (zPCI descriptions, PCIe atomic completer support, ...), kept as
+    /// (id, version, bytes).
+    pub caps: Vec<(u16, u16, Vec<u8>)>,
 }
 
-fn pack(a: u32, b: u32) -> [u8; 8] {
+impl DeviceInfo {
+    /// Decodes a whole `VFIO_DEVICE_GET_INFO` reply, checking every capability offset.
+    pub fn parse(reply: &[u8], target: &str) -> Result<Self> {
+        const OP: &str = "VFIO_DEVICE_GET_INFO";
+        let fixed = std::mem::size_of::<sys::vfio_device_info>();
+        if reply.len() < fixed {
+            return Err(Error::malformed(
+                OP,
+                target,
+                format!("reply of {} bytes is too short", reply.len()),
+            ));
+        }
+        let flags = DeviceFlags::from_bits_retain(crate::caps::u32_at(reply, 4, OP, target)?);
+        let first = if flags.contains(DeviceFlags::CAPS) {
+            crate::caps::u32_at(reply, 16, OP, target)?
+        } else {
+            0
+        };
+        let caps = crate::caps::parse(reply, fixed, first, OP, target)?
+            .into_iter()
+            .map(|c| (c.id, c.version, c.bytes.to_vec()))
+            .collect();
+        Ok(DeviceInfo {
+            flags,
+            num_regions: crate::caps::u32_at(reply, 8, OP, target)?,
+            num_irqs: crate::caps::u32_at(reply, 12, OP, target)?,
+            caps,
+        })
+    }
+}
+
+pub(crate) fn pack(a: u32, b: u32) -> [u8; 8] {
     let mut w = [0u8; 8];
     w[..4].copy_from_slice(&a.to_ne_bytes());
     w[4..].copy_from_slice(&b.to_ne_bytes());
@@ -126,50 +160,28 @@ impl Device {
         unsafe { ioctl::with_mut(self.as_fd(), request, arg) }.map_err(|e| Error::kernel(op, self.name(), e))
     }
 
-    /// `VFIO_DEVICE_GET_INFO`. Errors: the errno of the ioctl (EINVAL for a short argsz; ENODEV
-    /// or EBADF after the device was released).
+    /// `VFIO_DEVICE_GET_INFO`, with its capability chain (two-call argsz protocol). Errors: the
+    /// errno of the ioctl (ENODEV or EBADF after the device was released).
     pub fn info(&self) -> Result<DeviceInfo> {
-        let mut info = sys::vfio_device_info {
-            argsz: ioctl::argsz::<sys::vfio_device_info>(),
-            ..Default::default()
-        };
-        self.ioctl_mut("VFIO_DEVICE_GET_INFO", sys::VFIO_DEVICE_GET_INFO, &mut info)?;
-        Ok(DeviceInfo {
-            flags: DeviceFlags::from_bits_retain(info.flags),
-            num_regions: info.num_regions,
-            num_irqs: info.num_irqs,
-        })
+        const OP: &str = "VFIO_DEVICE_GET_INFO";
+        let prefill = [0u8; std::mem::size_of::<sys::vfio_device_info>()];
+        // SAFETY: VFIO_DEVICE_GET_INFO takes an argsz-prefixed vfio_device_info.
+        let reply = unsafe { ioctl::with_argsz(self.as_fd(), sys::VFIO_DEVICE_GET_INFO, &prefill) }
+            .map_err(|e| Error::kernel(OP, self.name(), e))?;
+        DeviceInfo::parse(&reply, self.name())
     }
 
     /// `VFIO_DEVICE_GET_REGION_INFO` for region `index`, with its capability chain (sparse mmap
     /// areas, region type, MSI-X mappable), using the two-call argsz protocol. Errors: EINVAL for
     /// an index the device does not have; Malformed when the reply breaks the uapi contract.
     pub fn region_info(&self, index: u32) -> Result<RegionInfo> {
-        let fixed = ioctl::argsz::<sys::vfio_region_info>();
-        let mut argsz = fixed;
-        for _ in 0..4 {
-            let mut words = vec![0u64; (argsz as usize).div_ceil(8)];
-            // argsz and flags share the first word, index and cap_offset the second.
-            words[0] = u64::from_ne_bytes(pack(argsz, 0));
-            words[1] = u64::from_ne_bytes(pack(index, 0));
-            self.ioctl_mut(
-                "VFIO_DEVICE_GET_REGION_INFO",
-                sys::VFIO_DEVICE_GET_REGION_INFO,
-                &mut words[0],
-            )
-            .map_err(|e| self.with_target(e, format!("{} region {index}", self.name())))?;
-            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-            let wanted = u32::from_ne_bytes(bytes[0..4].try_into().expect("4 bytes"));
-            if wanted <= argsz {
-                return RegionInfo::parse(&bytes[..argsz as usize], &format!("{} region {index}", self.name()));
-            }
-            argsz = wanted;
-        }
-        Err(Error::malformed(
-            "VFIO_DEVICE_GET_REGION_INFO",
-            self.name(),
-            "argsz kept growing",
-        ))
+        let target = format!("{} region {index}", self.name());
+        let mut prefill = [0u8; std::mem::size_of::<sys::vfio_region_info>()];
+        prefill[8..12].copy_from_slice(&index.to_ne_bytes());
+        // SAFETY: VFIO_DEVICE_GET_REGION_INFO takes an argsz-prefixed vfio_region_info.
+        let reply = unsafe { ioctl::with_argsz(self.as_fd(), sys::VFIO_DEVICE_GET_REGION_INFO, &prefill) }
+            .map_err(|e| Error::kernel("VFIO_DEVICE_GET_REGION_INFO", &target, e))?;
+        RegionInfo::parse(&reply, &target)
     }
 
     fn with_target(&self, e: Error, target: String) -> Error {
@@ -322,5 +334,37 @@ impl Device {
         unsafe { ioctl::with_int(self.as_fd(), sys::VFIO_DEVICE_RESET, 0) }
             .map_err(|e| Error::kernel("VFIO_DEVICE_RESET", self.name(), e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_info_keeps_capabilities() {
+        let mut r = Vec::new();
+        for w in [
+            40u32,
+            sys::VFIO_DEVICE_FLAGS_PCI | sys::VFIO_DEVICE_FLAGS_CAPS,
+            9,
+            5,
+            24,
+            0,
+        ] {
+            r.extend(w.to_ne_bytes());
+        }
+        r.extend((sys::VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP as u16).to_ne_bytes());
+        r.extend(1u16.to_ne_bytes());
+        r.extend(0u32.to_ne_bytes());
+        r.extend(7u32.to_ne_bytes());
+        r.extend(0u32.to_ne_bytes());
+        let info = DeviceInfo::parse(&r, "dev").unwrap();
+        assert_eq!((info.num_regions, info.num_irqs), (9, 5));
+        assert!(info.flags.contains(DeviceFlags::PCI));
+        assert_eq!(info.caps.len(), 1);
+        assert_eq!(info.caps[0].0 as u32, sys::VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP);
+        r[16] = 8; // a capability offset inside the fixed part
+        assert!(DeviceInfo::parse(&r, "dev").is_err());
     }
 }

@@ -71,3 +71,32 @@ pub unsafe fn with_int(fd: BorrowedFd<'_>, request: u32, arg: usize) -> Result<i
 pub const fn argsz<T>() -> u32 {
     std::mem::size_of::<T>() as u32
 }
+
+/// Issues a VFIO `GET_INFO`-style ioctl with the two-call argsz protocol: the struct starts with
+/// `argsz`, and when the kernel has more to say (a capability chain) it raises `argsz` in its
+/// reply, and the call is repeated with a buffer that large. `prefill` is the input struct (its
+/// argsz is set here). Returns the whole reply, `argsz` bytes long.
+///
+/// # Safety
+/// `request` must take an argsz-prefixed struct that the kernel reads and writes only within
+/// `argsz` bytes, on this kind of fd.
+pub unsafe fn with_argsz(fd: BorrowedFd<'_>, request: u32, prefill: &[u8]) -> Result<Vec<u8>, Errno> {
+    let mut argsz = prefill.len().max(4);
+    for _ in 0..4 {
+        let mut words = vec![0u64; argsz.div_ceil(8)];
+        let bytes = words.as_mut_ptr().cast::<u8>();
+        // SAFETY: `words` holds at least argsz >= prefill.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(prefill.as_ptr(), bytes, prefill.len()) };
+        // SAFETY: as above, argsz >= 4.
+        unsafe { std::ptr::copy_nonoverlapping((argsz as u32).to_ne_bytes().as_ptr(), bytes, 4) };
+        // SAFETY: forwarded to the caller; the buffer is argsz bytes, 8-byte aligned.
+        unsafe { with_mut(fd, request, &mut words[0])? };
+        let reply: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).take(argsz).collect();
+        let wanted = u32::from_ne_bytes(reply[..4].try_into().expect("4 bytes")) as usize;
+        if wanted <= argsz {
+            return Ok(reply);
+        }
+        argsz = wanted;
+    }
+    Err(Errno::OVERFLOW)
+}
