@@ -33,6 +33,7 @@ pub mod ioctl;
 pub mod irq;
 pub mod mode;
 pub mod node;
+pub mod pagemap;
 pub mod pci_address;
 pub mod region;
 pub mod sysfs;
