@@ -24,6 +24,8 @@
 pub mod container;
 pub mod group;
 mod info;
+pub mod legacy;
 
-pub use container::{Container, IommuType};
+pub use container::{Backend, Container, IommuType};
 pub use group::{Group, GroupStatus};
+pub use info::{IommuInfo, MigrationInfo};
