@@ -240,7 +240,8 @@ impl Container {
     /// Removes group `id` from the container (`VFIO_GROUP_UNSET_CONTAINER`) and drops the
     /// container's handle on it. The last group out also unsets the IOMMU (the kernel does so,
     /// and removes every DMA mapping). Errors: InvalidArgument when the group is not in this
-    /// container; EBUSY (Kernel) while a device of the group is open.
+    /// container; EBUSY (Kernel) while a device of the group is open, from the type1 driver
+    /// (iommufd's compatibility container lets the group go even then).
     pub fn remove_group(&self, id: u32) -> Result<()> {
         let mut state = self.lock();
         let Some(pos) = state.groups.iter().position(|(gid, _)| *gid == id) else {
