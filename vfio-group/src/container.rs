@@ -302,6 +302,51 @@ impl Container {
         })
     }
 
+    /// The dirty-tracking capability, or Unsupported naming why there is none.
+    fn migration(&self) -> Result<crate::info::MigrationInfo> {
+        self.info()?.migration.ok_or_else(|| {
+            Error::unsupported(
+                "VFIO_IOMMU_DIRTY_PAGES",
+                self.target(),
+                "no migration capability: iommufd's compatibility container has no type1 dirty \
+                 tracking (use iommufd's own)",
+            )
+        })
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_START`: starts dirty-page tracking of every mapping.
+    /// Errors: Unsupported without the migration capability (iommufd compat); EACCES (Kernel)
+    /// in a type1 (v1) container, which the kernel never tracks.
+    pub fn dirty_tracking_start(&self) -> Result<()> {
+        self.migration()?;
+        crate::dirty::set(self.fd.as_fd(), &self.target(), sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_START)
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP`: stops tracking (a no-op when not tracking). Errors as
+    /// [`Container::dirty_tracking_start`].
+    pub fn dirty_tracking_stop(&self) -> Result<()> {
+        self.migration()?;
+        crate::dirty::set(self.fd.as_fd(), &self.target(), sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP)
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP`: which pages of `[iova, iova + size)` were
+    /// dirtied since tracking started or the last call, one bit per smallest IOMMU page (bit
+    /// `n % 64` of word `n / 64`). Errors: InvalidArgument for a size that is not a multiple
+    /// of that page or needs a larger bitmap than the kernel returns at once; EINVAL (Kernel)
+    /// when not tracking or when the range splits a mapping; EOVERFLOW when it wraps.
+    pub fn dirty_bitmap(&self, iova: u64, size: u64) -> Result<Vec<u64>> {
+        let m = self.migration()?;
+        let pgsize = 1u64 << m.pgsize_bitmap.trailing_zeros().min(63);
+        crate::dirty::get(
+            self.fd.as_fd(),
+            &self.target(),
+            iova,
+            size,
+            pgsize,
+            m.max_dirty_bitmap_size,
+        )
+    }
+
     fn require_iommu(&self, op: &'static str) -> Result<()> {
         if self.noiommu {
             return Err(Error::unsupported(

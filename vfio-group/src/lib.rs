@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod container;
+mod dirty;
 pub mod group;
 mod info;
 pub mod legacy;
