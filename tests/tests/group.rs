@@ -476,7 +476,19 @@ fn noiommu_dma_round_trip() -> TestResult {
     }
     let c = Container::open(true)?;
     ensure!(c.backend()? == Backend::NoIommu, "backend {:?}", c.backend()?);
+    ensure!(
+        matches!(
+            c.set_iommu(IommuType::Type1v2),
+            Err(vfio_core::Error::InvalidArgument { .. })
+        ),
+        "type1v2 accepted for a no-IOMMU container"
+    );
     let (edu, irq) = open_edu(&c, &addr)?;
+    ensure!(c.iommu_type() == Some(IommuType::NoIommu), "type {:?}", c.iommu_type());
+    ensure!(
+        matches!(c.info(), Err(vfio_core::Error::Unsupported { .. })),
+        "GET_INFO in a no-IOMMU container"
+    );
     round_trip(&edu, &irq, &c, 0x10_0000, 4)?;
     // A multi-page buffer maps only if physically contiguous; otherwise a clear Unsupported.
     let big = DmaBuffer::new(64 * PAGE as usize)?;

@@ -480,8 +480,9 @@ impl vfio_core::Container for Container {
 
     /// `VFIO_IOMMU_MAP_DMA` with `VFIO_DMA_MAP_FLAG_READ`/`_WRITE` from `access`. Errors: EEXIST
     /// for an overlap, EINVAL for unaligned or out-of-range arguments (outside the IOVA ranges),
-    /// EINVAL or EOVERFLOW when `iova + size` wraps (see the guest test `dma_length_overflow`),
-    /// ENOMEM past the locked-memory limit, ENOSPC when no mapping is available.
+    /// and for an IOVA past the last IOVA range; EOVERFLOW when `iova + size` wraps past 2^64
+    /// (type1 driver and iommufd compat alike); ENOMEM past the locked-memory limit, ENOSPC when
+    /// no mapping is available. Guest tests: `dma_contract_type1`, `dma_contract_type1v2`.
     ///
     /// In a no-IOMMU container nothing is mapped: the memory is locked (`mlock`) and its
     /// physical address returned, which needs `CAP_SYS_ADMIN` and memory physically contiguous
@@ -511,12 +512,18 @@ impl vfio_core::Container for Container {
         Ok(iova)
     }
 
-    /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes the kernel unmapped. Errors: EINVAL for
-    /// unaligned arguments or (type1v2) a range that splits a mapping; EOVERFLOW when
-    /// `iova + size` wraps. Type1 (v1) instead succeeds with 0 bytes for a range starting inside a
-    /// mapping and unmaps all of a mapping whose first IOVA the range covers; both return 0 bytes
-    /// for a range with no mapping in it. In a no-IOMMU container, unpins the ranges pinned at
-    /// IOVAs inside `[iova, iova + size)`.
+    /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes the kernel unmapped. A range with no mapping in
+    /// it returns 0 bytes on every backend; EOVERFLOW when `iova + size` wraps; EINVAL for
+    /// unaligned arguments. A range that splits a mapping depends on the IOMMU type and on the
+    /// [`Backend`] (asserted by the guest tests `dma_contract_type1`/`_type1v2`):
+    ///
+    /// | range splitting a mapping | type1 driver | iommufd compat |
+    /// |---|---|---|
+    /// | type1 (v1), starts inside it | 0 bytes, mapping kept | splits it, unmaps the pages |
+    /// | type1 (v1), covers its start | unmaps the whole mapping | splits it, unmaps the pages |
+    /// | type1v2 | EINVAL | ENOENT |
+    ///
+    /// In a no-IOMMU container, unpins the ranges pinned at IOVAs inside `[iova, iova + size)`.
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
         if self.noiommu {
             return Ok(self.unpin(iova, size));
