@@ -37,6 +37,7 @@ pub mod iova;
 pub mod irq;
 pub mod mode;
 pub mod node;
+pub mod pagemap;
 pub mod pci_address;
 pub mod region;
 pub mod sysfs;

@@ -1,7 +1,7 @@
 //! A legacy VFIO container (`/dev/vfio/vfio`): an IOMMU context holding groups, with DMA mapped
 //! through the type1 (or no-IOMMU) backend.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +9,7 @@ use vfio_core::{DmaAccess, Error, IovaRange, Mode, PciAddress, Result, Sysfs, io
 use vfio_sys as sys;
 
 use crate::group::Group;
+use crate::info::IommuInfo;
 
 /// The IOMMU backend a container is set to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,18 @@ impl IommuType {
     }
 }
 
+/// Which kernel code serves the container: the answers to some DMA ioctls differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The VFIO type1 IOMMU driver (`vfio_iommu_type1`, `CONFIG_VFIO_CONTAINER`).
+    Type1,
+    /// iommufd's emulation of `/dev/vfio/vfio` (`CONFIG_IOMMUFD_VFIO_CONTAINER`): type1 and
+    /// type1v2 unmaps both follow iommufd's rules, and there is no dirty-page tracking.
+    IommufdCompat,
+    /// A no-IOMMU container: no translation and no DMA ioctls.
+    NoIommu,
+}
+
 /// The container fd, shared by the container and every group that joined it.
 #[derive(Debug)]
 pub(crate) struct ContainerFd {
@@ -44,10 +57,20 @@ impl AsFd for ContainerFd {
     }
 }
 
+/// A no-IOMMU "mapping": memory locked in place, given to the device by physical address.
+#[derive(Debug)]
+struct PinnedRange {
+    iova: u64,
+    vaddr: usize,
+    size: u64,
+}
+
 #[derive(Debug, Default)]
 struct State {
     groups: Vec<(u32, Arc<Group>)>,
     iommu: Option<IommuType>,
+    wanted: Option<IommuType>,
+    pinned: Vec<PinnedRange>,
 }
 
 /// An open `/dev/vfio/vfio` container.
@@ -70,6 +93,19 @@ impl Container {
     pub fn open_in(sysfs: Sysfs, noiommu: bool) -> Result<Self> {
         let path = sysfs.dev_dir().join("vfio/vfio");
         let fd = vfio_core::open_node(&path)?;
+        Self::adopt(fd, path, sysfs, noiommu)
+    }
+
+    /// Adopts an open container fd (for example one received from another process or opened
+    /// by a launcher), checking `VFIO_GET_API_VERSION` on it. The fd should have no group yet:
+    /// groups that joined it elsewhere are unknown to this value. Errors: ENOTTY (Kernel) when
+    /// the fd is not a VFIO container, Unsupported for another API version.
+    pub fn from_fd(fd: OwnedFd, noiommu: bool) -> Result<Self> {
+        let path = PathBuf::from(format!("container fd {}", fd.as_raw_fd()));
+        Self::adopt(fd, path, Sysfs::default(), noiommu)
+    }
+
+    fn adopt(fd: OwnedFd, path: PathBuf, sysfs: Sysfs, noiommu: bool) -> Result<Self> {
         let c = Container {
             fd: Arc::new(ContainerFd { fd, path }),
             sysfs,
@@ -98,7 +134,12 @@ impl Container {
 
     /// `VFIO_CHECK_EXTENSION`: whether the container supports an IOMMU type.
     pub fn check_extension(&self, iommu: IommuType) -> Result<bool> {
-        Ok(self.int_ioctl("VFIO_CHECK_EXTENSION", sys::VFIO_CHECK_EXTENSION, iommu.raw() as usize)? > 0)
+        self.check_extension_raw(iommu.raw())
+    }
+
+    /// `VFIO_CHECK_EXTENSION` for any extension number (`VFIO_UNMAP_ALL`, `VFIO_DMA_CC_IOMMU`...).
+    pub fn check_extension_raw(&self, extension: u32) -> Result<bool> {
+        Ok(self.int_ioctl("VFIO_CHECK_EXTENSION", sys::VFIO_CHECK_EXTENSION, extension as usize)? > 0)
     }
 
     /// The IOMMU type the container was set to (after the first group joined).
@@ -106,13 +147,54 @@ impl Container {
         self.lock().iommu
     }
 
+    /// Chooses the IOMMU type `VFIO_SET_IOMMU` sets when the first group joins, instead of the
+    /// default (type1v2 if supported, else type1). The kernel needs a group before
+    /// `VFIO_SET_IOMMU`, so this records the choice; if the container is set already, it is only
+    /// accepted when it is the type in force. Errors: Unsupported when `VFIO_CHECK_EXTENSION`
+    /// says the container lacks the type; InvalidArgument for a no-IOMMU type in an IOMMU
+    /// container (or the reverse), or a different type than the one already set.
+    pub fn set_iommu(&self, iommu: IommuType) -> Result<()> {
+        if (iommu == IommuType::NoIommu) != self.noiommu {
+            return Err(Error::invalid(
+                "VFIO_SET_IOMMU",
+                self.target(),
+                format!(
+                    "{iommu:?} does not match a container opened with noiommu={}",
+                    self.noiommu
+                ),
+            ));
+        }
+        if !self.check_extension(iommu)? {
+            return Err(Error::unsupported(
+                "IOMMU type",
+                self.target(),
+                format!("VFIO_CHECK_EXTENSION({iommu:?}) is 0"),
+            ));
+        }
+        let mut state = self.lock();
+        match state.iommu {
+            Some(set) if set != iommu => Err(Error::invalid(
+                "VFIO_SET_IOMMU",
+                self.target(),
+                format!("the container is already set to {set:?}"),
+            )),
+            _ => {
+                state.wanted = Some(iommu);
+                Ok(())
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens group `id` (unless already held), checks it is viable and adds it to the container,
-    /// setting the IOMMU type when it is the first group: type1v2 if supported, else type1, or
-    /// no-IOMMU for a no-IOMMU container.
+    /// Opens group `id` (unless already held), checks it is viable and adds it to the container
+    /// (`VFIO_GROUP_SET_CONTAINER`), setting the IOMMU type when it is the first group: the one
+    /// chosen with [`Container::set_iommu`], else type1v2 if supported, else type1, or no-IOMMU
+    /// for a no-IOMMU container. Errors: InvalidArgument naming the devices that make the group
+    /// non-viable; the kernel's errno from `VFIO_GROUP_SET_CONTAINER` / `VFIO_SET_IOMMU` (EINVAL
+    /// for an IOMMU type the group's IOMMU cannot share with the container's other groups).
     pub fn add_group(&self, id: u32) -> Result<Arc<Group>> {
         let mut state = self.lock();
         if let Some((_, g)) = state.groups.iter().find(|(gid, _)| *gid == id) {
@@ -121,22 +203,33 @@ impl Container {
         let mut group = Group::open(self.sysfs.dev_dir(), id, self.noiommu)?;
         let status = group.status()?;
         if !status.viable {
+            let culprits = crate::group::non_viable_devices(&self.sysfs, id);
             return Err(Error::invalid(
                 "add group to container",
                 group.path().display(),
-                "group is not viable: a device in it is bound to a non-VFIO driver",
+                format!(
+                    "group is not viable: {} bound to a non-VFIO driver",
+                    if culprits.is_empty() {
+                        "a device in it is".to_string()
+                    } else {
+                        culprits.join(", ")
+                    }
+                ),
             ));
         }
         group.set_container(&self.fd)?;
         if state.iommu.is_none() {
-            let ty = if self.noiommu {
-                IommuType::NoIommu
-            } else if self.check_extension(IommuType::Type1v2)? {
-                IommuType::Type1v2
-            } else {
-                IommuType::Type1
+            let ty = match state.wanted {
+                Some(t) => t,
+                None if self.noiommu => IommuType::NoIommu,
+                None if self.check_extension(IommuType::Type1v2)? => IommuType::Type1v2,
+                None => IommuType::Type1,
             };
-            self.int_ioctl("VFIO_SET_IOMMU", sys::VFIO_SET_IOMMU, ty.raw() as usize)?;
+            if let Err(e) = self.int_ioctl("VFIO_SET_IOMMU", sys::VFIO_SET_IOMMU, ty.raw() as usize) {
+                // Leave the container as it was: without this group.
+                let _ = group.unset_container();
+                return Err(e);
+            }
             state.iommu = Some(ty);
         }
         let group = Arc::new(group);
@@ -144,15 +237,226 @@ impl Container {
         Ok(group)
     }
 
+    /// Removes group `id` from the container (`VFIO_GROUP_UNSET_CONTAINER`) and drops the
+    /// container's handle on it. The last group out also unsets the IOMMU (the kernel does so,
+    /// and removes every DMA mapping). Errors: InvalidArgument when the group is not in this
+    /// container; EBUSY (Kernel) while a device of the group is open, from the type1 driver
+    /// (iommufd's compatibility container lets the group go even then).
+    pub fn remove_group(&self, id: u32) -> Result<()> {
+        let mut state = self.lock();
+        let Some(pos) = state.groups.iter().position(|(gid, _)| *gid == id) else {
+            return Err(Error::invalid(
+                "VFIO_GROUP_UNSET_CONTAINER",
+                self.target(),
+                format!("group {id} is not in this container"),
+            ));
+        };
+        state.groups[pos].1.unset_container()?;
+        state.groups.remove(pos);
+        if state.groups.is_empty() {
+            state.iommu = None;
+            state.pinned.clear();
+        }
+        Ok(())
+    }
+
+    /// The group `id` if it is in this container (never opens one).
+    pub fn group(&self, id: u32) -> Option<Arc<Group>> {
+        self.lock()
+            .groups
+            .iter()
+            .find(|(gid, _)| *gid == id)
+            .map(|(_, g)| g.clone())
+    }
+
+    /// The numbers of the groups in this container.
+    pub fn group_ids(&self) -> Vec<u32> {
+        self.lock().groups.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// `VFIO_IOMMU_GET_INFO`: flags, page sizes, IOVA ranges, DMA mappings available and
+    /// dirty-tracking support. Needs a group in the container (EINVAL from the kernel before);
+    /// Unsupported in a no-IOMMU container.
+    pub fn info(&self) -> Result<IommuInfo> {
+        self.require_iommu("VFIO_IOMMU_GET_INFO")?;
+        crate::info::info(self.fd.as_fd(), &self.target())
+    }
+
     /// The IOVA page sizes the IOMMU supports (`VFIO_IOMMU_GET_INFO.iova_pgsizes`); needs a group
     /// in the container.
     pub fn page_sizes(&self) -> Result<u64> {
-        crate::info::page_sizes(self.fd.as_fd(), &self.target())
+        Ok(self.info()?.page_sizes)
+    }
+
+    /// Which kernel code serves this container. For an IOMMU container this needs a group (it
+    /// asks `VFIO_IOMMU_GET_INFO`: the type1 driver always reports the migration capability,
+    /// iommufd's compatibility layer never does).
+    pub fn backend(&self) -> Result<Backend> {
+        if self.noiommu {
+            return Ok(Backend::NoIommu);
+        }
+        Ok(if self.info()?.migration.is_some() {
+            Backend::Type1
+        } else {
+            Backend::IommufdCompat
+        })
+    }
+
+    /// The dirty-tracking capability, or Unsupported naming why there is none.
+    fn migration(&self) -> Result<crate::info::MigrationInfo> {
+        self.info()?.migration.ok_or_else(|| {
+            Error::unsupported(
+                "VFIO_IOMMU_DIRTY_PAGES",
+                self.target(),
+                "no migration capability: iommufd's compatibility container has no type1 dirty \
+                 tracking (use iommufd's own)",
+            )
+        })
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_START`: starts dirty-page tracking of every mapping.
+    /// Errors: Unsupported without the migration capability (iommufd compat); EACCES (Kernel)
+    /// in a type1 (v1) container, which the kernel never tracks.
+    pub fn dirty_tracking_start(&self) -> Result<()> {
+        self.migration()?;
+        crate::dirty::set(self.fd.as_fd(), &self.target(), sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_START)
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP`: stops tracking (a no-op when not tracking). Errors as
+    /// [`Container::dirty_tracking_start`].
+    pub fn dirty_tracking_stop(&self) -> Result<()> {
+        self.migration()?;
+        crate::dirty::set(self.fd.as_fd(), &self.target(), sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP)
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP`: which pages of `[iova, iova + size)` were
+    /// dirtied since tracking started or the last call, one bit per smallest IOMMU page (bit
+    /// `n % 64` of word `n / 64`). Errors: InvalidArgument for a size that is not a multiple
+    /// of that page or needs a larger bitmap than the kernel returns at once; EINVAL (Kernel)
+    /// when not tracking or when the range splits a mapping; EOVERFLOW when it wraps.
+    pub fn dirty_bitmap(&self, iova: u64, size: u64) -> Result<Vec<u64>> {
+        let m = self.migration()?;
+        let pgsize = 1u64 << m.pgsize_bitmap.trailing_zeros().min(63);
+        crate::dirty::get(
+            self.fd.as_fd(),
+            &self.target(),
+            iova,
+            size,
+            pgsize,
+            m.max_dirty_bitmap_size,
+        )
+    }
+
+    fn require_iommu(&self, op: &'static str) -> Result<()> {
+        if self.noiommu {
+            return Err(Error::unsupported(
+                op,
+                self.target(),
+                "a no-IOMMU container has no IOMMU (nor IOVA space)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_ALL`: removes every mapping; returns the
+    /// bytes unmapped. Errors: Unsupported when `VFIO_CHECK_EXTENSION(VFIO_UNMAP_ALL)` is 0 (and
+    /// in a no-IOMMU container, where it unpins everything instead).
+    pub fn unmap_all(&self) -> Result<u64> {
+        if self.noiommu {
+            let mut state = self.lock();
+            let total = state.pinned.iter().map(|p| p.size).sum();
+            for p in state.pinned.drain(..) {
+                unlock(&p);
+            }
+            return Ok(total);
+        }
+        if !self.check_extension_raw(sys::VFIO_UNMAP_ALL)? {
+            return Err(Error::unsupported(
+                "VFIO_DMA_UNMAP_FLAG_ALL",
+                self.target(),
+                "VFIO_CHECK_EXTENSION(VFIO_UNMAP_ALL) is 0",
+            ));
+        }
+        self.unmap(0, 0, sys::VFIO_DMA_UNMAP_FLAG_ALL)
+    }
+
+    fn unmap(&self, iova: u64, size: u64, flags: u32) -> Result<u64> {
+        let mut unmap = sys::vfio_iommu_type1_dma_unmap {
+            argsz: ioctl::argsz::<sys::vfio_iommu_type1_dma_unmap>(),
+            flags,
+            iova,
+            size,
+            ..Default::default()
+        };
+        // SAFETY: a vfio_iommu_type1_dma_unmap without trailing data (no GET_DIRTY_BITMAP flag),
+        // on a container fd.
+        unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_IOMMU_UNMAP_DMA, &mut unmap) }
+            .map_err(|e| Error::kernel("VFIO_IOMMU_UNMAP_DMA", self.dma_target(iova, size), e))?;
+        Ok(unmap.size)
     }
 
     fn dma_target(&self, iova: u64, size: u64) -> String {
         format!("{} iova {iova:#x} size {size:#x}", self.target())
     }
+
+    /// No-IOMMU "mapping": locks the memory and returns its physical address.
+    fn pin(&self, vaddr: *mut u8, size: u64, iova: u64) -> Result<u64> {
+        let target = self.dma_target(iova, size);
+        let len = usize::try_from(size)
+            .map_err(|_| Error::invalid("no-IOMMU DMA pin", &target, "size does not fit in usize"))?;
+        if len == 0 {
+            return Err(Error::invalid("no-IOMMU DMA pin", &target, "size is zero"));
+        }
+        let mut state = self.lock();
+        if state
+            .pinned
+            .iter()
+            .any(|p| iova < p.iova.saturating_add(p.size) && p.iova < iova.saturating_add(size))
+        {
+            return Err(Error::invalid(
+                "no-IOMMU DMA pin",
+                &target,
+                "overlaps a range already pinned at that IOVA",
+            ));
+        }
+        // SAFETY: mlock only changes residency of the caller's range; it does not touch contents.
+        unsafe { rustix::mm::mlock(vaddr.cast(), len) }.map_err(|e| Error::kernel("mlock", &target, e))?;
+        let range = PinnedRange {
+            iova,
+            vaddr: vaddr as usize,
+            size,
+        };
+        match vfio_core::pagemap::physical_range(vaddr as usize, len) {
+            Ok(pa) => {
+                state.pinned.push(range);
+                Ok(pa)
+            }
+            Err(e) => {
+                unlock(&range);
+                Err(e)
+            }
+        }
+    }
+
+    fn unpin(&self, iova: u64, size: u64) -> u64 {
+        let end = iova.saturating_add(size);
+        let mut state = self.lock();
+        let mut total = 0;
+        state.pinned.retain(|p| {
+            let inside = p.iova >= iova && p.iova.saturating_add(p.size) <= end;
+            if inside {
+                unlock(p);
+                total += p.size;
+            }
+            !inside
+        });
+        total
+    }
+}
+
+fn unlock(p: &PinnedRange) {
+    // SAFETY: munlock only changes residency; the range may even be unmapped by now (ENOMEM).
+    let _ = unsafe { rustix::mm::munlock(p.vaddr as *mut std::ffi::c_void, p.size as usize) };
 }
 
 impl vfio_core::Container for Container {
@@ -163,7 +467,7 @@ impl vfio_core::Container for Container {
     /// IOVA ranges from the `VFIO_IOMMU_GET_INFO` capability chain (all of 64-bit space when the
     /// kernel gives none).
     fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
-        crate::info::iova_ranges(self.fd.as_fd(), &self.target())
+        Ok(self.info()?.iova_ranges)
     }
 
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
@@ -174,15 +478,19 @@ impl vfio_core::Container for Container {
         Ok(vfio_core::Device::from_fd(fd, addr.to_string(), Some(group)))
     }
 
-    /// `VFIO_IOMMU_MAP_DMA`. Errors: EEXIST for an overlap, EINVAL for unaligned or out-of-range
-    /// arguments, ENOMEM past the locked-memory limit; Unsupported in a no-IOMMU container.
+    /// `VFIO_IOMMU_MAP_DMA` with `VFIO_DMA_MAP_FLAG_READ`/`_WRITE` from `access`. Errors: EEXIST
+    /// for an overlap, EINVAL for unaligned or out-of-range arguments (outside the IOVA ranges),
+    /// and for an IOVA past the last IOVA range; EOVERFLOW when `iova + size` wraps past 2^64
+    /// (type1 driver and iommufd compat alike); ENOMEM past the locked-memory limit, ENOSPC when
+    /// no mapping is available. Guest tests: `dma_contract_type1`, `dma_contract_type1v2`.
+    ///
+    /// In a no-IOMMU container nothing is mapped: the memory is locked (`mlock`) and its
+    /// physical address returned, which needs `CAP_SYS_ADMIN` and memory physically contiguous
+    /// for `size` bytes (one page always is); otherwise Unsupported. `iova` only names the range
+    /// for [`unmap_dma`](vfio_core::Container::unmap_dma).
     unsafe fn map_dma_raw(&self, vaddr: *mut u8, size: u64, iova: u64, access: DmaAccess) -> Result<u64> {
         if self.noiommu {
-            return Err(Error::unsupported(
-                "DMA mapping",
-                self.target(),
-                "a no-IOMMU container has no IOVA space; use physical addresses",
-            ));
+            return self.pin(vaddr, size, iova);
         }
         let mut flags = 0;
         if access.contains(DmaAccess::READ) {
@@ -204,19 +512,23 @@ impl vfio_core::Container for Container {
         Ok(iova)
     }
 
-    /// `VFIO_IOMMU_UNMAP_DMA`. Errors: EINVAL for unaligned arguments or (type1v2) a range that
-    /// splits a mapping.
+    /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes the kernel unmapped. A range with no mapping in
+    /// it returns 0 bytes on every backend; EOVERFLOW when `iova + size` wraps; EINVAL for
+    /// unaligned arguments. A range that splits a mapping depends on the IOMMU type and on the
+    /// [`Backend`] (asserted by the guest tests `dma_contract_type1`/`_type1v2`):
+    ///
+    /// | range splitting a mapping | type1 driver | iommufd compat |
+    /// |---|---|---|
+    /// | type1 (v1), starts inside it | 0 bytes, mapping kept | splits it, unmaps the pages |
+    /// | type1 (v1), covers its start | unmaps the whole mapping | splits it, unmaps the pages |
+    /// | type1v2 | EINVAL | ENOENT |
+    ///
+    /// In a no-IOMMU container, unpins the ranges pinned at IOVAs inside `[iova, iova + size)`.
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
-        let mut unmap = sys::vfio_iommu_type1_dma_unmap {
-            argsz: ioctl::argsz::<sys::vfio_iommu_type1_dma_unmap>(),
-            iova,
-            size,
-            ..Default::default()
-        };
-        // SAFETY: a vfio_iommu_type1_dma_unmap without trailing data, on a container fd.
-        unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_IOMMU_UNMAP_DMA, &mut unmap) }
-            .map_err(|e| Error::kernel("VFIO_IOMMU_UNMAP_DMA", self.dma_target(iova, size), e))?;
-        Ok(unmap.size)
+        if self.noiommu {
+            return Ok(self.unpin(iova, size));
+        }
+        self.unmap(iova, size, 0)
     }
 }
 

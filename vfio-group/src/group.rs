@@ -3,10 +3,10 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vfio_core::{Error, Result, ioctl};
+use vfio_core::{Error, PciAddress, Result, Sysfs, ioctl};
 use vfio_sys as sys;
 
 use crate::container::ContainerFd;
@@ -69,6 +69,13 @@ impl Group {
         self.id
     }
 
+    /// A close-on-exec duplicate of the group fd (`F_DUPFD_CLOEXEC`).
+    pub fn try_clone_fd(&self) -> Result<OwnedFd> {
+        self.fd
+            .try_clone()
+            .map_err(|e| Error::path("duplicate group fd", &self.path, e))
+    }
+
     /// The node it was opened from.
     pub fn path(&self) -> &std::path::Path {
         &self.path
@@ -105,6 +112,15 @@ impl Group {
         Ok(())
     }
 
+    /// `VFIO_GROUP_UNSET_CONTAINER`: leaves the container. Errors: EBUSY while a device fd of
+    /// the group is open, EINVAL when the group has no container.
+    pub(crate) fn unset_container(&self) -> Result<()> {
+        // SAFETY: VFIO_GROUP_UNSET_CONTAINER takes no argument.
+        unsafe { ioctl::with_int(self.as_fd(), sys::VFIO_GROUP_UNSET_CONTAINER, 0) }
+            .map_err(|e| Error::kernel("VFIO_GROUP_UNSET_CONTAINER", self.target(), e))?;
+        Ok(())
+    }
+
     /// `VFIO_GROUP_GET_DEVICE_FD` for the device named `name` (its PCI address). The kernel
     /// returns the fd close-on-exec. Errors: EINVAL/ENODEV for a device not in this group.
     pub fn device_fd(&self, name: &str) -> Result<OwnedFd> {
@@ -121,5 +137,71 @@ impl Group {
             })?;
         // SAFETY: on success the ioctl returns a new fd that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+}
+
+/// The devices of IOMMU group `id` that make it non-viable, each as `<address> (driver <name>)`:
+/// those bound to a driver other than a VFIO one (`vfio-pci`, `vfio-pci-*`, or `pci-stub` and
+/// `pcieport`, which the kernel tolerates, are left out). Read from
+/// `<sysfs>/kernel/iommu_groups/<id>/devices`; empty if that cannot be read.
+pub(crate) fn non_viable_devices(sysfs: &Sysfs, id: u32) -> Vec<String> {
+    // Sysfs has no accessor for its root: derive it from a device path (root/bus/pci/devices/x).
+    let Some(root) = "0000:00:00.0"
+        .parse::<PciAddress>()
+        .ok()
+        .map(|a| sysfs.pci_device_dir(&a))
+        .and_then(|p| p.ancestors().nth(4).map(Path::to_path_buf))
+    else {
+        return Vec::new();
+    };
+    let dir = root.join("kernel/iommu_groups").join(id.to_string()).join("devices");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let driver = std::fs::read_link(e.path().join("driver"))
+                .ok()
+                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))?;
+            let tolerated = driver.starts_with("vfio") || driver == "pci-stub" || driver == "pcieport";
+            (!tolerated).then(|| format!("{name} (driver {driver})"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_devices_that_break_viability() {
+        let tmp = std::env::temp_dir().join(format!("vfio-group-viable-{}", std::process::id()));
+        let devs = tmp.join("sys/kernel/iommu_groups/7/devices");
+        let drivers = tmp.join("sys/bus/pci/drivers");
+        std::fs::create_dir_all(&devs).unwrap();
+        for (addr, driver) in [
+            ("0000:00:03.0", Some("vfio-pci")),
+            ("0000:00:03.1", Some("e1000e")),
+            ("0000:00:03.2", None),
+        ] {
+            let d = tmp.join("sys/devices/pci0000:00").join(addr);
+            std::fs::create_dir_all(&d).unwrap();
+            if let Some(drv) = driver {
+                std::fs::create_dir_all(drivers.join(drv)).unwrap();
+                std::os::unix::fs::symlink(drivers.join(drv), d.join("driver")).unwrap();
+            }
+            std::os::unix::fs::symlink(&d, devs.join(addr)).unwrap();
+        }
+        let sysfs = Sysfs::at(tmp.join("sys"), tmp.join("dev"));
+        assert_eq!(
+            non_viable_devices(&sysfs, 7),
+            vec!["0000:00:03.1 (driver e1000e)".to_string()]
+        );
+        assert!(non_viable_devices(&sysfs, 8).is_empty());
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

@@ -8,6 +8,17 @@
 //!
 //! [`Container`] implements [`vfio_core::Container`]: assigning a PCI device opens its group,
 //! adds it to the container (setting the IOMMU type on the first group) and returns the device.
+//! Beyond that it offers:
+//!
+//! - [`Container::from_fd`] to adopt an fd, [`Container::set_iommu`] to choose type1 or type1v2;
+//! - [`Container::info`] (`VFIO_IOMMU_GET_INFO`: flags, page sizes, IOVA ranges, DMA mappings
+//!   available, dirty tracking) and [`Container::backend`]: the type1 driver or iommufd's
+//!   compatibility container, whose unmap rules differ (see `unmap_dma`);
+//! - [`Container::unmap_all`], [`Container::remove_group`], and type1 dirty-page tracking
+//!   ([`Container::dirty_tracking_start`], [`Container::dirty_bitmap`]);
+//! - in a no-IOMMU container, DMA by physical address: `map_dma_raw` locks the memory and returns
+//!   its physical address from `/proc/self/pagemap` ([`vfio_core::pagemap`], `CAP_SYS_ADMIN`);
+//! - [`legacy`]: the deprecated group-only API.
 //!
 //! ```no_run
 //! use vfio_core::{Container as _, DmaAccess, DmaBuffer, DmaMapping};
@@ -22,8 +33,11 @@
 #![deny(missing_docs)]
 
 pub mod container;
+mod dirty;
 pub mod group;
 mod info;
+pub mod legacy;
 
-pub use container::{Container, IommuType};
+pub use container::{Backend, Container, IommuType};
 pub use group::{Group, GroupStatus};
+pub use info::{IommuInfo, MigrationInfo};
