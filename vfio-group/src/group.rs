@@ -3,10 +3,10 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use vfio_core::{Error, PciAddress, Result, Sysfs, ioctl};
+use vfio_core::{Error, Result, Sysfs, ioctl};
 use vfio_sys as sys;
 
 use crate::container::ContainerFd;
@@ -145,32 +145,15 @@ impl Group {
 /// `pcieport`, which the kernel tolerates, are left out). Read from
 /// `<sysfs>/kernel/iommu_groups/<id>/devices`; empty if that cannot be read.
 pub(crate) fn non_viable_devices(sysfs: &Sysfs, id: u32) -> Vec<String> {
-    // Sysfs has no accessor for its root: derive it from a device path (root/bus/pci/devices/x).
-    let Some(root) = "0000:00:00.0"
-        .parse::<PciAddress>()
-        .ok()
-        .map(|a| sysfs.pci_device_dir(&a))
-        .and_then(|p| p.ancestors().nth(4).map(Path::to_path_buf))
-    else {
-        return Vec::new();
-    };
-    let dir = root.join("kernel/iommu_groups").join(id.to_string()).join("devices");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let driver = std::fs::read_link(e.path().join("driver"))
-                .ok()
-                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))?;
+    let members = sysfs.group_devices(id).unwrap_or_default();
+    members
+        .into_iter()
+        .filter_map(|addr| {
+            let driver = sysfs.driver(&addr).ok()??;
             let tolerated = driver.starts_with("vfio") || driver == "pci-stub" || driver == "pcieport";
-            (!tolerated).then(|| format!("{name} (driver {driver})"))
+            (!tolerated).then(|| format!("{addr} (driver {driver})"))
         })
-        .collect();
-    out.sort();
-    out
+        .collect()
 }
 
 #[cfg(test)]
@@ -195,6 +178,9 @@ mod tests {
                 std::os::unix::fs::symlink(drivers.join(drv), d.join("driver")).unwrap();
             }
             std::os::unix::fs::symlink(&d, devs.join(addr)).unwrap();
+            let bus = tmp.join("sys/bus/pci/devices");
+            std::fs::create_dir_all(&bus).unwrap();
+            std::os::unix::fs::symlink(&d, bus.join(addr)).unwrap();
         }
         let sysfs = Sysfs::at(tmp.join("sys"), tmp.join("dev"));
         assert_eq!(
