@@ -261,7 +261,11 @@ fn run_matrix(opts: &Options) -> crate::Result<Vec<Boot>> {
 
     let guest_dir = workspace.join("target/guest");
     std::fs::create_dir_all(&guest_dir)?;
-    let initrd = guest_dir.join("initramfs.cpio.gz");
+    // Per run: several runs may share a checkout (and QEMU locks the nvme image).
+    let run_dir = guest_dir.join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir)?;
+    let _cleanup = RemoveOnDrop(run_dir.clone());
+    let initrd = run_dir.join("initramfs.cpio.gz");
     let contents = initramfs::Contents {
         tests: &tests,
         examples: &examples,
@@ -286,8 +290,7 @@ fn run_matrix(opts: &Options) -> crate::Result<Vec<Boot>> {
                 iommu,
                 kernel: kernel.clone(),
                 initrd: initrd.clone(),
-                // Per checkout: QEMU locks the image, and several checkouts may boot at once.
-                nvme_img: guest_dir.join("nvme.img"),
+                nvme_img: run_dir.join("nvme.img"),
                 timeout: opts.timeout,
                 append: opts.append.clone(),
             };
@@ -468,4 +471,13 @@ fn run_checked(cmd: &mut Command, what: &str) -> crate::Result {
         return Err(format!("cannot {what}: {program} failed ({status})").into());
     }
     Ok(())
+}
+
+/// Removes a directory (recursively) when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
