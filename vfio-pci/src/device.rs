@@ -75,6 +75,24 @@ impl PciDevice {
         self.mode
     }
 
+    /// The config-space region (index 7).
+    pub fn config_region(&self) -> RegionInfo {
+        self.config.clone()
+    }
+
+    /// Size of config space: 256 bytes (PCI) or 4 KiB (PCIe).
+    pub fn config_size(&self) -> u64 {
+        self.config.size
+    }
+
+    /// `VFIO_DEVICE_RESET` (function reset) with the command register put back afterwards, since
+    /// a reset clears memory decoding and bus mastering.
+    pub fn reset(&self) -> Result<()> {
+        let cmd = self.command()?;
+        self.device.reset()?;
+        self.config_write16(offset::COMMAND, cmd.bits())
+    }
+
     /// Reads `N` bytes of config space at `offset` (pread on the config region; range-checked).
     pub fn config_read<const N: usize>(&self, offset: u16) -> Result<[u8; N]> {
         let mut b = [0u8; N];

@@ -29,10 +29,14 @@
 
 #![deny(missing_docs)]
 
+pub mod bar;
+pub mod capability;
 pub mod config;
 pub mod containers;
 pub mod device;
 
+pub use bar::{Bar, BarInfo, BarKind};
+pub use capability::{Capability, MsiCap, MsixCap, PcieCap, PmCap};
 pub use config::Command;
 pub use containers::default_container;
 pub use device::{CONFIG_REGION, INTX_IRQ, MSI_IRQ, MSIX_IRQ, PciDevice};
