@@ -145,6 +145,15 @@ impl BoundDevice {
         Ok(())
     }
 
+    /// The general device interface on a duplicate (close-on-exec) of the fd, keeping `owner`
+    /// alive until it closes, while this `BoundDevice` stays usable to re-attach (move the
+    /// device to another IOAS or HWPT) or detach. Errors: the `fcntl(F_DUPFD_CLOEXEC)` errno.
+    pub fn device(&self, owner: Option<vfio_core::Owner>) -> Result<vfio_core::Device> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
+            .map_err(|e| Error::kernel("fcntl(F_DUPFD_CLOEXEC)", &self.name, e))?;
+        Ok(vfio_core::Device::from_fd(fd, self.name.clone(), owner))
+    }
+
     /// The general device interface, keeping `owner` (the IOAS) alive until the fd closes.
     pub fn into_device(self, owner: Option<vfio_core::Owner>) -> vfio_core::Device {
         vfio_core::Device::from_fd(self.fd, self.name, owner)

@@ -73,6 +73,46 @@ impl Iommufd {
         Ok(())
     }
 
+    /// `IOMMU_OPTION`: gets (`value` None) or sets an option of object `object_id` (0 for the
+    /// global options); returns the value (the one set, for a set).
+    pub(crate) fn option(&self, option_id: u32, object_id: u32, value: Option<u64>) -> Result<u64> {
+        let mut o = sys::iommu_option {
+            size: ioctl::argsz::<sys::iommu_option>(),
+            option_id,
+            op: if value.is_some() {
+                sys::IOMMU_OPTION_OP_SET
+            } else {
+                sys::IOMMU_OPTION_OP_GET
+            } as u16,
+            object_id,
+            val64: value.unwrap_or(0),
+            ..Default::default()
+        };
+        // SAFETY: IOMMU_OPTION takes an iommu_option; it holds no pointers.
+        unsafe {
+            self.call(
+                "IOMMU_OPTION",
+                || format!("{} option {option_id} object {object_id}", self.target()),
+                sys::IOMMU_OPTION,
+                &mut o,
+            )?
+        };
+        Ok(o.val64)
+    }
+
+    /// `IOMMU_OPTION` `IOMMU_OPTION_RLIMIT_MODE` (global): whether pinned memory is charged to
+    /// the process (`true`) or to the user (`false`, the default) against `RLIMIT_MEMLOCK`.
+    /// Errors: EPERM without `CAP_SYS_RESOURCE`; EBUSY once this iommufd has pinned memory.
+    pub fn set_rlimit_per_process(&self, per_process: bool) -> Result<()> {
+        self.option(sys::IOMMU_OPTION_RLIMIT_MODE, 0, Some(u64::from(per_process)))
+            .map(|_| ())
+    }
+
+    /// `IOMMU_OPTION` `IOMMU_OPTION_RLIMIT_MODE` read back: true for per-process accounting.
+    pub fn rlimit_per_process(&self) -> Result<bool> {
+        Ok(self.option(sys::IOMMU_OPTION_RLIMIT_MODE, 0, None)? != 0)
+    }
+
     /// `IOMMU_IOAS_ALLOC`: a new, empty I/O address space.
     pub fn alloc_ioas(self: &Arc<Self>) -> Result<Ioas> {
         let mut a = sys::iommu_ioas_alloc {
