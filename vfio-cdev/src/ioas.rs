@@ -89,8 +89,8 @@ impl Ioas {
     }
 
     /// `IOMMU_IOAS_UNMAP`: removes whole mappings inside `[iova, iova + len)`; returns the bytes
-    /// unmapped. Errors: ENOENT when nothing is mapped there, EINVAL when the range would
-    /// split a mapping. `unmap(0, u64::MAX)` unmaps everything.
+    /// unmapped. Errors: ENOENT when nothing is mapped there or when the range would split
+    /// a mapping (mappings are only removed whole). `unmap(0, u64::MAX)` unmaps everything.
     pub fn unmap(&self, iova: u64, len: u64) -> Result<u64> {
         let mut u = sys::iommu_ioas_unmap {
             size: ioctl::argsz::<sys::iommu_ioas_unmap>(),
