@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use vfio_cdev::{Ioas, Iommufd, IovaPlacement};
+use vfio_cdev::{Hwpt, HwptFlags, Ioas, Iommufd, IovaPlacement};
 use vfio_core::{DmaAccess, DmaBuffer, Errno, Error, IovaRange, Result};
 use vfio_tests::iommufd_mock::{self as mock, MOCK_APERTURE_LAST, MOCK_APERTURE_START};
 use vfio_tests::{Outcome, TestResult, ensure, skip};
@@ -231,6 +231,155 @@ fn map_file_from_memfd() -> TestResult {
     }
 }
 
+/// `IOMMU_HW_INFO_TYPE_SELFTEST` and the register value the mock reports.
+const HW_INFO_TYPE_SELFTEST: u32 = 0xfeed_beef;
+const HW_INFO_SELFTEST_REGVAL: u32 = 0xdead_beef;
+/// `MOCK_FLAGS_DEVICE_NO_DIRTY`: a mock device whose IOMMU cannot track dirty pages.
+const MOCK_DEVICE_NO_DIRTY: u32 = 1;
+
+fn hw_info_of_mock_device() -> TestResult {
+    let iommufd = mock_or_skip!();
+    let ioas = iommufd.alloc_ioas()?;
+    let md = mock::mock_domain(&iommufd, ioas.id(), 0)?;
+    let info = iommufd.hw_info(md.idev_id)?;
+    ensure!(
+        info.data_type == HW_INFO_TYPE_SELFTEST,
+        "data type {:#x}",
+        info.data_type
+    );
+    ensure!(
+        info.data.len() == 8,
+        "{} bytes of info data, expected 8",
+        info.data.len()
+    );
+    let reg = u32::from_ne_bytes([info.data[4], info.data[5], info.data[6], info.data[7]]);
+    ensure!(reg == HW_INFO_SELFTEST_REGVAL, "test_reg {reg:#x}");
+    ensure!(
+        info.dirty_tracking(),
+        "mock IOMMU does not report dirty tracking: {info:?}"
+    );
+    let nodirty = mock::mock_domain(&iommufd, ioas.id(), MOCK_DEVICE_NO_DIRTY)?;
+    ensure!(
+        !iommufd.hw_info(nodirty.idev_id)?.dirty_tracking(),
+        "NO_DIRTY mock device reports dirty tracking"
+    );
+    expect_errno(iommufd.hw_info(0xdead), Errno::NOENT, "hw_info of an unknown device")
+}
+
+fn hwpt_alloc_flags() -> TestResult {
+    let iommufd = mock_or_skip!();
+    let ioas = iommufd.alloc_ioas()?;
+    let md = mock::mock_domain(&iommufd, ioas.id(), 0)?;
+    for flags in [
+        HwptFlags::default(),
+        HwptFlags {
+            nest_parent: true,
+            ..Default::default()
+        },
+        HwptFlags {
+            dirty_tracking: true,
+            ..Default::default()
+        },
+    ] {
+        let hwpt = Hwpt::alloc(&iommufd, md.idev_id, ioas.id(), flags)?;
+        // A second mock device can be attached to it.
+        let other = mock::mock_domain(&iommufd, hwpt.id(), 0)?;
+        ensure!(
+            other.hwpt_id == hwpt.id(),
+            "mock device attached to {} not {}",
+            other.hwpt_id,
+            hwpt.id()
+        );
+        iommufd.destroy(other.stdev_id)?;
+    }
+    // Dirty tracking on an IOMMU without it is a clean Unsupported.
+    let nodirty = mock::mock_domain(&iommufd, ioas.id(), MOCK_DEVICE_NO_DIRTY)?;
+    match Hwpt::alloc(
+        &iommufd,
+        nodirty.idev_id,
+        ioas.id(),
+        HwptFlags {
+            dirty_tracking: true,
+            ..Default::default()
+        },
+    ) {
+        Err(e @ Error::Unsupported { .. }) => println!("    refused as expected: {e}"),
+        r => return Err(format!("dirty-tracking HWPT for a NO_DIRTY device: {r:?}").into()),
+    }
+    // A plain HWPT refuses dirty tracking.
+    let plain = Hwpt::alloc(&iommufd, md.idev_id, ioas.id(), HwptFlags::default())?;
+    match plain.set_dirty_tracking(true) {
+        Err(Error::Unsupported { .. })
+        | Err(Error::Kernel {
+            errno: Errno::INVAL, ..
+        }) => {}
+        r => return Err(format!("set_dirty_tracking on a plain HWPT: {r:?}").into()),
+    }
+    expect_errno(
+        Hwpt::alloc(&iommufd, md.idev_id, 0xdead, HwptFlags::default()),
+        Errno::INVAL,
+        "HWPT from an unknown IOAS",
+    )?;
+    Ok(Outcome::Pass)
+}
+
+fn dirty_tracking_reports_written_pages() -> TestResult {
+    const PAGES: u64 = 128;
+    let buf = DmaBuffer::new((PAGES * PAGE) as usize)?;
+    let iommufd = mock_or_skip!();
+    let ioas = iommufd.alloc_ioas()?;
+    // One dirty bit per 4 KiB PTE, even where the buffer happens to be physically contiguous
+    // (the mock domain tracks dirtiness per PTE, and maps 4 KiB PTEs without huge pages).
+    ioas.set_huge_pages(false)?;
+    let md = mock::mock_domain(&iommufd, ioas.id(), 0)?;
+    let iova = map(&ioas, &buf, IovaPlacement::Fixed(MOCK_APERTURE_START))?;
+    let len = PAGES * PAGE;
+    let hwpt = Hwpt::alloc(
+        &iommufd,
+        md.idev_id,
+        ioas.id(),
+        HwptFlags {
+            dirty_tracking: true,
+            ..Default::default()
+        },
+    )?;
+    let dev = mock::mock_domain(&iommufd, hwpt.id(), 0)?;
+    hwpt.set_dirty_tracking(true)?;
+    let clean = hwpt.dirty_bitmap(iova, len, PAGE, true)?;
+    ensure!(clean.iter().all(|&w| w == 0), "dirty bits before any write: {clean:x?}");
+
+    // The "device" writes pages 0, 5, 63, 64 and 127.
+    let written = [0u64, 5, 63, 64, 127];
+    let mut want = vec![0u64; (PAGES as usize).div_ceil(64)];
+    for p in written {
+        want[(p / 64) as usize] |= 1 << (p % 64);
+    }
+    let n = mock::set_dirty(&iommufd, hwpt.id(), iova, len, PAGE, &want)?;
+    ensure!(n == written.len() as u64, "mock marked {n} pages");
+    let kept = hwpt.dirty_bitmap(iova, len, PAGE, false)?;
+    ensure!(kept == want, "dirty bitmap {kept:x?}, expected {want:x?}");
+    let read = hwpt.dirty_bitmap(iova, len, PAGE, true)?;
+    ensure!(
+        read == want,
+        "NO_CLEAR read cleared the bits: {read:x?}, expected {want:x?}"
+    );
+    let after = hwpt.dirty_bitmap(iova, len, PAGE, true)?;
+    ensure!(
+        after.iter().all(|&w| w == 0),
+        "bits survived a clearing read: {after:x?}"
+    );
+    match hwpt.dirty_bitmap(iova + 1, len, 3, true) {
+        Err(Error::InvalidArgument { .. }) => {}
+        r => return Err(format!("bitmap with page size 3: {r:?}").into()),
+    }
+    hwpt.set_dirty_tracking(false)?;
+    iommufd.destroy(dev.stdev_id)?;
+    println!("    dirty pages {written:?} of {PAGES} reported exactly, then cleared");
+    drop(hwpt);
+    ioas.unmap_all()?;
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         ("ioas_overlap_is_eexist", overlap_is_eexist),
@@ -241,5 +390,11 @@ fn main() -> ExitCode {
         ("ioas_copy_between_ioases", copy_between_ioases),
         ("ioas_options", options),
         ("ioas_map_file_from_memfd", map_file_from_memfd),
+        ("hw_info_of_mock_device", hw_info_of_mock_device),
+        ("hwpt_alloc_flags", hwpt_alloc_flags),
+        (
+            "hwpt_dirty_tracking_reports_written_pages",
+            dirty_tracking_reports_written_pages,
+        ),
     ])
 }
