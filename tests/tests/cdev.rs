@@ -228,6 +228,34 @@ fn assign_twice_to_same_container_fails() -> TestResult {
     }
 }
 
+fn pasid_attach_unsupported_on_edu() -> TestResult {
+    let addr = edu_or_skip!();
+    let c = Container::new()?;
+    let bound = c.bind_device(&addr)?;
+    match bound.attach_pasid(1, c.ioas().id()) {
+        Err(e @ Error::Unsupported { .. }) => {
+            println!("    refused cleanly: {e}");
+            Ok(Outcome::Pass)
+        }
+        r => Err(format!("PASID attach on edu (no PASID capability): {r:?}, expected Unsupported").into()),
+    }
+}
+
+fn vf_token_on_non_vf_is_refused() -> TestResult {
+    let addr = edu_or_skip!();
+    let iommufd = Iommufd::open()?;
+    let dev = UnboundDevice::open(&Sysfs::default(), &addr)?;
+    let token = *b"vfio-rs-vf-token";
+    expect_errno(
+        dev.bind_with_vf_token(&iommufd, &token),
+        &[Errno::INVAL],
+        "bind of a non-VF with a VF token",
+    )?;
+    // The refusal left the device unbound: a plain bind still works.
+    UnboundDevice::open(&Sysfs::default(), &addr)?.bind(&iommufd)?;
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         (
@@ -251,5 +279,7 @@ fn main() -> ExitCode {
             "cdev_assign_twice_to_same_container_fails",
             assign_twice_to_same_container_fails,
         ),
+        ("cdev_pasid_attach_unsupported_on_edu", pasid_attach_unsupported_on_edu),
+        ("cdev_vf_token_on_non_vf_is_refused", vf_token_on_non_vf_is_refused),
     ])
 }

@@ -380,6 +380,59 @@ fn dirty_tracking_reports_written_pages() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn vfio_compat_ioas_get_set_clear() -> TestResult {
+    let iommufd = match Iommufd::open() {
+        Ok(fd) => fd,
+        Err(e) => return skip(format!("no iommufd: {e}")),
+    };
+    ensure!(iommufd.vfio_compat_ioas()?.is_none(), "fresh iommufd has a compat IOAS");
+    let (a, b) = (iommufd.alloc_ioas()?, iommufd.alloc_ioas()?);
+    iommufd.set_vfio_compat_ioas(&a)?;
+    ensure!(
+        iommufd.vfio_compat_ioas()? == Some(a.id()),
+        "compat IOAS is not {}",
+        a.id()
+    );
+    iommufd.set_vfio_compat_ioas(&b)?;
+    ensure!(
+        iommufd.vfio_compat_ioas()? == Some(b.id()),
+        "compat IOAS is not {}",
+        b.id()
+    );
+    iommufd.clear_vfio_compat_ioas()?;
+    ensure!(iommufd.vfio_compat_ioas()?.is_none(), "compat IOAS survived CLEAR");
+    let other = Iommufd::open()?.alloc_ioas()?;
+    match iommufd.set_vfio_compat_ioas(&other) {
+        Err(Error::InvalidArgument { .. }) => Ok(Outcome::Pass),
+        r => Err(format!("compat IOAS from another iommufd: {r:?}").into()),
+    }
+}
+
+fn iommufd_adopted_from_fd() -> TestResult {
+    let buf = DmaBuffer::new(PAGE as usize)?;
+    let iommufd = mock_or_skip!();
+    let ioas = iommufd.alloc_ioas()?;
+    let _md = mock::mock_domain(&iommufd, ioas.id(), 0)?;
+    let iova = map(&ioas, &buf, IovaPlacement::Any)?;
+    // Another handle on the same open file (as received over a socket) sees the same objects.
+    let adopted = Iommufd::from_fd(rustix::io::fcntl_dupfd_cloexec(&*iommufd, 0)?);
+    let flags = rustix::io::fcntl_getfd(&*adopted)?;
+    ensure!(
+        flags.contains(rustix::io::FdFlags::CLOEXEC),
+        "adopted fd is not close-on-exec"
+    );
+    let n = adopted.destroy(0xdead);
+    ensure!(n.is_err(), "destroy of an unknown id succeeded");
+    let adopted_ioas = adopted.alloc_ioas()?;
+    adopted.set_vfio_compat_ioas(&adopted_ioas)?;
+    ensure!(
+        iommufd.vfio_compat_ioas()? == Some(adopted_ioas.id()),
+        "the compat IOAS set through the adopted fd is not visible through the original"
+    );
+    ensure!(ioas.unmap(iova, PAGE)? == PAGE, "mapping not found");
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         ("ioas_overlap_is_eexist", overlap_is_eexist),
@@ -396,5 +449,7 @@ fn main() -> ExitCode {
             "hwpt_dirty_tracking_reports_written_pages",
             dirty_tracking_reports_written_pages,
         ),
+        ("vfio_compat_ioas_get_set_clear", vfio_compat_ioas_get_set_clear),
+        ("iommufd_adopted_from_fd", iommufd_adopted_from_fd),
     ])
 }
