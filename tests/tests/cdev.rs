@@ -5,8 +5,10 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::ExitCode;
 
-use vfio_cdev::{BoundDevice, Container, Iommufd, UnboundDevice};
-use vfio_core::{Container as _, DmaAccess, DmaBuffer, DmaMapping, Errno, Error, EventFd, Mode, PciAddress, Sysfs};
+use vfio_cdev::{BoundDevice, Container, Hwpt, HwptFlags, Iommufd, IovaPlacement, UnboundDevice};
+use vfio_core::{
+    Container as _, DmaAccess, DmaBuffer, DmaMapping, Errno, Error, EventFd, IovaRange, Mode, PciAddress, Sysfs,
+};
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, EDU_MAX_DMA, Edu};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
@@ -256,6 +258,79 @@ fn vf_token_on_non_vf_is_refused() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn dma_through_hwpt_at_kernel_chosen_iova() -> TestResult {
+    let addr = edu_or_skip!();
+    // Declared first so they drop last, after every IOMMU object that maps them.
+    let (src, dst) = (DmaBuffer::new(4096)?, DmaBuffer::new(4096)?);
+    let iommufd = Iommufd::open()?;
+    let ioas = iommufd.alloc_ioas()?;
+    // edu's DMA mask is 28 bits: let the kernel choose, but only below 256 MiB.
+    let allowed = IovaRange {
+        start: 0x10_0000,
+        last: 0x0fff_ffff,
+    };
+    ioas.allow_iovas(&[allowed])?;
+    let bound = UnboundDevice::open(&Sysfs::default(), &addr)?.bind(&iommufd)?;
+    if bound.is_noiommu() {
+        return skip("no-IOMMU cdev: no IOMMU to allocate a HWPT on");
+    }
+    let info = bound.hw_info()?;
+    println!(
+        "    IOMMU hw info: type {}, capabilities {:#x}, PASID bits {}",
+        info.data_type, info.capabilities, info.max_pasid_log2
+    );
+    let hwpt = match Hwpt::alloc(&iommufd, bound.devid(), ioas.id(), HwptFlags::default()) {
+        Ok(h) => h,
+        Err(e @ Error::Unsupported { .. }) => return skip(e.to_string()),
+        Err(e) => return Err(e.into()),
+    };
+    let attached = bound.attach(hwpt.id())?;
+    ensure!(
+        attached == hwpt.id(),
+        "attached HWPT {attached}, asked for {}",
+        hwpt.id()
+    );
+    let irq = EventFd::new()?;
+    let edu = edu_with_msi(bound.device(Some(iommufd.clone()))?, addr, &irq)?;
+
+    let data = pattern(9);
+    src.write(0, &data)?;
+    dst.fill(0);
+    let mut iovas = [0u64; 2];
+    for (slot, (buf, access)) in iovas
+        .iter_mut()
+        .zip([(&src, DmaAccess::READ), (&dst, DmaAccess::WRITE)])
+    {
+        // SAFETY: the buffers outlive the mappings (unmapped below, or torn down with the
+        // iommufd, which drops before them), and are only read through DmaBuffer's copying
+        // accessors while the device may access them.
+        *slot = unsafe { ioas.map_raw(buf.as_ptr(), buf.len() as u64, IovaPlacement::Any, access)? };
+        ensure!(
+            *slot >= allowed.start && *slot + 4095 <= allowed.last,
+            "kernel chose {:#x}, outside {allowed:x?}",
+            *slot
+        );
+    }
+    edu.dma(Direction::ToDevice, iovas[0], EDU_MAX_DMA, &irq)?;
+    edu.dma(Direction::FromDevice, iovas[1], EDU_MAX_DMA, &irq)?;
+    let unmapped = ioas.unmap_all()?;
+    ensure!(unmapped == 2 * 4096, "unmap_all returned {unmapped:#x}");
+    let mut out = vec![0u8; 4096];
+    dst.read(0, &mut out)?;
+    let len = EDU_MAX_DMA as usize;
+    if let Some(i) = out[..len].iter().zip(&data).position(|(a, b)| a != b) {
+        return Err(format!("byte {i} differs: read {:#x}, wrote {:#x}", out[i], data[i]).into());
+    }
+    println!(
+        "    DMA through HWPT {} of IOAS {} at kernel-chosen IOVAs {:#x}, {:#x}",
+        hwpt.id(),
+        ioas.id(),
+        iovas[0],
+        iovas[1]
+    );
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         (
@@ -281,5 +356,9 @@ fn main() -> ExitCode {
         ),
         ("cdev_pasid_attach_unsupported_on_edu", pasid_attach_unsupported_on_edu),
         ("cdev_vf_token_on_non_vf_is_refused", vf_token_on_non_vf_is_refused),
+        (
+            "cdev_dma_through_hwpt_at_kernel_chosen_iova",
+            dma_through_hwpt_at_kernel_chosen_iova,
+        ),
     ])
 }
