@@ -331,6 +331,19 @@ fn dma_through_hwpt_at_kernel_chosen_iova() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn attach_across_iommufds_is_refused() -> TestResult {
+    let addr = edu_or_skip!();
+    let (c1, c2) = (Container::new()?, Container::new()?);
+    let bound = c1.bind_device(&addr)?;
+    match c2.attach(&bound) {
+        Err(e @ Error::InvalidArgument { .. }) => {
+            println!("    refused as expected: {e}");
+            Ok(Outcome::Pass)
+        }
+        r => Err(format!("attach to an IOAS of another iommufd: {r:?}, expected InvalidArgument").into()),
+    }
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         (
@@ -359,6 +372,10 @@ fn main() -> ExitCode {
         (
             "cdev_dma_through_hwpt_at_kernel_chosen_iova",
             dma_through_hwpt_at_kernel_chosen_iova,
+        ),
+        (
+            "cdev_attach_across_iommufds_is_refused",
+            attach_across_iommufds_is_refused,
         ),
     ])
 }

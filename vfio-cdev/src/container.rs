@@ -47,9 +47,17 @@ impl Container {
 
     /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` of `dev` to this container's IOAS: attaches it, or moves
     /// it here from the IOAS or HWPT it is attached to (the kernel replaces the page table; DMA
-    /// from then on goes through this IOAS). The device must be bound to the same iommufd (the
-    /// kernel answers ENOENT otherwise). Returns the HWPT id the kernel attached.
+    /// from then on goes through this IOAS). Returns the HWPT id the kernel attached. Errors:
+    /// InvalidArgument, before any ioctl, when the device is bound to another iommufd (ids are
+    /// per iommufd, so the kernel could otherwise attach it to an unrelated object there).
     pub fn attach(&self, dev: &BoundDevice) -> Result<u32> {
+        if !Arc::ptr_eq(dev.iommufd(), self.ioas.iommufd()) {
+            return Err(Error::invalid(
+                "attach device",
+                dev.name(),
+                format!("bound to another iommufd than the one of IOAS {}", self.ioas.id()),
+            ));
+        }
         let hwpt = dev.attach(self.ioas.id())?;
         if dev.is_noiommu() {
             self.noiommu.store(true, Ordering::Relaxed);

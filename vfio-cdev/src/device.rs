@@ -165,6 +165,11 @@ impl BoundDevice {
         Ok(())
     }
 
+    /// The device's name in errors (its PCI address, or what it was adopted as).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The iommufd the device is bound to.
     pub fn iommufd(&self) -> &Arc<Iommufd> {
         &self.iommufd
