@@ -40,6 +40,13 @@ pub struct TestCmd {
     last: u32,
 }
 
+// The kernel's layout: union at 16 (8-byte aligned), `last` at 64, size 72.
+const _: () = {
+    assert!(std::mem::size_of::<TestCmd>() == 72);
+    assert!(std::mem::offset_of!(TestCmd, payload) == 16);
+    assert!(std::mem::offset_of!(TestCmd, last) == 64);
+};
+
 impl TestCmd {
     /// A command `op` on object `id`, payload zeroed.
     pub fn new(op: u32, id: u32) -> Self {
