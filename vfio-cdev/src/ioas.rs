@@ -62,7 +62,7 @@ impl Ioas {
         }
     }
 
-    /// `IOMMU_IOAS_MAP`: maps `len` bytes of process memory at `vaddr`; returns the IOVA.
+    /// `IOMMU_IOAS_MAP` (Linux >= 6.2, like every IOAS ioctl here unless noted): maps `len` bytes of process memory at `vaddr`; returns the IOVA.
     /// Errors: EEXIST when a fixed IOVA overlaps a mapping, EINVAL for unaligned or zero-length
     /// arguments, ENOSPC when no free range fits, ENOMEM past the pinned-memory limit.
     ///
@@ -158,7 +158,7 @@ impl Ioas {
         }
     }
 
-    /// `IOMMU_IOAS_COPY`: maps in this IOAS the pages that `src` maps at
+    /// `IOMMU_IOAS_COPY` (Linux >= 6.2): maps in this IOAS the pages that `src` maps at
     /// `[src_iova, src_iova + len)`, sharing the pin (no new memory is pinned); returns the IOVA
     /// here. The source range must match one whole mapping. Errors: ENOENT when the source range
     /// is not exactly a mapping, EEXIST when a fixed IOVA is taken, ENOSPC when nothing fits;
@@ -193,7 +193,7 @@ impl Ioas {
         Ok(c.dst_iova)
     }
 
-    /// `IOMMU_IOAS_ALLOW_IOVAS`: restricts the IOVAs this IOAS may use to `ranges` (replacing any
+    /// `IOMMU_IOAS_ALLOW_IOVAS` (Linux >= 6.2): restricts the IOVAs this IOAS may use to `ranges` (replacing any
     /// earlier list; an empty list lifts the restriction). Automatic placement then only picks
     /// IOVAs inside them. Errors: EINVAL for an unaligned or inverted range, EBUSY when an
     /// existing mapping lies outside the new list.
@@ -232,7 +232,7 @@ impl Ioas {
         Ok(())
     }
 
-    /// `IOMMU_OPTION` `IOMMU_OPTION_HUGE_PAGES` (per IOAS): whether contiguous pages may be
+    /// `IOMMU_OPTION` `IOMMU_OPTION_HUGE_PAGES` (per IOAS, Linux >= 6.2): whether contiguous pages may be
     /// combined into larger IOMMU pages (the default). Set it before the first mapping or
     /// attachment; the kernel answers EBUSY afterwards.
     pub fn set_huge_pages(&self, enabled: bool) -> Result<()> {

@@ -100,7 +100,7 @@ impl Iommufd {
         Ok(o.val64)
     }
 
-    /// `IOMMU_OPTION` `IOMMU_OPTION_RLIMIT_MODE` (global): whether pinned memory is charged to
+    /// `IOMMU_OPTION` `IOMMU_OPTION_RLIMIT_MODE` (global, Linux >= 6.2): whether pinned memory is charged to
     /// the process (`true`) or to the user (`false`, the default) against `RLIMIT_MEMLOCK`.
     /// Errors: EPERM without `CAP_SYS_RESOURCE`; EBUSY once this iommufd has pinned memory.
     pub fn set_rlimit_per_process(&self, per_process: bool) -> Result<()> {
