@@ -11,6 +11,7 @@
 //! and ends with the line `N passed, N failed, N skipped`.
 
 pub mod edu;
+pub mod iommufd_mock;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;

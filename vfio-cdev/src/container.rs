@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use vfio_core::{DmaAccess, Error, IovaRange, Mode, PciAddress, Result, Sysfs};
 
-use crate::{Ioas, Iommufd, IovaPlacement, UnboundDevice};
+use crate::{BoundDevice, Ioas, Iommufd, IovaPlacement, UnboundDevice};
 
 /// An IOAS used as a [`vfio_core::Container`].
 #[derive(Debug)]
@@ -49,6 +49,37 @@ impl Container {
             noiommu: AtomicBool::new(false),
             assigned: Arc::default(),
         })
+    }
+
+    /// Opens the device's cdev, binds it to this container's iommufd and attaches it to the IOAS,
+    /// returning the [`BoundDevice`] so it can later be moved to another IOAS (see
+    /// [`Container::attach`]). Unlike [`vfio_core::Container::assign_device`] it does not
+    /// record the device as assigned here. Errors: those of [`UnboundDevice::open`], bind and
+    /// attach.
+    pub fn bind_device(&self, addr: &PciAddress) -> Result<BoundDevice> {
+        let dev = UnboundDevice::open(&self.sysfs, addr)?.bind(self.ioas.iommufd())?;
+        self.attach(&dev)?;
+        Ok(dev)
+    }
+
+    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` of `dev` to this container's IOAS: attaches it, or moves
+    /// it here from the IOAS or HWPT it is attached to (the kernel replaces the page table; DMA
+    /// from then on goes through this IOAS). Returns the HWPT id the kernel attached. Errors:
+    /// InvalidArgument, before any ioctl, when the device is bound to another iommufd (ids are
+    /// per iommufd, so the kernel could otherwise attach it to an unrelated object there).
+    pub fn attach(&self, dev: &BoundDevice) -> Result<u32> {
+        if !Arc::ptr_eq(dev.iommufd(), self.ioas.iommufd()) {
+            return Err(Error::invalid(
+                "attach device",
+                dev.name(),
+                format!("bound to another iommufd than the one of IOAS {}", self.ioas.id()),
+            ));
+        }
+        let hwpt = dev.attach(self.ioas.id())?;
+        if dev.is_noiommu() {
+            self.noiommu.store(true, Ordering::Relaxed);
+        }
+        Ok(hwpt)
     }
 
     /// The IOAS behind the container, for cdev-only features.

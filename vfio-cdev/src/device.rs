@@ -4,7 +4,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use vfio_core::{CdevNode, Error, PciAddress, Result, Sysfs, ioctl};
+use vfio_core::{CdevNode, Errno, Error, PciAddress, Result, Sysfs, ioctl};
 use vfio_sys as sys;
 
 use crate::Iommufd;
@@ -55,15 +55,33 @@ impl UnboundDevice {
     }
 
     /// `VFIO_DEVICE_BIND_IOMMUFD`: binds the device to `iommufd` and returns it with its device
-    /// id. Errors: EBADF for a bad iommufd, EINVAL when already bound, EPERM without interrupt
-    /// isolation (unless `iommufd.allow_unsafe_interrupts=1`).
+    /// id. Errors: EBADF for a bad fd, EBADFD for an fd that is not an iommufd, EINVAL when
+    /// already bound, EPERM without interrupt isolation (unless
+    /// `iommufd.allow_unsafe_interrupts=1`). The device is consumed even on error: reopen it.
     pub fn bind(self, iommufd: &Arc<Iommufd>) -> Result<BoundDevice> {
+        self.bind_inner(iommufd, None)
+    }
+
+    /// `VFIO_DEVICE_BIND_IOMMUFD` with `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux >= 6.17): binds an
+    /// SR-IOV VF (or a PF with VFs) presenting the VF token `uuid` shared with the PF's owner.
+    /// Errors: EINVAL for a wrong token, for a device that is neither a PF nor a VF, or on older
+    /// kernels that do not know the flag; otherwise those of [`UnboundDevice::bind`].
+    pub fn bind_with_vf_token(self, iommufd: &Arc<Iommufd>, uuid: &[u8; 16]) -> Result<BoundDevice> {
+        self.bind_inner(iommufd, Some(uuid))
+    }
+
+    fn bind_inner(self, iommufd: &Arc<Iommufd>, token: Option<&[u8; 16]>) -> Result<BoundDevice> {
         let mut b = sys::vfio_device_bind_iommufd {
             argsz: ioctl::argsz::<sys::vfio_device_bind_iommufd>(),
             iommufd: iommufd.as_fd().as_raw_fd(),
             ..Default::default()
         };
-        // SAFETY: VFIO_DEVICE_BIND_IOMMUFD takes a vfio_device_bind_iommufd (no token pointer).
+        if let Some(uuid) = token {
+            b.flags = sys::VFIO_DEVICE_BIND_FLAG_TOKEN;
+            b.token_uuid_ptr = uuid.as_ptr() as u64;
+        }
+        // SAFETY: VFIO_DEVICE_BIND_IOMMUFD takes a vfio_device_bind_iommufd; token_uuid_ptr is 0
+        // or points at the 16-byte uuid, alive for the call.
         unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_BIND_IOMMUFD, &mut b) }
             .map_err(|e| Error::kernel("VFIO_DEVICE_BIND_IOMMUFD", &self.name, e))?;
         Ok(BoundDevice {
@@ -71,6 +89,7 @@ impl UnboundDevice {
             name: self.name,
             devid: b.out_devid,
             noiommu: self.noiommu,
+            iommufd: iommufd.clone(),
         })
     }
 }
@@ -99,6 +118,7 @@ pub struct BoundDevice {
     name: String,
     devid: u32,
     noiommu: bool,
+    iommufd: Arc<Iommufd>,
 }
 
 impl AsFd for BoundDevice {
@@ -143,6 +163,94 @@ impl BoundDevice {
         unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_DETACH_IOMMUFD_PT, &mut d) }
             .map_err(|e| Error::kernel("VFIO_DEVICE_DETACH_IOMMUFD_PT", &self.name, e))?;
         Ok(())
+    }
+
+    /// The device's name in errors (its PCI address, or what it was adopted as).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The iommufd the device is bound to.
+    pub fn iommufd(&self) -> &Arc<Iommufd> {
+        &self.iommufd
+    }
+
+    /// `IOMMU_GET_HW_INFO` for this device: what its IOMMU can do.
+    pub fn hw_info(&self) -> Result<crate::HwInfo> {
+        self.iommufd.hw_info(self.devid)
+    }
+
+    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` with `VFIO_DEVICE_ATTACH_PASID` (Linux >= 6.15): attaches
+    /// (or replaces) the page table that DMA tagged with `pasid` goes through; returns the HWPT id
+    /// attached. Unsupported, before any attach is tried, when the device's IOMMU reports no
+    /// PASID support (`IOMMU_GET_HW_INFO` max_pasid_log2 0), when `pasid` is wider than it
+    /// allows, or when the kernel refuses with EOPNOTSUPP; EINVAL from the kernel otherwise
+    /// (e.g. the device has PASID disabled).
+    pub fn attach_pasid(&self, pasid: u32, pt_id: u32) -> Result<u32> {
+        self.check_pasid(pasid)?;
+        let mut a = sys::vfio_device_attach_iommufd_pt {
+            argsz: ioctl::argsz::<sys::vfio_device_attach_iommufd_pt>(),
+            flags: sys::VFIO_DEVICE_ATTACH_PASID,
+            pt_id,
+            pasid,
+        };
+        let target = || format!("{} pasid {pasid} pt {pt_id}", self.name);
+        // SAFETY: VFIO_DEVICE_ATTACH_IOMMUFD_PT takes a vfio_device_attach_iommufd_pt.
+        match unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut a) } {
+            Ok(_) => Ok(a.pt_id),
+            Err(e @ Errno::OPNOTSUPP) => Err(Error::unsupported("PASID attach", target(), e)),
+            Err(e) => Err(Error::kernel("VFIO_DEVICE_ATTACH_IOMMUFD_PT", target(), e)),
+        }
+    }
+
+    /// `VFIO_DEVICE_DETACH_IOMMUFD_PT` with `VFIO_DEVICE_DETACH_PASID`: DMA tagged with `pasid`
+    /// is blocked again. Errors: as [`BoundDevice::attach_pasid`].
+    pub fn detach_pasid(&self, pasid: u32) -> Result<()> {
+        self.check_pasid(pasid)?;
+        let mut d = sys::vfio_device_detach_iommufd_pt {
+            argsz: ioctl::argsz::<sys::vfio_device_detach_iommufd_pt>(),
+            flags: sys::VFIO_DEVICE_DETACH_PASID,
+            pasid,
+        };
+        let target = || format!("{} pasid {pasid}", self.name);
+        // SAFETY: VFIO_DEVICE_DETACH_IOMMUFD_PT takes a vfio_device_detach_iommufd_pt.
+        match unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_DETACH_IOMMUFD_PT, &mut d) } {
+            Ok(_) => Ok(()),
+            Err(e @ Errno::OPNOTSUPP) => Err(Error::unsupported("PASID detach", target(), e)),
+            Err(e) => Err(Error::kernel("VFIO_DEVICE_DETACH_IOMMUFD_PT", target(), e)),
+        }
+    }
+
+    fn check_pasid(&self, pasid: u32) -> Result<()> {
+        let target = || format!("{} pasid {pasid}", self.name);
+        if self.noiommu {
+            return Err(Error::unsupported("PASID", target(), "no-IOMMU device"));
+        }
+        let bits = self.hw_info()?.max_pasid_log2;
+        if bits == 0 {
+            return Err(Error::unsupported(
+                "PASID",
+                target(),
+                "the device's IOMMU reports no PASID support",
+            ));
+        }
+        if bits < 32 && pasid >> bits != 0 {
+            return Err(Error::unsupported(
+                "PASID",
+                target(),
+                format!("PASIDs are {bits} bits wide here"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The general device interface on a duplicate (close-on-exec) of the fd, keeping `owner`
+    /// alive until it closes, while this `BoundDevice` stays usable to re-attach (move the
+    /// device to another IOAS or HWPT) or detach. Errors: the `fcntl(F_DUPFD_CLOEXEC)` errno.
+    pub fn device(&self, owner: Option<vfio_core::Owner>) -> Result<vfio_core::Device> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
+            .map_err(|e| Error::kernel("fcntl(F_DUPFD_CLOEXEC)", &self.name, e))?;
+        Ok(vfio_core::Device::from_fd(fd, self.name.clone(), owner))
     }
 
     /// The general device interface, keeping `owner` (the IOAS) alive until the fd closes.

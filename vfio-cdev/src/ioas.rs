@@ -1,6 +1,7 @@
 //! An I/O address space (IOAS) inside an iommufd: the IOVA -> memory mappings that devices and
 //! HWPTs attached to it use.
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use iommufd_sys as sys;
@@ -47,14 +48,7 @@ impl Ioas {
         )
     }
 
-    /// `IOMMU_IOAS_MAP`: maps `len` bytes of process memory at `vaddr`; returns the IOVA.
-    /// Errors: EEXIST when a fixed IOVA overlaps a mapping, EINVAL for unaligned or zero-length
-    /// arguments, ENOSPC when no free range fits, ENOMEM past the pinned-memory limit.
-    ///
-    /// # Safety
-    /// The memory must stay allocated, and unreached by Rust references while the device may
-    /// access it, until the range is unmapped.
-    pub unsafe fn map_raw(&self, vaddr: *mut u8, len: u64, at: IovaPlacement, access: DmaAccess) -> Result<u64> {
+    fn map_flags(at: IovaPlacement, access: DmaAccess) -> (u32, u64) {
         let mut flags = 0;
         if access.contains(DmaAccess::READ) {
             flags |= sys::IOMMU_IOAS_MAP_READABLE;
@@ -62,13 +56,21 @@ impl Ioas {
         if access.contains(DmaAccess::WRITE) {
             flags |= sys::IOMMU_IOAS_MAP_WRITEABLE;
         }
-        let iova = match at {
-            IovaPlacement::Fixed(iova) => {
-                flags |= sys::IOMMU_IOAS_MAP_FIXED_IOVA;
-                iova
-            }
-            IovaPlacement::Any => 0,
-        };
+        match at {
+            IovaPlacement::Fixed(iova) => (flags | sys::IOMMU_IOAS_MAP_FIXED_IOVA, iova),
+            IovaPlacement::Any => (flags, 0),
+        }
+    }
+
+    /// `IOMMU_IOAS_MAP` (Linux >= 6.2, like every IOAS ioctl here unless noted): maps `len` bytes of process memory at `vaddr`; returns the IOVA.
+    /// Errors: EEXIST when a fixed IOVA overlaps a mapping, EINVAL for unaligned or zero-length
+    /// arguments, ENOSPC when no free range fits, ENOMEM past the pinned-memory limit.
+    ///
+    /// # Safety
+    /// The memory must stay allocated, and unreached by Rust references while the device may
+    /// access it, until the range is unmapped.
+    pub unsafe fn map_raw(&self, vaddr: *mut u8, len: u64, at: IovaPlacement, access: DmaAccess) -> Result<u64> {
+        let (flags, iova) = Self::map_flags(at, access);
         let mut m = sys::iommu_ioas_map {
             size: ioctl::argsz::<sys::iommu_ioas_map>(),
             flags,
@@ -87,8 +89,8 @@ impl Ioas {
     }
 
     /// `IOMMU_IOAS_UNMAP`: removes whole mappings inside `[iova, iova + len)`; returns the bytes
-    /// unmapped. Errors: ENOENT when nothing is mapped there, EINVAL when the range would
-    /// split a mapping. `unmap(0, u64::MAX)` unmaps everything.
+    /// unmapped. Errors: ENOENT when nothing is mapped there or when the range would split
+    /// a mapping (mappings are only removed whole). `unmap(0, u64::MAX)` unmaps everything.
     pub fn unmap(&self, iova: u64, len: u64) -> Result<u64> {
         let mut u = sys::iommu_ioas_unmap {
             size: ioctl::argsz::<sys::iommu_ioas_unmap>(),
@@ -106,6 +108,142 @@ impl Ioas {
             )?
         };
         Ok(u.length)
+    }
+
+    /// `IOMMU_IOAS_UNMAP` of `[0, u64::MAX]`: removes every mapping; returns the bytes unmapped
+    /// (0 on an empty IOAS, which is not an error).
+    pub fn unmap_all(&self) -> Result<u64> {
+        self.unmap(0, u64::MAX)
+    }
+
+    /// `IOMMU_IOAS_MAP_FILE` (Linux >= 6.13): maps `len` bytes of the file `fd` (a memfd, or a
+    /// dma-buf on newer kernels) from byte offset `start`; returns the IOVA. The kernel pins the
+    /// file's pages, not process memory, so no process mapping is involved. Errors: Unsupported
+    /// on kernels without the ioctl (ENOTTY) or for a file kind the kernel does not map
+    /// (EOPNOTSUPP); otherwise those of [`Ioas::map_raw`], and EBADF for a bad fd.
+    pub fn map_file(
+        &self,
+        fd: BorrowedFd<'_>,
+        start: u64,
+        len: u64,
+        at: IovaPlacement,
+        access: DmaAccess,
+    ) -> Result<u64> {
+        let (flags, iova) = Self::map_flags(at, access);
+        let mut m = sys::iommu_ioas_map_file {
+            size: ioctl::argsz::<sys::iommu_ioas_map_file>(),
+            flags,
+            ioas_id: self.id,
+            fd: fd.as_raw_fd(),
+            start,
+            length: len,
+            iova,
+        };
+        // SAFETY: IOMMU_IOAS_MAP_FILE takes an iommu_ioas_map_file; it holds no pointers.
+        let res = unsafe {
+            ioctl::with_mut(
+                std::os::fd::AsFd::as_fd(&*self.iommufd),
+                sys::IOMMU_IOAS_MAP_FILE,
+                &mut m,
+            )
+        };
+        match res {
+            Ok(_) => Ok(m.iova),
+            Err(e @ (Errno::NOTTY | Errno::OPNOTSUPP)) => Err(Error::unsupported(
+                "IOMMU_IOAS_MAP_FILE",
+                self.target(iova, len),
+                format!("the kernel refused with {e} (needs Linux >= 6.13 and a memfd)"),
+            )),
+            Err(e) => Err(Error::kernel("IOMMU_IOAS_MAP_FILE", self.target(iova, len), e)),
+        }
+    }
+
+    /// `IOMMU_IOAS_COPY` (Linux >= 6.2): maps in this IOAS the pages that `src` maps at
+    /// `[src_iova, src_iova + len)`, sharing the pin (no new memory is pinned); returns the IOVA
+    /// here. The source range must match one whole mapping. Errors: ENOENT when the source range
+    /// is not exactly a mapping, EEXIST when a fixed IOVA is taken, ENOSPC when nothing fits;
+    /// InvalidArgument when `src` lives in another iommufd.
+    pub fn copy_from(&self, src: &Ioas, src_iova: u64, len: u64, at: IovaPlacement, access: DmaAccess) -> Result<u64> {
+        if !Arc::ptr_eq(&self.iommufd, &src.iommufd) {
+            return Err(Error::invalid(
+                "IOMMU_IOAS_COPY",
+                format!("ioas {} <- ioas {}", self.id, src.id),
+                "the IOASes live in different iommufds",
+            ));
+        }
+        let (flags, dst_iova) = Self::map_flags(at, access);
+        let mut c = sys::iommu_ioas_copy {
+            size: ioctl::argsz::<sys::iommu_ioas_copy>(),
+            flags,
+            dst_ioas_id: self.id,
+            src_ioas_id: src.id,
+            length: len,
+            dst_iova,
+            src_iova,
+        };
+        // SAFETY: IOMMU_IOAS_COPY takes an iommu_ioas_copy; it holds no pointers.
+        unsafe {
+            self.iommufd.call(
+                "IOMMU_IOAS_COPY",
+                || format!("{} from ioas {} iova {src_iova:#x}", self.target(dst_iova, len), src.id),
+                sys::IOMMU_IOAS_COPY,
+                &mut c,
+            )?
+        };
+        Ok(c.dst_iova)
+    }
+
+    /// `IOMMU_IOAS_ALLOW_IOVAS` (Linux >= 6.2): restricts the IOVAs this IOAS may use to `ranges` (replacing any
+    /// earlier list; an empty list lifts the restriction). Automatic placement then only picks
+    /// IOVAs inside them. Errors: EINVAL for an unaligned or inverted range, EBUSY when an
+    /// existing mapping lies outside the new list.
+    pub fn allow_iovas(&self, ranges: &[IovaRange]) -> Result<()> {
+        let mut raw: Vec<sys::iommu_iova_range> = ranges
+            .iter()
+            .map(|r| sys::iommu_iova_range {
+                start: r.start,
+                last: r.last,
+            })
+            .collect();
+        let Ok(num_iovas) = u32::try_from(raw.len()) else {
+            return Err(Error::invalid(
+                "IOMMU_IOAS_ALLOW_IOVAS",
+                format!("ioas {}", self.id),
+                "too many ranges",
+            ));
+        };
+        let mut a = sys::iommu_ioas_allow_iovas {
+            size: ioctl::argsz::<sys::iommu_ioas_allow_iovas>(),
+            ioas_id: self.id,
+            num_iovas,
+            allowed_iovas: raw.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: allowed_iovas points at num_iovas readable iommu_iova_range entries, alive for
+        // the call.
+        unsafe {
+            self.iommufd.call(
+                "IOMMU_IOAS_ALLOW_IOVAS",
+                || format!("{} ioas {} ({ranges:x?})", self.iommufd.target(), self.id),
+                sys::IOMMU_IOAS_ALLOW_IOVAS,
+                &mut a,
+            )?
+        };
+        Ok(())
+    }
+
+    /// `IOMMU_OPTION` `IOMMU_OPTION_HUGE_PAGES` (per IOAS, Linux >= 6.2): whether contiguous pages may be
+    /// combined into larger IOMMU pages (the default). Set it before the first mapping or
+    /// attachment; the kernel answers EBUSY afterwards.
+    pub fn set_huge_pages(&self, enabled: bool) -> Result<()> {
+        self.iommufd
+            .option(sys::IOMMU_OPTION_HUGE_PAGES, self.id, Some(u64::from(enabled)))
+            .map(|_| ())
+    }
+
+    /// `IOMMU_OPTION` `IOMMU_OPTION_HUGE_PAGES` read back.
+    pub fn huge_pages(&self) -> Result<bool> {
+        Ok(self.iommufd.option(sys::IOMMU_OPTION_HUGE_PAGES, self.id, None)? != 0)
     }
 
     /// `IOMMU_IOAS_IOVA_RANGES` (two-call protocol: EMSGSIZE says how many ranges there are).

@@ -73,6 +73,96 @@ impl Iommufd {
         Ok(())
     }
 
+    /// `IOMMU_OPTION`: gets (`value` None) or sets an option of object `object_id` (0 for the
+    /// global options); returns the value (the one set, for a set).
+    pub(crate) fn option(&self, option_id: u32, object_id: u32, value: Option<u64>) -> Result<u64> {
+        let mut o = sys::iommu_option {
+            size: ioctl::argsz::<sys::iommu_option>(),
+            option_id,
+            op: if value.is_some() {
+                sys::IOMMU_OPTION_OP_SET
+            } else {
+                sys::IOMMU_OPTION_OP_GET
+            } as u16,
+            object_id,
+            val64: value.unwrap_or(0),
+            ..Default::default()
+        };
+        // SAFETY: IOMMU_OPTION takes an iommu_option; it holds no pointers.
+        unsafe {
+            self.call(
+                "IOMMU_OPTION",
+                || format!("{} option {option_id} object {object_id}", self.target()),
+                sys::IOMMU_OPTION,
+                &mut o,
+            )?
+        };
+        Ok(o.val64)
+    }
+
+    /// `IOMMU_OPTION` `IOMMU_OPTION_RLIMIT_MODE` (global, Linux >= 6.2): whether pinned memory is charged to
+    /// the process (`true`) or to the user (`false`, the default) against `RLIMIT_MEMLOCK`.
+    /// Errors: EPERM without `CAP_SYS_RESOURCE`; EBUSY once this iommufd has pinned memory.
+    pub fn set_rlimit_per_process(&self, per_process: bool) -> Result<()> {
+        self.option(sys::IOMMU_OPTION_RLIMIT_MODE, 0, Some(u64::from(per_process)))
+            .map(|_| ())
+    }
+
+    /// `IOMMU_OPTION` `IOMMU_OPTION_RLIMIT_MODE` read back: true for per-process accounting.
+    pub fn rlimit_per_process(&self) -> Result<bool> {
+        Ok(self.option(sys::IOMMU_OPTION_RLIMIT_MODE, 0, None)? != 0)
+    }
+
+    fn vfio_ioas(&self, op: u32, ioas_id: u32) -> Result<sys::iommu_vfio_ioas> {
+        let mut v = sys::iommu_vfio_ioas {
+            size: ioctl::argsz::<sys::iommu_vfio_ioas>(),
+            ioas_id,
+            op: op as u16,
+            ..Default::default()
+        };
+        // SAFETY: IOMMU_VFIO_IOAS takes an iommu_vfio_ioas; it holds no pointers.
+        unsafe {
+            self.call(
+                "IOMMU_VFIO_IOAS",
+                || format!("{} op {op} ioas {ioas_id}", self.target()),
+                sys::IOMMU_VFIO_IOAS,
+                &mut v,
+            )?
+        };
+        Ok(v)
+    }
+
+    /// `IOMMU_VFIO_IOAS` `IOMMU_VFIO_IOAS_GET` (Linux >= 6.2): the IOAS that VFIO-compatibility
+    /// users of this iommufd (the type1 container API on `/dev/iommu` or `/dev/vfio/vfio`
+    /// provided by iommufd) work in; `None` when none is set or auto-created yet (the kernel
+    /// answers ENODEV).
+    pub fn vfio_compat_ioas(&self) -> Result<Option<u32>> {
+        match self.vfio_ioas(sys::IOMMU_VFIO_IOAS_GET, 0) {
+            Ok(v) => Ok(Some(v.ioas_id)),
+            Err(e) if e.errno() == Some(vfio_core::Errno::NODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `IOMMU_VFIO_IOAS` `IOMMU_VFIO_IOAS_SET`: makes `ioas` the VFIO-compatibility IOAS.
+    /// Errors: ENOENT for an IOAS of another iommufd (InvalidArgument, checked first).
+    pub fn set_vfio_compat_ioas(self: &Arc<Self>, ioas: &Ioas) -> Result<()> {
+        if !Arc::ptr_eq(self, ioas.iommufd()) {
+            return Err(Error::invalid(
+                "IOMMU_VFIO_IOAS",
+                format!("{} ioas {}", self.target(), ioas.id()),
+                "the IOAS belongs to another iommufd",
+            ));
+        }
+        self.vfio_ioas(sys::IOMMU_VFIO_IOAS_SET, ioas.id()).map(|_| ())
+    }
+
+    /// `IOMMU_VFIO_IOAS` `IOMMU_VFIO_IOAS_CLEAR`: disables VFIO compatibility on this iommufd
+    /// (no IOAS is destroyed).
+    pub fn clear_vfio_compat_ioas(&self) -> Result<()> {
+        self.vfio_ioas(sys::IOMMU_VFIO_IOAS_CLEAR, 0).map(|_| ())
+    }
+
     /// `IOMMU_IOAS_ALLOC`: a new, empty I/O address space.
     pub fn alloc_ioas(self: &Arc<Self>) -> Result<Ioas> {
         let mut a = sys::iommu_ioas_alloc {

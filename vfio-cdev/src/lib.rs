@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   Iommufd (/dev/iommu)
-//!     └── Ioas (IOMMU_IOAS_ALLOC)          <- Container implements vfio_core::Container
+//!     ├── Ioas (IOMMU_IOAS_ALLOC)          <- Container implements vfio_core::Container
+//!     └── Hwpt (IOMMU_HWPT_ALLOC from an Ioas: dirty tracking, nest parent)
 //!   UnboundDevice (/dev/vfio/devices/vfioN)
 //!     └── bind(iommufd) -> BoundDevice -> attach(ioas) -> vfio_core::Device
 //! ```
@@ -21,10 +22,12 @@
 
 pub mod container;
 pub mod device;
+pub mod hwpt;
 pub mod ioas;
 pub mod iommufd;
 
 pub use container::Container;
 pub use device::{BoundDevice, UnboundDevice};
+pub use hwpt::{HwInfo, Hwpt, HwptFlags};
 pub use ioas::{Ioas, IovaPlacement};
 pub use iommufd::Iommufd;
