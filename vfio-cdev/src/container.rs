@@ -110,11 +110,7 @@ impl vfio_core::Container for Container {
                 "already assigned to this container",
             ));
         }
-        let dev = UnboundDevice::open(&self.sysfs, addr)?.bind(self.ioas.iommufd())?;
-        dev.attach(self.ioas.id())?;
-        if dev.is_noiommu() {
-            self.noiommu.store(true, Ordering::Relaxed);
-        }
+        let dev = self.bind_device(addr)?;
         assigned.insert(*addr);
         let owner = Assignment {
             _ioas: self.ioas.clone(),

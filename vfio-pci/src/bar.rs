@@ -44,7 +44,11 @@ impl PciDevice {
     /// Decodes BAR `index`: `None` for an unimplemented BAR or the upper half of a 64-bit one.
     pub fn bar_info(&self, index: u32) -> Result<Option<BarInfo>> {
         if index > 5 {
-            return Err(Error::invalid("decode BAR", self.address(), format!("BAR {index} does not exist (0-5)")));
+            return Err(Error::invalid(
+                "decode BAR",
+                self.address(),
+                format!("BAR {index} does not exist (0-5)"),
+            ));
         }
         let region = self.device().region_info(index)?;
         if region.size == 0 {
@@ -58,7 +62,13 @@ impl PciDevice {
         } else {
             (BarKind::Memory32, raw & 8 != 0)
         };
-        Ok(Some(BarInfo { index, kind, prefetchable, size: region.size, region }))
+        Ok(Some(BarInfo {
+            index,
+            kind,
+            prefetchable,
+            size: region.size,
+            region,
+        }))
     }
 
     /// Every implemented BAR.
@@ -79,11 +89,23 @@ impl PciDevice {
     /// Opens BAR `index` for access: every mmappable area is mapped, the rest goes through the
     /// device fd. Errors: Unsupported for an unimplemented BAR.
     pub fn bar(&self, index: u32) -> Result<Bar> {
-        let info = self
-            .bar_info(index)?
-            .ok_or_else(|| Error::unsupported("BAR access", format!("{} BAR {index}", self.address()), "the BAR is not implemented"))?;
-        let maps = if info.region.flags.contains(RegionFlags::MMAP) { self.device().map_region_areas(&info.region)? } else { Vec::new() };
-        Ok(Bar { info, maps, device: self.device().clone() })
+        let info = self.bar_info(index)?.ok_or_else(|| {
+            Error::unsupported(
+                "BAR access",
+                format!("{} BAR {index}", self.address()),
+                "the BAR is not implemented",
+            )
+        })?;
+        let maps = if info.region.flags.contains(RegionFlags::MMAP) {
+            self.device().map_region_areas(&info.region)?
+        } else {
+            Vec::new()
+        };
+        Ok(Bar {
+            info,
+            maps,
+            device: self.device().clone(),
+        })
     }
 }
 
@@ -115,7 +137,10 @@ impl Bar {
             return Err(Error::invalid(
                 "BAR access",
                 format!("{} BAR {}", self.device.name(), self.info.index),
-                format!("{len}-byte access at {offset:#x}: outside the {:#x}-byte BAR or misaligned", self.info.size),
+                format!(
+                    "{len}-byte access at {offset:#x}: outside the {:#x}-byte BAR or misaligned",
+                    self.info.size
+                ),
             ));
         }
         Ok(())
@@ -138,7 +163,8 @@ impl Bar {
         if let Some((m, at)) = self.area(offset, 4) {
             return m.write32(at, value);
         }
-        self.device.write_region(&self.info.region, offset, &value.to_le_bytes())
+        self.device
+            .write_region(&self.info.region, offset, &value.to_le_bytes())
     }
 
     /// 64-bit read.
@@ -158,7 +184,8 @@ impl Bar {
         if let Some((m, at)) = self.area(offset, 8) {
             return m.write64(at, value);
         }
-        self.device.write_region(&self.info.region, offset, &value.to_le_bytes())
+        self.device
+            .write_region(&self.info.region, offset, &value.to_le_bytes())
     }
 
     /// Copies BAR bytes at `offset` into `out` through the device fd (works for any part).

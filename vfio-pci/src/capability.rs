@@ -106,7 +106,12 @@ impl PciDevice {
                     return Err(self.bad_list(format!("standard capability pointer {ptr:#x}")));
                 }
                 let id = self.config_read8(ptr as u16)?;
-                out.push(Capability { id: id as u16, version: 0, offset: ptr as u16, extended: false });
+                out.push(Capability {
+                    id: id as u16,
+                    version: 0,
+                    offset: ptr as u16,
+                    extended: false,
+                });
                 ptr = self.config_read8(ptr as u16 + 1)? & !3;
             }
         }
@@ -122,7 +127,12 @@ impl PciDevice {
                 if hdr == 0 || hdr == u32::MAX {
                     break;
                 }
-                out.push(Capability { id: (hdr & 0xffff) as u16, version: ((hdr >> 16) & 0xf) as u8, offset: off, extended: true });
+                out.push(Capability {
+                    id: (hdr & 0xffff) as u16,
+                    version: ((hdr >> 16) & 0xf) as u8,
+                    offset: off,
+                    extended: true,
+                });
                 let next = ((hdr >> 20) & 0xffc) as u16;
                 if next == 0 {
                     break;
@@ -141,12 +151,18 @@ impl PciDevice {
     }
 
     fn find(&self, cap_id: u8) -> Result<Option<u16>> {
-        Ok(self.capabilities()?.into_iter().find(|c| !c.extended && c.id == cap_id as u16).map(|c| c.offset))
+        Ok(self
+            .capabilities()?
+            .into_iter()
+            .find(|c| !c.extended && c.id == cap_id as u16)
+            .map(|c| c.offset))
     }
 
     /// The MSI capability, if the function has one.
     pub fn msi_cap(&self) -> Result<Option<MsiCap>> {
-        let Some(off) = self.find(id::MSI)? else { return Ok(None) };
+        let Some(off) = self.find(id::MSI)? else {
+            return Ok(None);
+        };
         let ctrl = self.config_read16(off + 2)?;
         Ok(Some(MsiCap {
             offset: off,
@@ -159,7 +175,9 @@ impl PciDevice {
 
     /// The MSI-X capability, if the function has one.
     pub fn msix_cap(&self) -> Result<Option<MsixCap>> {
-        let Some(off) = self.find(id::MSIX)? else { return Ok(None) };
+        let Some(off) = self.find(id::MSIX)? else {
+            return Ok(None);
+        };
         let ctrl = self.config_read16(off + 2)?;
         let table = self.config_read32(off + 4)?;
         let pba = self.config_read32(off + 8)?;
@@ -176,23 +194,34 @@ impl PciDevice {
 
     /// The PCI Express capability, if the function has one.
     pub fn pcie_cap(&self) -> Result<Option<PcieCap>> {
-        let Some(off) = self.find(id::PCIE)? else { return Ok(None) };
+        let Some(off) = self.find(id::PCIE)? else {
+            return Ok(None);
+        };
         let caps = self.config_read16(off + 2)?;
         let devcap = self.config_read32(off + 4)?;
-        Ok(Some(PcieCap { offset: off, device_type: ((caps >> 4) & 0xf) as u8, flr: devcap & (1 << 28) != 0 }))
+        Ok(Some(PcieCap {
+            offset: off,
+            device_type: ((caps >> 4) & 0xf) as u8,
+            flr: devcap & (1 << 28) != 0,
+        }))
     }
 
     /// The power-management capability, if the function has one.
     pub fn pm_cap(&self) -> Result<Option<PmCap>> {
         let Some(off) = self.find(id::PM)? else { return Ok(None) };
         let pmcsr = self.config_read16(off + 4)?;
-        Ok(Some(PmCap { offset: off, power_state: (pmcsr & 3) as u8, no_soft_reset: pmcsr & (1 << 3) != 0 }))
+        Ok(Some(PmCap {
+            offset: off,
+            power_state: (pmcsr & 3) as u8,
+            no_soft_reset: pmcsr & (1 << 3) != 0,
+        }))
     }
 
     /// The raw bytes of a capability (e.g. a vendor-specific one), `len` bytes from its offset.
     pub fn capability_bytes(&self, cap: &Capability, len: u16) -> Result<Vec<u8>> {
         let mut b = vec![0u8; len as usize];
-        self.device().read_region(&self.config_region(), cap.offset as u64, &mut b)?;
+        self.device()
+            .read_region(&self.config_region(), cap.offset as u64, &mut b)?;
         Ok(b)
     }
 }
