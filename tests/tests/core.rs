@@ -508,8 +508,21 @@ fn hot_reset_of_a_root_bus_device_is_enodev() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn container_page_sizes_include_4k() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let c = vfio_pci::default_container(dev.mode())?;
+    let sizes = c.page_sizes()?;
+    ensure!(
+        sizes & 0xfff == 0 && sizes & 0x1000 != 0,
+        "page sizes {sizes:#x}: 4 KiB must be the smallest"
+    );
+    println!("    {} container page sizes {sizes:#x}", dev.mode());
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
+        ("container_page_sizes_include_4k", container_page_sizes_include_4k),
         ("modes_match_the_machine", modes_match_the_machine),
         (
             "irq_trigger_loopback_signals_the_eventfd",

@@ -97,6 +97,13 @@ impl vfio_core::Container for Container {
         self.ioas.iova_ranges()
     }
 
+    /// Every power of two from the IOAS's IOVA alignment up: iommufd splits mappings into
+    /// whatever page sizes the attached IOMMUs have.
+    fn page_sizes(&self) -> Result<u64> {
+        let align = self.ioas.iova_alignment()?.max(1);
+        Ok(!(align.next_power_of_two() - 1))
+    }
+
     /// Opens the device's cdev, binds it to the iommufd and attaches it to the IOAS. Errors:
     /// InvalidArgument while this container still has the device open (every clone of it and
     /// every BAR mapping dropped ends the assignment); the errors of

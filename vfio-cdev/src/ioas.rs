@@ -246,8 +246,19 @@ impl Ioas {
         Ok(self.iommufd.option(sys::IOMMU_OPTION_HUGE_PAGES, self.id, None)? != 0)
     }
 
-    /// `IOMMU_IOAS_IOVA_RANGES` (two-call protocol: EMSGSIZE says how many ranges there are).
+    /// `IOMMU_IOAS_IOVA_RANGES`: the IOVA ranges mappings may use (two-call protocol: EMSGSIZE
+    /// says how many ranges there are).
     pub fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
+        Ok(self.ranges_and_alignment()?.0)
+    }
+
+    /// The IOVA alignment every mapping must have (`out_iova_alignment` of
+    /// `IOMMU_IOAS_IOVA_RANGES`): the smallest page size of the attached IOMMUs.
+    pub fn iova_alignment(&self) -> Result<u64> {
+        Ok(self.ranges_and_alignment()?.1)
+    }
+
+    fn ranges_and_alignment(&self) -> Result<(Vec<IovaRange>, u64)> {
         let mut ranges: Vec<sys::iommu_iova_range> = Vec::new();
         loop {
             let mut r = sys::iommu_ioas_iova_ranges {
@@ -268,13 +279,14 @@ impl Ioas {
             match res {
                 Ok(_) => {
                     ranges.truncate(r.num_iovas as usize);
-                    return Ok(ranges
+                    let out = ranges
                         .iter()
                         .map(|r| IovaRange {
                             start: r.start,
                             last: r.last,
                         })
-                        .collect());
+                        .collect();
+                    return Ok((out, r.out_iova_alignment));
                 }
                 Err(Errno::MSGSIZE) if (r.num_iovas as usize) > ranges.len() => {
                     ranges = vec![sys::iommu_iova_range::default(); r.num_iovas as usize];

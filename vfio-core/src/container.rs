@@ -21,6 +21,11 @@ pub trait Container: Send + Sync {
     /// The IOVA ranges DMA may be mapped in.
     fn iova_ranges(&self) -> Result<Vec<IovaRange>>;
 
+    /// The IOMMU page sizes mappings can use, as a bitmap (bit n set: 2^n-byte pages); the lowest
+    /// set bit is the alignment every mapping needs. Group mode: `VFIO_IOMMU_GET_INFO`
+    /// (needs a group in the container); cdev mode: the IOAS's IOVA alignment.
+    fn page_sizes(&self) -> Result<u64>;
+
     /// Assigns the PCI device to this container and returns it ready for use: in group mode its
     /// group joins the container and the device fd is fetched from the group; in cdev mode the
     /// device cdev is opened, bound to the iommufd and attached to the IOAS.

@@ -466,6 +466,10 @@ impl vfio_core::Container for Container {
 
     /// IOVA ranges from the `VFIO_IOMMU_GET_INFO` capability chain (all of 64-bit space when the
     /// kernel gives none).
+    fn page_sizes(&self) -> Result<u64> {
+        Container::page_sizes(self)
+    }
+
     fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
         Ok(self.info()?.iova_ranges)
     }
