@@ -26,13 +26,14 @@ fn container(mode: Mode) -> Result<Box<dyn Container>, String> {
     Ok(c)
 }
 
+/// The edu device's address and a fresh container of `mode`, or why the test cannot run.
+fn edu_and_container(mode: Mode) -> Result<(vfio_core::PciAddress, Box<dyn Container>), String> {
+    Ok((device_from_env("VFIO_TEST_EDU")?, container(mode)?))
+}
+
 fn id_and_liveness(mode: Mode) -> TestResult {
-    let addr = match device_from_env("VFIO_TEST_EDU") {
-        Ok(a) => a,
-        Err(why) => return skip(why),
-    };
-    let c = match container(mode) {
-        Ok(c) => c,
+    let (addr, c) = match edu_and_container(mode) {
+        Ok(v) => v,
         Err(why) => return skip(why),
     };
     let pci = PciDevice::open_in(c.as_ref(), &addr)?;
@@ -46,12 +47,8 @@ fn id_and_liveness(mode: Mode) -> TestResult {
 }
 
 fn dma_round_trip(mode: Mode) -> TestResult {
-    let addr = match device_from_env("VFIO_TEST_EDU") {
-        Ok(a) => a,
-        Err(why) => return skip(why),
-    };
-    let c = match container(mode) {
-        Ok(c) => c,
+    let (addr, c) = match edu_and_container(mode) {
+        Ok(v) => v,
         Err(why) => return skip(why),
     };
     let pci = PciDevice::open_in(c.as_ref(), &addr)?;
