@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "\
 usage: cargo xtask vm [test] [OPTIONS]    run the vfio-tests binaries (and examples) in QEMU guests
        cargo xtask vm kernel [--variant V] build (or find cached) the guest kernels only
-       cargo xtask demo [OPTIONS]         run the vfio-pci `edu` example in every mode
+       cargo xtask demo [OPTIONS]         run the vfio-pci `edu` and `nvme_identify` examples
 
 options:
   --variant a|b              kernel variant(s), repeatable or comma separated (default: a,b)
@@ -197,14 +197,18 @@ pub fn main(args: &[String]) -> crate::Result {
     Ok(())
 }
 
-/// `cargo xtask demo`: the `edu` example in group and cdev mode on every boot.
+/// The examples `cargo xtask demo` runs, each in group and in cdev mode on every boot.
+const DEMO_EXAMPLES: &[&str] = &["edu", "nvme_identify"];
+
+/// `cargo xtask demo`: the `edu` and `nvme_identify` examples in group and cdev mode on every
+/// boot.
 pub fn demo(args: &[String]) -> crate::Result {
     let mut opts = parse_options(args, &[Iommu::Intel, Iommu::None])?;
     opts.tests = false;
     if opts.runs.is_empty() {
-        opts.runs = ["group", "cdev"]
+        opts.runs = DEMO_EXAMPLES
             .iter()
-            .map(|m| ("edu".to_owned(), format!("--mode {m}")))
+            .flat_map(|name| ["group", "cdev"].map(|m| (name.to_string(), format!("--mode {m}"))))
             .collect();
     }
     let boots = run_matrix(&opts)?;
@@ -220,8 +224,8 @@ pub fn demo(args: &[String]) -> crate::Result {
             };
             let run = boot.runs.iter().find(|r| r.kind == "example" && r.name == full);
             let (status, line) = match run {
-                Some(r) if r.rc == Some(0) => ("ok", r.summary().to_owned()),
-                Some(r) => ("FAILED", format!("rc={} {}", r.rc.unwrap_or(-1), r.summary())),
+                Some(r) if r.rc == Some(0) => ("ok", demo_summary(r).to_owned()),
+                Some(r) => ("FAILED", format!("rc={} {}", r.rc.unwrap_or(-1), demo_summary(r))),
                 None => ("FAILED", format!("did not run: {}", boot.problems().join("; "))),
             };
             if status != "ok" {
@@ -235,6 +239,19 @@ pub fn demo(args: &[String]) -> crate::Result {
         return Err(format!("{failed} demo run(s) failed").into());
     }
     Ok(())
+}
+
+/// A demo run's result line: the last one tagged with the program's name up to its first `_`
+/// (`edu:` for edu, `nvme:` for nvme_identify), else the run's own summary.
+fn demo_summary(run: &qemu::Run) -> &str {
+    let program = run.name.split_whitespace().next().unwrap_or("");
+    let tag = format!("{}:", program.split('_').next().unwrap_or(program));
+    run.lines
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with(&tag))
+        .unwrap_or_else(|| run.summary())
 }
 
 /// Steps 1-5: prepare everything, then boot every (variant, IOMMU) pair in order.
