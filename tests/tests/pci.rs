@@ -122,8 +122,56 @@ fn reset_keeps_the_command_register() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn binding_helper_binds_and_gives_back() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_NVME") {
+        Ok(a) => a,
+        Err(why) => return skip(why),
+    };
+    let sysfs = vfio_core::Sysfs::default();
+    sysfs.restore_driver(&addr, None)?;
+    {
+        let binding = vfio_pci::VfioPciBinding::bind(addr, true)?;
+        ensure!(
+            binding.previous_driver().is_none(),
+            "previous driver {:?}",
+            binding.previous_driver()
+        );
+        let dev = PciDevice::open(&addr, None)?;
+        ensure!(dev.ids()?.0 == 0x1b36, "ids");
+    }
+    ensure!(sysfs.driver(&addr)?.is_none(), "not given back on drop");
+    // Leave it as the harness had it.
+    let again = vfio_pci::VfioPciBinding::bind(addr, false)?;
+    drop(again);
+    ensure!(sysfs.driver(&addr)?.as_deref() == Some("vfio-pci"), "rebinding failed");
+    Ok(Outcome::Pass)
+}
+
+fn edu_intx_through_pci_device() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let bar0 = dev.map_bar(0)?;
+    let irq = EventFd::new()?;
+    dev.enable_intx(&irq)?;
+    for round in 1..=3u32 {
+        bar0.write32(0x60, round)?;
+        ensure!(
+            irq.wait_timeout(Duration::from_secs(10))?.is_some(),
+            "INTx {round} did not arrive"
+        );
+        bar0.write32(0x64, round)?;
+        dev.unmask_intx()?;
+    }
+    dev.disable_irq(vfio_pci::INTX_IRQ)?;
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
+        (
+            "binding_helper_binds_and_gives_back",
+            binding_helper_binds_and_gives_back,
+        ),
+        ("edu_intx_through_pci_device", edu_intx_through_pci_device),
         ("edu_capabilities_and_bars", edu_capabilities_and_bars),
         ("nvme_capabilities_msix_pcie", nvme_capabilities_msix_pcie),
         (

@@ -188,6 +188,30 @@ impl PciDevice {
         self.device.set_irqs(&IrqSet::eventfds(index, 0, &fds))
     }
 
+    /// Enables INTx with `eventfd` as its trigger. INTx is level-triggered: the kernel masks it
+    /// each time it fires (automask), so after servicing the device call [`PciDevice::unmask_intx`].
+    pub fn enable_intx(&self, eventfd: &EventFd) -> Result<()> {
+        self.set_eventfds(INTX_IRQ, &[eventfd])
+    }
+
+    /// Unmasks INTx after the device was serviced.
+    pub fn unmask_intx(&self) -> Result<()> {
+        self.device.set_irqs(&IrqSet::unmask(INTX_IRQ, 0, 1))
+    }
+
+    /// Masks INTx.
+    pub fn mask_intx(&self) -> Result<()> {
+        self.device.set_irqs(&IrqSet::mask(INTX_IRQ, 0, 1))
+    }
+
+    /// Adds MSI-X vectors `start..start + vectors.len()` (the index must already be enabled, and
+    /// the kernel must allow resizing: no `IrqFlags::NORESIZE`), or enables them when it is not.
+    pub fn set_msix_vectors(&self, start: u32, vectors: &[&EventFd]) -> Result<()> {
+        use std::os::fd::AsFd;
+        let fds: Vec<_> = vectors.iter().map(|e| Some(e.as_fd())).collect();
+        self.device.set_irqs(&IrqSet::eventfds(MSIX_IRQ, start, &fds))
+    }
+
     /// Disables every vector of an IRQ index (MSI_IRQ, MSIX_IRQ, INTX_IRQ).
     pub fn disable_irq(&self, index: u32) -> Result<()> {
         self.device.set_irqs(&IrqSet::disable(index))

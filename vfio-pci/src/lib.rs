@@ -30,12 +30,14 @@
 #![deny(missing_docs)]
 
 pub mod bar;
+pub mod binding;
 pub mod capability;
 pub mod config;
 pub mod containers;
 pub mod device;
 
 pub use bar::{Bar, BarInfo, BarKind};
+pub use binding::VfioPciBinding;
 pub use capability::{Capability, MsiCap, MsixCap, PcieCap, PmCap};
 pub use config::Command;
 pub use containers::default_container;
