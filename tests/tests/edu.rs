@@ -93,5 +93,6 @@ fn main() -> ExitCode {
         ("edu_id_and_liveness_noiommu", || id_and_liveness(Mode::NoIommu)),
         ("edu_dma_round_trip_with_msi_group", || dma_round_trip(Mode::Group)),
         ("edu_dma_round_trip_with_msi_cdev", || dma_round_trip(Mode::Cdev)),
+        ("edu_dma_round_trip_with_msi_noiommu", || dma_round_trip(Mode::NoIommu)),
     ])
 }

@@ -464,13 +464,25 @@ impl vfio_core::Container for Container {
         if self.noiommu { Mode::NoIommu } else { Mode::Group }
     }
 
-    /// IOVA ranges from the `VFIO_IOMMU_GET_INFO` capability chain (all of 64-bit space when the
-    /// kernel gives none).
+    /// `VFIO_IOMMU_GET_INFO` page sizes; without an IOMMU, every multiple of the CPU page size
+    /// (there is no translation, so any pinned, physically contiguous range works).
     fn page_sizes(&self) -> Result<u64> {
+        if self.noiommu {
+            return Ok(!(vfio_core::page_size() as u64 - 1));
+        }
         Container::page_sizes(self)
     }
 
+    /// IOVA ranges from the `VFIO_IOMMU_GET_INFO` capability chain (all of 64-bit space when the
+    /// kernel gives none). Without an IOMMU there is no IOVA space to restrict: the whole range
+    /// (IOVAs only name mappings there; the device gets physical addresses).
     fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
+        if self.noiommu {
+            return Ok(vec![IovaRange {
+                start: 0,
+                last: u64::MAX,
+            }]);
+        }
         Ok(self.info()?.iova_ranges)
     }
 
