@@ -433,10 +433,40 @@ fn group_status_and_remove() -> TestResult {
 }
 
 fn non_viable_group() -> TestResult {
-    skip(
-        "every device in the guest's IOMMU groups is bound to vfio-pci, and rebinding one would disturb the \
-         other tests; the error naming the device is unit-tested (vfio-group group::tests::names_the_devices_that_break_viability)",
-    )
+    let addr = match device_from_env("VFIO_TEST_EDU_NONVIABLE") {
+        Ok(a) => a,
+        Err(why) => {
+            return skip(format!(
+                "{why}: the harness adds a device sharing an IOMMU group with a kernel-driven one only in intel-iommu boots"
+            ));
+        }
+    };
+    let sysfs = Sysfs::default();
+    let group = sysfs.iommu_group(&addr)?;
+    let members = sysfs.group_devices(group)?;
+    let other = members
+        .iter()
+        .find(|m| sysfs.driver(m).ok().flatten().is_some_and(|d| !d.starts_with("vfio")))
+        .ok_or(format!("group {group} ({members:?}) has no device on a host driver"))?;
+    let c = Container::open(false)?;
+    let e = vfio_core::Container::assign_device(&c, &addr)
+        .err()
+        .ok_or("assigned a device of a non-viable group")?;
+    let msg = e.to_string();
+    ensure!(
+        msg.contains("not viable") && msg.contains(&other.to_string()),
+        "error does not name {other}: {msg}"
+    );
+    println!("    group mode: {msg}");
+    if vfio_core::detect().cdev {
+        let cdev = vfio_cdev::Container::new()?;
+        let e = vfio_core::Container::assign_device(&cdev, &addr)
+            .err()
+            .ok_or("cdev bind in a non-viable group succeeded")?;
+        ensure!(e.errno().is_some(), "cdev: expected a kernel errno, got {e}");
+        println!("    cdev mode: {e}");
+    }
+    Ok(Outcome::Pass)
 }
 
 #[allow(deprecated)]

@@ -37,14 +37,22 @@ bind_vfio() {
 }
 
 VFIO_TEST_EDU=
+VFIO_TEST_EDU_NONVIABLE=
 VFIO_TEST_NVME=
 for dev in /sys/bus/pci/devices/*; do
     [ -e "$dev/vendor" ] || continue
     bdf=${dev##*/}
     case "$(cat "$dev/vendor"):$(cat "$dev/device")" in
     0x1234:0x11e8)
-        [ -z "$VFIO_TEST_EDU" ] || continue
-        VFIO_TEST_EDU=$bdf
+        # The first edu is the test device; a second one (behind the bridge, sharing its
+        # IOMMU group with a virtio device) is the non-viable-group case.
+        if [ -z "$VFIO_TEST_EDU" ]; then
+            VFIO_TEST_EDU=$bdf
+        elif [ -z "$VFIO_TEST_EDU_NONVIABLE" ]; then
+            VFIO_TEST_EDU_NONVIABLE=$bdf
+        else
+            continue
+        fi
         ;;
     0x1b36:0x0010)
         [ -z "$VFIO_TEST_NVME" ] || continue
@@ -54,12 +62,12 @@ for dev in /sys/bus/pci/devices/*; do
     esac
     bind_vfio "$bdf"
 done
-export VFIO_TEST_EDU VFIO_TEST_NVME
+export VFIO_TEST_EDU VFIO_TEST_EDU_NONVIABLE VFIO_TEST_NVME
 export VFIO_TEST_IOMMU="${VFIO_TEST_IOMMU:-none}"
 export VFIO_TEST_VARIANT="${VFIO_TEST_VARIANT:-?}"
 
 echo "@@VFIO-INFO variant=$VFIO_TEST_VARIANT iommu=$VFIO_TEST_IOMMU edu=$VFIO_TEST_EDU nvme=$VFIO_TEST_NVME kernel=$(uname -r)"
-for bdf in $VFIO_TEST_EDU $VFIO_TEST_NVME; do
+for bdf in $VFIO_TEST_EDU $VFIO_TEST_EDU_NONVIABLE $VFIO_TEST_NVME; do
     drv=$(readlink "/sys/bus/pci/devices/$bdf/driver")
     echo "@@VFIO-INFO $bdf driver=${drv##*/} iommu_group=$(readlink "/sys/bus/pci/devices/$bdf/iommu_group" | sed 's|.*/||')"
 done

@@ -82,6 +82,15 @@ impl BootSpec {
             cmd.args(["-device", dev]);
         }
         cmd.args(["-device", edu]);
+        if self.iommu == Iommu::Intel {
+            // A second edu behind a PCIe-to-PCI bridge shares its IOMMU group with a virtio
+            // device that a kernel driver (virtio-pci) owns: a non-viable group to test against.
+            // Intel only: with the bridge present, virtio-iommu leaves every device without an
+            // IOMMU group (QEMU 7.2), so vfio-pci cannot bind at all.
+            cmd.args(["-device", "pcie-pci-bridge,id=pbr,addr=0x8"]);
+            cmd.args(["-device", "edu,bus=pbr,addr=0x1"]);
+            cmd.args(["-device", "virtio-rng-pci,bus=pbr,addr=0x2"]);
+        }
         let drive = format!("file={},if=none,id=nvm,format=raw", self.nvme_img.display());
         cmd.args(["-drive", &drive, "-device", "nvme,serial=deadbeef,drive=nvm"]);
         append.push(' ');
