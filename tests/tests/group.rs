@@ -571,6 +571,15 @@ fn dirty_pages(ty: IommuType) -> TestResult {
         ),
         "half-page bitmap accepted"
     );
+    // Unmap with the bitmap: a fresh 2-page mapping is reported dirty as it goes.
+    let buf2 = DmaBuffer::new(2 * PAGE as usize)?;
+    // SAFETY: `buf2` outlives the mapping, which the unmap below removes; nothing references it.
+    unsafe { vfio_core::Container::map_dma_raw(&c, buf2.as_ptr(), 2 * PAGE, 0x20_0000, DmaAccess::READ_WRITE)? };
+    let (unmapped, bits) = c.unmap_dma_with_dirty_bitmap(0x20_0000, 2 * PAGE)?;
+    ensure!(
+        unmapped == 2 * PAGE && bits == vec![0x3],
+        "unmap with bitmap gave {unmapped:#x} bytes, {bits:x?}"
+    );
     c.dirty_tracking_stop()?;
     expect_errno("bitmap after stop", c.dirty_bitmap(0x10_0000, 4 * PAGE), Errno::INVAL)?;
     drop(m);

@@ -347,6 +347,23 @@ impl Container {
         )
     }
 
+    /// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`: unmaps
+    /// `[iova, iova + size)` and returns the bytes unmapped and which of its pages were dirtied
+    /// (layout as in [`Container::dirty_bitmap`]). Errors: as `dirty_bitmap`, EINVAL (Kernel)
+    /// when tracking is off.
+    pub fn unmap_dma_with_dirty_bitmap(&self, iova: u64, size: u64) -> Result<(u64, Vec<u64>)> {
+        let m = self.migration()?;
+        let pgsize = 1u64 << m.pgsize_bitmap.trailing_zeros().min(63);
+        crate::dirty::unmap_with_bitmap(
+            self.fd.as_fd(),
+            &self.target(),
+            iova,
+            size,
+            pgsize,
+            m.max_dirty_bitmap_size,
+        )
+    }
+
     fn require_iommu(&self, op: &'static str) -> Result<()> {
         if self.noiommu {
             return Err(Error::unsupported(

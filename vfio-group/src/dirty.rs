@@ -80,6 +80,62 @@ pub(crate) fn get(
     Ok(bitmap)
 }
 
+/// The UNMAP_DMA argument with `VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`: the header, then the
+/// bitmap description in its `data[]`.
+#[repr(C)]
+struct UnmapBitmap {
+    head: sys::vfio_iommu_type1_dma_unmap,
+    bitmap: sys::vfio_bitmap,
+}
+
+/// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`: unmaps `[iova, iova +
+/// size)` and returns the bytes unmapped and the dirty bitmap of that range (layout as in [`get`]).
+pub(crate) fn unmap_with_bitmap(
+    fd: BorrowedFd<'_>,
+    target: &str,
+    iova: u64,
+    size: u64,
+    pgsize: u64,
+    max_bytes: u64,
+) -> Result<(u64, Vec<u64>)> {
+    const UNMAP: &str = "VFIO_IOMMU_UNMAP_DMA (dirty bitmap)";
+    let what = format!("{target} iova {iova:#x} size {size:#x}");
+    if pgsize == 0 || !pgsize.is_power_of_two() || size == 0 || size % pgsize != 0 {
+        return Err(Error::invalid(
+            UNMAP,
+            what,
+            format!("size must be a non-zero multiple of {pgsize:#x}"),
+        ));
+    }
+    let words = (size / pgsize).div_ceil(64);
+    if words * 8 > max_bytes {
+        return Err(Error::invalid(
+            UNMAP,
+            what,
+            format!("needs more than the kernel's {max_bytes}-byte bitmap"),
+        ));
+    }
+    let mut bitmap = vec![0u64; usize::try_from(words).unwrap_or(usize::MAX)];
+    let mut arg = UnmapBitmap {
+        head: sys::vfio_iommu_type1_dma_unmap {
+            argsz: ioctl::argsz::<UnmapBitmap>(),
+            flags: sys::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
+            iova,
+            size,
+            ..Default::default()
+        },
+        bitmap: sys::vfio_bitmap {
+            pgsize,
+            size: words * 8,
+            data: bitmap.as_mut_ptr(),
+        },
+    };
+    // SAFETY: the unmap header is followed by a vfio_bitmap as the uapi lays it out (argsz covers
+    // both); `bitmap` holds `size` writable bytes and outlives the call.
+    unsafe { ioctl::with_mut(fd, sys::VFIO_IOMMU_UNMAP_DMA, &mut arg) }.map_err(|e| Error::kernel(UNMAP, what, e))?;
+    Ok((arg.head.size, bitmap))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +144,7 @@ mod tests {
     fn layout_matches_the_uapi() {
         assert_eq!(std::mem::size_of::<GetBitmap>(), 8 + 40);
         assert_eq!(std::mem::offset_of!(GetBitmap, range), 8);
+        assert_eq!(std::mem::size_of::<UnmapBitmap>(), 24 + 24);
+        assert_eq!(std::mem::offset_of!(UnmapBitmap, bitmap), 24);
     }
 }
