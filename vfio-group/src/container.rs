@@ -335,16 +335,8 @@ impl Container {
     /// of that page or needs a larger bitmap than the kernel returns at once; EINVAL (Kernel)
     /// when not tracking or when the range splits a mapping; EOVERFLOW when it wraps.
     pub fn dirty_bitmap(&self, iova: u64, size: u64) -> Result<Vec<u64>> {
-        let m = self.migration()?;
-        let pgsize = 1u64 << m.pgsize_bitmap.trailing_zeros().min(63);
-        crate::dirty::get(
-            self.fd.as_fd(),
-            &self.target(),
-            iova,
-            size,
-            pgsize,
-            m.max_dirty_bitmap_size,
-        )
+        let (pgsize, max) = self.dirty_page()?;
+        crate::dirty::get(self.fd.as_fd(), &self.target(), iova, size, pgsize, max)
     }
 
     /// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`: unmaps
@@ -352,16 +344,17 @@ impl Container {
     /// (layout as in [`Container::dirty_bitmap`]). Errors: as `dirty_bitmap`, EINVAL (Kernel)
     /// when tracking is off.
     pub fn unmap_dma_with_dirty_bitmap(&self, iova: u64, size: u64) -> Result<(u64, Vec<u64>)> {
+        let (pgsize, max) = self.dirty_page()?;
+        crate::dirty::unmap_with_bitmap(self.fd.as_fd(), &self.target(), iova, size, pgsize, max)
+    }
+
+    /// The dirty-bitmap page size (the smallest IOMMU page) and the kernel's bitmap size limit.
+    fn dirty_page(&self) -> Result<(u64, u64)> {
         let m = self.migration()?;
-        let pgsize = 1u64 << m.pgsize_bitmap.trailing_zeros().min(63);
-        crate::dirty::unmap_with_bitmap(
-            self.fd.as_fd(),
-            &self.target(),
-            iova,
-            size,
-            pgsize,
+        Ok((
+            1u64 << m.pgsize_bitmap.trailing_zeros().min(63),
             m.max_dirty_bitmap_size,
-        )
+        ))
     }
 
     fn require_iommu(&self, op: &'static str) -> Result<()> {

@@ -23,6 +23,30 @@ pub(crate) fn set(fd: BorrowedFd<'_>, target: &str, flags: u32) -> Result<()> {
     Ok(())
 }
 
+/// How many u64 words the bitmap of `size` bytes in `pgsize` pages takes, checked against the
+/// kernel's limit.
+fn bitmap_words(op: &'static str, what: &str, size: u64, pgsize: u64, max_bytes: u64) -> Result<u64> {
+    if pgsize == 0 || !pgsize.is_power_of_two() || size == 0 || size % pgsize != 0 {
+        return Err(Error::invalid(
+            op,
+            what,
+            format!("size must be a non-zero multiple of the {pgsize:#x}-byte dirty page"),
+        ));
+    }
+    let words = (size / pgsize).div_ceil(64);
+    if words * 8 > max_bytes {
+        return Err(Error::invalid(
+            op,
+            what,
+            format!(
+                "needs a {}-byte bitmap, more than the kernel's {max_bytes}; ask for less",
+                words * 8
+            ),
+        ));
+    }
+    Ok(words)
+}
+
 /// The GET_BITMAP argument: the header followed by the range.
 #[repr(C)]
 struct GetBitmap {
@@ -41,22 +65,8 @@ pub(crate) fn get(
     max_bytes: u64,
 ) -> Result<Vec<u64>> {
     let what = format!("{target} iova {iova:#x} size {size:#x}");
-    if pgsize == 0 || !pgsize.is_power_of_two() || size == 0 || size % pgsize != 0 {
-        return Err(Error::invalid(
-            OP,
-            what,
-            format!("size must be a non-zero multiple of the {pgsize:#x}-byte dirty page"),
-        ));
-    }
-    let words = (size / pgsize).div_ceil(64);
+    let words = bitmap_words(OP, &what, size, pgsize, max_bytes)?;
     let bytes = words * 8;
-    if bytes > max_bytes {
-        return Err(Error::invalid(
-            OP,
-            what,
-            format!("needs a {bytes}-byte bitmap, more than the kernel's {max_bytes}; ask for less"),
-        ));
-    }
     let mut bitmap = vec![0u64; usize::try_from(words).unwrap_or(usize::MAX)];
     let mut arg = GetBitmap {
         head: sys::vfio_iommu_type1_dirty_bitmap {
@@ -100,21 +110,7 @@ pub(crate) fn unmap_with_bitmap(
 ) -> Result<(u64, Vec<u64>)> {
     const UNMAP: &str = "VFIO_IOMMU_UNMAP_DMA (dirty bitmap)";
     let what = format!("{target} iova {iova:#x} size {size:#x}");
-    if pgsize == 0 || !pgsize.is_power_of_two() || size == 0 || size % pgsize != 0 {
-        return Err(Error::invalid(
-            UNMAP,
-            what,
-            format!("size must be a non-zero multiple of {pgsize:#x}"),
-        ));
-    }
-    let words = (size / pgsize).div_ceil(64);
-    if words * 8 > max_bytes {
-        return Err(Error::invalid(
-            UNMAP,
-            what,
-            format!("needs more than the kernel's {max_bytes}-byte bitmap"),
-        ));
-    }
+    let words = bitmap_words(UNMAP, &what, size, pgsize, max_bytes)?;
     let mut bitmap = vec![0u64; usize::try_from(words).unwrap_or(usize::MAX)];
     let mut arg = UnmapBitmap {
         head: sys::vfio_iommu_type1_dma_unmap {
