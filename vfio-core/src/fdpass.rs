@@ -144,6 +144,63 @@ pub fn recv_fds(socket: BorrowedFd<'_>) -> Result<Vec<SharedFd>> {
     Ok(out)
 }
 
+/// What a secondary process asks a primary for: an object of `kind` named `name` (a PCI address
+/// for a device, a group number, a container's name ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdRequest {
+    /// The kind of object wanted.
+    pub kind: FdKind,
+    /// Which one.
+    pub name: String,
+}
+
+/// Sends a request (no fds) on a connected `SOCK_SEQPACKET` unix socket.
+pub fn send_request(socket: BorrowedFd<'_>, req: &FdRequest) -> Result<()> {
+    let len =
+        u16::try_from(req.name.len()).map_err(|_| Error::invalid("send request", "unix socket", "name too long"))?;
+    let mut msg = vec![b'Q', req.kind as u8];
+    msg.extend(len.to_le_bytes());
+    msg.extend(req.name.as_bytes());
+    let n = rustix::net::send(socket, &msg, SendFlags::NOSIGNAL)
+        .map_err(|e| Error::kernel("send request", "unix socket", e))?;
+    if n != msg.len() {
+        return Err(Error::malformed(
+            "send request",
+            "unix socket",
+            format!("sent {n} of {} bytes", msg.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Receives a request sent by [`send_request`]. `Ok(None)` when the peer closed the socket.
+pub fn recv_request(socket: BorrowedFd<'_>) -> Result<Option<FdRequest>> {
+    let mut buf = vec![0u8; 4 + u16::MAX as usize];
+    let (n, _) = rustix::net::recv(socket, &mut buf, RecvFlags::empty())
+        .map_err(|e| Error::kernel("recv request", "unix socket", e))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let bad = |why: &str| Error::malformed("recv request", "unix socket", why);
+    if n < 4 || buf[0] != b'Q' {
+        return Err(bad("not a request"));
+    }
+    let kind = FdKind::from_u8(buf[1]).ok_or_else(|| bad("unknown kind"))?;
+    let len = u16::from_le_bytes([buf[2], buf[3]]) as usize;
+    let name = buf
+        .get(4..4 + len)
+        .filter(|_| 4 + len == n)
+        .ok_or_else(|| bad("name length does not match"))?;
+    let name = String::from_utf8(name.to_vec()).map_err(|_| bad("name is not UTF-8"))?;
+    Ok(Some(FdRequest { kind, name }))
+}
+
+/// Client side: asks for an object and waits for the primary's answer (its fds, tagged).
+pub fn request(socket: BorrowedFd<'_>, req: &FdRequest) -> Result<Vec<SharedFd>> {
+    send_request(socket, req)?;
+    recv_fds(socket)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +233,19 @@ mod tests {
         rustix::io::read(&got[0].fd, &mut buf).unwrap();
         assert_eq!(u64::from_ne_bytes(buf), 5);
         assert!(send_fds(a.as_fd(), &[]).is_err());
+    }
+
+    #[test]
+    fn request_round_trip() {
+        let (a, b) =
+            rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+        let req = FdRequest {
+            kind: FdKind::Device,
+            name: "0000:00:03.0".into(),
+        };
+        send_request(a.as_fd(), &req).unwrap();
+        assert_eq!(recv_request(b.as_fd()).unwrap(), Some(req));
+        drop(a);
+        assert_eq!(recv_request(b.as_fd()).unwrap(), None);
     }
 }

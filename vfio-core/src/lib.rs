@@ -48,7 +48,7 @@ pub use dma::{Backing, DmaAccess, DmaBuffer, DmaMapping, page_size};
 pub use dma_pool::{DmaHandle, DmaPool};
 pub use error::{Errno, Error, Result};
 pub use eventfd::EventFd;
-pub use fdpass::{FdKind, SharedFd, recv_fds, send_fds};
+pub use fdpass::{FdKind, FdRequest, SharedFd, recv_fds, recv_request, request, send_fds, send_request};
 pub use hot_reset::{DependentDevice, HotResetInfo};
 pub use iova::{IovaAllocator, IovaCache};
 pub use irq::{IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet};
