@@ -16,7 +16,24 @@
 //! Plain-data structs derive the `zerocopy` traits (`FromBytes`, `IntoBytes`,
 //! `Immutable`, `KnownLayout`); unions and structs containing a union do not derive
 //! `IntoBytes`. The crate is `no_std`.
+//!
+//! ```no_run
+//! use iommufd_sys::{IOMMU_IOAS_ALLOC, iommu_ioas_alloc};
+//!
+//! unsafe extern "C" {
+//!     fn ioctl(fd: i32, request: u64, ...) -> i32;
+//! }
+//! # let iommufd = 3;
+//! let mut alloc = iommu_ioas_alloc { size: size_of::<iommu_ioas_alloc>() as u32, ..Default::default() };
+//! // SAFETY: IOMMU_IOAS_ALLOC reads `size` bytes of `alloc` and writes its out_ioas_id.
+//! let rc = unsafe { ioctl(iommufd, IOMMU_IOAS_ALLOC.into(), &mut alloc) };
+//! assert_eq!(rc, 0, "the new IOAS is {}", alloc.out_ioas_id);
+//! ```
+//!
+//! Items written by hand (the ioctl numbers, [`UAPI_VERSION`]) are documented; the generated
+//! ones carry the header's own comments where it has them.
 #![no_std]
+#![deny(missing_docs)]
 #![allow(
     non_camel_case_types,
     non_upper_case_globals,
@@ -28,7 +45,13 @@
 #[cfg(test)]
 extern crate std;
 
-#[allow(missing_docs, rustdoc::all, unsafe_op_in_unsafe_fn, unnecessary_transmutes)]
+#[allow(
+    unknown_lints,
+    missing_docs,
+    rustdoc::all,
+    unsafe_op_in_unsafe_fn,
+    unnecessary_transmutes
+)]
 mod bindings;
 mod ioctls;
 mod version;

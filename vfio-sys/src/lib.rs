@@ -15,7 +15,24 @@
 //! Plain-data structs derive the `zerocopy` traits (`FromBytes`, `IntoBytes`,
 //! `Immutable`, `KnownLayout`); unions and structs containing a union do not derive
 //! `IntoBytes`. The crate is `no_std`.
+//!
+//! ```no_run
+//! use vfio_sys::{VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_GET_INFO, vfio_device_info};
+//!
+//! unsafe extern "C" {
+//!     fn ioctl(fd: i32, request: u64, ...) -> i32;
+//! }
+//! # let device_fd = 3;
+//! let mut info = vfio_device_info { argsz: size_of::<vfio_device_info>() as u32, ..Default::default() };
+//! // SAFETY: VFIO_DEVICE_GET_INFO writes at most `argsz` bytes into `info`.
+//! let rc = unsafe { ioctl(device_fd, VFIO_DEVICE_GET_INFO.into(), &mut info) };
+//! assert!(rc == 0 && info.flags & VFIO_DEVICE_FLAGS_PCI != 0);
+//! ```
+//!
+//! Items written by hand (the ioctl numbers, [`UAPI_VERSION`]) are documented; the generated
+//! ones carry the header's own comments where it has them.
 #![no_std]
+#![deny(missing_docs)]
 #![allow(
     non_camel_case_types,
     non_upper_case_globals,
@@ -27,7 +44,13 @@
 #[cfg(test)]
 extern crate std;
 
-#[allow(missing_docs, rustdoc::all, unsafe_op_in_unsafe_fn, unnecessary_transmutes)]
+#[allow(
+    unknown_lints,
+    missing_docs,
+    rustdoc::all,
+    unsafe_op_in_unsafe_fn,
+    unnecessary_transmutes
+)]
 mod bindings;
 mod ioctls;
 mod version;

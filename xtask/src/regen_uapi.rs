@@ -306,6 +306,15 @@ fn generate(t: &Target, include: &Path, version: &str) -> crate::Result<Vec<(&'s
         let _ = writeln!(ioctl_rs, "/// `{name}` ioctl request number.");
         let _ = writeln!(ioctl_rs, "pub const {name}: u32 = {value:#x};");
     }
+    let _ = writeln!(
+        ioctl_rs,
+        "\n/// Every request number above with its name (for logs and error messages).\n\
+         pub const IOCTL_NAMES: &[(u32, &str)] = &["
+    );
+    for (name, _) in &ioctls {
+        let _ = writeln!(ioctl_rs, "    ({name}, \"{name}\"),");
+    }
+    let _ = writeln!(ioctl_rs, "];");
 
     let version_rs = format!(
         "{banner}/// Version of the Linux uapi headers these bindings were generated from.\n\
