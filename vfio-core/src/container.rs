@@ -2,7 +2,7 @@
 //! is mapped in. `vfio-group` implements it with a `/dev/vfio/vfio` container, `vfio-cdev` with an
 //! IOAS in an iommufd.
 
-use crate::{Device, DmaAccess, Mode, PciAddress, Result};
+use crate::{Device, DmaAccess, HotResetInfo, Mode, PciAddress, Result};
 
 /// An inclusive range of IOVAs the container accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,4 +43,13 @@ pub trait Container: Send + Sync {
 
     /// Removes the mappings in `[iova, iova + size)`; returns how many bytes were unmapped.
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64>;
+
+    /// PCI hot reset (secondary bus or slot reset) of `device`, which also resets every device
+    /// [`Device::hot_reset_info`] lists. The kernel demands proof that the caller owns all of them:
+    /// in group mode the fds of their groups, which must all be in this container; in cdev mode
+    /// every one must be bound to this container's iommufd. Both are checked first, and a device
+    /// this container does not own is named in an InvalidArgument error before any reset is tried.
+    /// Returns what was reset. Errors: ENODEV when no bus or slot reset reaches the device (a
+    /// root-bus device); the kernel's errno otherwise.
+    fn hot_reset(&self, device: &Device) -> Result<HotResetInfo>;
 }

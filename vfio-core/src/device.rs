@@ -205,8 +205,9 @@ impl Device {
     /// region's end is refused before the kernel is asked; a short read is an error.
     pub fn read_region(&self, region: &RegionInfo, offset: u64, buf: &mut [u8]) -> Result<()> {
         let pos = region.file_offset("read region", self.name(), offset, buf.len())?;
-        let n = rustix::io::pread(self.as_fd(), &mut *buf, pos)
-            .map_err(|e| Error::kernel("pread region", self.region_target(region, offset), e))?;
+        let res = rustix::io::pread(self.as_fd(), &mut *buf, pos);
+        log::debug!(target: "vfio", "pread({}, {} bytes at {pos:#x}) = {res:?}", self.name(), buf.len());
+        let n = res.map_err(|e| Error::kernel("pread region", self.region_target(region, offset), e))?;
         if n != buf.len() {
             return Err(Error::malformed(
                 "pread region",
@@ -220,8 +221,9 @@ impl Device {
     /// Writes `buf` at `offset` inside a region with `pwrite(2)`; bounds checked as for reads.
     pub fn write_region(&self, region: &RegionInfo, offset: u64, buf: &[u8]) -> Result<()> {
         let pos = region.file_offset("write region", self.name(), offset, buf.len())?;
-        let n = rustix::io::pwrite(self.as_fd(), buf, pos)
-            .map_err(|e| Error::kernel("pwrite region", self.region_target(region, offset), e))?;
+        let res = rustix::io::pwrite(self.as_fd(), buf, pos);
+        log::debug!(target: "vfio", "pwrite({}, {} bytes at {pos:#x}) = {res:?}", self.name(), buf.len());
+        let n = res.map_err(|e| Error::kernel("pwrite region", self.region_target(region, offset), e))?;
         if n != buf.len() {
             return Err(Error::malformed(
                 "pwrite region",

@@ -1,6 +1,6 @@
 //! `eventfd(2)`: how VFIO delivers each interrupt vector to user space.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
@@ -19,12 +19,27 @@ impl AsFd for EventFd {
     }
 }
 
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl EventFd {
     /// `eventfd(0, EFD_CLOEXEC)`.
     pub fn new() -> Result<Self> {
-        let fd =
-            rustix::event::eventfd(0, EventfdFlags::CLOEXEC).map_err(|e| Error::kernel("eventfd", "eventfd", e))?;
+        let res = rustix::event::eventfd(0, EventfdFlags::CLOEXEC);
+        log::debug!(target: "vfio", "eventfd(0, EFD_CLOEXEC) = {res:?}");
+        let fd = res.map_err(|e| Error::kernel("eventfd", "eventfd", e))?;
         Ok(EventFd { fd })
+    }
+
+    /// Adopts an eventfd opened elsewhere: typically an interrupt's eventfd received from the
+    /// process that enabled the vector ([`crate::recv_fds`]), so a secondary process waits on the
+    /// same interrupts without a `VFIO_DEVICE_SET_IRQS` of its own. Nothing checks that `fd` is
+    /// an eventfd: on anything else, reads and waits fail with the kernel's errno.
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        EventFd { fd }
     }
 
     /// Waits up to `timeout` for the counter to become non-zero and returns (and clears) it;
@@ -64,10 +79,20 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "an eventfd and poll(2), which Miri cannot run")]
     fn signal_then_wait() {
         let e = EventFd::new().unwrap();
         assert_eq!(e.wait_timeout(Duration::from_millis(1)).unwrap(), None);
         e.signal(2).unwrap();
         assert_eq!(e.wait_timeout(Duration::from_secs(1)).unwrap(), Some(2));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "an eventfd and poll(2), which Miri cannot run")]
+    fn adopted_fd_sees_the_same_counter() {
+        let e = EventFd::new().unwrap();
+        let other = EventFd::from_fd(e.as_fd().try_clone_to_owned().unwrap());
+        e.signal(3).unwrap();
+        assert_eq!(other.wait_timeout(Duration::from_secs(1)).unwrap(), Some(3));
     }
 }

@@ -125,6 +125,14 @@ pub fn recv_fds(socket: BorrowedFd<'_>) -> Result<Vec<SharedFd>> {
     }
     let data = &payload[..msg.bytes];
     let count = *data.first().ok_or_else(|| bad("empty message (peer closed?)".into()))? as usize;
+    if count == 0 && fds.is_empty() {
+        let reason = String::from_utf8_lossy(&data[1..]);
+        return Err(Error::invalid(
+            "fd request",
+            "primary process",
+            format!("refused: {reason}"),
+        ));
+    }
     if count != fds.len() {
         return Err(bad(format!("{count} tags but {} fds", fds.len())));
     }
@@ -195,6 +203,16 @@ pub fn recv_request(socket: BorrowedFd<'_>) -> Result<Option<FdRequest>> {
     Ok(Some(FdRequest { kind, name }))
 }
 
+/// Server side: answers a request that cannot be served, so the client's [`request`] (or
+/// [`recv_fds`]) returns [`Error::InvalidArgument`] carrying `reason` instead of waiting forever.
+pub fn send_refusal(socket: BorrowedFd<'_>, reason: &str) -> Result<()> {
+    let mut msg = vec![0u8];
+    msg.extend(reason.as_bytes().iter().take(MAX_PAYLOAD - 1));
+    rustix::net::send(socket, &msg, SendFlags::NOSIGNAL)
+        .map_err(|e| Error::kernel("send refusal", "unix socket", e))?;
+    Ok(())
+}
+
 /// Client side: asks for an object and waits for the primary's answer (its fds, tagged).
 pub fn request(socket: BorrowedFd<'_>, req: &FdRequest) -> Result<Vec<SharedFd>> {
     send_request(socket, req)?;
@@ -208,6 +226,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     #[test]
+    #[cfg_attr(miri, ignore = "sendmsg/recvmsg with SCM_RIGHTS, which Miri cannot run")]
     fn passes_tagged_fds_cloexec() {
         let (a, b) =
             rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
@@ -236,6 +255,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "sendmsg/recvmsg with SCM_RIGHTS, which Miri cannot run")]
     fn request_round_trip() {
         let (a, b) =
             rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
@@ -245,6 +265,9 @@ mod tests {
         };
         send_request(a.as_fd(), &req).unwrap();
         assert_eq!(recv_request(b.as_fd()).unwrap(), Some(req));
+        send_refusal(b.as_fd(), "no such device").unwrap();
+        let err = recv_fds(a.as_fd()).unwrap_err();
+        assert!(err.to_string().contains("refused: no such device"), "{err}");
         drop(a);
         assert_eq!(recv_request(b.as_fd()).unwrap(), None);
     }

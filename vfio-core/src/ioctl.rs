@@ -4,9 +4,12 @@
 //! uses (a pointer to a `#[repr(C)]` struct, or a plain integer) and keep the ioctl's return value,
 //! which VFIO uses for file descriptors (`VFIO_GROUP_GET_DEVICE_FD`) and booleans
 //! (`VFIO_CHECK_EXTENSION`).
+//!
+//! Every call is logged at debug level (target `vfio`) through the `log` facade: request name,
+//! fd and result. Nothing is printed unless the program installs a logger.
 
 use std::ffi::c_void;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use rustix::ioctl::{Ioctl, IoctlOutput, Opcode};
 
@@ -51,7 +54,9 @@ pub unsafe fn with_mut<T>(fd: BorrowedFd<'_>, request: u32, arg: &mut T) -> Resu
         arg: (arg as *mut T).cast(),
     };
     // SAFETY: forwarded to the caller's contract.
-    unsafe { rustix::ioctl::ioctl(fd, call) }
+    let res = unsafe { rustix::ioctl::ioctl(fd, call) };
+    log::debug!(target: "vfio", "ioctl {}(fd {}, struct) = {res:?}", request_name(request), fd.as_raw_fd());
+    res
 }
 
 /// Issues `ioctl(fd, request, arg)` where `arg` is a plain integer (an fd, an IOMMU type, ...).
@@ -64,7 +69,18 @@ pub unsafe fn with_int(fd: BorrowedFd<'_>, request: u32, arg: usize) -> Result<i
         arg: arg as *mut c_void,
     };
     // SAFETY: forwarded to the caller's contract; the kernel does not dereference the integer.
-    unsafe { rustix::ioctl::ioctl(fd, call) }
+    let res = unsafe { rustix::ioctl::ioctl(fd, call) };
+    log::debug!(target: "vfio", "ioctl {}(fd {}, {arg:#x}) = {res:?}", request_name(request), fd.as_raw_fd());
+    res
+}
+
+/// The uapi name of a VFIO or iommufd request number (`"?"` for others).
+pub fn request_name(request: u32) -> &'static str {
+    vfio_sys::IOCTL_NAMES
+        .iter()
+        .chain(iommufd_sys::IOCTL_NAMES)
+        .find(|(n, _)| *n == request)
+        .map_or("?", |(_, name)| name)
 }
 
 /// The `argsz`/`size` value of a fixed-size uapi struct.
@@ -99,4 +115,51 @@ pub unsafe fn with_argsz(fd: BorrowedFd<'_>, request: u32, prefill: &[u8]) -> Re
         argsz = wanted;
     }
     Err(Errno::OVERFLOW)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Capture;
+    impl log::Log for Capture {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.target() == "vfio"
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                LINES.lock().unwrap().push(r.args().to_string());
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // calls eventfd(2) and ioctl(2)
+    fn names_requests_and_logs_kernel_calls() {
+        assert_eq!(request_name(vfio_sys::VFIO_GET_API_VERSION), "VFIO_GET_API_VERSION");
+        assert_eq!(request_name(iommufd_sys::IOMMU_IOAS_MAP), "IOMMU_IOAS_MAP");
+        assert_eq!(request_name(0), "?");
+        log::set_logger(&Capture).unwrap();
+        log::set_max_level(log::LevelFilter::Debug);
+        let e = crate::EventFd::new().unwrap();
+        // An ioctl the eventfd does not know: logged with its name and the errno.
+        // SAFETY: VFIO_GET_API_VERSION takes no argument; on an eventfd it fails with ENOTTY.
+        let r = unsafe { with_int(std::os::fd::AsFd::as_fd(&e), vfio_sys::VFIO_GET_API_VERSION, 0) };
+        assert_eq!(r, Err(Errno::NOTTY));
+        let lines = LINES.lock().unwrap();
+        assert!(
+            lines.iter().any(|l| l.starts_with("eventfd(0, EFD_CLOEXEC) = Ok")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("ioctl VFIO_GET_API_VERSION(fd ") && l.contains("Err")),
+            "{lines:?}"
+        );
+    }
 }

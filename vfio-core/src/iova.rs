@@ -14,13 +14,25 @@ pub struct IovaAllocator {
 
 impl IovaAllocator {
     /// An allocator over `ranges` (as [`crate::Container::iova_ranges`] reports them), skipping
-    /// IOVA 0 so that a zero address never reaches a device.
+    /// IOVA 0 so that a zero address never reaches a device. The ranges may come in any order
+    /// and may overlap (they come from the kernel): they are merged first.
     pub fn new(ranges: &[IovaRange]) -> Self {
+        let mut sorted: Vec<(u64, u64)> = ranges
+            .iter()
+            .map(|r| (r.start.max(1), r.last))
+            .filter(|(start, last)| start <= last)
+            .collect();
+        sorted.sort_unstable();
         let mut a = IovaAllocator { free: BTreeMap::new() };
-        for r in ranges {
-            let start = r.start.max(1);
-            if start <= r.last {
-                a.insert_free(start, r.last);
+        for (start, last) in sorted {
+            // Sorted by start: a range overlapping or adjacent to one already in extends it.
+            match a.free.last_key_value().map(|(&s, &l)| (s, l)) {
+                Some((s, l)) if start <= l.saturating_add(1) => {
+                    a.free.insert(s, l.max(last));
+                }
+                _ => {
+                    a.free.insert(start, last);
+                }
             }
         }
         a
@@ -43,10 +55,10 @@ impl IovaAllocator {
             (end <= last).then_some((start, last, base, end))
         });
         let (start, last, base, end) = found.ok_or_else(|| {
-            Error::unsupported(
-                "IOVA allocation",
+            Error::invalid(
+                "allocate IOVA",
                 "IOVA allocator",
-                format!("no free range fits {size:#x} bytes aligned to {align:#x}"),
+                format!("exhausted: no free range fits {size:#x} bytes aligned to {align:#x}"),
             )
         })?;
         self.free.remove(&start);
@@ -189,14 +201,49 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_ranges_never_give_an_iova_twice() {
+        // Found by the iommu_info fuzz target: overlapping ranges from the kernel used to become
+        // overlapping free ranges, and the same IOVA was handed out twice.
+        let mut a = IovaAllocator::new(&[
+            IovaRange {
+                start: 0x20_0000,
+                last: 0x3f_ffff,
+            },
+            IovaRange {
+                start: 0x1000,
+                last: 0x1_0000_1fff_ffff,
+            },
+            IovaRange { start: 0, last: 0xfff },
+        ]);
+        assert_eq!(a.free_bytes(), 0x1_0000_1fff_ffff);
+        let x = a.alloc(0x20_0000, 0x20_0000).unwrap();
+        let y = a.alloc(0x20_0000, 0x20_0000).unwrap();
+        assert!(x + 0x20_0000 <= y, "{x:#x} and {y:#x} overlap");
+        let full = IovaAllocator::new(&[
+            IovaRange {
+                start: 0,
+                last: u64::MAX,
+            },
+            IovaRange { start: 5, last: 9 },
+        ]);
+        assert_eq!(full.free_bytes(), u64::MAX);
+    }
+
+    /// A pointer that is only an address (the cache never dereferences), without an
+    /// integer-to-pointer cast that Miri's provenance checks would flag.
+    fn addr(a: usize) -> *const u8 {
+        std::ptr::without_provenance(a)
+    }
+
+    #[test]
     fn translates_inside_mappings_only() {
         let mut c = IovaCache::new();
-        c.insert(0x10_0000 as *const u8, 0x2000, 0x8000);
-        assert_eq!(c.translate(0x10_0010 as *const u8, 16), Some(0x8010));
-        assert_eq!(c.translate(0x10_1ff0 as *const u8, 16), Some(0x9ff0));
-        assert_eq!(c.translate(0x10_1ff0 as *const u8, 17), None);
-        assert_eq!(c.translate(0xf_fff0 as *const u8, 1), None);
-        assert_eq!(c.remove(0x10_0000 as *const u8), Some(0x8000));
-        assert_eq!(c.translate(0x10_0010 as *const u8, 1), None);
+        c.insert(addr(0x10_0000), 0x2000, 0x8000);
+        assert_eq!(c.translate(addr(0x10_0010), 16), Some(0x8010));
+        assert_eq!(c.translate(addr(0x10_1ff0), 16), Some(0x9ff0));
+        assert_eq!(c.translate(addr(0x10_1ff0), 17), None);
+        assert_eq!(c.translate(addr(0xf_fff0), 1), None);
+        assert_eq!(c.remove(addr(0x10_0000)), Some(0x8000));
+        assert_eq!(c.translate(addr(0x10_0010), 1), None);
     }
 }

@@ -27,9 +27,12 @@ pub mod caps;
 pub mod container;
 pub mod device;
 pub mod dma;
+pub mod dma_owned;
 pub mod dma_pool;
 pub mod error;
 pub mod eventfd;
+#[cfg(feature = "tokio")]
+pub mod eventfd_async;
 pub mod fdpass;
 pub mod hot_reset;
 pub mod ioctl;
@@ -45,10 +48,13 @@ pub mod sysfs;
 pub use container::{Container, IovaRange};
 pub use device::{Device, DeviceFlags, DeviceInfo, FeatureAccess, Owner};
 pub use dma::{Backing, DmaAccess, DmaBuffer, DmaMapping, page_size};
+pub use dma_owned::{OwnedDmaMapping, SharedContainer};
 pub use dma_pool::{DmaHandle, DmaPool};
 pub use error::{Errno, Error, Result};
 pub use eventfd::EventFd;
-pub use fdpass::{FdKind, FdRequest, SharedFd, recv_fds, recv_request, request, send_fds, send_request};
+#[cfg(feature = "tokio")]
+pub use eventfd_async::AsyncEventFd;
+pub use fdpass::{FdKind, FdRequest, SharedFd, recv_fds, recv_request, request, send_fds, send_refusal, send_request};
 pub use hot_reset::{DependentDevice, HotResetInfo};
 pub use iova::{IovaAllocator, IovaCache};
 pub use irq::{IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet};

@@ -88,6 +88,17 @@ fn detect_in(sysfs: &Sysfs, iommu_class: &Path) -> Modes {
     }
 }
 
+impl Modes {
+    /// Whether `mode` is among the modes offered.
+    pub fn offers(&self, mode: Mode) -> bool {
+        match mode {
+            Mode::Group => self.group,
+            Mode::NoIommu => self.noiommu,
+            Mode::Cdev => self.cdev,
+        }
+    }
+}
+
 /// The mode to use: the one named by `VFIO_RS_MODE` if set, else cdev, group, then no-IOMMU,
 /// whichever the kernel offers first. Errors: Unsupported when the forced mode or every mode is
 /// unavailable.
@@ -95,12 +106,7 @@ pub fn preferred() -> Result<Mode> {
     let modes = detect();
     if let Ok(forced) = std::env::var(MODE_ENV) {
         let m: Mode = forced.parse()?;
-        let ok = match m {
-            Mode::Group => modes.group,
-            Mode::NoIommu => modes.noiommu,
-            Mode::Cdev => modes.cdev,
-        };
-        return if ok {
+        return if modes.offers(m) {
             Ok(m)
         } else {
             Err(Error::unsupported(
@@ -171,6 +177,7 @@ mod tests {
                 cdev: true
             }
         );
+        assert!(m.offers(Mode::Cdev) && m.offers(Mode::NoIommu) && !m.offers(Mode::Group));
         std::fs::write(dev.join("vfio/3"), "").unwrap();
         assert!(detect_in(&sysfs, &root.join("class/iommu")).group);
         std::fs::remove_dir_all(&root).unwrap();

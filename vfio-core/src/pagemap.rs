@@ -109,6 +109,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "real memory and /proc/self/pagemap, which mean nothing under Miri")]
     fn one_page_has_a_physical_address_or_says_why_not() {
         let buf = DmaBuffer::new(page_size()).unwrap();
         buf.fill(1);
@@ -137,6 +138,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "real memory and /proc/self/pagemap, which mean nothing under Miri")]
     fn unmapped_memory_is_not_resident() {
         // Page 0 is never mapped in a normal process.
         let e = physical_address(0).unwrap_err();
@@ -144,6 +146,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "real memory and /proc/self/pagemap, which mean nothing under Miri")]
     fn multi_page_range_is_contiguous_or_unsupported() {
         if !has_sys_admin() {
             return;

@@ -93,6 +93,15 @@ impl RegionInfo {
         } else {
             0
         };
+        let size = caps::u64_at(reply, 16, OP, target)?;
+        let offset = caps::u64_at(reply, 24, OP, target)?;
+        if offset.checked_add(size).is_none() {
+            return Err(Error::malformed(
+                OP,
+                target,
+                format!("region of {size:#x} bytes at {offset:#x} runs past the device fd's last offset"),
+            ));
+        }
         let mut out = Vec::new();
         for cap in caps::parse(reply, fixed, first, OP, target)? {
             out.push(match cap.id as u32 {
@@ -100,9 +109,21 @@ impl RegionInfo {
                     let n = caps::u32_at(cap.bytes, 8, OP, target)? as usize;
                     let mut areas = Vec::with_capacity(n.min(64));
                     for i in 0..n {
-                        let offset = caps::u64_at(cap.bytes, 16 + 16 * i, OP, target)?;
-                        let size = caps::u64_at(cap.bytes, 24 + 16 * i, OP, target)?;
-                        areas.push(SparseArea { offset, size });
+                        let area = caps::u64_at(cap.bytes, 16 + 16 * i, OP, target)?;
+                        let len = caps::u64_at(cap.bytes, 24 + 16 * i, OP, target)?;
+                        if area.checked_add(len).is_none_or(|end| end > size) {
+                            return Err(Error::malformed(
+                                OP,
+                                target,
+                                format!(
+                                    "sparse mmap area {i} ({area:#x}+{len:#x}) is outside the region of {size:#x} bytes"
+                                ),
+                            ));
+                        }
+                        areas.push(SparseArea {
+                            offset: area,
+                            size: len,
+                        });
                     }
                     RegionCap::SparseMmap(areas)
                 }
@@ -121,8 +142,8 @@ impl RegionInfo {
         Ok(RegionInfo {
             index: caps::u32_at(reply, 8, OP, target)?,
             flags,
-            size: caps::u64_at(reply, 16, OP, target)?,
-            offset: caps::u64_at(reply, 24, OP, target)?,
+            size,
+            offset,
             caps: out,
         })
     }
@@ -151,9 +172,10 @@ impl RegionInfo {
 
     /// Checks `[offset, offset + len)` lies inside the region; returns the device-fd offset.
     pub(crate) fn file_offset(&self, op: &'static str, dev: &str, offset: u64, len: usize) -> Result<u64> {
+        // Checked twice: `self` may have been built by hand, not by `parse`.
         let end = offset.checked_add(len as u64);
-        match end {
-            Some(end) if end <= self.size => Ok(self.offset + offset),
+        match (end, self.offset.checked_add(offset)) {
+            (Some(end), Some(pos)) if end <= self.size => Ok(pos),
             _ => Err(Error::invalid(
                 op,
                 format!("{dev} region {}", self.index),
@@ -233,6 +255,7 @@ impl MappedRegion {
                 e,
             )
         })?;
+        log::debug!(target: "vfio", "mmap({} offset {offset:#x}, {len:#x} bytes) = {ptr:p}", target());
         let ptr = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| Error::malformed("mmap region", target(), "mmap returned NULL"))?;
         Ok(MappedRegion {
@@ -270,30 +293,119 @@ impl MappedRegion {
         self.ptr.as_ptr()
     }
 
+    /// The address of a `T` at `offset`, after the bounds and alignment checks. Inlined, so a
+    /// constant offset leaves one comparison against the mapping's length on the fast path; the
+    /// error is built out of line.
+    #[inline]
     fn check<T>(&self, offset: usize) -> Result<*mut T> {
         let size = std::mem::size_of::<T>();
-        if offset.checked_add(size).is_none_or(|end| end > self.len) {
-            return Err(Error::invalid(
-                "MMIO access",
-                format!("{} region {}", self.device.name(), self.region),
-                format!(
-                    "{size}-byte access at {offset:#x} is past the end of the {:#x}-byte mapping",
-                    self.len
-                ),
-            ));
-        }
-        if offset % size != 0 {
-            return Err(Error::invalid(
-                "MMIO access",
-                format!("{} region {}", self.device.name(), self.region),
-                format!("{size}-byte access at {offset:#x} is not {size}-byte aligned"),
-            ));
+        if offset.checked_add(size).is_none_or(|end| end > self.len) || offset % size != 0 {
+            return Err(self.access_error(offset, size));
         }
         // SAFETY: offset + size <= len, so the result stays inside the mapping.
         Ok(unsafe { self.ptr.as_ptr().add(offset) }.cast())
     }
 
+    /// Copies `out.len()` bytes at `offset` out of the mapping with volatile loads, each the
+    /// widest naturally aligned access (8, 4, 2 or 1 bytes) that fits: what MMIO registers and
+    /// device memory expect, never a byte-wise `memcpy` the compiler may reshape.
+    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.check_range(offset, out.len())?;
+        let mut done = 0;
+        while done < out.len() {
+            let at = offset + done;
+            let n = Self::chunk(at, out.len() - done);
+            // SAFETY: at + n <= len (checked above), aligned to n by `chunk`.
+            let p = unsafe { self.ptr.as_ptr().add(at) };
+            // SAFETY: p is inside the mapping and n-aligned; only volatile loads touch it.
+            let v = unsafe {
+                match n {
+                    8 => p.cast::<u64>().read_volatile().to_ne_bytes().to_vec(),
+                    4 => p.cast::<u32>().read_volatile().to_ne_bytes().to_vec(),
+                    2 => p.cast::<u16>().read_volatile().to_ne_bytes().to_vec(),
+                    _ => vec![p.read_volatile()],
+                }
+            };
+            out[done..done + n].copy_from_slice(&v);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the mapping at `offset` with volatile stores, widest aligned first
+    /// (see [`MappedRegion::read_bytes`]).
+    pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len())?;
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done;
+            let n = Self::chunk(at, data.len() - done);
+            let b = &data[done..done + n];
+            // SAFETY: at + n <= len (checked above), aligned to n by `chunk`.
+            let p = unsafe { self.ptr.as_ptr().add(at) };
+            // SAFETY: p is inside the mapping and n-aligned; only volatile stores touch it.
+            unsafe {
+                match n {
+                    8 => p
+                        .cast::<u64>()
+                        .write_volatile(u64::from_ne_bytes(b.try_into().unwrap_or_default())),
+                    4 => p
+                        .cast::<u32>()
+                        .write_volatile(u32::from_ne_bytes(b.try_into().unwrap_or_default())),
+                    2 => p
+                        .cast::<u16>()
+                        .write_volatile(u16::from_ne_bytes(b.try_into().unwrap_or_default())),
+                    _ => p.write_volatile(b[0]),
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The widest access (8, 4, 2, 1) aligned at `at` that fits in `left` bytes.
+    fn chunk(at: usize, left: usize) -> usize {
+        [8, 4, 2, 1]
+            .into_iter()
+            .find(|&n| at % n == 0 && n <= left)
+            .unwrap_or(1)
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::invalid(
+                "MMIO copy",
+                format!("{} region {}", self.device.name(), self.region),
+                format!("{len} bytes at {offset:#x} exceed the {:#x}-byte mapping", self.len),
+            ));
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn access_error(&self, offset: usize, size: usize) -> Error {
+        let target = format!("{} region {}", self.device.name(), self.region);
+        if offset.checked_add(size).is_none_or(|end| end > self.len) {
+            Error::invalid(
+                "MMIO access",
+                target,
+                format!(
+                    "{size}-byte access at {offset:#x} is past the end of the {:#x}-byte mapping",
+                    self.len
+                ),
+            )
+        } else {
+            Error::invalid(
+                "MMIO access",
+                target,
+                format!("{size}-byte access at {offset:#x} is not {size}-byte aligned"),
+            )
+        }
+    }
+
     /// Volatile 8-bit read at `offset`.
+    #[inline]
     pub fn read8(&self, offset: usize) -> Result<u8> {
         let p = self.check::<u8>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
@@ -301,6 +413,7 @@ impl MappedRegion {
     }
 
     /// Volatile 16-bit read at `offset` (2-byte aligned).
+    #[inline]
     pub fn read16(&self, offset: usize) -> Result<u16> {
         let p = self.check::<u16>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
@@ -308,6 +421,7 @@ impl MappedRegion {
     }
 
     /// Volatile 32-bit read at `offset` (4-byte aligned).
+    #[inline]
     pub fn read32(&self, offset: usize) -> Result<u32> {
         let p = self.check::<u32>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
@@ -315,6 +429,7 @@ impl MappedRegion {
     }
 
     /// Volatile 64-bit read at `offset` (8-byte aligned).
+    #[inline]
     pub fn read64(&self, offset: usize) -> Result<u64> {
         let p = self.check::<u64>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
@@ -322,6 +437,7 @@ impl MappedRegion {
     }
 
     /// Volatile 8-bit write at `offset`.
+    #[inline]
     pub fn write8(&self, offset: usize, value: u8) -> Result<()> {
         let p = self.check::<u8>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
@@ -330,6 +446,7 @@ impl MappedRegion {
     }
 
     /// Volatile 16-bit write at `offset` (2-byte aligned).
+    #[inline]
     pub fn write16(&self, offset: usize, value: u16) -> Result<()> {
         let p = self.check::<u16>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
@@ -338,6 +455,7 @@ impl MappedRegion {
     }
 
     /// Volatile 32-bit write at `offset` (4-byte aligned).
+    #[inline]
     pub fn write32(&self, offset: usize, value: u32) -> Result<()> {
         let p = self.check::<u32>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
@@ -346,6 +464,7 @@ impl MappedRegion {
     }
 
     /// Volatile 64-bit write at `offset` (8-byte aligned).
+    #[inline]
     pub fn write64(&self, offset: usize, value: u64) -> Result<()> {
         let p = self.check::<u64>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
@@ -357,7 +476,8 @@ impl MappedRegion {
 impl Drop for MappedRegion {
     fn drop(&mut self) {
         // SAFETY: ptr/len are exactly the mapping made in `new`, and no reference into it exists.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        let res = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        log::debug!(target: "vfio", "munmap({} region {}, {:#x} bytes) = {res:?}", self.device.name(), self.region, self.len);
     }
 }
 
@@ -438,6 +558,38 @@ mod tests {
         let e = RegionInfo::parse(&reply(flags, &caps), "dev").unwrap_err();
         assert!(matches!(e, Error::Malformed { .. }), "{e}");
         assert!(RegionInfo::parse(&[0u8; 8], "dev").is_err());
+    }
+
+    #[test]
+    fn region_past_the_last_fd_offset_is_malformed() {
+        // Found by the region_caps fuzz target: such a region made `file_offset` overflow.
+        let mut r = reply(sys::VFIO_REGION_INFO_FLAG_READ, &[]);
+        r[24..32].copy_from_slice(&0x1000_0000_0000u64.to_ne_bytes());
+        r[16..24].copy_from_slice(&(u64::MAX - 0xfff).to_ne_bytes());
+        let e = RegionInfo::parse(&r, "dev").unwrap_err();
+        assert!(matches!(e, Error::Malformed { .. }), "{e}");
+        let hand_made = RegionInfo {
+            index: 0,
+            flags: RegionFlags::READ,
+            size: 0x100,
+            offset: u64::MAX - 0x10,
+            caps: vec![],
+        };
+        assert!(hand_made.file_offset("t", "dev", 0x20, 4).is_err());
+    }
+
+    #[test]
+    fn sparse_area_outside_the_region_is_malformed() {
+        // Found by the region_caps fuzz target: such an area was only refused at mmap time.
+        for (o, s) in [(0x3000u64, 0x2000u64), (u64::MAX, 2)] {
+            let mut body = 1u32.to_ne_bytes().to_vec();
+            body.extend(0u32.to_ne_bytes());
+            body.extend(o.to_ne_bytes());
+            body.extend(s.to_ne_bytes());
+            let flags = sys::VFIO_REGION_INFO_FLAG_MMAP | sys::VFIO_REGION_INFO_FLAG_CAPS;
+            let e = RegionInfo::parse(&reply(flags, &cap(1, 0, &body)), "dev").unwrap_err();
+            assert!(e.to_string().contains("outside the region of 0x4000 bytes"), "{e}");
+        }
     }
 
     #[test]

@@ -64,11 +64,18 @@ impl Sysfs {
         }
     }
 
-    /// The IOMMU group number of a device (the target of its `iommu_group` link).
+    /// The IOMMU group number of a device (the target of its `iommu_group` link). One readlink
+    /// when all is well; only when it fails is the device directory looked at, so that the
+    /// error says whether the device or its group is missing.
     pub fn iommu_group(&self, addr: &PciAddress) -> Result<u32> {
-        let dir = self.require_device(addr)?;
-        let link = dir.join("iommu_group");
-        let target = fs::read_link(&link).map_err(|e| Error::path("read IOMMU group link", &link, e))?;
+        let link = self.pci_device_dir(addr).join("iommu_group");
+        let target = match fs::read_link(&link) {
+            Ok(t) => t,
+            Err(e) => {
+                self.require_device(addr)?;
+                return Err(Error::path("read IOMMU group link", &link, e));
+            }
+        };
         let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         name.parse().map_err(|_| {
             Error::malformed(
@@ -79,14 +86,29 @@ impl Sysfs {
         })
     }
 
-    /// The driver the device is bound to now, or `None`.
+    /// The driver the device is bound to now, or `None`. One readlink when the device has a
+    /// driver (the device directory is checked only when it has none).
     pub fn driver(&self, addr: &PciAddress) -> Result<Option<String>> {
-        let dir = self.require_device(addr)?;
-        let link = dir.join("driver");
+        let link = self.pci_device_dir(addr).join("driver");
         match fs::read_link(&link) {
             Ok(t) => Ok(t.file_name().map(|n| n.to_string_lossy().into_owned())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.require_device(addr)?;
+                Ok(None)
+            }
             Err(e) => Err(Error::path("read driver link", link, e)),
+        }
+    }
+
+    /// For an open that already failed: a clearer error when the cause is the device's driver
+    /// (missing, or not a VFIO one), else `None` and the original error stands. Drivers whose
+    /// name contains `vfio` (vfio-pci and the variant drivers such as mlx5_vfio_pci) pass: the
+    /// open path does not check the driver up front, so variant drivers work.
+    pub fn explain_open_failure(&self, addr: &PciAddress) -> Option<Error> {
+        match self.driver(addr) {
+            Err(e) => Some(e),
+            Ok(Some(d)) if d.contains("vfio") => None,
+            Ok(_) => self.require_vfio_pci(addr).err(),
         }
     }
 
@@ -108,20 +130,51 @@ impl Sysfs {
     }
 
     /// The device's VFIO cdev from `<device>/vfio-dev/<name>/dev` (`major:minor`).
+    ///
+    /// Errors: Unsupported when the device is bound to vfio-pci but has no cdev, which means
+    /// the kernel lacks `CONFIG_VFIO_DEVICE_CDEV` (Linux >= 6.6): before 6.1 there is no
+    /// `vfio-dev` directory, from 6.1 its entry has no `dev` attribute. Otherwise a Path error
+    /// (most likely the device is not bound to vfio-pci). The device directory is checked only
+    /// when `vfio-dev` cannot be listed.
     pub fn vfio_cdev(&self, addr: &PciAddress) -> Result<CdevNode> {
-        let dir = self.require_device(addr)?.join("vfio-dev");
-        let entries = fs::read_dir(&dir).map_err(|e| {
-            Error::path(
-                "list vfio-dev (kernel without VFIO_DEVICE_CDEV, or device not bound to vfio-pci?)",
-                &dir,
-                e,
+        let dir = self.pci_device_dir(addr).join("vfio-dev");
+        let no_cdev = |what: String| {
+            Error::unsupported(
+                "cdev mode (VFIO device cdev)",
+                "this kernel",
+                format!(
+                    "{addr} is bound to vfio-pci but {what}: the kernel has no VFIO device cdev \
+                     (CONFIG_VFIO_DEVICE_CDEV, Linux >= 6.6); use group mode"
+                ),
             )
-        })?;
+        };
+        let on_vfio_pci = || self.driver(addr).ok().flatten().as_deref() == Some("vfio-pci");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && on_vfio_pci() => {
+                return Err(no_cdev(format!("{} does not exist", dir.display())));
+            }
+            Err(e) => {
+                self.require_device(addr)?;
+                return Err(Error::path(
+                    "list vfio-dev (kernel without VFIO_DEVICE_CDEV, or device not bound to vfio-pci?)",
+                    &dir,
+                    e,
+                ));
+            }
+        };
         if let Some(entry) = entries.into_iter().next() {
             let entry = entry.map_err(|e| Error::path("list", &dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let devfile = entry.path().join("dev");
-            let text = fs::read_to_string(&devfile).map_err(|e| Error::path("read", &devfile, e))?;
+            let text = match fs::read_to_string(&devfile) {
+                Ok(text) => text,
+                // Linux 6.1 to 6.5 list the VFIO device here without a character device.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(no_cdev(format!("{} does not exist", devfile.display())));
+                }
+                Err(e) => return Err(Error::path("read", &devfile, e)),
+            };
             let (major, minor) = parse_major_minor(text.trim())
                 .ok_or_else(|| Error::malformed("read", devfile.display(), format!("{text:?} is not major:minor")))?;
             let path = self.dev.join("vfio/devices").join(&name);
@@ -177,6 +230,18 @@ impl Sysfs {
         })
     }
 
+    /// Every PCI function the kernel knows (`/sys/bus/pci/devices`), sorted.
+    pub fn pci_devices(&self) -> Result<Vec<PciAddress>> {
+        let dir = self.root.join("bus/pci/devices");
+        let mut out: Vec<PciAddress> = fs::read_dir(&dir)
+            .map_err(|e| Error::path("list PCI devices", &dir, e))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// The PCI functions in IOMMU group `group` (`/sys/kernel/iommu_groups/<group>/devices`),
     /// sorted. Non-PCI members are left out.
     pub fn group_devices(&self, group: u32) -> Result<Vec<PciAddress>> {
@@ -195,7 +260,9 @@ impl Sysfs {
     }
 
     fn write_attr(&self, path: &Path, value: &str) -> Result<()> {
-        fs::write(path, value).map_err(|e| Error::path("write", path, e))
+        let res = fs::write(path, value);
+        log::debug!(target: "vfio", "write {value:?} to {} = {res:?}", path.display());
+        res.map_err(|e| Error::path("write", path, e))
     }
 
     /// Binds the function to vfio-pci through `driver_override`: unbinds it from its current
@@ -306,6 +373,26 @@ mod tests {
     }
 
     #[test]
+    fn kernel_without_vfio_cdev_is_unsupported() {
+        let (t, s) = fake();
+        let a: PciAddress = "00:03.0".parse().unwrap();
+        let dev = t.0.join("sys/bus/pci/devices/0000:00:03.0");
+        // Linux 6.1-6.5: the VFIO device is listed, without a character device.
+        fs::remove_file(dev.join("vfio-dev/vfio0/dev")).unwrap();
+        let e = s.vfio_cdev(&a).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+        assert!(e.to_string().contains("CONFIG_VFIO_DEVICE_CDEV"), "{e}");
+        // Older kernels: no vfio-dev directory at all.
+        fs::remove_dir_all(dev.join("vfio-dev")).unwrap();
+        let e = s.vfio_cdev(&a).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+        // Not on vfio-pci: that is the likelier reason, and not a kernel limitation.
+        fs::remove_file(dev.join("driver")).unwrap();
+        let e = s.vfio_cdev(&a).unwrap_err();
+        assert!(matches!(e, Error::Path { .. }), "{e}");
+    }
+
+    #[test]
     fn identity_and_group_members() {
         let (_t, s) = fake();
         let a: PciAddress = "00:03.0".parse().unwrap();
@@ -326,8 +413,26 @@ mod tests {
     fn missing_device_names_the_path() {
         let (_t, s) = fake();
         let a: PciAddress = "00:04.0".parse().unwrap();
+        for e in [
+            s.iommu_group(&a).unwrap_err(),
+            s.driver(&a).unwrap_err(),
+            s.vfio_cdev(&a).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("0000:00:04.0"), "{e}");
+            assert!(e.to_string().starts_with("find PCI device"), "{e}");
+            assert_eq!(e.errno(), Some(crate::Errno::NOENT));
+        }
+    }
+
+    #[test]
+    fn present_device_without_driver_group_or_cdev() {
+        let (t, s) = fake();
+        let a: PciAddress = "00:03.1".parse().unwrap();
+        fs::create_dir_all(t.0.join("sys/bus/pci/devices/0000:00:03.1")).unwrap();
+        assert_eq!(s.driver(&a).unwrap(), None);
         let e = s.iommu_group(&a).unwrap_err();
-        assert!(e.to_string().contains("0000:00:04.0"), "{e}");
-        assert_eq!(e.errno(), Some(crate::Errno::NOENT));
+        assert!(e.to_string().starts_with("read IOMMU group link"), "{e}");
+        let e = s.vfio_cdev(&a).unwrap_err();
+        assert!(e.to_string().starts_with("list vfio-dev"), "{e}");
     }
 }
