@@ -127,6 +127,45 @@ impl vfio_core::Container for Container {
         Ok(dev.into_device(Some(Arc::new(owner))))
     }
 
+    /// The zero-length form: the kernel checks every affected device is bound to this iommufd;
+    /// the ones that are not (id `VFIO_PCI_DEVID_NOT_OWNED`) are named in the error first.
+    fn hot_reset(&self, device: &vfio_core::Device) -> Result<vfio_core::HotResetInfo> {
+        let ours = device
+            .name()
+            .parse::<PciAddress>()
+            .is_ok_and(|a| self.assigned.lock().unwrap_or_else(|p| p.into_inner()).contains(&a));
+        if !ours {
+            return Err(Error::invalid(
+                "PCI hot reset",
+                device.name(),
+                "the device is not assigned to this container",
+            ));
+        }
+        let info = device.hot_reset_info()?;
+        if !info.all_owned {
+            let foreign: Vec<String> = info
+                .devices
+                .iter()
+                .filter(|d| d.id == u32::MAX)
+                .map(|d| d.address.to_string())
+                .collect();
+            return Err(Error::invalid(
+                "PCI hot reset",
+                device.name(),
+                format!(
+                    "it would also reset {}, not bound to this iommufd",
+                    if foreign.is_empty() {
+                        "devices".to_string()
+                    } else {
+                        foreign.join(", ")
+                    }
+                ),
+            ));
+        }
+        device.hot_reset(&[])?;
+        Ok(info)
+    }
+
     /// Maps at a fixed IOVA; in no-IOMMU mode returns the physical address, which must cover the
     /// whole range contiguously.
     unsafe fn map_dma_raw(&self, vaddr: *mut u8, size: u64, iova: u64, access: DmaAccess) -> Result<u64> {

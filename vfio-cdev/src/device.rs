@@ -26,11 +26,13 @@ impl AsFd for UnboundDevice {
 impl UnboundDevice {
     /// Opens the cdev of the PCI function at `addr`: finds it in sysfs (`vfio-dev/`), opens the
     /// node close-on-exec and checks its major:minor against sysfs, so a stale or forged node is
-    /// never used. Errors: the device is not bound to vfio-pci; Unsupported on kernels without
-    /// `CONFIG_VFIO_DEVICE_CDEV`; Malformed when the node does not match.
+    /// never used. Errors: the device is not bound to vfio-pci (naming its driver; checked only
+    /// when the cdev cannot be found, so VFIO variant drivers work); Unsupported on kernels
+    /// without `CONFIG_VFIO_DEVICE_CDEV`; Malformed when the node does not match.
     pub fn open(sysfs: &Sysfs, addr: &PciAddress) -> Result<Self> {
-        sysfs.require_vfio_pci(addr)?;
-        let node = sysfs.vfio_cdev(addr)?;
+        let node = sysfs
+            .vfio_cdev(addr)
+            .map_err(|e| sysfs.explain_open_failure(addr).unwrap_or(e))?;
         let fd = vfio_core::open_node(&node.path)?;
         check_node(&fd, &node)?;
         Ok(UnboundDevice {

@@ -24,12 +24,15 @@ impl AsFd for Iommufd {
 }
 
 impl Iommufd {
-    /// Opens `/dev/iommu`. Errors: ENOENT (as Unsupported) on a kernel without `CONFIG_IOMMUFD`.
+    /// Opens `/dev/iommu`. Errors: Unsupported when the node does not exist: the kernel has no
+    /// iommufd (`CONFIG_IOMMUFD`, Linux >= 6.2; e.g. Debian 12's 6.1), or it is a module that is
+    /// not loaded. The message says so, e.g. `cdev mode (iommufd) is not supported on this
+    /// kernel: /dev/iommu does not exist (...)`.
     pub fn open() -> Result<Arc<Self>> {
         Self::open_path(Path::new("/dev/iommu"))
     }
 
-    /// Opens the iommufd node at `path`.
+    /// Opens the iommufd node at `path`. Errors: as [`Iommufd::open`] when it does not exist.
     pub fn open_path(path: &Path) -> Result<Arc<Self>> {
         match vfio_core::open_node(path) {
             Ok(fd) => Ok(Arc::new(Iommufd {
@@ -37,9 +40,14 @@ impl Iommufd {
                 path: path.to_owned(),
             })),
             Err(e) if e.errno() == Some(vfio_core::Errno::NOENT) => Err(Error::unsupported(
-                "iommufd (cdev mode)",
-                path.display(),
-                "the node does not exist: kernel without CONFIG_IOMMUFD",
+                "cdev mode (iommufd)",
+                "this kernel",
+                format!(
+                    "{} does not exist: the kernel has no iommufd (CONFIG_IOMMUFD, Linux >= 6.2; cdev \
+                     mode also needs CONFIG_VFIO_DEVICE_CDEV, Linux >= 6.6), or the iommufd module \
+                     is not loaded; use group mode",
+                    path.display()
+                ),
             )),
             Err(e) => Err(e),
         }

@@ -195,8 +195,13 @@ impl Container {
     /// for a no-IOMMU container. Errors: InvalidArgument naming the devices that make the group
     /// non-viable; the kernel's errno from `VFIO_GROUP_SET_CONTAINER` / `VFIO_SET_IOMMU` (EINVAL
     /// for an IOMMU type the group's IOMMU cannot share with the container's other groups).
+    ///
+    /// Groups the kernel took out of the container since (see [`Container::forget_detached`])
+    /// are forgotten first, so a group whose devices were unbound from vfio-pci and bound again
+    /// is opened afresh, and the IOMMU type is set again if the kernel dropped it.
     pub fn add_group(&self, id: u32) -> Result<Arc<Group>> {
         let mut state = self.lock();
+        Self::forget_detached_locked(&mut state);
         if let Some((_, g)) = state.groups.iter().find(|(gid, _)| *gid == id) {
             return Ok(g.clone());
         }
@@ -219,22 +224,58 @@ impl Container {
         }
         group.set_container(&self.fd)?;
         if state.iommu.is_none() {
-            let ty = match state.wanted {
-                Some(t) => t,
-                None if self.noiommu => IommuType::NoIommu,
-                None if self.check_extension(IommuType::Type1v2)? => IommuType::Type1v2,
-                None => IommuType::Type1,
+            let set = |ty: IommuType| {
+                self.int_ioctl("VFIO_SET_IOMMU", sys::VFIO_SET_IOMMU, ty.raw() as usize)
+                    .map(|_| ty)
             };
-            if let Err(e) = self.int_ioctl("VFIO_SET_IOMMU", sys::VFIO_SET_IOMMU, ty.raw() as usize) {
-                // Leave the container as it was: without this group.
-                let _ = group.unset_container();
-                return Err(e);
+            // Unless a type was asked for: type1v2, else type1 when the kernel refuses it (one
+            // ioctl on the common path, no CHECK_EXTENSION first).
+            let set = match state.wanted {
+                Some(t) => set(t),
+                None if self.noiommu => set(IommuType::NoIommu),
+                None => set(IommuType::Type1v2).or_else(|_| set(IommuType::Type1)),
+            };
+            match set {
+                Ok(ty) => state.iommu = Some(ty),
+                Err(e) => {
+                    // Leave the container as it was: without this group.
+                    let _ = group.unset_container();
+                    return Err(e);
+                }
             }
-            state.iommu = Some(ty);
         }
         let group = Arc::new(group);
         state.groups.push((id, group.clone()));
         Ok(group)
+    }
+
+    /// Forgets the groups the kernel took out of this container behind its back, and returns
+    /// their numbers. When the last device of a group leaves its VFIO driver (an unbind from
+    /// vfio-pci, e.g. to hand the device to another driver or to bind it again), the kernel
+    /// detaches the group from its container and retires the group (seen on 6.1 and 7.3): the
+    /// fd held here then answers `VFIO_GROUP_GET_STATUS` with ENODEV, and would fail every
+    /// `VFIO_GROUP_GET_DEVICE_FD`, while a new node of the same number serves the device once
+    /// it is bound again. If no group is left, the kernel has also released the container's
+    /// IOMMU driver (and with it every DMA mapping): the next group to join sets the IOMMU type
+    /// again. Called by [`Container::add_group`] (so by `assign_device`) before anything else.
+    /// Guest test: `group_unbound_is_forgotten_and_reopened`.
+    pub fn forget_detached(&self) -> Vec<u32> {
+        Self::forget_detached_locked(&mut self.lock())
+    }
+
+    fn forget_detached_locked(state: &mut State) -> Vec<u32> {
+        let mut gone = Vec::new();
+        state.groups.retain(|(id, g)| {
+            let attached = g.status().is_ok_and(|s| s.container_set);
+            if !attached {
+                gone.push(*id);
+            }
+            attached
+        });
+        if !gone.is_empty() && state.groups.is_empty() {
+            state.iommu = None;
+        }
+        gone
     }
 
     /// Removes group `id` from the container (`VFIO_GROUP_UNSET_CONTAINER`) and drops the
@@ -496,19 +537,50 @@ impl vfio_core::Container for Container {
         Ok(self.info()?.iova_ranges)
     }
 
+    /// The driver is looked at only when a step fails (for the clearer error), so devices on
+    /// VFIO variant drivers can be assigned too.
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
-        self.sysfs.require_vfio_pci(addr)?;
-        let id = self.sysfs.iommu_group(addr)?;
-        let group = self.add_group(id)?;
-        let fd = group.device_fd(&addr.to_string())?;
-        Ok(vfio_core::Device::from_fd(fd, addr.to_string(), Some(group)))
+        let assigned = || -> Result<vfio_core::Device> {
+            let id = self.sysfs.iommu_group(addr)?;
+            let group = self.add_group(id)?;
+            let fd = group.device_fd(&addr.to_string())?;
+            Ok(vfio_core::Device::from_fd(fd, addr.to_string(), Some(group)))
+        };
+        assigned().map_err(|e| self.sysfs.explain_open_failure(addr).unwrap_or(e))
+    }
+
+    /// Collects the fds of the groups of every affected device; a group outside this container
+    /// is an error naming the device.
+    fn hot_reset(&self, device: &vfio_core::Device) -> Result<vfio_core::HotResetInfo> {
+        let info = device.hot_reset_info()?;
+        let mut groups: Vec<Arc<Group>> = Vec::new();
+        for dep in &info.devices {
+            if groups.iter().any(|g| g.id() == dep.id) {
+                continue;
+            }
+            let group = self.group(dep.id).ok_or_else(|| {
+                Error::invalid(
+                    "PCI hot reset",
+                    device.name(),
+                    format!(
+                        "it would also reset {} (IOMMU group {}), whose group is not in this container",
+                        dep.address, dep.id
+                    ),
+                )
+            })?;
+            groups.push(group);
+        }
+        let fds: Vec<_> = groups.iter().map(|g| g.as_fd()).collect();
+        device.hot_reset(&fds)?;
+        Ok(info)
     }
 
     /// `VFIO_IOMMU_MAP_DMA` with `VFIO_DMA_MAP_FLAG_READ`/`_WRITE` from `access`. Errors: EEXIST
     /// for an overlap, EINVAL for unaligned or out-of-range arguments (outside the IOVA ranges),
     /// and for an IOVA past the last IOVA range; EOVERFLOW when `iova + size` wraps past 2^64
-    /// (type1 driver and iommufd compat alike); ENOMEM past the locked-memory limit, ENOSPC when
-    /// no mapping is available. Guest tests: `dma_contract_type1`, `dma_contract_type1v2`.
+    /// (iommufd compat and newer type1 drivers; older type1 drivers, e.g. Linux 6.1, say
+    /// EINVAL); ENOMEM past the locked-memory limit, ENOSPC when no mapping is available. Guest
+    /// tests: `dma_contract_type1`, `dma_contract_type1v2`.
     ///
     /// In a no-IOMMU container nothing is mapped: the memory is locked (`mlock`) and its
     /// physical address returned, which needs `CAP_SYS_ADMIN` and memory physically contiguous
@@ -539,9 +611,10 @@ impl vfio_core::Container for Container {
     }
 
     /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes the kernel unmapped. A range with no mapping in
-    /// it returns 0 bytes on every backend; EOVERFLOW when `iova + size` wraps; EINVAL for
-    /// unaligned arguments. A range that splits a mapping depends on the IOMMU type and on the
-    /// [`Backend`] (asserted by the guest tests `dma_contract_type1`/`_type1v2`):
+    /// it returns 0 bytes on every backend; EOVERFLOW when `iova + size` wraps (EINVAL from
+    /// older type1 drivers, e.g. Linux 6.1); EINVAL for unaligned arguments. A range that splits
+    /// a mapping depends on the IOMMU type and on the [`Backend`] (asserted by the guest tests
+    /// `dma_contract_type1`/`_type1v2`):
     ///
     /// | range splitting a mapping | type1 driver | iommufd compat |
     /// |---|---|---|

@@ -38,6 +38,9 @@ impl AsFd for Group {
 
 impl Group {
     /// Opens group `id`: `/dev/vfio/<id>`, or `/dev/vfio/noiommu-<id>` when `noiommu`.
+    /// Errors: ENOENT when the node is missing (no device of the group on vfio-pci); EBUSY when
+    /// the group is already open (a group has one opener: another container or process holds
+    /// it), said so in the error.
     pub fn open(dev: &std::path::Path, id: u32, noiommu: bool) -> Result<Self> {
         let name = if noiommu {
             format!("noiommu-{id}")
@@ -45,7 +48,16 @@ impl Group {
             id.to_string()
         };
         let path = dev.join("vfio").join(name);
-        let fd = vfio_core::open_node(&path)?;
+        let fd = vfio_core::open_node(&path).map_err(|e| match e {
+            vfio_core::Error::Path { path, source, .. } if source.raw_os_error() == Some(libc::EBUSY) => {
+                vfio_core::Error::Path {
+                    op: "open (the group is already open in another container or process)",
+                    path,
+                    source,
+                }
+            }
+            e => e,
+        })?;
         Ok(Group {
             fd,
             id,

@@ -76,7 +76,17 @@ fn get_info(fd: BorrowedFd<'_>, target: &str) -> Result<Vec<u8>> {
 
 /// Issues `VFIO_IOMMU_GET_INFO` and parses the reply.
 pub(crate) fn info(fd: BorrowedFd<'_>, target: &str) -> Result<IommuInfo> {
-    parse(&get_info(fd, target)?, target)
+    IommuInfo::parse(&get_info(fd, target)?, target)
+}
+
+impl IommuInfo {
+    /// Decodes a whole `VFIO_IOMMU_GET_INFO` reply (`vfio_iommu_type1_info` and its capability
+    /// chain), as [`Container::info`](crate::Container::info) does after the ioctl, checking
+    /// every offset and count against the buffer; `target` names the container in errors.
+    /// Errors: Malformed when the reply breaks the uapi contract.
+    pub fn parse(reply: &[u8], target: &str) -> Result<Self> {
+        parse(reply, target)
+    }
 }
 
 /// Parses a `VFIO_IOMMU_GET_INFO` reply (fixed part plus capability chain).
