@@ -3,7 +3,8 @@
 //! completion MSI, verified byte for byte.
 //!
 //! Usage: `edu [--mode group|cdev|noiommu|auto] [PCI address]`. The address defaults to
-//! `$VFIO_TEST_EDU`. Asking for `group` on a machine without an IOMMU uses no-IOMMU groups.
+//! `$VFIO_TEST_EDU`. Asking for `group` on a machine without an IOMMU uses no-IOMMU groups;
+//! a mode the kernel does not offer (`cdev` before Linux 6.6) exits with status 77, skipped.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,19 +12,12 @@ use std::time::{Duration, Instant};
 use vfio_core::{DmaAccess, DmaBuffer, DmaMapping, EventFd, Mode, PciAddress};
 use vfio_pci::PciDevice;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+mod common;
+
+use common::{ModeMissing, Res};
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(summary) => {
-            println!("edu: ok: {summary}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("edu: FAILED: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::finish("edu", run())
 }
 
 fn parse_args() -> Res<(Option<Mode>, PciAddress)> {
@@ -52,7 +46,13 @@ fn parse_args() -> Res<(Option<Mode>, PciAddress)> {
 fn run() -> Res<String> {
     let (mode, addr) = parse_args()?;
     let t0 = Instant::now();
-    let dev = PciDevice::open(&addr, mode)?;
+    let dev = match PciDevice::open(&addr, mode) {
+        // Only a mode the kernel does not offer is a skip; any other refusal is a failure.
+        Err(e @ vfio_core::Error::Unsupported { .. }) if mode.is_some_and(|m| !vfio_core::detect().offers(m)) => {
+            return Err(ModeMissing(e).into());
+        }
+        r => r?,
+    };
     let opened = t0.elapsed();
     let mode = dev.mode();
     println!("edu: {addr} opened in {mode} mode in {opened:?}");

@@ -4,7 +4,8 @@
 //! specification promises, so it also runs on real controllers.
 //!
 //! Usage: `nvme_identify [--mode group|cdev|noiommu|auto] [PCI address]`. The address defaults to
-//! `$VFIO_TEST_NVME`. Asking for `group` on a machine without an IOMMU uses no-IOMMU groups.
+//! `$VFIO_TEST_NVME`. Asking for `group` on a machine without an IOMMU uses no-IOMMU groups;
+//! a mode the kernel does not offer (`cdev` before Linux 6.6) exits with status 77, skipped.
 
 use std::process::ExitCode;
 use std::sync::atomic::{Ordering, fence};
@@ -16,7 +17,9 @@ use vfio_core::{
 };
 use vfio_pci::PciDevice;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+mod common;
+
+use common::{ModeMissing, Res};
 
 // Controller registers (BAR0).
 const REG_CAP: u64 = 0x00;
@@ -52,16 +55,7 @@ const HARNESS_IMAGE_BYTES: u64 = 16 << 20;
 const HARNESS_SERIAL: &str = "deadbeef";
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(summary) => {
-            println!("nvme: ok: {summary}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("nvme: FAILED: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::finish("nvme", run())
 }
 
 struct Args {
@@ -281,24 +275,24 @@ impl Admin<'_, '_> {
 
         let deadline = Instant::now() + COMMAND_TIMEOUT;
         let cq = pool.buffer(self.cq)?;
-        let mut cqe = [0u8; CQE_SIZE];
+        let entry = self.cq_head as usize * CQE_SIZE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.irq.wait_timeout(left)? {
                 Some(n) => self.interrupts += n,
                 None => return Err(format!("{what}: no MSI-X completion interrupt within {COMMAND_TIMEOUT:?}").into()),
             }
-            fence(Ordering::SeqCst);
-            cq.read(self.cq_head as usize * CQE_SIZE, &mut cqe)?;
-            let dw3 = u32::from_le_bytes([cqe[12], cqe[13], cqe[14], cqe[15]]);
+            // The phase bit is the controller's "this entry is new": a volatile load each time.
+            let dw3 = u32::from_le(cq.read32(entry + 12)?);
             if (dw3 >> 16 & 1 != 0) == self.phase {
                 break;
             }
             // An interrupt without a new entry (e.g. left over): wait for the next one.
         }
-        let dw0 = u32::from_le_bytes([cqe[0], cqe[1], cqe[2], cqe[3]]);
-        let dw2 = u32::from_le_bytes([cqe[8], cqe[9], cqe[10], cqe[11]]);
-        let dw3 = u32::from_le_bytes([cqe[12], cqe[13], cqe[14], cqe[15]]);
+        // Read the rest of the entry only after its phase bit said it is complete.
+        fence(Ordering::Acquire);
+        let dw = |i: usize| cq.read32(entry + 4 * i).map(u32::from_le);
+        let (dw0, dw2, dw3) = (dw(0)?, dw(2)?, dw(3)?);
         self.cq_head = (self.cq_head + 1) % self.entries;
         if self.cq_head == 0 {
             self.phase = !self.phase;
@@ -360,7 +354,13 @@ fn le64(b: &[u8], at: usize) -> u64 {
 fn run() -> Res<String> {
     let args = parse_args()?;
     let t0 = Instant::now();
-    let dev = PciDevice::open(&args.addr, args.mode)?;
+    let dev = match PciDevice::open(&args.addr, args.mode) {
+        // Only a mode the kernel does not offer is a skip; any other refusal is a failure.
+        Err(e @ vfio_core::Error::Unsupported { .. }) if args.mode.is_some_and(|m| !vfio_core::detect().offers(m)) => {
+            return Err(ModeMissing(e).into());
+        }
+        r => r?,
+    };
     let mode = dev.mode();
     let (vendor, device) = dev.ids()?;
     println!(
@@ -369,6 +369,13 @@ fn run() -> Res<String> {
         t0.elapsed()
     );
     let container = vfio_pci::default_container(mode)?;
+    // Start from a clean function: a function-level reset (VFIO_DEVICE_RESET), with the command
+    // register put back. Whatever a previous user left behind is gone.
+    if dev.device().info()?.flags.contains(vfio_core::DeviceFlags::RESET) {
+        let t = Instant::now();
+        dev.reset()?;
+        println!("nvme: function reset in {:?}", t.elapsed());
+    }
 
     let regs = Regs::open(&dev)?;
     let cap = Cap::parse(regs.read64(REG_CAP)?, regs.info.size)?;

@@ -40,6 +40,10 @@ pub struct Bar {
     device: vfio_core::Device,
 }
 
+/// Part of a bulk copy: its start relative to the copy, its length, and the mapped area (with
+/// the offset in it) that holds it, if any.
+type Piece<'a> = (u64, u64, Option<(&'a MappedRegion, usize)>);
+
 impl PciDevice {
     /// Decodes BAR `index`: `None` for an unimplemented BAR or the upper half of a 64-bit one.
     pub fn bar_info(&self, index: u32) -> Result<Option<BarInfo>> {
@@ -109,6 +113,34 @@ impl PciDevice {
     }
 }
 
+/// One naturally aligned access per call (little-endian, as PCI is): a volatile load or store
+/// where the BAR is mapped, one pread/pwrite elsewhere (unmapped areas, I/O ports).
+macro_rules! bar_access {
+    ($($read:ident $write:ident $t:ty),*) => {$(
+        #[doc = concat!("`", stringify!($t), "` read at `offset` (volatile MMIO where mapped, pread otherwise).")]
+        #[inline]
+        pub fn $read(&self, offset: u64) -> Result<$t> {
+            const N: usize = size_of::<$t>();
+            self.check(offset, N as u64)?;
+            if let Some((m, at)) = self.area(offset, N as u64) {
+                return m.$read(at);
+            }
+            Ok(<$t>::from_le_bytes(self.pread::<N>(offset)?))
+        }
+
+        #[doc = concat!("`", stringify!($t), "` write at `offset` (volatile MMIO where mapped, pwrite otherwise).")]
+        #[inline]
+        pub fn $write(&self, offset: u64, value: $t) -> Result<()> {
+            const N: usize = size_of::<$t>();
+            self.check(offset, N as u64)?;
+            if let Some((m, at)) = self.area(offset, N as u64) {
+                return m.$write(at, value);
+            }
+            self.pwrite(offset, &value.to_le_bytes())
+        }
+    )*};
+}
+
 impl Bar {
     /// What the BAR is.
     pub fn info(&self) -> &BarInfo {
@@ -125,6 +157,7 @@ impl Bar {
         self.area(offset, len).is_some()
     }
 
+    #[inline]
     fn area(&self, offset: u64, len: u64) -> Option<(&MappedRegion, usize)> {
         self.maps.iter().find_map(|m| {
             let start = m.region_offset();
@@ -132,64 +165,105 @@ impl Bar {
         })
     }
 
+    #[inline]
     fn check(&self, offset: u64, len: u64) -> Result<()> {
         if offset.checked_add(len).is_none_or(|e| e > self.info.size) || offset % len != 0 {
-            return Err(Error::invalid(
-                "BAR access",
-                format!("{} BAR {}", self.device.name(), self.info.index),
-                format!(
-                    "{len}-byte access at {offset:#x}: outside the {:#x}-byte BAR or misaligned",
-                    self.info.size
-                ),
-            ));
+            return Err(self.access_error(offset, len));
         }
         Ok(())
     }
 
-    /// 32-bit read (volatile MMIO where mapped, pread otherwise).
-    pub fn read32(&self, offset: u64) -> Result<u32> {
-        self.check(offset, 4)?;
-        if let Some((m, at)) = self.area(offset, 4) {
-            return m.read32(at);
-        }
-        let mut b = [0u8; 4];
+    #[cold]
+    #[inline(never)]
+    fn access_error(&self, offset: u64, len: u64) -> Error {
+        Error::invalid(
+            "BAR access",
+            format!("{} BAR {}", self.device.name(), self.info.index),
+            format!(
+                "{len}-byte access at {offset:#x}: outside the {:#x}-byte BAR or misaligned",
+                self.info.size
+            ),
+        )
+    }
+
+    /// pread of `N` bytes at `offset`, for the parts of the BAR that are not mmapped (the
+    /// kernel turns an aligned 1/2/4/8-byte pread into one access of that size).
+    #[inline(never)]
+    fn pread<const N: usize>(&self, offset: u64) -> Result<[u8; N]> {
+        let mut b = [0u8; N];
         self.device.read_region(&self.info.region, offset, &mut b)?;
-        Ok(u32::from_le_bytes(b))
+        Ok(b)
     }
 
-    /// 32-bit write (volatile MMIO where mapped, pwrite otherwise).
-    pub fn write32(&self, offset: u64, value: u32) -> Result<()> {
-        self.check(offset, 4)?;
-        if let Some((m, at)) = self.area(offset, 4) {
-            return m.write32(at, value);
+    /// pwrite of `bytes` at `offset`, for the parts of the BAR that are not mmapped.
+    #[inline(never)]
+    fn pwrite(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.device.write_region(&self.info.region, offset, bytes)
+    }
+
+    bar_access!(read8 write8 u8, read16 write16 u16, read32 write32 u32, read64 write64 u64);
+
+    /// Splits `[offset, offset + len)` into pieces that are each inside one mapped area
+    /// (`Some(area, offset in it)`) or in no area (`None`: the device fd serves them).
+    fn pieces(&self, offset: u64, len: u64) -> Result<Vec<Piece<'_>>> {
+        if offset.checked_add(len).is_none_or(|e| e > self.info.size) {
+            return Err(Error::invalid(
+                "BAR copy",
+                format!("{} BAR {}", self.device.name(), self.info.index),
+                format!("{len} bytes at {offset:#x} exceed the {:#x}-byte BAR", self.info.size),
+            ));
         }
-        self.device
-            .write_region(&self.info.region, offset, &value.to_le_bytes())
-    }
-
-    /// 64-bit read.
-    pub fn read64(&self, offset: u64) -> Result<u64> {
-        self.check(offset, 8)?;
-        if let Some((m, at)) = self.area(offset, 8) {
-            return m.read64(at);
+        let mut out = Vec::new();
+        let (mut at, end) = (offset, offset + len);
+        while at < end {
+            let inside = self.maps.iter().find(|m| {
+                let s = m.region_offset();
+                at >= s && at < s + m.len() as u64
+            });
+            let (n, area) = match inside {
+                Some(m) => {
+                    let s = m.region_offset();
+                    ((s + m.len() as u64).min(end) - at, Some((m, (at - s) as usize)))
+                }
+                None => {
+                    let next = self
+                        .maps
+                        .iter()
+                        .map(|m| m.region_offset())
+                        .filter(|&s| s > at)
+                        .min()
+                        .unwrap_or(end);
+                    (next.min(end) - at, None)
+                }
+            };
+            out.push((at - offset, n, area));
+            at += n;
         }
-        let mut b = [0u8; 8];
-        self.device.read_region(&self.info.region, offset, &mut b)?;
-        Ok(u64::from_le_bytes(b))
+        Ok(out)
     }
 
-    /// 64-bit write.
-    pub fn write64(&self, offset: u64, value: u64) -> Result<()> {
-        self.check(offset, 8)?;
-        if let Some((m, at)) = self.area(offset, 8) {
-            return m.write64(at, value);
-        }
-        self.device
-            .write_region(&self.info.region, offset, &value.to_le_bytes())
-    }
-
-    /// Copies BAR bytes at `offset` into `out` through the device fd (works for any part).
+    /// Copies BAR bytes at `offset` into `out`: volatile loads (widest aligned first) where the
+    /// BAR is mapped, pread on the device fd elsewhere (unmapped areas, I/O ports).
     pub fn read_bytes(&self, offset: u64, out: &mut [u8]) -> Result<()> {
-        self.device.read_region(&self.info.region, offset, out)
+        for (rel, n, area) in self.pieces(offset, out.len() as u64)? {
+            let dst = &mut out[rel as usize..(rel + n) as usize];
+            match area {
+                Some((m, at)) => m.read_bytes(at, dst)?,
+                None => self.device.read_region(&self.info.region, offset + rel, dst)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the BAR at `offset` (volatile stores where mapped, pwrite elsewhere).
+    pub fn write_bytes(&self, offset: u64, data: &[u8]) -> Result<()> {
+        for (rel, n, area) in self.pieces(offset, data.len() as u64)? {
+            let src = &data[rel as usize..(rel + n) as usize];
+            match area {
+                Some((m, at)) => m.write_bytes(at, src)?,
+                None => self.device.write_region(&self.info.region, offset + rel, src)?,
+            }
+        }
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! PCI capabilities in config space: the standard list (from the pointer at 0x34) and the
 //! extended list (from 0x100, PCIe), walked with a bound on the number of steps so a malformed or
-//! looping list ends in an error, never a hang. Common capabilities get typed views.
+//! looping list ends in an error, never a hang. Common capabilities get typed views. [`parse`]
+//! does the same walk on a config-space image (a saved dump, a test, a fuzzer's input).
 
 use vfio_core::{Error, Result};
 
@@ -89,65 +90,154 @@ pub struct PmCap {
     pub no_soft_reset: bool,
 }
 
+/// A vendor-specific capability (id 0x09): its length byte says how long it is; the contents
+/// after the 3-byte header are the vendor's (virtio, for one, describes its BAR layout here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorCap {
+    /// Offset in config space.
+    pub offset: u16,
+    /// The bytes after the id, next and length bytes (`length - 3` of them).
+    pub data: Vec<u8>,
+}
+
+impl VendorCap {
+    /// Decodes the vendor capability at `offset` of a config-space image. Errors: Malformed
+    /// when its length byte is below 3 or runs past `config`.
+    pub fn from_config(config: &[u8], offset: u16, target: &str) -> Result<Self> {
+        let at = offset as usize;
+        let len = *config
+            .get(at + 2)
+            .ok_or_else(|| Error::malformed(OP, target, format!("vendor capability at {offset:#x} is cut short")))?
+            as usize;
+        let data = config
+            .get(at + 3..at + len.max(3))
+            .filter(|_| len >= 3)
+            .ok_or_else(|| {
+                Error::malformed(
+                    OP,
+                    target,
+                    format!("vendor capability at {offset:#x} claims {len} bytes"),
+                )
+            })?;
+        Ok(VendorCap {
+            offset,
+            data: data.to_vec(),
+        })
+    }
+}
+
 const MAX_STEPS: usize = 64;
 
-impl PciDevice {
-    /// Every capability, standard then extended.
-    /// Errors: Malformed when a list loops or points outside config space.
-    pub fn capabilities(&self) -> Result<Vec<Capability>> {
-        let mut out = Vec::new();
-        let status = self.config_read16(crate::config::offset::STATUS)?;
-        if status & 0x10 != 0 {
-            let mut ptr = self.config_read8(crate::config::offset::CAPABILITIES)? & !3;
-            let mut steps = 0;
-            while ptr != 0 {
-                steps += 1;
-                if steps > MAX_STEPS || ptr < 0x40 {
-                    return Err(self.bad_list(format!("standard capability pointer {ptr:#x}")));
-                }
-                let id = self.config_read8(ptr as u16)?;
-                out.push(Capability {
-                    id: id as u16,
-                    version: 0,
-                    offset: ptr as u16,
-                    extended: false,
-                });
-                ptr = self.config_read8(ptr as u16 + 1)? & !3;
-            }
-        }
-        if self.config_size() > 0x100 {
-            let mut off = 0x100u16;
-            let mut steps = 0;
-            loop {
-                steps += 1;
-                if steps > MAX_STEPS {
-                    return Err(self.bad_list("the extended capability list loops".into()));
-                }
-                let hdr = self.config_read32(off)?;
-                if hdr == 0 || hdr == u32::MAX {
-                    break;
-                }
-                out.push(Capability {
-                    id: (hdr & 0xffff) as u16,
-                    version: ((hdr >> 16) & 0xf) as u8,
-                    offset: off,
-                    extended: true,
-                });
-                let next = ((hdr >> 20) & 0xffc) as u16;
-                if next == 0 {
-                    break;
-                }
-                if next < 0x100 {
-                    return Err(self.bad_list(format!("extended capability pointer {next:#x}")));
-                }
-                off = next;
-            }
-        }
-        Ok(out)
-    }
+const OP: &str = "walk PCI capabilities";
 
-    fn bad_list(&self, why: String) -> Error {
-        Error::malformed("walk PCI capabilities", self.address(), why)
+/// Walks the standard and extended capability lists of a config-space image, as
+/// [`PciDevice::capabilities`] does on a device: `config` holds config space from offset 0
+/// (256 bytes for PCI, 4 KiB for PCIe; the extended list is walked only when it is longer than
+/// 256 bytes). `target` names the device in errors. For saved config dumps, tests and fuzzing.
+///
+/// Errors: Malformed when a list loops, points into the header, or leads outside `config`.
+///
+/// ```
+/// let mut config = [0u8; 256];
+/// config[0x06] = 0x10; // status: capability list present
+/// config[0x34] = 0x40; // first capability
+/// config[0x40..0x42].copy_from_slice(&[0x05, 0x00]); // MSI, end of list
+/// let caps = vfio_pci::capability::parse(&config, "dump").unwrap();
+/// assert_eq!((caps[0].id, caps[0].offset), (0x05, 0x40));
+/// ```
+pub fn parse(config: &[u8], target: &str) -> Result<Vec<Capability>> {
+    walk(config.len() as u64, target, |offset, buf| {
+        let start = offset as usize;
+        let bytes = config.get(start..start + buf.len()).ok_or_else(|| {
+            Error::malformed(
+                OP,
+                target,
+                format!(
+                    "{}-byte read at {offset:#x} is past the {}-byte config space",
+                    buf.len(),
+                    config.len()
+                ),
+            )
+        })?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    })
+}
+
+/// Reads `N` bytes of config space at `offset` through `read`.
+fn read_n<const N: usize>(read: &mut impl FnMut(u16, &mut [u8]) -> Result<()>, offset: u16) -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    read(offset, &mut b)?;
+    Ok(b)
+}
+
+/// The capability walk over any config-space reader: `size` is the config space's size, `read`
+/// fills a buffer from an offset. Every step is bounded, so a looping list ends in an error.
+fn walk(
+    size: u64,
+    target: impl std::fmt::Display,
+    mut read: impl FnMut(u16, &mut [u8]) -> Result<()>,
+) -> Result<Vec<Capability>> {
+    let bad_list = |why: String| Error::malformed(OP, &target, why);
+    let mut out = Vec::new();
+    let status = u16::from_le_bytes(read_n(&mut read, crate::config::offset::STATUS)?);
+    if status & 0x10 != 0 {
+        let mut ptr = read_n::<1>(&mut read, crate::config::offset::CAPABILITIES)?[0] & !3;
+        let mut steps = 0;
+        while ptr != 0 {
+            steps += 1;
+            if steps > MAX_STEPS || ptr < 0x40 {
+                return Err(bad_list(format!("standard capability pointer {ptr:#x}")));
+            }
+            let [id, next] = read_n::<2>(&mut read, ptr as u16)?;
+            out.push(Capability {
+                id: id as u16,
+                version: 0,
+                offset: ptr as u16,
+                extended: false,
+            });
+            ptr = next & !3;
+        }
+    }
+    if size > 0x100 {
+        let mut off = 0x100u16;
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            if steps > MAX_STEPS {
+                return Err(bad_list("the extended capability list loops".into()));
+            }
+            let hdr = u32::from_le_bytes(read_n(&mut read, off)?);
+            if hdr == 0 || hdr == u32::MAX {
+                break;
+            }
+            out.push(Capability {
+                id: (hdr & 0xffff) as u16,
+                version: ((hdr >> 16) & 0xf) as u8,
+                offset: off,
+                extended: true,
+            });
+            let next = ((hdr >> 20) & 0xffc) as u16;
+            if next == 0 {
+                break;
+            }
+            if next < 0x100 {
+                return Err(bad_list(format!("extended capability pointer {next:#x}")));
+            }
+            off = next;
+        }
+    }
+    Ok(out)
+}
+
+impl PciDevice {
+    /// Every capability, standard then extended (the walk of [`parse`], on the device's config
+    /// region). Errors: Malformed when a list loops or points outside config space.
+    pub fn capabilities(&self) -> Result<Vec<Capability>> {
+        let config = self.config_region();
+        walk(self.config_size(), self.address(), |offset, buf| {
+            self.device().read_region(&config, offset as u64, buf)
+        })
     }
 
     fn find(&self, cap_id: u8) -> Result<Option<u16>> {
@@ -217,11 +307,121 @@ impl PciDevice {
         }))
     }
 
+    /// Every vendor-specific capability, decoded (read from config space).
+    pub fn vendor_caps(&self) -> Result<Vec<VendorCap>> {
+        let caps: Vec<Capability> = self
+            .capabilities()?
+            .into_iter()
+            .filter(|c| !c.extended && c.id == u16::from(id::VENDOR))
+            .collect();
+        if caps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut config = vec![0u8; 256];
+        self.device().read_region(&self.config_region(), 0, &mut config)?;
+        let target = self.address().to_string();
+        caps.iter()
+            .map(|c| VendorCap::from_config(&config, c.offset, &target))
+            .collect()
+    }
+
     /// The raw bytes of a capability (e.g. a vendor-specific one), `len` bytes from its offset.
     pub fn capability_bytes(&self, cap: &Capability, len: u16) -> Result<Vec<u8>> {
         let mut b = vec![0u8; len as usize];
         self.device()
             .read_region(&self.config_region(), cap.offset as u64, &mut b)?;
         Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4 KiB config space with the capability list bit set and the first pointer at `first`.
+    fn config(first: u8) -> Vec<u8> {
+        let mut c = vec![0u8; 4096];
+        c[0x06] = 0x10;
+        c[0x34] = first;
+        c
+    }
+
+    fn ext(c: &mut [u8], at: usize, id: u16, version: u32, next: u32) {
+        let hdr = id as u32 | (version << 16) | (next << 20);
+        c[at..at + 4].copy_from_slice(&hdr.to_le_bytes());
+    }
+
+    #[test]
+    fn vendor_capability_contents() {
+        let mut c = config(0x40);
+        c[0x40..0x46].copy_from_slice(&[id::VENDOR, 0x00, 6, 0xaa, 0xbb, 0xcc]);
+        let caps = parse(&c, "t").unwrap();
+        assert_eq!(caps[0].id, u16::from(id::VENDOR));
+        let v = VendorCap::from_config(&c, 0x40, "t").unwrap();
+        assert_eq!(v.data, vec![0xaa, 0xbb, 0xcc]);
+        c[0x42] = 2;
+        assert!(
+            VendorCap::from_config(&c, 0x40, "t").is_err(),
+            "length below the header"
+        );
+        c[0x42] = 0xff;
+        assert!(VendorCap::from_config(&c[..0x80], 0x40, "t").is_err(), "past the end");
+    }
+
+    #[test]
+    fn walks_standard_then_extended() {
+        let mut c = config(0x40);
+        c[0x40..0x42].copy_from_slice(&[id::PM, 0x50]);
+        // The low two bits of a pointer are reserved and ignored.
+        c[0x50..0x52].copy_from_slice(&[id::MSIX, 0x73]);
+        c[0x70..0x72].copy_from_slice(&[id::PCIE, 0x00]);
+        ext(&mut c, 0x100, 0x0001, 2, 0x148);
+        ext(&mut c, 0x148, 0x0018, 1, 0);
+        let caps = parse(&c, "t").unwrap();
+        let seen: Vec<_> = caps.iter().map(|c| (c.id, c.version, c.offset, c.extended)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (1, 0, 0x40, false),
+                (0x11, 0, 0x50, false),
+                (0x10, 0, 0x70, false),
+                (1, 2, 0x100, true),
+                (0x18, 1, 0x148, true)
+            ]
+        );
+        // A 256-byte (conventional PCI) image has no extended list.
+        assert_eq!(parse(&c[..256], "t").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn no_list_bit_no_standard_caps() {
+        let mut c = config(0x40);
+        c[0x06] = 0;
+        c[0x40] = id::MSI;
+        assert!(parse(&c[..256], "t").unwrap().is_empty());
+        // All-ones (no device) and zero extended headers end the list.
+        c[0x100..0x104].fill(0xff);
+        assert!(parse(&c, "t").unwrap().is_empty());
+    }
+
+    #[test]
+    fn loops_and_bad_pointers_are_malformed() {
+        let mut c = config(0x40);
+        c[0x40..0x42].copy_from_slice(&[id::MSI, 0x40]);
+        let e = parse(&c, "t").unwrap_err();
+        assert!(matches!(e, Error::Malformed { .. }), "{e}");
+        let c = config(0x20);
+        assert!(parse(&c, "t").is_err(), "pointer into the header");
+        let mut c = config(0);
+        ext(&mut c, 0x100, 1, 1, 0x100);
+        assert!(parse(&c, "t").is_err(), "extended self loop");
+        let mut c = config(0);
+        ext(&mut c, 0x100, 1, 1, 0x40);
+        assert!(parse(&c, "t").is_err(), "extended pointer below 0x100");
+        let mut c = config(0);
+        ext(&mut c, 0x100, 1, 1, 0x200);
+        let e = parse(&c[..0x180], "t").unwrap_err();
+        assert!(e.to_string().contains("past the 384-byte config space"), "{e}");
+        assert!(parse(&[0u8; 4], "t").is_err(), "shorter than the header");
     }
 }

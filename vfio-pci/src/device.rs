@@ -13,6 +13,14 @@ pub const INTX_IRQ: u32 = sys::VFIO_PCI_INTX_IRQ_INDEX;
 pub const MSI_IRQ: u32 = sys::VFIO_PCI_MSI_IRQ_INDEX;
 /// IRQ index of MSI-X.
 pub const MSIX_IRQ: u32 = sys::VFIO_PCI_MSIX_IRQ_INDEX;
+/// IRQ index of the error interrupt: signalled when AER reports an uncorrectable error on the
+/// device (kernels before 6.x offer it on PCIe devices only; count 0 otherwise).
+pub const ERR_IRQ: u32 = sys::VFIO_PCI_ERR_IRQ_INDEX;
+/// IRQ index of the request interrupt: signalled when the kernel wants the device back (its
+/// unbind from vfio-pci waits until every fd of the device is closed).
+pub const REQ_IRQ: u32 = sys::VFIO_PCI_REQ_IRQ_INDEX;
+/// Region index of the expansion ROM.
+pub const ROM_REGION: u32 = sys::VFIO_PCI_ROM_REGION_INDEX;
 
 /// An open PCI device.
 #[derive(Debug, Clone)]
@@ -28,11 +36,17 @@ impl PciDevice {
     /// that mode's default container. Errors: the device is not bound to vfio-pci (naming its
     /// driver), the mode is unavailable, or the kernel refused a step (with its errno).
     pub fn open(address: &PciAddress, mode: Option<Mode>) -> Result<Self> {
-        let mode = match mode {
-            Some(m) => m,
-            None => vfio_core::preferred()?,
+        let chosen = match mode {
+            Some(m) => Ok(m),
+            None => vfio_core::preferred(),
         };
-        Self::open_in(crate::default_container(mode)?, address)
+        let container = chosen.and_then(crate::default_container);
+        match container {
+            Ok(c) => Self::open_in(c, address),
+            // Without a usable mode, a problem with the device itself (missing, on another
+            // driver) is the more useful error: check for one only on this failure path.
+            Err(e) => Err(vfio_core::Sysfs::default().require_vfio_pci(address).err().unwrap_or(e)),
+        }
     }
 
     /// Opens the device at `address` in a container the caller made.
@@ -93,6 +107,19 @@ impl PciDevice {
         self.config_write16(offset::COMMAND, cmd.bits())
     }
 
+    /// PCI hot reset (a secondary bus or slot reset) through `container`, the one the device was
+    /// opened in (for [`PciDevice::open`]: `default_container(dev.mode())`). Every device the
+    /// reset reaches must be owned through that container, which is checked first: an error
+    /// names any that is not. The command register is put back afterwards. Returns the addresses
+    /// of all devices reset, this one included: the others lost their state too. Errors: ENODEV
+    /// when no bus or slot reset reaches the device (e.g. on a root bus).
+    pub fn hot_reset(&self, container: &dyn Container) -> Result<Vec<PciAddress>> {
+        let cmd = self.command()?;
+        let info = container.hot_reset(&self.device)?;
+        self.config_write16(offset::COMMAND, cmd.bits())?;
+        Ok(info.devices.iter().map(|d| d.address).collect())
+    }
+
     /// Reads `N` bytes of config space at `offset` (pread on the config region; range-checked).
     pub fn config_read<const N: usize>(&self, offset: u16) -> Result<[u8; N]> {
         let mut b = [0u8; N];
@@ -142,6 +169,23 @@ impl PciDevice {
     /// The command register.
     pub fn command(&self) -> Result<Command> {
         Ok(Command::from_bits_retain(self.config_read16(offset::COMMAND)?))
+    }
+
+    /// Writes the command register (the kernel's vfio-pci virtualizes some bits, e.g. INTx
+    /// disable; read it back to see what the device took).
+    pub fn set_command(&self, command: Command) -> Result<()> {
+        self.config_write16(offset::COMMAND, command.bits())
+    }
+
+    /// The class code: base class, subclass and programming interface (config 0x09-0x0b).
+    pub fn class(&self) -> Result<u32> {
+        let b: [u8; 3] = self.config_read(offset::CLASS)?;
+        Ok(u32::from(b[2]) << 16 | u32::from(b[1]) << 8 | u32::from(b[0]))
+    }
+
+    /// Clears bus mastering: the device can no longer start DMA (nor send MSIs).
+    pub fn disable_bus_master(&self) -> Result<()> {
+        self.set_command(self.command()? - Command::BUS_MASTER)
     }
 
     /// Sets memory-space decoding and bus mastering, which DMA and MSI need.
@@ -212,7 +256,37 @@ impl PciDevice {
         self.device.set_irqs(&IrqSet::eventfds(MSIX_IRQ, start, &fds))
     }
 
-    /// Disables every vector of an IRQ index (MSI_IRQ, MSIX_IRQ, INTX_IRQ).
+    /// Routes the error interrupt ([`ERR_IRQ`]) to `eventfd`. Errors: EINVAL where the device
+    /// has none (count 0).
+    pub fn enable_err_irq(&self, eventfd: &EventFd) -> Result<()> {
+        self.set_eventfds(ERR_IRQ, &[eventfd])
+    }
+
+    /// Routes the request interrupt ([`REQ_IRQ`]) to `eventfd`: when it fires, release the
+    /// device (drop every handle of it) so the kernel can unbind it.
+    pub fn enable_req_irq(&self, eventfd: &EventFd) -> Result<()> {
+        self.set_eventfds(REQ_IRQ, &[eventfd])
+    }
+
+    /// Reads the whole expansion ROM (region 6; an image starts with 0x55 0xAA). Errors:
+    /// Unsupported when the device has no ROM; the pread's errno otherwise.
+    pub fn read_rom(&self) -> Result<Vec<u8>> {
+        let info = self.device.region_info(ROM_REGION)?;
+        if info.size == 0 {
+            return Err(Error::unsupported(
+                "expansion ROM",
+                self.address,
+                "the device has no ROM BAR",
+            ));
+        }
+        let len = usize::try_from(info.size)
+            .map_err(|_| Error::malformed("read ROM", self.address, format!("ROM size {:#x}", info.size)))?;
+        let mut rom = vec![0u8; len];
+        self.device.read_region(&info, 0, &mut rom)?;
+        Ok(rom)
+    }
+
+    /// Disables every vector of an IRQ index (MSI_IRQ, MSIX_IRQ, INTX_IRQ, ERR_IRQ, REQ_IRQ).
     pub fn disable_irq(&self, index: u32) -> Result<()> {
         self.device.set_irqs(&IrqSet::disable(index))
     }

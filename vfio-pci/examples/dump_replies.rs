@@ -1,0 +1,147 @@
+//! Prints the kernel's raw replies for PCI devices bound to vfio-pci, as hex: the buffers
+//! vfio-rs parses (device info, every region's info with its capability chain, the hot-reset
+//! info, config space, and the type1 container's `VFIO_IOMMU_GET_INFO`). Useful to see what a
+//! device really reports, and the source of the fuzzers' seed corpora (see `fuzz/README.md`).
+//!
+//! Usage: `dump_replies [PCI address...]`; the addresses default to `$VFIO_TEST_EDU`,
+//! `$VFIO_TEST_NVME` and `$VFIO_TEST_NVME_HOTRESET` (behind a root port: a real hot-reset
+//! reply). Group mode only (the IOMMU info is a type1 container's), as root.
+//!
+//! Each buffer is printed as
+//!
+//! ```text
+//! @@SEED-BEGIN <fuzz target> <name> <length in bytes>
+//! <hex, 32 bytes a line>
+//! @@SEED-END
+//! ```
+//!
+//! and a buffer the kernel would not give as `@@SEED-NONE <fuzz target> <name> <why>`.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::ExitCode;
+
+use vfio_core::{Container as _, Errno, PciAddress, Sysfs, ioctl};
+use vfio_sys as sys;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(n) => {
+            println!("dump: ok: {n} buffers");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("dump: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Res<usize> {
+    let mut addrs: Vec<String> = std::env::args().skip(1).collect();
+    if addrs.is_empty() {
+        addrs = ["VFIO_TEST_EDU", "VFIO_TEST_NVME", "VFIO_TEST_NVME_HOTRESET"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .filter(|a| !a.is_empty())
+            .collect();
+    }
+    if addrs.is_empty() {
+        return Err("no device: pass PCI addresses or set VFIO_TEST_EDU / VFIO_TEST_NVME".into());
+    }
+    let mut n = 0;
+    for a in addrs {
+        n += dump_device(&a.parse()?)?;
+    }
+    Ok(n)
+}
+
+/// A short name for the device: `edu`, `nvme`, or its address.
+fn short_name(addr: &PciAddress) -> String {
+    match Sysfs::default().identity(addr).map(|i| (i.vendor, i.device)) {
+        Ok((0x1234, 0x11e8)) => "edu".into(),
+        Ok((0x1b36, 0x0010)) => "nvme".into(),
+        _ => addr.to_string().replace([':', '.'], "_"),
+    }
+}
+
+fn print_seed(target: &str, name: &str, bytes: &[u8]) {
+    println!("@@SEED-BEGIN {target} {name} {}", bytes.len());
+    for line in bytes.chunks(32) {
+        let hex: String = line.iter().map(|b| format!("{b:02x}")).collect();
+        println!("{hex}");
+    }
+    println!("@@SEED-END");
+}
+
+fn dump_device(addr: &PciAddress) -> Res<usize> {
+    let name = short_name(addr);
+    let mut n = 0;
+    // A container of our own, with a second fd to ask VFIO_IOMMU_GET_INFO for the raw reply.
+    let fd = vfio_core::open_node(Path::new("/dev/vfio/vfio"))?;
+    let raw_container = fd.try_clone()?;
+    let container = vfio_group::Container::from_fd(fd, false)?;
+    let device = container.assign_device(addr)?;
+
+    let prefill = [0u8; std::mem::size_of::<sys::vfio_iommu_type1_info>()];
+    // SAFETY: VFIO_IOMMU_GET_INFO takes an argsz-prefixed vfio_iommu_type1_info on a container
+    // that has a group and an IOMMU type (assign_device set both).
+    match unsafe { ioctl::with_argsz(raw_container.as_fd(), sys::VFIO_IOMMU_GET_INFO, &prefill) } {
+        Ok(reply) => {
+            print_seed("iommu_info", &name, &reply);
+            n += 1;
+        }
+        Err(e) => println!("@@SEED-NONE iommu_info {name} {e}"),
+    }
+
+    let prefill = [0u8; std::mem::size_of::<sys::vfio_device_info>()];
+    // SAFETY: VFIO_DEVICE_GET_INFO takes an argsz-prefixed vfio_device_info on a device fd.
+    let info = unsafe { ioctl::with_argsz(device.as_fd(), sys::VFIO_DEVICE_GET_INFO, &prefill) }?;
+    print_seed("device_info_caps", &name, &info);
+    n += 1;
+
+    let num_regions = vfio_core::DeviceInfo::parse(&info, &name)?.num_regions;
+    for index in 0..num_regions {
+        let mut prefill = [0u8; std::mem::size_of::<sys::vfio_region_info>()];
+        prefill[8..12].copy_from_slice(&index.to_ne_bytes());
+        // SAFETY: VFIO_DEVICE_GET_REGION_INFO takes an argsz-prefixed vfio_region_info.
+        match unsafe { ioctl::with_argsz(device.as_fd(), sys::VFIO_DEVICE_GET_REGION_INFO, &prefill) } {
+            Ok(reply) => {
+                print_seed("region_caps", &format!("{name}-region{index}"), &reply);
+                n += 1;
+            }
+            Err(e) => println!("@@SEED-NONE region_caps {name}-region{index} {e}"),
+        }
+    }
+
+    // The hot-reset info: the kernel says how many entries it needs with ENOSPC.
+    let mut count = 0usize;
+    for _ in 0..4 {
+        let mut words = vec![0u32; 3 + 2 * count];
+        words[0] = (4 * words.len()) as u32;
+        // SAFETY: a vfio_pci_hot_reset_info header with room for `count` entries, as argsz says.
+        let res = unsafe { ioctl::with_mut(device.as_fd(), sys::VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, &mut words[0]) };
+        match res {
+            Err(Errno::NOSPC) if words[2] as usize > count => count = words[2] as usize,
+            Err(e) => {
+                println!("@@SEED-NONE hot_reset_info {name} {e}");
+                break;
+            }
+            Ok(_) => {
+                let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+                print_seed("hot_reset_info", &name, &bytes);
+                n += 1;
+                break;
+            }
+        }
+    }
+
+    let config = device.region_info(sys::VFIO_PCI_CONFIG_REGION_INDEX)?;
+    let mut bytes = vec![0u8; config.size as usize];
+    device.read_region(&config, 0, &mut bytes)?;
+    print_seed("pci_capabilities", &format!("{name}-config"), &bytes);
+    n += 1;
+    Ok(n)
+}

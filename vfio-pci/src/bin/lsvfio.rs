@@ -1,0 +1,396 @@
+//! `lsvfio`: the PCI functions of this machine as VFIO sees them.
+//!
+//! ```text
+//! lsvfio [-v] [--json] [ADDRESS...]   list functions: ids, class, driver, IOMMU group, nodes,
+//!                                      and the modes that could open each one now
+//!                                      (-v: open each vfio-pci device and show its regions,
+//!                                      IRQ indexes and capabilities)
+//! lsvfio bind ADDRESS                 bind to vfio-pci (driver_override), print the old driver
+//! lsvfio unbind ADDRESS [DRIVER]      leave vfio-pci; bind DRIVER, or let the kernel choose
+//! ```
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use vfio_core::{IrqFlags, Mode, PciAddress, RegionCap, RegionFlags, Sysfs};
+use vfio_pci::{DeviceSummary, PciDevice, inventory};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const USAGE: &str = "usage: lsvfio [-v] [--json] [ADDRESS...]
+       lsvfio bind ADDRESS
+       lsvfio unbind ADDRESS [DRIVER]";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lsvfio: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sysfs = Sysfs::default();
+    match args.first().map(String::as_str) {
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some("bind") => {
+            let addr: PciAddress = args.get(1).ok_or(USAGE)?.parse()?;
+            let old = sysfs.bind_vfio_pci(&addr)?;
+            println!(
+                "{addr}: bound to vfio-pci (was {})",
+                old.as_deref().unwrap_or("unbound")
+            );
+            Ok(())
+        }
+        Some("unbind") => {
+            let addr: PciAddress = args.get(1).ok_or(USAGE)?.parse()?;
+            sysfs.restore_driver(&addr, args.get(2).map(String::as_str))?;
+            let now = sysfs.driver(&addr)?;
+            println!("{addr}: left vfio-pci, now {}", now.as_deref().unwrap_or("unbound"));
+            Ok(())
+        }
+        _ => list(&sysfs, &args),
+    }
+}
+
+fn list(sysfs: &Sysfs, args: &[String]) -> Res<()> {
+    let (mut verbose, mut json, mut only) = (false, false, Vec::new());
+    for a in args {
+        match a.as_str() {
+            "-v" | "--verbose" => verbose = true,
+            "--json" => json = true,
+            a if a.starts_with('-') => return Err(format!("unknown option {a}\n{USAGE}").into()),
+            a => only.push(a.parse::<PciAddress>()?),
+        }
+    }
+    let devices = if only.is_empty() {
+        inventory::list(sysfs)?
+    } else {
+        only.iter()
+            .map(|a| inventory::describe(sysfs, a))
+            .collect::<vfio_core::Result<_>>()?
+    };
+    let details: Vec<Option<Res<Details>>> = devices
+        .iter()
+        .map(|d| (verbose && !d.modes.is_empty()).then(|| Details::read(d)))
+        .collect();
+    let out = if json {
+        render_json(&devices, &details)
+    } else {
+        render_text(&devices, &details)
+    };
+    print!("{out}");
+    Ok(())
+}
+
+/// What opening a device reveals.
+struct Details {
+    mode: Mode,
+    flags: String,
+    regions: Vec<vfio_core::RegionInfo>,
+    irqs: Vec<vfio_core::IrqInfo>,
+    caps: Vec<vfio_pci::Capability>,
+}
+
+impl Details {
+    /// Opens the device in the first mode it can be opened in (cdev first).
+    fn read(d: &DeviceSummary) -> Res<Self> {
+        let mode = [Mode::Cdev, Mode::Group, Mode::NoIommu]
+            .into_iter()
+            .find(|m| d.modes.contains(m))
+            .ok_or("no mode can open it")?;
+        let dev = PciDevice::open(&d.address, Some(mode))?;
+        let info = dev.device().info()?;
+        // Indexes the device does not implement (e.g. VGA on a non-VGA device) are EINVAL.
+        let regions = (0..info.num_regions)
+            .map(|i| dev.device().region_info(i))
+            .filter(|r| !matches!(r, Err(e) if e.errno() == Some(vfio_core::Errno::INVAL)))
+            .collect::<vfio_core::Result<Vec<_>>>()?;
+        // Likewise IRQ indexes: older kernels (Linux 6.1) refuse the ERR index of a
+        // conventional PCI device with EINVAL instead of reporting 0 vectors.
+        let irqs = (0..info.num_irqs)
+            .map(|i| dev.device().irq_info(i))
+            .filter(|r| !matches!(r, Err(e) if e.errno() == Some(vfio_core::Errno::INVAL)))
+            .collect::<vfio_core::Result<Vec<_>>>()?;
+        Ok(Details {
+            mode,
+            flags: format!("{:?}", info.flags),
+            regions: regions.into_iter().filter(|r| r.size > 0).collect(),
+            irqs,
+            caps: dev.capabilities()?,
+        })
+    }
+}
+
+fn region_name(i: u32) -> String {
+    match i {
+        0..=5 => format!("BAR{i}"),
+        6 => "ROM".into(),
+        7 => "config".into(),
+        8 => "VGA".into(),
+        _ => format!("region {i}"),
+    }
+}
+
+fn irq_name(i: u32) -> &'static str {
+    ["INTx", "MSI", "MSI-X", "ERR", "REQ"]
+        .get(i as usize)
+        .copied()
+        .unwrap_or("other")
+}
+
+fn cap_name(c: &vfio_pci::Capability) -> &'static str {
+    match (c.extended, c.id) {
+        (false, 0x01) => "PM",
+        (false, 0x05) => "MSI",
+        (false, 0x09) => "vendor",
+        (false, 0x10) => "PCIe",
+        (false, 0x11) => "MSI-X",
+        (true, 0x01) => "AER",
+        (true, 0x0d) => "ACS",
+        (true, 0x0e) => "ARI",
+        (true, 0x10) => "SR-IOV",
+        _ => "other",
+    }
+}
+
+fn region_flags(r: &vfio_core::RegionInfo) -> String {
+    let mut s = String::new();
+    for (f, c) in [
+        (RegionFlags::READ, 'r'),
+        (RegionFlags::WRITE, 'w'),
+        (RegionFlags::MMAP, 'm'),
+    ] {
+        s.push(if r.flags.contains(f) { c } else { '-' });
+    }
+    s
+}
+
+fn sparse(r: &vfio_core::RegionInfo) -> Vec<(u64, u64)> {
+    r.caps
+        .iter()
+        .flat_map(|c| match c {
+            RegionCap::SparseMmap(areas) => areas.iter().map(|a| (a.offset, a.size)).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn modes_text(d: &DeviceSummary) -> String {
+    if d.modes.is_empty() {
+        return match (d.driver.as_deref(), d.group_viable) {
+            (Some("vfio-pci"), false) => format!(
+                "- (group not viable: {})",
+                d.blockers
+                    .iter()
+                    .map(|(a, drv)| format!("{a} on {drv}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (Some("vfio-pci"), true) => "- (no VFIO nodes)".into(),
+            _ => "- (not bound to vfio-pci)".into(),
+        };
+    }
+    d.modes.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<13} {:<9} {:<6} {:<12} {:<5} {:<16} MODES",
+        "ADDRESS", "ID", "CLASS", "DRIVER", "GROUP", "CDEV"
+    );
+    for (d, det) in devices.iter().zip(details) {
+        let _ = writeln!(
+            out,
+            "{:<13} {:04x}:{:04x} {:06x} {:<12} {:<5} {:<16} {}",
+            d.address.to_string(),
+            d.vendor,
+            d.device,
+            d.class,
+            d.driver.as_deref().unwrap_or("-"),
+            d.iommu_group.map_or("-".into(), |g| g.to_string()),
+            d.cdev.as_ref().map_or("-", |c| c.name.as_str()),
+            modes_text(d)
+        );
+        match det {
+            None => {}
+            Some(Err(e)) => {
+                let _ = writeln!(out, "    cannot open: {e}");
+            }
+            Some(Ok(x)) => {
+                let _ = writeln!(out, "    opened in {} mode: {}", x.mode, x.flags);
+                for r in &x.regions {
+                    let _ = write!(
+                        out,
+                        "    {:<7} {:>#12x} bytes {}",
+                        region_name(r.index),
+                        r.size,
+                        region_flags(r)
+                    );
+                    for (off, len) in sparse(r) {
+                        let _ = write!(out, " mmap[{off:#x}+{len:#x}]");
+                    }
+                    if r.caps.iter().any(|c| matches!(c, RegionCap::MsixMappable)) {
+                        let _ = write!(out, " msix-mappable");
+                    }
+                    out.push('\n');
+                }
+                for i in x.irqs.iter().filter(|i| i.count > 0) {
+                    let _ = writeln!(
+                        out,
+                        "    {:<7} {:>3} vector(s) {}",
+                        irq_name(i.index),
+                        i.count,
+                        irq_flags(i.flags)
+                    );
+                }
+                let caps: Vec<String> = x
+                    .caps
+                    .iter()
+                    .map(|c| format!("{}@{:#x}", cap_name(c), c.offset))
+                    .collect();
+                let caps = if caps.is_empty() {
+                    "-".to_string()
+                } else {
+                    caps.join(" ")
+                };
+                let _ = writeln!(out, "    caps    {caps}");
+            }
+        }
+    }
+    let usable = devices.iter().filter(|d| !d.modes.is_empty()).count();
+    let _ = writeln!(
+        out,
+        "lsvfio: {} PCI function(s), {usable} usable through VFIO now",
+        devices.len()
+    );
+    out
+}
+
+fn irq_flags(f: IrqFlags) -> String {
+    let mut v = Vec::new();
+    for (flag, name) in [
+        (IrqFlags::EVENTFD, "eventfd"),
+        (IrqFlags::MASKABLE, "maskable"),
+        (IrqFlags::AUTOMASKED, "automasked"),
+        (IrqFlags::NORESIZE, "noresize"),
+    ] {
+        if f.contains(flag) {
+            v.push(name);
+        }
+    }
+    v.join(",")
+}
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or("null".into(), |v| v.to_string())
+}
+
+fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> String {
+    let items: Vec<String> = devices
+        .iter()
+        .zip(details)
+        .map(|(d, det)| {
+            let modes: Vec<String> = d.modes.iter().map(|m| js(&m.to_string())).collect();
+            let mut o = format!(
+                "{{\"address\":{},\"vendor\":{},\"device\":{},\"class\":{},\"driver\":{},\"iommu_group\":{},\"group_node\":{},\"group_viable\":{},\"cdev\":{},\"modes\":[{}]",
+                js(&d.address.to_string()),
+                d.vendor,
+                d.device,
+                d.class,
+                opt(d.driver.as_deref().map(js)),
+                opt(d.iommu_group),
+                opt(d.group_node.as_ref().map(|p| js(&p.display().to_string()))),
+                d.group_viable,
+                opt(d.cdev.as_ref().map(|c| js(&c.path.display().to_string()))),
+                modes.join(",")
+            );
+            match det {
+                None => {}
+                Some(Err(e)) => {
+                    let _ = write!(o, ",\"error\":{}", js(&e.to_string()));
+                }
+                Some(Ok(x)) => {
+                    let regions: Vec<String> = x
+                        .regions
+                        .iter()
+                        .map(|r| {
+                            let areas: Vec<String> =
+                                sparse(r).iter().map(|(o, l)| format!("[{o},{l}]")).collect();
+                            format!(
+                                "{{\"index\":{},\"name\":{},\"size\":{},\"flags\":{},\"sparse_mmap\":[{}]}}",
+                                r.index,
+                                js(&region_name(r.index)),
+                                r.size,
+                                js(&region_flags(r)),
+                                areas.join(",")
+                            )
+                        })
+                        .collect();
+                    let irqs: Vec<String> = x
+                        .irqs
+                        .iter()
+                        .map(|i| {
+                            format!(
+                                "{{\"index\":{},\"name\":{},\"count\":{},\"flags\":{}}}",
+                                i.index,
+                                js(irq_name(i.index)),
+                                i.count,
+                                js(&irq_flags(i.flags))
+                            )
+                        })
+                        .collect();
+                    let caps: Vec<String> = x
+                        .caps
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{{\"id\":{},\"extended\":{},\"offset\":{},\"name\":{}}}",
+                                c.id,
+                                c.extended,
+                                c.offset,
+                                js(cap_name(c))
+                            )
+                        })
+                        .collect();
+                    let _ = write!(
+                        o,
+                        ",\"opened_in\":{},\"regions\":[{}],\"irqs\":[{}],\"capabilities\":[{}]",
+                        js(&x.mode.to_string()),
+                        regions.join(","),
+                        irqs.join(","),
+                        caps.join(",")
+                    );
+                }
+            }
+            o.push('}');
+            o
+        })
+        .collect();
+    format!("[{}]\n", items.join(",\n "))
+}
