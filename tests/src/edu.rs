@@ -13,6 +13,8 @@ pub mod reg {
     pub const LIVENESS: usize = 0x04;
     /// Interrupt status.
     pub const IRQ_STATUS: usize = 0x24;
+    /// Interrupt raise: ORs the written value into the status and raises the interrupt.
+    pub const IRQ_RAISE: usize = 0x60;
     /// Interrupt acknowledge.
     pub const IRQ_ACK: usize = 0x64;
     /// DMA source address.
@@ -63,6 +65,23 @@ impl Edu {
             return Err(format!("{}: ID register is {id:#x}, not {EDU_ID:#x}", pci.address()).into());
         }
         Ok(Edu { pci, bar0 })
+    }
+
+    /// Waits until no DMA is running (the command register's start bit is clear): what a driver
+    /// taking over from a process that died mid-DMA must do before programming a new one, with
+    /// bus mastering still off so the old transfer cannot reach memory. Acknowledges whatever
+    /// interrupt status the old transfer left.
+    pub fn wait_idle(&self, timeout: Duration) -> Result<(), Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + timeout;
+        while self.bar0.read64(reg::DMA_CMD)? & 1 != 0 {
+            if Instant::now() > deadline {
+                return Err(format!("DMA still running after {timeout:?}").into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = self.bar0.read32(reg::IRQ_STATUS)?;
+        self.bar0.write32(reg::IRQ_ACK, status)?;
+        Ok(())
     }
 
     /// Writes `value` to the liveness register and checks the device inverts it.

@@ -59,9 +59,18 @@ pub fn device_from_env(var: &str) -> Result<vfio_core::PciAddress, String> {
 /// Runs `tests` (those whose name contains the first non-flag argument, if any), prints one line
 /// each and the summary, and exits non-zero if any failed.
 pub fn run(tests: &[Test]) -> ExitCode {
+    let boxed: Vec<(String, Box<dyn Fn() -> TestResult>)> = tests
+        .iter()
+        .map(|&(name, f)| (name.to_string(), Box::new(f) as Box<dyn Fn() -> TestResult>))
+        .collect();
+    run_named(boxed)
+}
+
+/// [`run`] for tests built at run time (e.g. one per mode: `check@mode`).
+pub fn run_named(tests: Vec<(String, Box<dyn Fn() -> TestResult>)>) -> ExitCode {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for (name, f) in tests {
+    for (name, f) in &tests {
         if filter.as_deref().is_some_and(|flt| !name.contains(flt)) {
             continue;
         }
@@ -91,4 +100,63 @@ pub fn run(tests: &[Test]) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Whether the running kernel offers `mode`.
+pub fn offered(mode: vfio_core::Mode) -> bool {
+    let m = vfio_core::detect();
+    match mode {
+        vfio_core::Mode::Group => m.group,
+        vfio_core::Mode::NoIommu => m.noiommu,
+        vfio_core::Mode::Cdev => m.cdev,
+    }
+}
+
+/// A fresh container of `mode` of its own (not the process-wide default): dropping it releases
+/// every group or device assigned to it.
+pub fn new_container(mode: vfio_core::Mode) -> vfio_core::Result<std::sync::Arc<dyn vfio_core::Container>> {
+    use std::sync::Arc;
+    Ok(match mode {
+        vfio_core::Mode::Group => Arc::new(vfio_group::Container::open(false)?),
+        vfio_core::Mode::NoIommu => Arc::new(vfio_group::Container::open(true)?),
+        vfio_core::Mode::Cdev => Arc::new(vfio_cdev::Container::new()?),
+    })
+}
+
+/// [`new_container`], or why `mode` cannot run here (for [`skip`]).
+pub fn container_or_reason(mode: vfio_core::Mode) -> Result<std::sync::Arc<dyn vfio_core::Container>, String> {
+    if !offered(mode) {
+        return Err(format!(
+            "{mode} mode is not offered by this kernel ({:?})",
+            vfio_core::detect()
+        ));
+    }
+    new_container(mode).map_err(|e| e.to_string())
+}
+
+/// The fds this process has open (from `/proc/self/fd`, without the directory's own fd).
+pub fn open_fds() -> std::io::Result<Vec<i32>> {
+    let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort();
+    // The last one opened is read_dir's own.
+    fds.retain(|&fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok());
+    Ok(fds)
+}
+
+/// How many memory mappings this process has (`/proc/self/maps` lines).
+pub fn mapping_count() -> std::io::Result<usize> {
+    Ok(std::fs::read_to_string("/proc/self/maps")?.lines().count())
+}
+
+/// A `/proc/self/status` field in kB (e.g. `VmLck`, `VmPin`).
+pub fn status_kb(field: &str) -> std::io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or(0))
 }

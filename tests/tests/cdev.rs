@@ -395,8 +395,86 @@ fn dirty_tracking_sees_device_writes() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// On a kernel without cdev mode (no iommufd, no VFIO device cdev: Debian 12's 6.1, the
+/// harness's `debian61` boot) every cdev entry point fails with Unsupported saying what the
+/// kernel lacks, and the device still opens in group mode, which `preferred()` picks.
+fn cdev_refused_clearly_without_kernel_support() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_EDU") {
+        Ok(a) => a,
+        Err(why) => return skip(why),
+    };
+    let modes = vfio_core::detect();
+    if modes.cdev {
+        return skip(format!(
+            "this kernel offers cdev mode ({modes:?}); the refusal is checked on kernels without it \
+             (`cargo xtask vm test --variant debian61`)"
+        ));
+    }
+    let iommufd = std::path::Path::new("/dev/iommu").exists();
+    let unsupported = |what: &str, r: Result<(), Error>, names: &[&str]| -> Result<String, String> {
+        match r {
+            Err(e @ Error::Unsupported { .. }) => {
+                let msg = e.to_string();
+                for n in names {
+                    if !msg.contains(n) {
+                        return Err(format!("{what}: the error does not name {n}: {msg}"));
+                    }
+                }
+                if !msg.contains("not supported on this kernel") {
+                    return Err(format!("{what}: the error does not blame the kernel: {msg}"));
+                }
+                println!("    {what}: {msg}");
+                Ok(msg)
+            }
+            Err(e) => Err(format!("{what}: expected Unsupported, got {e:?}")),
+            Ok(()) => Err(format!("{what}: succeeded on a kernel without cdev mode ({modes:?})")),
+        }
+    };
+    if !iommufd {
+        unsupported(
+            "Iommufd::open",
+            Iommufd::open().map(drop),
+            &["/dev/iommu", "CONFIG_IOMMUFD"],
+        )?;
+        unsupported("vfio_cdev::Container::new", Container::new().map(drop), &["/dev/iommu"])?;
+    }
+    // Without /dev/iommu the container cannot be made; with it (Linux 6.2 to 6.5) the device's
+    // cdev is what is missing.
+    let missing = if iommufd {
+        "CONFIG_VFIO_DEVICE_CDEV"
+    } else {
+        "/dev/iommu"
+    };
+    unsupported(
+        "PciDevice::open(.., Some(Mode::Cdev))",
+        PciDevice::open(&addr, Some(Mode::Cdev)).map(drop),
+        &[missing],
+    )?;
+    // The device's own cdev is missing too, whatever /dev/iommu says.
+    unsupported(
+        "UnboundDevice::open",
+        UnboundDevice::open(&Sysfs::default(), &addr).map(drop),
+        &["CONFIG_VFIO_DEVICE_CDEV", &addr.to_string()],
+    )?;
+    // Group mode is there instead, and is what a caller without a preference gets.
+    ensure!(modes.group, "neither cdev nor group mode: {modes:?}");
+    ensure!(
+        vfio_core::preferred()? == Mode::Group,
+        "preferred mode is not group on a kernel without cdev"
+    );
+    let dev = PciDevice::open(&addr, None)?;
+    ensure!(dev.mode() == Mode::Group, "opened in {} mode", dev.mode());
+    ensure!(dev.ids()? == (0x1234, 0x11e8), "ids {:x?}", dev.ids()?);
+    println!("    {addr} opened in group mode instead");
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
+        (
+            "cdev_refused_clearly_without_kernel_support",
+            cdev_refused_clearly_without_kernel_support,
+        ),
         (
             "cdev_dma_round_trip_through_container",
             dma_round_trip_through_container,

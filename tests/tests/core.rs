@@ -2,7 +2,7 @@
 //! MSI-X table), INTx with automask and unmask (edu), IRQ info, device feature probing, and the
 //! errors for indexes the device does not have.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -199,6 +199,55 @@ fn feature_probe_reports_unsupported_as_false() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// The low-power features of vfio-pci are SET-only: probe says so, GET is EINVAL, entering twice
+/// is EINVAL, and after the exit the device (and a BAR mapping the kernel zapped on entry) works.
+fn low_power_feature_set_and_get_contracts() -> TestResult {
+    use vfio_sys::{
+        VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY as ENTRY, VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP as WAKEUP,
+        VFIO_DEVICE_FEATURE_LOW_POWER_EXIT as EXIT,
+    };
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let d = dev.device();
+    ensure!(
+        d.feature_probe(ENTRY, FeatureAccess::SET)?,
+        "LOW_POWER_ENTRY SET not offered"
+    );
+    ensure!(
+        !d.feature_probe(ENTRY, FeatureAccess::GET)?,
+        "LOW_POWER_ENTRY GET offered"
+    );
+    let bar0 = dev.map_bar(0)?;
+    ensure!(bar0.read32(0)? == 0x010000ed, "edu id before low power");
+    let e = d
+        .feature_get(ENTRY, &mut [])
+        .err()
+        .ok_or("GET of a SET-only feature succeeded")?;
+    ensure!(e.errno() == Some(rustix::io::Errno::INVAL), "GET gave {e}");
+    d.feature_set(ENTRY, &[])?;
+    let e = d.feature_set(ENTRY, &[]).err().ok_or("entered low power twice")?;
+    ensure!(e.errno() == Some(rustix::io::Errno::INVAL), "second entry gave {e}");
+    d.feature_set(EXIT, &[])?;
+    ensure!(
+        bar0.read32(0)? == 0x010000ed,
+        "edu id through the mapping after low power"
+    );
+    // With a wakeup eventfd: the payload is the eventfd number and a reserved word.
+    let wake = EventFd::new()?;
+    let mut payload = wake.as_fd().as_raw_fd().to_ne_bytes().to_vec();
+    payload.extend(0u32.to_ne_bytes());
+    d.feature_set(WAKEUP, &payload)?;
+    d.feature_set(EXIT, &[])?;
+    let bad = (-1i32)
+        .to_ne_bytes()
+        .into_iter()
+        .chain(0u32.to_ne_bytes())
+        .collect::<Vec<u8>>();
+    let e = d.feature_set(WAKEUP, &bad).err().ok_or("wakeup eventfd -1 accepted")?;
+    ensure!(e.errno() == Some(rustix::io::Errno::INVAL), "eventfd -1 gave {e}");
+    ensure!(dev.config_read16(0)? == 0x1234, "config space after low power");
+    Ok(Outcome::Pass)
+}
+
 fn dma_pool_translates_per_io_without_mapping() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_EDU");
     let container = vfio_pci::default_container(dev.mode())?;
@@ -348,10 +397,24 @@ fn hugetlb_1g_without_reservation_is_a_clear_error() -> TestResult {
 /// mapping of a shared buffer. Returns the child's exit code.
 fn child_dma(
     sock: std::os::fd::BorrowedFd<'_>,
+    want: vfio_core::PciAddress,
     buf: &DmaBuffer,
     mode: vfio_core::Mode,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let got = vfio_core::recv_fds(sock)?;
+    // Something the primary does not have: a clean refusal, not a hang.
+    let missing = vfio_core::FdRequest {
+        kind: FdKind::Group,
+        name: "4242".into(),
+    };
+    match vfio_core::request(sock, &missing) {
+        Err(vfio_core::Error::InvalidArgument { reason, .. }) if reason.contains("refused") => {}
+        other => return Err(format!("child: request for a missing group gave {other:?}").into()),
+    }
+    let want = vfio_core::FdRequest {
+        kind: FdKind::Device,
+        name: want.to_string(),
+    };
+    let got = vfio_core::request(sock, &want)?;
     let dev = got
         .iter()
         .position(|s| s.kind == FdKind::Device)
@@ -391,7 +454,7 @@ fn secondary_process_dmas_with_passed_fds() -> TestResult {
     // shared buffer, then leaves with _exit without running the parent's destructors.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        let code = match child_dma(child_sock.as_fd(), &buf, mode) {
+        let code = match child_dma(child_sock.as_fd(), dev.address(), &buf, mode) {
             Ok(()) => 0,
             Err(e) => {
                 println!("    child: {e}");
@@ -402,9 +465,19 @@ fn secondary_process_dmas_with_passed_fds() -> TestResult {
         unsafe { libc::_exit(code) };
     }
     ensure!(pid > 0, "fork failed");
+    // Only the child holds its end now: when it exits, recv_request sees the socket closed.
+    drop(child_sock);
     let map = DmaMapping::new(container, &buf, 0x30_0000, DmaAccess::READ_WRITE)?;
     let name = format!("{} {:#x}", dev.address(), map.device_addr());
-    vfio_core::send_fds(parent_sock.as_fd(), &[(FdKind::Device, &name, dev.device().as_fd())])?;
+    let mut served = 0;
+    while let Some(req) = vfio_core::recv_request(parent_sock.as_fd())? {
+        if req.kind == FdKind::Device && req.name == dev.address().to_string() {
+            vfio_core::send_fds(parent_sock.as_fd(), &[(FdKind::Device, &name, dev.device().as_fd())])?;
+            served += 1;
+        } else {
+            vfio_core::send_refusal(parent_sock.as_fd(), &format!("no {:?} named {}", req.kind, req.name))?;
+        }
+    }
     let mut status = 0;
     // SAFETY: waits for the child forked above.
     let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -416,7 +489,8 @@ fn secondary_process_dmas_with_passed_fds() -> TestResult {
     let mut out = vec![0u8; 2000];
     buf.read(2048, &mut out)?;
     ensure!(out == pattern, "the parent does not see the child's DMA");
-    println!("    child {pid} did a DMA round trip with the device fd it received; parent verified the bytes");
+    ensure!(served == 1, "served {served} device requests");
+    println!("    child {pid} asked for the device, did a DMA round trip with its fd; parent verified the bytes");
     drop(map);
     Ok(Outcome::Pass)
 }
@@ -427,13 +501,39 @@ fn modes_match_the_machine() -> TestResult {
     };
     let m = vfio_core::detect();
     let no_iommu = iommu == "none";
-    ensure!(m.cdev, "cdev mode missing: {m:?}");
+    // Whether the kernel has cdev mode, from sysfs rather than from the /dev nodes detect()
+    // looks at: iommufd registers the misc device `iommu`, and with CONFIG_VFIO_DEVICE_CDEV
+    // every VFIO device (the harness binds several) has a character device, a `dev` attribute.
+    let iommufd = std::path::Path::new("/sys/class/misc/iommu").exists();
+    let vfio_cdevs = std::fs::read_dir("/sys/class/vfio-dev")
+        .map(|d| d.flatten().any(|e| e.path().join("dev").exists()))
+        .unwrap_or(false);
+    let cdev = iommufd && vfio_cdevs;
+    ensure!(
+        m.cdev == cdev,
+        "detected {m:?}, but sysfs shows iommufd={iommufd} and VFIO device cdevs={vfio_cdevs}"
+    );
     ensure!(
         m.group != no_iommu && m.noiommu == no_iommu,
         "IOMMU {iommu} but detected {m:?}"
     );
-    let want = vfio_core::Mode::Cdev;
-    ensure!(vfio_core::preferred()? == want, "preferred mode is not cdev");
+    // VFIO_RS_MODE (e.g. `--append VFIO_RS_MODE=group`) forces the choice.
+    let forced = std::env::var(vfio_core::MODE_ENV)
+        .ok()
+        .map(|m| m.parse::<vfio_core::Mode>())
+        .transpose()?;
+    let want = if let Some(f) = forced {
+        f
+    } else if cdev {
+        vfio_core::Mode::Cdev
+    } else if no_iommu {
+        vfio_core::Mode::NoIommu
+    } else {
+        vfio_core::Mode::Group
+    };
+    let preferred = vfio_core::preferred()?;
+    ensure!(preferred == want, "preferred mode is {preferred}, expected {want}");
+    println!("    IOMMU {iommu}: {m:?}, preferred {preferred}");
     Ok(Outcome::Pass)
 }
 
@@ -569,6 +669,10 @@ fn main() -> ExitCode {
         (
             "feature_probe_reports_unsupported_as_false",
             feature_probe_reports_unsupported_as_false,
+        ),
+        (
+            "low_power_feature_set_and_get_contracts",
+            low_power_feature_set_and_get_contracts,
         ),
         (
             "dma_pool_translates_per_io_without_mapping",

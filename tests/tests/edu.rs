@@ -2,33 +2,19 @@
 //! trip RAM -> device -> RAM verified byte for byte, with the completion MSI.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use vfio_core::{Container, DmaAccess, DmaBuffer, DmaMapping, EventFd, Mode};
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, EDU_MAX_DMA, Edu};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
 
-fn container(mode: Mode) -> Result<Box<dyn Container>, String> {
-    let modes = vfio_core::detect();
-    let available = match mode {
-        Mode::Group => modes.group,
-        Mode::NoIommu => modes.noiommu,
-        Mode::Cdev => modes.cdev,
-    };
-    if !available {
-        return Err(format!("{mode} mode is not offered by this kernel ({modes:?})"));
-    }
-    let c: Box<dyn Container> = match mode {
-        Mode::Group => Box::new(vfio_group::Container::open(false).map_err(|e| e.to_string())?),
-        Mode::NoIommu => Box::new(vfio_group::Container::open(true).map_err(|e| e.to_string())?),
-        Mode::Cdev => Box::new(vfio_cdev::Container::new().map_err(|e| e.to_string())?),
-    };
-    Ok(c)
-}
-
 /// The edu device's address and a fresh container of `mode`, or why the test cannot run.
-fn edu_and_container(mode: Mode) -> Result<(vfio_core::PciAddress, Box<dyn Container>), String> {
-    Ok((device_from_env("VFIO_TEST_EDU")?, container(mode)?))
+fn edu_and_container(mode: Mode) -> Result<(vfio_core::PciAddress, Arc<dyn Container>), String> {
+    Ok((
+        device_from_env("VFIO_TEST_EDU")?,
+        vfio_tests::container_or_reason(mode)?,
+    ))
 }
 
 fn id_and_liveness(mode: Mode) -> TestResult {

@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vfio_core::{EventFd, IrqAction, IrqData, IrqSet};
+use vfio_core::{EventFd, IrqAction, IrqData, IrqSet, Mode};
 use vfio_pci::{BarKind, Command, PciDevice};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
 
@@ -63,7 +63,7 @@ fn bar_access_checks_bounds_and_matches_pread() -> TestResult {
     ensure!(bar.is_mapped(0, 8), "NVMe registers are not mapped");
     let cap = bar.read64(0)?;
     let mut raw = [0u8; 8];
-    bar.read_bytes(0, &mut raw)?;
+    dev.device().read_region(&bar.info().region, 0, &mut raw)?;
     ensure!(u64::from_le_bytes(raw) == cap, "mmap and pread disagree on CAP");
     let size = bar.info().size;
     ensure!(bar.read32(size).is_err(), "read past the BAR's end accepted");
@@ -165,6 +165,215 @@ fn edu_intx_through_pci_device() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// A PCIe nvme alone behind a root port: the hot reset succeeds in cdev mode (zero-length form)
+/// and in group mode (group fds), clears the controller's registers, keeps the command register
+/// and reports the one device reset; a container that does not own the device is refused first.
+fn hot_reset_behind_a_root_port() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_NVME_HOTRESET") {
+        Err(why) => return skip(why),
+        Ok(a) => a,
+    };
+    let modes = vfio_core::detect();
+    // cdev first: a group left open by the group-mode pass would block the cdev open.
+    let mut done = Vec::new();
+    for (mode, available) in [(Mode::Cdev, modes.cdev), (Mode::Group, modes.group)] {
+        if !available {
+            continue;
+        }
+        let dev = PciDevice::open(&addr, Some(mode))?;
+        let container = vfio_pci::default_container(mode)?;
+        let bar0 = dev.map_bar(0)?;
+        dev.enable_bus_master()?;
+        bar0.write32(0x14, 0x0046_0000)?;
+        ensure!(bar0.read32(0x14)? == 0x0046_0000, "CC did not take the write");
+        let before = dev.command()?;
+        let reset = dev.hot_reset(container)?;
+        ensure!(reset == vec![addr], "{mode:?}: reset reported {reset:?}");
+        let cc = bar0.read32(0x14)?;
+        ensure!(cc == 0, "{mode:?}: CC is {cc:#x} after the hot reset");
+        ensure!(dev.command()? == before, "{mode:?}: command register not restored");
+        // Another container does not own the device: refused before any reset, naming it.
+        let other = vfio_tests::new_container(mode)?;
+        bar0.write32(0x14, 0x0046_0000)?;
+        let e = dev
+            .hot_reset(other.as_ref())
+            .err()
+            .ok_or("a foreign container reset the device")?;
+        ensure!(
+            matches!(e, vfio_core::Error::InvalidArgument { .. }) && e.to_string().contains(&addr.to_string()),
+            "{mode:?}: {e}"
+        );
+        ensure!(
+            bar0.read32(0x14)? == 0x0046_0000,
+            "{mode:?}: the refused reset touched the device"
+        );
+        done.push(format!("{mode:?}"));
+    }
+    if done.is_empty() {
+        return skip("neither cdev nor group mode is available");
+    }
+    println!("    hot reset of {addr} in {}", done.join(" and "));
+    Ok(Outcome::Pass)
+}
+
+/// A root-bus device: no bus or slot reset reaches it, and the error says ENODEV.
+fn hot_reset_on_the_root_bus_is_enodev() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_NVME");
+    if dev.address().bus != 0 {
+        return skip("the nvme is not on a root bus here");
+    }
+    let e = dev
+        .hot_reset(vfio_pci::default_container(dev.mode())?)
+        .err()
+        .ok_or("hot reset on the root bus succeeded")?;
+    ensure!(e.errno() == Some(rustix::io::Errno::NODEV), "{e}");
+    Ok(Outcome::Pass)
+}
+
+/// For every device the harness gave: config-space ids and class match sysfs, bus mastering
+/// toggles both ways, and every implemented BAR can be read (mmap or pread, I/O ports too).
+fn config_matches_sysfs_and_every_bar_reads() -> TestResult {
+    let sysfs = vfio_core::Sysfs::default();
+    let mut seen = Vec::new();
+    for var in [
+        "VFIO_TEST_EDU",
+        "VFIO_TEST_NVME",
+        "VFIO_TEST_TESTDEV",
+        "VFIO_TEST_VIRTIO",
+    ] {
+        let Ok(addr) = device_from_env(var) else { continue };
+        let dev = PciDevice::open(&addr, None)?;
+        let id = sysfs.identity(&addr)?;
+        ensure!(
+            dev.ids()? == (id.vendor, id.device),
+            "{addr}: ids {:?} vs sysfs {id:?}",
+            dev.ids()?
+        );
+        ensure!(
+            dev.class()? == id.class,
+            "{addr}: class {:#x} vs sysfs {:#x}",
+            dev.class()?,
+            id.class
+        );
+        dev.enable_bus_master()?;
+        ensure!(
+            dev.command()?.contains(Command::BUS_MASTER),
+            "{addr}: bus master not set"
+        );
+        dev.disable_bus_master()?;
+        ensure!(
+            !dev.command()?.contains(Command::BUS_MASTER),
+            "{addr}: bus master not cleared"
+        );
+        ensure!(
+            dev.command()?.contains(Command::MEMORY_SPACE),
+            "{addr}: memory decoding lost"
+        );
+        let mut bars = Vec::new();
+        for info in dev.bars()? {
+            let bar = dev.bar(info.index)?;
+            bar.read32(0)?;
+            bars.push(format!(
+                "BAR{} {:?} {:#x} {}",
+                info.index,
+                info.kind,
+                info.size,
+                if bar.is_mapped(0, 4) { "mmap" } else { "pread" }
+            ));
+        }
+        ensure!(!bars.is_empty(), "{addr}: no BARs");
+        seen.push(format!("{addr} [{}]", bars.join(", ")));
+    }
+    if seen.is_empty() {
+        return skip("no VFIO_TEST_EDU, VFIO_TEST_NVME or VFIO_TEST_TESTDEV device");
+    }
+    println!("    {}", seen.join("; "));
+    Ok(Outcome::Pass)
+}
+
+/// The inventory (what `lsvfio` prints) agrees with the harness: its devices are on vfio-pci
+/// and openable in the modes the kernel offers; the non-viable edu names its blocker.
+fn inventory_matches_the_machine() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_EDU") {
+        Err(why) => return skip(why),
+        Ok(a) => a,
+    };
+    let all = vfio_pci::inventory::list(&vfio_core::Sysfs::default())?;
+    let edu = all.iter().find(|d| d.address == addr).ok_or("edu not listed")?;
+    ensure!((edu.vendor, edu.device) == (0x1234, 0x11e8), "{edu:?}");
+    ensure!(edu.driver.as_deref() == Some("vfio-pci"), "{edu:?}");
+    let m = vfio_core::detect();
+    let mut want = Vec::new();
+    if m.group {
+        want.push(Mode::Group);
+    }
+    if m.noiommu {
+        want.push(Mode::NoIommu);
+    }
+    if m.cdev {
+        want.push(Mode::Cdev);
+    }
+    ensure!(edu.modes == want, "edu modes {:?}, kernel offers {want:?}", edu.modes);
+    // The modes it claims really open it. The preferred mode through the default container,
+    // which the earlier tests of this binary used (in group mode it holds the group, and a
+    // group joins one container at a time); the others in containers of their own, closed right
+    // after, so no group stays claimed by a default container the later tests do not use.
+    let preferred = vfio_core::preferred()?;
+    // The preferred mode last: the others' groups or binds must be gone before its default
+    // container (which keeps the group in group mode) takes the device.
+    let mut order = edu.modes.clone();
+    order.sort_by_key(|&m| m == preferred);
+    for &mode in &order {
+        if mode == preferred {
+            PciDevice::open(&addr, Some(mode))?;
+            continue;
+        }
+        let c = vfio_tests::new_container(mode)?;
+        match PciDevice::open_in(c.as_ref(), &addr) {
+            Ok(_) => {}
+            // When group mode is preferred (forced by VFIO_RS_MODE), earlier tests left the
+            // group in its default container, and the kernel keeps a device in an open group
+            // from binding to an iommufd.
+            Err(e) if mode == Mode::Cdev && preferred != Mode::Cdev && e.errno() == Some(rustix::io::Errno::BUSY) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Ok(nv) = device_from_env("VFIO_TEST_EDU_NONVIABLE") {
+        let d = all
+            .iter()
+            .find(|d| d.address == nv)
+            .ok_or("non-viable edu not listed")?;
+        ensure!(!d.group_viable && !d.blockers.is_empty(), "{d:?}");
+        ensure!(d.modes.is_empty(), "a mode offered for a non-viable group: {d:?}");
+    }
+    println!("    {} functions listed; edu {} in {:?}", all.len(), addr, edu.modes);
+    Ok(Outcome::Pass)
+}
+
+/// A virtio device describes its register layout in vendor-specific capabilities: each one's
+/// first data byte is a virtio structure type (1 common, 2 notify, 3 ISR, 4 device, 5 PCI cfg)
+/// and the next its BAR.
+fn virtio_vendor_capabilities() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_VIRTIO");
+    let caps = dev.vendor_caps()?;
+    ensure!(caps.len() >= 4, "{} vendor capabilities: {caps:?}", caps.len());
+    let kinds: Vec<u8> = caps.iter().map(|c| c.data.first().copied().unwrap_or(0)).collect();
+    for want in [1u8, 2, 3, 4] {
+        ensure!(kinds.contains(&want), "virtio structure type {want} missing: {kinds:?}");
+    }
+    let bars = dev.bars()?;
+    for c in caps.iter().filter(|c| c.data[0] != 5) {
+        let bar = u32::from(*c.data.get(1).ok_or("capability without a BAR byte")?);
+        ensure!(
+            bars.iter().any(|b| b.index == bar),
+            "type {} points at absent BAR {bar}",
+            c.data[0]
+        );
+    }
+    println!("    virtio structure types {kinds:?}");
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         (
@@ -180,5 +389,16 @@ fn main() -> ExitCode {
         ),
         ("msix_vectors_in_any_range", msix_vectors_in_any_range),
         ("reset_keeps_the_command_register", reset_keeps_the_command_register),
+        ("hot_reset_behind_a_root_port", hot_reset_behind_a_root_port),
+        ("inventory_matches_the_machine", inventory_matches_the_machine),
+        ("virtio_vendor_capabilities", virtio_vendor_capabilities),
+        (
+            "config_matches_sysfs_and_every_bar_reads",
+            config_matches_sysfs_and_every_bar_reads,
+        ),
+        (
+            "hot_reset_on_the_root_bus_is_enodev",
+            hot_reset_on_the_root_bus_is_enodev,
+        ),
     ])
 }

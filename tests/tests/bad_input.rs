@@ -1,0 +1,520 @@
+//! Bad input, case by case: each must come back as a typed error that names what was wrong
+//! (the device, path or object) and, where the kernel refused, carries its errno; none may panic,
+//! and none may leave an fd or a memory mapping behind (both are counted around every case).
+
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use vfio_core::{Container, DmaAccess, DmaBuffer, Errno, Error, EventFd, IrqSet, PciAddress};
+use vfio_pci::PciDevice;
+use vfio_tests::{Outcome, TestResult, device_from_env, mapping_count, open_fds, skip};
+
+/// What a case expects.
+enum Want {
+    /// `Error::InvalidArgument` whose message contains the text.
+    Invalid(&'static str),
+    /// `Error::Unsupported` whose message contains the text.
+    Unsupported(&'static str),
+    /// A kernel refusal (Kernel or Path) with this errno, the message containing the text.
+    Errno(Errno, &'static str),
+    /// Any kernel refusal (the errno differs between kernels or modes), naming the text.
+    AnyErrno(&'static str),
+    /// Any kernel refusal naming one of the texts (what is named differs between modes).
+    AnyErrnoNaming(&'static [&'static str]),
+}
+
+type Case = Box<dyn Fn() -> Result<Result<(), Error>, String>>;
+
+/// Runs `case` (Ok(Err(e)): the error to judge; Err(why): the case cannot run here) and checks
+/// the error against `want`, and that no fd or mapping was left behind.
+fn judge(want: &Want, case: &Case) -> TestResult {
+    // Warm-up: lazily opened process-wide state (default containers) is not a leak.
+    let _ = case();
+    let (fds, maps) = (open_fds()?, mapping_count()?);
+    let got = match case() {
+        Err(why) => return skip(why),
+        Ok(Ok(())) => return Err("accepted".into()),
+        Ok(Err(e)) => e,
+    };
+    let text = got.to_string();
+    let ok = match (want, &got) {
+        (Want::Invalid(t), Error::InvalidArgument { .. }) => text.contains(t),
+        (Want::Unsupported(t), Error::Unsupported { .. }) => text.contains(t),
+        (Want::Errno(n, t), _) => got.errno() == Some(*n) && text.contains(t),
+        (Want::AnyErrno(t), _) => got.errno().is_some() && text.contains(t),
+        (Want::AnyErrnoNaming(ts), _) => got.errno().is_some() && ts.iter().any(|t| text.contains(t)),
+        _ => false,
+    };
+    if !ok {
+        let what = match want {
+            Want::Invalid(t) => format!("InvalidArgument naming {t:?}"),
+            Want::Unsupported(t) => format!("Unsupported naming {t:?}"),
+            Want::Errno(n, t) => format!("errno {n:?} naming {t:?}"),
+            Want::AnyErrno(t) => format!("a kernel errno naming {t:?}"),
+            Want::AnyErrnoNaming(ts) => format!("a kernel errno naming one of {ts:?}"),
+        };
+        return Err(format!("expected {what}, got {got:?} ({text})").into());
+    }
+    let (fds_after, maps_after) = (open_fds()?, mapping_count()?);
+    if fds_after != fds {
+        return Err(format!("fds leaked: {fds:?} -> {fds_after:?} ({text})").into());
+    }
+    if maps_after != maps {
+        return Err(format!("mappings leaked: {maps} -> {maps_after} ({text})").into());
+    }
+    println!("    {text}");
+    Ok(Outcome::Pass)
+}
+
+fn env(var: &str) -> Result<PciAddress, String> {
+    device_from_env(var)
+}
+
+fn edu() -> Result<PciDevice, String> {
+    PciDevice::open(&env("VFIO_TEST_EDU")?, None).map_err(|e| format!("cannot open edu: {e}"))
+}
+
+fn nvme() -> Result<PciDevice, String> {
+    PciDevice::open(&env("VFIO_TEST_NVME")?, None).map_err(|e| format!("cannot open nvme: {e}"))
+}
+
+/// A fresh container of the preferred mode, with edu assigned, for map cases.
+fn edu_container() -> Result<(Arc<dyn Container>, PciDevice), String> {
+    let addr = env("VFIO_TEST_EDU")?;
+    let mode = vfio_core::preferred().map_err(|e| e.to_string())?;
+    if mode == vfio_core::Mode::NoIommu || vfio_core::detect().noiommu {
+        return Err("no IOMMU: IOVAs are not checked by the kernel".into());
+    }
+    let c: Arc<dyn Container> = vfio_tests::new_container(mode).map_err(|e| e.to_string())?;
+    let dev = PciDevice::open_in(c.as_ref(), &addr).map_err(|e| e.to_string())?;
+    Ok((c, dev))
+}
+
+/// A raw map that the kernel is expected to refuse; unmapped again if it is not.
+fn try_map(c: &dyn Container, buf: &DmaBuffer, len: u64, iova: u64) -> Result<(), Error> {
+    // SAFETY: `buf` outlives the call, and a mapping that was made is removed before returning.
+    let r = unsafe { c.map_dma_raw(buf.as_ptr(), len, iova, DmaAccess::READ_WRITE) };
+    if r.is_ok() {
+        let _ = c.unmap_dma(iova, len);
+    }
+    r.map(|_| ())
+}
+
+/// A map of `len` bytes of a fresh page at `iova` in a fresh container holding edu.
+fn map_one_page(len: u64, iova: u64) -> Result<Result<(), Error>, String> {
+    let (c, _dev) = edu_container()?;
+    let buf = DmaBuffer::new(4096).map_err(|e| e.to_string())?;
+    Ok(try_map(c.as_ref(), &buf, len, iova))
+}
+
+/// A PCI function that exists but is not on vfio-pci (the host bridge, usually).
+fn not_on_vfio() -> Result<PciAddress, String> {
+    let sysfs = vfio_core::Sysfs::default();
+    vfio_pci::inventory::list(&sysfs)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|d| d.driver.as_deref() != Some("vfio-pci"))
+        .map(|d| d.address)
+        .ok_or_else(|| "every function is on vfio-pci".into())
+}
+
+fn cases() -> Vec<(&'static str, Want, Case)> {
+    vec![
+        (
+            "address_with_bad_hex",
+            Want::Invalid("0000:00:zz.0"),
+            Box::new(|| Ok("0000:00:zz.0".parse::<PciAddress>().map(|_| ()))),
+        ),
+        (
+            "address_with_function_8",
+            Want::Invalid("00:1f.8"),
+            Box::new(|| Ok("00:1f.8".parse::<PciAddress>().map(|_| ()))),
+        ),
+        (
+            "address_with_too_many_parts",
+            Want::Invalid("1:2:3:4.5"),
+            Box::new(|| Ok("1:2:3:4.5".parse::<PciAddress>().map(|_| ()))),
+        ),
+        (
+            "nonexistent_device",
+            Want::Errno(Errno::NOENT, "0000:7f:1f.7"),
+            Box::new(|| Ok(PciDevice::open(&"7f:1f.7".parse().map_err(|e: Error| e.to_string())?, None).map(|_| ()))),
+        ),
+        (
+            "device_not_on_vfio_pci",
+            Want::Invalid("not vfio-pci"),
+            Box::new(|| {
+                let a = not_on_vfio()?;
+                let r = PciDevice::open(&a, None).map(|_| ());
+                // Unbound functions say "not bound to any driver"; normalise for the check.
+                Ok(r.map_err(|e| match e {
+                    Error::InvalidArgument { op, target, reason } if reason.contains("not bound to any") => {
+                        Error::InvalidArgument {
+                            op,
+                            target,
+                            reason: format!("{reason} (not vfio-pci)"),
+                        }
+                    }
+                    e => e,
+                }))
+            }),
+        ),
+        (
+            "non_viable_group",
+            Want::Invalid("not viable"),
+            Box::new(|| {
+                let a = env("VFIO_TEST_EDU_NONVIABLE")?;
+                if !vfio_core::detect().group {
+                    return Err("group mode is not offered".into());
+                }
+                Ok(PciDevice::open(&a, Some(vfio_core::Mode::Group)).map(|_| ()))
+            }),
+        ),
+        (
+            "device_already_assigned_elsewhere",
+            // cdev names the device; group mode its group node, which has one opener.
+            Want::AnyErrnoNaming(&["0000:", "already open"]),
+            Box::new(|| {
+                let (_c, dev) = edu_container()?;
+                let mode = dev.mode();
+                let other = vfio_tests::new_container(mode).map_err(|e| e.to_string())?;
+                Ok(PciDevice::open_in(other.as_ref(), &dev.address()).map(|_| ()))
+            }),
+        ),
+        (
+            "no_permission_as_nobody",
+            Want::Errno(Errno::ACCESS, "/dev/"),
+            Box::new(|| {
+                let a = env("VFIO_TEST_EDU")?;
+                as_nobody(move || PciDevice::open(&a, None).map(|_| ()))
+            }),
+        ),
+        (
+            "zero_length_map",
+            Want::AnyErrno("iova"),
+            Box::new(|| map_one_page(0, 0x40_0000)),
+        ),
+        (
+            "unaligned_iova",
+            Want::AnyErrno("iova"),
+            Box::new(|| map_one_page(4096, 0x40_0200)),
+        ),
+        (
+            "unaligned_length",
+            Want::AnyErrno("iova"),
+            Box::new(|| map_one_page(100, 0x40_0000)),
+        ),
+        (
+            "overlapping_map",
+            Want::Errno(Errno::EXIST, "iova"),
+            Box::new(|| {
+                let (c, _dev) = edu_container()?;
+                let a = DmaBuffer::new(8192).map_err(|e| e.to_string())?;
+                let b = DmaBuffer::new(4096).map_err(|e| e.to_string())?;
+                let _held = vfio_core::DmaMapping::new(c.as_ref(), &a, 0x40_0000, DmaAccess::READ_WRITE)
+                    .map_err(|e| e.to_string())?;
+                Ok(try_map(c.as_ref(), &b, 4096, 0x40_1000))
+            }),
+        ),
+        (
+            "iova_beyond_the_allowed_ranges",
+            Want::AnyErrno("iova"),
+            Box::new(|| {
+                let (c, _dev) = edu_container()?;
+                let last = c.iova_ranges().map_err(|e| e.to_string())?.iter().map(|r| r.last).max();
+                let last = last.ok_or("no IOVA ranges")?;
+                if last >= u64::MAX - 0x2000 {
+                    return Err("the allowed IOVA space reaches 2^64".into());
+                }
+                let buf = DmaBuffer::new(4096).map_err(|e| e.to_string())?;
+                Ok(try_map(c.as_ref(), &buf, 4096, (last + 1).next_multiple_of(4096)))
+            }),
+        ),
+        (
+            "dma_buffer_of_zero_bytes",
+            Want::Invalid("DMA buffer"),
+            Box::new(|| Ok(DmaBuffer::new(0).map(|_| ()))),
+        ),
+        (
+            "hugetlb_1g_without_reservation",
+            Want::Unsupported("huge"),
+            Box::new(|| Ok(DmaBuffer::with_backing(1 << 30, vfio_core::Backing::Huge1G).map(|_| ()))),
+        ),
+        (
+            "mmio_past_the_bar_end",
+            Want::Invalid("past the end"),
+            Box::new(|| {
+                let d = edu()?;
+                let bar = d.map_bar(0).map_err(|e| e.to_string())?;
+                Ok(bar.read32(bar.len()).map(|_| ()))
+            }),
+        ),
+        (
+            "misaligned_mmio",
+            Want::Invalid("aligned"),
+            Box::new(|| {
+                let d = edu()?;
+                let bar = d.map_bar(0).map_err(|e| e.to_string())?;
+                Ok(bar.read32(2).map(|_| ()))
+            }),
+        ),
+        (
+            "bulk_bar_copy_past_the_end",
+            Want::Invalid("BAR 0"),
+            Box::new(|| {
+                let d = edu()?;
+                let bar = d.bar(0).map_err(|e| e.to_string())?;
+                Ok(bar.read_bytes(bar.info().size - 4, &mut [0u8; 8]))
+            }),
+        ),
+        (
+            "config_access_past_4k",
+            Want::Invalid("region 7"),
+            Box::new(|| Ok(nvme()?.config_read32(0x1000).map(|_| ()))),
+        ),
+        (
+            "config_access_past_256_on_pci",
+            Want::Invalid("region 7"),
+            Box::new(|| Ok(edu()?.config_read16(0x100).map(|_| ()))),
+        ),
+        (
+            "bar_index_7",
+            Want::Invalid("BAR 7"),
+            Box::new(|| Ok(edu()?.map_bar(7).map(|_| ()))),
+        ),
+        (
+            "absent_bar",
+            Want::Unsupported("BAR 1"),
+            Box::new(|| Ok(edu()?.map_bar(1).map(|_| ()))),
+        ),
+        (
+            "rom_of_a_device_without_one",
+            Want::Unsupported("ROM"),
+            Box::new(|| Ok(nvme()?.read_rom().map(|_| ()))),
+        ),
+        (
+            "region_info_for_index_42",
+            Want::Errno(Errno::INVAL, "0000:"),
+            Box::new(|| Ok(edu()?.device().region_info(42).map(|_| ()))),
+        ),
+        (
+            "msix_vectors_beyond_the_count",
+            Want::Errno(Errno::INVAL, "0000:"),
+            Box::new(|| {
+                let d = nvme()?;
+                let e = EventFd::new().map_err(|e| e.to_string())?;
+                Ok(d.set_msix_vectors(200, &[&e]))
+            }),
+        ),
+        (
+            "msi_with_more_vectors_than_the_device",
+            Want::Errno(Errno::INVAL, "0000:"),
+            Box::new(|| {
+                let d = edu()?;
+                let (a, b) = (
+                    EventFd::new().map_err(|e| e.to_string())?,
+                    EventFd::new().map_err(|e| e.to_string())?,
+                );
+                Ok(d.enable_msi(&[&a, &b]))
+            }),
+        ),
+        (
+            "eventfd_for_an_index_without_vectors",
+            Want::Errno(Errno::INVAL, "0000:"),
+            Box::new(|| {
+                let d = edu()?;
+                let e = EventFd::new().map_err(|e| e.to_string())?;
+                Ok(d.enable_msix(&[&e]))
+            }),
+        ),
+        (
+            "two_intx_eventfds",
+            Want::Errno(Errno::INVAL, "0000:"),
+            Box::new(|| {
+                let d = edu()?;
+                let (a, b) = (
+                    EventFd::new().map_err(|e| e.to_string())?,
+                    EventFd::new().map_err(|e| e.to_string())?,
+                );
+                let set = IrqSet::eventfds(vfio_pci::INTX_IRQ, 0, &[Some(a.as_fd()), Some(b.as_fd())]);
+                Ok(d.device().set_irqs(&set))
+            }),
+        ),
+        (
+            "irq_index_9",
+            Want::Errno(Errno::INVAL, "0000:"),
+            Box::new(|| Ok(edu()?.device().irq_info(9).map(|_| ()))),
+        ),
+        (
+            "feature_number_above_16_bits",
+            Want::Invalid("feature"),
+            Box::new(|| {
+                Ok(edu()?
+                    .device()
+                    .feature_probe(0x1_0000, vfio_core::FeatureAccess::GET)
+                    .map(|_| ()))
+            }),
+        ),
+        (
+            "hot_reset_without_owning_the_device",
+            Want::Invalid("not"),
+            Box::new(|| {
+                let d = env("VFIO_TEST_NVME_HOTRESET")?;
+                let dev = PciDevice::open(&d, None).map_err(|e| e.to_string())?;
+                let other = vfio_tests::new_container(dev.mode()).map_err(|e| e.to_string())?;
+                Ok(dev.hot_reset(other.as_ref()).map(|_| ()))
+            }),
+        ),
+        (
+            "hot_reset_on_the_root_bus",
+            Want::Errno(Errno::NODEV, "0000:"),
+            Box::new(|| {
+                let d = nvme()?;
+                let c = vfio_pci::default_container(d.mode()).map_err(|e| e.to_string())?;
+                Ok(d.hot_reset(c).map(|_| ()))
+            }),
+        ),
+        (
+            "bind_a_cdev_twice",
+            Want::AnyErrno("0000:"),
+            Box::new(|| {
+                if !vfio_core::detect().cdev {
+                    return Err("cdev mode is not offered".into());
+                }
+                let a = env("VFIO_TEST_EDU")?;
+                let sysfs = vfio_core::Sysfs::default();
+                let fd = Arc::new(vfio_cdev::Iommufd::open().map_err(|e| e.to_string())?);
+                let first = vfio_cdev::UnboundDevice::open(&sysfs, &a).map_err(|e| e.to_string())?;
+                let _bound = first.bind(&fd).map_err(|e| e.to_string())?;
+                let second = vfio_cdev::UnboundDevice::open(&sysfs, &a).map_err(|e| e.to_string())?;
+                Ok(second.bind(&fd).map(|_| ()))
+            }),
+        ),
+        (
+            "remove_a_group_with_its_device_open",
+            Want::Errno(Errno::BUSY, "/dev/vfio/"),
+            Box::new(|| {
+                if !vfio_core::detect().group {
+                    return Err("group mode is not offered".into());
+                }
+                let a = env("VFIO_TEST_EDU")?;
+                let c = vfio_group::Container::open(false).map_err(|e| e.to_string())?;
+                let _dev = PciDevice::open_in(&c, &a).map_err(|e| e.to_string())?;
+                if c.backend().map_err(|e| e.to_string())? != vfio_group::Backend::Type1 {
+                    return Err("iommufd's compat container lets a group go with its device open \
+                                (group_status_and_remove checks that)"
+                        .into());
+                }
+                let g = vfio_core::Sysfs::default().iommu_group(&a).map_err(|e| e.to_string())?;
+                Ok(c.remove_group(g))
+            }),
+        ),
+        (
+            "nonexistent_group_node",
+            Want::Errno(Errno::NOENT, "/dev/vfio/4242"),
+            Box::new(|| Ok(vfio_core::open_node(std::path::Path::new("/dev/vfio/4242")).map(|_| ()))),
+        ),
+        (
+            "fake_sysfs_without_the_device",
+            Want::Errno(Errno::NOENT, "/nonexistent/sys"),
+            Box::new(|| {
+                let s = vfio_core::Sysfs::at("/nonexistent/sys", "/nonexistent/dev");
+                Ok(s.iommu_group(&"00:03.0".parse().map_err(|e: Error| e.to_string())?)
+                    .map(|_| ()))
+            }),
+        ),
+        (
+            "fd_message_with_no_fds",
+            Want::Invalid("fds"),
+            Box::new(|| {
+                use rustix::net::{AddressFamily, SocketFlags, SocketType};
+                let (a, _b) =
+                    rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+                        .map_err(|e| e.to_string())?;
+                Ok(vfio_core::send_fds(a.as_fd(), &[]))
+            }),
+        ),
+        (
+            "iova_allocator_exhausted",
+            Want::Invalid("exhausted"),
+            Box::new(|| {
+                let mut alloc = vfio_core::IovaAllocator::new(&[vfio_core::IovaRange {
+                    start: 0x1000,
+                    last: 0x1fff,
+                }]);
+                Ok(alloc.alloc(0x2000, 0x1000).map(|_| ()))
+            }),
+        ),
+        (
+            "unknown_mode_name",
+            Want::Invalid("bogus"),
+            Box::new(|| Ok("bogus".parse::<vfio_core::Mode>().map(|_| ()))),
+        ),
+    ]
+}
+
+/// Runs `f` in a child process that dropped to uid/gid 65534 (nobody) and returns its error,
+/// carried back as text (errno and message) through a pipe-like socket.
+fn as_nobody(f: impl FnOnce() -> Result<(), Error>) -> Result<Result<(), Error>, String> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let (parent, child) =
+        rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+            .map_err(|e| e.to_string())?;
+    // SAFETY: the test binary is single-threaded here; the child only runs `f`, writes one
+    // message and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: plain syscalls in the forked child.
+        let dropped = unsafe {
+            libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(65534) == 0 && libc::setuid(65534) == 0
+        };
+        let msg = if !dropped {
+            "setup: cannot become nobody".to_string()
+        } else {
+            match f() {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("{}|{e}", e.errno().map_or(0, |n| n.raw_os_error())),
+            }
+        };
+        let _ = rustix::net::send(&child, msg.as_bytes(), rustix::net::SendFlags::empty());
+        // SAFETY: ends the forked child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    if pid < 0 {
+        return Err("fork failed".into());
+    }
+    drop(child);
+    let mut buf = vec![0u8; 4096];
+    let n = rustix::net::recv(&parent, &mut buf, rustix::net::RecvFlags::empty())
+        .map_err(|e| e.to_string())?
+        .0;
+    let mut status = 0;
+    // SAFETY: reaps the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    if msg == "ok" {
+        return Ok(Ok(()));
+    }
+    let (errno, text) = msg.split_once('|').ok_or(msg.clone())?;
+    let errno: i32 = errno.parse().map_err(|_| msg.clone())?;
+    Ok(Err(Error::Path {
+        op: "as nobody",
+        path: text.into(),
+        source: std::io::Error::from_raw_os_error(errno),
+    }))
+}
+
+fn main() -> ExitCode {
+    let tests: Vec<(String, Box<dyn Fn() -> TestResult>)> = cases()
+        .into_iter()
+        .map(|(name, want, case)| {
+            (
+                name.to_string(),
+                Box::new(move || judge(&want, &case)) as Box<dyn Fn() -> TestResult>,
+            )
+        })
+        .collect();
+    println!("{} bad-input cases", tests.len());
+    vfio_tests::run_named(tests)
+}
