@@ -3,6 +3,7 @@
 //! - `regen-uapi (--from <kernel tree | headers dir> | --from-cache) [--check]`: regenerate `vfio-sys` and `iommufd-sys`.
 //! - `vm [test] [options]`: build the test kernel and initramfs, boot QEMU, run the guest tests.
 //! - `demo`: boot the guest and run the example drivers in every mode.
+//! - `bench [options]`: run the benchmarks in a guest and write `target/bench/results.{json,md}`.
 
 mod regen_uapi;
 mod vm;
@@ -20,14 +21,16 @@ fn main() -> ExitCode {
         "regen-uapi" => regen_uapi::main(&rest),
         "vm" => vm::main(&rest),
         "demo" => vm::demo(&rest),
+        "bench" => vm::bench::main(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  regen-uapi (--from <kernel tree | headers dir> | --from-cache) [--check] [--version V]\n  \
-                 vm [test|kernel] [--variant a|b] [--iommu intel|virtio|none] [--example NAME[:ARGS]]\n     \
+                 vm [test|kernel] [--variant a|b|debian61] [--iommu intel|virtio|none] [--example NAME[:ARGS]]\n     \
                     [--timeout SECS] [--no-tests] [--append ARGS]\n  \
-                 demo [same options as vm]"
+                 demo [same options as vm]\n  \
+                 bench [--variant a|b] [--iommu intel|virtio|none] [--quick] [--only IDS] [--timeout SECS]"
             );
             return ExitCode::from(2);
         }

@@ -60,21 +60,25 @@ pub fn build_tests(workspace: &Path) -> crate::Result<Vec<Binary>> {
     Ok(bins)
 }
 
-/// `cargo build -p vfio-pci --release --example NAME...`: the named examples.
+/// `cargo build -p vfio-pci --release --example NAME...`: the named examples, and the named
+/// binaries of vfio-pci (`vfio-pci/src/bin/NAME.rs`, e.g. `lsvfio`) with `--bin`.
 pub fn build_examples(workspace: &Path, names: &[String]) -> crate::Result<Vec<Binary>> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
     let mut args: Vec<&str> = vec!["build", "-p", "vfio-pci", "--release"];
     for name in names {
-        args.extend(["--example", name]);
+        let is_bin = workspace.join("vfio-pci/src/bin").join(format!("{name}.rs")).exists();
+        args.extend([if is_bin { "--bin" } else { "--example" }, name]);
     }
     let mut bins = Vec::new();
     for artifact in cargo_json(workspace, &args)? {
         let target = artifact.get("target");
-        let is_example = target
-            .and_then(|t| t.get("kind"))
-            .is_some_and(|k| k.as_array().iter().any(|k| k.as_str() == Some("example")));
+        let is_example = target.and_then(|t| t.get("kind")).is_some_and(|k| {
+            k.as_array()
+                .iter()
+                .any(|k| matches!(k.as_str(), Some("example" | "bin")))
+        });
         let name = target.and_then(|t| t.get("name")).and_then(Json::as_str);
         let exe = artifact.get("executable").and_then(Json::as_str);
         if let (true, Some(name), Some(exe)) = (is_example, name, exe) {
@@ -93,6 +97,27 @@ pub fn build_examples(workspace: &Path, names: &[String]) -> crate::Result<Vec<B
         }
     }
     Ok(bins)
+}
+
+/// `cargo bench -p vfio-tests --bench vfio_bench --no-run`: the benchmark program, optimized
+/// (bench profile), named `vfio_bench`.
+pub fn build_bench(workspace: &Path) -> crate::Result<Binary> {
+    let args = ["bench", "-p", "vfio-tests", "--bench", "vfio_bench", "--no-run"];
+    for artifact in cargo_json(workspace, &args)? {
+        let target = artifact.get("target");
+        let is_bench = target
+            .and_then(|t| t.get("kind"))
+            .is_some_and(|k| k.as_array().iter().any(|k| k.as_str() == Some("bench")));
+        let name = target.and_then(|t| t.get("name")).and_then(Json::as_str);
+        let exe = artifact.get("executable").and_then(Json::as_str);
+        if let (true, Some("vfio_bench"), Some(exe)) = (is_bench, name, exe) {
+            return Ok(Binary {
+                name: "vfio_bench".to_owned(),
+                path: PathBuf::from(exe),
+            });
+        }
+    }
+    Err("cargo built no executable for the vfio_bench benchmark of vfio-tests".into())
 }
 
 /// Runs cargo with JSON messages and the static guest settings; returns the

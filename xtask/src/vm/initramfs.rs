@@ -4,6 +4,10 @@
 //! Layout: `/init` (xtask/guest/init.sh), `/bin/busybox` (its applet links are made by `/init`),
 //! `/dev/console` (the kernel opens it for init's stdio before `/dev` is mounted),
 //! `/tests/<name>`, `/examples/<name>` and `/examples/run.list` (one `NAME ARGS...` per run).
+//!
+//! A modular kernel (the packaged Debian one) gets a second archive appended to this one (the
+//! kernel unpacks concatenated archives in turn): `/lib/modules/<name>.ko` and
+//! `/lib/modules/load.list`, the module names in load order, which `/init` insmods.
 
 use super::guest::Binary;
 use std::io::Write;
@@ -42,16 +46,40 @@ pub fn build(out: &Path, busybox: &Path, contents: &Contents) -> crate::Result {
         cpio.entry("examples/run.list", 0o100644, (0, 0), list.as_bytes());
     }
     cpio.entry("TRAILER!!!", 0, (0, 0), &[]);
-
     // gzip -1: the archive is rebuilt on every run, and the kernel unpacks it in well under a second.
+    write_gzip(out, &cpio.buf, "-1")
+}
+
+/// Writes `out` (gzip cpio), the archive of kernel modules appended to the initramfs for a
+/// modular kernel: `/lib/modules/<name>.ko` for each `(name, uncompressed module)` and
+/// `/lib/modules/load.list` with the names in the given (load) order.
+pub fn build_modules(out: &Path, modules: &[(String, Vec<u8>)]) -> crate::Result {
+    let mut cpio = Newc::default();
+    for dir in ["lib", "lib/modules"] {
+        cpio.entry(dir, 0o040755, (0, 0), &[]);
+    }
+    let mut list = String::new();
+    for (name, data) in modules {
+        cpio.entry(&format!("lib/modules/{name}.ko"), 0o100644, (0, 0), data);
+        list.push_str(name);
+        list.push('\n');
+    }
+    cpio.entry("lib/modules/load.list", 0o100644, (0, 0), list.as_bytes());
+    cpio.entry("TRAILER!!!", 0, (0, 0), &[]);
+    // Built once per kernel and cached: compress well.
+    write_gzip(out, &cpio.buf, "-9")
+}
+
+/// Pipes `data` through `gzip <level> -c` into `out`.
+fn write_gzip(out: &Path, data: &[u8], level: &str) -> crate::Result {
     let file = std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut gzip = Command::new("gzip")
-        .args(["-1", "-c"])
+        .args([level, "-c"])
         .stdin(Stdio::piped())
         .stdout(file)
         .spawn()
         .map_err(|e| format!("cannot run gzip: {e} (install gzip)"))?;
-    gzip.stdin.take().ok_or("gzip stdin missing")?.write_all(&cpio.buf)?;
+    gzip.stdin.take().ok_or("gzip stdin missing")?.write_all(data)?;
     let status = gzip.wait()?;
     if !status.success() {
         return Err(format!("gzip failed ({status}) writing {}", out.display()).into());

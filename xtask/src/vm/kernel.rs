@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 const DEFAULT_PACKAGE: &str = "linux-source-7.3";
 /// Suite the package comes from; override with `VFIO_KERNEL_SUITE`.
 const DEFAULT_SUITE: &str = "trixie-backports";
-const MIRROR: &str = "http://deb.debian.org/debian";
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+pub(super) const MIRROR: &str = "http://deb.debian.org/debian";
+pub(super) const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 /// Bump when the build recipe changes in a way the fragments do not show, to invalidate the cache.
 const RECIPE: &str = "allnoconfig+fragment ARCH=x86_64 bzImage v1";
 
@@ -40,14 +40,19 @@ fn package() -> String {
 
 /// apt-get/apt-cache options that keep all state in `cache/apt`.
 fn apt_options(cache: &Path) -> crate::Result<Vec<String>> {
-    let dir = cache.join("apt");
+    let suite = std::env::var("VFIO_KERNEL_SUITE").unwrap_or_else(|_| DEFAULT_SUITE.to_owned());
+    apt_options_in(
+        &cache.join("apt"),
+        &format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n"),
+    )
+}
+
+/// apt-get/apt-cache options that keep all state (sources list, package lists, downloads) in
+/// `dir`, with `sources` as the only sources list, so the host's apt setup is never touched.
+pub(super) fn apt_options_in(dir: &Path, sources: &str) -> crate::Result<Vec<String>> {
     std::fs::create_dir_all(dir.join("lists/partial"))?;
     std::fs::create_dir_all(dir.join("archives/partial"))?;
-    let suite = std::env::var("VFIO_KERNEL_SUITE").unwrap_or_else(|_| DEFAULT_SUITE.to_owned());
-    std::fs::write(
-        dir.join("sources.list"),
-        format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n"),
-    )?;
+    std::fs::write(dir.join("sources.list"), sources)?;
     let d = dir.display();
     let mut opts = vec![
         format!("Dir::Etc::SourceList={d}/sources.list"),
@@ -65,28 +70,52 @@ fn apt_options(cache: &Path) -> crate::Result<Vec<String>> {
     Ok(opts.into_iter().flat_map(|o| ["-o".to_owned(), o]).collect())
 }
 
+/// `apt-get update` with `opts`, then the candidate version of `package` (`apt-cache policy`).
+pub(super) fn apt_candidate(opts: &[String], package: &str) -> crate::Result<String> {
+    let out = Command::new("apt-get").args(opts).args(["-q", "update"]).output()?;
+    if !out.status.success() {
+        return Err(format!("apt-get update failed: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
+    }
+    apt_policy(opts, package)
+}
+
+/// The candidate version of `package` in the package lists `opts` point at (no update).
+pub(super) fn apt_policy(opts: &[String], package: &str) -> crate::Result<String> {
+    let out = Command::new("apt-cache")
+        .args(opts)
+        .args(["policy", package])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:"))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty() && v != "(none)")
+        .ok_or_else(|| format!("the archive has no package {package}").into())
+}
+
+/// `apt-get download PACKAGE=VERSION` into `archives` (with `opts`); returns the .deb.
+pub(super) fn apt_download(opts: &[String], archives: &Path, package: &str, version: &str) -> crate::Result<PathBuf> {
+    // apt-get download writes into the current directory.
+    let mut cmd = Command::new("apt-get");
+    cmd.args(opts)
+        .args(["-q", "download", &format!("{package}={version}")])
+        .current_dir(archives);
+    run_checked(&mut cmd, &format!("download {package}"))?;
+    std::fs::read_dir(archives)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            name.starts_with(&format!("{package}_")) && name.ends_with(".deb")
+        })
+        .ok_or_else(|| format!("apt-get download of {package} produced no .deb").into())
+}
+
 /// Asks the Debian archive for the newest version of the source package. Offline, falls back to
 /// the version already unpacked in the cache (with a warning).
 pub fn resolve(cache: &Path) -> crate::Result<Source> {
     let package = package();
     let opts = apt_options(cache)?;
-    let online = || -> crate::Result<String> {
-        let out = Command::new("apt-get").args(&opts).args(["-q", "update"]).output()?;
-        if !out.status.success() {
-            return Err(format!("apt-get update failed: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
-        }
-        let out = Command::new("apt-cache")
-            .args(&opts)
-            .args(["policy", &package])
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix("Candidate:"))
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty() && v != "(none)")
-            .ok_or_else(|| format!("the archive has no package {package}").into())
-    };
-    match online() {
+    match apt_candidate(&opts, &package) {
         Ok(version) => Ok(Source { package, version }),
         Err(e) => match unpacked_version(cache, &package) {
             Some(version) => {
@@ -215,20 +244,7 @@ fn unpack(cache: &Path, source: &Source) -> crate::Result<PathBuf> {
     }
     println!("    downloading {} {}", source.package, source.version);
     let opts = apt_options(cache)?;
-    let archives = cache.join("apt/archives");
-    // apt-get download writes into the current directory.
-    let mut cmd = Command::new("apt-get");
-    cmd.args(&opts)
-        .args(["-q", "download", &format!("{}={}", source.package, source.version)])
-        .current_dir(&archives);
-    run_checked(&mut cmd, "download the kernel source package")?;
-    let deb = std::fs::read_dir(&archives)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            name.starts_with(&format!("{}_", source.package)) && name.ends_with(".deb")
-        })
-        .ok_or("apt-get download produced no .deb")?;
+    let deb = apt_download(&opts, &cache.join("apt/archives"), &source.package, &source.version)?;
 
     println!("    unpacking {}", deb.display());
     let _ = std::fs::remove_dir_all(&tree);
@@ -386,7 +402,7 @@ fn elapsed(start: Instant) -> String {
 }
 
 /// FNV-1a 64: a stable hash for cache keys (std's hasher is not stable across releases).
-fn fnv1a(data: &[u8]) -> u64 {
+pub(super) fn fnv1a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -5,15 +5,19 @@
 //! 1. [`install`]: check (and as root, install) the host packages;
 //! 2. [`guest`]: build the static test binaries and examples (`target/guest`);
 //! 3. [`initramfs`]: pack them with busybox and `xtask/guest/init.sh` into an initramfs;
-//! 4. [`kernel`]: build or fetch from the cache the kernel of each variant;
-//! 5. [`qemu`]: boot each (variant, IOMMU) pair, stream and parse the console;
+//! 4. [`kernel`]: build or fetch from the cache the kernel of each variant ([`packaged_kernel`]:
+//!    download Debian's packaged 6.1 kernel and its VFIO modules for `debian61`);
+//! 5. [`qemu`]: boot each (variant, IOMMU) pair the kernel can run, stream and parse the console;
 //! 6. print the result matrix and the totals line CI reads.
 
+pub mod bench;
 mod guest;
 mod initramfs;
 mod install;
 mod json;
 pub mod kernel;
+mod mode_matrix;
+mod packaged_kernel;
 mod qemu;
 
 use qemu::{Boot, BootSpec, Outcome};
@@ -29,12 +33,17 @@ usage: cargo xtask vm [test] [OPTIONS]    run the vfio-tests binaries (and examp
        cargo xtask demo [OPTIONS]         run the vfio-pci `edu` and `nvme_identify` examples
 
 options:
-  --variant a|b              kernel variant(s), repeatable or comma separated (default: a,b)
-                               a: VFIO_CONTAINER + VFIO_IOMMU_TYPE1; b: IOMMUFD_VFIO_CONTAINER
+  --variant a|b|debian61     kernel variant(s), repeatable or comma separated
+                               (default: a,b,debian61 for vm test; a,b for demo)
+                               a: 7.3 with VFIO_CONTAINER + VFIO_IOMMU_TYPE1;
+                               b: 7.3 with IOMMUFD_VFIO_CONTAINER;
+                               debian61: Debian 12's packaged 6.1 kernel, modular VFIO, no
+                               iommufd and no VFIO cdev (intel-iommu boots only)
   --iommu intel|virtio|none  guest IOMMU(s), repeatable or comma separated
                                (default: intel,virtio,none for vm test; intel,none for demo)
-  --example NAME[:ARGS]      also build vfio-pci's example NAME and run it in the guest with ARGS
-                               (repeatable, e.g. --example 'edu:--mode cdev')
+  --example NAME[:ARGS]      build vfio-pci's example NAME and run it in the guest with ARGS
+                               (repeatable, e.g. --example 'edu:--mode cdev'); without any,
+                               the demo examples run in group and cdev mode
   --no-tests                 do not build or run the vfio-tests binaries
   --timeout SECS             per-boot timeout, QEMU is killed after it (default: 600)
   --append ARGS              extra kernel command line
@@ -44,13 +53,16 @@ environment:
   VFIO_KERNEL_PACKAGE        Debian kernel source package (default: linux-source-7.3)
   VFIO_KERNEL_SUITE          Debian suite to take it from (default: trixie-backports)";
 
-/// Kernel variant: which implementation serves `/dev/vfio/vfio`.
+/// Kernel variant: which kernel, and which implementation serves `/dev/vfio/vfio`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Variant {
-    /// The real type1 container beside the iommufd cdev.
+    /// 7.3, built here: the real type1 container beside the iommufd cdev.
     A,
-    /// iommufd's compat container.
+    /// 7.3, built here: iommufd's compat container.
     B,
+    /// Debian 12's packaged 6.1 kernel: modular VFIO with the type1 container, no iommufd and
+    /// no VFIO device cdev.
+    Debian61,
 }
 
 impl fmt::Display for Variant {
@@ -58,8 +70,46 @@ impl fmt::Display for Variant {
         f.write_str(match self {
             Variant::A => "a",
             Variant::B => "b",
+            Variant::Debian61 => "debian61",
         })
     }
+}
+
+/// A kernel ready to boot.
+pub struct GuestKernel {
+    /// The bzImage (vmlinuz).
+    pub image: PathBuf,
+    /// For a modular kernel: a gzip cpio of its modules, appended to the initramfs.
+    pub modules: Option<PathBuf>,
+    /// The IOMMUs this kernel cannot work with, and why.
+    pub unsupported: Vec<(Iommu, String)>,
+}
+
+impl GuestKernel {
+    /// Why this kernel cannot boot with `iommu`, if it cannot.
+    fn why_not(&self, iommu: Iommu) -> Option<&str> {
+        self.unsupported
+            .iter()
+            .find(|(i, _)| *i == iommu)
+            .map(|(_, why)| why.as_str())
+    }
+}
+
+/// The kernel of `variant`, built or fetched (or found in the cache). `source` is the 7.3
+/// source, resolved on first need (a run of `debian61` alone never asks for it).
+fn guest_kernel(cache: &Path, source: &mut Option<kernel::Source>, variant: Variant) -> crate::Result<GuestKernel> {
+    if variant == Variant::Debian61 {
+        return packaged_kernel::ensure(cache);
+    }
+    let source = match source {
+        Some(s) => s,
+        None => source.insert(kernel::resolve(cache)?),
+    };
+    Ok(GuestKernel {
+        image: kernel::ensure(cache, source, variant)?,
+        modules: None,
+        unsupported: Vec::new(),
+    })
 }
 
 /// The IOMMU the guest machine has.
@@ -91,7 +141,7 @@ struct Options {
     append: String,
 }
 
-fn parse_options(args: &[String], default_iommus: &[Iommu]) -> crate::Result<Options> {
+fn parse_options(args: &[String], default_variants: &[Variant], default_iommus: &[Iommu]) -> crate::Result<Options> {
     let mut o = Options {
         variants: Vec::new(),
         iommus: Vec::new(),
@@ -118,7 +168,8 @@ fn parse_options(args: &[String], default_iommus: &[Iommu]) -> crate::Result<Opt
                     o.variants.push(match v.to_ascii_lowercase().as_str() {
                         "a" => Variant::A,
                         "b" => Variant::B,
-                        _ => return Err(format!("unknown variant `{v}`: use a or b").into()),
+                        "debian61" => Variant::Debian61,
+                        _ => return Err(format!("unknown variant `{v}`: use a, b or debian61").into()),
                     });
                 }
             }
@@ -155,7 +206,7 @@ fn parse_options(args: &[String], default_iommus: &[Iommu]) -> crate::Result<Opt
         }
     }
     if o.variants.is_empty() {
-        o.variants = vec![Variant::A, Variant::B];
+        o.variants = default_variants.to_vec();
     }
     if o.iommus.is_empty() {
         o.iommus = default_iommus.to_vec();
@@ -177,19 +228,29 @@ pub fn main(args: &[String]) -> crate::Result {
         }
         _ => ("test", args),
     };
-    let opts = parse_options(rest, &[Iommu::Intel, Iommu::Virtio, Iommu::None])?;
+    let mut opts = parse_options(
+        rest,
+        &[Variant::A, Variant::B, Variant::Debian61],
+        &[Iommu::Intel, Iommu::Virtio, Iommu::None],
+    )?;
+    // The example drivers are tests too: each checks what the harness's devices must answer
+    // (e.g. the NVMe serial number) and exits non-zero otherwise.
+    if opts.runs.is_empty() {
+        opts.runs = demo_runs();
+    }
     if sub == "kernel" {
         install::ensure()?;
         let cache = cache_dir()?;
-        let source = kernel::resolve(&cache)?;
+        let mut source = None;
         for &v in &opts.variants {
-            kernel::ensure(&cache, &source, v)?;
+            guest_kernel(&cache, &mut source, v)?;
         }
         return Ok(());
     }
     let start = Instant::now();
-    let boots = run_matrix(&opts)?;
+    let (boots, not_booted) = run_matrix(&opts)?;
     let failed = report_tests(&boots);
+    report_not_booted(&not_booted);
     println!("(total time {:.0}s)", start.elapsed().as_secs_f64());
     if failed > 0 {
         return Err(format!("{failed} failure(s) in the guest runs; see above").into());
@@ -200,18 +261,29 @@ pub fn main(args: &[String]) -> crate::Result {
 /// The examples `cargo xtask demo` runs, each in group and in cdev mode on every boot.
 const DEMO_EXAMPLES: &[&str] = &["edu", "nvme_identify"];
 
+/// `lsvfio` first (what the guest offers), then every demo example in group and in cdev mode.
+fn demo_runs() -> Vec<(String, String)> {
+    let mut runs = vec![
+        ("lsvfio".to_string(), "-v".to_string()),
+        ("lsvfio".to_string(), "-v --json".to_string()),
+    ];
+    runs.extend(
+        DEMO_EXAMPLES
+            .iter()
+            .flat_map(|name| ["group", "cdev"].map(|m| (name.to_string(), format!("--mode {m}")))),
+    );
+    runs
+}
+
 /// `cargo xtask demo`: the `edu` and `nvme_identify` examples in group and cdev mode on every
 /// boot.
 pub fn demo(args: &[String]) -> crate::Result {
-    let mut opts = parse_options(args, &[Iommu::Intel, Iommu::None])?;
+    let mut opts = parse_options(args, &[Variant::A, Variant::B], &[Iommu::Intel, Iommu::None])?;
     opts.tests = false;
     if opts.runs.is_empty() {
-        opts.runs = DEMO_EXAMPLES
-            .iter()
-            .flat_map(|name| ["group", "cdev"].map(|m| (name.to_string(), format!("--mode {m}"))))
-            .collect();
+        opts.runs = demo_runs();
     }
-    let boots = run_matrix(&opts)?;
+    let (boots, not_booted) = run_matrix(&opts)?;
     println!("\n==> demo results");
     let mut failed = 0;
     let width = opts.runs.iter().map(|(n, a)| n.len() + a.len() + 1).max().unwrap_or(0);
@@ -224,7 +296,8 @@ pub fn demo(args: &[String]) -> crate::Result {
             };
             let run = boot.runs.iter().find(|r| r.kind == "example" && r.name == full);
             let (status, line) = match run {
-                Some(r) if r.rc == Some(0) => ("ok", demo_summary(r).to_owned()),
+                Some(r) if r.rc == Some(0) => ("ok", demo_summary(r)),
+                Some(r) if r.rc == Some(SKIPPED_RC) => ("skip", demo_summary(r)),
                 Some(r) => ("FAILED", format!("rc={} {}", r.rc.unwrap_or(-1), demo_summary(r))),
                 None => ("FAILED", format!("did not run: {}", boot.problems().join("; "))),
             };
@@ -235,6 +308,7 @@ pub fn demo(args: &[String]) -> crate::Result {
         }
     }
     report_boot_problems(&boots);
+    report_not_booted(&not_booted);
     if failed > 0 {
         return Err(format!("{failed} demo run(s) failed").into());
     }
@@ -243,7 +317,20 @@ pub fn demo(args: &[String]) -> crate::Result {
 
 /// A demo run's result line: the last one tagged with the program's name up to its first `_`
 /// (`edu:` for edu, `nvme:` for nvme_identify), else the run's own summary.
-fn demo_summary(run: &qemu::Run) -> &str {
+fn demo_summary(run: &qemu::Run) -> String {
+    // A JSON run prints no summary line of its own: count what it listed.
+    if run.name.contains("--json") {
+        let all = json::Json::parse(&run.lines.join("\n"));
+        let items = all.as_ref().map(|j| j.as_array()).unwrap_or_default();
+        let usable = items
+            .iter()
+            .filter(|d| d.get("modes").is_some_and(|m| !m.as_array().is_empty()))
+            .count();
+        return format!(
+            "JSON: {} PCI function(s), {usable} usable through VFIO now",
+            items.len()
+        );
+    }
     let program = run.name.split_whitespace().next().unwrap_or("");
     let tag = format!("{}:", program.split('_').next().unwrap_or(program));
     run.lines
@@ -252,10 +339,26 @@ fn demo_summary(run: &qemu::Run) -> &str {
         .map(|l| l.trim())
         .find(|l| l.starts_with(&tag))
         .unwrap_or_else(|| run.summary())
+        .to_owned()
 }
 
-/// Steps 1-5: prepare everything, then boot every (variant, IOMMU) pair in order.
-fn run_matrix(opts: &Options) -> crate::Result<Vec<Boot>> {
+/// The exit status with which an example says it was skipped: the kernel does not offer the
+/// mode it was asked to use (the "skipped" code of automake's test drivers).
+pub const SKIPPED_RC: i32 = 77;
+
+/// Prints the (variant, IOMMU) pairs that were asked for but not booted, and why.
+fn report_not_booted(not_booted: &[String]) {
+    if !not_booted.is_empty() {
+        println!("\nnot booted (the kernel cannot run that IOMMU):");
+        for line in not_booted {
+            println!("  {line}");
+        }
+    }
+}
+
+/// Steps 1-5: prepare everything, then boot every (variant, IOMMU) pair in order whose kernel
+/// supports that IOMMU. Returns the boots and, for the pairs skipped, `label: why`.
+fn run_matrix(opts: &Options) -> crate::Result<(Vec<Boot>, Vec<String>)> {
     install::ensure()?;
     let workspace = workspace_dir();
     let cache = cache_dir()?;
@@ -297,24 +400,45 @@ fn run_matrix(opts: &Options) -> crate::Result<Vec<Boot>> {
         std::fs::metadata(&initrd)?.len() as f64 / 1e6
     );
 
-    let source = kernel::resolve(&cache)?;
+    let mut source = None;
     let mut boots = Vec::new();
+    let mut not_booted = Vec::new();
     for &variant in &opts.variants {
-        let kernel = kernel::ensure(&cache, &source, variant)?;
+        let kernel = guest_kernel(&cache, &mut source, variant)?;
+        let initrd = match &kernel.modules {
+            None => initrd.clone(),
+            // The kernel unpacks concatenated (separately compressed) cpio archives in turn.
+            Some(modules) => {
+                let both = run_dir.join(format!("initramfs-{variant}.cpio.gz"));
+                let mut data = std::fs::read(&initrd)?;
+                data.extend(std::fs::read(modules).map_err(|e| format!("cannot read {}: {e}", modules.display()))?);
+                std::fs::write(&both, data)?;
+                both
+            }
+        };
         for &iommu in &opts.iommus {
+            if let Some(why) = kernel.why_not(iommu) {
+                println!("==> not booting {variant}/{iommu}: {why}");
+                not_booted.push(format!("{variant}/{iommu}: {why}"));
+                continue;
+            }
             let spec = BootSpec {
                 variant,
                 iommu,
-                kernel: kernel.clone(),
+                kernel: kernel.image.clone(),
                 initrd: initrd.clone(),
                 nvme_img: run_dir.join("nvme.img"),
                 timeout: opts.timeout,
                 append: opts.append.clone(),
+                memory: qemu::DEFAULT_MEMORY.to_owned(),
             };
             boots.push(qemu::boot(&spec)?);
         }
     }
-    Ok(boots)
+    if boots.is_empty() {
+        return Err(format!("nothing to boot: {}", not_booted.join("; ")).into());
+    }
+    Ok((boots, not_booted))
 }
 
 /// Prints the matrix (rows: tests, columns: boots), the skip reasons and the totals line;
@@ -360,14 +484,43 @@ fn report_tests(boots: &[Boot]) -> usize {
         for run in &boot.runs {
             // Examples are rows of their own.
             if run.kind == "example" {
-                let value = if run.rc == Some(0) {
+                // `lsvfio --json` must also print one JSON array with an entry per function.
+                let bad_json = run.name.starts_with("lsvfio")
+                    && run.name.contains("--json")
+                    && json::Json::parse(&run.lines.join("\n")).is_none_or(|j| j.as_array().is_empty());
+                if bad_json {
+                    println!("[{}] lsvfio --json printed no valid JSON array", boot.label);
+                }
+                // `lsvfio -v` opens every device it lists as openable; it must manage.
+                let unopened = run.name.starts_with("lsvfio")
+                    && run.lines.iter().any(|l| l.trim_start().starts_with("cannot open:"));
+                if unopened {
+                    println!(
+                        "[{}] {} could not open a device it lists as openable",
+                        boot.label, run.name
+                    );
+                }
+                let bad_output = bad_json || unopened;
+                let row = format!("example {}", run.name);
+                if run.rc == Some(SKIPPED_RC) {
+                    skipped += 1;
+                    let summary = run.summary();
+                    let reason = summary.split_once("skipped: ").map_or(summary, |(_, r)| r);
+                    skips
+                        .entry((row.clone(), reason.to_owned()))
+                        .or_default()
+                        .push(boot.label.clone());
+                    cell(row, col, "skip".to_owned());
+                    continue;
+                }
+                let value = if run.rc == Some(0) && !bad_output {
                     passed += 1;
                     "pass".to_owned()
                 } else {
                     failed += 1;
                     format!("FAIL rc={}", run.rc.unwrap_or(-1))
                 };
-                cell(format!("example {}", run.name), col, value);
+                cell(row, col, value);
                 continue;
             }
             // A test binary that exited non-zero without reporting a failed test crashed or errored.
@@ -413,6 +566,7 @@ fn report_tests(boots: &[Boot]) -> usize {
             println!("  {row} [{}]: {reason}", labels.join(", "));
         }
     }
+    mode_matrix::print(boots);
     report_boot_problems(boots);
     println!("\n{passed} passed, {failed} failed, {skipped} skipped");
     failed
@@ -422,7 +576,7 @@ fn report_tests(boots: &[Boot]) -> usize {
 fn report_boot_problems(boots: &[Boot]) {
     for boot in boots {
         let problems = boot.problems();
-        let bad_runs = boot.runs.iter().any(|r| r.rc != Some(0));
+        let bad_runs = boot.runs.iter().any(|r| r.rc != Some(0) && r.rc != Some(SKIPPED_RC));
         if problems.is_empty() && !bad_runs {
             continue;
         }

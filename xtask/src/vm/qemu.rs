@@ -20,11 +20,21 @@ pub struct BootSpec {
     pub timeout: Duration,
     /// Extra kernel command line from `--append`.
     pub append: String,
+    /// Guest memory (QEMU `-m`), [`DEFAULT_MEMORY`] unless a run needs more.
+    pub memory: String,
 }
+
+/// Guest memory of a test boot.
+pub const DEFAULT_MEMORY: &str = "1G";
 
 impl BootSpec {
     pub fn label(&self) -> String {
         format!("{}/{}", self.variant, self.iommu)
+    }
+
+    /// The edu option ROM file, next to the NVMe disk image of the run.
+    fn rom_path(&self) -> PathBuf {
+        self.nvme_img.with_file_name("edu-rom.bin")
     }
 
     /// The QEMU command line (see /work/shared/GUEST-HARNESS.md for why each flag is there).
@@ -38,7 +48,7 @@ impl BootSpec {
             "-cpu",
             "max",
             "-m",
-            "1G",
+            &self.memory,
         ]);
         cmd.args([
             "-smp",
@@ -81,7 +91,13 @@ impl BootSpec {
         if let Some(dev) = iommu_dev {
             cmd.args(["-device", dev]);
         }
-        cmd.args(["-device", edu]);
+        // An option ROM for edu, so the ROM BAR is there to read.
+        let edu = format!("{edu},romfile={}", self.rom_path().display());
+        cmd.args(["-device", &edu]);
+        // pci-testdev (1b36:0005): the one QEMU device here with an I/O-port BAR.
+        cmd.args(["-device", "pci-testdev"]);
+        // A virtio device on the root bus, given to vfio-pci: vendor-specific capabilities.
+        cmd.args(["-device", "virtio-rng-pci,addr=0x7"]);
         if self.iommu == Iommu::Intel {
             // A second edu behind a PCIe-to-PCI bridge shares its IOMMU group with a virtio
             // device that a kernel driver (virtio-pci) owns: a non-viable group to test against.
@@ -93,6 +109,16 @@ impl BootSpec {
         }
         let drive = format!("file={},if=none,id=nvm,format=raw", self.nvme_img.display());
         cmd.args(["-drive", &drive, "-device", "nvme,serial=deadbeef,drive=nvm"]);
+        if self.iommu == Iommu::Intel {
+            // A second nvme alone behind a PCIe root port: the one device a secondary bus reset
+            // reaches, so a hot reset can succeed (root-bus devices only give ENODEV). Its
+            // namespace is a RAM-backed null device. The port claims a 5 GT/s link: at higher
+            // speeds Linux waits for a Data Link Layer Link Active report after the reset, which
+            // QEMU 7.2's port never gives, and the reset fails with ENOTTY.
+            cmd.args(["-device", "pcie-root-port,id=rp1,chassis=1,addr=0x9,x-speed=5"]);
+            cmd.args(["-drive", "driver=null-co,if=none,id=nvm2,size=16M,read-zeroes=on"]);
+            cmd.args(["-device", "nvme,serial=c0ffee,drive=nvm2,bus=rp1"]);
+        }
         append.push(' ');
         append.push_str(iommu_append);
         if !self.append.is_empty() {
@@ -271,6 +297,7 @@ enum Event {
 /// Boots the guest described by `spec`, streaming its console prefixed with the boot label.
 pub fn boot(spec: &BootSpec) -> crate::Result<Boot> {
     create_nvme_img(&spec.nvme_img)?;
+    create_rom(&spec.rom_path())?;
     let label = spec.label();
     let start = Instant::now();
     println!("==> boot {label}: kernel {}", spec.kernel.display());
@@ -396,6 +423,33 @@ fn clean(text: &str) -> String {
         }
     }
     out
+}
+
+/// The edu option ROM, one 4 KiB image: the 0x55 0xAA header with its size in 512-byte blocks
+/// and a pointer (0x18) to the "PCIR" data structure at 0x20 (edu's ids, EFI code type so
+/// SeaBIOS does not run it, last image), the text `vfio-rs test option ROM` at 0x40, and from
+/// 0x80 on byte i = i % 251. The `pci_io` guest tests check exactly this.
+fn create_rom(path: &Path) -> crate::Result {
+    const LEN: usize = 4096;
+    let mut rom: Vec<u8> = (0..LEN as u32).map(|i| (i % 251) as u8).collect();
+    rom[..0x80].fill(0);
+    rom[..3].copy_from_slice(&[0x55, 0xaa, (LEN / 512) as u8]);
+    rom[0x18..0x1a].copy_from_slice(&0x20u16.to_le_bytes());
+    let mut pcir = Vec::new();
+    pcir.extend(b"PCIR");
+    pcir.extend(0x1234u16.to_le_bytes()); // vendor
+    pcir.extend(0x11e8u16.to_le_bytes()); // device
+    pcir.extend([0, 0]); // vital product data
+    pcir.extend(0x18u16.to_le_bytes()); // structure length
+    pcir.extend([3, 0, 0, 0xff]); // revision, class code
+    pcir.extend(((LEN / 512) as u16).to_le_bytes()); // image length
+    pcir.extend([0, 0]); // code revision
+    pcir.extend([3, 0x80]); // code type EFI, last image
+    rom[0x20..0x20 + pcir.len()].copy_from_slice(&pcir);
+    let text = b"vfio-rs test option ROM";
+    rom[0x40..0x40 + text.len()].copy_from_slice(text);
+    std::fs::write(path, rom).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
 }
 
 /// A fresh, zeroed 16 MiB raw disk for the emulated NVMe controller (sparse, so instant).
