@@ -160,3 +160,52 @@ pub fn status_kb(field: &str) -> std::io::Result<u64> {
         .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
         .unwrap_or(0))
 }
+
+/// Forks a child that runs `f` and leaves with `_exit`: status 0 when `f` succeeded, 1 when it
+/// failed or panicked (saying why on stdout). The child never returns into the test harness, so
+/// a failing child cannot go on to run the parent's remaining tests. Returns the child's pid.
+///
+/// # Safety
+/// The calling process must have no other threads (fork(2) copies only the caller's), and `f`
+/// must not rely on state another thread would have held a lock on.
+pub unsafe fn fork_child(f: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) -> Result<i32, String> {
+    // SAFETY: the caller guarantees a single-threaded process; the child ends in _exit below.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let code = match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => {
+                println!("    child: {e}");
+                1
+            }
+            Err(_) => {
+                println!("    child: panicked");
+                1
+            }
+        };
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        // SAFETY: ends the forked child without running the parent's destructors or atexit
+        // handlers, as fork(2) requires.
+        unsafe { libc::_exit(code) };
+    }
+    Ok(pid)
+}
+
+/// Waits for child `pid`; an error unless it exited with status 0.
+pub fn wait_child(pid: i32) -> Result<(), String> {
+    let mut status = 0;
+    // SAFETY: waits for a child of this process; `status` is a valid out-pointer.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if waited != pid {
+        return Err(format!("waitpid({pid}): {}", std::io::Error::last_os_error()));
+    }
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(format!("child {pid} failed (wait status {status:#x})"))
+    }
+}

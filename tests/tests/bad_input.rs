@@ -108,15 +108,35 @@ fn map_one_page(len: u64, iova: u64) -> Result<Result<(), Error>, String> {
     Ok(try_map(c.as_ref(), &buf, len, iova))
 }
 
-/// A PCI function that exists but is not on vfio-pci (the host bridge, usually).
-fn not_on_vfio() -> Result<PciAddress, String> {
+/// A PCI function that exists but is not on vfio-pci: on another driver (`Some(driver)`) or
+/// on none (the host bridge, usually).
+fn not_on_vfio(with_driver: bool) -> Result<(PciAddress, Option<String>), String> {
     let sysfs = vfio_core::Sysfs::default();
     vfio_pci::inventory::list(&sysfs)
         .map_err(|e| e.to_string())?
         .into_iter()
-        .find(|d| d.driver.as_deref() != Some("vfio-pci"))
-        .map(|d| d.address)
-        .ok_or_else(|| "every function is on vfio-pci".into())
+        .find(|d| d.driver.as_deref() != Some("vfio-pci") && d.driver.is_some() == with_driver)
+        .map(|d| (d.address, d.driver))
+        .ok_or_else(|| {
+            if with_driver {
+                "no function is bound to a driver other than vfio-pci".into()
+            } else {
+                "every function has a driver".into()
+            }
+        })
+}
+
+/// A fresh iommufd with edu's cdev bound to it, or why cdev mode cannot run here.
+fn bound_edu() -> Result<(Arc<vfio_cdev::Iommufd>, vfio_cdev::BoundDevice), String> {
+    if !vfio_core::detect().cdev {
+        return Err("cdev mode is not offered".into());
+    }
+    let a = env("VFIO_TEST_EDU")?;
+    let fd = vfio_cdev::Iommufd::open().map_err(|e| e.to_string())?;
+    let dev = vfio_cdev::UnboundDevice::open(&vfio_core::Sysfs::default(), &a)
+        .and_then(|d| d.bind(&fd))
+        .map_err(|e| e.to_string())?;
+    Ok((fd, dev))
 }
 
 fn cases() -> Vec<(&'static str, Want, Case)> {
@@ -142,23 +162,25 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
             Box::new(|| Ok(PciDevice::open(&"7f:1f.7".parse().map_err(|e: Error| e.to_string())?, None).map(|_| ()))),
         ),
         (
-            "device_not_on_vfio_pci",
+            "device_on_another_driver",
             Want::Invalid("not vfio-pci"),
             Box::new(|| {
-                let a = not_on_vfio()?;
-                let r = PciDevice::open(&a, None).map(|_| ());
-                // Unbound functions say "not bound to any driver"; normalise for the check.
-                Ok(r.map_err(|e| match e {
-                    Error::InvalidArgument { op, target, reason } if reason.contains("not bound to any") => {
-                        Error::InvalidArgument {
-                            op,
-                            target,
-                            reason: format!("{reason} (not vfio-pci)"),
-                        }
+                let (a, driver) = not_on_vfio(true)?;
+                let driver = driver.unwrap_or_default();
+                // The error must name the driver that has the device, so the user knows what
+                // to unbind.
+                Ok(PciDevice::open(&a, None).map(|_| ()).map_err(|e| match e {
+                    Error::InvalidArgument { reason, .. } if !reason.contains(&driver) => {
+                        Error::malformed("test", a, format!("does not name driver {driver:?}: {reason}"))
                     }
                     e => e,
                 }))
             }),
+        ),
+        (
+            "device_on_no_driver",
+            Want::Invalid("not bound to any driver"),
+            Box::new(|| Ok(PciDevice::open(&not_on_vfio(false)?.0, None).map(|_| ()))),
         ),
         (
             "non_viable_group",
@@ -447,6 +469,88 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
             }),
         ),
         (
+            "msi_trigger_after_disable",
+            Want::Errno(Errno::INVAL, "0000:"),
+            Box::new(|| {
+                let d = edu()?;
+                let e = EventFd::new().map_err(|e| e.to_string())?;
+                d.enable_msi(&[&e]).map_err(|e| e.to_string())?;
+                d.disable_irq(vfio_pci::MSI_IRQ).map_err(|e| e.to_string())?;
+                let trigger = IrqSet {
+                    index: vfio_pci::MSI_IRQ,
+                    start: 0,
+                    action: vfio_core::IrqAction::Trigger,
+                    data: vfio_core::IrqData::None { count: 1 },
+                };
+                Ok(d.device().set_irqs(&trigger))
+            }),
+        ),
+        (
+            "bar_pread_with_memory_decode_off",
+            // vfio-pci refuses BAR reads and writes while the command register disables memory
+            // decoding (as a reset leaves it, until PciDevice::reset restores it).
+            Want::Errno(Errno::IO, "0000:"),
+            Box::new(|| {
+                let d = edu()?;
+                let cmd = d.command().map_err(|e| e.to_string())?;
+                d.set_command(cmd - vfio_pci::Command::MEMORY_SPACE)
+                    .map_err(|e| e.to_string())?;
+                let region = d.device().region_info(0).map_err(|e| e.to_string())?;
+                let r = d.device().read_region(&region, 0, &mut [0u8; 4]);
+                d.set_command(cmd).map_err(|e| e.to_string())?;
+                Ok(r)
+            }),
+        ),
+        (
+            "adopt_a_destroyed_ioas",
+            Want::Errno(Errno::NOENT, "ioas"),
+            Box::new(|| {
+                if !vfio_core::detect().cdev {
+                    return Err("cdev mode is not offered".into());
+                }
+                let fd = vfio_cdev::Iommufd::open().map_err(|e| e.to_string())?;
+                let id = fd.alloc_ioas().map_err(|e| e.to_string())?.id();
+                // Dropped above: destroyed.
+                Ok(vfio_cdev::Ioas::adopt(fd, id).map(|_| ()))
+            }),
+        ),
+        (
+            "attach_to_a_destroyed_ioas",
+            Want::Errno(Errno::NOENT, "0000:"),
+            Box::new(|| {
+                let (fd, dev) = bound_edu()?;
+                let id = fd.alloc_ioas().map_err(|e| e.to_string())?.id();
+                Ok(dev.attach(id).map(|_| ()))
+            }),
+        ),
+        (
+            "map_after_the_last_group_left",
+            Want::AnyErrno("/dev/vfio/vfio"),
+            Box::new(|| {
+                if !vfio_core::detect().group {
+                    return Err("group mode is not offered".into());
+                }
+                let a = env("VFIO_TEST_EDU")?;
+                let c = vfio_group::Container::open(false).map_err(|e| e.to_string())?;
+                let g = vfio_core::Sysfs::default().iommu_group(&a).map_err(|e| e.to_string())?;
+                c.add_group(g).map_err(|e| e.to_string())?;
+                if c.backend().map_err(|e| e.to_string())? != vfio_group::Backend::Type1 {
+                    return Err("iommufd's compat container keeps its IOAS after the last group leaves".into());
+                }
+                c.remove_group(g).map_err(|e| e.to_string())?;
+                let buf = DmaBuffer::new(4096).map_err(|e| e.to_string())?;
+                Ok(try_map(&c, &buf, 4096, 0x40_0000))
+            }),
+        ),
+        (
+            "unmap_of_a_never_mapped_range",
+            Want::Errno(Errno::NOENT, "iova"),
+            Box::new(|| {
+                let (c, _dev) = edu_container()?;
+                Ok(c.unmap_dma(0x70_0000, 4096).map(|_| ()))
+            }),
+        ),
+        (
             "unknown_mode_name",
             Want::Invalid("bogus"),
             Box::new(|| Ok("bogus".parse::<vfio_core::Mode>().map(|_| ()))),
@@ -461,10 +565,7 @@ fn as_nobody(f: impl FnOnce() -> Result<(), Error>) -> Result<Result<(), Error>,
     let (parent, child) =
         rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
             .map_err(|e| e.to_string())?;
-    // SAFETY: the test binary is single-threaded here; the child only runs `f`, writes one
-    // message and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
+    let in_child = || {
         // SAFETY: plain syscalls in the forked child.
         let dropped = unsafe {
             libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(65534) == 0 && libc::setuid(65534) == 0
@@ -477,21 +578,17 @@ fn as_nobody(f: impl FnOnce() -> Result<(), Error>) -> Result<Result<(), Error>,
                 Err(e) => format!("{}|{e}", e.errno().map_or(0, |n| n.raw_os_error())),
             }
         };
-        let _ = rustix::net::send(&child, msg.as_bytes(), rustix::net::SendFlags::empty());
-        // SAFETY: ends the forked child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
-    if pid < 0 {
-        return Err("fork failed".into());
-    }
+        rustix::net::send(&child, msg.as_bytes(), rustix::net::SendFlags::empty())?;
+        Ok(())
+    };
+    // SAFETY: the test binary is single-threaded here; the child only runs `in_child`.
+    let pid = unsafe { vfio_tests::fork_child(in_child) }?;
     drop(child);
     let mut buf = vec![0u8; 4096];
     let n = rustix::net::recv(&parent, &mut buf, rustix::net::RecvFlags::empty())
         .map_err(|e| e.to_string())?
         .0;
-    let mut status = 0;
-    // SAFETY: reaps the child forked above.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    vfio_tests::wait_child(pid)?;
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     if msg == "ok" {
         return Ok(Ok(()));

@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use vfio_core::{
-    Backing, DmaAccess, DmaBuffer, DmaMapping, DmaPool, Errno, EventFd, FdKind, FeatureAccess, IovaRange, IrqFlags,
-    IrqSet, Sysfs,
+    Backing, DmaAccess, DmaBuffer, DmaPool, Errno, EventFd, FeatureAccess, IovaRange, IrqFlags, IrqSet, Sysfs,
 };
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, Edu};
@@ -393,108 +392,6 @@ fn hugetlb_1g_without_reservation_is_a_clear_error() -> TestResult {
     }
 }
 
-/// In the forked child: adopt the device fd sent by the parent and DMA through the parent's
-/// mapping of a shared buffer. Returns the child's exit code.
-fn child_dma(
-    sock: std::os::fd::BorrowedFd<'_>,
-    want: vfio_core::PciAddress,
-    buf: &DmaBuffer,
-    mode: vfio_core::Mode,
-) -> Result<(), Box<dyn std::error::Error>> {
-    // Something the primary does not have: a clean refusal, not a hang.
-    let missing = vfio_core::FdRequest {
-        kind: FdKind::Group,
-        name: "4242".into(),
-    };
-    match vfio_core::request(sock, &missing) {
-        Err(vfio_core::Error::InvalidArgument { reason, .. }) if reason.contains("refused") => {}
-        other => return Err(format!("child: request for a missing group gave {other:?}").into()),
-    }
-    let want = vfio_core::FdRequest {
-        kind: FdKind::Device,
-        name: want.to_string(),
-    };
-    let got = vfio_core::request(sock, &want)?;
-    let dev = got
-        .iter()
-        .position(|s| s.kind == FdKind::Device)
-        .ok_or("no device fd received")?;
-    let item = got.into_iter().nth(dev).ok_or("no device")?;
-    let (addr, dma) = item.name.split_once(' ').ok_or("bad name")?;
-    let addr: vfio_core::PciAddress = addr.parse()?;
-    let dma = u64::from_str_radix(dma.trim_start_matches("0x"), 16)?;
-    let device = vfio_core::Device::from_fd(item.fd, addr.to_string(), None);
-    let pci = PciDevice::from_device(device, addr, mode)?;
-    pci.enable_bus_master()?;
-    let irq = EventFd::new()?;
-    pci.enable_msi(&[&irq])?;
-    let edu = Edu::new(pci)?;
-    edu.dma(Direction::ToDevice, dma, 2000, &irq)?;
-    edu.dma(Direction::FromDevice, dma + 2048, 2000, &irq)?;
-    let (mut a, mut b) = (vec![0u8; 2000], vec![0u8; 2000]);
-    buf.read(0, &mut a)?;
-    buf.read(2048, &mut b)?;
-    ensure!(a == b, "child: bytes differ after its DMA");
-    edu.pci.disable_irq(vfio_pci::MSI_IRQ)?;
-    Ok(())
-}
-
-fn secondary_process_dmas_with_passed_fds() -> TestResult {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    let dev = open_or_skip!("VFIO_TEST_EDU");
-    let container = vfio_pci::default_container(dev.mode())?;
-    // A shared memfd buffer: the child's view is the same memory the parent maps for DMA.
-    let buf = DmaBuffer::with_backing(4096, Backing::Memfd)?;
-    let pattern: Vec<u8> = (0..2000u32).map(|i| (i * 31 + 7) as u8).collect();
-    buf.write(0, &pattern)?;
-    let (parent_sock, child_sock) =
-        rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
-    let mode = dev.mode();
-    // SAFETY: this test binary runs its tests on one thread; the child only uses fds and the
-    // shared buffer, then leaves with _exit without running the parent's destructors.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let code = match child_dma(child_sock.as_fd(), dev.address(), &buf, mode) {
-            Ok(()) => 0,
-            Err(e) => {
-                println!("    child: {e}");
-                1
-            }
-        };
-        // SAFETY: ends the forked child immediately, as fork(2) requires in a threaded parent.
-        unsafe { libc::_exit(code) };
-    }
-    ensure!(pid > 0, "fork failed");
-    // Only the child holds its end now: when it exits, recv_request sees the socket closed.
-    drop(child_sock);
-    let map = DmaMapping::new(container, &buf, 0x30_0000, DmaAccess::READ_WRITE)?;
-    let name = format!("{} {:#x}", dev.address(), map.device_addr());
-    let mut served = 0;
-    while let Some(req) = vfio_core::recv_request(parent_sock.as_fd())? {
-        if req.kind == FdKind::Device && req.name == dev.address().to_string() {
-            vfio_core::send_fds(parent_sock.as_fd(), &[(FdKind::Device, &name, dev.device().as_fd())])?;
-            served += 1;
-        } else {
-            vfio_core::send_refusal(parent_sock.as_fd(), &format!("no {:?} named {}", req.kind, req.name))?;
-        }
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    ensure!(waited == pid, "waitpid failed");
-    ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child failed (status {status:#x})"
-    );
-    let mut out = vec![0u8; 2000];
-    buf.read(2048, &mut out)?;
-    ensure!(out == pattern, "the parent does not see the child's DMA");
-    ensure!(served == 1, "served {served} device requests");
-    println!("    child {pid} asked for the device, did a DMA round trip with its fd; parent verified the bytes");
-    drop(map);
-    Ok(Outcome::Pass)
-}
-
 fn modes_match_the_machine() -> TestResult {
     let Ok(iommu) = std::env::var("VFIO_TEST_IOMMU") else {
         return skip("VFIO_TEST_IOMMU is not set (only the guest harness knows which IOMMU the machine has)");
@@ -635,10 +532,6 @@ fn main() -> ExitCode {
         (
             "hot_reset_of_a_root_bus_device_is_enodev",
             hot_reset_of_a_root_bus_device_is_enodev,
-        ),
-        (
-            "secondary_process_dmas_with_passed_fds",
-            secondary_process_dmas_with_passed_fds,
         ),
         ("hugetlb_2m_buffer_takes_dma", hugetlb_2m_buffer_takes_dma),
         (

@@ -51,6 +51,20 @@ impl Container {
         })
     }
 
+    /// A container over an existing IOAS, e.g. one a secondary process adopted with
+    /// [`Ioas::adopt`] from the iommufd and IOAS id its primary passed it. Its DMA mappings go
+    /// into that IOAS, where every device attached to it sees them. `noiommu` says the IOAS
+    /// serves no-IOMMU devices, so that mappings return physical addresses (as
+    /// [`vfio_group::Container::from_fd`](https://docs.rs/vfio-group) takes it for containers).
+    pub fn from_ioas(ioas: Arc<Ioas>, noiommu: bool) -> Self {
+        Container {
+            ioas,
+            sysfs: Sysfs::default(),
+            noiommu: AtomicBool::new(noiommu),
+            assigned: Arc::default(),
+        }
+    }
+
     /// Opens the device's cdev, binds it to this container's iommufd and attaches it to the IOAS,
     /// returning the [`BoundDevice`] so it can later be moved to another IOAS (see
     /// [`Container::attach`]). Unlike [`vfio_core::Container::assign_device`] it does not
@@ -80,6 +94,11 @@ impl Container {
             self.noiommu.store(true, Ordering::Relaxed);
         }
         Ok(hwpt)
+    }
+
+    /// Whether a no-IOMMU device is attached, so mappings return physical addresses.
+    pub fn is_noiommu(&self) -> bool {
+        self.noiommu.load(Ordering::Relaxed)
     }
 
     /// The IOAS behind the container, for cdev-only features.

@@ -260,3 +260,49 @@ impl BoundDevice {
         vfio_core::Device::from_fd(self.fd, self.name, owner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A fake sysfs and /dev where the device's cdev node is `node` and sysfs says `dev`.
+    fn tree(name: &str, dev: &str, node: impl FnOnce(&std::path::Path)) -> (std::path::PathBuf, Sysfs) {
+        let root = std::env::temp_dir().join(format!("vfio-cdev-node-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let vfio_dev = root.join("sys/bus/pci/devices/0000:00:03.0/vfio-dev/vfio0");
+        fs::create_dir_all(&vfio_dev).unwrap();
+        fs::write(vfio_dev.join("dev"), format!("{dev}\n")).unwrap();
+        fs::create_dir_all(root.join("dev/vfio/devices")).unwrap();
+        node(&root.join("dev/vfio/devices/vfio0"));
+        let sysfs = Sysfs::at(root.join("sys"), root.join("dev"));
+        (root, sysfs)
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "opens and fstats files, which Miri isolates")]
+    fn a_node_that_sysfs_does_not_vouch_for_is_refused() {
+        let addr: PciAddress = "00:03.0".parse().unwrap();
+        // A regular file where the character device should be.
+        let (root, sysfs) = tree("file", "511:0", |p| fs::write(p, "").unwrap());
+        let e = UnboundDevice::open(&sysfs, &addr).unwrap_err();
+        assert!(matches!(e, Error::Malformed { .. }), "{e:?}");
+        assert!(e.to_string().contains("char device: false"), "{e}");
+        assert!(e.to_string().contains("vfio/devices/vfio0"), "{e}");
+        fs::remove_dir_all(root).unwrap();
+        // A character device with other numbers (/dev/null is 1:3).
+        let null = |p: &std::path::Path| std::os::unix::fs::symlink("/dev/null", p).unwrap();
+        let (root, sysfs) = tree("other", "511:0", null);
+        let e = UnboundDevice::open(&sysfs, &addr).unwrap_err();
+        assert!(
+            e.to_string().contains("node is 1:3") && e.to_string().contains("511:0"),
+            "{e}"
+        );
+        fs::remove_dir_all(root).unwrap();
+        // Numbers that match are accepted.
+        let (root, sysfs) = tree("match", "1:3", null);
+        let dev = UnboundDevice::open(&sysfs, &addr).unwrap();
+        assert!(!dev.is_noiommu());
+        fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -9,11 +9,13 @@ use vfio_core::{DmaAccess, Errno, Error, IovaRange, Result, ioctl};
 
 use crate::Iommufd;
 
-/// An IOAS; destroyed (`IOMMU_DESTROY`) on drop.
+/// An IOAS; destroyed (`IOMMU_DESTROY`) on drop, unless it was adopted ([`Ioas::adopt`]).
 #[derive(Debug)]
 pub struct Ioas {
     id: u32,
     iommufd: Arc<Iommufd>,
+    /// Allocated here, so destroyed here; an adopted IOAS belongs to whoever allocated it.
+    owned: bool,
 }
 
 /// Where a mapping goes.
@@ -27,7 +29,26 @@ pub enum IovaPlacement {
 
 impl Ioas {
     pub(crate) fn from_id(iommufd: Arc<Iommufd>, id: u32) -> Self {
-        Ioas { id, iommufd }
+        Ioas {
+            id,
+            iommufd,
+            owned: true,
+        }
+    }
+
+    /// Uses IOAS `id` of `iommufd`, allocated by someone else: typically a secondary process
+    /// that received the iommufd from its primary (see `vfio_core::fdpass`) and the id as the
+    /// fd's name. Mappings made through it are the kernel's like any other; dropping it does not
+    /// destroy the IOAS. Checks the id with `IOMMU_IOAS_IOVA_RANGES`; errors: ENOENT when the
+    /// iommufd has no IOAS of that id (another kind of object included).
+    pub fn adopt(iommufd: Arc<Iommufd>, id: u32) -> Result<Self> {
+        let ioas = Ioas {
+            id,
+            iommufd,
+            owned: false,
+        };
+        ioas.ranges_and_alignment()?;
+        Ok(ioas)
     }
 
     /// The object id (what `VFIO_DEVICE_ATTACH_IOMMUFD_PT` takes).
@@ -327,6 +348,8 @@ impl Ioas {
 
 impl Drop for Ioas {
     fn drop(&mut self) {
-        let _ = self.iommufd.destroy(self.id);
+        if self.owned {
+            let _ = self.iommufd.destroy(self.id);
+        }
     }
 }

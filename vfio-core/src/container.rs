@@ -18,7 +18,10 @@ pub trait Container: Send + Sync {
     /// Which mode this container belongs to.
     fn mode(&self) -> Mode;
 
-    /// The IOVA ranges DMA may be mapped in.
+    /// The IOVA ranges DMA may be mapped in: group mode asks `VFIO_IOMMU_GET_INFO` (its IOVA
+    /// range capability; all of 64-bit space when the kernel gives none, and without an IOMMU),
+    /// cdev mode `IOMMU_IOAS_IOVA_RANGES`. Errors: the kernel's errno (e.g. EINVAL from a group
+    /// container before any group joined it).
     fn iova_ranges(&self) -> Result<Vec<IovaRange>>;
 
     /// The IOMMU page sizes mappings can use, as a bitmap (bit n set: 2^n-byte pages); the lowest
@@ -28,7 +31,12 @@ pub trait Container: Send + Sync {
 
     /// Assigns the PCI device to this container and returns it ready for use: in group mode its
     /// group joins the container and the device fd is fetched from the group; in cdev mode the
-    /// device cdev is opened, bound to the iommufd and attached to the IOAS.
+    /// device cdev is opened, bound to the iommufd and attached to the IOAS. Errors:
+    /// InvalidArgument naming the driver when the device is not on a VFIO driver, or when the
+    /// group is not viable (naming the devices that make it so) or the device is already
+    /// assigned here; the kernel's errno otherwise (EBUSY: the group or device is open
+    /// elsewhere; EPERM: no MSI isolation without `allow_unsafe_interrupts`; ENOENT: no such
+    /// device). A kernel without the mode: Unsupported.
     fn assign_device(&self, addr: &PciAddress) -> Result<Device>;
 
     /// Maps `size` bytes of process memory at `vaddr` to `iova`; returns the address the device
@@ -39,9 +47,19 @@ pub trait Container: Send + Sync {
     /// references while the device may access it, until [`Container::unmap_dma`] removes the
     /// range. The device may write it at any time while mapped with [`DmaAccess::WRITE`].
     /// Prefer the safe [`DmaMapping`](crate::DmaMapping), which guarantees all of this.
+    ///
+    /// Group mode: `VFIO_IOMMU_MAP_DMA`; cdev mode: `IOMMU_IOAS_MAP` at a fixed IOVA; without
+    /// an IOMMU the memory is pinned and its physical address returned. Errors: EEXIST (Kernel)
+    /// when the range overlaps a mapping; EINVAL for zero, unaligned or disallowed ranges;
+    /// EOVERFLOW when `iova + size` wraps; ENOMEM past the locked-memory limit (RLIMIT_MEMLOCK).
     unsafe fn map_dma_raw(&self, vaddr: *mut u8, size: u64, iova: u64, access: DmaAccess) -> Result<u64>;
 
     /// Removes the mappings in `[iova, iova + size)`; returns how many bytes were unmapped.
+    /// Group mode: `VFIO_IOMMU_UNMAP_DMA`; cdev mode: `IOMMU_IOAS_UNMAP`. Errors, alike in every
+    /// mode: ENOENT (Kernel) when nothing was mapped in the range (type1 itself answers success
+    /// with 0 bytes; that is reported as ENOENT too, as iommufd does); EINVAL or ENOENT for a
+    /// range that would split a mapping the backend cannot split (see each mode's table);
+    /// EOVERFLOW when `iova + size` wraps.
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64>;
 
     /// PCI hot reset (secondary bus or slot reset) of `device`, which also resets every device

@@ -191,8 +191,10 @@ impl Device {
         }
     }
 
-    /// Maps every mmappable area of a region ([`RegionInfo::mmap_areas`]): the whole region, or
-    /// its sparse areas (e.g. a BAR around its MSI-X table).
+    /// Maps every mmappable area of a region ([`RegionInfo::mmap_areas`]) with `mmap(2)` on the
+    /// device fd: the whole region, or its sparse areas (e.g. a BAR around its MSI-X table).
+    /// Each mapping keeps the device open. Errors: the errno of mmap (e.g. EINVAL for a region
+    /// without the MMAP flag); an empty list when nothing of the region may be mapped.
     pub fn map_region_areas(&self, region: &RegionInfo) -> Result<Vec<MappedRegion>> {
         region
             .mmap_areas()
@@ -201,8 +203,10 @@ impl Device {
             .collect()
     }
 
-    /// Reads `buf.len()` bytes at `offset` inside a region with `pread(2)`. An access past the
-    /// region's end is refused before the kernel is asked; a short read is an error.
+    /// Reads `buf.len()` bytes at `offset` inside a region with `pread(2)`. Errors:
+    /// InvalidArgument for an access past the region's end (before the kernel is asked);
+    /// Malformed for a short read; the kernel's errno (Kernel), e.g. EIO from vfio-pci for a
+    /// BAR while memory decoding is off, EINVAL for a region the device cannot read.
     pub fn read_region(&self, region: &RegionInfo, offset: u64, buf: &mut [u8]) -> Result<()> {
         let pos = region.file_offset("read region", self.name(), offset, buf.len())?;
         let res = rustix::io::pread(self.as_fd(), &mut *buf, pos);
@@ -218,7 +222,8 @@ impl Device {
         Ok(())
     }
 
-    /// Writes `buf` at `offset` inside a region with `pwrite(2)`; bounds checked as for reads.
+    /// Writes `buf` at `offset` inside a region with `pwrite(2)`. Errors: as for
+    /// [`Device::read_region`] (a short write is Malformed).
     pub fn write_region(&self, region: &RegionInfo, offset: u64, buf: &[u8]) -> Result<()> {
         let pos = region.file_offset("write region", self.name(), offset, buf.len())?;
         let res = rustix::io::pwrite(self.as_fd(), buf, pos);
@@ -252,7 +257,9 @@ impl Device {
         MappedRegion::new(self.clone(), region, 0, region.size)
     }
 
-    /// `VFIO_DEVICE_GET_IRQ_INFO` for IRQ `index`.
+    /// `VFIO_DEVICE_GET_IRQ_INFO` for IRQ `index`: how many vectors it has and how they can be
+    /// signalled ([`IrqFlags`](crate::IrqFlags)). Errors: EINVAL (Kernel) for an index the device does not have
+    /// (vfio-pci has five: INTx, MSI, MSI-X, ERR, REQ).
     pub fn irq_info(&self, index: u32) -> Result<IrqInfo> {
         let mut info = sys::vfio_irq_info {
             argsz: ioctl::argsz::<sys::vfio_irq_info>(),
@@ -263,7 +270,10 @@ impl Device {
         Ok(IrqInfo::from_sys(&info))
     }
 
-    /// `VFIO_DEVICE_SET_IRQS` with a prepared request (see [`IrqSet`]).
+    /// `VFIO_DEVICE_SET_IRQS` with a prepared request (see [`IrqSet`]): routes vectors to
+    /// eventfds, disables an index, or triggers, masks or unmasks vectors. Errors: EINVAL
+    /// (Kernel) for vectors beyond the index's count, an action the index does not support
+    /// (e.g. masking MSI), or a trigger of an index that is not enabled; EBADF for a closed fd.
     pub fn set_irqs(&self, set: &IrqSet) -> Result<()> {
         let mut buf = set.to_bytes();
         // SAFETY: `buf` is a vfio_irq_set header followed by exactly the data its argsz and count
@@ -291,12 +301,16 @@ impl Device {
         }
     }
 
-    /// `VFIO_DEVICE_FEATURE` GET of `feature` into `data` (the feature's payload struct).
+    /// `VFIO_DEVICE_FEATURE` GET of `feature` into `data` (the feature's payload struct; Linux
+    /// 5.17 and later). Errors: ENOTTY (Kernel) when the kernel has no device features, ENOTTY or
+    /// EINVAL when the device lacks this one (probe with [`Device::feature_probe`] first),
+    /// EINVAL for a payload of the wrong size.
     pub fn feature_get(&self, feature: u32, data: &mut [u8]) -> Result<()> {
         self.feature_raw("VFIO_DEVICE_FEATURE get", feature, sys::VFIO_DEVICE_FEATURE_GET, data)
     }
 
-    /// `VFIO_DEVICE_FEATURE` SET of `feature` from `data`.
+    /// `VFIO_DEVICE_FEATURE` SET of `feature` from `data` (Linux 5.17 and later). Errors: as for
+    /// [`Device::feature_get`]; the feature's own errno when the device refuses the state.
     pub fn feature_set(&self, feature: u32, data: &[u8]) -> Result<()> {
         let mut copy = data.to_vec();
         self.feature_raw(
@@ -368,5 +382,37 @@ mod tests {
         assert_eq!(info.caps[0].0 as u32, sys::VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP);
         r[16] = 8; // a capability offset inside the fixed part
         assert!(DeviceInfo::parse(&r, "dev").is_err());
+    }
+
+    /// A memfd stands in for the device fd: pread/pwrite at region offsets, bounds and short
+    /// transfers.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd_create and pread, which Miri cannot run")]
+    fn region_access_checks_bounds_and_short_transfers() {
+        let fd = rustix::fs::memfd_create("region", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, 0x3000).unwrap();
+        let dev = Device::from_fd(fd, "0000:00:03.0", None);
+        // A region at file offset 0x1000 that claims 0x4000 bytes: only 0x2000 exist behind it.
+        let region = RegionInfo {
+            index: 2,
+            flags: crate::RegionFlags::READ | crate::RegionFlags::WRITE,
+            size: 0x4000,
+            offset: 0x1000,
+            caps: Vec::new(),
+        };
+        dev.write_region(&region, 0x10, &[1, 2, 3, 4]).unwrap();
+        let mut buf = [0u8; 4];
+        dev.read_region(&region, 0x10, &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 3, 4]);
+        // Past the file's end: the kernel returns fewer bytes.
+        let short = dev.read_region(&region, 0x1ffe, &mut buf).unwrap_err();
+        assert!(matches!(short, Error::Malformed { .. }), "{short:?}");
+        assert!(short.to_string().contains("short read: 2 of 4"), "{short}");
+        assert!(short.to_string().contains("0000:00:03.0 region 2"), "{short}");
+        // Past the region's end: refused before any syscall.
+        let past = dev.read_region(&region, 0x3ffe, &mut buf).unwrap_err();
+        assert!(matches!(past, Error::InvalidArgument { .. }), "{past:?}");
+        let past = dev.write_region(&region, 0x4000, &[0]).unwrap_err();
+        assert!(matches!(past, Error::InvalidArgument { .. }), "{past:?}");
     }
 }

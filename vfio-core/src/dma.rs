@@ -95,9 +95,12 @@ impl DmaBuffer {
                 unsafe { rustix::mm::mmap_anonymous(std::ptr::null_mut(), len, prot, flags) }
             }
             Backing::Memfd => {
-                let fd = rustix::fs::memfd_create("vfio-rs-dma", rustix::fs::MemfdFlags::CLOEXEC)
-                    .map_err(|e| Error::kernel("memfd_create", &what, e))?;
-                rustix::fs::ftruncate(&fd, len as u64).map_err(|e| Error::kernel("ftruncate memfd", &what, e))?;
+                let fd = rustix::fs::memfd_create("vfio-rs-dma", rustix::fs::MemfdFlags::CLOEXEC);
+                log::debug!(target: "vfio", "memfd_create(vfio-rs-dma, MFD_CLOEXEC) = {fd:?}");
+                let fd = fd.map_err(|e| Error::kernel("memfd_create", &what, e))?;
+                let res = rustix::fs::ftruncate(&fd, len as u64);
+                log::debug!(target: "vfio", "ftruncate(memfd, {len:#x}) = {res:?}");
+                res.map_err(|e| Error::kernel("ftruncate memfd", &what, e))?;
                 // SAFETY: a fresh shared mapping of our own new memfd aliases no Rust object.
                 let r = unsafe {
                     rustix::mm::mmap(
@@ -113,6 +116,7 @@ impl DmaBuffer {
                 r
             }
         };
+        log::debug!(target: "vfio", "mmap {what} = {:?}", mapped.as_ref().map(|p| *p as usize));
         let ptr = mapped.map_err(|e| match backing {
             Backing::Huge2M | Backing::Huge1G if matches!(e, rustix::io::Errno::NOMEM | rustix::io::Errno::INVAL) => {
                 let dir = format!("/sys/kernel/mm/hugepages/hugepages-{}kB", backing.page() / 1024);
@@ -126,7 +130,6 @@ impl DmaBuffer {
             _ => Error::kernel("mmap DMA buffer", &what, e),
         })?;
         let ptr = NonNull::new(ptr.cast()).ok_or_else(|| Error::malformed("mmap", "DMA buffer", "NULL"))?;
-        log::debug!(target: "vfio", "mmap {what} = {ptr:p}");
         Ok(DmaBuffer {
             ptr,
             len,
@@ -263,7 +266,8 @@ impl DmaBuffer {
 impl Drop for DmaBuffer {
     fn drop(&mut self) {
         // SAFETY: exactly the mapping made in `new`; any DmaMapping borrowing it is gone.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        let res = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        log::debug!(target: "vfio", "munmap(DMA buffer {:p}, {:#x} bytes) = {res:?}", self.ptr, self.len);
     }
 }
 
@@ -299,7 +303,12 @@ impl std::fmt::Debug for DmaMapping<'_> {
 }
 
 impl<'a> DmaMapping<'a> {
-    /// Maps the whole `buffer` at `iova` in `container` with the given access.
+    /// Maps the whole `buffer` at `iova` in `container` with the given access
+    /// ([`Container::map_dma_raw`]: `VFIO_IOMMU_MAP_DMA` in group mode, `IOMMU_IOAS_MAP` in cdev
+    /// mode, pinning and a physical address without an IOMMU). The guard borrows both, so
+    /// neither can go while the device can reach the memory, and unmaps on drop. Errors: those
+    /// of the container's map (EEXIST for an overlap, EINVAL for an unaligned or disallowed
+    /// IOVA, ENOMEM past the locked-memory limit).
     pub fn new(container: &'a dyn Container, buffer: &'a DmaBuffer, iova: u64, access: DmaAccess) -> Result<Self> {
         // SAFETY: the returned guard borrows `buffer` for 'a and unmaps on drop, so the memory
         // outlives the mapping; the buffer never gives out references the device could alias.
@@ -330,7 +339,21 @@ impl<'a> DmaMapping<'a> {
 
 impl Drop for DmaMapping<'_> {
     fn drop(&mut self) {
-        let _ = self.container.unmap_dma(self.iova, self.buffer.len() as u64);
+        unmap_on_drop(self.container, self.iova, self.buffer.len() as u64);
+    }
+}
+
+/// Unmaps a guard's range; true when the device can no longer reach the memory: unmapped now,
+/// or nothing mapped there any more (ENOENT: e.g. an unmap-all came first). Any other failure
+/// is logged (target `vfio`) and answers false, and the memory must then not be freed.
+pub(crate) fn unmap_on_drop(container: &dyn Container, iova: u64, size: u64) -> bool {
+    match container.unmap_dma(iova, size) {
+        Ok(_) => true,
+        Err(e) if e.errno() == Some(crate::Errno::NOENT) => true,
+        Err(e) => {
+            log::warn!(target: "vfio", "DMA mapping at iova {iova:#x} could not be unmapped on drop: {e}");
+            false
+        }
     }
 }
 

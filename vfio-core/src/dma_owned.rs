@@ -115,7 +115,7 @@ impl OwnedDmaMapping {
 
 impl Drop for OwnedDmaMapping {
     fn drop(&mut self) {
-        if self.container.unmap_dma(self.iova, self.buffer.len() as u64).is_ok() {
+        if crate::dma::unmap_on_drop(&*self.container, self.iova, self.buffer.len() as u64) {
             // SAFETY: the buffer is dropped once, here, and the field is not used afterwards.
             unsafe { ManuallyDrop::drop(&mut self.buffer) };
         }

@@ -30,7 +30,8 @@ impl std::fmt::Debug for DmaPool<'_> {
 }
 
 impl<'c> DmaPool<'c> {
-    /// A pool over the container's IOVA ranges.
+    /// A pool over the container's IOVA ranges ([`Container::iova_ranges`], which asks the
+    /// kernel). Errors: those of `iova_ranges`.
     pub fn new(container: &'c dyn Container) -> Result<Self> {
         let ranges = container.iova_ranges()?;
         Ok(Self::with_ranges(container, &ranges))
@@ -46,13 +47,17 @@ impl<'c> DmaPool<'c> {
         }
     }
 
-    /// Allocates a zeroed buffer of `len` bytes (whole pages) and maps it. Returns its handle.
+    /// Allocates a zeroed buffer of `len` bytes (whole pages), takes an IOVA for it and maps it
+    /// (one map ioctl; later translations need none). Returns its handle. Errors:
+    /// InvalidArgument when the pool's IOVA ranges have no room; those of [`DmaBuffer::new`]
+    /// and of the container's map.
     pub fn alloc(&mut self, len: usize, access: DmaAccess) -> Result<DmaHandle> {
         self.alloc_with(len, Backing::Anonymous, access)
     }
 
     /// As [`DmaPool::alloc`] with the given backing; the IOVA is aligned to the backing's page
-    /// size so the IOMMU can use huge pages too.
+    /// size so the IOMMU can use huge pages too. Errors: as `alloc`, and those of
+    /// [`DmaBuffer::with_backing`] (Unsupported when no huge pages are reserved).
     pub fn alloc_with(&mut self, len: usize, backing: Backing, access: DmaAccess) -> Result<DmaHandle> {
         let buffer = DmaBuffer::with_backing(len, backing)?;
         let size = buffer.len() as u64;
@@ -102,7 +107,10 @@ impl<'c> DmaPool<'c> {
         self.cache.translate(ptr, len)
     }
 
-    /// Unmaps and frees a buffer.
+    /// Unmaps a buffer (one unmap ioctl), frees it and gives its IOVA back to the pool.
+    /// Errors: InvalidArgument for a handle that is not live (freed already); the unmap's
+    /// errno otherwise, in which case the memory is leaked rather than freed under the device
+    /// (ENOENT, nothing mapped there any more, is not an error).
     pub fn free(&mut self, h: DmaHandle) -> Result<()> {
         let slot = self
             .slots
@@ -112,14 +120,19 @@ impl<'c> DmaPool<'c> {
         let size = slot.buffer.len() as u64;
         self.cache.remove(slot.buffer.as_ptr());
         let res = self.container.unmap_dma(slot.iova, size);
-        if res.is_ok() {
-            self.iovas.free(slot.iova, size)?;
-            drop(slot);
-        } else {
-            // The device may still reach the memory: leak it rather than free it.
-            std::mem::forget(slot);
+        match res {
+            // Unmapped now, or nothing is mapped there any more (an unmap-all came first).
+            Ok(_) => {}
+            Err(ref e) if e.errno() == Some(crate::Errno::NOENT) => {}
+            Err(e) => {
+                // The device may still reach the memory: leak it rather than free it.
+                std::mem::forget(slot);
+                return Err(e);
+            }
         }
-        res.map(|_| ())
+        self.iovas.free(slot.iova, size)?;
+        drop(slot);
+        Ok(())
     }
 }
 

@@ -26,7 +26,7 @@ impl AsRawFd for EventFd {
 }
 
 impl EventFd {
-    /// `eventfd(0, EFD_CLOEXEC)`.
+    /// `eventfd(0, EFD_CLOEXEC)`. Errors: EMFILE/ENFILE (Kernel) when out of fds, ENOMEM.
     pub fn new() -> Result<Self> {
         let res = rustix::event::eventfd(0, EventfdFlags::CLOEXEC);
         log::debug!(target: "vfio", "eventfd(0, EFD_CLOEXEC) = {res:?}");
@@ -42,8 +42,9 @@ impl EventFd {
         EventFd { fd }
     }
 
-    /// Waits up to `timeout` for the counter to become non-zero and returns (and clears) it;
-    /// `Ok(None)` on timeout.
+    /// `poll(2)` for up to `timeout` until the counter is non-zero, then `read(2)`: returns (and
+    /// clears) it; `Ok(None)` on timeout. Interrupted polls are retried. Errors: the errno of
+    /// poll or read (Kernel).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<u64>> {
         let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec {
             tv_sec: i64::MAX,
@@ -60,16 +61,23 @@ impl EventFd {
         }
     }
 
-    /// Reads (and clears) the counter, blocking until it is non-zero.
+    /// `read(2)` of the counter: returns and clears it, blocking until it is non-zero.
+    /// Errors: the errno of read (Kernel), e.g. EINVAL when the fd is not an eventfd.
     pub fn read(&self) -> Result<u64> {
         let mut buf = [0u8; 8];
-        rustix::io::read(&self.fd, &mut buf).map_err(|e| Error::kernel("read", "eventfd", e))?;
+        let res = rustix::io::read(&self.fd, &mut buf);
+        log::debug!(target: "vfio", "read(eventfd {}) = {res:?}", self.fd.as_raw_fd());
+        res.map_err(|e| Error::kernel("read", "eventfd", e))?;
         Ok(u64::from_ne_bytes(buf))
     }
 
-    /// Adds `n` to the counter (to simulate an interrupt).
+    /// `write(2)` of `n` to the counter (to simulate an interrupt). Errors: the errno of write
+    /// (Kernel): EINVAL for `u64::MAX`, EAGAIN never (the fd blocks) but the call then waits
+    /// while the counter would overflow.
     pub fn signal(&self, n: u64) -> Result<()> {
-        rustix::io::write(&self.fd, &n.to_ne_bytes()).map_err(|e| Error::kernel("write", "eventfd", e))?;
+        let res = rustix::io::write(&self.fd, &n.to_ne_bytes());
+        log::debug!(target: "vfio", "write(eventfd {}, {n}) = {res:?}", self.fd.as_raw_fd());
+        res.map_err(|e| Error::kernel("write", "eventfd", e))?;
         Ok(())
     }
 }

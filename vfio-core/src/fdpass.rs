@@ -88,8 +88,9 @@ pub fn send_fds(socket: BorrowedFd<'_>, items: &[(FdKind, &str, BorrowedFd<'_>)]
     if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
         return Err(Error::invalid("send fds", "unix socket", "control buffer too small"));
     }
-    let sent = rustix::net::sendmsg(socket, &[IoSlice::new(&payload)], &mut control, SendFlags::NOSIGNAL)
-        .map_err(|e| Error::kernel("sendmsg SCM_RIGHTS", "unix socket", e))?;
+    let sent = rustix::net::sendmsg(socket, &[IoSlice::new(&payload)], &mut control, SendFlags::NOSIGNAL);
+    log::debug!(target: "vfio", "sendmsg(SCM_RIGHTS, {} fds) = {sent:?}", fds.len());
+    let sent = sent.map_err(|e| Error::kernel("sendmsg SCM_RIGHTS", "unix socket", e))?;
     if sent != payload.len() {
         return Err(Error::malformed(
             "sendmsg SCM_RIGHTS",
@@ -111,8 +112,9 @@ pub fn recv_fds(socket: BorrowedFd<'_>) -> Result<Vec<SharedFd>> {
         &mut [IoSliceMut::new(&mut payload)],
         &mut control,
         RecvFlags::CMSG_CLOEXEC,
-    )
-    .map_err(|e| Error::kernel("recvmsg SCM_RIGHTS", "unix socket", e))?;
+    );
+    log::debug!(target: "vfio", "recvmsg(SCM_RIGHTS, MSG_CMSG_CLOEXEC) = {:?}", msg.as_ref().map(|m| m.bytes));
+    let msg = msg.map_err(|e| Error::kernel("recvmsg SCM_RIGHTS", "unix socket", e))?;
     let mut fds: Vec<OwnedFd> = Vec::new();
     for m in control.drain() {
         if let RecvAncillaryMessage::ScmRights(rights) = m {

@@ -58,7 +58,7 @@ pub use fdpass::{FdKind, FdRequest, SharedFd, recv_fds, recv_request, request, s
 pub use hot_reset::{DependentDevice, HotResetInfo};
 pub use iova::{IovaAllocator, IovaCache};
 pub use irq::{IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet};
-pub use mode::{MODE_ENV, Mode, Modes, detect, preferred};
+pub use mode::{MODE_ENV, Mode, Modes, detect, detect_in, preferred};
 pub use node::open_node;
 pub use pci_address::PciAddress;
 pub use region::{MappedRegion, RegionCap, RegionFlags, RegionInfo, SparseArea};

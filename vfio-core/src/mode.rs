@@ -1,7 +1,6 @@
 //! The three ways a process can own a VFIO device, and which ones the running kernel offers.
 
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 
 use crate::{Error, Result, Sysfs};
@@ -60,10 +59,13 @@ pub struct Modes {
 
 /// Looks at `/dev` and `/sys` to see which modes are available.
 pub fn detect() -> Modes {
-    detect_in(&Sysfs::default(), Path::new("/sys/class/iommu"))
+    detect_in(&Sysfs::default())
 }
 
-fn detect_in(sysfs: &Sysfs, iommu_class: &Path) -> Modes {
+/// [`detect`] with `/sys` and `/dev` taken from `sysfs` (e.g. a fake tree in tests, or a
+/// container's mounts): its device nodes, `class/iommu` and the `vfio` module parameters.
+pub fn detect_in(sysfs: &Sysfs) -> Modes {
+    let iommu_class = sysfs.root().join("class/iommu");
     let dev = sysfs.dev_dir();
     let container = dev.join("vfio/vfio").exists();
     // Group nodes tell best: `/dev/vfio/<N>` are IOMMU groups, `/dev/vfio/noiommu-<N>` are not.
@@ -77,7 +79,7 @@ fn detect_in(sysfs: &Sysfs, iommu_class: &Path) -> Modes {
             noiommu_groups |= name.starts_with("noiommu-");
         }
     }
-    let has_iommu = std::fs::read_dir(iommu_class)
+    let has_iommu = std::fs::read_dir(&iommu_class)
         .map(|mut d| d.next().is_some())
         .unwrap_or(false);
     let noiommu = sysfs.module_param_enabled("vfio", "enable_unsafe_noiommu_mode");
@@ -97,38 +99,44 @@ impl Modes {
             Mode::Cdev => self.cdev,
         }
     }
+
+    /// The mode [`preferred`] picks among these: `forced` (the value of `VFIO_RS_MODE`) if given,
+    /// else cdev, group, then no-IOMMU. Errors: as for [`preferred`].
+    pub fn choose(&self, forced: Option<&str>) -> Result<Mode> {
+        let modes = *self;
+        if let Some(forced) = forced {
+            let m: Mode = forced.parse()?;
+            return if modes.offers(m) {
+                Ok(m)
+            } else {
+                Err(Error::unsupported(
+                    "VFIO mode",
+                    m,
+                    format!("forced by {MODE_ENV} but this kernel does not offer it ({modes:?})"),
+                ))
+            };
+        }
+        if modes.cdev {
+            Ok(Mode::Cdev)
+        } else if modes.group {
+            Ok(Mode::Group)
+        } else if modes.noiommu {
+            Ok(Mode::NoIommu)
+        } else {
+            Err(Error::unsupported(
+                "VFIO",
+                "this kernel",
+                "no /dev/vfio/vfio and no /dev/iommu (is vfio-pci loaded?)",
+            ))
+        }
+    }
 }
 
 /// The mode to use: the one named by `VFIO_RS_MODE` if set, else cdev, group, then no-IOMMU,
 /// whichever the kernel offers first. Errors: Unsupported when the forced mode or every mode is
-/// unavailable.
+/// unavailable; InvalidArgument when `VFIO_RS_MODE` names no mode.
 pub fn preferred() -> Result<Mode> {
-    let modes = detect();
-    if let Ok(forced) = std::env::var(MODE_ENV) {
-        let m: Mode = forced.parse()?;
-        return if modes.offers(m) {
-            Ok(m)
-        } else {
-            Err(Error::unsupported(
-                "VFIO mode",
-                m,
-                format!("forced by {MODE_ENV} but this kernel does not offer it ({modes:?})"),
-            ))
-        };
-    }
-    if modes.cdev {
-        Ok(Mode::Cdev)
-    } else if modes.group {
-        Ok(Mode::Group)
-    } else if modes.noiommu {
-        Ok(Mode::NoIommu)
-    } else {
-        Err(Error::unsupported(
-            "VFIO",
-            "this kernel",
-            "no /dev/vfio/vfio and no /dev/iommu (is vfio-pci loaded?)",
-        ))
-    }
+    detect().choose(std::env::var(MODE_ENV).ok().as_deref())
 }
 
 #[cfg(test)]
@@ -145,11 +153,36 @@ mod tests {
 
     #[test]
     fn detect_in_empty_tree_finds_nothing() {
-        let m = detect_in(
-            &Sysfs::at("/nonexistent/sys", "/nonexistent/dev"),
-            Path::new("/nonexistent"),
-        );
+        let m = detect_in(&Sysfs::at("/nonexistent/sys", "/nonexistent/dev"));
         assert_eq!(m, Modes::default());
+        assert!(matches!(m.choose(None), Err(Error::Unsupported { .. })));
+    }
+
+    #[test]
+    fn choose_prefers_cdev_then_group_then_noiommu_unless_forced() {
+        let all = Modes {
+            group: true,
+            noiommu: true,
+            cdev: true,
+        };
+        assert_eq!(all.choose(None).unwrap(), Mode::Cdev);
+        let legacy = Modes { cdev: false, ..all };
+        assert_eq!(legacy.choose(None).unwrap(), Mode::Group);
+        let unsafe_only = Modes {
+            noiommu: true,
+            ..Modes::default()
+        };
+        assert_eq!(unsafe_only.choose(None).unwrap(), Mode::NoIommu);
+        // VFIO_RS_MODE wins when the kernel offers that mode, and is refused when it does not.
+        assert_eq!(all.choose(Some("group")).unwrap(), Mode::Group);
+        assert_eq!(all.choose(Some("noiommu")).unwrap(), Mode::NoIommu);
+        let e = legacy.choose(Some("cdev")).unwrap_err();
+        assert!(
+            matches!(e, Error::Unsupported { .. }) && e.to_string().contains(MODE_ENV),
+            "{e}"
+        );
+        let e = all.choose(Some("type1")).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
     }
 
     #[test]
@@ -158,7 +191,7 @@ mod tests {
         let dev = root.join("dev");
         std::fs::create_dir_all(dev.join("vfio/devices")).unwrap();
         std::fs::create_dir_all(root.join("sys/module/vfio/parameters")).unwrap();
-        std::fs::create_dir_all(root.join("class/iommu/mock")).unwrap();
+        std::fs::create_dir_all(root.join("sys/class/iommu/mock")).unwrap();
         std::fs::write(
             root.join("sys/module/vfio/parameters/enable_unsafe_noiommu_mode"),
             "Y\n",
@@ -168,7 +201,7 @@ mod tests {
             std::fs::write(dev.join(n), "").unwrap();
         }
         let sysfs = Sysfs::at(root.join("sys"), &dev);
-        let m = detect_in(&sysfs, &root.join("class/iommu"));
+        let m = detect_in(&sysfs);
         assert_eq!(
             m,
             Modes {
@@ -179,7 +212,7 @@ mod tests {
         );
         assert!(m.offers(Mode::Cdev) && m.offers(Mode::NoIommu) && !m.offers(Mode::Group));
         std::fs::write(dev.join("vfio/3"), "").unwrap();
-        assert!(detect_in(&sysfs, &root.join("class/iommu")).group);
+        assert!(detect_in(&sysfs).group);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -215,7 +215,11 @@ impl std::fmt::Debug for MappedRegion {
 }
 
 impl MappedRegion {
-    /// Maps `len` bytes at `offset` inside `region` of `device` (both page aligned).
+    /// `mmap(2)` of `len` bytes at `offset` inside `region` of `device` (both page aligned),
+    /// shared and readable/writable as the region's flags allow; the mapping keeps the device
+    /// open and is unmapped on drop. Errors: InvalidArgument for a range outside the region or
+    /// not page aligned; Unsupported when the region has no MMAP flag; the errno of mmap
+    /// (EINVAL when vfio-pci refuses the range, e.g. a sparse region's hole).
     pub fn new(device: Device, region: &RegionInfo, offset: u64, len: u64) -> Result<Self> {
         let target = || format!("{} region {}", device.name(), region.index);
         if !region.flags.contains(RegionFlags::MMAP) {
@@ -547,6 +551,35 @@ mod tests {
         );
         assert!(matches!(&r.caps[1], RegionCap::Unknown { id: 99, bytes, .. } if bytes.len() == 12));
         assert!(!r.msix_mappable());
+    }
+
+    #[test]
+    fn parses_region_type_and_msix_mappable() {
+        // A vendor region type (e.g. igd's OpRegion: type 0x80008086, subtype 1) chained to the
+        // MSI-X mappable capability, which has no body.
+        let mut body = 0x8000_8086u32.to_ne_bytes().to_vec();
+        body.extend(1u32.to_ne_bytes());
+        let type_id = sys::VFIO_REGION_INFO_CAP_TYPE as u16;
+        let msix_id = sys::VFIO_REGION_INFO_CAP_MSIX_MAPPABLE as u16;
+        let mut caps = cap(type_id, 32 + 8 + body.len() as u32, &body);
+        caps.extend(cap(msix_id, 0, &[]));
+        let flags = sys::VFIO_REGION_INFO_FLAG_CAPS | sys::VFIO_REGION_INFO_FLAG_READ;
+        let r = RegionInfo::parse(&reply(flags, &caps), "dev").unwrap();
+        assert_eq!(
+            r.caps,
+            vec![
+                RegionCap::Type {
+                    type_: 0x8000_8086,
+                    subtype: 1
+                },
+                RegionCap::MsixMappable
+            ]
+        );
+        assert!(r.msix_mappable());
+        // A type capability cut short (no subtype) is malformed, not read past its end.
+        let short = cap(type_id, 0, &0x8000_8086u32.to_ne_bytes());
+        let e = RegionInfo::parse(&reply(flags, &short), "dev").unwrap_err();
+        assert!(matches!(e, Error::Malformed { .. }), "{e}");
     }
 
     #[test]

@@ -50,6 +50,11 @@ impl Sysfs {
         self.root.join("bus/pci/devices").join(addr.to_string())
     }
 
+    /// The sysfs root (`/sys` unless built with [`Sysfs::at`]).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The `/dev` directory that goes with this sysfs.
     pub fn dev_dir(&self) -> &Path {
         &self.dev
@@ -220,7 +225,9 @@ impl Sysfs {
             .map_err(|_| Error::malformed("read", path.display(), format!("{t:?} is not a hex number")))
     }
 
-    /// Vendor, device and class of the function.
+    /// Vendor, device and class of the function, from its sysfs `vendor`, `device` and `class`
+    /// files. Errors: Path (ENOENT) when the function does not exist; Malformed for a file
+    /// that is not a hex number.
     pub fn identity(&self, addr: &PciAddress) -> Result<PciIdentity> {
         let dir = self.require_device(addr)?;
         Ok(PciIdentity {
@@ -230,7 +237,8 @@ impl Sysfs {
         })
     }
 
-    /// Every PCI function the kernel knows (`/sys/bus/pci/devices`), sorted.
+    /// Every PCI function the kernel knows (`/sys/bus/pci/devices`), sorted. Errors: Path when
+    /// the directory cannot be read (no sysfs, or no PCI in the kernel).
     pub fn pci_devices(&self) -> Result<Vec<PciAddress>> {
         let dir = self.root.join("bus/pci/devices");
         let mut out: Vec<PciAddress> = fs::read_dir(&dir)
@@ -243,7 +251,8 @@ impl Sysfs {
     }
 
     /// The PCI functions in IOMMU group `group` (`/sys/kernel/iommu_groups/<group>/devices`),
-    /// sorted. Non-PCI members are left out.
+    /// sorted. Non-PCI members are left out. Errors: Path (ENOENT) for a group that does not
+    /// exist.
     pub fn group_devices(&self, group: u32) -> Result<Vec<PciAddress>> {
         let dir = self
             .root
@@ -291,7 +300,9 @@ impl Sysfs {
 
     /// Unbinds the function from its driver, clears `driver_override`, and lets the PCI core
     /// probe it again (which binds `previous` or whichever driver claims it; `None` leaves it
-    /// unbound).
+    /// unbound): writes to `driver/unbind`, `driver_override` and `/sys/bus/pci/drivers_probe`.
+    /// Errors: Path with the errno of the write (EACCES without root; unbind from vfio-pci
+    /// blocks until every VFIO fd of the device is closed).
     pub fn restore_driver(&self, addr: &PciAddress, previous: Option<&str>) -> Result<()> {
         let dir = self.pci_device_dir(addr);
         if self.driver(addr)?.is_some() {

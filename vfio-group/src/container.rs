@@ -82,6 +82,15 @@ pub struct Container {
     state: Mutex<State>,
 }
 
+/// The container fd, e.g. to hand it to a secondary process (`vfio_core::send_fds`), which
+/// adopts it with [`Container::from_fd`]: DMA mappings made through either fd live in the same
+/// kernel container.
+impl AsFd for Container {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl Container {
     /// Opens `/dev/vfio/vfio` and checks `VFIO_GET_API_VERSION`. With `noiommu`, the groups it
     /// takes are no-IOMMU groups and the backend is `VFIO_NOIOMMU_IOMMU`.
@@ -431,6 +440,19 @@ impl Container {
         self.unmap(0, 0, sys::VFIO_DMA_UNMAP_FLAG_ALL)
     }
 
+    /// `VFIO_IOMMU_UNMAP_DMA` of `[iova, iova + size)` with the kernel's answer as it is: the
+    /// bytes unmapped, 0 when nothing was mapped there (type1 reports that as success; the
+    /// trait's [`unmap_dma`](vfio_core::Container::unmap_dma) turns it into ENOENT). The rules
+    /// for ranges that split a mapping are in the table of
+    /// [`unmap_dma`](vfio_core::Container::unmap_dma). In a no-IOMMU container, unpins the
+    /// ranges pinned at IOVAs inside the range.
+    pub fn unmap_range(&self, iova: u64, size: u64) -> Result<u64> {
+        if self.noiommu {
+            return Ok(self.unpin(iova, size));
+        }
+        self.unmap(iova, size, 0)
+    }
+
     fn unmap(&self, iova: u64, size: u64, flags: u32) -> Result<u64> {
         let mut unmap = sys::vfio_iommu_type1_dma_unmap {
             argsz: ioctl::argsz::<sys::vfio_iommu_type1_dma_unmap>(),
@@ -610,8 +632,9 @@ impl vfio_core::Container for Container {
         Ok(iova)
     }
 
-    /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes the kernel unmapped. A range with no mapping in
-    /// it returns 0 bytes on every backend; EOVERFLOW when `iova + size` wraps (EINVAL from
+    /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes the kernel unmapped. Errors: ENOENT when
+    /// nothing was mapped in the range (the kernel itself answers success with 0 bytes on every
+    /// backend, which [`Container::unmap_range`] returns as is); EOVERFLOW when `iova + size` wraps (EINVAL from
     /// older type1 drivers, e.g. Linux 6.1); EINVAL for unaligned arguments. A range that splits
     /// a mapping depends on the IOMMU type and on the [`Backend`] (asserted by the guest tests
     /// `dma_contract_type1`/`_type1v2`):
@@ -623,11 +646,20 @@ impl vfio_core::Container for Container {
     /// | type1v2 | EINVAL | ENOENT |
     ///
     /// In a no-IOMMU container, unpins the ranges pinned at IOVAs inside `[iova, iova + size)`.
+    /// Type1 v1's "0 bytes, mapping kept" is ENOENT here too: nothing was unmapped.
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
-        if self.noiommu {
-            return Ok(self.unpin(iova, size));
+        match self.unmap_range(iova, size)? {
+            0 if size > 0 => Err(Error::kernel(
+                if self.noiommu {
+                    "no-IOMMU unpin found nothing pinned"
+                } else {
+                    "VFIO_IOMMU_UNMAP_DMA unmapped nothing"
+                },
+                self.dma_target(iova, size),
+                vfio_core::Errno::NOENT,
+            )),
+            n => Ok(n),
         }
-        self.unmap(iova, size, 0)
     }
 }
 

@@ -56,6 +56,7 @@ bind_vfio() {
 }
 
 VFIO_TEST_EDU=
+VFIO_TEST_EDU_RESET=
 VFIO_TEST_EDU_NONVIABLE=
 VFIO_TEST_NVME=
 VFIO_TEST_NVME_HOTRESET=
@@ -66,15 +67,27 @@ for dev in /sys/bus/pci/devices/*; do
     bdf=${dev##*/}
     case "$(cat "$dev/vendor"):$(cat "$dev/device")" in
     0x1234:0x11e8)
-        # The first edu is the test device; a second one (behind the bridge, sharing its
-        # IOMMU group with a virtio device) is the non-viable-group case.
-        if [ -z "$VFIO_TEST_EDU" ]; then
+        # The edu on the root bus is the test device; one alone behind a PCIe root port
+        # (1b36:000c) can be reset (a bus reset); one behind the PCIe-to-PCI bridge shares
+        # its IOMMU group with a virtio device: the non-viable-group case.
+        parent=$(readlink -f "$dev")
+        parent=${parent%/*}
+        case "$parent" in
+        */pci0000:00)
+            [ -z "$VFIO_TEST_EDU" ] || continue
             VFIO_TEST_EDU=$bdf
-        elif [ -z "$VFIO_TEST_EDU_NONVIABLE" ]; then
-            VFIO_TEST_EDU_NONVIABLE=$bdf
-        else
-            continue
-        fi
+            ;;
+        *)
+            parent=${parent##*/}
+            if [ "$(cat "/sys/bus/pci/devices/$parent/device")" = 0x000c ]; then
+                [ -z "$VFIO_TEST_EDU_RESET" ] || continue
+                VFIO_TEST_EDU_RESET=$bdf
+            else
+                [ -z "$VFIO_TEST_EDU_NONVIABLE" ] || continue
+                VFIO_TEST_EDU_NONVIABLE=$bdf
+            fi
+            ;;
+        esac
         ;;
     0x1b36:0x0010)
         # The nvme on the root bus is the test device; one behind a PCIe root port
@@ -109,12 +122,12 @@ for dev in /sys/bus/pci/devices/*; do
     esac
     bind_vfio "$bdf"
 done
-export VFIO_TEST_EDU VFIO_TEST_EDU_NONVIABLE VFIO_TEST_NVME VFIO_TEST_NVME_HOTRESET VFIO_TEST_TESTDEV VFIO_TEST_VIRTIO
+export VFIO_TEST_EDU VFIO_TEST_EDU_RESET VFIO_TEST_EDU_NONVIABLE VFIO_TEST_NVME VFIO_TEST_NVME_HOTRESET VFIO_TEST_TESTDEV VFIO_TEST_VIRTIO
 export VFIO_TEST_IOMMU="${VFIO_TEST_IOMMU:-none}"
 export VFIO_TEST_VARIANT="${VFIO_TEST_VARIANT:-?}"
 
 echo "@@VFIO-INFO variant=$VFIO_TEST_VARIANT iommu=$VFIO_TEST_IOMMU edu=$VFIO_TEST_EDU nvme=$VFIO_TEST_NVME kernel=$(uname -r)"
-for bdf in $VFIO_TEST_EDU $VFIO_TEST_EDU_NONVIABLE $VFIO_TEST_NVME $VFIO_TEST_NVME_HOTRESET $VFIO_TEST_TESTDEV $VFIO_TEST_VIRTIO; do
+for bdf in $VFIO_TEST_EDU $VFIO_TEST_EDU_RESET $VFIO_TEST_EDU_NONVIABLE $VFIO_TEST_NVME $VFIO_TEST_NVME_HOTRESET $VFIO_TEST_TESTDEV $VFIO_TEST_VIRTIO; do
     drv=$(readlink "/sys/bus/pci/devices/$bdf/driver")
     echo "@@VFIO-INFO $bdf driver=${drv##*/} iommu_group=$(readlink "/sys/bus/pci/devices/$bdf/iommu_group" | sed 's|.*/||')"
 done

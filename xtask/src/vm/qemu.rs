@@ -94,6 +94,11 @@ impl BootSpec {
         // An option ROM for edu, so the ROM BAR is there to read.
         let edu = format!("{edu},romfile={}", self.rom_path().display());
         cmd.args(["-device", &edu]);
+        // A second edu alone behind a PCIe root port: a root-bus edu has no reset method, this
+        // one has a bus reset, so VFIO_DEVICE_RESET works on it (the fault test resets it after
+        // killing a process mid-DMA). 5 GT/s: see the hot-reset nvme below.
+        cmd.args(["-device", "pcie-root-port,id=rp2,chassis=2,addr=0xa,x-speed=5"]);
+        cmd.args(["-device", &format!("{edu},bus=rp2")]);
         // pci-testdev (1b36:0005): the one QEMU device here with an I/O-port BAR.
         cmd.args(["-device", "pci-testdev"]);
         // A virtio device on the root bus, given to vfio-pci: vendor-specific capabilities.
