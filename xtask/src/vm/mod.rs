@@ -268,8 +268,8 @@ fn demo_runs() -> Vec<(String, String)> {
     // The virtio-rng function on the root bus: qemu.rs puts it at slot 7 (`virtio-rng-pci,
     // addr=0x7`) on every boot and /init binds it to vfio-pci (VFIO_TEST_VIRTIO). Only tests
     // use it, and they have run: it is safe to move. Named by address because run.list lines
-    // are not expanded, and its id (1af4:1005) also matches the virtio-rng behind the bridge
-    // on intel boots, which must stay on virtio-pci (it makes the non-viable group).
+    // are not expanded, and its id (1af4:1005 or 1044) also matches the virtio-rng behind the
+    // bridge on intel boots, which must stay on virtio-pci (it makes the non-viable group).
     const MOVABLE: &str = "0000:00:07.0";
     let mut runs = vec![
         ("lsvfio".to_string(), "-v".to_string()),
