@@ -1,14 +1,54 @@
-//! vfio-pci against edu and nvme: capability walks and typed views, BAR decoding, BAR access
-//! with the pread/pwrite fallback, MSI-X vectors in any range, and reset keeping the command
-//! register.
+//! vfio-pci against edu and nvme: capability walks and typed views (checked against the raw
+//! config space sysfs shows), the status register and header ids, BAR decoding, BAR access with
+//! the pread/pwrite fallback, MSI-X vectors in any range, INTx masking, and reset keeping the
+//! command register.
 
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vfio_core::{EventFd, IrqAction, IrqData, IrqSet, Mode};
-use vfio_pci::{BarKind, Command, PciDevice};
+use vfio_core::{EventFd, IrqAction, IrqData, IrqSet, Mode, PciAddress};
+use vfio_pci::{BarKind, Capability, Command, PciDevice, Status};
+use vfio_tests::edu::reg;
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The devices a test runs on, from `vars`; skips when none is set.
+fn devices(vars: &[&str]) -> Vec<(&'static str, PciAddress)> {
+    let names = [
+        ("VFIO_TEST_EDU", "edu"),
+        ("VFIO_TEST_NVME", "nvme"),
+        ("VFIO_TEST_VIRTIO", "virtio"),
+    ];
+    names
+        .into_iter()
+        .filter(|(var, _)| vars.contains(var))
+        .filter_map(|(var, name)| device_from_env(var).ok().map(|a| (name, a)))
+        .collect()
+}
+
+/// A hex sysfs attribute of the device (`revision`, `subsystem_vendor`, ...).
+fn sysfs_hex(addr: &PciAddress, attr: &str) -> Res<u32> {
+    let path = vfio_core::Sysfs::default().pci_device_dir(addr).join(attr);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let t = text.trim();
+    Ok(u32::from_str_radix(t.trim_start_matches("0x"), 16).map_err(|e| format!("{}: {t:?}: {e}", path.display()))?)
+}
+
+/// The device's config space as the kernel's PCI core reads it (sysfs `config`, as root: all of
+/// it), bypassing vfio-pci's virtualization.
+fn sysfs_config(addr: &PciAddress) -> Res<Vec<u8>> {
+    let path = vfio_core::Sysfs::default().pci_device_dir(addr).join("config");
+    let raw = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    ensure!(
+        raw.len() >= 256,
+        "{}: only {} bytes (not root?)",
+        path.display(),
+        raw.len()
+    );
+    Ok(raw)
+}
 
 macro_rules! open_or_skip {
     ($var:expr) => {
@@ -161,6 +201,249 @@ fn edu_intx_through_pci_device() -> TestResult {
         bar0.write32(0x64, round)?;
         dev.unmask_intx()?;
     }
+    dev.disable_irq(vfio_pci::INTX_IRQ)?;
+    Ok(Outcome::Pass)
+}
+
+/// The status register and the header ids: CAPABILITIES_LIST is set exactly when the standard
+/// walk finds capabilities, the bits vfio-pci does not virtualize equal the device's own (sysfs
+/// `config`), and revision and subsystem ids equal sysfs `revision`, `subsystem_vendor` and
+/// `subsystem_device`.
+fn status_and_header_ids_match_sysfs() -> TestResult {
+    let devs = devices(&["VFIO_TEST_EDU", "VFIO_TEST_NVME"]);
+    if devs.is_empty() {
+        return skip("neither VFIO_TEST_EDU nor VFIO_TEST_NVME is set");
+    }
+    let mut seen = Vec::new();
+    for (name, addr) in devs {
+        let dev = PciDevice::open(&addr, None)?;
+        let raw = sysfs_config(&addr)?;
+        let status = dev.status()?;
+        let std_caps = dev.standard_capabilities()?;
+        let found = !std_caps.is_empty();
+        ensure!(
+            status.contains(Status::CAPABILITIES_LIST) == found,
+            "{name}: status {status:?} but the standard walk found {std_caps:?}"
+        );
+        ensure!(
+            !std_caps.is_empty(),
+            "{name}: the QEMU device has capabilities, none seen"
+        );
+        let raw_status = Status::from_bits_retain(u16::from_le_bytes([raw[6], raw[7]]));
+        // The capability-list bit is vfio-pci's; the interrupt bit moves with the device.
+        let device_bits = !(Status::CAPABILITIES_LIST | Status::INTERRUPT_STATUS);
+        ensure!(
+            status & device_bits == raw_status & device_bits,
+            "{name}: status {status:?} through VFIO, {raw_status:?} in sysfs config"
+        );
+        let rev = dev.revision_id()?;
+        ensure!(
+            u32::from(rev) == sysfs_hex(&addr, "revision")?,
+            "{name}: revision {rev:#x}"
+        );
+        let sub = dev.subsystem_ids()?;
+        let want = (
+            sysfs_hex(&addr, "subsystem_vendor")? as u16,
+            sysfs_hex(&addr, "subsystem_device")? as u16,
+        );
+        ensure!(sub == want, "{name}: subsystem ids {sub:04x?}, sysfs {want:04x?}");
+        let header = dev.header_type()?;
+        ensure!(
+            header == raw[0x0e] && header & 0x7f == 0,
+            "{name}: header type {header:#x}"
+        );
+        seen.push(format!(
+            "{name} rev {rev:#x} subsystem {:04x}:{:04x} status {:#06x}",
+            sub.0,
+            sub.1,
+            status.bits()
+        ));
+    }
+    println!("    {}", seen.join("; "));
+    Ok(Outcome::Pass)
+}
+
+/// 8-bit config writes land (cache line size goes to the device, interrupt line is vfio-pci's
+/// virtual copy) and read back at 8, 16 and 32 bits; writes to the status register are dropped.
+fn config_write8_and_status_writes_dropped() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    for (at, value) in [(0x0cu16, 0x10u8), (0x3c, 0x5a)] {
+        let old = dev.config_read8(at)?;
+        dev.config_write8(at, value)?;
+        let back = dev.config_read8(at)?;
+        let word = dev.config_read32(at & !3)?;
+        dev.config_write8(at, old)?;
+        ensure!(back == value, "config_write8({at:#x}, {value:#x}) read back {back:#x}");
+        ensure!(
+            (word >> (8 * (at % 4))) as u8 == value,
+            "32-bit read at {:#x} is {word:#x}, without the byte written at {at:#x}",
+            at & !3
+        );
+        ensure!(dev.config_read8(at)? == old, "{at:#x} not restored");
+    }
+    let status = dev.status()?;
+    dev.config_write16(vfio_pci::config::offset::STATUS, !status.bits())?;
+    ensure!(
+        dev.status()? == status,
+        "a status write changed {status:?} to {:?}",
+        dev.status()?
+    );
+    Ok(Outcome::Pass)
+}
+
+/// The typed and raw capability walks against the device's real config space (sysfs `config`):
+/// every standard capability VFIO shows is there at the same offset; the PM capability (where
+/// the device has one) is in D0 and its PMC version is the device's; and on the PCIe nvme the
+/// extended walk ends, each entry dword-aligned inside config space with the id and version
+/// the device has there (or vfio-pci's id-0 placeholder for a hidden one).
+fn capability_walks_match_sysfs_config() -> TestResult {
+    let devs = devices(&["VFIO_TEST_EDU", "VFIO_TEST_NVME", "VFIO_TEST_VIRTIO"]);
+    if devs.is_empty() {
+        return skip("none of VFIO_TEST_EDU, VFIO_TEST_NVME, VFIO_TEST_VIRTIO is set");
+    }
+    let mut seen = Vec::new();
+    let mut walked_extended = false;
+    for (name, addr) in devs {
+        let dev = PciDevice::open(&addr, None)?;
+        let raw = sysfs_config(&addr)?;
+        let raw_caps = vfio_pci::capability::parse(&raw, name)?;
+        let std_caps = dev.standard_capabilities()?;
+        let ext_caps = dev.extended_capabilities()?;
+        ensure!(
+            dev.capabilities()? == [std_caps.clone(), ext_caps.clone()].concat(),
+            "{name}: capabilities() is not standard then extended"
+        );
+        for c in &std_caps {
+            ensure!(
+                raw_caps
+                    .iter()
+                    .any(|r| !r.extended && r.id == c.id && r.offset == c.offset),
+                "{name}: capability {:#x} at {:#x} is not in the device's list",
+                c.id,
+                c.offset
+            );
+        }
+        let pm = match dev.pm_cap()? {
+            None => "no PM".to_owned(),
+            Some(pm) => {
+                let off = usize::from(pm.offset);
+                let raw_version = raw[off + 2] & 7;
+                ensure!(pm.power_state == 0, "{name}: open but in D{}", pm.power_state);
+                ensure!(
+                    (1..=3).contains(&pm.version) && pm.version == raw_version,
+                    "{name}: PM version {} through VFIO, {raw_version} in sysfs",
+                    pm.version
+                );
+                format!("PM v{} @{:#x}", pm.version, pm.offset)
+            }
+        };
+        if dev.config_size() <= 256 {
+            ensure!(
+                ext_caps.is_empty(),
+                "{name}: extended capabilities in 256 bytes: {ext_caps:?}"
+            );
+        } else {
+            walked_extended = true;
+            check_extended(name, &dev, &ext_caps, &raw)?;
+        }
+        let ext: Vec<String> = ext_caps
+            .iter()
+            .map(|c| format!("{:#x}v{}@{:#x}", c.id, c.version, c.offset))
+            .collect();
+        let raw_ext: Vec<String> = raw_caps
+            .iter()
+            .filter(|c| c.extended)
+            .map(|c| format!("{:#x}@{:#x}", c.id, c.offset))
+            .collect();
+        seen.push(format!(
+            "{name}: {} std, {pm}, ext [{}] (device: [{}])",
+            std_caps.len(),
+            ext.join(" "),
+            raw_ext.join(" ")
+        ));
+    }
+    if !walked_extended {
+        println!("    (no PCIe device: the extended walk was not exercised)");
+    }
+    println!("    {}", seen.join("; "));
+    Ok(Outcome::Pass)
+}
+
+fn check_extended(name: &str, dev: &PciDevice, ext: &[Capability], raw: &[u8]) -> Res<()> {
+    let size = dev.config_size();
+    ensure!(ext.len() <= 64, "{name}: {} extended capabilities", ext.len());
+    for (i, c) in ext.iter().enumerate() {
+        let at = usize::from(c.offset);
+        ensure!(
+            c.extended && at >= 0x100 && at % 4 == 0 && at as u64 + 4 <= size,
+            "{name}: extended capability {c:?} outside [0x100, {size:#x}) or misaligned"
+        );
+        ensure!(
+            ext[..i].iter().all(|p| p.offset != c.offset),
+            "{name}: {:#x} listed twice",
+            c.offset
+        );
+        let hdr = u32::from_le_bytes(raw[at..at + 4].try_into()?);
+        let (id, version) = ((hdr & 0xffff) as u16, ((hdr >> 16) & 0xf) as u8);
+        let placeholder = c.id == 0 && c.version == 0 && i == 0;
+        ensure!(
+            placeholder || (c.id, c.version) == (id, version),
+            "{name}: {:#x}: id {:#x} v{} through VFIO, {id:#x} v{version} on the device",
+            c.offset,
+            c.id,
+            c.version
+        );
+    }
+    if ext.is_empty() {
+        let hdr = dev.config_read32(0x100)?;
+        ensure!(
+            hdr == 0 || hdr == u32::MAX,
+            "{name}: no extended list but {hdr:#x} at 0x100"
+        );
+    }
+    Ok(())
+}
+
+/// INTx raised while masked by `mask_intx` is held: the eventfd stays quiet, the status
+/// register shows the device asserting it, and `unmask_intx` delivers it.
+fn edu_intx_masked_is_held_until_unmask() -> TestResult {
+    let dev = open_or_skip!("VFIO_TEST_EDU");
+    let bar0 = dev.map_bar(0)?;
+    // Nothing left pending by an earlier test.
+    let stale = bar0.read32(reg::IRQ_STATUS)?;
+    bar0.write32(reg::IRQ_ACK, stale)?;
+    let irq = EventFd::new()?;
+    dev.enable_intx(&irq)?;
+    dev.mask_intx()?;
+    bar0.write32(reg::IRQ_RAISE, 1)?;
+    ensure!(
+        dev.status()?.contains(Status::INTERRUPT_STATUS),
+        "edu raised INTx but status is {:?}",
+        dev.status()?
+    );
+    ensure!(
+        irq.wait_timeout(Duration::from_millis(200))?.is_none(),
+        "INTx arrived while masked"
+    );
+    dev.unmask_intx()?;
+    ensure!(
+        irq.wait_timeout(Duration::from_secs(10))?.is_some(),
+        "the INTx raised while masked was not delivered on unmask"
+    );
+    bar0.write32(reg::IRQ_ACK, 1)?;
+    ensure!(
+        !dev.status()?.contains(Status::INTERRUPT_STATUS),
+        "INTx still asserted after the ack"
+    );
+    // Delivered on unmask, the line stayed masked (automask): unmask again, and it works.
+    dev.unmask_intx()?;
+    bar0.write32(reg::IRQ_RAISE, 2)?;
+    ensure!(
+        irq.wait_timeout(Duration::from_secs(10))?.is_some(),
+        "INTx after the final unmask did not arrive"
+    );
+    bar0.write32(reg::IRQ_ACK, 2)?;
+    dev.unmask_intx()?;
     dev.disable_irq(vfio_pci::INTX_IRQ)?;
     Ok(Outcome::Pass)
 }
@@ -381,6 +664,19 @@ fn main() -> ExitCode {
             binding_helper_binds_and_gives_back,
         ),
         ("edu_intx_through_pci_device", edu_intx_through_pci_device),
+        (
+            "edu_intx_masked_is_held_until_unmask",
+            edu_intx_masked_is_held_until_unmask,
+        ),
+        ("status_and_header_ids_match_sysfs", status_and_header_ids_match_sysfs),
+        (
+            "config_write8_and_status_writes_dropped",
+            config_write8_and_status_writes_dropped,
+        ),
+        (
+            "capability_walks_match_sysfs_config",
+            capability_walks_match_sysfs_config,
+        ),
         ("edu_capabilities_and_bars", edu_capabilities_and_bars),
         ("nvme_capabilities_msix_pcie", nvme_capabilities_msix_pcie),
         (

@@ -11,11 +11,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
-use vfio_core::{
-    Container, DmaAccess, DmaHandle, DmaPool, EventFd, IovaRange, MappedRegion, Mode, PciAddress, RegionFlags,
-    RegionInfo,
-};
-use vfio_pci::PciDevice;
+use vfio_core::{Container, DmaAccess, DmaHandle, DmaPool, EventFd, IovaRange, Mode, PciAddress};
+use vfio_pci::{Bar, PciDevice};
 
 mod common;
 
@@ -91,82 +88,32 @@ fn parse_args() -> Res<Args> {
     Ok(Args { mode, addr, harness })
 }
 
-/// BAR0: its mmapped areas, with `pread`/`pwrite` for registers outside them.
-struct Regs<'d> {
-    dev: &'d PciDevice,
-    info: RegionInfo,
-    maps: Vec<MappedRegion>,
+/// Opens BAR0 through [`PciDevice::bar`]: every area the kernel lets us mmap is mapped, the
+/// rest (a hole around the MSI-X table on some controllers) goes through pread/pwrite, and each
+/// access is bounds- and alignment-checked.
+fn open_bar0(dev: &PciDevice) -> Res<Bar> {
+    let bar = dev.bar(0)?;
+    if bar.info().size < DOORBELLS + 8 {
+        return Err(format!(
+            "BAR0 is {:#x} bytes: too small for the NVMe registers and doorbells",
+            bar.info().size
+        )
+        .into());
+    }
+    Ok(bar)
 }
 
-impl<'d> Regs<'d> {
-    fn open(dev: &'d PciDevice) -> Res<Self> {
-        let info = dev.device().region_info(0)?;
-        if info.size < DOORBELLS + 8 {
-            return Err(format!(
-                "BAR0 is {:#x} bytes: too small for the NVMe registers and doorbells",
-                info.size
-            )
-            .into());
-        }
-        let maps = if info.flags.contains(RegionFlags::MMAP) {
-            dev.device().map_region_areas(&info)?
-        } else {
-            Vec::new()
-        };
-        Ok(Regs { dev, info, maps })
-    }
+/// A 64-bit register as two 32-bit reads (low dword first), which every controller accepts.
+fn read64(regs: &Bar, offset: u64) -> Res<u64> {
+    let lo = regs.read32(offset)?;
+    let hi = regs.read32(offset + 4)?;
+    Ok(u64::from(hi) << 32 | u64::from(lo))
+}
 
-    fn area(&self, offset: u64, len: u64) -> Option<(&MappedRegion, usize)> {
-        self.maps.iter().find_map(|m| {
-            let start = m.region_offset();
-            let inside = offset >= start && offset.checked_add(len)? <= start.checked_add(m.len() as u64)?;
-            inside.then(|| (m, (offset - start) as usize))
-        })
-    }
-
-    fn check(&self, offset: u64, len: u64) -> Res<()> {
-        if offset.checked_add(len).is_none_or(|e| e > self.info.size) {
-            return Err(format!("register {offset:#x} is outside BAR0 ({:#x} bytes)", self.info.size).into());
-        }
-        Ok(())
-    }
-
-    fn read32(&self, offset: u64) -> Res<u32> {
-        self.check(offset, 4)?;
-        if let Some((m, at)) = self.area(offset, 4) {
-            return Ok(m.read32(at)?);
-        }
-        let mut b = [0u8; 4];
-        self.dev.device().read_region(&self.info, offset, &mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-
-    fn write32(&self, offset: u64, value: u32) -> Res<()> {
-        self.check(offset, 4)?;
-        if let Some((m, at)) = self.area(offset, 4) {
-            return Ok(m.write32(at, value)?);
-        }
-        Ok(self
-            .dev
-            .device()
-            .write_region(&self.info, offset, &value.to_le_bytes())?)
-    }
-
-    /// A 64-bit register as two 32-bit reads (low dword first), which every controller accepts.
-    fn read64(&self, offset: u64) -> Res<u64> {
-        let lo = self.read32(offset)?;
-        let hi = self.read32(offset + 4)?;
-        Ok(u64::from(hi) << 32 | u64::from(lo))
-    }
-
-    fn write64(&self, offset: u64, value: u64) -> Res<()> {
-        self.write32(offset, value as u32)?;
-        self.write32(offset + 4, (value >> 32) as u32)
-    }
-
-    fn mapped(&self, offset: u64) -> bool {
-        self.area(offset, 4).is_some()
-    }
+/// A 64-bit register as two 32-bit writes (low dword first).
+fn write64(regs: &Bar, offset: u64, value: u64) -> Res<()> {
+    regs.write32(offset, value as u32)?;
+    Ok(regs.write32(offset + 4, (value >> 32) as u32)?)
 }
 
 /// What CAP says, validated.
@@ -213,7 +160,7 @@ impl Cap {
     }
 }
 
-fn wait_ready(regs: &Regs, want: bool, timeout: Duration) -> Res<()> {
+fn wait_ready(regs: &Bar, want: bool, timeout: Duration) -> Res<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let csts = regs.read32(REG_CSTS)?;
@@ -238,7 +185,7 @@ fn wait_ready(regs: &Regs, want: bool, timeout: Duration) -> Res<()> {
 }
 
 /// Clears CC.EN and waits for CSTS.RDY to follow.
-fn disable(regs: &Regs, timeout: Duration) -> Res<()> {
+fn disable(regs: &Bar, timeout: Duration) -> Res<()> {
     let cc = regs.read32(REG_CC)?;
     if cc & CC_EN != 0 {
         regs.write32(REG_CC, cc & !CC_EN)?;
@@ -247,8 +194,8 @@ fn disable(regs: &Regs, timeout: Duration) -> Res<()> {
 }
 
 /// The admin queue pair.
-struct Admin<'r, 'd> {
-    regs: &'r Regs<'d>,
+struct Admin<'r> {
+    regs: &'r Bar,
     irq: &'r EventFd,
     sq: DmaHandle,
     cq: DmaHandle,
@@ -261,7 +208,7 @@ struct Admin<'r, 'd> {
     interrupts: u64,
 }
 
-impl Admin<'_, '_> {
+impl Admin<'_> {
     /// Submits `sqe` (its CID is filled in) and waits for its completion; returns DW0.
     fn submit(&mut self, pool: &DmaPool, mut sqe: [u8; SQE_SIZE], what: &str) -> Res<u32> {
         let cid = self.next_cid;
@@ -377,10 +324,10 @@ fn run() -> Res<String> {
         println!("nvme: function reset in {:?}", t.elapsed());
     }
 
-    let regs = Regs::open(&dev)?;
-    let cap = Cap::parse(regs.read64(REG_CAP)?, regs.info.size)?;
+    let regs = open_bar0(&dev)?;
+    let cap = Cap::parse(read64(&regs, REG_CAP)?, regs.info().size)?;
     let vs = regs.read32(REG_VS)?;
-    let doorbell_access = if regs.mapped(DOORBELLS) && regs.mapped(DOORBELLS + cap.stride) {
+    let doorbell_access = if regs.is_mapped(DOORBELLS, 4) && regs.is_mapped(DOORBELLS + cap.stride, 4) {
         "mmap"
     } else {
         "pwrite"
@@ -393,8 +340,8 @@ fn run() -> Res<String> {
         cap.max_entries - 1,
         cap.stride,
         cap.ready_timeout,
-        regs.info.size,
-        regs.maps.len()
+        regs.info().size,
+        regs.mappings().len()
     );
 
     let msix = dev.device().irq_info(vfio_pci::MSIX_IRQ)?;
@@ -430,7 +377,7 @@ fn dma_pool(container: &'static dyn Container, mode: Mode) -> Res<DmaPool<'stati
     }
 }
 
-fn identify_all(dev: &PciDevice, regs: &Regs, cap: &Cap, pool: &mut DmaPool, args: &Args) -> Res<String> {
+fn identify_all(dev: &PciDevice, regs: &Bar, cap: &Cap, pool: &mut DmaPool, args: &Args) -> Res<String> {
     // Reset: the controller must be idle before its queues are replaced.
     disable(regs, cap.ready_timeout).map_err(|e| format!("reset: {e}"))?;
     // Interrupt mask bits only apply to pin/MSI interrupts and may not be touched with MSI-X on:
@@ -457,8 +404,8 @@ fn identify_all(dev: &PciDevice, regs: &Regs, cap: &Cap, pool: &mut DmaPool, arg
     dev.enable_msix(&[&irq])?;
 
     regs.write32(REG_AQA, (entries - 1) << 16 | (entries - 1))?;
-    regs.write64(REG_ASQ, sq_addr)?;
-    regs.write64(REG_ACQ, cq_addr)?;
+    write64(regs, REG_ASQ, sq_addr)?;
+    write64(regs, REG_ACQ, cq_addr)?;
     regs.write32(REG_CC, CC_EN | CC_IOSQES | CC_IOCQES)?;
     let t = Instant::now();
     wait_ready(regs, true, cap.ready_timeout).map_err(|e| format!("enable: {e}"))?;

@@ -267,3 +267,167 @@ impl Bar {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake;
+    use vfio_core::SparseArea;
+
+    /// Where the BAR's region starts in the fake device fd: not 0, so a forgotten region offset
+    /// shows (the bytes before it are 0xee).
+    const REGION_AT: u64 = 0x4000;
+
+    /// A 3-page BAR whose middle page is a hole: only pages 0 and 2 are mmapped (as the kernel
+    /// reports a BAR around its MSI-X table), the hole goes through pread/pwrite. `maps_from`
+    /// is the fd the mappings are made of (the device fd itself, or another memfd to tell the
+    /// two paths apart). Returns the BAR and the page size.
+    fn holey_bar(device: vfio_core::Device, maps_from: &vfio_core::Device) -> (Bar, u64) {
+        let page = rustix::param::page_size() as u64;
+        let areas = [
+            SparseArea { offset: 0, size: page },
+            SparseArea {
+                offset: 2 * page,
+                size: page,
+            },
+        ];
+        let region = fake::region(0, REGION_AT, 3 * page, Some(&areas));
+        let maps = maps_from.map_region_areas(&region).expect("mmap the sparse areas");
+        let info = BarInfo {
+            index: 0,
+            kind: BarKind::Memory32,
+            prefetchable: false,
+            size: region.size,
+            region,
+        };
+        (Bar { info, maps, device }, page)
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect()
+    }
+
+    /// One memfd behind both paths, as on a real device: every access, mapped or not, single
+    /// or bulk, reads and writes the region's bytes at the right fd offset.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd, mmap and pread, which Miri cannot run")]
+    fn sparse_bar_reaches_every_byte() {
+        let page = rustix::param::page_size();
+        let dev = fake::device(fake::memfd(REGION_AT as usize + 4 * page, 0xee));
+        let mut want = pattern(3 * page, 3);
+        fake::write_at(&dev, REGION_AT, &want);
+        let (bar, page) = holey_bar(dev.clone(), &dev);
+        let pg = page as usize;
+
+        assert_eq!(bar.mappings().len(), 2);
+        assert!(bar.is_mapped(0, 8) && bar.is_mapped(2 * page, 8));
+        assert!(!bar.is_mapped(page, 4), "the hole is not mapped");
+        assert!(
+            !bar.is_mapped(page - 4, 8),
+            "an access straddling into the hole is not mapped"
+        );
+
+        let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+        for at in [0x10, pg + 0x20, 2 * pg + 0x30, pg - 4, 3 * pg - 4] {
+            assert_eq!(bar.read32(at as u64).unwrap(), le32(&want, at), "read32 at {at:#x}");
+        }
+        for (i, at) in [0x40, pg + 0x44, 2 * pg + 0x48].into_iter().enumerate() {
+            let v = 0xa5a5_0000 | i as u32;
+            bar.write32(at as u64, v).unwrap();
+            want[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            assert_eq!(fake::read_at(&dev, REGION_AT + at as u64, 4), v.to_le_bytes());
+            assert_eq!(bar.read32(at as u64).unwrap(), v);
+        }
+        bar.write8(page + 1, 0x5a).unwrap();
+        want[pg + 1] = 0x5a;
+        bar.write64(page + 8, 0x0102_0304_0506_0708).unwrap();
+        want[pg + 8..pg + 16].copy_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(bar.read16(page).unwrap(), u16::from_le_bytes([want[pg], want[pg + 1]]));
+
+        // Bulk: mapped -> hole -> mapped, starting and ending off alignment.
+        let (start, len) = (pg - 5, pg + 12);
+        let mut out = vec![0u8; len];
+        bar.read_bytes(start as u64, &mut out).unwrap();
+        assert_eq!(out, want[start..start + len]);
+        let mut all = vec![0u8; 3 * pg];
+        bar.read_bytes(0, &mut all).unwrap();
+        assert_eq!(all, want);
+
+        let data = pattern(pg + 9, 101);
+        let start = pg - 3;
+        bar.write_bytes(start as u64, &data).unwrap();
+        want[start..start + data.len()].copy_from_slice(&data);
+        assert_eq!(
+            fake::read_at(&dev, REGION_AT, 3 * pg),
+            want,
+            "region bytes after the bulk write"
+        );
+        let outside = [
+            fake::read_at(&dev, 0, REGION_AT as usize),
+            fake::read_at(&dev, REGION_AT + 3 * page, pg),
+        ];
+        assert!(outside.iter().flatten().all(|&b| b == 0xee), "a write left the region");
+    }
+
+    /// Mappings of one memfd, pread/pwrite on another: each byte must come from the path its
+    /// offset belongs to, so a hole served by mmap (or a mapped page by pread) shows.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd, mmap and pread, which Miri cannot run")]
+    fn sparse_bar_routes_mapped_and_hole_accesses() {
+        let page = rustix::param::page_size();
+        let fd_len = REGION_AT as usize + 4 * page;
+        let (by_fd, by_map) = (
+            fake::device(fake::memfd(fd_len, 0x11)),
+            fake::device(fake::memfd(fd_len, 0x22)),
+        );
+        let (bar, page) = holey_bar(by_fd.clone(), &by_map);
+        let pg = page as usize;
+        let expect = |at: usize| if (pg..2 * pg).contains(&at) { 0x11 } else { 0x22 };
+
+        assert_eq!(bar.read32(0).unwrap(), 0x2222_2222);
+        assert_eq!(bar.read32(page).unwrap(), 0x1111_1111);
+        assert_eq!(bar.read64(2 * page).unwrap(), 0x2222_2222_2222_2222);
+        let mut out = vec![0u8; 3 * pg - 2];
+        bar.read_bytes(1, &mut out).unwrap();
+        for (i, b) in out.iter().enumerate() {
+            assert_eq!(*b, expect(i + 1), "byte {:#x}", i + 1);
+        }
+
+        let start = pg - 7;
+        bar.write_bytes(start as u64, &vec![0x33; pg + 14]).unwrap();
+        let via_fd = fake::read_at(&by_fd, REGION_AT, 3 * pg);
+        let via_map = fake::read_at(&by_map, REGION_AT, 3 * pg);
+        for at in 0..3 * pg {
+            let written = (start..start + pg + 14).contains(&at);
+            let in_hole = (pg..2 * pg).contains(&at);
+            assert_eq!(
+                via_fd[at],
+                if written && in_hole { 0x33 } else { 0x11 },
+                "fd byte {at:#x}"
+            );
+            assert_eq!(
+                via_map[at],
+                if written && !in_hole { 0x33 } else { 0x22 },
+                "mapped byte {at:#x}"
+            );
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd and mmap, which Miri cannot run")]
+    fn bad_bar_accesses_are_typed_errors() {
+        let page = rustix::param::page_size();
+        let dev = fake::device(fake::memfd(REGION_AT as usize + 4 * page, 0));
+        let (bar, page) = holey_bar(dev.clone(), &dev);
+        for e in [
+            bar.read32(3 * page).unwrap_err(),
+            bar.read32(page + 2).unwrap_err(),
+            bar.write16(1, 0).unwrap_err(),
+            bar.read_bytes(3 * page - 4, &mut [0u8; 8]).unwrap_err(),
+            bar.write_bytes(u64::MAX, &[0u8; 2]).unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+            assert!(e.to_string().contains("fake BAR 0"), "{e}");
+        }
+    }
+}

@@ -84,6 +84,8 @@ pub struct PcieCap {
 pub struct PmCap {
     /// Offset in config space.
     pub offset: u16,
+    /// The PM specification revision the function follows (PMC bits 0-2: 2 = 1.1, 3 = 1.2).
+    pub version: u8,
     /// Current power state (0 = D0 ... 3 = D3hot).
     pub power_state: u8,
     /// No_Soft_Reset: D3hot -> D0 keeps the function's state.
@@ -178,61 +180,94 @@ fn walk(
     target: impl std::fmt::Display,
     mut read: impl FnMut(u16, &mut [u8]) -> Result<()>,
 ) -> Result<Vec<Capability>> {
-    let bad_list = |why: String| Error::malformed(OP, &target, why);
+    let mut out = walk_standard(&target, &mut read)?;
+    out.extend(walk_extended(size, &target, &mut read)?);
+    Ok(out)
+}
+
+/// The standard list: from the pointer at 0x34 when the status register's capability-list bit
+/// is set, each entry in [0x40, 0x100).
+fn walk_standard(
+    target: &impl std::fmt::Display,
+    read: &mut impl FnMut(u16, &mut [u8]) -> Result<()>,
+) -> Result<Vec<Capability>> {
     let mut out = Vec::new();
-    let status = u16::from_le_bytes(read_n(&mut read, crate::config::offset::STATUS)?);
-    if status & 0x10 != 0 {
-        let mut ptr = read_n::<1>(&mut read, crate::config::offset::CAPABILITIES)?[0] & !3;
-        let mut steps = 0;
-        while ptr != 0 {
-            steps += 1;
-            if steps > MAX_STEPS || ptr < 0x40 {
-                return Err(bad_list(format!("standard capability pointer {ptr:#x}")));
-            }
-            let [id, next] = read_n::<2>(&mut read, ptr as u16)?;
-            out.push(Capability {
-                id: id as u16,
-                version: 0,
-                offset: ptr as u16,
-                extended: false,
-            });
-            ptr = next & !3;
-        }
+    let status = u16::from_le_bytes(read_n(read, crate::config::offset::STATUS)?);
+    if status & crate::config::Status::CAPABILITIES_LIST.bits() == 0 {
+        return Ok(out);
     }
-    if size > 0x100 {
-        let mut off = 0x100u16;
-        let mut steps = 0;
-        loop {
-            steps += 1;
-            if steps > MAX_STEPS {
-                return Err(bad_list("the extended capability list loops".into()));
-            }
-            let hdr = u32::from_le_bytes(read_n(&mut read, off)?);
-            if hdr == 0 || hdr == u32::MAX {
-                break;
-            }
-            out.push(Capability {
-                id: (hdr & 0xffff) as u16,
-                version: ((hdr >> 16) & 0xf) as u8,
-                offset: off,
-                extended: true,
-            });
-            let next = ((hdr >> 20) & 0xffc) as u16;
-            if next == 0 {
-                break;
-            }
-            if next < 0x100 {
-                return Err(bad_list(format!("extended capability pointer {next:#x}")));
-            }
-            off = next;
+    let mut ptr = read_n::<1>(read, crate::config::offset::CAPABILITIES)?[0] & !3;
+    let mut steps = 0;
+    while ptr != 0 {
+        steps += 1;
+        if steps > MAX_STEPS || ptr < 0x40 {
+            return Err(Error::malformed(
+                OP,
+                target,
+                format!("standard capability pointer {ptr:#x}"),
+            ));
         }
+        let [id, next] = read_n::<2>(read, ptr as u16)?;
+        out.push(Capability {
+            id: id as u16,
+            version: 0,
+            offset: ptr as u16,
+            extended: false,
+        });
+        ptr = next & !3;
+    }
+    Ok(out)
+}
+
+/// The extended list: from 0x100 when config space is larger than 256 bytes, ending at a zero
+/// (or all-ones) header or a zero next pointer.
+fn walk_extended(
+    size: u64,
+    target: &impl std::fmt::Display,
+    read: &mut impl FnMut(u16, &mut [u8]) -> Result<()>,
+) -> Result<Vec<Capability>> {
+    let mut out = Vec::new();
+    if size <= 0x100 {
+        return Ok(out);
+    }
+    let mut off = 0x100u16;
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        if steps > MAX_STEPS {
+            return Err(Error::malformed(OP, target, "the extended capability list loops"));
+        }
+        let hdr = u32::from_le_bytes(read_n(read, off)?);
+        if hdr == 0 || hdr == u32::MAX {
+            break;
+        }
+        out.push(Capability {
+            id: (hdr & 0xffff) as u16,
+            version: ((hdr >> 16) & 0xf) as u8,
+            offset: off,
+            extended: true,
+        });
+        let next = ((hdr >> 20) & 0xffc) as u16;
+        if next == 0 {
+            break;
+        }
+        if next < 0x100 {
+            return Err(Error::malformed(
+                OP,
+                target,
+                format!("extended capability pointer {next:#x}"),
+            ));
+        }
+        off = next;
     }
     Ok(out)
 }
 
 impl PciDevice {
     /// Every capability, standard then extended (the walk of [`parse`], on the device's config
-    /// region). Errors: Malformed when a list loops or points outside config space.
+    /// region, read with `pread(2)`). What the kernel shows, not all the device has: vfio-pci
+    /// leaves out capabilities it does not know. Errors: Malformed when a list loops or points
+    /// outside config space; the config reads' errors.
     pub fn capabilities(&self) -> Result<Vec<Capability>> {
         let config = self.config_region();
         walk(self.config_size(), self.address(), |offset, buf| {
@@ -240,11 +275,33 @@ impl PciDevice {
         })
     }
 
+    /// The standard capability list alone (pointer at 0x34; empty when the status register has
+    /// no [`Status::CAPABILITIES_LIST`](crate::Status::CAPABILITIES_LIST)). Errors as for
+    /// [`PciDevice::capabilities`].
+    pub fn standard_capabilities(&self) -> Result<Vec<Capability>> {
+        let config = self.config_region();
+        walk_standard(&self.address(), &mut |offset, buf| {
+            self.device().read_region(&config, offset as u64, buf)
+        })
+    }
+
+    /// The extended (PCIe) capability list alone, from 0x100: empty for a 256-byte config
+    /// space, and when the kernel shows none (vfio-pci then reads 0 at 0x100). When vfio-pci
+    /// hides the first extended capability it keeps its header as a placeholder with id 0 and
+    /// version 0 and only its next pointer, which is listed as such. Errors as for
+    /// [`PciDevice::capabilities`].
+    pub fn extended_capabilities(&self) -> Result<Vec<Capability>> {
+        let config = self.config_region();
+        walk_extended(self.config_size(), &self.address(), &mut |offset, buf| {
+            self.device().read_region(&config, offset as u64, buf)
+        })
+    }
+
     fn find(&self, cap_id: u8) -> Result<Option<u16>> {
         Ok(self
-            .capabilities()?
+            .standard_capabilities()?
             .into_iter()
-            .find(|c| !c.extended && c.id == cap_id as u16)
+            .find(|c| c.id == cap_id as u16)
             .map(|c| c.offset))
     }
 
@@ -296,12 +353,16 @@ impl PciDevice {
         }))
     }
 
-    /// The power-management capability, if the function has one.
+    /// The power-management capability, if the function has one. vfio-pci traps writes to
+    /// the power state (it changes the state itself) and virtualizes PME enable and status;
+    /// the rest reads from the device.
     pub fn pm_cap(&self) -> Result<Option<PmCap>> {
         let Some(off) = self.find(id::PM)? else { return Ok(None) };
+        let pmc = self.config_read16(off + 2)?;
         let pmcsr = self.config_read16(off + 4)?;
         Ok(Some(PmCap {
             offset: off,
+            version: (pmc & 7) as u8,
             power_state: (pmcsr & 3) as u8,
             no_soft_reset: pmcsr & (1 << 3) != 0,
         }))
@@ -310,9 +371,9 @@ impl PciDevice {
     /// Every vendor-specific capability, decoded (read from config space).
     pub fn vendor_caps(&self) -> Result<Vec<VendorCap>> {
         let caps: Vec<Capability> = self
-            .capabilities()?
+            .standard_capabilities()?
             .into_iter()
-            .filter(|c| !c.extended && c.id == u16::from(id::VENDOR))
+            .filter(|c| c.id == u16::from(id::VENDOR))
             .collect();
         if caps.is_empty() {
             return Ok(Vec::new());
@@ -423,5 +484,41 @@ mod tests {
         let e = parse(&c[..0x180], "t").unwrap_err();
         assert!(e.to_string().contains("past the 384-byte config space"), "{e}");
         assert!(parse(&[0u8; 4], "t").is_err(), "shorter than the header");
+    }
+
+    /// On a device (a fake fd holding a 4 KiB config space): the standard and extended walks
+    /// are the two halves of `capabilities`, and vfio-pci's placeholder for a hidden first
+    /// extended capability (id 0, version 0, next pointer kept) is listed and followed.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd and pread, which Miri cannot run")]
+    fn device_walks_split_standard_and_extended() {
+        let mut c = config(0x40);
+        c[0x40..0x42].copy_from_slice(&[id::PM, 0x48]);
+        c[0x48..0x4a].copy_from_slice(&[id::PCIE, 0x00]);
+        ext(&mut c, 0x100, 0, 0, 0x140);
+        ext(&mut c, 0x140, 0x0001, 2, 0);
+        let dev = crate::fake::device(crate::fake::memfd(0x3000, 0xff));
+        crate::fake::write_at(&dev, 0x1000, &c);
+        let pci = PciDevice::fake(dev, 0x1000, 4096);
+        let std_caps = pci.standard_capabilities().unwrap();
+        let ext_caps = pci.extended_capabilities().unwrap();
+        assert_eq!(
+            std_caps.iter().map(|c| (c.id, c.offset)).collect::<Vec<_>>(),
+            [(1, 0x40), (0x10, 0x48)]
+        );
+        assert!(std_caps.iter().all(|c| !c.extended) && ext_caps.iter().all(|c| c.extended));
+        let seen: Vec<_> = ext_caps.iter().map(|c| (c.id, c.version, c.offset)).collect();
+        assert_eq!(seen, [(0, 0, 0x100), (1, 2, 0x140)]);
+        assert_eq!(pci.capabilities().unwrap(), [std_caps, ext_caps].concat());
+        assert_eq!(pci.pm_cap().unwrap().map(|p| p.offset), Some(0x40));
+        // A conventional (256-byte) config space has no extended list.
+        let dev = crate::fake::device(crate::fake::memfd(0x3000, 0xff));
+        crate::fake::write_at(&dev, 0x1000, &c[..256]);
+        assert!(
+            PciDevice::fake(dev, 0x1000, 256)
+                .extended_capabilities()
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -3,7 +3,7 @@
 use vfio_core::{Container, Device, Error, EventFd, IrqSet, MappedRegion, Mode, PciAddress, RegionInfo, Result};
 use vfio_sys as sys;
 
-use crate::config::{Command, offset};
+use crate::config::{Command, Status, offset};
 
 /// Region index of the config space.
 pub const CONFIG_REGION: u32 = sys::VFIO_PCI_CONFIG_REGION_INDEX;
@@ -120,40 +120,51 @@ impl PciDevice {
         Ok(info.devices.iter().map(|d| d.address).collect())
     }
 
-    /// Reads `N` bytes of config space at `offset` (pread on the config region; range-checked).
+    /// Reads `N` bytes of config space at `offset`: one `pread(2)` on the device fd at the config
+    /// region's offset. vfio-pci splits it into aligned accesses of at most 4 bytes and answers
+    /// virtualized fields (BARs, capability pointers, ...) from its own copy. Errors:
+    /// InvalidArgument when `offset + N` passes the end of config space (checked before the
+    /// kernel is asked), the pread's errno, Malformed on a short read.
     pub fn config_read<const N: usize>(&self, offset: u16) -> Result<[u8; N]> {
         let mut b = [0u8; N];
         self.device.read_region(&self.config, offset as u64, &mut b)?;
         Ok(b)
     }
 
-    /// Writes bytes of config space at `offset` (pwrite; the kernel filters what user space may
-    /// change).
+    /// Writes bytes of config space at `offset`: one `pwrite(2)` on the device fd. The kernel
+    /// filters what user space may change: writes to read-only or protected fields (ids, status,
+    /// most capability fields) succeed but are dropped, so read back to see what took. Errors
+    /// as for [`PciDevice::config_read`].
     pub fn config_write(&self, offset: u16, bytes: &[u8]) -> Result<()> {
         self.device.write_region(&self.config, offset as u64, bytes)
     }
 
-    /// 8-bit config read.
+    /// 8-bit config read (see [`PciDevice::config_read`]).
     pub fn config_read8(&self, offset: u16) -> Result<u8> {
         Ok(self.config_read::<1>(offset)?[0])
     }
 
-    /// 16-bit little-endian config read.
+    /// 16-bit little-endian config read (see [`PciDevice::config_read`]).
     pub fn config_read16(&self, offset: u16) -> Result<u16> {
         Ok(u16::from_le_bytes(self.config_read(offset)?))
     }
 
-    /// 32-bit little-endian config read.
+    /// 32-bit little-endian config read (see [`PciDevice::config_read`]).
     pub fn config_read32(&self, offset: u16) -> Result<u32> {
         Ok(u32::from_le_bytes(self.config_read(offset)?))
     }
 
-    /// 16-bit little-endian config write.
+    /// 8-bit config write (see [`PciDevice::config_write`]).
+    pub fn config_write8(&self, offset: u16, value: u8) -> Result<()> {
+        self.config_write(offset, &[value])
+    }
+
+    /// 16-bit little-endian config write (see [`PciDevice::config_write`]).
     pub fn config_write16(&self, offset: u16, value: u16) -> Result<()> {
         self.config_write(offset, &value.to_le_bytes())
     }
 
-    /// 32-bit little-endian config write.
+    /// 32-bit little-endian config write (see [`PciDevice::config_write`]).
     pub fn config_write32(&self, offset: u16, value: u32) -> Result<()> {
         self.config_write(offset, &value.to_le_bytes())
     }
@@ -166,6 +177,35 @@ impl PciDevice {
         ))
     }
 
+    /// The revision id (config 0x08), as sysfs `revision` shows it.
+    pub fn revision_id(&self) -> Result<u8> {
+        self.config_read8(offset::REVISION)
+    }
+
+    /// The header type register (config 0x0e): the layout in bits 0-6 (0 for the endpoints
+    /// vfio-pci binds, 1 for a bridge) and the multi-function flag in bit 7.
+    pub fn header_type(&self) -> Result<u8> {
+        self.config_read8(offset::HEADER_TYPE)
+    }
+
+    /// Subsystem vendor id and subsystem id (config 0x2c and 0x2e), as sysfs `subsystem_vendor`
+    /// and `subsystem_device` show them. Errors: Unsupported when the header is not type 0
+    /// (bridges keep other registers there), besides the config read's errors.
+    pub fn subsystem_ids(&self) -> Result<(u16, u16)> {
+        let layout = self.header_type()? & 0x7f;
+        if layout != 0 {
+            return Err(Error::unsupported(
+                "subsystem ids",
+                self.address,
+                format!("header type {layout} has no subsystem id registers (type 0 only)"),
+            ));
+        }
+        Ok((
+            self.config_read16(offset::SUBSYSTEM_VENDOR_ID)?,
+            self.config_read16(offset::SUBSYSTEM_ID)?,
+        ))
+    }
+
     /// The command register.
     pub fn command(&self) -> Result<Command> {
         Ok(Command::from_bits_retain(self.config_read16(offset::COMMAND)?))
@@ -175,6 +215,12 @@ impl PciDevice {
     /// disable; read it back to see what the device took).
     pub fn set_command(&self, command: Command) -> Result<()> {
         self.config_write16(offset::COMMAND, command.bits())
+    }
+
+    /// The status register (config 0x06; see [`Status`] for what vfio-pci virtualizes). It
+    /// cannot be written through VFIO: the kernel drops writes to it.
+    pub fn status(&self) -> Result<Status> {
+        Ok(Status::from_bits_retain(self.config_read16(offset::STATUS)?))
     }
 
     /// The class code: base class, subclass and programming interface (config 0x09-0x0b).
@@ -232,18 +278,33 @@ impl PciDevice {
         self.device.set_irqs(&IrqSet::eventfds(index, 0, &fds))
     }
 
-    /// Enables INTx with `eventfd` as its trigger. INTx is level-triggered: the kernel masks it
-    /// each time it fires (automask), so after servicing the device call [`PciDevice::unmask_intx`].
+    /// Enables INTx with `eventfd` as its trigger (`VFIO_DEVICE_SET_IRQS`, INTx index,
+    /// `DATA_EVENTFD | ACTION_TRIGGER`). INTx is level-triggered, so the kernel masks it each time
+    /// it fires (automask: `IrqFlags::AUTOMASKED` in the INTx IRQ info) and signals the eventfd
+    /// once; after servicing the device (clearing its interrupt condition), call
+    /// [`PciDevice::unmask_intx`]. Errors: EINVAL when the device has no INTx (interrupt pin 0,
+    /// so the IRQ info count is 0) or MSI or MSI-X is enabled.
     pub fn enable_intx(&self, eventfd: &EventFd) -> Result<()> {
         self.set_eventfds(INTX_IRQ, &[eventfd])
     }
 
-    /// Unmasks INTx after the device was serviced.
+    /// Unmasks INTx (`VFIO_DEVICE_SET_IRQS`, INTx index, `DATA_NONE | ACTION_UNMASK`): after
+    /// the automask of a delivered interrupt, or after [`PciDevice::mask_intx`]. If the device
+    /// still asserts the line, the kernel signals the eventfd again right away and the line
+    /// stays masked: an interrupt raised while masked is delivered, not lost. Unmasking a line
+    /// that is not masked does nothing. Errors: EINVAL when INTx is not enabled or absent.
     pub fn unmask_intx(&self) -> Result<()> {
         self.device.set_irqs(&IrqSet::unmask(INTX_IRQ, 0, 1))
     }
 
-    /// Masks INTx.
+    /// Masks INTx (`VFIO_DEVICE_SET_IRQS`, INTx index, `DATA_NONE | ACTION_MASK`): the kernel
+    /// stops the line at the device (it sets INTx disable in the real command register, while
+    /// user space sees its own virtual copy of that bit; devices without PCI 2.3 INTx masking
+    /// get their host IRQ line disabled instead), so the eventfd is not signalled while masked.
+    /// The device's interrupt condition is kept: [`Status::INTERRUPT_STATUS`] still shows it,
+    /// and [`PciDevice::unmask_intx`] delivers it. Masking a line already masked (by the
+    /// automask or an earlier call) does nothing. Errors: EINVAL when INTx is not enabled or
+    /// absent.
     pub fn mask_intx(&self) -> Result<()> {
         self.device.set_irqs(&IrqSet::mask(INTX_IRQ, 0, 1))
     }
@@ -289,5 +350,101 @@ impl PciDevice {
     /// Disables every vector of an IRQ index (MSI_IRQ, MSIX_IRQ, INTX_IRQ, ERR_IRQ, REQ_IRQ).
     pub fn disable_irq(&self, index: u32) -> Result<()> {
         self.device.set_irqs(&IrqSet::disable(index))
+    }
+}
+
+#[cfg(test)]
+impl PciDevice {
+    /// A PciDevice over a fake device fd (see `crate::fake`) whose config region is `size`
+    /// bytes at `offset`, without the kernel calls of [`PciDevice::from_device`].
+    pub(crate) fn fake(device: Device, offset: u64, size: u64) -> Self {
+        PciDevice {
+            device,
+            address: "0000:00:05.0".parse().expect("a valid address"),
+            config: crate::fake::region(CONFIG_REGION, offset, size, None),
+            mode: Mode::Group,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake;
+
+    /// A PciDevice whose config region is 256 bytes at 0x1000 of a memfd holding `header`.
+    fn fake_pci(header: &[u8]) -> (PciDevice, Device) {
+        let dev = fake::device(fake::memfd(0x2000, 0));
+        fake::write_at(&dev, 0x1000, header);
+        (PciDevice::fake(dev.clone(), 0x1000, 256), dev)
+    }
+
+    fn header() -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[0..4].copy_from_slice(&[0xf4, 0x1a, 0x05, 0x10]);
+        h[0x06..0x08].copy_from_slice(&0x4210u16.to_le_bytes());
+        h[0x08] = 0x02;
+        h[0x0e] = 0x80;
+        h[0x2c..0x30].copy_from_slice(&[0xf4, 0x1a, 0x04, 0x00]);
+        h
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd and pread, which Miri cannot run")]
+    fn header_registers() {
+        let (pci, dev) = fake_pci(&header());
+        assert_eq!(pci.ids().unwrap(), (0x1af4, 0x1005));
+        let status = pci.status().unwrap();
+        assert!(status.contains(Status::CAPABILITIES_LIST | Status::SIGNALED_SYSTEM_ERROR));
+        assert_eq!(status.devsel_timing(), 1);
+        assert_eq!(pci.revision_id().unwrap(), 2);
+        assert_eq!(pci.header_type().unwrap(), 0x80, "multi-function, type 0");
+        assert_eq!(pci.subsystem_ids().unwrap(), (0x1af4, 0x0004));
+        // A bridge header keeps other registers at 0x2c.
+        fake::write_at(&dev, 0x1000 + 0x0e, &[0x01]);
+        let e = pci.subsystem_ids().unwrap_err();
+        assert!(
+            matches!(e, Error::Unsupported { .. }) && e.to_string().contains("0000:00:05.0"),
+            "{e}"
+        );
+    }
+
+    /// Writes of each width land little-endian where reads of the same width find them.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd and pread/pwrite, which Miri cannot run")]
+    fn config_reads_and_writes_are_symmetric() {
+        let (pci, dev) = fake_pci(&header());
+        pci.config_write8(0x41, 0xab).unwrap();
+        pci.config_write16(0x42, 0x1234).unwrap();
+        pci.config_write32(0x44, 0xdead_beef).unwrap();
+        assert_eq!(pci.config_read8(0x41).unwrap(), 0xab);
+        assert_eq!(pci.config_read16(0x42).unwrap(), 0x1234);
+        assert_eq!(pci.config_read32(0x44).unwrap(), 0xdead_beef);
+        assert_eq!(
+            fake::read_at(&dev, 0x1040, 8),
+            [0x00, 0xab, 0x34, 0x12, 0xef, 0xbe, 0xad, 0xde]
+        );
+        assert_eq!(pci.config_read32(0x40).unwrap(), 0x1234_ab00);
+        pci.set_command(Command::MEMORY_SPACE | Command::BUS_MASTER).unwrap();
+        assert_eq!(pci.command().unwrap(), Command::MEMORY_SPACE | Command::BUS_MASTER);
+        assert_eq!(pci.config_read::<2>(offset::COMMAND).unwrap(), [0x06, 0x00]);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd, which Miri cannot run")]
+    fn config_accesses_past_the_end_are_refused() {
+        let (pci, _) = fake_pci(&header());
+        for e in [
+            pci.config_read8(256).unwrap_err(),
+            pci.config_read16(255).unwrap_err(),
+            pci.config_read32(253).unwrap_err(),
+            pci.config_write8(256, 0).unwrap_err(),
+            pci.config_write16(255, 0).unwrap_err(),
+            pci.config_write32(0xfffe, 0).unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+            assert!(e.to_string().contains("fake region 7"), "{e}");
+        }
+        assert!(pci.config_read32(252).is_ok());
     }
 }

@@ -35,12 +35,14 @@ pub mod capability;
 pub mod config;
 pub mod containers;
 pub mod device;
+#[cfg(test)]
+mod fake;
 pub mod inventory;
 
 pub use bar::{Bar, BarInfo, BarKind};
 pub use binding::VfioPciBinding;
 pub use capability::{Capability, MsiCap, MsixCap, PcieCap, PmCap, VendorCap};
-pub use config::Command;
+pub use config::{Command, Status};
 pub use containers::default_container;
 pub use device::{CONFIG_REGION, ERR_IRQ, INTX_IRQ, MSI_IRQ, MSIX_IRQ, PciDevice, REQ_IRQ, ROM_REGION};
 pub use inventory::DeviceSummary;

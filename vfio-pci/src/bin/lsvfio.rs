@@ -8,6 +8,9 @@
 //! lsvfio bind ADDRESS                 bind to vfio-pci (driver_override), print the old driver
 //! lsvfio unbind ADDRESS [DRIVER]      leave vfio-pci; bind DRIVER, or let the kernel choose
 //! ```
+//!
+//! `bind` and `unbind` print the driver the function ends on and exit non-zero when it is not
+//! the one asked for (vfio-pci; DRIVER; for `unbind` without DRIVER, anything but vfio-pci).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -50,10 +53,22 @@ fn run() -> Res<()> {
         }
         Some("unbind") => {
             let addr: PciAddress = args.get(1).ok_or(USAGE)?.parse()?;
-            sysfs.restore_driver(&addr, args.get(2).map(String::as_str))?;
+            let driver = args.get(2).map(String::as_str);
+            sysfs.restore_driver(&addr, driver)?;
+            if driver.is_none() {
+                // No driver named: let the PCI core pick one, now that driver_override is clear.
+                let probe = "/sys/bus/pci/drivers_probe";
+                std::fs::write(probe, addr.to_string()).map_err(|e| vfio_core::Error::path("write", probe, e))?;
+            }
             let now = sysfs.driver(&addr)?;
             println!("{addr}: left vfio-pci, now {}", now.as_deref().unwrap_or("unbound"));
-            Ok(())
+            match (driver, now.as_deref()) {
+                (Some(want), got) if got != Some(want) => {
+                    Err(format!("{addr} is on {} after binding {want}", got.unwrap_or("no driver")).into())
+                }
+                (_, Some("vfio-pci")) => Err(format!("{addr} is still on vfio-pci").into()),
+                _ => Ok(()),
+            }
         }
         _ => list(&sysfs, &args),
     }
