@@ -5,6 +5,8 @@
 //!
 //! - `VFIO_TEST_EDU`: PCI address of a QEMU `edu` device (1234:11e8).
 //! - `VFIO_TEST_NVME`: PCI address of an NVMe controller (QEMU 1b36:0010).
+//! - `VFIO_TEST_EDU_RESET`, `VFIO_TEST_EDU_NONVIABLE`, `VFIO_TEST_NVME_HOTRESET`,
+//!   `VFIO_TEST_TESTDEV`, `VFIO_TEST_VIRTIO`: the devices of the special cases (see README.md).
 //!
 //! A test that cannot run (no device, a mode the kernel lacks) reports `skipped: <reason>`; it
 //! never passes silently. Each test binary prints `test <name> ... ok|FAILED|skipped: <reason>`

@@ -298,11 +298,12 @@ impl Sysfs {
         }
     }
 
-    /// Unbinds the function from its driver, clears `driver_override`, and lets the PCI core
-    /// probe it again (which binds `previous` or whichever driver claims it; `None` leaves it
-    /// unbound): writes to `driver/unbind`, `driver_override` and `/sys/bus/pci/drivers_probe`.
-    /// Errors: Path with the errno of the write (EACCES without root; unbind from vfio-pci
-    /// blocks until every VFIO fd of the device is closed).
+    /// Gives the function back: unbinds it from its driver, clears `driver_override` and binds
+    /// it to `previous` through that driver's `bind` file (`None` leaves it unbound; to let the
+    /// kernel choose, write the address to `/sys/bus/pci/drivers_probe` afterwards). Errors:
+    /// Path with the errno of the write (EACCES without root, ENODEV when `previous` does not
+    /// take the device); unbinding from vfio-pci blocks until every VFIO fd of the device is
+    /// closed.
     pub fn restore_driver(&self, addr: &PciAddress, previous: Option<&str>) -> Result<()> {
         let dir = self.pci_device_dir(addr);
         if self.driver(addr)?.is_some() {

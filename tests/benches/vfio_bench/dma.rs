@@ -65,6 +65,19 @@ pub fn p1_p5(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
                 .goal(Goal::AtMost(1.01))
                 .compare(plan, ("vfio-rs", &t[0]), ("raw ioctl", &t[1]), iters),
         );
+        // The resolution of the row above: the same loop on both sides, same container and
+        // buffer. Whatever this shows is noise, not code.
+        let mut sides = [
+            raw_side(iters, &f.raw, &buf, IOVA_SMALL),
+            raw_side(iters, &f.raw, &buf, IOVA_SMALL),
+        ];
+        let t = interleave(plan, &mut sides)?;
+        drop(sides);
+        ctx.emit(
+            Record::new("P1", "noise control: raw ioctl vs itself", mode.to_string())
+                .compare(plan, ("raw ioctl A", &t[0]), ("raw ioctl B", &t[1]), iters)
+                .note("identical code, container and buffer on both sides: the resolution of P1"),
+        );
     }
     if ctx.wants("P5") {
         // A driver's buffers, mapped once: 64 pages from a pool.

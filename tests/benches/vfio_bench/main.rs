@@ -2,7 +2,7 @@
 //! BENCHMARKS.md for what each case measures and the latest results.
 //!
 //! Every comparison interleaves its sides (A, B, A, B ...) in one process pinned to one vCPU, and
-//! reports medians and the ratio of medians: only ratios measured in the same boot mean anything
+//! reports medians and the median of the per-round ratios: only ratios measured in the same boot mean anything
 //! under TCG. Each result is printed twice: a `@@BENCH {json}` line for `cargo xtask bench` and a
 //! line for people. A case that cannot run here prints `skipped: <reason>`.
 //!
