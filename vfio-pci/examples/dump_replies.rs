@@ -42,11 +42,16 @@ fn main() -> ExitCode {
 fn run() -> Res<usize> {
     let mut addrs: Vec<String> = std::env::args().skip(1).collect();
     if addrs.is_empty() {
-        addrs = ["VFIO_TEST_EDU", "VFIO_TEST_NVME", "VFIO_TEST_NVME_HOTRESET"]
-            .iter()
-            .filter_map(|v| std::env::var(v).ok())
-            .filter(|a| !a.is_empty())
-            .collect();
+        addrs = [
+            "VFIO_TEST_EDU",
+            "VFIO_TEST_NVME",
+            "VFIO_TEST_NVME_HOTRESET",
+            "VFIO_TEST_EDU_RESET",
+        ]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .filter(|a| !a.is_empty())
+        .collect();
     }
     if addrs.is_empty() {
         return Err("no device: pass PCI addresses or set VFIO_TEST_EDU / VFIO_TEST_NVME".into());
