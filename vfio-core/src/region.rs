@@ -321,16 +321,16 @@ impl MappedRegion {
             let n = Self::chunk(at, out.len() - done);
             // SAFETY: at + n <= len (checked above), aligned to n by `chunk`.
             let p = unsafe { self.ptr.as_ptr().add(at) };
+            let dst = &mut out[done..done + n];
             // SAFETY: p is inside the mapping and n-aligned; only volatile loads touch it.
-            let v = unsafe {
+            unsafe {
                 match n {
-                    8 => p.cast::<u64>().read_volatile().to_ne_bytes().to_vec(),
-                    4 => p.cast::<u32>().read_volatile().to_ne_bytes().to_vec(),
-                    2 => p.cast::<u16>().read_volatile().to_ne_bytes().to_vec(),
-                    _ => vec![p.read_volatile()],
+                    8 => dst.copy_from_slice(&p.cast::<u64>().read_volatile().to_ne_bytes()),
+                    4 => dst.copy_from_slice(&p.cast::<u32>().read_volatile().to_ne_bytes()),
+                    2 => dst.copy_from_slice(&p.cast::<u16>().read_volatile().to_ne_bytes()),
+                    _ => dst[0] = p.read_volatile(),
                 }
-            };
-            out[done..done + n].copy_from_slice(&v);
+            }
             done += n;
         }
         Ok(())
