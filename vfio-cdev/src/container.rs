@@ -36,12 +36,14 @@ impl Drop for Assignment {
 }
 
 impl Container {
-    /// Opens `/dev/iommu` and allocates a fresh IOAS in it.
+    /// Opens `/dev/iommu` and allocates a fresh IOAS in it (`IOMMU_IOAS_ALLOC`). Errors:
+    /// Unsupported when the kernel has no iommufd; the errno of the open or the ioctl.
     pub fn new() -> Result<Self> {
         Self::with_iommufd(&Iommufd::open()?)
     }
 
     /// A new IOAS in an existing iommufd (several containers may share one iommufd).
+    /// Errors: the errno of `IOMMU_IOAS_ALLOC` (ENOMEM).
     pub fn with_iommufd(iommufd: &Arc<Iommufd>) -> Result<Self> {
         Ok(Container {
             ioas: Arc::new(iommufd.alloc_ioas()?),

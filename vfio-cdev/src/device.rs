@@ -177,7 +177,9 @@ impl BoundDevice {
         &self.iommufd
     }
 
-    /// `IOMMU_GET_HW_INFO` for this device: what its IOMMU can do.
+    /// `IOMMU_GET_HW_INFO` for this device: what its IOMMU can do (Linux >= 6.7). Errors:
+    /// EOPNOTSUPP (Kernel) when the IOMMU driver reports nothing (virtio-iommu, no-IOMMU),
+    /// ENOTTY on kernels without the ioctl.
     pub fn hw_info(&self) -> Result<crate::HwInfo> {
         self.iommufd.hw_info(self.devid)
     }

@@ -132,7 +132,8 @@ impl Ioas {
     }
 
     /// `IOMMU_IOAS_UNMAP` of `[0, u64::MAX]`: removes every mapping; returns the bytes unmapped
-    /// (0 on an empty IOAS, which is not an error).
+    /// (0 on an empty IOAS, which is not an error). Errors: the kernel's errno (EBUSY while an
+    /// in-kernel user such as an mdev holds pages).
     pub fn unmap_all(&self) -> Result<u64> {
         self.unmap(0, u64::MAX)
     }
@@ -262,7 +263,8 @@ impl Ioas {
             .map(|_| ())
     }
 
-    /// `IOMMU_OPTION` `IOMMU_OPTION_HUGE_PAGES` read back.
+    /// `IOMMU_OPTION` `IOMMU_OPTION_HUGE_PAGES` read back. Errors: the kernel's errno
+    /// (EOPNOTSUPP before Linux 6.2's option support).
     pub fn huge_pages(&self) -> Result<bool> {
         Ok(self.iommufd.option(sys::IOMMU_OPTION_HUGE_PAGES, self.id, None)? != 0)
     }
@@ -274,7 +276,8 @@ impl Ioas {
     }
 
     /// The IOVA alignment every mapping must have (`out_iova_alignment` of
-    /// `IOMMU_IOAS_IOVA_RANGES`): the smallest page size of the attached IOMMUs.
+    /// `IOMMU_IOAS_IOVA_RANGES`): the smallest page size of the attached IOMMUs. Errors: the
+    /// kernel's errno (ENOENT when the IOAS is gone).
     pub fn iova_alignment(&self) -> Result<u64> {
         Ok(self.ranges_and_alignment()?.1)
     }
@@ -324,7 +327,9 @@ impl Ioas {
     }
 
     /// `IOMMU_IOAS_NOIOMMU_GET_PA` (no-IOMMU cdev, kernels with `IOMMUFD_NOIOMMU`): the physical
-    /// address behind `iova` and how many bytes from it are physically contiguous.
+    /// address behind `iova` and how many bytes from it are physically contiguous. Errors:
+    /// ENOENT (Kernel) when nothing is mapped at `iova`; EINVAL when the IOAS serves devices
+    /// behind an IOMMU; ENOTTY on kernels without no-IOMMU cdev support.
     pub fn noiommu_phys(&self, iova: u64, len: u64) -> Result<(u64, u64)> {
         let mut q = sys::iommu_ioas_noiommu_get_pa {
             size: ioctl::argsz::<sys::iommu_ioas_noiommu_get_pa>(),

@@ -117,6 +117,7 @@ impl Iommufd {
     }
 
     /// `IOMMU_OPTION` `IOMMU_OPTION_RLIMIT_MODE` read back: true for per-process accounting.
+    /// Errors: the kernel's errno.
     pub fn rlimit_per_process(&self) -> Result<bool> {
         Ok(self.option(sys::IOMMU_OPTION_RLIMIT_MODE, 0, None)? != 0)
     }
@@ -166,12 +167,13 @@ impl Iommufd {
     }
 
     /// `IOMMU_VFIO_IOAS` `IOMMU_VFIO_IOAS_CLEAR`: disables VFIO compatibility on this iommufd
-    /// (no IOAS is destroyed).
+    /// (no IOAS is destroyed). Errors: the kernel's errno.
     pub fn clear_vfio_compat_ioas(&self) -> Result<()> {
         self.vfio_ioas(sys::IOMMU_VFIO_IOAS_CLEAR, 0).map(|_| ())
     }
 
-    /// `IOMMU_IOAS_ALLOC`: a new, empty I/O address space.
+    /// `IOMMU_IOAS_ALLOC`: a new, empty I/O address space, destroyed when dropped. Errors: the
+    /// kernel's errno (ENOMEM).
     pub fn alloc_ioas(self: &Arc<Self>) -> Result<Ioas> {
         let mut a = sys::iommu_ioas_alloc {
             size: ioctl::argsz::<sys::iommu_ioas_alloc>(),

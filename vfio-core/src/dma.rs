@@ -63,6 +63,7 @@ pub fn page_size() -> usize {
 
 impl DmaBuffer {
     /// Allocates `len` bytes (rounded up to whole pages) with `mmap(MAP_PRIVATE|MAP_ANONYMOUS)`.
+    /// Errors: InvalidArgument for zero bytes; the errno of mmap (ENOMEM).
     pub fn new(len: usize) -> Result<Self> {
         Self::with_backing(len, Backing::Anonymous)
     }
@@ -199,7 +200,8 @@ impl DmaBuffer {
         Ok(unsafe { self.ptr.as_ptr().add(offset) })
     }
 
-    /// Copies `data` into the buffer at `offset`.
+    /// Copies `data` into the buffer at `offset` (no syscall). Errors: InvalidArgument when the
+    /// range passes the buffer's end.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         let p = self.range("write DMA buffer", offset, data.len())?;
         // SAFETY: p..p+len is inside the buffer (checked) and cannot overlap `data`, which is a
@@ -208,7 +210,8 @@ impl DmaBuffer {
         Ok(())
     }
 
-    /// Copies bytes at `offset` out of the buffer into `out`.
+    /// Copies bytes at `offset` out of the buffer into `out` (no syscall). Errors:
+    /// InvalidArgument when the range passes the buffer's end.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         let p = self.range("read DMA buffer", offset, out.len())?;
         // SAFETY: as in `write`.

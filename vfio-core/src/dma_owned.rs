@@ -60,7 +60,8 @@ pub struct OwnedDmaMapping {
 
 impl OwnedDmaMapping {
     /// Maps the whole `buffer` at `iova` (the container's `map_dma_raw`: `VFIO_IOMMU_MAP_DMA` or
-    /// `IOMMU_IOAS_MAP`, with that call's errors). On error the buffer is dropped.
+    /// `IOMMU_IOAS_MAP`). Errors: those of [`Container::map_dma_raw`] (EEXIST, EINVAL, ENOMEM
+    /// ...); on error the buffer is dropped.
     pub fn new(container: impl Into<SharedContainer>, buffer: DmaBuffer, iova: u64, access: DmaAccess) -> Result<Self> {
         let container = container.into();
         // SAFETY: the guard owns `buffer` and unmaps before freeing it (Drop, into_buffer); the

@@ -88,12 +88,13 @@ impl<'c> DmaPool<'c> {
             .ok_or_else(|| Error::invalid("DMA pool", "DMA pool", format!("no live buffer {h:?}")))
     }
 
-    /// The buffer behind a handle.
+    /// The buffer behind a handle (no syscall). Errors: InvalidArgument for a freed handle.
     pub fn buffer(&self, h: DmaHandle) -> Result<&DmaBuffer> {
         Ok(&self.slot(h)?.buffer)
     }
 
-    /// The address the device uses for byte `offset` of a buffer.
+    /// The address the device uses for byte `offset` of a buffer (no syscall). Errors:
+    /// InvalidArgument for a freed handle or an offset past the buffer.
     pub fn device_addr(&self, h: DmaHandle, offset: usize) -> Result<u64> {
         let b = &self.slot(h)?.buffer;
         // SAFETY: only the address is computed; translate checks the bounds.

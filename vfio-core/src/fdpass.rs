@@ -183,7 +183,9 @@ pub fn send_request(socket: BorrowedFd<'_>, req: &FdRequest) -> Result<()> {
     Ok(())
 }
 
-/// Receives a request sent by [`send_request`]. `Ok(None)` when the peer closed the socket.
+/// Receives a request sent by [`send_request`] (`recv(2)`). `Ok(None)` when the peer closed
+/// the socket. Errors: the errno of recv (Kernel); Malformed for a message that is not a
+/// request.
 pub fn recv_request(socket: BorrowedFd<'_>) -> Result<Option<FdRequest>> {
     let mut buf = vec![0u8; 4 + u16::MAX as usize];
     let (n, _) = rustix::net::recv(socket, &mut buf, RecvFlags::empty())
@@ -215,7 +217,9 @@ pub fn send_refusal(socket: BorrowedFd<'_>, reason: &str) -> Result<()> {
     Ok(())
 }
 
-/// Client side: asks for an object and waits for the primary's answer (its fds, tagged).
+/// Client side: asks for an object and waits for the primary's answer (its fds, tagged):
+/// [`send_request`] then [`recv_fds`]. Errors: theirs; InvalidArgument carrying the primary's
+/// reason when it refused ([`send_refusal`]).
 pub fn request(socket: BorrowedFd<'_>, req: &FdRequest) -> Result<Vec<SharedFd>> {
     send_request(socket, req)?;
     recv_fds(socket)

@@ -29,7 +29,9 @@ pub struct HotResetInfo {
 }
 
 impl HotResetInfo {
-    /// Decodes a whole reply: the header and `count` dependent-device entries.
+    /// Decodes a whole `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO` reply: the header and `count`
+    /// dependent-device entries (no syscall). Errors: Malformed for a reply shorter than its
+    /// header or its count says.
     pub fn parse(reply: &[u8], target: &str) -> Result<Self> {
         const OP: &str = "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO";
         let flags = caps::u32_at(reply, 4, OP, target)?;

@@ -19,7 +19,8 @@ pub struct PciAddress {
 }
 
 impl PciAddress {
-    /// Builds an address, checking device <= 31 and function <= 7.
+    /// Builds an address, checking device <= 31 and function <= 7. Errors: InvalidArgument
+    /// naming the address otherwise.
     pub fn new(domain: u32, bus: u8, device: u8, function: u8) -> crate::Result<Self> {
         if device > 31 || function > 7 {
             return Err(Error::invalid(

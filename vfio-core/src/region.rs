@@ -312,7 +312,8 @@ impl MappedRegion {
 
     /// Copies `out.len()` bytes at `offset` out of the mapping with volatile loads, each the
     /// widest naturally aligned access (8, 4, 2 or 1 bytes) that fits: what MMIO registers and
-    /// device memory expect, never a byte-wise `memcpy` the compiler may reshape.
+    /// device memory expect, never a byte-wise `memcpy` the compiler may reshape. No syscall.
+    /// Errors: InvalidArgument when the range passes the mapping's end.
     pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         self.check_range(offset, out.len())?;
         let mut done = 0;
@@ -337,7 +338,8 @@ impl MappedRegion {
     }
 
     /// Copies `data` into the mapping at `offset` with volatile stores, widest aligned first
-    /// (see [`MappedRegion::read_bytes`]).
+    /// (see [`MappedRegion::read_bytes`]). Errors: InvalidArgument when the range passes the
+    /// mapping's end.
     pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len())?;
         let mut done = 0;
@@ -409,6 +411,7 @@ impl MappedRegion {
     }
 
     /// Volatile 8-bit read at `offset`.
+    /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
     pub fn read8(&self, offset: usize) -> Result<u8> {
         let p = self.check::<u8>(offset)?;
@@ -417,6 +420,7 @@ impl MappedRegion {
     }
 
     /// Volatile 16-bit read at `offset` (2-byte aligned).
+    /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
     pub fn read16(&self, offset: usize) -> Result<u16> {
         let p = self.check::<u16>(offset)?;
@@ -425,6 +429,7 @@ impl MappedRegion {
     }
 
     /// Volatile 32-bit read at `offset` (4-byte aligned).
+    /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
     pub fn read32(&self, offset: usize) -> Result<u32> {
         let p = self.check::<u32>(offset)?;
@@ -433,6 +438,7 @@ impl MappedRegion {
     }
 
     /// Volatile 64-bit read at `offset` (8-byte aligned).
+    /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
     pub fn read64(&self, offset: usize) -> Result<u64> {
         let p = self.check::<u64>(offset)?;
@@ -441,6 +447,7 @@ impl MappedRegion {
     }
 
     /// Volatile 8-bit write at `offset`.
+    /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
     pub fn write8(&self, offset: usize, value: u8) -> Result<()> {
         let p = self.check::<u8>(offset)?;
@@ -450,6 +457,7 @@ impl MappedRegion {
     }
 
     /// Volatile 16-bit write at `offset` (2-byte aligned).
+    /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
     pub fn write16(&self, offset: usize, value: u16) -> Result<()> {
         let p = self.check::<u16>(offset)?;
@@ -459,6 +467,7 @@ impl MappedRegion {
     }
 
     /// Volatile 32-bit write at `offset` (4-byte aligned).
+    /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
     pub fn write32(&self, offset: usize, value: u32) -> Result<()> {
         let p = self.check::<u32>(offset)?;
@@ -468,6 +477,7 @@ impl MappedRegion {
     }
 
     /// Volatile 64-bit write at `offset` (8-byte aligned).
+    /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
     pub fn write64(&self, offset: usize, value: u64) -> Result<()> {
         let p = self.check::<u64>(offset)?;

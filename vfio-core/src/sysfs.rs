@@ -60,7 +60,8 @@ impl Sysfs {
         &self.dev
     }
 
-    /// Checks that the PCI function exists.
+    /// Checks that the PCI function exists (a stat of its sysfs directory); returns that
+    /// directory. Errors: Path (ENOENT) naming the directory when it does not.
     pub fn require_device(&self, addr: &PciAddress) -> Result<PathBuf> {
         let dir = self.pci_device_dir(addr);
         match fs::metadata(&dir) {
@@ -71,7 +72,9 @@ impl Sysfs {
 
     /// The IOMMU group number of a device (the target of its `iommu_group` link). One readlink
     /// when all is well; only when it fails is the device directory looked at, so that the
-    /// error says whether the device or its group is missing.
+    /// error says whether the device or its group is missing. Errors: Path (ENOENT) naming
+    /// the device directory or the missing link (no IOMMU, or no-IOMMU mode off); Malformed
+    /// for a link that does not end in a number.
     pub fn iommu_group(&self, addr: &PciAddress) -> Result<u32> {
         let link = self.pci_device_dir(addr).join("iommu_group");
         let target = match fs::read_link(&link) {
@@ -92,7 +95,8 @@ impl Sysfs {
     }
 
     /// The driver the device is bound to now, or `None`. One readlink when the device has a
-    /// driver (the device directory is checked only when it has none).
+    /// driver (the device directory is checked only when it has none). Errors: Path naming
+    /// the device directory (ENOENT) or the link.
     pub fn driver(&self, addr: &PciAddress) -> Result<Option<String>> {
         let link = self.pci_device_dir(addr).join("driver");
         match fs::read_link(&link) {
@@ -118,6 +122,8 @@ impl Sysfs {
     }
 
     /// Fails with a message naming the driver unless the device is bound to `vfio-pci`.
+    /// Errors: InvalidArgument naming the driver (or saying there is none); those of
+    /// [`Sysfs::driver`].
     pub fn require_vfio_pci(&self, addr: &PciAddress) -> Result<()> {
         match self.driver(addr)?.as_deref() {
             Some("vfio-pci") => Ok(()),

@@ -98,7 +98,9 @@ impl Container {
         Self::open_in(Sysfs::default(), noiommu)
     }
 
-    /// As [`Container::open`], with sysfs and /dev taken from `sysfs`.
+    /// As [`Container::open`], with sysfs and /dev taken from `sysfs`. Errors: Path (ENOENT)
+    /// when the kernel has no `/dev/vfio/vfio` (no `VFIO_CONTAINER` nor
+    /// `IOMMUFD_VFIO_CONTAINER`, or vfio not loaded); Unsupported for another API version.
     pub fn open_in(sysfs: Sysfs, noiommu: bool) -> Result<Self> {
         let path = sysfs.dev_dir().join("vfio/vfio");
         let fd = vfio_core::open_node(&path)?;
@@ -333,14 +335,14 @@ impl Container {
     }
 
     /// The IOVA page sizes the IOMMU supports (`VFIO_IOMMU_GET_INFO.iova_pgsizes`); needs a group
-    /// in the container.
+    /// in the container. Errors: EINVAL (Kernel) before the IOMMU type is set.
     pub fn page_sizes(&self) -> Result<u64> {
         Ok(self.info()?.page_sizes)
     }
 
     /// Which kernel code serves this container. For an IOMMU container this needs a group (it
     /// asks `VFIO_IOMMU_GET_INFO`: the type1 driver always reports the migration capability,
-    /// iommufd's compatibility layer never does).
+    /// iommufd's compatibility layer never does). Errors: those of [`Container::info`].
     pub fn backend(&self) -> Result<Backend> {
         if self.noiommu {
             return Ok(Backend::NoIommu);

@@ -97,7 +97,8 @@ impl Group {
         self.path.display().to_string()
     }
 
-    /// `VFIO_GROUP_GET_STATUS`.
+    /// `VFIO_GROUP_GET_STATUS`: whether the group is viable (all its devices on VFIO drivers
+    /// or none) and whether it is in a container. Errors: the kernel's errno (Kernel).
     pub fn status(&self) -> Result<GroupStatus> {
         let mut st = sys::vfio_group_status {
             argsz: ioctl::argsz::<sys::vfio_group_status>(),
