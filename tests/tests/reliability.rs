@@ -29,6 +29,7 @@ assert_impl_all!(vfio_cdev::Iommufd: Send, Sync);
 assert_impl_all!(vfio_cdev::Ioas: Send, Sync);
 assert_impl_all!(vfio_pci::PciDevice: Send, Sync);
 assert_impl_all!(vfio_pci::Bar: Send, Sync);
+assert_impl_all!(vfio_core::Register<'static, u32>: Send, Sync);
 
 // What must stay unique: a copy of any of these would unmap, free, destroy or close the kernel
 // object twice (or leave a device able to reach freed memory), so none is Clone or Copy.

@@ -195,6 +195,19 @@ impl vfio_core::Container for Container {
         if !self.noiommu.load(Ordering::Relaxed) {
             return Ok(iova);
         }
+        self.noiommu_address(iova, size)
+    }
+
+    fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
+        self.ioas.unmap(iova, size)
+    }
+}
+
+impl Container {
+    /// The physical address behind a fresh no-IOMMU mapping, which must be contiguous (else it
+    /// is unmapped again). Out of line, so the IOMMU map path stays small.
+    #[inline(never)]
+    fn noiommu_address(&self, iova: u64, size: u64) -> Result<u64> {
         let (phys, contiguous) = self.ioas.noiommu_phys(iova, size)?;
         if contiguous < size {
             let _ = self.ioas.unmap(iova, size);
@@ -205,9 +218,5 @@ impl vfio_core::Container for Container {
             ));
         }
         Ok(phys)
-    }
-
-    fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
-        self.ioas.unmap(iova, size)
     }
 }

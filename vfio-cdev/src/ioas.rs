@@ -69,6 +69,7 @@ impl Ioas {
         )
     }
 
+    #[inline]
     fn map_flags(at: IovaPlacement, access: DmaAccess) -> (u32, u64) {
         let mut flags = 0;
         if access.contains(DmaAccess::READ) {
@@ -90,6 +91,7 @@ impl Ioas {
     /// # Safety
     /// The memory must stay allocated, and unreached by Rust references while the device may
     /// access it, until the range is unmapped.
+    #[inline]
     pub unsafe fn map_raw(&self, vaddr: *mut u8, len: u64, at: IovaPlacement, access: DmaAccess) -> Result<u64> {
         let (flags, iova) = Self::map_flags(at, access);
         let mut m = sys::iommu_ioas_map {
@@ -112,6 +114,7 @@ impl Ioas {
     /// `IOMMU_IOAS_UNMAP`: removes whole mappings inside `[iova, iova + len)`; returns the bytes
     /// unmapped. Errors: ENOENT when nothing is mapped there or when the range would split
     /// a mapping (mappings are only removed whole). `unmap(0, u64::MAX)` unmaps everything.
+    #[inline]
     pub fn unmap(&self, iova: u64, len: u64) -> Result<u64> {
         let mut u = sys::iommu_ioas_unmap {
             size: ioctl::argsz::<sys::iommu_ioas_unmap>(),

@@ -69,6 +69,7 @@ impl Iommufd {
     ///
     /// # Safety
     /// `request` must be an iommufd ioctl taking a `T`, and pointers inside `T` must be valid.
+    #[inline]
     pub(crate) unsafe fn call<T>(
         &self,
         op: &'static str,
@@ -77,8 +78,10 @@ impl Iommufd {
         arg: &mut T,
     ) -> Result<()> {
         // SAFETY: forwarded to the caller.
-        unsafe { ioctl::with_mut(self.as_fd(), request, arg) }.map_err(|e| Error::kernel(op, what(), e))?;
-        Ok(())
+        match unsafe { ioctl::with_mut(self.as_fd(), request, arg) } {
+            Ok(_) => Ok(()),
+            Err(e) => Err(call_error(op, what, e)),
+        }
     }
 
     /// `IOMMU_OPTION`: gets (`value` None) or sets an option of object `object_id` (0 for the
@@ -201,4 +204,11 @@ impl Iommufd {
             )
         }
     }
+}
+
+/// The error of a refused iommufd ioctl, built out of line: the fast path stays small.
+#[cold]
+#[inline(never)]
+fn call_error(op: &'static str, what: impl FnOnce() -> String, errno: vfio_core::Errno) -> Error {
+    Error::kernel(op, what(), errno)
 }

@@ -312,6 +312,7 @@ impl<'a> DmaMapping<'a> {
     /// neither can go while the device can reach the memory, and unmaps on drop. Errors: those
     /// of the container's map (EEXIST for an overlap, EINVAL for an unaligned or disallowed
     /// IOVA, ENOMEM past the locked-memory limit).
+    #[inline]
     pub fn new(container: &'a dyn Container, buffer: &'a DmaBuffer, iova: u64, access: DmaAccess) -> Result<Self> {
         // SAFETY: the returned guard borrows `buffer` for 'a and unmaps on drop, so the memory
         // outlives the mapping; the buffer never gives out references the device could alias.
@@ -341,6 +342,7 @@ impl<'a> DmaMapping<'a> {
 }
 
 impl Drop for DmaMapping<'_> {
+    #[inline]
     fn drop(&mut self) {
         unmap_on_drop(self.container, self.iova, self.buffer.len() as u64);
     }
@@ -349,15 +351,22 @@ impl Drop for DmaMapping<'_> {
 /// Unmaps a guard's range; true when the device can no longer reach the memory: unmapped now,
 /// or nothing mapped there any more (ENOENT: e.g. an unmap-all came first). Any other failure
 /// is logged (target `vfio`) and answers false, and the memory must then not be freed.
+#[inline]
 pub(crate) fn unmap_on_drop(container: &dyn Container, iova: u64, size: u64) -> bool {
     match container.unmap_dma(iova, size) {
         Ok(_) => true,
-        Err(e) if e.errno() == Some(crate::Errno::NOENT) => true,
-        Err(e) => {
-            log::warn!(target: "vfio", "DMA mapping at iova {iova:#x} could not be unmapped on drop: {e}");
-            false
-        }
+        Err(e) => unmapped_anyway(e, iova),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn unmapped_anyway(e: Error, iova: u64) -> bool {
+    if e.errno() == Some(crate::Errno::NOENT) {
+        return true;
+    }
+    log::warn!(target: "vfio", "DMA mapping at iova {iova:#x} could not be unmapped on drop: {e}");
+    false
 }
 
 #[cfg(test)]

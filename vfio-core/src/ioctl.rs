@@ -48,6 +48,7 @@ unsafe impl Ioctl for Call {
 /// struct's `argsz`/`size` field announces, all inside `*arg`'s allocation), on an fd of the kind
 /// that ioctl is defined for; and any pointer stored inside `T` must be valid for what the kernel
 /// does with it.
+#[inline]
 pub unsafe fn with_mut<T>(fd: BorrowedFd<'_>, request: u32, arg: &mut T) -> Result<i32, Errno> {
     let call = Call {
         op: request as Opcode,
@@ -55,14 +56,28 @@ pub unsafe fn with_mut<T>(fd: BorrowedFd<'_>, request: u32, arg: &mut T) -> Resu
     };
     // SAFETY: forwarded to the caller's contract.
     let res = unsafe { rustix::ioctl::ioctl(fd, call) };
-    log::debug!(target: "vfio", "ioctl {}(fd {}, struct) = {res:?}", request_name(request), fd.as_raw_fd());
+    if log::max_level() >= log::LevelFilter::Debug {
+        log_call(fd, request, None, res);
+    }
     res
+}
+
+/// The debug line of one ioctl, kept out of line: the fast path pays one level check.
+#[cold]
+#[inline(never)]
+fn log_call(fd: BorrowedFd<'_>, request: u32, int_arg: Option<usize>, res: Result<i32, Errno>) {
+    let (name, fd) = (request_name(request), fd.as_raw_fd());
+    match int_arg {
+        None => log::debug!(target: "vfio", "ioctl {name}(fd {fd}, struct) = {res:?}"),
+        Some(arg) => log::debug!(target: "vfio", "ioctl {name}(fd {fd}, {arg:#x}) = {res:?}"),
+    }
 }
 
 /// Issues `ioctl(fd, request, arg)` where `arg` is a plain integer (an fd, an IOMMU type, ...).
 ///
 /// # Safety
 /// `request` must take an integer argument (or none) on this kind of fd.
+#[inline]
 pub unsafe fn with_int(fd: BorrowedFd<'_>, request: u32, arg: usize) -> Result<i32, Errno> {
     let call = Call {
         op: request as Opcode,
@@ -70,7 +85,9 @@ pub unsafe fn with_int(fd: BorrowedFd<'_>, request: u32, arg: usize) -> Result<i
     };
     // SAFETY: forwarded to the caller's contract; the kernel does not dereference the integer.
     let res = unsafe { rustix::ioctl::ioctl(fd, call) };
-    log::debug!(target: "vfio", "ioctl {}(fd {}, {arg:#x}) = {res:?}", request_name(request), fd.as_raw_fd());
+    if log::max_level() >= log::LevelFilter::Debug {
+        log_call(fd, request, Some(arg), res);
+    }
     res
 }
 

@@ -43,6 +43,7 @@ pub mod node;
 pub mod pagemap;
 pub mod pci_address;
 pub mod region;
+pub mod register;
 pub mod sysfs;
 
 pub use container::{Container, IovaRange};
@@ -62,4 +63,5 @@ pub use mode::{MODE_ENV, Mode, Modes, detect, detect_in, preferred};
 pub use node::open_node;
 pub use pci_address::PciAddress;
 pub use region::{MappedRegion, RegionCap, RegionFlags, RegionInfo, SparseArea};
+pub use register::{Register, RegisterWidth};
 pub use sysfs::{CdevNode, PciIdentity, Sysfs};

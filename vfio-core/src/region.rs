@@ -301,6 +301,11 @@ impl MappedRegion {
     /// constant offset leaves one comparison against the mapping's length on the fast path; the
     /// error is built out of line.
     #[inline]
+    pub(crate) fn checked_ptr<T>(&self, offset: usize) -> Result<*mut T> {
+        self.check(offset)
+    }
+
+    #[inline]
     fn check<T>(&self, offset: usize) -> Result<*mut T> {
         let size = std::mem::size_of::<T>();
         if offset.checked_add(size).is_none_or(|end| end > self.len) || offset % size != 0 {

@@ -160,9 +160,18 @@ impl Sysfs {
             )
         };
         let on_vfio_pci = || self.driver(addr).ok().flatten().as_deref() == Some("vfio-pci");
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && on_vfio_pci() => {
+        // The directory stays open so that its entry's `dev` is opened relative to it: one
+        // short lookup instead of a second walk of the whole sysfs path (and its symlink).
+        use rustix::fs::{Dir, Mode, OFlags};
+        let opened = rustix::fs::open(
+            &dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        log::debug!(target: "vfio", "open({}, O_DIRECTORY) = {opened:?}", dir.display());
+        let dirfd = match opened {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) if on_vfio_pci() => {
                 return Err(no_cdev(format!("{} does not exist", dir.display())));
             }
             Err(e) => {
@@ -170,37 +179,56 @@ impl Sysfs {
                 return Err(Error::path(
                     "list vfio-dev (kernel without VFIO_DEVICE_CDEV, or device not bound to vfio-pci?)",
                     &dir,
-                    e,
+                    e.into(),
                 ));
             }
         };
-        if let Some(entry) = entries.into_iter().next() {
-            let entry = entry.map_err(|e| Error::path("list", &dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let devfile = entry.path().join("dev");
-            let text = match fs::read_to_string(&devfile) {
-                Ok(text) => text,
-                // Linux 6.1 to 6.5 list the VFIO device here without a character device.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(no_cdev(format!("{} does not exist", devfile.display())));
+        let mut entries = Dir::new(dirfd).map_err(|e| Error::path("list", &dir, e.into()))?;
+        let name = loop {
+            match entries.read() {
+                None => {
+                    return Err(Error::unsupported(
+                        "VFIO device cdev",
+                        addr,
+                        format!("{} is empty", dir.display()),
+                    ));
                 }
-                Err(e) => return Err(Error::path("read", &devfile, e)),
-            };
-            let (major, minor) = parse_major_minor(text.trim())
-                .ok_or_else(|| Error::malformed("read", devfile.display(), format!("{text:?} is not major:minor")))?;
-            let path = self.dev.join("vfio/devices").join(&name);
-            return Ok(CdevNode {
-                name,
-                path,
-                major,
-                minor,
-            });
-        }
-        Err(Error::unsupported(
-            "VFIO device cdev",
-            addr,
-            format!("{} is empty", dir.display()),
-        ))
+                Some(Err(e)) => return Err(Error::path("list", &dir, e.into())),
+                Some(Ok(entry)) => match entry.file_name().to_bytes() {
+                    b"." | b".." => continue,
+                    name => break String::from_utf8_lossy(name).into_owned(),
+                },
+            }
+        };
+        let devfile = dir.join(&name).join("dev");
+        let dirfd = entries.fd().map_err(|e| Error::path("list", &dir, e.into()))?;
+        let opened = rustix::fs::openat(
+            dirfd,
+            format!("{name}/dev"),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let mut buf = [0u8; 32];
+        let read = opened.and_then(|fd| rustix::io::read(&fd, &mut buf));
+        log::debug!(target: "vfio", "read({}) = {read:?}", devfile.display());
+        let n = match read {
+            Ok(n) => n,
+            // Linux 6.1 to 6.5 list the VFIO device here without a character device.
+            Err(rustix::io::Errno::NOENT) => {
+                return Err(no_cdev(format!("{} does not exist", devfile.display())));
+            }
+            Err(e) => return Err(Error::path("read", &devfile, e.into())),
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let (major, minor) = parse_major_minor(text.trim())
+            .ok_or_else(|| Error::malformed("read", devfile.display(), format!("{text:?} is not major:minor")))?;
+        let path = self.dev.join("vfio/devices").join(&name);
+        Ok(CdevNode {
+            name,
+            path,
+            major,
+            minor,
+        })
     }
 
     /// Whether a module parameter file reads `Y` (e.g. `vfio`, `enable_unsafe_noiommu_mode`).

@@ -448,6 +448,7 @@ impl Container {
     /// for ranges that split a mapping are in the table of
     /// [`unmap_dma`](vfio_core::Container::unmap_dma). In a no-IOMMU container, unpins the
     /// ranges pinned at IOVAs inside the range.
+    #[inline]
     pub fn unmap_range(&self, iova: u64, size: u64) -> Result<u64> {
         if self.noiommu {
             return Ok(self.unpin(iova, size));
@@ -455,6 +456,7 @@ impl Container {
         self.unmap(iova, size, 0)
     }
 
+    #[inline]
     fn unmap(&self, iova: u64, size: u64, flags: u32) -> Result<u64> {
         let mut unmap = sys::vfio_iommu_type1_dma_unmap {
             argsz: ioctl::argsz::<sys::vfio_iommu_type1_dma_unmap>(),
@@ -466,7 +468,7 @@ impl Container {
         // SAFETY: a vfio_iommu_type1_dma_unmap without trailing data (no GET_DIRTY_BITMAP flag),
         // on a container fd.
         unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_IOMMU_UNMAP_DMA, &mut unmap) }
-            .map_err(|e| Error::kernel("VFIO_IOMMU_UNMAP_DMA", self.dma_target(iova, size), e))?;
+            .map_err(|e| self.dma_error("VFIO_IOMMU_UNMAP_DMA", iova, size, e))?;
         Ok(unmap.size)
     }
 
@@ -474,7 +476,16 @@ impl Container {
         format!("{} iova {iova:#x} size {size:#x}", self.target())
     }
 
-    /// No-IOMMU "mapping": locks the memory and returns its physical address.
+    /// The error of a refused map or unmap, built out of line: the fast path stays small.
+    #[cold]
+    #[inline(never)]
+    fn dma_error(&self, op: &'static str, iova: u64, size: u64, errno: vfio_core::Errno) -> Error {
+        Error::kernel(op, self.dma_target(iova, size), errno)
+    }
+
+    /// No-IOMMU "mapping": locks the memory and returns its physical address. Out of line, so
+    /// the IOMMU map path stays small.
+    #[inline(never)]
     fn pin(&self, vaddr: *mut u8, size: u64, iova: u64) -> Result<u64> {
         let target = self.dma_target(iova, size);
         let len = usize::try_from(size)
@@ -513,6 +524,7 @@ impl Container {
         }
     }
 
+    #[inline(never)]
     fn unpin(&self, iova: u64, size: u64) -> u64 {
         let end = iova.saturating_add(size);
         let mut state = self.lock();
@@ -630,7 +642,7 @@ impl vfio_core::Container for Container {
         };
         // SAFETY: a vfio_iommu_type1_dma_map on a container fd; the caller guarantees the memory.
         unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_IOMMU_MAP_DMA, &mut map) }
-            .map_err(|e| Error::kernel("VFIO_IOMMU_MAP_DMA", self.dma_target(iova, size), e))?;
+            .map_err(|e| self.dma_error("VFIO_IOMMU_MAP_DMA", iova, size, e))?;
         Ok(iova)
     }
 

@@ -21,8 +21,9 @@ const IRQ_ACK: usize = 0x64;
 const EDU_ID: u32 = 0x010000ed;
 
 /// P3 in `mode`: read32 of the ID register and write32 of the liveness register through
-/// `MappedRegion` (what `PciDevice::map_bar` returns) and `vfio_pci::Bar` (the handle with a
-/// pread/pwrite fallback), each against a volatile access through the raw pointer.
+/// `MappedRegion` (what `PciDevice::map_bar` returns), a `Register` taken from it (checked once)
+/// and `vfio_pci::Bar` (the handle with a pread/pwrite fallback), each against a volatile access
+/// through the raw pointer.
 pub fn p3(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
     let f = Ours::open(mode, addr)?;
     let region = f.pci.map_bar(0)?;
@@ -33,6 +34,7 @@ pub fn p3(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
     }
     let plan = ctx.plan(501, 1000);
     let iters = 100;
+    let (id_reg, liveness_reg) = (region.register::<u32>(ID)?, region.register::<u32>(LIVENESS)?);
     let (region, bar) = (&region, &bar);
     {
         let mut sides = [
@@ -41,6 +43,15 @@ pub fn p3(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
                 let t = Instant::now();
                 for _ in 0..n {
                     acc ^= region.read32(ID)?;
+                }
+                black_box(acc);
+                Ok(t.elapsed())
+            }),
+            Side::new("Register", iters, move |n| {
+                let mut acc = 0u32;
+                let t = Instant::now();
+                for _ in 0..n {
+                    acc ^= id_reg.read();
                 }
                 black_box(acc);
                 Ok(t.elapsed())
@@ -69,11 +80,11 @@ pub fn p3(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
         ];
         let t = interleave(plan, &mut sides)?;
         drop(sides);
-        for (i, name) in [(0, "MappedRegion::read32"), (1, "Bar::read32")] {
+        for (i, name) in [(0, "MappedRegion::read32"), (1, "Register::read"), (2, "Bar::read32")] {
             ctx.emit(
                 Record::new("P3", format!("MMIO read32 (edu ID): {name}"), mode.to_string())
                     .goal(Goal::AtMost(1.01))
-                    .compare(plan, (name, &t[i]), ("raw pointer", &t[2]), iters),
+                    .compare(plan, (name, &t[i]), ("raw pointer", &t[3]), iters),
             );
         }
     }
@@ -83,6 +94,13 @@ pub fn p3(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
                 let t = Instant::now();
                 for i in 0..n {
                     region.write32(LIVENESS, i as u32)?;
+                }
+                Ok(t.elapsed())
+            }),
+            Side::new("Register", iters, move |n| {
+                let t = Instant::now();
+                for i in 0..n {
+                    liveness_reg.write(i as u32);
                 }
                 Ok(t.elapsed())
             }),
@@ -105,11 +123,15 @@ pub fn p3(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
         ];
         let t = interleave(plan, &mut sides)?;
         drop(sides);
-        for (i, name) in [(0, "MappedRegion::write32"), (1, "Bar::write32")] {
+        for (i, name) in [
+            (0, "MappedRegion::write32"),
+            (1, "Register::write"),
+            (2, "Bar::write32"),
+        ] {
             ctx.emit(
                 Record::new("P3", format!("MMIO write32 (edu liveness): {name}"), mode.to_string())
                     .goal(Goal::AtMost(1.01))
-                    .compare(plan, (name, &t[i]), ("raw pointer", &t[2]), iters),
+                    .compare(plan, (name, &t[i]), ("raw pointer", &t[3]), iters),
             );
         }
     }

@@ -538,7 +538,16 @@ pub fn p6_step_costs(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResul
             Box::new(|| Ok(std::fs::read_link(dir.join("iommu_group")).map(drop)?)),
         ),
         (
-            "Sysfs::vfio_cdev (stat, readdir, read dev)",
+            "readdir of vfio-dev (the bare sequence's lookup)",
+            Box::new(|| {
+                Ok(std::fs::read_dir(dir.join("vfio-dev"))?
+                    .next()
+                    .ok_or("empty vfio-dev")?
+                    .map(drop)?)
+            }),
+        ),
+        (
+            "Sysfs::vfio_cdev (readdir, read dev)",
             Box::new(|| Ok(sysfs.vfio_cdev(addr).map(drop)?)),
         ),
         ("VFIO_DEVICE_GET_INFO", Box::new(|| Ok(device.info().map(drop)?))),

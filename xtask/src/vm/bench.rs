@@ -22,6 +22,8 @@ options:
   --variant a|b              kernel variant(s), repeatable or comma separated (default: a)
   --iommu intel|virtio|none  guest IOMMU(s), repeatable or comma separated (default: intel)
   --quick                    fewer rounds (a smoke run; the ratios are noisier)
+  --icount                   count instructions, not time: QEMU -icount shift=0 (1 ns of guest
+                               time per emulated instruction; immune to host load, slower)
   --only IDS                 only these benchmarks, comma separated (P1..P6, X1, X2, S1, S2)
   --memory SIZE              guest memory (default: 4G)
   --timeout SECS             per-boot timeout (default: 1800)
@@ -47,6 +49,7 @@ struct BootResults {
 /// `cargo xtask bench ...`
 pub fn main(args: &[String]) -> crate::Result {
     let mut quick = false;
+    let mut icount = false;
     let mut only: Option<String> = None;
     let mut memory = "4G".to_owned();
     let mut timeout_given = false;
@@ -65,6 +68,7 @@ pub fn main(args: &[String]) -> crate::Result {
         };
         match flag {
             "--quick" => quick = true,
+            "--icount" => icount = true,
             "--only" => only = Some(value()?),
             "--memory" => memory = value()?,
             "--example" | "--no-tests" => return Err(format!("{flag} is not a bench option\n\n{USAGE}").into()),
@@ -132,6 +136,7 @@ pub fn main(args: &[String]) -> crate::Result {
                 timeout: opts.timeout,
                 append,
                 memory: memory.clone(),
+                icount,
             };
             let boot = qemu::boot(&spec)?;
             results.push(collect(&boot));
@@ -146,6 +151,7 @@ pub fn main(args: &[String]) -> crate::Result {
         qemu: qemu_version(),
         host_cpu: host_cpu(),
         memory,
+        icount,
     };
     let json = results_json(&header, &results);
     let md = results_md(&header, &results);
@@ -243,6 +249,8 @@ struct Header {
     qemu: String,
     host_cpu: String,
     memory: String,
+    /// Measured under `-icount`: every time is an instruction count.
+    icount: bool,
 }
 
 fn results_json(h: &Header, results: &[BootResults]) -> String {
@@ -253,6 +261,7 @@ fn results_json(h: &Header, results: &[BootResults]) -> String {
     let _ = writeln!(out, "  \"qemu\": {},", s(&h.qemu));
     let _ = writeln!(out, "  \"host_cpu\": {},", s(&h.host_cpu));
     let _ = writeln!(out, "  \"guest_memory\": {},", s(&h.memory));
+    let _ = writeln!(out, "  \"clock\": {},", s(if h.icount { "icount" } else { "wall" }));
     out.push_str("  \"boots\": [\n");
     for (i, r) in results.iter().enumerate() {
         out.push_str("    {\n");
@@ -313,6 +322,13 @@ fn results_md(h: &Header, results: &[BootResults]) -> String {
         "Date: {}; QEMU: {}; host CPU: {}; guest: {} RAM, TCG",
         h.date, h.qemu, h.host_cpu, h.memory
     );
+    if h.icount {
+        let _ = writeln!(
+            out,
+            "\nClock: QEMU `-icount shift=0,sleep=off`: 1 ns of guest time is one emulated instruction, \
+             so every time below is an instruction count (user and kernel), not a duration."
+        );
+    }
     for r in results {
         let _ = writeln!(out, "\n### Boot {} (kernel {})\n", r.label, r.kernel);
         if !r.problems.is_empty() {
@@ -448,6 +464,7 @@ mod tests {
             qemu: "7.2".into(),
             host_cpu: "cpu".into(),
             memory: "4G".into(),
+            icount: false,
         };
         let md = results_md(&h, &[r]);
         assert!(md.contains("| P1 | group | c | x 1.50 us |"), "{md}");

@@ -442,6 +442,7 @@ fn run_matrix(opts: &Options) -> crate::Result<(Vec<Boot>, Vec<String>)> {
                 timeout: opts.timeout,
                 append: opts.append.clone(),
                 memory: qemu::DEFAULT_MEMORY.to_owned(),
+                icount: false,
             };
             boots.push(qemu::boot(&spec)?);
         }

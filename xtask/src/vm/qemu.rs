@@ -22,6 +22,10 @@ pub struct BootSpec {
     pub append: String,
     /// Guest memory (QEMU `-m`), [`DEFAULT_MEMORY`] unless a run needs more.
     pub memory: String,
+    /// Count instructions instead of time: QEMU `-icount shift=0,sleep=off` makes the guest's
+    /// clock advance one nanosecond per emulated instruction (and jump over idle time), so a
+    /// guest-measured duration is an instruction count, whatever the host's load.
+    pub icount: bool,
 }
 
 /// Guest memory of a test boot.
@@ -50,6 +54,9 @@ impl BootSpec {
             "-m",
             &self.memory,
         ]);
+        if self.icount {
+            cmd.args(["-icount", "shift=0,sleep=off"]);
+        }
         cmd.args([
             "-smp",
             "2",
