@@ -84,9 +84,9 @@ fn nvme_capabilities_msix_pcie() -> TestResult {
     ensure!(msix.table_size == 65 && msix.table_bar == 0, "MSI-X {msix:?}");
     let pcie = dev.pcie_cap()?.ok_or("nvme has no PCIe capability")?;
     ensure!(
-        dev.config_size() == 4096,
+        dev.config_size()? == 4096,
         "PCIe config space is {} bytes",
-        dev.config_size()
+        dev.config_size()?
     );
     let bar0 = dev.bar_info(0)?.ok_or("no BAR0")?;
     ensure!(bar0.kind == BarKind::Memory64, "nvme BAR0 is {:?}", bar0.kind);
@@ -337,7 +337,7 @@ fn capability_walks_match_sysfs_config() -> TestResult {
                 format!("PM v{} @{:#x}", pm.version, pm.offset)
             }
         };
-        if dev.config_size() <= 256 {
+        if dev.config_size()? <= 256 {
             ensure!(
                 ext_caps.is_empty(),
                 "{name}: extended capabilities in 256 bytes: {ext_caps:?}"
@@ -370,7 +370,7 @@ fn capability_walks_match_sysfs_config() -> TestResult {
 }
 
 fn check_extended(name: &str, dev: &PciDevice, ext: &[Capability], raw: &[u8]) -> Res<()> {
-    let size = dev.config_size();
+    let size = dev.config_size()?;
     ensure!(ext.len() <= 64, "{name}: {} extended capabilities", ext.len());
     for (i, c) in ext.iter().enumerate() {
         let at = usize::from(c.offset);

@@ -175,13 +175,21 @@ impl Device {
     /// areas, region type, MSI-X mappable), using the two-call argsz protocol. Errors: EINVAL for
     /// an index the device does not have; Malformed when the reply breaks the uapi contract.
     pub fn region_info(&self, index: u32) -> Result<RegionInfo> {
-        let target = format!("{} region {index}", self.name());
+        // Named only when something failed: formatting costs more than the ioctl.
+        let target = || format!("{} region {index}", self.name());
         let mut prefill = [0u8; std::mem::size_of::<sys::vfio_region_info>()];
         prefill[8..12].copy_from_slice(&index.to_ne_bytes());
         // SAFETY: VFIO_DEVICE_GET_REGION_INFO takes an argsz-prefixed vfio_region_info.
         let reply = unsafe { ioctl::with_argsz(self.as_fd(), sys::VFIO_DEVICE_GET_REGION_INFO, &prefill) }
-            .map_err(|e| Error::kernel("VFIO_DEVICE_GET_REGION_INFO", &target, e))?;
-        RegionInfo::parse(&reply, &target)
+            .map_err(|e| Error::kernel("VFIO_DEVICE_GET_REGION_INFO", target(), e))?;
+        RegionInfo::parse(&reply, "").map_err(|e| match e {
+            Error::Malformed { op, reason, .. } => Error::Malformed {
+                op,
+                target: target(),
+                reason,
+            },
+            other => other,
+        })
     }
 
     fn with_target(&self, e: Error, target: String) -> Error {

@@ -124,10 +124,10 @@ pub unsafe fn with_argsz(fd: BorrowedFd<'_>, request: u32, prefill: &[u8]) -> Re
         unsafe { std::ptr::copy_nonoverlapping((argsz as u32).to_ne_bytes().as_ptr(), bytes, 4) };
         // SAFETY: forwarded to the caller; the buffer is argsz bytes, 8-byte aligned.
         unsafe { with_mut(fd, request, &mut words[0])? };
-        let reply: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).take(argsz).collect();
-        let wanted = u32::from_ne_bytes(reply[..4].try_into().expect("4 bytes")) as usize;
+        let reply = &zerocopy::IntoBytes::as_bytes(&words[..])[..argsz];
+        let wanted = u32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]) as usize;
         if wanted <= argsz {
-            return Ok(reply);
+            return Ok(reply.to_vec());
         }
         argsz = wanted;
     }

@@ -134,17 +134,10 @@ impl IrqSet {
     /// The request as the kernel reads it: a `vfio_irq_set` header and its data, in u64 words
     /// so the buffer is 8-byte aligned.
     pub(crate) fn to_bytes(&self) -> Vec<u64> {
-        let mut data = Vec::<u8>::new();
-        let dflag = match &self.data {
-            IrqData::None { .. } => sys::VFIO_IRQ_SET_DATA_NONE,
-            IrqData::Bool(v) => {
-                data.extend(v.iter().map(|&b| b as u8));
-                sys::VFIO_IRQ_SET_DATA_BOOL
-            }
-            IrqData::Eventfds(v) => {
-                data.extend(v.iter().flat_map(|fd| fd.to_ne_bytes()));
-                sys::VFIO_IRQ_SET_DATA_EVENTFD
-            }
+        let (dflag, data_len) = match &self.data {
+            IrqData::None { .. } => (sys::VFIO_IRQ_SET_DATA_NONE, 0),
+            IrqData::Bool(v) => (sys::VFIO_IRQ_SET_DATA_BOOL, v.len()),
+            IrqData::Eventfds(v) => (sys::VFIO_IRQ_SET_DATA_EVENTFD, 4 * v.len()),
         };
         let aflag = match self.action {
             IrqAction::Trigger => sys::VFIO_IRQ_SET_ACTION_TRIGGER,
@@ -152,18 +145,27 @@ impl IrqSet {
             IrqAction::Unmask => sys::VFIO_IRQ_SET_ACTION_UNMASK,
         };
         let hdr = std::mem::size_of::<sys::vfio_irq_set>();
-        let argsz = hdr + data.len();
-        let mut bytes = Vec::with_capacity(argsz);
-        for word in [argsz as u32, dflag | aflag, self.index, self.start, self.count()] {
-            bytes.extend_from_slice(&word.to_ne_bytes());
-        }
-        bytes.resize(hdr, 0);
-        bytes.extend_from_slice(&data);
+        let argsz = hdr + data_len;
+        // One allocation, written in place: this runs on every interrupt (re)configuration.
         let mut words = vec![0u64; argsz.div_ceil(8)];
-        for (i, chunk) in bytes.chunks(8).enumerate() {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            words[i] = u64::from_ne_bytes(w);
+        let bytes = zerocopy::IntoBytes::as_mut_bytes(&mut words[..]);
+        let header = [argsz as u32, dflag | aflag, self.index, self.start, self.count()];
+        for (i, word) in header.iter().enumerate() {
+            bytes[4 * i..4 * i + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        let data = &mut bytes[hdr..argsz];
+        match &self.data {
+            IrqData::None { .. } => {}
+            IrqData::Bool(v) => {
+                for (d, &b) in data.iter_mut().zip(v) {
+                    *d = b as u8;
+                }
+            }
+            IrqData::Eventfds(v) => {
+                for (d, fd) in data.chunks_exact_mut(4).zip(v) {
+                    d.copy_from_slice(&fd.to_ne_bytes());
+                }
+            }
         }
         words
     }
@@ -188,6 +190,24 @@ mod tests {
         assert_eq!(u(1), sys::VFIO_IRQ_SET_DATA_EVENTFD | sys::VFIO_IRQ_SET_ACTION_TRIGGER);
         assert_eq!((u(2), u(3), u(4)), (2, 3, 2));
         assert_eq!((u(5) as i32, u(6) as i32), (7, -1));
+    }
+
+    #[test]
+    fn bool_request_layout() {
+        let s = IrqSet {
+            index: 0,
+            start: 0,
+            action: IrqAction::Mask,
+            data: IrqData::Bool(vec![true, false, true]),
+        };
+        let b: Vec<u8> = s.to_bytes().iter().flat_map(|x| x.to_ne_bytes()).collect();
+        assert_eq!(u32::from_ne_bytes(b[0..4].try_into().unwrap()), 23);
+        assert_eq!(
+            u32::from_ne_bytes(b[4..8].try_into().unwrap()),
+            sys::VFIO_IRQ_SET_DATA_BOOL | sys::VFIO_IRQ_SET_ACTION_MASK
+        );
+        assert_eq!(&b[20..23], &[1, 0, 1]);
+        assert_eq!(b.len(), 24);
     }
 
     #[test]

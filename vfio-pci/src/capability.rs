@@ -269,8 +269,8 @@ impl PciDevice {
     /// leaves out capabilities it does not know. Errors: Malformed when a list loops or points
     /// outside config space; the config reads' errors.
     pub fn capabilities(&self) -> Result<Vec<Capability>> {
-        let config = self.config_region();
-        walk(self.config_size(), self.address(), |offset, buf| {
+        let config = self.config_region()?;
+        walk(config.size, self.address(), |offset, buf| {
             self.device().read_region(&config, offset as u64, buf)
         })
     }
@@ -279,7 +279,7 @@ impl PciDevice {
     /// no [`Status::CAPABILITIES_LIST`](crate::Status::CAPABILITIES_LIST)). Errors as for
     /// [`PciDevice::capabilities`].
     pub fn standard_capabilities(&self) -> Result<Vec<Capability>> {
-        let config = self.config_region();
+        let config = self.config_region()?;
         walk_standard(&self.address(), &mut |offset, buf| {
             self.device().read_region(&config, offset as u64, buf)
         })
@@ -291,8 +291,8 @@ impl PciDevice {
     /// version 0 and only its next pointer, which is listed as such. Errors as for
     /// [`PciDevice::capabilities`].
     pub fn extended_capabilities(&self) -> Result<Vec<Capability>> {
-        let config = self.config_region();
-        walk_extended(self.config_size(), &self.address(), &mut |offset, buf| {
+        let config = self.config_region()?;
+        walk_extended(config.size, &self.address(), &mut |offset, buf| {
             self.device().read_region(&config, offset as u64, buf)
         })
     }
@@ -379,7 +379,7 @@ impl PciDevice {
             return Ok(Vec::new());
         }
         let mut config = vec![0u8; 256];
-        self.device().read_region(&self.config_region(), 0, &mut config)?;
+        self.device().read_region(&self.config_region()?, 0, &mut config)?;
         let target = self.address().to_string();
         caps.iter()
             .map(|c| VendorCap::from_config(&config, c.offset, &target))
@@ -390,7 +390,7 @@ impl PciDevice {
     pub fn capability_bytes(&self, cap: &Capability, len: u16) -> Result<Vec<u8>> {
         let mut b = vec![0u8; len as usize];
         self.device()
-            .read_region(&self.config_region(), cap.offset as u64, &mut b)?;
+            .read_region(&self.config_region()?, cap.offset as u64, &mut b)?;
         Ok(b)
     }
 }

@@ -1,5 +1,7 @@
 //! A PCI function owned through VFIO: the type drivers hold.
 
+use std::sync::{Arc, OnceLock};
+
 use vfio_core::{Container, Device, Error, EventFd, IrqSet, MappedRegion, Mode, PciAddress, RegionInfo, Result};
 use vfio_sys as sys;
 
@@ -27,7 +29,8 @@ pub const ROM_REGION: u32 = sys::VFIO_PCI_ROM_REGION_INDEX;
 pub struct PciDevice {
     device: Device,
     address: PciAddress,
-    config: RegionInfo,
+    /// The config region's info, asked for on the first config access and shared by clones.
+    config: Arc<OnceLock<RegionInfo>>,
     mode: Mode,
 }
 
@@ -51,11 +54,24 @@ impl PciDevice {
 
     /// Opens the device at `address` in a container the caller made.
     pub fn open_in(container: &dyn Container, address: &PciAddress) -> Result<Self> {
+        // A device assigned by PCI address is a vfio-pci (or vfio-pci variant) device: no
+        // VFIO_DEVICE_GET_INFO check needed, unlike for a device fd of unknown origin.
         let device = container.assign_device(address)?;
-        Self::from_device(device, *address, container.mode())
+        Ok(Self::new(device, *address, container.mode()))
     }
 
-    /// Wraps a device already assigned (or adopted from another process).
+    fn new(device: Device, address: PciAddress, mode: Mode) -> Self {
+        PciDevice {
+            device,
+            address,
+            config: Arc::default(),
+            mode,
+        }
+    }
+
+    /// Wraps a device already assigned (or adopted from another process), checking with
+    /// `VFIO_DEVICE_GET_INFO` that it is a PCI device. Errors: InvalidArgument when it is not;
+    /// the ioctl's errno.
     pub fn from_device(device: Device, address: PciAddress, mode: Mode) -> Result<Self> {
         let info = device.info()?;
         if !info.flags.contains(vfio_core::DeviceFlags::PCI) {
@@ -65,13 +81,16 @@ impl PciDevice {
                 "the VFIO device is not a vfio-pci device",
             ));
         }
-        let config = device.region_info(CONFIG_REGION)?;
-        Ok(PciDevice {
-            device,
-            address,
-            config,
-            mode,
-        })
+        Ok(Self::new(device, address, mode))
+    }
+
+    /// The config region's info: `VFIO_DEVICE_GET_REGION_INFO` of index 7 the first time.
+    fn config(&self) -> Result<&RegionInfo> {
+        if let Some(c) = self.config.get() {
+            return Ok(c);
+        }
+        let info = self.device.region_info(CONFIG_REGION)?;
+        Ok(self.config.get_or_init(|| info))
     }
 
     /// The general VFIO device (regions, IRQs, reset).
@@ -89,14 +108,16 @@ impl PciDevice {
         self.mode
     }
 
-    /// The config-space region (index 7).
-    pub fn config_region(&self) -> RegionInfo {
-        self.config.clone()
+    /// The config-space region (index 7), asked of the kernel on first use. Errors: the
+    /// errno of `VFIO_DEVICE_GET_REGION_INFO`.
+    pub fn config_region(&self) -> Result<RegionInfo> {
+        self.config().cloned()
     }
 
-    /// Size of config space: 256 bytes (PCI) or 4 KiB (PCIe).
-    pub fn config_size(&self) -> u64 {
-        self.config.size
+    /// Size of config space: 256 bytes (PCI) or 4 KiB (PCIe). Errors: as for
+    /// [`PciDevice::config_region`].
+    pub fn config_size(&self) -> Result<u64> {
+        Ok(self.config()?.size)
     }
 
     /// `VFIO_DEVICE_RESET` (function reset) with the command register put back afterwards, since
@@ -127,7 +148,7 @@ impl PciDevice {
     /// kernel is asked), the pread's errno, Malformed on a short read.
     pub fn config_read<const N: usize>(&self, offset: u16) -> Result<[u8; N]> {
         let mut b = [0u8; N];
-        self.device.read_region(&self.config, offset as u64, &mut b)?;
+        self.device.read_region(self.config()?, offset as u64, &mut b)?;
         Ok(b)
     }
 
@@ -136,7 +157,7 @@ impl PciDevice {
     /// most capability fields) succeed but are dropped, so read back to see what took. Errors
     /// as for [`PciDevice::config_read`].
     pub fn config_write(&self, offset: u16, bytes: &[u8]) -> Result<()> {
-        self.device.write_region(&self.config, offset as u64, bytes)
+        self.device.write_region(self.config()?, offset as u64, bytes)
     }
 
     /// 8-bit config read (see [`PciDevice::config_read`]).
@@ -361,7 +382,7 @@ impl PciDevice {
         PciDevice {
             device,
             address: "0000:00:05.0".parse().expect("a valid address"),
-            config: crate::fake::region(CONFIG_REGION, offset, size, None),
+            config: Arc::new(OnceLock::from(crate::fake::region(CONFIG_REGION, offset, size, None))),
             mode: Mode::Group,
         }
     }
