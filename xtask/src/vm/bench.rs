@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::json::Json;
 use super::qemu::{Boot, BootSpec};
-use super::{Iommu, RemoveOnDrop, Variant, cache_dir, guest, initramfs, install, kernel, qemu, workspace_dir};
+use super::{
+    Iommu, RemoveOnDrop, Variant, cache_dir, guest, initramfs, install, kernel, qemu, split_flag, workspace_dir,
+};
 
 const USAGE: &str = "\
 usage: cargo xtask bench [OPTIONS]   run the vfio-rs benchmarks in a QEMU guest
@@ -56,10 +58,7 @@ pub fn main(args: &[String]) -> crate::Result {
     let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
+        let (flag, inline) = split_flag(arg);
         let mut value = || {
             inline
                 .clone()

@@ -152,10 +152,7 @@ fn parse_options(args: &[String], default_variants: &[Variant], default_iommus: 
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
+        let (flag, inline) = split_flag(arg);
         let mut value = || {
             inline
                 .clone()
@@ -215,6 +212,14 @@ fn parse_options(args: &[String], default_variants: &[Variant], default_iommus: 
     o.variants.dedup();
     o.iommus.dedup();
     Ok(o)
+}
+
+/// `--flag=value` as (`--flag`, Some(value)); anything else as (it, None).
+fn split_flag(arg: &str) -> (&str, Option<String>) {
+    match arg.split_once('=') {
+        Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+        _ => (arg, None),
+    }
 }
 
 /// `cargo xtask vm ...`
