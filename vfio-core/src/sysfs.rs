@@ -407,6 +407,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Sysfs::vfio_cdev opens directories with O_DIRECTORY and openat, which Miri cannot run"
+    )]
     fn reads_group_driver_and_cdev() {
         let (_t, s) = fake();
         let a: PciAddress = "00:03.0".parse().unwrap();
@@ -419,6 +423,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Sysfs::vfio_cdev opens directories with O_DIRECTORY and openat, which Miri cannot run"
+    )]
     fn kernel_without_vfio_cdev_is_unsupported() {
         let (t, s) = fake();
         let a: PciAddress = "00:03.0".parse().unwrap();
@@ -456,6 +464,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Sysfs::vfio_cdev opens directories with O_DIRECTORY and openat, which Miri cannot run"
+    )]
     fn missing_device_names_the_path() {
         let (_t, s) = fake();
         let a: PciAddress = "00:04.0".parse().unwrap();
@@ -471,6 +483,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Sysfs::vfio_cdev opens directories with O_DIRECTORY and openat, which Miri cannot run"
+    )]
     fn present_device_without_driver_group_or_cdev() {
         let (t, s) = fake();
         let a: PciAddress = "00:03.1".parse().unwrap();

@@ -138,6 +138,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Sysfs::vfio_cdev opens directories with O_DIRECTORY and openat, which Miri cannot run"
+    )]
     fn modes_follow_driver_nodes_and_group_members() {
         let root = std::env::temp_dir().join(format!("vfio-pci-inventory-{}", std::process::id()));
         let _scratch = Scratch(root.clone());
