@@ -3,14 +3,19 @@
 //! tested without hardware. Layout from the kernel's `drivers/iommu/iommufd/iommufd_test.h`; it is
 //! not a stable uapi, which is why it lives here and not in a public crate.
 
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use vfio_cdev::Iommufd;
+use vfio_cdev::{DeviceId, HwptId, Iommufd, ObjectId, PtId};
+use vfio_core::ioctl;
 use vfio_core::{Errno, Error, Result};
 
 /// `IOMMU_TEST_CMD`: `_IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 32)`.
 pub const IOMMU_TEST_CMD: u32 = 0x3b80 + 32;
+
+vfio_core::request! {
+    /// `IOMMU_TEST_CMD`: some ops' payloads hold user pointers (checked maps, dirty bitmaps).
+    pub TestCmdRequest = IOMMU_TEST_CMD on Iommufd, TestCmd, size size, unchecked;
+}
 
 /// `IOMMU_TEST_OP_MOCK_DOMAIN`: a mock device attached to an IOAS/HWPT.
 pub const OP_MOCK_DOMAIN: u32 = 2;
@@ -91,10 +96,10 @@ impl TestCmd {
     /// # Safety
     /// Any user pointer in the payload must point at memory valid for the op's access.
     pub unsafe fn issue(mut self, iommufd: &Iommufd) -> Result<Self> {
-        // SAFETY: IOMMU_TEST_CMD takes a struct iommu_test_cmd, which TestCmd lays out (size
-        // 72, union at 16, last at 64); the caller vouches for pointers in the payload.
-        unsafe { vfio_core::ioctl::with_mut(iommufd.as_fd(), IOMMU_TEST_CMD, &mut self) }
-            .map_err(|e| Error::kernel("IOMMU_TEST_CMD", format!("op {} id {}", self.op, self.id), e))?;
+        // SAFETY: TestCmd lays out struct iommu_test_cmd (size 72, union at 16, last at 64, as
+        // checked above); the caller vouches for the pointers in the payload.
+        unsafe { ioctl::call_unchecked::<TestCmdRequest>(iommufd.ioctl_fd(), &mut self) }
+            .map_err(|e| ioctl::kernel_error::<TestCmdRequest>(format!("op {} id {}", self.op, self.id), e))?;
         Ok(self)
     }
 }
@@ -103,34 +108,34 @@ impl TestCmd {
 #[derive(Debug, Clone, Copy)]
 pub struct MockDomain {
     /// The selftest device object id (destroy it to detach).
-    pub stdev_id: u32,
+    pub stdev_id: ObjectId,
     /// The auto-allocated HWPT id (or the HWPT passed in).
-    pub hwpt_id: u32,
+    pub hwpt_id: HwptId,
     /// The device's bind id.
-    pub idev_id: u32,
+    pub idev_id: DeviceId,
 }
 
-/// `IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS`: creates a mock device attached to IOAS or HWPT `pt_id`.
-pub fn mock_domain(iommufd: &Iommufd, pt_id: u32, dev_flags: u32) -> Result<MockDomain> {
+/// `IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS`: creates a mock device attached to IOAS or HWPT `pt`.
+pub fn mock_domain(iommufd: &Iommufd, pt: impl Into<PtId>, dev_flags: u32) -> Result<MockDomain> {
     // SAFETY: the mock_domain_flags payload holds no pointers.
     let c = unsafe {
-        TestCmd::new(OP_MOCK_DOMAIN_FLAGS, pt_id)
+        TestCmd::new(OP_MOCK_DOMAIN_FLAGS, pt.into().get())
             .set_u32(12, dev_flags)
             .issue(iommufd)?
     };
     Ok(MockDomain {
-        stdev_id: c.u32_at(0),
-        hwpt_id: c.u32_at(4),
-        idev_id: c.u32_at(8),
+        stdev_id: c.u32_at(0).into(),
+        hwpt_id: c.u32_at(4).into(),
+        idev_id: c.u32_at(8).into(),
     })
 }
 
-/// `IOMMU_TEST_OP_MD_CHECK_MAP`: checks that mock HWPT `hwpt_id` maps `[iova, iova + len)` to
+/// `IOMMU_TEST_OP_MD_CHECK_MAP`: checks that mock HWPT `hwpt` maps `[iova, iova + len)` to
 /// the pages of `buf` (the kernel answers EINVAL when not).
-pub fn check_map(iommufd: &Iommufd, hwpt_id: u32, iova: u64, buf: &[u8]) -> Result<()> {
+pub fn check_map(iommufd: &Iommufd, hwpt: HwptId, iova: u64, buf: &[u8]) -> Result<()> {
     // SAFETY: uptr points at buf.len() readable bytes for the call.
     unsafe {
-        TestCmd::new(OP_MD_CHECK_MAP, hwpt_id)
+        TestCmd::new(OP_MD_CHECK_MAP, hwpt.get())
             .set_u64(0, iova)
             .set_u64(8, buf.len() as u64)
             .set_u64(16, buf.as_ptr() as u64)
@@ -141,14 +146,14 @@ pub fn check_map(iommufd: &Iommufd, hwpt_id: u32, iova: u64, buf: &[u8]) -> Resu
 
 /// `IOMMU_TEST_OP_DIRTY`: marks as written the pages of `[iova, iova + len)` (of `page_size`)
 /// whose bit is set in `bitmap`; returns how many the mock domain marked.
-pub fn set_dirty(iommufd: &Iommufd, hwpt_id: u32, iova: u64, len: u64, page_size: u64, bitmap: &[u64]) -> Result<u64> {
+pub fn set_dirty(iommufd: &Iommufd, hwpt: HwptId, iova: u64, len: u64, page_size: u64, bitmap: &[u64]) -> Result<u64> {
     let pages = len / page_size.max(1);
     if (bitmap.len() as u64) * 64 < pages {
-        return Err(Error::invalid("IOMMU_TEST_OP_DIRTY", hwpt_id, "bitmap too short"));
+        return Err(Error::invalid("IOMMU_TEST_OP_DIRTY", hwpt, "bitmap too short"));
     }
     // SAFETY: uptr points at a bitmap of at least len / page_size bits, readable for the call.
     let c = unsafe {
-        TestCmd::new(OP_DIRTY, hwpt_id)
+        TestCmd::new(OP_DIRTY, hwpt.get())
             .set_u64(8, iova)
             .set_u64(16, len)
             .set_u64(24, page_size)

@@ -11,6 +11,488 @@
 //! A test that cannot run (no device, a mode the kernel lacks) reports `skipped: <reason>`; it
 //! never passes silently. Each test binary prints `test <name> ... ok|FAILED|skipped: <reason>`
 //! and ends with the line `N passed, N failed, N skipped`.
+//!
+//! # Behaviour index
+//!
+//! Which test proves what. Each entry is a behaviour in plain words (naming the ioctl and errno
+//! where there is one), then `->` and every test that asserts it, written as the harness prints it:
+//! `binary::test` is the line `test <test> ... ok` printed by `tests/tests/<binary>.rs`. The
+//! `conformance` checks run once per mode and print as `check@mode`, the mode being `type1`,
+//! `type1v2`, `cdev`, `noiommu-group` or `noiommu-cdev`; `check@*` means all five and
+//! `check@noiommu-*` the last two. Names in braces, as in
+//! `edu::edu_id_and_liveness_{group,cdev,noiommu}`, stand for one test each.
+//!
+//! Every `bad_input` case also asserts that its error is typed (`InvalidArgument`, `Unsupported` or
+//! a kernel errno), that its message names the object (device address, path, IOVA, BAR...), and
+//! that no fd or memory mapping was left behind; the lines below do not repeat that.
+//!
+//! Boots (README.md, Tests): variant A has the type1 driver, variant B serves `/dev/vfio/vfio` with
+//! iommufd's compatibility container, so the `group` binary's type1 tests exercise one backend on
+//! each; `debian61` has no cdev mode. IOMMU `intel` or `virtio` offer group and cdev mode; `none`
+//! offers only the no-IOMMU forms. A test whose mode or device a boot lacks prints
+//! `skipped: <reason>`. `VFIO_TEST_EDU_NONVIABLE` and `VFIO_TEST_NVME_HOTRESET` exist only on intel
+//! boots (xtask `qemu.rs`); the notes say where else a test only runs somewhere specific.
+//!
+//! ## Opening devices, modes and containers
+//!
+//! - Mode detection matches the machine: `vfio_core::detect()` reports cdev mode exactly when sysfs
+//!   shows iommufd and VFIO device cdevs, group mode exactly when there is an IOMMU and no-IOMMU
+//!   mode exactly when there is none; `preferred()` is `VFIO_RS_MODE` when set, else cdev, else
+//!   no-IOMMU, else group -> `core::modes_match_the_machine` (only in the harness: it needs
+//!   `VFIO_TEST_IOMMU`).
+//! - The edu opens in every mode: config-space ids 1234:11e8, BAR0's ID register reads 0x010000ed,
+//!   the liveness register returns the complement of what was written ->
+//!   `edu::edu_id_and_liveness_{group,cdev,noiommu}` (ids, three values),
+//!   `conformance::open_id_liveness@*` (ID register and one value).
+//! - Closing everything releases the device: it opens three times in one container, then again in a
+//!   fresh container once the first is dropped -> `conformance::reopen_after_close@*`; see also
+//!   `teardown::every_drop_order_*` and `reliability::open_close_cycles_keep_fds_flat`.
+//! - On a kernel without cdev mode, every cdev entry point (`Iommufd::open`,
+//!   `vfio_cdev::Container::new`, `PciDevice::open` with `Mode::CDEV`, `UnboundDevice::open`) fails
+//!   with `Unsupported` that names what is missing (`/dev/iommu`, `CONFIG_IOMMUFD`,
+//!   `CONFIG_VFIO_DEVICE_CDEV`, the device) and blames the kernel; `preferred()` is group mode and
+//!   `PciDevice::open(.., None)` opens the device in it ->
+//!   `cdev::cdev_refused_clearly_without_kernel_support` (runs only where the kernel lacks cdev
+//!   mode, i.e. `debian61`; skips elsewhere).
+//! - A container adopted from a `/dev/vfio/vfio` fd (`vfio_group::Container::from_fd`) has the
+//!   type1v2 extension and opens the edu; adopting `/dev/null` is ENOTTY ->
+//!   `group::container_from_fd` (IOMMU boots).
+//! - A device held by one container cannot be opened in another (cdev: an errno naming the device;
+//!   group: the group node's "already open") -> `bad_input::device_already_assigned_elsewhere`.
+//! - Assigning the same device twice to one `vfio_cdev::Container` is `InvalidArgument` ->
+//!   `cdev::cdev_assign_twice_to_same_container_fails`.
+//! - Opening a device that is on no driver fails with "not bound to any driver" ->
+//!   `core::sysfs_unbinds_and_rebinds_nvme`, `bad_input::device_on_no_driver`.
+//! - Opening a device on another driver is `InvalidArgument` "not vfio-pci" naming that driver ->
+//!   `bad_input::device_on_another_driver`.
+//! - `Sysfs`: the nvme's identity (1b36:0010, class 0x010802), its IOMMU group lists it, its driver
+//!   is vfio-pci; `restore_driver(.., None)` unbinds it; `bind_vfio_pci` binds it back (previous
+//!   driver none) and it opens again -> `core::sysfs_unbinds_and_rebinds_nvme`.
+//! - `VfioPciBinding::bind(addr, true)` binds a driverless device to vfio-pci, reports no previous
+//!   driver and gives the device back to no driver on drop; with `false` it stays on vfio-pci ->
+//!   `pci::binding_helper_binds_and_gives_back`.
+//! - The inventory (what `lsvfio` prints) lists the edu as 1234:11e8 on vfio-pci with exactly the
+//!   modes the kernel offers, and each of those modes opens it; the non-viable edu is listed not
+//!   viable, with blockers and no mode -> `pci::inventory_matches_the_machine`.
+//!
+//! ## Groups and group containers
+//!
+//! - `VFIO_IOMMU_GET_INFO` and the backend are refused before any group joins; after one joins, the
+//!   container has the IOMMU type asked for, the PGSIZES flag, 4 KiB pages, non-empty sorted
+//!   non-overlapping IOVA ranges and a non-zero DMA limit, and `page_sizes()` (inherent and through
+//!   the `Container` trait) equals those page sizes; the backend is `Type1` exactly when
+//!   `vfio_iommu_type1` is loaded, and then the migration capability has 4 KiB dirty pages; a
+//!   second, different `VFIO_SET_IOMMU` type is refused -> `group::container_info_type1`,
+//!   `group::container_info_type1v2`.
+//! - Two groups (edu, nvme) join one type1v2 container: both listed, both viable with the container
+//!   set, DMA works -> `group::two_groups_one_container`.
+//! - Two containers are separate address spaces: the same IOVA maps in both (no EEXIST), DMA works,
+//!   each keeps its one group -> `group::two_containers`.
+//! - `VFIO_GROUP_GET_STATUS`: a fresh group is viable without container, then has it once the
+//!   device opens. `VFIO_GROUP_UNSET_CONTAINER` with the device open is EBUSY on the type1 driver
+//!   and allowed by iommufd's compatibility container; after the removal the group and IOMMU type
+//!   are gone, a second removal fails, and the group rejoins with type1v2 again ->
+//!   `group::group_status_and_remove`; the EBUSY alone (type1 driver only, variant A) ->
+//!   `bad_input::remove_a_group_with_its_device_open`.
+//! - A device in a non-viable group is refused: group mode says "not viable" and names the
+//!   host-driven device in the group; cdev bind fails with a kernel errno ->
+//!   `group::non_viable_group`, `bad_input::non_viable_group` (the latter group mode only; both run
+//!   on intel boots only).
+//! - The deprecated `vfio_group::legacy` API: `device_group` agrees with sysfs; `group_fd` fails
+//!   before `group_bind` and after `group_unbind`, and in between is the bound group ->
+//!   `group::legacy_group_api`.
+//! - When the last device of a group leaves vfio-pci, `forget_detached` (empty while attached)
+//!   returns the group and the container is left without groups or IOMMU type; the device reopens
+//!   afterwards, type1v2 is set again and a DMA maps ->
+//!   `group::group_unbound_is_forgotten_and_reopened`.
+//! - Mapping in a type1 container after its last group left fails with a kernel errno ->
+//!   `bad_input::map_after_the_last_group_left` (type1 driver only).
+//!
+//! ## cdev mode: binding and attaching
+//!
+//! - `VFIO_DEVICE_GET_INFO` on a cdev not yet bound is EINVAL ->
+//!   `cdev::cdev_get_info_before_bind_fails`.
+//! - `VFIO_DEVICE_BIND_IOMMUFD` with an eventfd for the iommufd is EBADF or EBADFD ->
+//!   `cdev::cdev_bind_to_non_iommufd_fails`.
+//! - Binding a bound device again is refused: through a dup of its fd EINVAL ->
+//!   `cdev::cdev_repeated_bind_fails`; through a second open of the cdev, a kernel errno naming the
+//!   device -> `bad_input::bind_a_cdev_twice`.
+//! - Binding a device that is not a VF with a VF token is EINVAL and leaves it unbound (a plain
+//!   bind then works) -> `cdev::cdev_vf_token_on_non_vf_is_refused`.
+//! - `VFIO_DEVICE_ATTACH_IOMMUFD_PT` to an id that is no IOAS or HWPT is ENOENT or EINVAL ->
+//!   `cdev::cdev_attach_to_invalid_id_fails`; to a destroyed IOAS, ENOENT ->
+//!   `bad_input::attach_to_a_destroyed_ioas`.
+//! - Attaching to an IOAS of another iommufd is `InvalidArgument` ->
+//!   `cdev::cdev_attach_across_iommufds_is_refused`.
+//! - PASID attach on a device without the PASID capability is `Unsupported` ->
+//!   `cdev::cdev_pasid_attach_unsupported_on_edu`.
+//! - `IOMMU_DESTROY` of an IOAS with a device attached is EBUSY; detach then works ->
+//!   `cdev::cdev_ioas_destroy_while_attached_is_busy`.
+//! - Two containers on one iommufd get distinct IOASes; a device detached from one and attached to
+//!   the other DMAs through each -> `cdev::cdev_device_moved_between_two_ioases`.
+//! - Attaching to a second IOAS without detaching replaces the first while both are mapped: the
+//!   next DMA lands in the new IOAS's memory and the old buffer is untouched ->
+//!   `cdev::cdev_replace_attached_ioas_while_mapped` (skips in no-IOMMU cdev).
+//! - A HWPT allocated on the device's IOMMU (`IOMMU_HWPT_ALLOC`) is what `attach` reports, and DMA
+//!   goes through it -> `cdev::cdev_dma_through_hwpt_at_kernel_chosen_iova` (skips in no-IOMMU
+//!   cdev, and where HWPT allocation is `Unsupported`).
+//! - `Ioas::adopt` of an id that is no IOAS is ENOENT -> `bad_input::adopt_a_destroyed_ioas`,
+//!   `secondary::secondary_adopts_passed_fds_and_dmas_its_own_memory`.
+//!
+//! ## DMA map/unmap errno contracts
+//!
+//! - Unmapping a range where nothing is mapped is ENOENT through the mode-independent
+//!   `Container::unmap_dma` (`VFIO_IOMMU_UNMAP_DMA` or `IOMMU_IOAS_UNMAP`) ->
+//!   `group::dma_contract_type1`, `group::dma_contract_type1v2`,
+//!   `conformance::map_errors@{type1,type1v2,cdev}`, `bad_input::unmap_of_a_never_mapped_range`
+//!   (preferred mode, IOMMU boots); `IOMMU_IOAS_UNMAP` of a hole directly ->
+//!   `iommufd_mock::ioas_unmap_hole_is_enoent`.
+//! - The raw type1 `VFIO_IOMMU_UNMAP_DMA` of a hole (`unmap_range`) succeeds with 0 bytes, on the
+//!   type1 driver and on iommufd's compatibility container -> `group::dma_contract_type1`,
+//!   `group::dma_contract_type1v2`.
+//! - A map overlapping an existing one is EEXIST (`VFIO_IOMMU_MAP_DMA`, `IOMMU_IOAS_MAP`) ->
+//!   `group::dma_contract_type1`, `group::dma_contract_type1v2`,
+//!   `conformance::map_errors@{type1,type1v2,cdev}`, `bad_input::overlapping_map`,
+//!   `iommufd_mock::ioas_overlap_is_eexist`.
+//! - Unmapping the tail page of a 2-page mapping: type1 v1 succeeds with 0 bytes and keeps the
+//!   mapping whole; type1v2 is EINVAL; iommufd's compatibility type1 unmaps that page; its type1v2
+//!   is ENOENT -> `group::dma_contract_type1`, `group::dma_contract_type1v2`.
+//! - Unmapping the head page: type1 v1 removes the whole mapping it starts (returning its size);
+//!   iommufd's compatibility type1 unmaps one page; type1v2 is EINVAL on the type1 driver and
+//!   ENOENT on iommufd -> `group::dma_contract_type1`, `group::dma_contract_type1v2`.
+//! - `IOMMU_IOAS_UNMAP` of either half of a mapping is ENOENT; the whole unmaps ->
+//!   `iommufd_mock::ioas_splitting_a_mapping_is_refused`.
+//! - A map or unmap whose IOVA + size wraps past 2^64 is EOVERFLOW (iommufd, newer type1), or
+//!   EINVAL on older type1 drivers (6.1); map and unmap agree -> `group::dma_contract_type1`,
+//!   `group::dma_contract_type1v2`.
+//! - The last page of the last IOVA range maps and unmaps (4 KiB returned); a map just past the
+//!   IOVA space is EINVAL -> `group::dma_contract_type1`, `group::dma_contract_type1v2`.
+//! - A map past the last allowed IOVA is refused -> `conformance::map_errors@{type1,type1v2,cdev}`,
+//!   `bad_input::iova_beyond_the_allowed_ranges` (a kernel errno).
+//! - A zero-length map and a map at a misaligned IOVA are refused (kernel errno or
+//!   `InvalidArgument`) -> `conformance::map_errors@{type1,type1v2,cdev}`; as kernel errnos ->
+//!   `bad_input::zero_length_map`, `bad_input::unaligned_iova`. A length that is not a page
+//!   multiple -> `bad_input::unaligned_length`.
+//! - Unmap-all removes every mapping and reports the total: 3 pages on type1 and its compatibility
+//!   container -> `group::dma_contract_type1`, `group::dma_contract_type1v2`; 0 on an empty IOAS,
+//!   then 3 pages, then 0 -> `iommufd_mock::ioas_unmap_all`; 2 pages ->
+//!   `cdev::cdev_dma_through_hwpt_at_kernel_chosen_iova`.
+//! - A read-only (`DmaAccess::READ`) mapping blocks the device's writes, and the device still DMAs
+//!   afterwards -> `group::read_only_mapping_blocks_device_writes_type1`,
+//!   `group::read_only_mapping_blocks_device_writes_type1v2`.
+//! - The map/unmap ENOENT and EEXIST checks of `map_errors` do not apply without an IOMMU:
+//!   `conformance::map_errors@noiommu-group` and `@noiommu-cdev` always skip.
+//!
+//! ## IOVA ranges, page sizes and allocation
+//!
+//! - The container's page sizes have 4 KiB as the smallest ->
+//!   `core::container_page_sizes_include_4k`; the type1 PGSIZES and IOVA ranges, with
+//!   `page_sizes()` equal to `VFIO_IOMMU_GET_INFO`'s -> `group::container_info_type1`,
+//!   `group::container_info_type1v2`; a no-IOMMU container reports every multiple of the CPU page
+//!   size -> `group::noiommu_dma_round_trip`.
+//! - `IovaPlacement::Any` (kernel-chosen IOVA) stays inside the ranges `allow_iovas` set, and the
+//!   mock domain maps exactly the buffer's pages there (`IOMMU_TEST_OP_MD_CHECK_MAP`); a map larger
+//!   than the room left is ENOSPC -> `iommufd_mock::ioas_auto_iova_inside_allowed_ranges`; on a
+//!   real IOMMU, inside the allowed range, with DMA through it ->
+//!   `cdev::cdev_dma_through_hwpt_at_kernel_chosen_iova`.
+//! - `IovaAllocator` with no room left is `InvalidArgument` "exhausted" ->
+//!   `bad_input::iova_allocator_exhausted`.
+//! - `DmaPool` maps its buffers once: `translate` agrees with `device_addr`, the device DMAs at the
+//!   translated addresses, a range past a buffer's end has no translation, and a freed buffer is
+//!   gone -> `core::dma_pool_translates_per_io_without_mapping`.
+//!
+//! ## DMA data path
+//!
+//! - A DMA round trip RAM -> device -> RAM is byte-exact, each DMA ending with its completion MSI
+//!   (the edu helper checks the MSI, the DMA status bit and that the engine stopped) ->
+//!   `edu::edu_dma_round_trip_with_msi_{group,cdev,noiommu}` (also: the byte after the transfer is
+//!   untouched), `conformance::dma_round_trip_msi@*`, `cdev::cdev_dma_round_trip_through_container`
+//!   (device from `assign_device`); DMA is also verified in most tests of the `group`, `cdev`,
+//!   `secondary`, `teardown` and `reliability` binaries.
+//! - A 2 MiB hugetlb buffer is one aligned 2 MiB page and takes DMA ->
+//!   `core::hugetlb_2m_buffer_takes_dma` (skips without 2 MiB huge pages).
+//! - A 1 GiB hugetlb buffer without reserved pages is `Unsupported` naming the pool
+//!   (`hugepages-1048576kB`) -> `core::hugetlb_1g_without_reservation_is_a_clear_error`,
+//!   `bad_input::hugetlb_1g_without_reservation`.
+//! - A zero-byte `DmaBuffer` is `InvalidArgument` -> `bad_input::dma_buffer_of_zero_bytes`.
+//!
+//! ## Dirty page tracking
+//!
+//! - `VFIO_IOMMU_DIRTY_PAGES` on a type1 (v1) container is EACCES -> `group::dirty_pages_type1`
+//!   (type1 driver; on iommufd's compatibility container it checks `Unsupported`, then skips).
+//! - On type1v2: a bitmap before start is EINVAL; after start every mapped page is dirty; a bitmap
+//!   range splitting a mapping is EINVAL; a half-page bitmap is `InvalidArgument`; unmap with a
+//!   bitmap returns the size and the pages' bits; after stop a bitmap is EINVAL ->
+//!   `group::dirty_pages_type1v2` (type1 driver; `Unsupported` then skipped on iommufd's
+//!   compatibility container).
+//! - A dirty-tracking HWPT on a real IOMMU reports the page the device wrote and not the one it
+//!   only read -> `cdev::cdev_dirty_tracking_sees_device_writes` (skips where the IOMMU reports no
+//!   dirty tracking, and in no-IOMMU cdev).
+//! - A dirty-tracking HWPT on the mock domain: clean before writes, exactly the pages written
+//!   after, a `NO_CLEAR` read keeps the bits and a clearing read clears them, page size 3 is
+//!   `InvalidArgument` -> `iommufd_mock::hwpt_dirty_tracking_reports_written_pages`.
+//!
+//! ## Interrupts
+//!
+//! - `VFIO_DEVICE_GET_IRQ_INFO` of the edu: INTx count 1, eventfd-capable, maskable, automasked;
+//!   MSI count 1; MSI-X count 0 -> `core::edu_irq_info_has_intx_and_one_msi`.
+//! - INTx is automasked after each delivery: a second raise waits until unmask
+//!   (`VFIO_IRQ_SET_ACTION_UNMASK`), which delivers it ->
+//!   `core::edu_intx_is_automasked_until_unmasked`.
+//! - INTx raised while masked (`mask_intx`) is held: no event, the status register shows it
+//!   asserted; unmask delivers it, the ack deasserts it ->
+//!   `pci::edu_intx_masked_is_held_until_unmask`.
+//! - Each INTx raise arrives once, with an unmask between raises ->
+//!   `conformance::intx_mask_unmask@*` (2 raises), `pci::edu_intx_through_pci_device` (3 raises,
+//!   preferred mode).
+//! - Enabling more MSI vectors than the device has is EINVAL ->
+//!   `core::msi_vectors_beyond_the_count_are_einval`,
+//!   `bad_input::msi_with_more_vectors_than_the_device`.
+//! - `VFIO_DEVICE_SET_IRQS` triggers from user space (`DATA_NONE` and `DATA_BOOL`) signal the MSI
+//!   eventfd -> `core::irq_trigger_loopback_signals_the_eventfd`; after the MSI is disabled, EINVAL
+//!   -> `bad_input::msi_trigger_after_disable`.
+//! - MSI-X eventfds can start at any vector (3..6): triggering vector 4 signals only its eventfd;
+//!   vectors past the table (64..66 of 65) are refused -> `pci::msix_vectors_in_any_range`;
+//!   `set_msix_vectors` at vector 200 is EINVAL -> `bad_input::msix_vectors_beyond_the_count`.
+//! - MSI-X grows while enabled where the kernel allows it (no NORESIZE): the added vector fires and
+//!   the others are kept; with NORESIZE adding is EINVAL (then skipped) ->
+//!   `pci_io::msix_grows_while_enabled`.
+//! - Eventfds for an index without vectors (MSI-X on the edu), two eventfds for INTx, and IRQ index
+//!   9 are EINVAL -> `bad_input::eventfd_for_an_index_without_vectors`,
+//!   `bad_input::two_intx_eventfds`, `bad_input::irq_index_9`.
+//! - ERR and REQ: the nvme has one ERR vector that does not fire by itself and fires on a trigger;
+//!   the conventional-PCI edu refuses an ERR eventfd (count 0: EINVAL; or the index is EINVAL on
+//!   6.1); the edu's REQ fires on a trigger -> `pci_io::err_and_req_irqs`.
+//! - Unbinding a device in use from vfio-pci signals REQ; once released the unbind completes, and
+//!   the rebound device opens -> `pci_io::req_irq_asks_for_the_device_back`.
+//! - One epoll set over several MSI-X eventfds reports exactly the vector that fired, once ->
+//!   `pci_io::epoll_reports_the_vector_that_fired`.
+//! - A tokio task awaits an MSI through `AsyncEventFd` (nothing before the raise, the MSI after);
+//!   `AsyncEventFd::new` outside a runtime is `Unsupported` -> `pci_io::tokio_task_awaits_an_msi`.
+//!
+//! ## BARs, regions and the ROM
+//!
+//! - The edu's BARs: BAR0 is 1 MiB, 32-bit memory; BAR1 is unimplemented; BAR index 6 is refused ->
+//!   `pci::edu_capabilities_and_bars`. The nvme's BAR0 is 64-bit memory ->
+//!   `pci::nvme_capabilities_msix_pcie`.
+//! - `map_bar(7)` is `InvalidArgument` naming BAR 7; `map_bar(1)` of the absent BAR1 is
+//!   `Unsupported` -> `bad_input::bar_index_7`, `bad_input::absent_bar`.
+//! - The nvme BAR0's mmappable areas avoid the MSI-X table when it is not mappable, the first area
+//!   starts at offset 0, and the NVMe CAP register reads through it ->
+//!   `core::nvme_bar0_areas_avoid_the_msix_table`.
+//! - Mapping a sparse BAR whole is `Unsupported` ->
+//!   `core::whole_region_map_of_a_sparse_bar_is_refused` (skips where BAR0 has no sparse-mmap
+//!   capability; README.md says QEMU 7.2 reports the nvme's MSI-X table mappable).
+//! - `VFIO_DEVICE_GET_REGION_INFO` past the last region is EINVAL naming the device ->
+//!   `core::region_info_of_a_missing_index_is_einval`, `bad_input::region_info_for_index_42`.
+//! - BAR access through the mapping agrees with pread (NVMe CAP); reads past the end or misaligned
+//!   are refused; MSI-X vector 0 starts masked ->
+//!   `pci::bar_access_checks_bounds_and_matches_pread`. The same refusals on a `MappedRegion`
+//!   (`InvalidArgument` "past the end", "aligned") -> `bad_input::mmio_past_the_bar_end`,
+//!   `bad_input::misaligned_mmio`.
+//! - Bulk BAR copies (`write_bytes`, `read_bytes`) reach the registers and agree with pread (only
+//!   the low dwords on kernels that split region reads, 6.1); a copy past the end is refused ->
+//!   `pci_io::bar_bulk_copy_reaches_registers`, `bad_input::bulk_bar_copy_past_the_end`.
+//! - An I/O-port BAR (pci-testdev) is not mmappable (`map_bar` fails, the `Bar` has no mappings)
+//!   and is read and written through pread/pwrite: the device counts the write; past the end and
+//!   misaligned are refused -> `pci_io::io_port_bar_reads_and_writes`.
+//! - Every implemented BAR of every harness device reads (mmap or pread) ->
+//!   `pci::config_matches_sysfs_and_every_bar_reads`.
+//! - A BAR pread with memory decoding off in the command register is EIO ->
+//!   `bad_input::bar_pread_with_memory_decode_off`.
+//! - The edu's option ROM reads whole (55 AA signature, PCIR structure, text, pattern); a device
+//!   without a ROM is `Unsupported` -> `pci_io::rom_is_read_whole`,
+//!   `bad_input::rom_of_a_device_without_one`.
+//! - A BAR mapping keeps its device open: it reads the ID after device and container are dropped ->
+//!   `teardown::every_drop_order_{group,cdev,noiommu}`.
+//!
+//! ## Config space and capabilities
+//!
+//! - Vendor, device and class ids match sysfs; bus mastering sets and clears; memory decoding stays
+//!   on -> `pci::config_matches_sysfs_and_every_bar_reads`.
+//! - The status register's `CAPABILITIES_LIST` bit matches the capability walk and its device bits
+//!   match sysfs `config`; revision, subsystem ids and header type match sysfs ->
+//!   `pci::status_and_header_ids_match_sysfs`.
+//! - 8-bit config writes land and read back at 8 and 32 bits; writes to the status register are
+//!   dropped -> `pci::config_write8_and_status_writes_dropped`.
+//! - The standard and extended capability walks match the device's real config space (sysfs
+//!   `config`); the PM capability is in D0 with the device's version; no extended list in 256 bytes
+//!   -> `pci::capability_walks_match_sysfs_config`.
+//! - The edu has a 1-vector 64-bit MSI capability and no MSI-X -> `pci::edu_capabilities_and_bars`;
+//!   the nvme has MSI-X (65 entries, table in BAR0), a PCIe capability and 4 KiB of config space ->
+//!   `pci::nvme_capabilities_msix_pcie`.
+//! - A virtio device's vendor capabilities name the common, notify, ISR and device structures, each
+//!   in an existing BAR -> `pci::virtio_vendor_capabilities`.
+//! - Config access past 4 KiB (nvme), or past 256 bytes on conventional PCI (edu), is
+//!   `InvalidArgument` naming region 7 -> `bad_input::config_access_past_4k`,
+//!   `bad_input::config_access_past_256_on_pci`.
+//!
+//! ## Device features and power
+//!
+//! - `VFIO_DEVICE_FEATURE` probe: migration and an unknown feature probe as unsupported; a feature
+//!   number above 16 bits is `InvalidArgument` ->
+//!   `core::feature_probe_reports_unsupported_as_false`, `bad_input::feature_number_above_16_bits`.
+//! - Low-power entry is SET-only (the probe says so): GET is EINVAL, entering twice is EINVAL,
+//!   entry with a wakeup eventfd works and eventfd -1 is EINVAL; after the exit a BAR mapping made
+//!   before still reads and config space answers ->
+//!   `core::low_power_feature_set_and_get_contracts`.
+//!
+//! ## Reset and hot reset
+//!
+//! - `VFIO_DEVICE_RESET` (the nvme offers it) clears the controller configuration ->
+//!   `core::nvme_function_reset_clears_registers`, `conformance::nvme_reset@*` (also: CAP still
+//!   reads).
+//! - `PciDevice::reset` keeps bus mastering and memory decoding ->
+//!   `pci::reset_keeps_the_command_register`.
+//! - A device on the root bus cannot be hot reset: `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO` is ENODEV
+//!   naming the device and the reset fails with an errno ->
+//!   `core::hot_reset_of_a_root_bus_device_is_enodev`; `PciDevice::hot_reset` is ENODEV ->
+//!   `pci::hot_reset_on_the_root_bus_is_enodev`, `bad_input::hot_reset_on_the_root_bus`.
+//! - An nvme alone behind a root port hot resets in cdev mode (zero-length form) and group mode:
+//!   only it is reported, its registers clear, the command register is restored ->
+//!   `pci::hot_reset_behind_a_root_port` (intel boots).
+//! - A hot reset through a container that does not own the device is `InvalidArgument` naming it,
+//!   and the device is untouched -> `pci::hot_reset_behind_a_root_port`,
+//!   `bad_input::hot_reset_without_owning_the_device` (intel boots).
+//! - After a process is killed mid-DMA, bus mastering is off when the device reopens; the edu
+//!   behind a root port offers `VFIO_DEVICE_RESET`; after reset and idle, DMA works ->
+//!   `reliability::killed_dma_child_leaves_the_device_usable`.
+//!
+//! ## Fd passing and secondary processes
+//!
+//! - A forked secondary asks the primary for the device over a unix socket (`vfio_core::fdpass`): a
+//!   request for something the primary lacks is refused naming it; the device comes with the
+//!   container and group fds (group, no-IOMMU) or the iommufd and IOAS id (cdev); the adopted
+//!   container has the primary's mode; the child DMAs memory of its own; its IOVA is free again
+//!   after it leaves, and the device still works for the primary ->
+//!   `secondary::secondary_adopts_passed_fds_and_dmas_its_own_memory` (every mode the kernel
+//!   offers).
+//! - `send_fds` with no fds is `InvalidArgument` -> `bad_input::fd_message_with_no_fds`.
+//! - An iommufd adopted from a duplicate fd is close-on-exec and sees the same objects (the VFIO
+//!   compatibility IOAS set through it, the original's mapping) ->
+//!   `iommufd_mock::iommufd_adopted_from_fd`.
+//! - Adopting a container fd -> `group::container_from_fd`; an IOAS id -> see cdev mode above.
+//!
+//! ## Teardown and drop orders
+//!
+//! - Container, device, BAR mapping, DMA mapping and MSI eventfd dropped in each of the 120 orders
+//!   give back every fd, memory mapping, locked and pinned page; the device reopens each time and
+//!   DMAs at the end -> `teardown::every_drop_order_{group,cdev,noiommu}`.
+//! - The test's own permutation helper yields 120 distinct orders ->
+//!   `teardown::permutations_are_complete`.
+//!
+//! ## Leaks, close-on-exec, threads
+//!
+//! - No fd or memory mapping is left after 10,000 container + open + BAR map + close cycles per
+//!   mode (on the variant-A intel and no-IOMMU boots and outside the harness; 1,000 on the other
+//!   boots; `VFIO_TEST_CYCLES` overrides) -> `reliability::open_close_cycles_keep_fds_flat`.
+//! - A held 4 KiB mapping is charged to `VmLck` or `VmPin`, and after 100,000 map/unmap cycles
+//!   (10,000 on the other boots) both are back at their baseline, per mode ->
+//!   `reliability::map_unmap_cycles_keep_pinned_memory_flat`.
+//! - No fd or memory mapping is left by a refused call -> every `bad_input` case; nor locked or
+//!   pinned memory by a teardown -> `teardown::every_drop_order_*`.
+//! - Every fd is close-on-exec: with containers, groups, iommufds, devices, eventfds, a memfd
+//!   buffer and BAR mappings open, an exec'd child sees only fds 0 to 3 (its stdio and its own
+//!   directory) -> `reliability::every_fd_is_cloexec`.
+//! - 8 threads map and unmap in one container at once and DMA in turns ->
+//!   `reliability::eight_threads_share_one_container` (preferred mode).
+//! - The public handles are `Send + Sync`, and those that own a kernel object are neither `Clone`
+//!   nor `Copy` -> static assertions at the top of `tests/tests/reliability.rs` (a build error, not
+//!   a test line).
+//!
+//! ## Bad input not listed above
+//!
+//! - PCI addresses with bad hex, function 8 or too many parts are `InvalidArgument` naming the text
+//!   -> `bad_input::address_with_bad_hex`, `bad_input::address_with_function_8`,
+//!   `bad_input::address_with_too_many_parts`.
+//! - A mode name that is not one is `InvalidArgument` -> `bad_input::unknown_mode_name`.
+//! - A device that does not exist is ENOENT naming its address -> `bad_input::nonexistent_device`.
+//! - A group node that does not exist, and a sysfs root without the device, are ENOENT naming the
+//!   path -> `bad_input::nonexistent_group_node`, `bad_input::fake_sysfs_without_the_device`.
+//! - Opening a device as user nobody is EACCES naming the `/dev` node ->
+//!   `bad_input::no_permission_as_nobody`.
+//!
+//! ## iommufd objects on the selftest mock
+//!
+//! These need a kernel with `CONFIG_IOMMUFD_TEST` (the harness kernels of variants A and B) and
+//! skip without it, except `ioas_options` and `vfio_compat_ioas_get_set_clear`, which need only
+//! `/dev/iommu`.
+//!
+//! - IOAS map/unmap contracts -> `iommufd_mock::ioas_overlap_is_eexist`,
+//!   `iommufd_mock::ioas_unmap_hole_is_enoent`,
+//!   `iommufd_mock::ioas_splitting_a_mapping_is_refused`, `iommufd_mock::ioas_unmap_all`,
+//!   `iommufd_mock::ioas_auto_iova_inside_allowed_ranges` (above).
+//! - `IOMMU_IOAS_COPY` maps the source's pages in another IOAS, the copy outlives the source
+//!   mapping; copying an unmapped source is ENOENT; across iommufds `InvalidArgument` ->
+//!   `iommufd_mock::ioas_copy_between_ioases`.
+//! - `IOMMU_OPTION`: the RLIMIT mode is per user by default and switches to per process (skips
+//!   without `CAP_SYS_RESOURCE`); changing it with objects allocated is EBUSY; huge pages are on by
+//!   default and turn off -> `iommufd_mock::ioas_options`.
+//! - `IOMMU_IOAS_MAP_FILE` maps part of a memfd (unmap returns its length); past the end of the
+//!   memfd is refused -> `iommufd_mock::ioas_map_file_from_memfd` (skips where `Unsupported`).
+//! - `IOMMU_GET_HW_INFO` of a mock device: the selftest type and register value, dirty tracking
+//!   reported (and not for a `NO_DIRTY` device); an unknown device is ENOENT ->
+//!   `iommufd_mock::hw_info_of_mock_device`.
+//! - `IOMMU_HWPT_ALLOC` with no flag, nest-parent or dirty tracking gives a HWPT a second device
+//!   attaches to; dirty tracking for a `NO_DIRTY` device is `Unsupported`; dirty tracking on a
+//!   plain HWPT is `Unsupported` or EINVAL; a HWPT from an unknown IOAS is EINVAL ->
+//!   `iommufd_mock::hwpt_alloc_flags`.
+//! - HWPT dirty bitmaps -> `iommufd_mock::hwpt_dirty_tracking_reports_written_pages` (above).
+//! - `IOMMU_VFIO_IOAS` get, set (to either IOAS) and clear; an IOAS of another iommufd is
+//!   `InvalidArgument` -> `iommufd_mock::vfio_compat_ioas_get_set_clear`.
+//!
+//! ## No-IOMMU
+//!
+//! - A no-IOMMU group container has the `NoIommu` backend, refuses type1v2 (`InvalidArgument`),
+//!   gets the no-IOMMU type once the device opens, has no `VFIO_IOMMU_GET_INFO` (`Unsupported`) and
+//!   reports every multiple of the CPU page size as its page sizes (inherent and through the
+//!   `Container` trait), DMAs at physical addresses, maps a 64-page buffer only if physically
+//!   contiguous (else `Unsupported`), and unmap-all finds nothing once every mapping is dropped ->
+//!   `group::noiommu_dma_round_trip` (no-IOMMU boots).
+//! - The device checks hold in both no-IOMMU forms -> `conformance::open_id_liveness@noiommu-*`,
+//!   `conformance::dma_round_trip_msi@noiommu-*`, `conformance::intx_mask_unmask@noiommu-*`,
+//!   `conformance::nvme_reset@noiommu-*`, `conformance::reopen_after_close@noiommu-*`;
+//!   `edu::edu_id_and_liveness_noiommu`, `edu::edu_dma_round_trip_with_msi_noiommu`,
+//!   `teardown::every_drop_order_noiommu`; the `reliability` loops and `secondary` include the
+//!   no-IOMMU mode where the kernel offers it.
+//! - Skipped without an IOMMU: `conformance::map_errors@noiommu-*`, the `bad_input` map cases,
+//!   `cdev::cdev_replace_attached_ioas_while_mapped`,
+//!   `cdev::cdev_dma_through_hwpt_at_kernel_chosen_iova`,
+//!   `cdev::cdev_dirty_tracking_sees_device_writes`.
+//!
+//! ## Benchmarks
+//!
+//! `benches/vfio_bench` (run by `cargo xtask bench`, not by `cargo xtask vm test`; BENCHMARKS.md)
+//! prints one `@@BENCH` record per row, named by id and case, in group and cdev mode. A row fails
+//! only when its operations fail; a missed goal is a verdict, not a failure. Rows, by id (source
+//! function in parentheses):
+//!
+//! - P1, 4 KiB map + unmap, vfio-rs vs raw ioctl (goal at most 1.01), a noise control of raw vs
+//!   raw, and each layer (rustix ioctl, `Container` trait, `DmaMapping`) vs raw -> `P1`
+//!   (`dma::p1_p5`, `dma::p1_layers`).
+//! - P2, 4 KiB map + unmap vs vfio-ioctls 0.10 (group) or iommufd-ioctls 0.4 (cdev) in the same
+//!   kernel container (goal at most 1.00), with both vs raw as references -> `P2` (`dma::p2_group`,
+//!   `dma::p2_cdev`).
+//! - P3, MMIO read32 of the edu ID and write32 of liveness through `MappedRegion`, `Register` and
+//!   `vfio_pci::Bar` vs a raw volatile pointer (goal at most 1.01; fails unless BAR0 reads the edu
+//!   ID) -> `P3` (`mmio::p3`).
+//! - P4, 1 GiB (or the largest anonymous buffer that fits) map + unmap vs raw (goal at most 1.01);
+//!   `DmaBuffer::new_preferred` vs anonymous (goal at least 3x on the type1 driver); 2 MiB and 1
+//!   GiB pages vs anonymous (skipped without the pool) -> `P4` (`dma::p4`).
+//! - P5, map + unmap per I/O vs `DmaPool::translate` (goal at least 100x; a translation miss fails
+//!   the row) -> `P5` (`dma::p1_p5`).
+//! - P6, open to ready (container, assign, BAR0 mmap, MSI) vs the bare ioctl sequence (goal at most
+//!   1.02); single steps (sysfs lookups, `VFIO_DEVICE_GET_INFO`, `VFIO_DEVICE_GET_REGION_INFO`); a
+//!   fresh open vs a forked secondary made ready from passed fds (goal at least 10x; a failing
+//!   secondary fails the row), with the MSI eventfd passed or its own; MSI round trip through
+//!   `EventFd::read` vs raw `read(2)`, `wait_timeout` vs `read`, MSI on another vCPU vs the same ->
+//!   `P6` (`open::p6_open`, `open::p6_step_costs`, `open::p6_secondary`, `mmio::p6_irq`).
+//! - X1, 4 KiB map + unmap in a container holding the edu vs one holding the nvme, same mode; X2,
+//!   cdev vs group map + unmap from 4 KiB to 1 GiB, anonymous and 2 MiB pages; S1, N = 1 to 4096
+//!   separate 4 KiB regions, cdev vs group; S2, creating N containers, cdev vs group, and a map +
+//!   unmap in each of N IOASes of one iommufd (the type1 row is always skipped: it needs N devices)
+//!   -> `X1`, `X2`, `S1`, `S2` (`scale::x1`, `scale::x2`, `scale::s1`, `scale::s2`; need both modes
+//!   and both devices).
 
 pub mod edu;
 pub mod iommufd_mock;
@@ -106,22 +588,18 @@ pub fn run_named(tests: Vec<(String, Box<dyn Fn() -> TestResult>)>) -> ExitCode 
 
 /// Whether the running kernel offers `mode`.
 pub fn offered(mode: vfio_core::Mode) -> bool {
-    let m = vfio_core::detect();
-    match mode {
-        vfio_core::Mode::Group => m.group,
-        vfio_core::Mode::NoIommu => m.noiommu,
-        vfio_core::Mode::Cdev => m.cdev,
-    }
+    vfio_core::detect().offers(mode)
 }
 
 /// A fresh container of `mode` of its own (not the process-wide default): dropping it releases
 /// every group or device assigned to it.
 pub fn new_container(mode: vfio_core::Mode) -> vfio_core::Result<std::sync::Arc<dyn vfio_core::Container>> {
     use std::sync::Arc;
-    Ok(match mode {
-        vfio_core::Mode::Group => Arc::new(vfio_group::Container::open(false)?),
-        vfio_core::Mode::NoIommu => Arc::new(vfio_group::Container::open(true)?),
-        vfio_core::Mode::Cdev => Arc::new(vfio_cdev::Container::new()?),
+    use vfio_core::{Addressing, Interface};
+    Ok(match (mode.interface(), mode.addressing()) {
+        (Interface::Group, addressing) => Arc::new(vfio_group::Container::open(addressing)?),
+        (Interface::Cdev, Addressing::Iova) => Arc::new(vfio_cdev::Container::new()?),
+        (Interface::Cdev, Addressing::Physical) => Arc::new(vfio_cdev::Container::new_noiommu()?),
     })
 }
 

@@ -83,7 +83,7 @@ fn nvme() -> Result<PciDevice, String> {
 fn edu_container() -> Result<(Arc<dyn Container>, PciDevice), String> {
     let addr = env("VFIO_TEST_EDU")?;
     let mode = vfio_core::preferred().map_err(|e| e.to_string())?;
-    if mode == vfio_core::Mode::NoIommu || vfio_core::detect().noiommu {
+    if mode.is_noiommu() {
         return Err("no IOMMU: IOVAs are not checked by the kernel".into());
     }
     let c: Arc<dyn Container> = vfio_tests::new_container(mode).map_err(|e| e.to_string())?;
@@ -190,7 +190,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
                 if !vfio_core::detect().group {
                     return Err("group mode is not offered".into());
                 }
-                Ok(PciDevice::open(&a, Some(vfio_core::Mode::Group)).map(|_| ()))
+                Ok(PciDevice::open(&a, Some(vfio_core::Mode::GROUP)).map(|_| ()))
             }),
         ),
         (
@@ -421,7 +421,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
                     return Err("group mode is not offered".into());
                 }
                 let a = env("VFIO_TEST_EDU")?;
-                let c = vfio_group::Container::open(false).map_err(|e| e.to_string())?;
+                let c = vfio_group::Container::open(vfio_core::Addressing::Iova).map_err(|e| e.to_string())?;
                 let _dev = PciDevice::open_in(&c, &a).map_err(|e| e.to_string())?;
                 if c.backend().map_err(|e| e.to_string())? != vfio_group::Backend::Type1 {
                     return Err("iommufd's compat container lets a group go with its device open \
@@ -476,12 +476,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
                 let e = EventFd::new().map_err(|e| e.to_string())?;
                 d.enable_msi(&[&e]).map_err(|e| e.to_string())?;
                 d.disable_irq(vfio_pci::MSI_IRQ).map_err(|e| e.to_string())?;
-                let trigger = IrqSet {
-                    index: vfio_pci::MSI_IRQ,
-                    start: 0,
-                    action: vfio_core::IrqAction::Trigger,
-                    data: vfio_core::IrqData::None { count: 1 },
-                };
+                let trigger = IrqSet::trigger(vfio_pci::MSI_IRQ, 0, 1);
                 Ok(d.device().set_irqs(&trigger))
             }),
         ),
@@ -531,7 +526,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
                     return Err("group mode is not offered".into());
                 }
                 let a = env("VFIO_TEST_EDU")?;
-                let c = vfio_group::Container::open(false).map_err(|e| e.to_string())?;
+                let c = vfio_group::Container::open(vfio_core::Addressing::Iova).map_err(|e| e.to_string())?;
                 let g = vfio_core::Sysfs::default().iommu_group(&a).map_err(|e| e.to_string())?;
                 c.add_group(g).map_err(|e| e.to_string())?;
                 if c.backend().map_err(|e| e.to_string())? != vfio_group::Backend::Type1 {

@@ -2,10 +2,11 @@
 //! moving a device between IOASes, and the setup contracts the kernel enforces (no device access
 //! before bind, no second bind, no bind to something that is not an iommufd, ...).
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
-use vfio_cdev::{BoundDevice, Container, Hwpt, HwptFlags, Iommufd, IovaPlacement, UnboundDevice};
+use vfio_cdev::{BoundDevice, Container, HwptFlags, IoasId, Iommufd, IovaPlacement, UnboundDevice};
+use vfio_core::ioctl::{self, requests as req};
 use vfio_core::{
     Container as _, DmaAccess, DmaBuffer, DmaMapping, Errno, Error, EventFd, IovaRange, Mode, PciAddress, Sysfs,
 };
@@ -34,7 +35,7 @@ macro_rules! edu_or_skip {
 
 /// An edu with bus mastering and its DMA-completion MSI on `irq`.
 fn edu_with_msi(device: vfio_core::Device, addr: PciAddress, irq: &EventFd) -> Result<Edu, Box<dyn std::error::Error>> {
-    let pci = PciDevice::from_device(device, addr, Mode::Cdev)?;
+    let pci = PciDevice::from_device(device, addr, Mode::CDEV)?;
     pci.enable_bus_master()?;
     pci.enable_msi(&[irq])?;
     Edu::new(pci)
@@ -90,7 +91,10 @@ fn dma_round_trip_through_container() -> TestResult {
 fn device_moved_between_two_ioases() -> TestResult {
     let addr = edu_or_skip!();
     let iommufd = Iommufd::open()?;
-    let (c1, c2) = (Container::with_iommufd(&iommufd)?, Container::with_iommufd(&iommufd)?);
+    let (c1, c2) = (
+        Container::with_iommufd(&iommufd, vfio_core::Addressing::Iova)?,
+        Container::with_iommufd(&iommufd, vfio_core::Addressing::Iova)?,
+    );
     ensure!(
         c1.ioas().id() != c2.ioas().id(),
         "both containers got IOAS {}",
@@ -114,7 +118,10 @@ fn device_moved_between_two_ioases() -> TestResult {
 fn replace_attached_ioas_while_mapped() -> TestResult {
     let addr = edu_or_skip!();
     let iommufd = Iommufd::open()?;
-    let (c1, c2) = (Container::with_iommufd(&iommufd)?, Container::with_iommufd(&iommufd)?);
+    let (c1, c2) = (
+        Container::with_iommufd(&iommufd, vfio_core::Addressing::Iova)?,
+        Container::with_iommufd(&iommufd, vfio_core::Addressing::Iova)?,
+    );
     let bound = c1.bind_device(&addr)?;
     if bound.is_noiommu() {
         return skip("no-IOMMU cdev: IOVAs are physical addresses, an IOAS does not translate");
@@ -156,14 +163,10 @@ fn replace_attached_ioas_while_mapped() -> TestResult {
 fn get_info_before_bind_fails() -> TestResult {
     let addr = edu_or_skip!();
     let dev = UnboundDevice::open(&Sysfs::default(), &addr)?;
-    let mut info = vfio_sys::vfio_device_info {
-        argsz: std::mem::size_of::<vfio_sys::vfio_device_info>() as u32,
-        ..Default::default()
-    };
-    // SAFETY: VFIO_DEVICE_GET_INFO takes a vfio_device_info with argsz covering it.
-    let res = unsafe { vfio_core::ioctl::with_mut(dev.as_fd(), vfio_sys::VFIO_DEVICE_GET_INFO, &mut info) };
+    let mut info = vfio_sys::vfio_device_info::default();
+    let res = ioctl::call::<req::DeviceGetInfo>(dev.ioctl_fd(), &mut info);
     expect_errno(
-        res.map_err(|e| Error::kernel("VFIO_DEVICE_GET_INFO", addr, e)),
+        res.map_err(|e| ioctl::kernel_error::<req::DeviceGetInfo>(addr, e)),
         &[Errno::INVAL],
         "GET_INFO on an unbound cdev",
     )
@@ -195,7 +198,7 @@ fn attach_to_invalid_id_fails() -> TestResult {
     let iommufd = Iommufd::open()?;
     let bound = UnboundDevice::open(&Sysfs::default(), &addr)?.bind(&iommufd)?;
     expect_errno(
-        bound.attach(0xdead),
+        bound.attach(IoasId::from(0xdead)),
         &[Errno::NOENT, Errno::INVAL],
         "attach to id 0xdead",
     )
@@ -204,7 +207,7 @@ fn attach_to_invalid_id_fails() -> TestResult {
 fn ioas_destroy_while_attached_is_busy() -> TestResult {
     let addr = edu_or_skip!();
     let iommufd = Iommufd::open()?;
-    let c = Container::with_iommufd(&iommufd)?;
+    let c = Container::with_iommufd(&iommufd, vfio_core::Addressing::Iova)?;
     let bound = c.bind_device(&addr)?;
     expect_errno(
         iommufd.destroy(c.ioas().id()),
@@ -279,7 +282,7 @@ fn dma_through_hwpt_at_kernel_chosen_iova() -> TestResult {
         "    IOMMU hw info: type {}, capabilities {:#x}, PASID bits {}",
         info.data_type, info.capabilities, info.max_pasid_log2
     );
-    let hwpt = match Hwpt::alloc(&iommufd, bound.devid(), ioas.id(), HwptFlags::default()) {
+    let hwpt = match iommufd.alloc_hwpt(bound.devid(), ioas.id(), HwptFlags::default()) {
         Ok(h) => h,
         Err(e @ Error::Unsupported { .. }) => return skip(e.to_string()),
         Err(e) => return Err(e.into()),
@@ -361,8 +364,7 @@ fn dirty_tracking_sees_device_writes() -> TestResult {
             info.capabilities
         ));
     }
-    let hwpt = Hwpt::alloc(
-        &iommufd,
+    let hwpt = iommufd.alloc_hwpt(
         bound.devid(),
         ioas.id(),
         HwptFlags {
@@ -446,8 +448,8 @@ fn cdev_refused_clearly_without_kernel_support() -> TestResult {
         "/dev/iommu"
     };
     unsupported(
-        "PciDevice::open(.., Some(Mode::Cdev))",
-        PciDevice::open(&addr, Some(Mode::Cdev)).map(drop),
+        "PciDevice::open(.., Some(Mode::CDEV))",
+        PciDevice::open(&addr, Some(Mode::CDEV)).map(drop),
         &[missing],
     )?;
     // The device's own cdev is missing too, whatever /dev/iommu says.
@@ -459,11 +461,11 @@ fn cdev_refused_clearly_without_kernel_support() -> TestResult {
     // Group mode is there instead, and is what a caller without a preference gets.
     ensure!(modes.group, "neither cdev nor group mode: {modes:?}");
     ensure!(
-        vfio_core::preferred()? == Mode::Group,
+        vfio_core::preferred()? == Mode::GROUP,
         "preferred mode is not group on a kernel without cdev"
     );
     let dev = PciDevice::open(&addr, None)?;
-    ensure!(dev.mode() == Mode::Group, "opened in {} mode", dev.mode());
+    ensure!(dev.mode() == Mode::GROUP, "opened in {} mode", dev.mode());
     ensure!(dev.ids()? == (0x1234, 0x11e8), "ids {:x?}", dev.ids()?);
     println!("    {addr} opened in group mode instead");
     Ok(Outcome::Pass)

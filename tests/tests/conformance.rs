@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vfio_core::{Container, DmaAccess, DmaBuffer, DmaMapping, Errno, EventFd, PciAddress};
+use vfio_core::{Addressing, Container, DmaAccess, DmaBuffer, DmaMapping, Errno, EventFd, PciAddress};
 use vfio_group::IommuType;
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, EDU_ID, EDU_MAX_DMA, Edu, reg};
@@ -50,24 +50,27 @@ impl Mode {
         let m = vfio_core::detect();
         let offered = match self {
             Mode::Type1 | Mode::Type1v2 => m.group,
-            Mode::NoIommuGroup => m.noiommu,
-            Mode::Cdev => m.cdev && !m.noiommu,
-            Mode::NoIommuCdev => m.cdev && m.noiommu,
+            Mode::NoIommuGroup => m.group_noiommu,
+            Mode::Cdev => m.cdev,
+            Mode::NoIommuCdev => m.cdev_noiommu,
         };
         if !offered {
             return Err(format!("{} is not offered by this kernel ({m:?})", self.label()));
         }
-        let typed = |ty: IommuType, noiommu: bool| -> Result<Arc<dyn Container>, String> {
-            let c = vfio_group::Container::open(noiommu).map_err(|e| e.to_string())?;
+        let typed = |ty: IommuType, addressing: Addressing| -> Result<Arc<dyn Container>, String> {
+            let c = vfio_group::Container::open(addressing).map_err(|e| e.to_string())?;
             c.set_iommu(ty)
                 .map_err(|e| format!("{} unavailable: {e}", self.label()))?;
             Ok(Arc::new(c))
         };
         match self {
-            Mode::Type1 => typed(IommuType::Type1, false),
-            Mode::Type1v2 => typed(IommuType::Type1v2, false),
-            Mode::NoIommuGroup => typed(IommuType::NoIommu, true),
-            Mode::Cdev | Mode::NoIommuCdev => Ok(Arc::new(vfio_cdev::Container::new().map_err(|e| e.to_string())?)),
+            Mode::Type1 => typed(IommuType::Type1, Addressing::Iova),
+            Mode::Type1v2 => typed(IommuType::Type1v2, Addressing::Iova),
+            Mode::NoIommuGroup => typed(IommuType::NoIommu, Addressing::Physical),
+            Mode::Cdev => Ok(Arc::new(vfio_cdev::Container::new().map_err(|e| e.to_string())?)),
+            Mode::NoIommuCdev => Ok(Arc::new(
+                vfio_cdev::Container::new_noiommu().map_err(|e| e.to_string())?,
+            )),
         }
     }
 }

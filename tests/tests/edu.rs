@@ -74,11 +74,21 @@ fn dma_round_trip(mode: Mode) -> TestResult {
 
 fn main() -> ExitCode {
     vfio_tests::run(&[
-        ("edu_id_and_liveness_group", || id_and_liveness(Mode::Group)),
-        ("edu_id_and_liveness_cdev", || id_and_liveness(Mode::Cdev)),
-        ("edu_id_and_liveness_noiommu", || id_and_liveness(Mode::NoIommu)),
-        ("edu_dma_round_trip_with_msi_group", || dma_round_trip(Mode::Group)),
-        ("edu_dma_round_trip_with_msi_cdev", || dma_round_trip(Mode::Cdev)),
-        ("edu_dma_round_trip_with_msi_noiommu", || dma_round_trip(Mode::NoIommu)),
+        ("edu_id_and_liveness_group", || id_and_liveness(Mode::GROUP)),
+        ("edu_id_and_liveness_cdev", || id_and_liveness(Mode::CDEV)),
+        ("edu_id_and_liveness_group_noiommu", || {
+            id_and_liveness(Mode::GROUP_NOIOMMU)
+        }),
+        ("edu_id_and_liveness_cdev_noiommu", || {
+            id_and_liveness(Mode::CDEV_NOIOMMU)
+        }),
+        ("edu_dma_round_trip_with_msi_group", || dma_round_trip(Mode::GROUP)),
+        ("edu_dma_round_trip_with_msi_cdev", || dma_round_trip(Mode::CDEV)),
+        ("edu_dma_round_trip_with_msi_group_noiommu", || {
+            dma_round_trip(Mode::GROUP_NOIOMMU)
+        }),
+        ("edu_dma_round_trip_with_msi_cdev_noiommu", || {
+            dma_round_trip(Mode::CDEV_NOIOMMU)
+        }),
     ])
 }

@@ -24,7 +24,7 @@ fn setup(ty: IommuType) -> Result<(PciAddress, Container), String> {
             "group mode with an IOMMU is not offered by this kernel ({modes:?})"
         ));
     }
-    let c = Container::open(false).map_err(|e| e.to_string())?;
+    let c = Container::open(vfio_core::Addressing::Iova).map_err(|e| e.to_string())?;
     match c.set_iommu(ty) {
         Ok(()) => Ok((addr, c)),
         Err(e @ vfio_core::Error::Unsupported { .. }) => Err(e.to_string()),
@@ -95,6 +95,13 @@ fn container_info(ty: IommuType) -> TestResult {
         info.iova_ranges
     );
     ensure!(info.dma_avail.is_some_and(|n| n > 0), "DMA avail {:?}", info.dma_avail);
+    // The inherent and the trait method answer alike: GET_INFO's page sizes.
+    let (inherent, via_trait) = (c.page_sizes()?, vfio_core::Container::page_sizes(&c)?);
+    ensure!(
+        inherent == info.page_sizes && via_trait == info.page_sizes,
+        "page sizes {inherent:#x} (inherent) and {via_trait:#x} (trait), GET_INFO says {:#x}",
+        info.page_sizes
+    );
     let backend = c.backend()?;
     // The type1 driver has module parameters, so it shows in /sys/module when present.
     let type1_driver = std::path::Path::new("/sys/module/vfio_iommu_type1").exists();
@@ -128,7 +135,7 @@ fn other(ty: IommuType) -> IommuType {
 fn container_from_fd() -> TestResult {
     let (addr, _) = setup_or_skip!(IommuType::Type1v2);
     let fd = vfio_core::open_node(std::path::Path::new("/dev/vfio/vfio"))?;
-    let c = Container::from_fd(fd, false)?;
+    let c = Container::from_fd(fd, vfio_core::Addressing::Iova)?;
     ensure!(
         c.check_extension(IommuType::Type1v2)?,
         "adopted container lacks type1v2"
@@ -136,7 +143,7 @@ fn container_from_fd() -> TestResult {
     let pci = PciDevice::open_in(&c, &addr)?;
     ensure!(pci.ids()? == (0x1234, 0x11e8), "ids {:x?}", pci.ids()?);
     let null = vfio_core::open_node(std::path::Path::new("/dev/null"))?;
-    let e = Container::from_fd(null, false).expect_err("/dev/null adopted as a container");
+    let e = Container::from_fd(null, vfio_core::Addressing::Iova).expect_err("/dev/null adopted as a container");
     ensure!(e.errno() == Some(Errno::NOTTY), "adopting /dev/null: {e}");
     Ok(Outcome::Pass)
 }
@@ -194,6 +201,7 @@ fn dma_contract(ty: IommuType) -> TestResult {
             2 * PAGE
         }
         (Backend::NoIommu, _) => return Err("no-IOMMU backend in an IOMMU container".into()),
+        (other, _) => return Err(format!("unknown backend {other:?}").into()),
     };
     // Unmapping the first page: type1 v1 removes the whole mapping it starts; v2 refuses to split.
     let head = c.unmap_range(a, PAGE);
@@ -385,7 +393,7 @@ fn two_containers() -> TestResult {
     if sysfs.iommu_group(&addr)? == sysfs.iommu_group(&nv)? {
         return skip("edu and nvme share an IOMMU group");
     }
-    let c2 = Container::open(false)?;
+    let c2 = Container::open(vfio_core::Addressing::Iova)?;
     let (edu, irq) = open_edu(&c1, &addr)?;
     let nvme = PciDevice::open_in(&c2, &nv)?;
     // The same IOVA in both: separate address spaces.
@@ -458,7 +466,7 @@ fn non_viable_group() -> TestResult {
         .iter()
         .find(|m| sysfs.driver(m).ok().flatten().is_some_and(|d| !d.starts_with("vfio")))
         .ok_or(format!("group {group} ({members:?}) has no device on a host driver"))?;
-    let c = Container::open(false)?;
+    let c = Container::open(vfio_core::Addressing::Iova)?;
     let e = vfio_core::Container::assign_device(&c, &addr)
         .err()
         .ok_or("assigned a device of a non-viable group")?;
@@ -511,10 +519,10 @@ fn noiommu_dma_round_trip() -> TestResult {
         Err(why) => return skip(why),
     };
     let modes = vfio_core::detect();
-    if !modes.noiommu {
+    if !modes.group_noiommu {
         return skip(format!("no-IOMMU mode is not offered by this kernel ({modes:?})"));
     }
-    let c = Container::open(true)?;
+    let c = Container::open(vfio_core::Addressing::Physical)?;
     ensure!(c.backend()? == Backend::NoIommu, "backend {:?}", c.backend()?);
     ensure!(
         matches!(
@@ -528,6 +536,14 @@ fn noiommu_dma_round_trip() -> TestResult {
     ensure!(
         matches!(c.info(), Err(vfio_core::Error::Unsupported { .. })),
         "GET_INFO in a no-IOMMU container"
+    );
+    // No translation: every multiple of the CPU page size, from the inherent and the trait
+    // method alike (no GET_INFO asked).
+    let every_page = !(vfio_core::page_size() as u64 - 1);
+    let (inherent, via_trait) = (c.page_sizes()?, vfio_core::Container::page_sizes(&c)?);
+    ensure!(
+        inherent == every_page && via_trait == every_page,
+        "no-IOMMU page sizes {inherent:#x} (inherent) and {via_trait:#x} (trait), expected {every_page:#x}"
     );
     round_trip(&edu, &irq, &c, 0x10_0000, 4)?;
     // A multi-page buffer maps only if physically contiguous; otherwise a clear Unsupported.

@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use vfio_cdev::{Hwpt, HwptFlags, Ioas, Iommufd, IovaPlacement};
+use vfio_cdev::{DeviceId, HwptFlags, Ioas, IoasId, Iommufd, IovaPlacement, ObjectId};
 use vfio_core::{DmaAccess, DmaBuffer, Errno, Error, IovaRange, Result};
 use vfio_tests::iommufd_mock::{self as mock, MOCK_APERTURE_LAST, MOCK_APERTURE_START};
 use vfio_tests::{Outcome, TestResult, ensure, skip};
@@ -149,24 +149,29 @@ fn copy_between_ioases() -> TestResult {
     let src = iommufd.alloc_ioas()?;
     let (dst, md) = ioas_with_domain(&iommufd)?;
     let src_iova = map(&src, &buf, IovaPlacement::Any)?;
-    let dst_iova = dst.copy_from(
-        &src,
-        src_iova,
-        buf.len() as u64,
-        IovaPlacement::Any,
-        DmaAccess::READ_WRITE,
-    )?;
+    // SAFETY: as for `map`: `buf` outlives both IOASes, and only the mock domain is attached.
+    let dst_iova = unsafe {
+        dst.copy_from(
+            &src,
+            src_iova,
+            buf.len() as u64,
+            IovaPlacement::Any,
+            DmaAccess::READ_WRITE,
+        )?
+    };
     mock::check_map(&iommufd, md.hwpt_id, dst_iova, bytes(&buf))?;
     // The copy outlives the source mapping.
     src.unmap_all()?;
     mock::check_map(&iommufd, md.hwpt_id, dst_iova, bytes(&buf))?;
     expect_errno(
-        dst.copy_from(&src, src_iova, buf.len() as u64, IovaPlacement::Any, DmaAccess::READ),
+        // SAFETY: nothing is mapped at the source any more: the kernel copies nothing.
+        unsafe { dst.copy_from(&src, src_iova, buf.len() as u64, IovaPlacement::Any, DmaAccess::READ) },
         Errno::NOENT,
         "copy of an unmapped source",
     )?;
     let other = Iommufd::open()?.alloc_ioas()?;
-    match dst.copy_from(&other, 0, PAGE, IovaPlacement::Any, DmaAccess::READ) {
+    // SAFETY: refused before any ioctl (the IOASes live in different iommufds).
+    match unsafe { dst.copy_from(&other, 0, PAGE, IovaPlacement::Any, DmaAccess::READ) } {
         Err(Error::InvalidArgument { .. }) => {}
         r => return Err(format!("copy across iommufds: {r:?}, expected InvalidArgument").into()),
     }
@@ -263,7 +268,11 @@ fn hw_info_of_mock_device() -> TestResult {
         !iommufd.hw_info(nodirty.idev_id)?.dirty_tracking(),
         "NO_DIRTY mock device reports dirty tracking"
     );
-    expect_errno(iommufd.hw_info(0xdead), Errno::NOENT, "hw_info of an unknown device")
+    expect_errno(
+        iommufd.hw_info(DeviceId::from(0xdead)),
+        Errno::NOENT,
+        "hw_info of an unknown device",
+    )
 }
 
 fn hwpt_alloc_flags() -> TestResult {
@@ -281,7 +290,7 @@ fn hwpt_alloc_flags() -> TestResult {
             ..Default::default()
         },
     ] {
-        let hwpt = Hwpt::alloc(&iommufd, md.idev_id, ioas.id(), flags)?;
+        let hwpt = iommufd.alloc_hwpt(md.idev_id, ioas.id(), flags)?;
         // A second mock device can be attached to it.
         let other = mock::mock_domain(&iommufd, hwpt.id(), 0)?;
         ensure!(
@@ -294,8 +303,7 @@ fn hwpt_alloc_flags() -> TestResult {
     }
     // Dirty tracking on an IOMMU without it is a clean Unsupported.
     let nodirty = mock::mock_domain(&iommufd, ioas.id(), MOCK_DEVICE_NO_DIRTY)?;
-    match Hwpt::alloc(
-        &iommufd,
+    match iommufd.alloc_hwpt(
         nodirty.idev_id,
         ioas.id(),
         HwptFlags {
@@ -307,7 +315,7 @@ fn hwpt_alloc_flags() -> TestResult {
         r => return Err(format!("dirty-tracking HWPT for a NO_DIRTY device: {r:?}").into()),
     }
     // A plain HWPT refuses dirty tracking.
-    let plain = Hwpt::alloc(&iommufd, md.idev_id, ioas.id(), HwptFlags::default())?;
+    let plain = iommufd.alloc_hwpt(md.idev_id, ioas.id(), HwptFlags::default())?;
     match plain.set_dirty_tracking(true) {
         Err(Error::Unsupported { .. })
         | Err(Error::Kernel {
@@ -316,7 +324,7 @@ fn hwpt_alloc_flags() -> TestResult {
         r => return Err(format!("set_dirty_tracking on a plain HWPT: {r:?}").into()),
     }
     expect_errno(
-        Hwpt::alloc(&iommufd, md.idev_id, 0xdead, HwptFlags::default()),
+        iommufd.alloc_hwpt(md.idev_id, IoasId::from(0xdead), HwptFlags::default()),
         Errno::INVAL,
         "HWPT from an unknown IOAS",
     )?;
@@ -334,8 +342,7 @@ fn dirty_tracking_reports_written_pages() -> TestResult {
     let md = mock::mock_domain(&iommufd, ioas.id(), 0)?;
     let iova = map(&ioas, &buf, IovaPlacement::Fixed(MOCK_APERTURE_START))?;
     let len = PAGES * PAGE;
-    let hwpt = Hwpt::alloc(
-        &iommufd,
+    let hwpt = iommufd.alloc_hwpt(
         md.idev_id,
         ioas.id(),
         HwptFlags {
@@ -421,7 +428,7 @@ fn iommufd_adopted_from_fd() -> TestResult {
         flags.contains(rustix::io::FdFlags::CLOEXEC),
         "adopted fd is not close-on-exec"
     );
-    let n = adopted.destroy(0xdead);
+    let n = adopted.destroy(ObjectId::from(0xdead));
     ensure!(n.is_err(), "destroy of an unknown id succeeded");
     let adopted_ioas = adopted.alloc_ioas()?;
     adopted.set_vfio_compat_ioas(&adopted_ioas)?;

@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vfio_core::{EventFd, IrqAction, IrqData, IrqSet, Mode, PciAddress};
+use vfio_core::{EventFd, Interface, IrqSet, Mode, PciAddress};
 use vfio_pci::{BarKind, Capability, Command, PciDevice, Status};
 use vfio_tests::edu::reg;
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
@@ -129,12 +129,7 @@ fn msix_vectors_in_any_range() -> TestResult {
         &fds.iter().map(|e| Some(e.as_fd())).collect::<Vec<_>>(),
     );
     dev.device().set_irqs(&set)?;
-    let fire = IrqSet {
-        index: vfio_pci::MSIX_IRQ,
-        start: 4,
-        action: IrqAction::Trigger,
-        data: IrqData::None { count: 1 },
-    };
+    let fire = IrqSet::trigger(vfio_pci::MSIX_IRQ, 4, 1);
     dev.device().set_irqs(&fire)?;
     ensure!(
         fds[1].wait_timeout(Duration::from_secs(5))?.is_some(),
@@ -459,7 +454,7 @@ fn hot_reset_behind_a_root_port() -> TestResult {
     let modes = vfio_core::detect();
     // cdev first: a group left open by the group-mode pass would block the cdev open.
     let mut done = Vec::new();
-    for (mode, available) in [(Mode::Cdev, modes.cdev), (Mode::Group, modes.group)] {
+    for (mode, available) in [(Mode::CDEV, modes.cdev), (Mode::GROUP, modes.group)] {
         if !available {
             continue;
         }
@@ -586,16 +581,10 @@ fn inventory_matches_the_machine() -> TestResult {
     ensure!((edu.vendor, edu.device) == (0x1234, 0x11e8), "{edu:?}");
     ensure!(edu.driver.as_deref() == Some("vfio-pci"), "{edu:?}");
     let m = vfio_core::detect();
-    let mut want = Vec::new();
-    if m.group {
-        want.push(Mode::Group);
-    }
-    if m.noiommu {
-        want.push(Mode::NoIommu);
-    }
-    if m.cdev {
-        want.push(Mode::Cdev);
-    }
+    let want: Vec<Mode> = [Mode::GROUP, Mode::GROUP_NOIOMMU, Mode::CDEV, Mode::CDEV_NOIOMMU]
+        .into_iter()
+        .filter(|&mode| m.offers(mode))
+        .collect();
     ensure!(edu.modes == want, "edu modes {:?}, kernel offers {want:?}", edu.modes);
     // The modes it claims really open it. The preferred mode through the default container,
     // which the earlier tests of this binary used (in group mode it holds the group, and a
@@ -617,7 +606,10 @@ fn inventory_matches_the_machine() -> TestResult {
             // When group mode is preferred (forced by VFIO_RS_MODE), earlier tests left the
             // group in its default container, and the kernel keeps a device in an open group
             // from binding to an iommufd.
-            Err(e) if mode == Mode::Cdev && preferred != Mode::Cdev && e.errno() == Some(rustix::io::Errno::BUSY) => {}
+            Err(e)
+                if mode.interface() == Interface::Cdev
+                    && preferred.interface() != Interface::Cdev
+                    && e.errno() == Some(rustix::io::Errno::BUSY) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vfio_core::{EventFd, IrqAction, IrqData, IrqFlags, IrqSet};
+use vfio_core::{EventFd, IrqFlags, IrqSet};
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{EDU_ID, reg};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
@@ -21,12 +21,7 @@ macro_rules! open_or_skip {
 
 /// Fires `vector` of `index` from user space (DATA_NONE trigger: the kernel signals the eventfd).
 fn fire(dev: &PciDevice, index: u32, vector: u32) -> vfio_core::Result<()> {
-    dev.device().set_irqs(&IrqSet {
-        index,
-        start: vector,
-        action: IrqAction::Trigger,
-        data: IrqData::None { count: 1 },
-    })
+    dev.device().set_irqs(&IrqSet::trigger(index, vector, 1))
 }
 
 /// The harness gives edu an option ROM (see xtask `create_rom`): signature, size, text, pattern.

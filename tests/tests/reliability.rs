@@ -62,10 +62,7 @@ fn cycles() -> usize {
 
 /// The modes this kernel offers.
 fn modes() -> Vec<Mode> {
-    [Mode::Group, Mode::NoIommu, Mode::Cdev]
-        .into_iter()
-        .filter(|&m| vfio_tests::offered(m))
-        .collect()
+    Mode::ALL.into_iter().filter(|&m| vfio_tests::offered(m)).collect()
 }
 
 fn edu_addr() -> Result<PciAddress, String> {

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use vfio_core::{
-    DmaAccess, DmaBuffer, DmaMapping, Errno, EventFd, FdKind, FdRequest, Mode, PciAddress, SharedFd, Sysfs,
+    Addressing, DmaAccess, DmaBuffer, DmaMapping, Errno, EventFd, FdKind, FdRequest, Interface, Mode, PciAddress,
+    SharedFd, Sysfs,
 };
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, Edu};
@@ -28,10 +29,10 @@ enum Primary {
 
 impl Primary {
     fn open(mode: Mode) -> vfio_core::Result<Self> {
-        Ok(match mode {
-            Mode::Group => Primary::Group(vfio_group::Container::open(false)?),
-            Mode::NoIommu => Primary::Group(vfio_group::Container::open(true)?),
-            Mode::Cdev => Primary::Cdev(vfio_cdev::Container::new()?),
+        Ok(match (mode.interface(), mode.addressing()) {
+            (Interface::Group, addressing) => Primary::Group(vfio_group::Container::open(addressing)?),
+            (Interface::Cdev, Addressing::Iova) => Primary::Cdev(vfio_cdev::Container::new()?),
+            (Interface::Cdev, Addressing::Physical) => Primary::Cdev(vfio_cdev::Container::new_noiommu()?),
         })
     }
 
@@ -80,20 +81,30 @@ fn secondary(
         let group = take(FdKind::Group).ok_or("a container came without its group")?;
         ensure!(group.name.parse::<u32>().is_ok(), "group fd named {:?}", group.name);
         _group = Some(group);
-        Arc::new(vfio_group::Container::from_fd(c.fd, c.name == "noiommu")?)
+        let addressing = if c.name == "noiommu" {
+            Addressing::Physical
+        } else {
+            Addressing::Iova
+        };
+        Arc::new(vfio_group::Container::from_fd(c.fd, addressing)?)
     } else if let Some(i) = take(FdKind::Iommufd) {
         let mut words = i.name.split_whitespace();
         ensure!(words.next() == Some("ioas"), "iommufd named {:?}", i.name);
         let id: u32 = words.next().ok_or("no IOAS id")?.parse()?;
-        let noiommu = words.next() == Some("noiommu");
+        let (id, other) = (vfio_cdev::IoasId::from(id), vfio_cdev::IoasId::from(id + 1000));
+        let addressing = if words.next() == Some("noiommu") {
+            Addressing::Physical
+        } else {
+            Addressing::Iova
+        };
         let iommufd = vfio_cdev::Iommufd::from_fd(i.fd);
         // An id that is not an IOAS of this iommufd is refused by the kernel.
-        match vfio_cdev::Ioas::adopt(iommufd.clone(), id + 1000) {
+        match vfio_cdev::Ioas::adopt(iommufd.clone(), other) {
             Err(e) if e.errno() == Some(Errno::NOENT) => {}
-            other => return Err(format!("adopting IOAS {} gave {other:?}, expected ENOENT", id + 1000).into()),
+            res => return Err(format!("adopting IOAS {other} gave {res:?}, expected ENOENT").into()),
         }
         let ioas = vfio_cdev::Ioas::adopt(iommufd, id)?;
-        Arc::new(vfio_cdev::Container::from_ioas(Arc::new(ioas), noiommu))
+        Arc::new(vfio_cdev::Container::from_ioas(Arc::new(ioas), addressing))
     } else {
         return Err("neither a container nor an iommufd in the answer".into());
     };
@@ -127,10 +138,7 @@ fn secondary_adopts_passed_fds_and_dmas_its_own_memory() -> TestResult {
         Err(why) => return skip(why),
         Ok(a) => a,
     };
-    let modes: Vec<Mode> = [Mode::Group, Mode::NoIommu, Mode::Cdev]
-        .into_iter()
-        .filter(|&m| vfio_tests::offered(m))
-        .collect();
+    let modes: Vec<Mode> = Mode::ALL.into_iter().filter(|&m| vfio_tests::offered(m)).collect();
     if modes.is_empty() {
         return skip("no VFIO mode is offered by this kernel");
     }
@@ -156,7 +164,11 @@ fn secondary_adopts_passed_fds_and_dmas_its_own_memory() -> TestResult {
                 Primary::Group(c) => {
                     let group = c.group(group_id).ok_or("the primary's container lost the group")?;
                     let gname = group_id.to_string();
-                    let kind = if mode == Mode::NoIommu { "noiommu" } else { "iommu" };
+                    let kind = if mode == Mode::GROUP_NOIOMMU {
+                        "noiommu"
+                    } else {
+                        "iommu"
+                    };
                     vfio_core::send_fds(
                         parent_sock.as_fd(),
                         &[

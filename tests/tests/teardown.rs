@@ -120,15 +120,19 @@ fn every_drop_order(mode: Mode) -> TestResult {
 }
 
 fn every_drop_order_group() -> TestResult {
-    every_drop_order(Mode::Group)
+    every_drop_order(Mode::GROUP)
 }
 
 fn every_drop_order_cdev() -> TestResult {
-    every_drop_order(Mode::Cdev)
+    every_drop_order(Mode::CDEV)
 }
 
-fn every_drop_order_noiommu() -> TestResult {
-    every_drop_order(Mode::NoIommu)
+fn every_drop_order_group_noiommu() -> TestResult {
+    every_drop_order(Mode::GROUP_NOIOMMU)
+}
+
+fn every_drop_order_cdev_noiommu() -> TestResult {
+    every_drop_order(Mode::CDEV_NOIOMMU)
 }
 
 fn permutations_are_complete() -> TestResult {
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
         ("permutations_are_complete", permutations_are_complete),
         ("every_drop_order_group", every_drop_order_group),
         ("every_drop_order_cdev", every_drop_order_cdev),
-        ("every_drop_order_noiommu", every_drop_order_noiommu),
+        ("every_drop_order_group_noiommu", every_drop_order_group_noiommu),
+        ("every_drop_order_cdev_noiommu", every_drop_order_cdev_noiommu),
     ])
 }

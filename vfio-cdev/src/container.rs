@@ -2,19 +2,18 @@
 //! attached to the IOAS.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use vfio_core::{DmaAccess, Error, IovaRange, Mode, PciAddress, Result, Sysfs};
+use vfio_core::{Addressing, DmaAccess, Error, Interface, IovaRange, Mode, PciAddress, Result, Sysfs};
 
-use crate::{BoundDevice, Ioas, Iommufd, IovaPlacement, UnboundDevice};
+use crate::{BoundDevice, HwptId, Ioas, Iommufd, IovaPlacement, UnboundDevice};
 
 /// An IOAS used as a [`vfio_core::Container`].
 #[derive(Debug)]
 pub struct Container {
     ioas: Arc<Ioas>,
     sysfs: Sysfs,
-    noiommu: AtomicBool,
+    addressing: Addressing,
     assigned: Arc<Mutex<HashSet<PciAddress>>>,
 }
 
@@ -36,33 +35,44 @@ impl Drop for Assignment {
 }
 
 impl Container {
-    /// Opens `/dev/iommu` and allocates a fresh IOAS in it (`IOMMU_IOAS_ALLOC`). Errors:
-    /// Unsupported when the kernel has no iommufd; the errno of the open or the ioctl.
+    /// Opens `/dev/iommu` and allocates a fresh IOAS in it (`IOMMU_IOAS_ALLOC`), for devices
+    /// behind an IOMMU ([`Mode::CDEV`]). Errors: Unsupported when the kernel has no iommufd;
+    /// the errno of the open or the ioctl.
+    #[doc(alias = "IOMMU_IOAS_ALLOC")]
     pub fn new() -> Result<Self> {
-        Self::with_iommufd(&Iommufd::open()?)
+        Self::with_iommufd(&Iommufd::open()?, Addressing::Iova)
     }
 
-    /// A new IOAS in an existing iommufd (several containers may share one iommufd).
-    /// Errors: the errno of `IOMMU_IOAS_ALLOC` (ENOMEM).
-    pub fn with_iommufd(iommufd: &Arc<Iommufd>) -> Result<Self> {
+    /// As [`Container::new`], for no-IOMMU devices (`noiommu-vfioN`, Linux >= 7.3,
+    /// [`Mode::CDEV_NOIOMMU`]): mappings return physical addresses
+    /// (`IOMMU_IOAS_NOIOMMU_GET_PA`).
+    #[doc(alias = "IOMMU_IOAS_ALLOC")]
+    pub fn new_noiommu() -> Result<Self> {
+        Self::with_iommufd(&Iommufd::open()?, Addressing::Physical)
+    }
+
+    /// A new IOAS in an existing iommufd (several containers may share one iommufd), for
+    /// devices of the given addressing. Errors: the errno of `IOMMU_IOAS_ALLOC` (ENOMEM).
+    #[doc(alias = "IOMMU_IOAS_ALLOC")]
+    pub fn with_iommufd(iommufd: &Arc<Iommufd>, addressing: Addressing) -> Result<Self> {
         Ok(Container {
             ioas: Arc::new(iommufd.alloc_ioas()?),
             sysfs: Sysfs::default(),
-            noiommu: AtomicBool::new(false),
+            addressing,
             assigned: Arc::default(),
         })
     }
 
     /// A container over an existing IOAS, e.g. one a secondary process adopted with
     /// [`Ioas::adopt`] from the iommufd and IOAS id its primary passed it. Its DMA mappings go
-    /// into that IOAS, where every device attached to it sees them. `noiommu` says the IOAS
-    /// serves no-IOMMU devices, so that mappings return physical addresses (as
+    /// into that IOAS, where every device attached to it sees them. `addressing` says whether
+    /// the IOAS serves no-IOMMU devices, so that mappings return physical addresses (as
     /// [`vfio_group::Container::from_fd`](https://docs.rs/vfio-group) takes it for containers).
-    pub fn from_ioas(ioas: Arc<Ioas>, noiommu: bool) -> Self {
+    pub fn from_ioas(ioas: Arc<Ioas>, addressing: Addressing) -> Self {
         Container {
             ioas,
             sysfs: Sysfs::default(),
-            noiommu: AtomicBool::new(noiommu),
+            addressing,
             assigned: Arc::default(),
         }
     }
@@ -72,6 +82,7 @@ impl Container {
     /// [`Container::attach`]). Unlike [`vfio_core::Container::assign_device`] it does not
     /// record the device as assigned here. Errors: those of [`UnboundDevice::open`], bind and
     /// attach.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     pub fn bind_device(&self, addr: &PciAddress) -> Result<BoundDevice> {
         let dev = UnboundDevice::open(&self.sysfs, addr)?.bind(self.ioas.iommufd())?;
         self.attach(&dev)?;
@@ -80,10 +91,11 @@ impl Container {
 
     /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` of `dev` to this container's IOAS: attaches it, or moves
     /// it here from the IOAS or HWPT it is attached to (the kernel replaces the page table; DMA
-    /// from then on goes through this IOAS). Returns the HWPT id the kernel attached. Errors:
+    /// from then on goes through this IOAS). Returns the HWPT the kernel attached. Errors:
     /// InvalidArgument, before any ioctl, when the device is bound to another iommufd (ids are
     /// per iommufd, so the kernel could otherwise attach it to an unrelated object there).
-    pub fn attach(&self, dev: &BoundDevice) -> Result<u32> {
+    #[doc(alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
+    pub fn attach(&self, dev: &BoundDevice) -> Result<HwptId> {
         if !Arc::ptr_eq(dev.iommufd(), self.ioas.iommufd()) {
             return Err(Error::invalid(
                 "attach device",
@@ -91,16 +103,25 @@ impl Container {
                 format!("bound to another iommufd than the one of IOAS {}", self.ioas.id()),
             ));
         }
-        let hwpt = dev.attach(self.ioas.id())?;
-        if dev.is_noiommu() {
-            self.noiommu.store(true, Ordering::Relaxed);
+        if dev.is_noiommu() != self.is_noiommu() {
+            return Err(Error::invalid(
+                "attach device",
+                dev.name(),
+                if dev.is_noiommu() {
+                    "a no-IOMMU device (noiommu-vfioN) addresses memory physically: use a cdev-noiommu \
+                     container (vfio_cdev::Container::new_noiommu)"
+                } else {
+                    "the device is behind an IOMMU: use a cdev container (vfio_cdev::Container::new), \
+                     not a no-IOMMU one"
+                },
+            ));
         }
-        Ok(hwpt)
+        dev.attach(self.ioas.id())
     }
 
-    /// Whether a no-IOMMU device is attached, so mappings return physical addresses.
+    /// Whether the container serves no-IOMMU devices, so mappings return physical addresses.
     pub fn is_noiommu(&self) -> bool {
-        self.noiommu.load(Ordering::Relaxed)
+        self.addressing == Addressing::Physical
     }
 
     /// The IOAS behind the container, for cdev-only features.
@@ -111,15 +132,17 @@ impl Container {
 
 impl vfio_core::Container for Container {
     fn mode(&self) -> Mode {
-        Mode::Cdev
+        Mode::new(Interface::Cdev, self.addressing)
     }
 
+    #[doc(alias = "IOMMU_IOAS_IOVA_RANGES")]
     fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
         self.ioas.iova_ranges()
     }
 
     /// Every power of two from the IOAS's IOVA alignment up: iommufd splits mappings into
     /// whatever page sizes the attached IOMMUs have.
+    #[doc(alias = "IOMMU_IOAS_IOVA_RANGES")]
     fn page_sizes(&self) -> Result<u64> {
         let align = self.ioas.iova_alignment()?.max(1);
         Ok(!(align.next_power_of_two() - 1))
@@ -129,6 +152,7 @@ impl vfio_core::Container for Container {
     /// InvalidArgument while this container still has the device open (every clone of it and
     /// every BAR mapping dropped ends the assignment); the errors of
     /// [`UnboundDevice::open`], bind and attach.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
         let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
         if assigned.contains(addr) {
@@ -150,6 +174,7 @@ impl vfio_core::Container for Container {
 
     /// The zero-length form: the kernel checks every affected device is bound to this iommufd;
     /// the ones that are not (id `VFIO_PCI_DEVID_NOT_OWNED`) are named in the error first.
+    #[doc(alias = "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", alias = "VFIO_DEVICE_PCI_HOT_RESET")]
     fn hot_reset(&self, device: &vfio_core::Device) -> Result<vfio_core::HotResetInfo> {
         let ours = device
             .name()
@@ -189,15 +214,17 @@ impl vfio_core::Container for Container {
 
     /// Maps at a fixed IOVA; in no-IOMMU mode returns the physical address, which must cover the
     /// whole range contiguously.
+    #[doc(alias = "IOMMU_IOAS_MAP", alias = "IOMMU_IOAS_NOIOMMU_GET_PA")]
     unsafe fn map_dma_raw(&self, vaddr: *mut u8, size: u64, iova: u64, access: DmaAccess) -> Result<u64> {
         // SAFETY: forwarded to the caller.
         let iova = unsafe { self.ioas.map_raw(vaddr, size, IovaPlacement::Fixed(iova), access)? };
-        if !self.noiommu.load(Ordering::Relaxed) {
+        if !self.is_noiommu() {
             return Ok(iova);
         }
         self.noiommu_address(iova, size)
     }
 
+    #[doc(alias = "IOMMU_IOAS_UNMAP")]
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
         self.ioas.unmap(iova, size)
     }

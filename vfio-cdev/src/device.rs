@@ -4,10 +4,19 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use vfio_core::{CdevNode, Errno, Error, PciAddress, Result, Sysfs, ioctl};
+use vfio_core::ioctl::{self, kind, requests as req};
+use vfio_core::{CdevNode, Errno, Error, PciAddress, Result, Sysfs};
 use vfio_sys as sys;
 
-use crate::Iommufd;
+use crate::{DeviceId, HwptId, Iommufd, PtId, refused};
+
+/// The device fd of a cdev, typed for device requests.
+#[inline]
+fn device_fd(fd: &OwnedFd) -> ioctl::Fd<'_, kind::Device> {
+    // SAFETY: UnboundDevice and BoundDevice hold a VFIO device cdev (opened from sysfs with its
+    // major:minor checked, or adopted with from_fd, whose caller names it a device cdev).
+    unsafe { ioctl::Fd::new_unchecked(fd.as_fd()) }
+}
 
 /// A device cdev that is open but not yet bound: the kernel refuses everything but bind.
 #[derive(Debug)]
@@ -56,10 +65,18 @@ impl UnboundDevice {
         self.noiommu
     }
 
+    /// The device fd, typed for device requests (see [`vfio_core::ioctl`]). Before bind the
+    /// kernel refuses every request but `VFIO_DEVICE_BIND_IOMMUFD`.
+    #[inline]
+    pub fn ioctl_fd(&self) -> ioctl::Fd<'_, kind::Device> {
+        device_fd(&self.fd)
+    }
+
     /// `VFIO_DEVICE_BIND_IOMMUFD`: binds the device to `iommufd` and returns it with its device
     /// id. Errors: EBADF for a bad fd, EBADFD for an fd that is not an iommufd, EINVAL when
     /// already bound, EPERM without interrupt isolation (unless
     /// `iommufd.allow_unsafe_interrupts=1`). The device is consumed even on error: reopen it.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
     pub fn bind(self, iommufd: &Arc<Iommufd>) -> Result<BoundDevice> {
         self.bind_inner(iommufd, None)
     }
@@ -68,13 +85,13 @@ impl UnboundDevice {
     /// SR-IOV VF (or a PF with VFs) presenting the VF token `uuid` shared with the PF's owner.
     /// Errors: EINVAL for a wrong token, for a device that is neither a PF nor a VF, or on older
     /// kernels that do not know the flag; otherwise those of [`UnboundDevice::bind`].
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
     pub fn bind_with_vf_token(self, iommufd: &Arc<Iommufd>, uuid: &[u8; 16]) -> Result<BoundDevice> {
         self.bind_inner(iommufd, Some(uuid))
     }
 
     fn bind_inner(self, iommufd: &Arc<Iommufd>, token: Option<&[u8; 16]>) -> Result<BoundDevice> {
         let mut b = sys::vfio_device_bind_iommufd {
-            argsz: ioctl::argsz::<sys::vfio_device_bind_iommufd>(),
             iommufd: iommufd.as_fd().as_raw_fd(),
             ..Default::default()
         };
@@ -82,14 +99,14 @@ impl UnboundDevice {
             b.flags = sys::VFIO_DEVICE_BIND_FLAG_TOKEN;
             b.token_uuid_ptr = uuid.as_ptr() as u64;
         }
-        // SAFETY: VFIO_DEVICE_BIND_IOMMUFD takes a vfio_device_bind_iommufd; token_uuid_ptr is 0
-        // or points at the 16-byte uuid, alive for the call.
-        unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_BIND_IOMMUFD, &mut b) }
-            .map_err(|e| Error::kernel("VFIO_DEVICE_BIND_IOMMUFD", &self.name, e))?;
+        // SAFETY: token_uuid_ptr is 0 or points at the 16-byte uuid, alive for the call, which
+        // the kernel only reads; the argument holds no other pointer.
+        unsafe { ioctl::call_unchecked::<req::DeviceBindIommufd>(self.ioctl_fd(), &mut b) }
+            .map_err(|e| refused::<req::DeviceBindIommufd>(|| self.name.clone(), e))?;
         Ok(BoundDevice {
             fd: self.fd,
             name: self.name,
-            devid: b.out_devid,
+            devid: DeviceId::from(b.out_devid),
             noiommu: self.noiommu,
             iommufd: iommufd.clone(),
         })
@@ -118,7 +135,7 @@ fn check_node(fd: &OwnedFd, node: &CdevNode) -> Result<()> {
 pub struct BoundDevice {
     fd: OwnedFd,
     name: String,
-    devid: u32,
+    devid: DeviceId,
     noiommu: bool,
     iommufd: Arc<Iommufd>,
 }
@@ -131,7 +148,7 @@ impl AsFd for BoundDevice {
 
 impl BoundDevice {
     /// The device id the iommufd knows it by.
-    pub fn devid(&self) -> u32 {
+    pub fn devid(&self) -> DeviceId {
         self.devid
     }
 
@@ -140,30 +157,34 @@ impl BoundDevice {
         self.noiommu
     }
 
+    /// The device fd, typed for device requests (see [`vfio_core::ioctl`]).
+    #[inline]
+    pub fn ioctl_fd(&self) -> ioctl::Fd<'_, kind::Device> {
+        device_fd(&self.fd)
+    }
+
     /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: attaches (or, when attached, replaces) the device's page
-    /// table with IOAS or HWPT `pt_id`; returns the HWPT id the kernel attached. Errors: ENOENT or
-    /// EINVAL for an id that is not an IOAS/HWPT of this iommufd.
-    pub fn attach(&self, pt_id: u32) -> Result<u32> {
+    /// table with IOAS or HWPT `pt` (an [`crate::IoasId`] or a [`HwptId`]); returns the HWPT the
+    /// kernel attached (for an IOAS, the one it allocated or reused). Errors: ENOENT or EINVAL
+    /// for an id that is not an IOAS/HWPT of this iommufd.
+    #[doc(alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
+    pub fn attach(&self, pt: impl Into<PtId>) -> Result<HwptId> {
+        let pt_id = pt.into().get();
         let mut a = sys::vfio_device_attach_iommufd_pt {
-            argsz: ioctl::argsz::<sys::vfio_device_attach_iommufd_pt>(),
             pt_id,
             ..Default::default()
         };
-        // SAFETY: VFIO_DEVICE_ATTACH_IOMMUFD_PT takes a vfio_device_attach_iommufd_pt.
-        unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut a) }
-            .map_err(|e| Error::kernel("VFIO_DEVICE_ATTACH_IOMMUFD_PT", format!("{} pt {pt_id}", self.name), e))?;
-        Ok(a.pt_id)
+        ioctl::call::<req::DeviceAttachIommufdPt>(self.ioctl_fd(), &mut a)
+            .map_err(|e| refused::<req::DeviceAttachIommufdPt>(|| format!("{} pt {pt_id}", self.name), e))?;
+        Ok(HwptId::from(a.pt_id))
     }
 
     /// `VFIO_DEVICE_DETACH_IOMMUFD_PT`: leaves the device blocking all DMA.
+    #[doc(alias = "VFIO_DEVICE_DETACH_IOMMUFD_PT")]
     pub fn detach(&self) -> Result<()> {
-        let mut d = sys::vfio_device_detach_iommufd_pt {
-            argsz: ioctl::argsz::<sys::vfio_device_detach_iommufd_pt>(),
-            ..Default::default()
-        };
-        // SAFETY: VFIO_DEVICE_DETACH_IOMMUFD_PT takes a vfio_device_detach_iommufd_pt.
-        unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_DETACH_IOMMUFD_PT, &mut d) }
-            .map_err(|e| Error::kernel("VFIO_DEVICE_DETACH_IOMMUFD_PT", &self.name, e))?;
+        let mut d = sys::vfio_device_detach_iommufd_pt::default();
+        ioctl::call::<req::DeviceDetachIommufdPt>(self.ioctl_fd(), &mut d)
+            .map_err(|e| refused::<req::DeviceDetachIommufdPt>(|| self.name.clone(), e))?;
         Ok(())
     }
 
@@ -180,6 +201,7 @@ impl BoundDevice {
     /// `IOMMU_GET_HW_INFO` for this device: what its IOMMU can do (Linux >= 6.7). Errors:
     /// EOPNOTSUPP (Kernel) when the IOMMU driver reports nothing (virtio-iommu, no-IOMMU),
     /// ENOTTY on kernels without the ioctl.
+    #[doc(alias = "IOMMU_GET_HW_INFO")]
     pub fn hw_info(&self) -> Result<crate::HwInfo> {
         self.iommufd.hw_info(self.devid)
     }
@@ -190,38 +212,39 @@ impl BoundDevice {
     /// PASID support (`IOMMU_GET_HW_INFO` max_pasid_log2 0), when `pasid` is wider than it
     /// allows, or when the kernel refuses with EOPNOTSUPP; EINVAL from the kernel otherwise
     /// (e.g. the device has PASID disabled).
-    pub fn attach_pasid(&self, pasid: u32, pt_id: u32) -> Result<u32> {
+    #[doc(alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT", alias = "VFIO_DEVICE_ATTACH_PASID")]
+    pub fn attach_pasid(&self, pasid: u32, pt: impl Into<PtId>) -> Result<HwptId> {
+        let pt_id = pt.into().get();
         self.check_pasid(pasid)?;
         let mut a = sys::vfio_device_attach_iommufd_pt {
-            argsz: ioctl::argsz::<sys::vfio_device_attach_iommufd_pt>(),
             flags: sys::VFIO_DEVICE_ATTACH_PASID,
             pt_id,
             pasid,
+            ..Default::default()
         };
         let target = || format!("{} pasid {pasid} pt {pt_id}", self.name);
-        // SAFETY: VFIO_DEVICE_ATTACH_IOMMUFD_PT takes a vfio_device_attach_iommufd_pt.
-        match unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut a) } {
-            Ok(_) => Ok(a.pt_id),
+        match ioctl::call::<req::DeviceAttachIommufdPt>(self.ioctl_fd(), &mut a) {
+            Ok(_) => Ok(HwptId::from(a.pt_id)),
             Err(e @ Errno::OPNOTSUPP) => Err(Error::unsupported("PASID attach", target(), e)),
-            Err(e) => Err(Error::kernel("VFIO_DEVICE_ATTACH_IOMMUFD_PT", target(), e)),
+            Err(e) => Err(refused::<req::DeviceAttachIommufdPt>(target, e)),
         }
     }
 
     /// `VFIO_DEVICE_DETACH_IOMMUFD_PT` with `VFIO_DEVICE_DETACH_PASID`: DMA tagged with `pasid`
     /// is blocked again. Errors: as [`BoundDevice::attach_pasid`].
+    #[doc(alias = "VFIO_DEVICE_DETACH_IOMMUFD_PT", alias = "VFIO_DEVICE_DETACH_PASID")]
     pub fn detach_pasid(&self, pasid: u32) -> Result<()> {
         self.check_pasid(pasid)?;
         let mut d = sys::vfio_device_detach_iommufd_pt {
-            argsz: ioctl::argsz::<sys::vfio_device_detach_iommufd_pt>(),
             flags: sys::VFIO_DEVICE_DETACH_PASID,
             pasid,
+            ..Default::default()
         };
         let target = || format!("{} pasid {pasid}", self.name);
-        // SAFETY: VFIO_DEVICE_DETACH_IOMMUFD_PT takes a vfio_device_detach_iommufd_pt.
-        match unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_DEVICE_DETACH_IOMMUFD_PT, &mut d) } {
+        match ioctl::call::<req::DeviceDetachIommufdPt>(self.ioctl_fd(), &mut d) {
             Ok(_) => Ok(()),
             Err(e @ Errno::OPNOTSUPP) => Err(Error::unsupported("PASID detach", target(), e)),
-            Err(e) => Err(Error::kernel("VFIO_DEVICE_DETACH_IOMMUFD_PT", target(), e)),
+            Err(e) => Err(refused::<req::DeviceDetachIommufdPt>(target, e)),
         }
     }
 

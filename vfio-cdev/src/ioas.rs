@@ -5,14 +5,16 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use iommufd_sys as sys;
-use vfio_core::{DmaAccess, Errno, Error, IovaRange, Result, ioctl};
+use vfio_core::ioctl::{self, Request, requests as req};
+use vfio_core::{DmaAccess, Errno, Error, IovaRange, Result};
 
-use crate::Iommufd;
+use crate::{IoasId, Iommufd, refused};
 
-/// An IOAS; destroyed (`IOMMU_DESTROY`) on drop, unless it was adopted ([`Ioas::adopt`]).
+/// An IOAS, from [`Iommufd::alloc_ioas`]; destroyed (`IOMMU_DESTROY`) on drop, unless it was
+/// adopted ([`Ioas::adopt`]).
 #[derive(Debug)]
 pub struct Ioas {
-    id: u32,
+    id: IoasId,
     iommufd: Arc<Iommufd>,
     /// Allocated here, so destroyed here; an adopted IOAS belongs to whoever allocated it.
     owned: bool,
@@ -20,6 +22,7 @@ pub struct Ioas {
 
 /// Where a mapping goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IovaPlacement {
     /// Exactly at this IOVA (`IOMMU_IOAS_MAP_FIXED_IOVA`).
     Fixed(u64),
@@ -28,7 +31,7 @@ pub enum IovaPlacement {
 }
 
 impl Ioas {
-    pub(crate) fn from_id(iommufd: Arc<Iommufd>, id: u32) -> Self {
+    pub(crate) fn from_id(iommufd: Arc<Iommufd>, id: IoasId) -> Self {
         Ioas {
             id,
             iommufd,
@@ -41,7 +44,8 @@ impl Ioas {
     /// fd's name. Mappings made through it are the kernel's like any other; dropping it does not
     /// destroy the IOAS. Checks the id with `IOMMU_IOAS_IOVA_RANGES`; errors: ENOENT when the
     /// iommufd has no IOAS of that id (another kind of object included).
-    pub fn adopt(iommufd: Arc<Iommufd>, id: u32) -> Result<Self> {
+    #[doc(alias = "IOMMU_IOAS_IOVA_RANGES")]
+    pub fn adopt(iommufd: Arc<Iommufd>, id: IoasId) -> Result<Self> {
         let ioas = Ioas {
             id,
             iommufd,
@@ -52,7 +56,7 @@ impl Ioas {
     }
 
     /// The object id (what `VFIO_DEVICE_ATTACH_IOMMUFD_PT` takes).
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> IoasId {
         self.id
     }
 
@@ -84,59 +88,54 @@ impl Ioas {
         }
     }
 
-    /// `IOMMU_IOAS_MAP` (Linux >= 6.2, like every IOAS ioctl here unless noted): maps `len` bytes of process memory at `vaddr`; returns the IOVA.
-    /// Errors: EEXIST when a fixed IOVA overlaps a mapping, EINVAL for unaligned or zero-length
-    /// arguments, ENOSPC when no free range fits, ENOMEM past the pinned-memory limit.
+    /// `IOMMU_IOAS_MAP` (Linux >= 6.2, like every IOAS ioctl here unless noted): maps `len`
+    /// bytes of process memory at `vaddr`; returns the IOVA. Errors: EEXIST when a fixed IOVA
+    /// overlaps a mapping, EINVAL for unaligned or zero-length arguments, ENOSPC when no free
+    /// range fits, ENOMEM past the pinned-memory limit.
     ///
     /// # Safety
     /// The memory must stay allocated, and unreached by Rust references while the device may
     /// access it, until the range is unmapped.
+    #[doc(alias = "IOMMU_IOAS_MAP")]
     #[inline]
     pub unsafe fn map_raw(&self, vaddr: *mut u8, len: u64, at: IovaPlacement, access: DmaAccess) -> Result<u64> {
         let (flags, iova) = Self::map_flags(at, access);
         let mut m = sys::iommu_ioas_map {
-            size: ioctl::argsz::<sys::iommu_ioas_map>(),
             flags,
-            ioas_id: self.id,
+            ioas_id: self.id.get(),
             user_va: vaddr as u64,
             length: len,
             iova,
             ..Default::default()
         };
-        // SAFETY: IOMMU_IOAS_MAP takes an iommu_ioas_map; the caller vouches for the memory.
-        unsafe {
-            self.iommufd
-                .call("IOMMU_IOAS_MAP", || self.target(iova, len), sys::IOMMU_IOAS_MAP, &mut m)?
-        };
+        // SAFETY: user_va and length name the caller's memory, which it vouches for (this
+        // function's contract); the argument holds no other pointer.
+        unsafe { ioctl::call_unchecked::<req::IoasMap>(self.iommufd.ioctl_fd(), &mut m) }
+            .map_err(|e| refused::<req::IoasMap>(|| self.target(iova, len), e))?;
         Ok(m.iova)
     }
 
     /// `IOMMU_IOAS_UNMAP`: removes whole mappings inside `[iova, iova + len)`; returns the bytes
     /// unmapped. Errors: ENOENT when nothing is mapped there or when the range would split
     /// a mapping (mappings are only removed whole). `unmap(0, u64::MAX)` unmaps everything.
+    #[doc(alias = "IOMMU_IOAS_UNMAP")]
     #[inline]
     pub fn unmap(&self, iova: u64, len: u64) -> Result<u64> {
         let mut u = sys::iommu_ioas_unmap {
-            size: ioctl::argsz::<sys::iommu_ioas_unmap>(),
-            ioas_id: self.id,
+            ioas_id: self.id.get(),
             iova,
             length: len,
+            ..Default::default()
         };
-        // SAFETY: IOMMU_IOAS_UNMAP takes an iommu_ioas_unmap.
-        unsafe {
-            self.iommufd.call(
-                "IOMMU_IOAS_UNMAP",
-                || self.target(iova, len),
-                sys::IOMMU_IOAS_UNMAP,
-                &mut u,
-            )?
-        };
+        ioctl::call::<req::IoasUnmap>(self.iommufd.ioctl_fd(), &mut u)
+            .map_err(|e| refused::<req::IoasUnmap>(|| self.target(iova, len), e))?;
         Ok(u.length)
     }
 
     /// `IOMMU_IOAS_UNMAP` of `[0, u64::MAX]`: removes every mapping; returns the bytes unmapped
     /// (0 on an empty IOAS, which is not an error). Errors: the kernel's errno (EBUSY while an
     /// in-kernel user such as an mdev holds pages).
+    #[doc(alias = "IOMMU_IOAS_UNMAP")]
     pub fn unmap_all(&self) -> Result<u64> {
         self.unmap(0, u64::MAX)
     }
@@ -146,6 +145,7 @@ impl Ioas {
     /// file's pages, not process memory, so no process mapping is involved. Errors: Unsupported
     /// on kernels without the ioctl (ENOTTY) or for a file kind the kernel does not map
     /// (EOPNOTSUPP); otherwise those of [`Ioas::map_raw`], and EBADF for a bad fd.
+    #[doc(alias = "IOMMU_IOAS_MAP_FILE")]
     pub fn map_file(
         &self,
         fd: BorrowedFd<'_>,
@@ -156,30 +156,26 @@ impl Ioas {
     ) -> Result<u64> {
         let (flags, iova) = Self::map_flags(at, access);
         let mut m = sys::iommu_ioas_map_file {
-            size: ioctl::argsz::<sys::iommu_ioas_map_file>(),
             flags,
-            ioas_id: self.id,
+            ioas_id: self.id.get(),
             fd: fd.as_raw_fd(),
             start,
             length: len,
             iova,
+            ..Default::default()
         };
-        // SAFETY: IOMMU_IOAS_MAP_FILE takes an iommu_ioas_map_file; it holds no pointers.
-        let res = unsafe {
-            ioctl::with_mut(
-                std::os::fd::AsFd::as_fd(&*self.iommufd),
-                sys::IOMMU_IOAS_MAP_FILE,
-                &mut m,
-            )
-        };
+        // SAFETY: the argument holds no pointer, and no process memory is made reachable: the
+        // kernel pins the file's own pages for as long as the mapping lives (whoever maps the
+        // file into a process accepts, as for any shared file, that others may write it).
+        let res = unsafe { ioctl::call_unchecked::<req::IoasMapFile>(self.iommufd.ioctl_fd(), &mut m) };
         match res {
             Ok(_) => Ok(m.iova),
             Err(e @ (Errno::NOTTY | Errno::OPNOTSUPP)) => Err(Error::unsupported(
-                "IOMMU_IOAS_MAP_FILE",
+                req::IoasMapFile::NAME,
                 self.target(iova, len),
                 format!("the kernel refused with {e} (needs Linux >= 6.13 and a memfd)"),
             )),
-            Err(e) => Err(Error::kernel("IOMMU_IOAS_MAP_FILE", self.target(iova, len), e)),
+            Err(e) => Err(refused::<req::IoasMapFile>(|| self.target(iova, len), e)),
         }
     }
 
@@ -188,33 +184,45 @@ impl Ioas {
     /// here. The source range must match one whole mapping. Errors: ENOENT when the source range
     /// is not exactly a mapping, EEXIST when a fixed IOVA is taken, ENOSPC when nothing fits;
     /// InvalidArgument when `src` lives in another iommufd.
-    pub fn copy_from(&self, src: &Ioas, src_iova: u64, len: u64, at: IovaPlacement, access: DmaAccess) -> Result<u64> {
+    ///
+    /// # Safety
+    /// The copy outlives the source mapping: the memory `src` maps there must stay allocated,
+    /// and unreached by Rust references while the device may access it, until the copy is
+    /// unmapped too (what [`Ioas::map_raw`] asks, for the copy).
+    #[doc(alias = "IOMMU_IOAS_COPY")]
+    pub unsafe fn copy_from(
+        &self,
+        src: &Ioas,
+        src_iova: u64,
+        len: u64,
+        at: IovaPlacement,
+        access: DmaAccess,
+    ) -> Result<u64> {
         if !Arc::ptr_eq(&self.iommufd, &src.iommufd) {
             return Err(Error::invalid(
-                "IOMMU_IOAS_COPY",
+                req::IoasCopy::NAME,
                 format!("ioas {} <- ioas {}", self.id, src.id),
                 "the IOASes live in different iommufds",
             ));
         }
         let (flags, dst_iova) = Self::map_flags(at, access);
         let mut c = sys::iommu_ioas_copy {
-            size: ioctl::argsz::<sys::iommu_ioas_copy>(),
             flags,
-            dst_ioas_id: self.id,
-            src_ioas_id: src.id,
+            dst_ioas_id: self.id.get(),
+            src_ioas_id: src.id.get(),
             length: len,
             dst_iova,
             src_iova,
+            ..Default::default()
         };
-        // SAFETY: IOMMU_IOAS_COPY takes an iommu_ioas_copy; it holds no pointers.
-        unsafe {
-            self.iommufd.call(
-                "IOMMU_IOAS_COPY",
+        // SAFETY: the argument holds no pointer; the memory made reachable at the new IOVA is
+        // what `src` already maps there, which the caller vouches for (this function's contract).
+        unsafe { ioctl::call_unchecked::<req::IoasCopy>(self.iommufd.ioctl_fd(), &mut c) }.map_err(|e| {
+            refused::<req::IoasCopy>(
                 || format!("{} from ioas {} iova {src_iova:#x}", self.target(dst_iova, len), src.id),
-                sys::IOMMU_IOAS_COPY,
-                &mut c,
-            )?
-        };
+                e,
+            )
+        })?;
         Ok(c.dst_iova)
     }
 
@@ -222,6 +230,7 @@ impl Ioas {
     /// earlier list; an empty list lifts the restriction). Automatic placement then only picks
     /// IOVAs inside them. Errors: EINVAL for an unaligned or inverted range, EBUSY when an
     /// existing mapping lies outside the new list.
+    #[doc(alias = "IOMMU_IOAS_ALLOW_IOVAS")]
     pub fn allow_iovas(&self, ranges: &[IovaRange]) -> Result<()> {
         let mut raw: Vec<sys::iommu_iova_range> = ranges
             .iter()
@@ -232,48 +241,48 @@ impl Ioas {
             .collect();
         let Ok(num_iovas) = u32::try_from(raw.len()) else {
             return Err(Error::invalid(
-                "IOMMU_IOAS_ALLOW_IOVAS",
+                req::IoasAllowIovas::NAME,
                 format!("ioas {}", self.id),
                 "too many ranges",
             ));
         };
         let mut a = sys::iommu_ioas_allow_iovas {
-            size: ioctl::argsz::<sys::iommu_ioas_allow_iovas>(),
-            ioas_id: self.id,
+            ioas_id: self.id.get(),
             num_iovas,
             allowed_iovas: raw.as_mut_ptr() as u64,
             ..Default::default()
         };
         // SAFETY: allowed_iovas points at num_iovas readable iommu_iova_range entries, alive for
         // the call.
-        unsafe {
-            self.iommufd.call(
-                "IOMMU_IOAS_ALLOW_IOVAS",
+        unsafe { ioctl::call_unchecked::<req::IoasAllowIovas>(self.iommufd.ioctl_fd(), &mut a) }.map_err(|e| {
+            refused::<req::IoasAllowIovas>(
                 || format!("{} ioas {} ({ranges:x?})", self.iommufd.target(), self.id),
-                sys::IOMMU_IOAS_ALLOW_IOVAS,
-                &mut a,
-            )?
-        };
+                e,
+            )
+        })?;
         Ok(())
     }
 
     /// `IOMMU_OPTION` `IOMMU_OPTION_HUGE_PAGES` (per IOAS, Linux >= 6.2): whether contiguous pages may be
     /// combined into larger IOMMU pages (the default). Set it before the first mapping or
     /// attachment; the kernel answers EBUSY afterwards.
+    #[doc(alias = "IOMMU_OPTION", alias = "IOMMU_OPTION_HUGE_PAGES")]
     pub fn set_huge_pages(&self, enabled: bool) -> Result<()> {
         self.iommufd
-            .option(sys::IOMMU_OPTION_HUGE_PAGES, self.id, Some(u64::from(enabled)))
+            .option(sys::IOMMU_OPTION_HUGE_PAGES, self.id.get(), Some(u64::from(enabled)))
             .map(|_| ())
     }
 
     /// `IOMMU_OPTION` `IOMMU_OPTION_HUGE_PAGES` read back. Errors: the kernel's errno
     /// (EOPNOTSUPP before Linux 6.2's option support).
+    #[doc(alias = "IOMMU_OPTION", alias = "IOMMU_OPTION_HUGE_PAGES")]
     pub fn huge_pages(&self) -> Result<bool> {
-        Ok(self.iommufd.option(sys::IOMMU_OPTION_HUGE_PAGES, self.id, None)? != 0)
+        Ok(self.iommufd.option(sys::IOMMU_OPTION_HUGE_PAGES, self.id.get(), None)? != 0)
     }
 
     /// `IOMMU_IOAS_IOVA_RANGES`: the IOVA ranges mappings may use (two-call protocol: EMSGSIZE
     /// says how many ranges there are).
+    #[doc(alias = "IOMMU_IOAS_IOVA_RANGES")]
     pub fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
         Ok(self.ranges_and_alignment()?.0)
     }
@@ -281,6 +290,7 @@ impl Ioas {
     /// The IOVA alignment every mapping must have (`out_iova_alignment` of
     /// `IOMMU_IOAS_IOVA_RANGES`): the smallest page size of the attached IOMMUs. Errors: the
     /// kernel's errno (ENOENT when the IOAS is gone).
+    #[doc(alias = "IOMMU_IOAS_IOVA_RANGES")]
     pub fn iova_alignment(&self) -> Result<u64> {
         Ok(self.ranges_and_alignment()?.1)
     }
@@ -289,20 +299,14 @@ impl Ioas {
         let mut ranges: Vec<sys::iommu_iova_range> = Vec::new();
         loop {
             let mut r = sys::iommu_ioas_iova_ranges {
-                size: ioctl::argsz::<sys::iommu_ioas_iova_ranges>(),
-                ioas_id: self.id,
+                ioas_id: self.id.get(),
                 num_iovas: ranges.len() as u32,
                 allowed_iovas: ranges.as_mut_ptr() as u64,
                 ..Default::default()
             };
-            // SAFETY: allowed_iovas points at num_iovas writable iommu_iova_range entries.
-            let res = unsafe {
-                ioctl::with_mut(
-                    std::os::fd::AsFd::as_fd(&*self.iommufd),
-                    sys::IOMMU_IOAS_IOVA_RANGES,
-                    &mut r,
-                )
-            };
+            // SAFETY: allowed_iovas points at num_iovas writable iommu_iova_range entries, alive
+            // for the call; the kernel writes no more than num_iovas of them.
+            let res = unsafe { ioctl::call_unchecked::<req::IoasIovaRanges>(self.iommufd.ioctl_fd(), &mut r) };
             match res {
                 Ok(_) => {
                     ranges.truncate(r.num_iovas as usize);
@@ -319,9 +323,8 @@ impl Ioas {
                     ranges = vec![sys::iommu_iova_range::default(); r.num_iovas as usize];
                 }
                 Err(e) => {
-                    return Err(Error::kernel(
-                        "IOMMU_IOAS_IOVA_RANGES",
-                        format!("{} ioas {}", self.iommufd.target(), self.id),
+                    return Err(refused::<req::IoasIovaRanges>(
+                        || format!("{} ioas {}", self.iommufd.target(), self.id),
                         e,
                     ));
                 }
@@ -333,23 +336,16 @@ impl Ioas {
     /// address behind `iova` and how many bytes from it are physically contiguous. Errors:
     /// ENOENT (Kernel) when nothing is mapped at `iova`; EINVAL when the IOAS serves devices
     /// behind an IOMMU; ENOTTY on kernels without no-IOMMU cdev support.
+    #[doc(alias = "IOMMU_IOAS_NOIOMMU_GET_PA")]
     pub fn noiommu_phys(&self, iova: u64, len: u64) -> Result<(u64, u64)> {
         let mut q = sys::iommu_ioas_noiommu_get_pa {
-            size: ioctl::argsz::<sys::iommu_ioas_noiommu_get_pa>(),
-            ioas_id: self.id,
+            ioas_id: self.id.get(),
             iova,
             length: len,
             ..Default::default()
         };
-        // SAFETY: IOMMU_IOAS_NOIOMMU_GET_PA takes an iommu_ioas_noiommu_get_pa.
-        unsafe {
-            self.iommufd.call(
-                "IOMMU_IOAS_NOIOMMU_GET_PA",
-                || self.target(iova, len),
-                sys::IOMMU_IOAS_NOIOMMU_GET_PA,
-                &mut q,
-            )?
-        };
+        ioctl::call::<req::IoasNoiommuGetPa>(self.iommufd.ioctl_fd(), &mut q)
+            .map_err(|e| refused::<req::IoasNoiommuGetPa>(|| self.target(iova, len), e))?;
         Ok((q.out_phys, q.length))
     }
 }

@@ -1,14 +1,15 @@
-//! An iommufd (`/dev/iommu`): the context that owns IOAS and HWPT objects and that device cdevs
-//! bind to.
+//! An iommufd (`/dev/iommu`): the context that owns IOAS and HWPT objects (it allocates both)
+//! and that device cdevs bind to.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use iommufd_sys as sys;
-use vfio_core::{Error, Result, ioctl};
+use vfio_core::ioctl::{self, Request, kind, requests as req};
+use vfio_core::{Errno, Error, Result};
 
-use crate::Ioas;
+use crate::{DeviceId, HwInfo, Hwpt, HwptFlags, Ioas, IoasId, ObjectId, refused};
 
 /// An open iommufd.
 #[derive(Debug)]
@@ -39,7 +40,7 @@ impl Iommufd {
                 fd,
                 path: path.to_owned(),
             })),
-            Err(e) if e.errno() == Some(vfio_core::Errno::NOENT) => Err(Error::unsupported(
+            Err(e) if e.errno() == Some(Errno::NOENT) => Err(Error::unsupported(
                 "cdev mode (iommufd)",
                 "this kernel",
                 format!(
@@ -61,34 +62,23 @@ impl Iommufd {
         })
     }
 
-    pub(crate) fn target(&self) -> String {
-        self.path.display().to_string()
+    /// The fd, typed for iommufd requests (see [`vfio_core::ioctl`]).
+    #[inline]
+    pub fn ioctl_fd(&self) -> ioctl::Fd<'_, kind::Iommufd> {
+        // SAFETY: an Iommufd holds `/dev/iommu`, or (from_fd) an fd its caller named an iommufd.
+        // The iommufd request numbers (';' 0x80 and up) are defined on no VFIO fd, so any other
+        // fd answers them with ENOTTY.
+        unsafe { ioctl::Fd::new_unchecked(self.fd.as_fd()) }
     }
 
-    /// Issues an iommufd ioctl whose argument starts with a `size` field.
-    ///
-    /// # Safety
-    /// `request` must be an iommufd ioctl taking a `T`, and pointers inside `T` must be valid.
-    #[inline]
-    pub(crate) unsafe fn call<T>(
-        &self,
-        op: &'static str,
-        what: impl FnOnce() -> String,
-        request: u32,
-        arg: &mut T,
-    ) -> Result<()> {
-        // SAFETY: forwarded to the caller.
-        match unsafe { ioctl::with_mut(self.as_fd(), request, arg) } {
-            Ok(_) => Ok(()),
-            Err(e) => Err(call_error(op, what, e)),
-        }
+    pub(crate) fn target(&self) -> String {
+        self.path.display().to_string()
     }
 
     /// `IOMMU_OPTION`: gets (`value` None) or sets an option of object `object_id` (0 for the
     /// global options); returns the value (the one set, for a set).
     pub(crate) fn option(&self, option_id: u32, object_id: u32, value: Option<u64>) -> Result<u64> {
         let mut o = sys::iommu_option {
-            size: ioctl::argsz::<sys::iommu_option>(),
             option_id,
             op: if value.is_some() {
                 sys::IOMMU_OPTION_OP_SET
@@ -99,21 +89,17 @@ impl Iommufd {
             val64: value.unwrap_or(0),
             ..Default::default()
         };
-        // SAFETY: IOMMU_OPTION takes an iommu_option; it holds no pointers.
-        unsafe {
-            self.call(
-                "IOMMU_OPTION",
-                || format!("{} option {option_id} object {object_id}", self.target()),
-                sys::IOMMU_OPTION,
-                &mut o,
-            )?
-        };
+        ioctl::call::<req::IommuOption>(self.ioctl_fd(), &mut o).map_err(|e| {
+            refused::<req::IommuOption>(|| format!("{} option {option_id} object {object_id}", self.target()), e)
+        })?;
         Ok(o.val64)
     }
 
-    /// `IOMMU_OPTION` `IOMMU_OPTION_RLIMIT_MODE` (global, Linux >= 6.2): whether pinned memory is charged to
-    /// the process (`true`) or to the user (`false`, the default) against `RLIMIT_MEMLOCK`.
-    /// Errors: EPERM without `CAP_SYS_RESOURCE`; EBUSY once this iommufd has pinned memory.
+    /// `IOMMU_OPTION` `IOMMU_OPTION_RLIMIT_MODE` (global, Linux >= 6.2): whether pinned memory is
+    /// charged to the process (`true`) or to the user (`false`, the default) against
+    /// `RLIMIT_MEMLOCK`. Errors: EPERM without `CAP_SYS_RESOURCE`; EBUSY once this iommufd has
+    /// pinned memory.
+    #[doc(alias = "IOMMU_OPTION", alias = "IOMMU_OPTION_RLIMIT_MODE")]
     pub fn set_rlimit_per_process(&self, per_process: bool) -> Result<()> {
         self.option(sys::IOMMU_OPTION_RLIMIT_MODE, 0, Some(u64::from(per_process)))
             .map(|_| ())
@@ -121,26 +107,19 @@ impl Iommufd {
 
     /// `IOMMU_OPTION` `IOMMU_OPTION_RLIMIT_MODE` read back: true for per-process accounting.
     /// Errors: the kernel's errno.
+    #[doc(alias = "IOMMU_OPTION", alias = "IOMMU_OPTION_RLIMIT_MODE")]
     pub fn rlimit_per_process(&self) -> Result<bool> {
         Ok(self.option(sys::IOMMU_OPTION_RLIMIT_MODE, 0, None)? != 0)
     }
 
     fn vfio_ioas(&self, op: u32, ioas_id: u32) -> Result<sys::iommu_vfio_ioas> {
         let mut v = sys::iommu_vfio_ioas {
-            size: ioctl::argsz::<sys::iommu_vfio_ioas>(),
             ioas_id,
             op: op as u16,
             ..Default::default()
         };
-        // SAFETY: IOMMU_VFIO_IOAS takes an iommu_vfio_ioas; it holds no pointers.
-        unsafe {
-            self.call(
-                "IOMMU_VFIO_IOAS",
-                || format!("{} op {op} ioas {ioas_id}", self.target()),
-                sys::IOMMU_VFIO_IOAS,
-                &mut v,
-            )?
-        };
+        ioctl::call::<req::VfioIoas>(self.ioctl_fd(), &mut v)
+            .map_err(|e| refused::<req::VfioIoas>(|| format!("{} op {op} ioas {ioas_id}", self.target()), e))?;
         Ok(v)
     }
 
@@ -148,67 +127,107 @@ impl Iommufd {
     /// users of this iommufd (the type1 container API on `/dev/iommu` or `/dev/vfio/vfio`
     /// provided by iommufd) work in; `None` when none is set or auto-created yet (the kernel
     /// answers ENODEV).
-    pub fn vfio_compat_ioas(&self) -> Result<Option<u32>> {
+    #[doc(alias = "IOMMU_VFIO_IOAS", alias = "IOMMU_VFIO_IOAS_GET")]
+    pub fn vfio_compat_ioas(&self) -> Result<Option<IoasId>> {
         match self.vfio_ioas(sys::IOMMU_VFIO_IOAS_GET, 0) {
-            Ok(v) => Ok(Some(v.ioas_id)),
-            Err(e) if e.errno() == Some(vfio_core::Errno::NODEV) => Ok(None),
+            Ok(v) => Ok(Some(IoasId::from(v.ioas_id))),
+            Err(e) if e.errno() == Some(Errno::NODEV) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// `IOMMU_VFIO_IOAS` `IOMMU_VFIO_IOAS_SET`: makes `ioas` the VFIO-compatibility IOAS.
     /// Errors: ENOENT for an IOAS of another iommufd (InvalidArgument, checked first).
+    #[doc(alias = "IOMMU_VFIO_IOAS", alias = "IOMMU_VFIO_IOAS_SET")]
     pub fn set_vfio_compat_ioas(self: &Arc<Self>, ioas: &Ioas) -> Result<()> {
         if !Arc::ptr_eq(self, ioas.iommufd()) {
             return Err(Error::invalid(
-                "IOMMU_VFIO_IOAS",
+                req::VfioIoas::NAME,
                 format!("{} ioas {}", self.target(), ioas.id()),
                 "the IOAS belongs to another iommufd",
             ));
         }
-        self.vfio_ioas(sys::IOMMU_VFIO_IOAS_SET, ioas.id()).map(|_| ())
+        self.vfio_ioas(sys::IOMMU_VFIO_IOAS_SET, ioas.id().get()).map(|_| ())
     }
 
     /// `IOMMU_VFIO_IOAS` `IOMMU_VFIO_IOAS_CLEAR`: disables VFIO compatibility on this iommufd
     /// (no IOAS is destroyed). Errors: the kernel's errno.
+    #[doc(alias = "IOMMU_VFIO_IOAS", alias = "IOMMU_VFIO_IOAS_CLEAR")]
     pub fn clear_vfio_compat_ioas(&self) -> Result<()> {
         self.vfio_ioas(sys::IOMMU_VFIO_IOAS_CLEAR, 0).map(|_| ())
     }
 
     /// `IOMMU_IOAS_ALLOC`: a new, empty I/O address space, destroyed when dropped. Errors: the
     /// kernel's errno (ENOMEM).
+    #[doc(alias = "IOMMU_IOAS_ALLOC")]
     pub fn alloc_ioas(self: &Arc<Self>) -> Result<Ioas> {
-        let mut a = sys::iommu_ioas_alloc {
-            size: ioctl::argsz::<sys::iommu_ioas_alloc>(),
+        let mut a = sys::iommu_ioas_alloc::default();
+        ioctl::call::<req::IoasAlloc>(self.ioctl_fd(), &mut a)
+            .map_err(|e| refused::<req::IoasAlloc>(|| self.target(), e))?;
+        Ok(Ioas::from_id(self.clone(), IoasId::from(a.out_ioas_id)))
+    }
+
+    /// `IOMMU_HWPT_ALLOC` (Linux >= 6.7; dirty tracking >= 6.7, nest parent >= 6.7): a paging
+    /// domain for device `dev`'s IOMMU holding the mappings of IOAS `ioas` (kept in sync with
+    /// it), destroyed when dropped (drop it before the IOAS). Attach devices to [`Hwpt::id`].
+    /// Errors: Unsupported when the IOMMU cannot honour the flags (EOPNOTSUPP) or the kernel
+    /// lacks the ioctl (ENOTTY); ENOENT for an unknown device, EINVAL for an id that is not an
+    /// IOAS of this iommufd.
+    #[doc(alias = "IOMMU_HWPT_ALLOC")]
+    pub fn alloc_hwpt(self: &Arc<Self>, dev: DeviceId, ioas: IoasId, flags: HwptFlags) -> Result<Hwpt> {
+        let (dev_id, pt_id) = (dev.get(), ioas.get());
+        let mut a = sys::iommu_hwpt_alloc {
+            flags: flags.raw(),
+            dev_id,
+            pt_id,
             ..Default::default()
         };
-        // SAFETY: IOMMU_IOAS_ALLOC takes an iommu_ioas_alloc.
-        unsafe { self.call("IOMMU_IOAS_ALLOC", || self.target(), sys::IOMMU_IOAS_ALLOC, &mut a)? };
-        Ok(Ioas::from_id(self.clone(), a.out_ioas_id))
-    }
-
-    /// `IOMMU_DESTROY` of object `id`. Errors: EBUSY while the object is in use (an IOAS with
-    /// attached devices), ENOENT for an unknown id.
-    pub fn destroy(&self, id: u32) -> Result<()> {
-        let mut d = sys::iommu_destroy {
-            size: ioctl::argsz::<sys::iommu_destroy>(),
-            id,
-        };
-        // SAFETY: IOMMU_DESTROY takes an iommu_destroy.
-        unsafe {
-            self.call(
-                "IOMMU_DESTROY",
-                || format!("{} object {id}", self.target()),
-                sys::IOMMU_DESTROY,
-                &mut d,
-            )
+        // SAFETY: no driver data: data_uptr is 0 and data_len 0, so the kernel follows no
+        // pointer; the domain maps only what the IOAS maps, which its callers vouched for.
+        let res = unsafe { ioctl::call_unchecked::<req::HwptAlloc>(self.ioctl_fd(), &mut a) };
+        let target = || format!("{} device {dev_id} pt {pt_id} {flags:?}", self.target());
+        match res {
+            Ok(_) => Ok(Hwpt::from_id(self.clone(), a.out_hwpt_id.into())),
+            Err(e @ (Errno::NOTTY | Errno::OPNOTSUPP)) => Err(Error::unsupported(req::HwptAlloc::NAME, target(), e)),
+            Err(e) => Err(refused::<req::HwptAlloc>(target, e)),
         }
     }
-}
 
-/// The error of a refused iommufd ioctl, built out of line: the fast path stays small.
-#[cold]
-#[inline(never)]
-fn call_error(op: &'static str, what: impl FnOnce() -> String, errno: vfio_core::Errno) -> Error {
-    Error::kernel(op, what(), errno)
+    /// `IOMMU_GET_HW_INFO` (Linux >= 6.7) for device `dev` (a [`crate::BoundDevice::devid`]),
+    /// with up to 256 bytes of driver-specific data. Errors: ENOENT for an unknown device;
+    /// Unsupported on kernels without the ioctl (ENOTTY) or a driver without info (EOPNOTSUPP).
+    #[doc(alias = "IOMMU_GET_HW_INFO")]
+    pub fn hw_info(&self, dev: DeviceId) -> Result<HwInfo> {
+        let dev_id = dev.get();
+        let mut data = vec![0u8; 256];
+        let mut h = sys::iommu_hw_info {
+            dev_id,
+            data_len: data.len() as u32,
+            data_uptr: data.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: data_uptr points at data_len writable bytes, alive for the call; the kernel
+        // writes at most data_len bytes there.
+        let res = unsafe { ioctl::call_unchecked::<req::GetHwInfo>(self.ioctl_fd(), &mut h) };
+        let target = || format!("{} device {dev_id}", self.target());
+        match res {
+            Ok(_) => Ok(HwInfo::from_reply(&h, data)),
+            Err(e @ (Errno::NOTTY | Errno::OPNOTSUPP)) => Err(Error::unsupported(req::GetHwInfo::NAME, target(), e)),
+            Err(e) => Err(refused::<req::GetHwInfo>(target, e)),
+        }
+    }
+
+    /// `IOMMU_DESTROY` of object `id` (an IOAS, a HWPT, ...). Errors: EBUSY while the object is
+    /// in use (an IOAS with attached devices), ENOENT for an unknown id.
+    #[doc(alias = "IOMMU_DESTROY")]
+    pub fn destroy(&self, id: impl Into<ObjectId>) -> Result<()> {
+        let id = id.into().get();
+        let mut d = sys::iommu_destroy {
+            id,
+            ..Default::default()
+        };
+        ioctl::call::<req::Destroy>(self.ioctl_fd(), &mut d)
+            .map_err(|e| refused::<req::Destroy>(|| format!("{} object {id}", self.target()), e))?;
+        Ok(())
+    }
 }

@@ -2,11 +2,15 @@
 //!
 //! ```text
 //!   Iommufd (/dev/iommu)
-//!     ├── Ioas (IOMMU_IOAS_ALLOC)          <- Container implements vfio_core::Container
-//!     └── Hwpt (IOMMU_HWPT_ALLOC from an Ioas: dirty tracking, nest parent)
+//!     ├── Ioas   iommufd.alloc_ioas()                 <- Container implements vfio_core::Container
+//!     └── Hwpt   iommufd.alloc_hwpt(dev, ioas, ..)    (dirty tracking, nest parent)
 //!   UnboundDevice (/dev/vfio/devices/vfioN)
-//!     └── bind(iommufd) -> BoundDevice -> attach(ioas) -> vfio_core::Device
+//!     └── bind(iommufd) -> BoundDevice -> attach(ioas or hwpt id) -> vfio_core::Device
 //! ```
+//!
+//! Objects of an iommufd are named by typed ids ([`IoasId`], [`HwptId`], [`DeviceId`]; a device
+//! attaches to a [`PtId`], either of the first two). Every ioctl goes through vfio-core's typed
+//! request layer ([`vfio_core::ioctl`]); each wrapper carries the kernel's name as a doc alias.
 //!
 //! ```no_run
 //! use vfio_core::{Container as _, DmaAccess, DmaBuffer, DmaMapping};
@@ -22,12 +26,26 @@
 
 pub mod container;
 pub mod device;
+pub mod hw_info;
 pub mod hwpt;
+pub mod id;
 pub mod ioas;
 pub mod iommufd;
 
 pub use container::Container;
 pub use device::{BoundDevice, UnboundDevice};
-pub use hwpt::{HwInfo, Hwpt, HwptFlags};
+pub use hw_info::HwInfo;
+pub use hwpt::{Hwpt, HwptFlags};
+pub use id::{DeviceId, HwptId, IoasId, ObjectId, PtId};
 pub use ioas::{Ioas, IovaPlacement};
 pub use iommufd::Iommufd;
+
+use vfio_core::ioctl::{Errno, Request};
+
+/// The error of a refused request `R`, with its target formatted only now: kept out of line so
+/// that the fast paths (IOAS map and unmap) carry neither the formatting nor the error.
+#[cold]
+#[inline(never)]
+pub(crate) fn refused<R: Request>(target: impl FnOnce() -> String, errno: Errno) -> vfio_core::Error {
+    vfio_core::ioctl::kernel_error::<R>(target(), errno)
+}

@@ -2,7 +2,7 @@
 //! is mapped in. `vfio-group` implements it with a `/dev/vfio/vfio` container, `vfio-cdev` with an
 //! IOAS in an iommufd.
 
-use crate::{Device, DmaAccess, HotResetInfo, Mode, PciAddress, Result};
+use crate::{Addressing, Device, DmaAccess, HotResetInfo, Interface, Mode, PciAddress, Result};
 
 /// An inclusive range of IOVAs the container accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +15,18 @@ pub struct IovaRange {
 
 /// A DMA address space plus the devices attached to it.
 pub trait Container: Send + Sync {
-    /// Which mode this container belongs to.
+    /// Which mode this container belongs to: its interface and addressing.
     fn mode(&self) -> Mode;
+
+    /// Which interface its devices are opened through (group or cdev).
+    fn interface(&self) -> Interface {
+        self.mode().interface()
+    }
+
+    /// Whether mappings return IOVAs or physical addresses (no IOMMU).
+    fn addressing(&self) -> Addressing {
+        self.mode().addressing()
+    }
 
     /// The IOVA ranges DMA may be mapped in: group mode asks `VFIO_IOMMU_GET_INFO` (its IOVA
     /// range capability; all of 64-bit space when the kernel gives none, and without an IOMMU),

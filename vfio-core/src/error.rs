@@ -7,6 +7,7 @@ pub use rustix::io::Errno;
 
 /// A failed VFIO or iommufd operation.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The kernel refused a syscall or ioctl.
     #[error("{op} on {target}: {errno}")]

@@ -11,6 +11,17 @@
 //! ```
 //!
 //! Everything here works on a VFIO device fd however it was obtained, so both modes share it.
+//! Its folders are its layers:
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`ioctl`] | the typed request layer: one declaration per VFIO/iommufd ioctl, one call path, variable-length buffers, capability-chain parsing |
+//! | [`device`] | the VFIO device: its fd, info, regions, IRQs, features, resets |
+//! | [`mmio`] | mmapped device regions and checked-once registers |
+//! | [`dma`] | memory a device may reach: buffers, mappings, the IOVA allocator and cache, the DMA pool, physical addresses |
+//! | [`host`] | the machine around the device: sysfs, `/dev` nodes, modes, PCI addresses, eventfds, fd passing |
+//! | [`container`] | the mode-independent container abstraction the mode crates implement |
+//! | [`error`] | the one error type |
 //!
 //! ```no_run
 //! use vfio_core::{Device, RegionInfo};
@@ -23,45 +34,29 @@
 
 #![deny(missing_docs)]
 
-pub mod caps;
 pub mod container;
 pub mod device;
 pub mod dma;
-pub mod dma_owned;
-pub mod dma_pool;
 pub mod error;
-pub mod eventfd;
-#[cfg(feature = "tokio")]
-pub mod eventfd_async;
-pub mod fdpass;
-pub mod hot_reset;
+pub mod host;
 pub mod ioctl;
-pub mod iova;
-pub mod irq;
-pub mod mode;
-pub mod node;
-pub mod pagemap;
-pub mod pci_address;
-pub mod region;
-pub mod register;
-pub mod sysfs;
+pub mod mmio;
 
 pub use container::{Container, IovaRange};
-pub use device::{Device, DeviceFlags, DeviceInfo, FeatureAccess, Owner};
-pub use dma::{Backing, DmaAccess, DmaBuffer, DmaMapping, page_size};
-pub use dma_owned::{OwnedDmaMapping, SharedContainer};
-pub use dma_pool::{DmaHandle, DmaPool};
+pub use device::{
+    DependentDevice, Device, DeviceFlags, DeviceInfo, FeatureAccess, HotResetInfo, IrqAction, IrqData, IrqFlags,
+    IrqInfo, IrqSet, Owner, RegionCap, RegionFlags, RegionInfo, SparseArea,
+};
+pub use dma::{
+    Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
+    SharedContainer, page_size,
+};
 pub use error::{Errno, Error, Result};
-pub use eventfd::EventFd;
 #[cfg(feature = "tokio")]
-pub use eventfd_async::AsyncEventFd;
-pub use fdpass::{FdKind, FdRequest, SharedFd, recv_fds, recv_request, request, send_fds, send_refusal, send_request};
-pub use hot_reset::{DependentDevice, HotResetInfo};
-pub use iova::{IovaAllocator, IovaCache};
-pub use irq::{IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet};
-pub use mode::{MODE_ENV, Mode, Modes, detect, detect_in, preferred};
-pub use node::open_node;
-pub use pci_address::PciAddress;
-pub use region::{MappedRegion, RegionCap, RegionFlags, RegionInfo, SparseArea};
-pub use register::{Register, RegisterWidth};
-pub use sysfs::{CdevNode, PciIdentity, Sysfs};
+pub use host::AsyncEventFd;
+pub use host::{
+    Addressing, CdevNode, EventFd, FdKind, FdRequest, Interface, MODE_ENV, Mode, Modes, PciAddress, PciIdentity,
+    SharedFd, Sysfs, detect, detect_in, open_node, preferred, recv_fds, recv_request, request, send_fds, send_refusal,
+    send_request,
+};
+pub use mmio::{MappedRegion, Register, RegisterWidth};

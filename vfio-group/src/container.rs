@@ -1,18 +1,24 @@
-//! A legacy VFIO container (`/dev/vfio/vfio`): an IOMMU context holding groups, with DMA mapped
-//! through the type1 (or no-IOMMU) backend.
+//! A legacy VFIO container (`/dev/vfio/vfio`): an IOMMU context holding groups, with its IOMMU
+//! type. DMA through it is in two other files, one per backend: type1 map/unmap in `dma.rs`
+//! (dirty-page tracking in `dirty.rs`), the no-IOMMU pin table in `noiommu.rs`; this file holds
+//! the fd, the groups, the IOMMU type and the [`vfio_core::Container`] implementation that
+//! dispatches to them.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use vfio_core::{DmaAccess, Error, IovaRange, Mode, PciAddress, Result, Sysfs, ioctl};
+use vfio_core::ioctl::{self, requests as req};
+use vfio_core::{Addressing, DmaAccess, Error, IovaRange, Mode, PciAddress, Result, Sysfs};
 use vfio_sys as sys;
 
 use crate::group::Group;
 use crate::info::IommuInfo;
+use crate::noiommu::{self, PinTable};
 
 /// The IOMMU backend a container is set to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IommuType {
     /// `VFIO_TYPE1_IOMMU`.
     Type1,
@@ -34,6 +40,7 @@ impl IommuType {
 
 /// Which kernel code serves the container: the answers to some DMA ioctls differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Backend {
     /// The VFIO type1 IOMMU driver (`vfio_iommu_type1`, `CONFIG_VFIO_CONTAINER`).
     Type1,
@@ -57,12 +64,16 @@ impl AsFd for ContainerFd {
     }
 }
 
-/// A no-IOMMU "mapping": memory locked in place, given to the device by physical address.
-#[derive(Debug)]
-struct PinnedRange {
-    iova: u64,
-    vaddr: usize,
-    size: u64,
+impl ContainerFd {
+    /// The fd, typed for container requests.
+    #[inline]
+    fn ioctl_fd(&self) -> ioctl::Fd<'_, ioctl::kind::Container> {
+        // SAFETY: a ContainerFd is built only by `Container::adopt`, which keeps it only when
+        // the fd answers VFIO_GET_API_VERSION with the VFIO API version: a request that only
+        // containers (`/dev/vfio/vfio`, or an iommufd's compatibility container) define, and the
+        // only one issued before that check (any other fd answers it with ENOTTY).
+        unsafe { ioctl::Fd::new_unchecked(self.fd.as_fd()) }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -70,7 +81,6 @@ struct State {
     groups: Vec<(u32, Arc<Group>)>,
     iommu: Option<IommuType>,
     wanted: Option<IommuType>,
-    pinned: Vec<PinnedRange>,
 }
 
 /// An open `/dev/vfio/vfio` container.
@@ -78,7 +88,8 @@ struct State {
 pub struct Container {
     fd: Arc<ContainerFd>,
     sysfs: Sysfs,
-    noiommu: bool,
+    /// The memory pinned for DMA: `Some` exactly in a no-IOMMU container.
+    pins: Option<PinTable>,
     state: Mutex<State>,
 }
 
@@ -92,38 +103,44 @@ impl AsFd for Container {
 }
 
 impl Container {
-    /// Opens `/dev/vfio/vfio` and checks `VFIO_GET_API_VERSION`. With `noiommu`, the groups it
-    /// takes are no-IOMMU groups and the backend is `VFIO_NOIOMMU_IOMMU`.
-    pub fn open(noiommu: bool) -> Result<Self> {
-        Self::open_in(Sysfs::default(), noiommu)
+    /// Opens `/dev/vfio/vfio` and checks `VFIO_GET_API_VERSION`. With
+    /// [`Addressing::Physical`] the groups it takes are no-IOMMU groups, the backend is
+    /// `VFIO_NOIOMMU_IOMMU` and mappings return physical addresses ([`Mode::GROUP_NOIOMMU`]);
+    /// with [`Addressing::Iova`] it is type1 ([`Mode::GROUP`]).
+    #[doc(alias = "VFIO_GET_API_VERSION")]
+    pub fn open(addressing: Addressing) -> Result<Self> {
+        Self::open_in(Sysfs::default(), addressing)
     }
 
     /// As [`Container::open`], with sysfs and /dev taken from `sysfs`. Errors: Path (ENOENT)
     /// when the kernel has no `/dev/vfio/vfio` (no `VFIO_CONTAINER` nor
     /// `IOMMUFD_VFIO_CONTAINER`, or vfio not loaded); Unsupported for another API version.
-    pub fn open_in(sysfs: Sysfs, noiommu: bool) -> Result<Self> {
+    #[doc(alias = "VFIO_GET_API_VERSION")]
+    pub fn open_in(sysfs: Sysfs, addressing: Addressing) -> Result<Self> {
         let path = sysfs.dev_dir().join("vfio/vfio");
         let fd = vfio_core::open_node(&path)?;
-        Self::adopt(fd, path, sysfs, noiommu)
+        Self::adopt(fd, path, sysfs, addressing)
     }
 
     /// Adopts an open container fd (for example one received from another process or opened
     /// by a launcher), checking `VFIO_GET_API_VERSION` on it. The fd should have no group yet:
     /// groups that joined it elsewhere are unknown to this value. Errors: ENOTTY (Kernel) when
     /// the fd is not a VFIO container, Unsupported for another API version.
-    pub fn from_fd(fd: OwnedFd, noiommu: bool) -> Result<Self> {
+    #[doc(alias = "VFIO_GET_API_VERSION")]
+    pub fn from_fd(fd: OwnedFd, addressing: Addressing) -> Result<Self> {
         let path = PathBuf::from(format!("container fd {}", fd.as_raw_fd()));
-        Self::adopt(fd, path, Sysfs::default(), noiommu)
+        Self::adopt(fd, path, Sysfs::default(), addressing)
     }
 
-    fn adopt(fd: OwnedFd, path: PathBuf, sysfs: Sysfs, noiommu: bool) -> Result<Self> {
+    fn adopt(fd: OwnedFd, path: PathBuf, sysfs: Sysfs, addressing: Addressing) -> Result<Self> {
         let c = Container {
             fd: Arc::new(ContainerFd { fd, path }),
             sysfs,
-            noiommu,
+            pins: (addressing == Addressing::Physical).then(PinTable::default),
             state: Mutex::default(),
         };
-        let version = c.int_ioctl("VFIO_GET_API_VERSION", sys::VFIO_GET_API_VERSION, 0)?;
+        let version = ioctl::call_int::<req::GetApiVersion>(c.ioctl_fd(), 0)
+            .map_err(|e| ioctl::kernel_error::<req::GetApiVersion>(c.target(), e))?;
         if version != sys::VFIO_API_VERSION as i32 {
             return Err(Error::unsupported(
                 "VFIO API",
@@ -134,23 +151,40 @@ impl Container {
         Ok(c)
     }
 
-    fn target(&self) -> String {
+    /// The container fd, typed for container requests (see [`vfio_core::ioctl`]), e.g. to issue
+    /// a request this crate does not wrap.
+    #[inline]
+    pub fn ioctl_fd(&self) -> ioctl::Fd<'_, ioctl::kind::Container> {
+        self.fd.ioctl_fd()
+    }
+
+    /// How errors name the container: the node it was opened from, or the adopted fd.
+    pub(crate) fn target(&self) -> String {
         self.fd.path.display().to_string()
     }
 
-    fn int_ioctl(&self, op: &'static str, request: u32, arg: usize) -> Result<i32> {
-        // SAFETY: callers pass container ioctls that take an integer or no argument.
-        unsafe { ioctl::with_int(self.fd.as_fd(), request, arg) }.map_err(|e| Error::kernel(op, self.target(), e))
+    /// The pin table of a no-IOMMU container; `None` for an IOMMU (type1) container.
+    #[inline]
+    pub(crate) fn pins(&self) -> Option<&PinTable> {
+        self.pins.as_ref()
+    }
+
+    fn is_noiommu(&self) -> bool {
+        self.pins.is_some()
     }
 
     /// `VFIO_CHECK_EXTENSION`: whether the container supports an IOMMU type.
+    #[doc(alias = "VFIO_CHECK_EXTENSION")]
     pub fn check_extension(&self, iommu: IommuType) -> Result<bool> {
         self.check_extension_raw(iommu.raw())
     }
 
     /// `VFIO_CHECK_EXTENSION` for any extension number (`VFIO_UNMAP_ALL`, `VFIO_DMA_CC_IOMMU`...).
+    #[doc(alias = "VFIO_CHECK_EXTENSION")]
     pub fn check_extension_raw(&self, extension: u32) -> Result<bool> {
-        Ok(self.int_ioctl("VFIO_CHECK_EXTENSION", sys::VFIO_CHECK_EXTENSION, extension as usize)? > 0)
+        let n = ioctl::call_int::<req::CheckExtension>(self.ioctl_fd(), extension as usize)
+            .map_err(|e| ioctl::kernel_error::<req::CheckExtension>(self.target(), e))?;
+        Ok(n > 0)
     }
 
     /// The IOMMU type the container was set to (after the first group joined).
@@ -164,14 +198,15 @@ impl Container {
     /// accepted when it is the type in force. Errors: Unsupported when `VFIO_CHECK_EXTENSION`
     /// says the container lacks the type; InvalidArgument for a no-IOMMU type in an IOMMU
     /// container (or the reverse), or a different type than the one already set.
+    #[doc(alias = "VFIO_SET_IOMMU", alias = "VFIO_CHECK_EXTENSION")]
     pub fn set_iommu(&self, iommu: IommuType) -> Result<()> {
-        if (iommu == IommuType::NoIommu) != self.noiommu {
+        if (iommu == IommuType::NoIommu) != self.is_noiommu() {
             return Err(Error::invalid(
                 "VFIO_SET_IOMMU",
                 self.target(),
                 format!(
                     "{iommu:?} does not match a container opened with noiommu={}",
-                    self.noiommu
+                    self.is_noiommu()
                 ),
             ));
         }
@@ -210,13 +245,18 @@ impl Container {
     /// Groups the kernel took out of the container since (see [`Container::forget_detached`])
     /// are forgotten first, so a group whose devices were unbound from vfio-pci and bound again
     /// is opened afresh, and the IOMMU type is set again if the kernel dropped it.
+    #[doc(
+        alias = "VFIO_GROUP_SET_CONTAINER",
+        alias = "VFIO_SET_IOMMU",
+        alias = "VFIO_GROUP_GET_STATUS"
+    )]
     pub fn add_group(&self, id: u32) -> Result<Arc<Group>> {
         let mut state = self.lock();
         Self::forget_detached_locked(&mut state);
         if let Some((_, g)) = state.groups.iter().find(|(gid, _)| *gid == id) {
             return Ok(g.clone());
         }
-        let mut group = Group::open(self.sysfs.dev_dir(), id, self.noiommu)?;
+        let mut group = Group::open(self.sysfs.dev_dir(), id, self.is_noiommu())?;
         let status = group.status()?;
         if !status.viable {
             let culprits = crate::group::non_viable_devices(&self.sysfs, id);
@@ -236,14 +276,15 @@ impl Container {
         group.set_container(&self.fd)?;
         if state.iommu.is_none() {
             let set = |ty: IommuType| {
-                self.int_ioctl("VFIO_SET_IOMMU", sys::VFIO_SET_IOMMU, ty.raw() as usize)
+                ioctl::call_int::<req::SetIommu>(self.ioctl_fd(), ty.raw() as usize)
                     .map(|_| ty)
+                    .map_err(|e| ioctl::kernel_error::<req::SetIommu>(self.target(), e))
             };
             // Unless a type was asked for: type1v2, else type1 when the kernel refuses it (one
             // ioctl on the common path, no CHECK_EXTENSION first).
             let set = match state.wanted {
                 Some(t) => set(t),
-                None if self.noiommu => set(IommuType::NoIommu),
+                None if self.is_noiommu() => set(IommuType::NoIommu),
                 None => set(IommuType::Type1v2).or_else(|_| set(IommuType::Type1)),
             };
             match set {
@@ -270,6 +311,7 @@ impl Container {
     /// IOMMU driver (and with it every DMA mapping): the next group to join sets the IOMMU type
     /// again. Called by [`Container::add_group`] (so by `assign_device`) before anything else.
     /// Guest test: `group_unbound_is_forgotten_and_reopened`.
+    #[doc(alias = "VFIO_GROUP_GET_STATUS")]
     pub fn forget_detached(&self) -> Vec<u32> {
         Self::forget_detached_locked(&mut self.lock())
     }
@@ -294,6 +336,7 @@ impl Container {
     /// and removes every DMA mapping). Errors: InvalidArgument when the group is not in this
     /// container; EBUSY (Kernel) while a device of the group is open, from the type1 driver
     /// (iommufd's compatibility container lets the group go even then).
+    #[doc(alias = "VFIO_GROUP_UNSET_CONTAINER")]
     pub fn remove_group(&self, id: u32) -> Result<()> {
         let mut state = self.lock();
         let Some(pos) = state.groups.iter().position(|(gid, _)| *gid == id) else {
@@ -307,7 +350,9 @@ impl Container {
         state.groups.remove(pos);
         if state.groups.is_empty() {
             state.iommu = None;
-            state.pinned.clear();
+            if let Some(pins) = self.pins() {
+                pins.forget_all();
+            }
         }
         Ok(())
     }
@@ -329,22 +374,33 @@ impl Container {
     /// `VFIO_IOMMU_GET_INFO`: flags, page sizes, IOVA ranges, DMA mappings available and
     /// dirty-tracking support. Needs a group in the container (EINVAL from the kernel before);
     /// Unsupported in a no-IOMMU container.
+    #[doc(alias = "VFIO_IOMMU_GET_INFO")]
     pub fn info(&self) -> Result<IommuInfo> {
         self.require_iommu("VFIO_IOMMU_GET_INFO")?;
-        crate::info::info(self.fd.as_fd(), &self.target())
+        crate::info::info(self.ioctl_fd(), &self.target())
     }
 
-    /// The IOVA page sizes the IOMMU supports (`VFIO_IOMMU_GET_INFO.iova_pgsizes`); needs a group
-    /// in the container. Errors: EINVAL (Kernel) before the IOMMU type is set.
+    /// The page sizes mappings can use, as a bitmap (bit n set: 2^n-byte pages; the lowest set
+    /// bit is the alignment every mapping needs): the same answer as
+    /// [`vfio_core::Container::page_sizes`]. In an IOMMU container, the IOMMU's IOVA page sizes
+    /// (`VFIO_IOMMU_GET_INFO.iova_pgsizes`), which needs a group in the container: EINVAL
+    /// (Kernel) before the IOMMU type is set. In a no-IOMMU container, where nothing is
+    /// translated, every multiple of the CPU page size (any pinned, physically contiguous range
+    /// works), without asking the kernel.
+    #[doc(alias = "VFIO_IOMMU_GET_INFO")]
     pub fn page_sizes(&self) -> Result<u64> {
+        if self.is_noiommu() {
+            return Ok(noiommu::page_sizes());
+        }
         Ok(self.info()?.page_sizes)
     }
 
     /// Which kernel code serves this container. For an IOMMU container this needs a group (it
     /// asks `VFIO_IOMMU_GET_INFO`: the type1 driver always reports the migration capability,
     /// iommufd's compatibility layer never does). Errors: those of [`Container::info`].
+    #[doc(alias = "VFIO_IOMMU_GET_INFO")]
     pub fn backend(&self) -> Result<Backend> {
-        if self.noiommu {
+        if self.is_noiommu() {
             return Ok(Backend::NoIommu);
         }
         Ok(if self.info()?.migration.is_some() {
@@ -354,63 +410,8 @@ impl Container {
         })
     }
 
-    /// The dirty-tracking capability, or Unsupported naming why there is none.
-    fn migration(&self) -> Result<crate::info::MigrationInfo> {
-        self.info()?.migration.ok_or_else(|| {
-            Error::unsupported(
-                "VFIO_IOMMU_DIRTY_PAGES",
-                self.target(),
-                "no migration capability: iommufd's compatibility container has no type1 dirty \
-                 tracking (use iommufd's own)",
-            )
-        })
-    }
-
-    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_START`: starts dirty-page tracking of every mapping.
-    /// Errors: Unsupported without the migration capability (iommufd compat); EACCES (Kernel)
-    /// in a type1 (v1) container, which the kernel never tracks.
-    pub fn dirty_tracking_start(&self) -> Result<()> {
-        self.migration()?;
-        crate::dirty::set(self.fd.as_fd(), &self.target(), sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_START)
-    }
-
-    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP`: stops tracking (a no-op when not tracking). Errors as
-    /// [`Container::dirty_tracking_start`].
-    pub fn dirty_tracking_stop(&self) -> Result<()> {
-        self.migration()?;
-        crate::dirty::set(self.fd.as_fd(), &self.target(), sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP)
-    }
-
-    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP`: which pages of `[iova, iova + size)` were
-    /// dirtied since tracking started or the last call, one bit per smallest IOMMU page (bit
-    /// `n % 64` of word `n / 64`). Errors: InvalidArgument for a size that is not a multiple
-    /// of that page or needs a larger bitmap than the kernel returns at once; EINVAL (Kernel)
-    /// when not tracking or when the range splits a mapping; EOVERFLOW when it wraps.
-    pub fn dirty_bitmap(&self, iova: u64, size: u64) -> Result<Vec<u64>> {
-        let (pgsize, max) = self.dirty_page()?;
-        crate::dirty::get(self.fd.as_fd(), &self.target(), iova, size, pgsize, max)
-    }
-
-    /// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`: unmaps
-    /// `[iova, iova + size)` and returns the bytes unmapped and which of its pages were dirtied
-    /// (layout as in [`Container::dirty_bitmap`]). Errors: as `dirty_bitmap`, EINVAL (Kernel)
-    /// when tracking is off.
-    pub fn unmap_dma_with_dirty_bitmap(&self, iova: u64, size: u64) -> Result<(u64, Vec<u64>)> {
-        let (pgsize, max) = self.dirty_page()?;
-        crate::dirty::unmap_with_bitmap(self.fd.as_fd(), &self.target(), iova, size, pgsize, max)
-    }
-
-    /// The dirty-bitmap page size (the smallest IOMMU page) and the kernel's bitmap size limit.
-    fn dirty_page(&self) -> Result<(u64, u64)> {
-        let m = self.migration()?;
-        Ok((
-            1u64 << m.pgsize_bitmap.trailing_zeros().min(63),
-            m.max_dirty_bitmap_size,
-        ))
-    }
-
     fn require_iommu(&self, op: &'static str) -> Result<()> {
-        if self.noiommu {
+        if self.is_noiommu() {
             return Err(Error::unsupported(
                 op,
                 self.target(),
@@ -419,162 +420,42 @@ impl Container {
         }
         Ok(())
     }
-
-    /// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_ALL`: removes every mapping; returns the
-    /// bytes unmapped. Errors: Unsupported when `VFIO_CHECK_EXTENSION(VFIO_UNMAP_ALL)` is 0 (and
-    /// in a no-IOMMU container, where it unpins everything instead).
-    pub fn unmap_all(&self) -> Result<u64> {
-        if self.noiommu {
-            let mut state = self.lock();
-            let total = state.pinned.iter().map(|p| p.size).sum();
-            for p in state.pinned.drain(..) {
-                unlock(&p);
-            }
-            return Ok(total);
-        }
-        if !self.check_extension_raw(sys::VFIO_UNMAP_ALL)? {
-            return Err(Error::unsupported(
-                "VFIO_DMA_UNMAP_FLAG_ALL",
-                self.target(),
-                "VFIO_CHECK_EXTENSION(VFIO_UNMAP_ALL) is 0",
-            ));
-        }
-        self.unmap(0, 0, sys::VFIO_DMA_UNMAP_FLAG_ALL)
-    }
-
-    /// `VFIO_IOMMU_UNMAP_DMA` of `[iova, iova + size)` with the kernel's answer as it is: the
-    /// bytes unmapped, 0 when nothing was mapped there (type1 reports that as success; the
-    /// trait's [`unmap_dma`](vfio_core::Container::unmap_dma) turns it into ENOENT). The rules
-    /// for ranges that split a mapping are in the table of
-    /// [`unmap_dma`](vfio_core::Container::unmap_dma). In a no-IOMMU container, unpins the
-    /// ranges pinned at IOVAs inside the range.
-    #[inline]
-    pub fn unmap_range(&self, iova: u64, size: u64) -> Result<u64> {
-        if self.noiommu {
-            return Ok(self.unpin(iova, size));
-        }
-        self.unmap(iova, size, 0)
-    }
-
-    #[inline]
-    fn unmap(&self, iova: u64, size: u64, flags: u32) -> Result<u64> {
-        let mut unmap = sys::vfio_iommu_type1_dma_unmap {
-            argsz: ioctl::argsz::<sys::vfio_iommu_type1_dma_unmap>(),
-            flags,
-            iova,
-            size,
-            ..Default::default()
-        };
-        // SAFETY: a vfio_iommu_type1_dma_unmap without trailing data (no GET_DIRTY_BITMAP flag),
-        // on a container fd.
-        unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_IOMMU_UNMAP_DMA, &mut unmap) }
-            .map_err(|e| self.dma_error("VFIO_IOMMU_UNMAP_DMA", iova, size, e))?;
-        Ok(unmap.size)
-    }
-
-    fn dma_target(&self, iova: u64, size: u64) -> String {
-        format!("{} iova {iova:#x} size {size:#x}", self.target())
-    }
-
-    /// The error of a refused map or unmap, built out of line: the fast path stays small.
-    #[cold]
-    #[inline(never)]
-    fn dma_error(&self, op: &'static str, iova: u64, size: u64, errno: vfio_core::Errno) -> Error {
-        Error::kernel(op, self.dma_target(iova, size), errno)
-    }
-
-    /// No-IOMMU "mapping": locks the memory and returns its physical address. Out of line, so
-    /// the IOMMU map path stays small.
-    #[inline(never)]
-    fn pin(&self, vaddr: *mut u8, size: u64, iova: u64) -> Result<u64> {
-        let target = self.dma_target(iova, size);
-        let len = usize::try_from(size)
-            .map_err(|_| Error::invalid("no-IOMMU DMA pin", &target, "size does not fit in usize"))?;
-        if len == 0 {
-            return Err(Error::invalid("no-IOMMU DMA pin", &target, "size is zero"));
-        }
-        let mut state = self.lock();
-        if state
-            .pinned
-            .iter()
-            .any(|p| iova < p.iova.saturating_add(p.size) && p.iova < iova.saturating_add(size))
-        {
-            return Err(Error::invalid(
-                "no-IOMMU DMA pin",
-                &target,
-                "overlaps a range already pinned at that IOVA",
-            ));
-        }
-        // SAFETY: mlock only changes residency of the caller's range; it does not touch contents.
-        unsafe { rustix::mm::mlock(vaddr.cast(), len) }.map_err(|e| Error::kernel("mlock", &target, e))?;
-        let range = PinnedRange {
-            iova,
-            vaddr: vaddr as usize,
-            size,
-        };
-        match vfio_core::pagemap::physical_range(vaddr as usize, len) {
-            Ok(pa) => {
-                state.pinned.push(range);
-                Ok(pa)
-            }
-            Err(e) => {
-                unlock(&range);
-                Err(e)
-            }
-        }
-    }
-
-    #[inline(never)]
-    fn unpin(&self, iova: u64, size: u64) -> u64 {
-        let end = iova.saturating_add(size);
-        let mut state = self.lock();
-        let mut total = 0;
-        state.pinned.retain(|p| {
-            let inside = p.iova >= iova && p.iova.saturating_add(p.size) <= end;
-            if inside {
-                unlock(p);
-                total += p.size;
-            }
-            !inside
-        });
-        total
-    }
-}
-
-fn unlock(p: &PinnedRange) {
-    // SAFETY: munlock only changes residency; the range may even be unmapped by now (ENOMEM).
-    let _ = unsafe { rustix::mm::munlock(p.vaddr as *mut std::ffi::c_void, p.size as usize) };
 }
 
 impl vfio_core::Container for Container {
     fn mode(&self) -> Mode {
-        if self.noiommu { Mode::NoIommu } else { Mode::Group }
+        if self.is_noiommu() {
+            Mode::GROUP_NOIOMMU
+        } else {
+            Mode::GROUP
+        }
     }
 
-    /// `VFIO_IOMMU_GET_INFO` page sizes; without an IOMMU, every multiple of the CPU page size
-    /// (there is no translation, so any pinned, physically contiguous range works).
+    /// As [`Container::page_sizes`]: `VFIO_IOMMU_GET_INFO` page sizes; without an IOMMU, every
+    /// multiple of the CPU page size.
+    #[doc(alias = "VFIO_IOMMU_GET_INFO")]
     fn page_sizes(&self) -> Result<u64> {
-        if self.noiommu {
-            return Ok(!(vfio_core::page_size() as u64 - 1));
-        }
         Container::page_sizes(self)
     }
 
     /// IOVA ranges from the `VFIO_IOMMU_GET_INFO` capability chain (all of 64-bit space when the
     /// kernel gives none). Without an IOMMU there is no IOVA space to restrict: the whole range
     /// (IOVAs only name mappings there; the device gets physical addresses).
+    #[doc(alias = "VFIO_IOMMU_GET_INFO")]
     fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
-        if self.noiommu {
-            return Ok(vec![IovaRange {
-                start: 0,
-                last: u64::MAX,
-            }]);
+        if self.is_noiommu() {
+            return Ok(noiommu::iova_ranges());
         }
         Ok(self.info()?.iova_ranges)
     }
 
     /// The driver is looked at only when a step fails (for the clearer error), so devices on
     /// VFIO variant drivers can be assigned too.
+    #[doc(
+        alias = "VFIO_GROUP_SET_CONTAINER",
+        alias = "VFIO_SET_IOMMU",
+        alias = "VFIO_GROUP_GET_DEVICE_FD"
+    )]
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
         let assigned = || -> Result<vfio_core::Device> {
             let id = self.sysfs.iommu_group(addr)?;
@@ -587,6 +468,7 @@ impl vfio_core::Container for Container {
 
     /// Collects the fds of the groups of every affected device; a group outside this container
     /// is an error naming the device.
+    #[doc(alias = "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", alias = "VFIO_DEVICE_PCI_HOT_RESET")]
     fn hot_reset(&self, device: &vfio_core::Device) -> Result<vfio_core::HotResetInfo> {
         let info = device.hot_reset_info()?;
         let mut groups: Vec<Arc<Group>> = Vec::new();
@@ -622,28 +504,14 @@ impl vfio_core::Container for Container {
     /// physical address returned, which needs `CAP_SYS_ADMIN` and memory physically contiguous
     /// for `size` bytes (one page always is); otherwise Unsupported. `iova` only names the range
     /// for [`unmap_dma`](vfio_core::Container::unmap_dma).
+    #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
     unsafe fn map_dma_raw(&self, vaddr: *mut u8, size: u64, iova: u64, access: DmaAccess) -> Result<u64> {
-        if self.noiommu {
-            return self.pin(vaddr, size, iova);
+        match self.pins() {
+            // SAFETY: the caller's contract is this method's: the memory stays valid and
+            // unreferenced while mapped.
+            None => unsafe { self.map_type1(vaddr, size, iova, access) },
+            Some(pins) => pins.pin(vaddr, size, iova, || self.dma_target(iova, size)),
         }
-        let mut flags = 0;
-        if access.contains(DmaAccess::READ) {
-            flags |= sys::VFIO_DMA_MAP_FLAG_READ;
-        }
-        if access.contains(DmaAccess::WRITE) {
-            flags |= sys::VFIO_DMA_MAP_FLAG_WRITE;
-        }
-        let mut map = sys::vfio_iommu_type1_dma_map {
-            argsz: ioctl::argsz::<sys::vfio_iommu_type1_dma_map>(),
-            flags,
-            vaddr: vaddr as u64,
-            iova,
-            size,
-        };
-        // SAFETY: a vfio_iommu_type1_dma_map on a container fd; the caller guarantees the memory.
-        unsafe { ioctl::with_mut(self.fd.as_fd(), sys::VFIO_IOMMU_MAP_DMA, &mut map) }
-            .map_err(|e| self.dma_error("VFIO_IOMMU_MAP_DMA", iova, size, e))?;
-        Ok(iova)
     }
 
     /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes the kernel unmapped. Errors: ENOENT when
@@ -661,10 +529,11 @@ impl vfio_core::Container for Container {
     ///
     /// In a no-IOMMU container, unpins the ranges pinned at IOVAs inside `[iova, iova + size)`.
     /// Type1 v1's "0 bytes, mapping kept" is ENOENT here too: nothing was unmapped.
+    #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
         match self.unmap_range(iova, size)? {
             0 if size > 0 => Err(Error::kernel(
-                if self.noiommu {
+                if self.is_noiommu() {
                     "no-IOMMU unpin found nothing pinned"
                 } else {
                     "VFIO_IOMMU_UNMAP_DMA unmapped nothing"

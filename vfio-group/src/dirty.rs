@@ -3,23 +3,109 @@
 //! containers; without a device that reports its own writes, type1 counts every pinned (mapped)
 //! page as dirty.
 
-use std::os::fd::BorrowedFd;
+use vfio_core::ioctl::{self, kind, requests as req};
+use vfio_core::{Error, Result};
+use vfio_sys::{self as sys, VFIO_IOMMU_DIRTY_PAGES, VFIO_IOMMU_UNMAP_DMA};
 
-use vfio_core::{Error, Result, ioctl};
-use vfio_sys as sys;
+use crate::Container;
 
 const OP: &str = "VFIO_IOMMU_DIRTY_PAGES";
 
-/// `VFIO_IOMMU_DIRTY_PAGES` with the header only (START or STOP).
-pub(crate) fn set(fd: BorrowedFd<'_>, target: &str, flags: u32) -> Result<()> {
+/// The GET_BITMAP argument: the header followed by the range.
+#[repr(C)]
+struct GetBitmap {
+    head: sys::vfio_iommu_type1_dirty_bitmap,
+    range: sys::vfio_iommu_type1_dirty_bitmap_get,
+}
+
+/// The UNMAP_DMA argument with `VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`: the header, then the
+/// bitmap description in its `data[]`.
+#[repr(C)]
+struct UnmapBitmap {
+    head: sys::vfio_iommu_type1_dma_unmap,
+    bitmap: sys::vfio_bitmap,
+}
+
+vfio_core::request! {
+    /// `VFIO_IOMMU_DIRTY_PAGES` with `VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP`: argsz covers the
+    /// header and the range, whose bitmap pointer the kernel writes through.
+    DirtyPagesGetBitmap = VFIO_IOMMU_DIRTY_PAGES on Container, GetBitmap, size head.argsz, unchecked;
+    /// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`: argsz covers the
+    /// header and the bitmap description, whose pointer the kernel writes through.
+    UnmapDmaDirtyBitmap = VFIO_IOMMU_UNMAP_DMA on Container, UnmapBitmap, size head.argsz, unchecked;
+}
+
+impl Container {
+    /// The dirty-tracking capability, or Unsupported naming why there is none.
+    fn migration(&self) -> Result<crate::info::MigrationInfo> {
+        self.info()?.migration.ok_or_else(|| {
+            Error::unsupported(
+                "VFIO_IOMMU_DIRTY_PAGES",
+                self.target(),
+                "no migration capability: iommufd's compatibility container has no type1 dirty \
+                 tracking (use iommufd's own)",
+            )
+        })
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_START`: starts dirty-page tracking of every mapping.
+    /// Errors: Unsupported without the migration capability (iommufd compat); EACCES (Kernel)
+    /// in a type1 (v1) container, which the kernel never tracks.
+    #[doc(alias = "VFIO_IOMMU_DIRTY_PAGES")]
+    pub fn dirty_tracking_start(&self) -> Result<()> {
+        self.migration()?;
+        set(self.ioctl_fd(), &self.target(), sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_START)
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP`: stops tracking (a no-op when not tracking). Errors as
+    /// [`Container::dirty_tracking_start`].
+    #[doc(alias = "VFIO_IOMMU_DIRTY_PAGES")]
+    pub fn dirty_tracking_stop(&self) -> Result<()> {
+        self.migration()?;
+        set(self.ioctl_fd(), &self.target(), sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP)
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP`: which pages of `[iova, iova + size)` were
+    /// dirtied since tracking started or the last call, one bit per smallest IOMMU page (bit
+    /// `n % 64` of word `n / 64`). Errors: InvalidArgument for a size that is not a multiple
+    /// of that page or needs a larger bitmap than the kernel returns at once; EINVAL (Kernel)
+    /// when not tracking or when the range splits a mapping; EOVERFLOW when it wraps.
+    #[doc(alias = "VFIO_IOMMU_DIRTY_PAGES")]
+    pub fn dirty_bitmap(&self, iova: u64, size: u64) -> Result<Vec<u64>> {
+        let (pgsize, max) = self.dirty_page()?;
+        get(self.ioctl_fd(), &self.target(), iova, size, pgsize, max)
+    }
+
+    /// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`: unmaps
+    /// `[iova, iova + size)` and returns the bytes unmapped and which of its pages were dirtied
+    /// (layout as in [`Container::dirty_bitmap`]). Errors: as `dirty_bitmap`, EINVAL (Kernel)
+    /// when tracking is off.
+    #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
+    pub fn unmap_dma_with_dirty_bitmap(&self, iova: u64, size: u64) -> Result<(u64, Vec<u64>)> {
+        let (pgsize, max) = self.dirty_page()?;
+        unmap_with_bitmap(self.ioctl_fd(), &self.target(), iova, size, pgsize, max)
+    }
+
+    /// The dirty-bitmap page size (the smallest IOMMU page) and the kernel's bitmap size limit.
+    fn dirty_page(&self) -> Result<(u64, u64)> {
+        let m = self.migration()?;
+        Ok((
+            1u64 << m.pgsize_bitmap.trailing_zeros().min(63),
+            m.max_dirty_bitmap_size,
+        ))
+    }
+}
+
+/// `VFIO_IOMMU_DIRTY_PAGES` with the header only: `flags` is START or STOP.
+fn set(fd: ioctl::Fd<'_, kind::Container>, target: &str, flags: u32) -> Result<()> {
     let mut arg = sys::vfio_iommu_type1_dirty_bitmap {
-        argsz: ioctl::argsz::<sys::vfio_iommu_type1_dirty_bitmap>(),
         flags,
-        data: sys::__IncompleteArrayField::new(),
+        ..Default::default()
     };
-    // SAFETY: a vfio_iommu_type1_dirty_bitmap whose argsz covers no trailing data, on a
-    // container fd.
-    unsafe { ioctl::with_mut(fd, sys::VFIO_IOMMU_DIRTY_PAGES, &mut arg) }.map_err(|e| Error::kernel(OP, target, e))?;
+    // SAFETY: with START or STOP the kernel reads the header alone (argsz covers nothing more),
+    // and the header holds no pointer.
+    unsafe { ioctl::call_unchecked::<req::IommuDirtyPages>(fd, &mut arg) }
+        .map_err(|e| ioctl::kernel_error::<req::IommuDirtyPages>(target, e))?;
     Ok(())
 }
 
@@ -47,17 +133,10 @@ fn bitmap_words(op: &'static str, what: &str, size: u64, pgsize: u64, max_bytes:
     Ok(words)
 }
 
-/// The GET_BITMAP argument: the header followed by the range.
-#[repr(C)]
-struct GetBitmap {
-    head: sys::vfio_iommu_type1_dirty_bitmap,
-    range: sys::vfio_iommu_type1_dirty_bitmap_get,
-}
-
 /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP` for `[iova, iova + size)` in pages of `pgsize`
 /// bytes, at most `max_bytes` of bitmap; one bit per page, bit `n % 64` of word `n / 64`.
-pub(crate) fn get(
-    fd: BorrowedFd<'_>,
+fn get(
+    fd: ioctl::Fd<'_, kind::Container>,
     target: &str,
     iova: u64,
     size: u64,
@@ -70,9 +149,8 @@ pub(crate) fn get(
     let mut bitmap = vec![0u64; usize::try_from(words).unwrap_or(usize::MAX)];
     let mut arg = GetBitmap {
         head: sys::vfio_iommu_type1_dirty_bitmap {
-            argsz: ioctl::argsz::<GetBitmap>(),
             flags: sys::VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP,
-            data: sys::__IncompleteArrayField::new(),
+            ..Default::default()
         },
         range: sys::vfio_iommu_type1_dirty_bitmap_get {
             iova,
@@ -85,23 +163,16 @@ pub(crate) fn get(
         },
     };
     // SAFETY: the header is followed by the range as the uapi lays it out (argsz covers both);
-    // `bitmap` holds `bytes` writable bytes and outlives the call.
-    unsafe { ioctl::with_mut(fd, sys::VFIO_IOMMU_DIRTY_PAGES, &mut arg) }.map_err(|e| Error::kernel(OP, what, e))?;
+    // the range's bitmap points at `bitmap`, `bytes` writable bytes that outlive the call.
+    unsafe { ioctl::call_unchecked::<DirtyPagesGetBitmap>(fd, &mut arg) }
+        .map_err(|e| ioctl::kernel_error::<DirtyPagesGetBitmap>(what, e))?;
     Ok(bitmap)
-}
-
-/// The UNMAP_DMA argument with `VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`: the header, then the
-/// bitmap description in its `data[]`.
-#[repr(C)]
-struct UnmapBitmap {
-    head: sys::vfio_iommu_type1_dma_unmap,
-    bitmap: sys::vfio_bitmap,
 }
 
 /// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`: unmaps `[iova, iova +
 /// size)` and returns the bytes unmapped and the dirty bitmap of that range (layout as in [`get`]).
-pub(crate) fn unmap_with_bitmap(
-    fd: BorrowedFd<'_>,
+fn unmap_with_bitmap(
+    fd: ioctl::Fd<'_, kind::Container>,
     target: &str,
     iova: u64,
     size: u64,
@@ -114,7 +185,6 @@ pub(crate) fn unmap_with_bitmap(
     let mut bitmap = vec![0u64; usize::try_from(words).unwrap_or(usize::MAX)];
     let mut arg = UnmapBitmap {
         head: sys::vfio_iommu_type1_dma_unmap {
-            argsz: ioctl::argsz::<UnmapBitmap>(),
             flags: sys::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
             iova,
             size,
@@ -127,14 +197,15 @@ pub(crate) fn unmap_with_bitmap(
         },
     };
     // SAFETY: the unmap header is followed by a vfio_bitmap as the uapi lays it out (argsz covers
-    // both); `bitmap` holds `size` writable bytes and outlives the call.
-    unsafe { ioctl::with_mut(fd, sys::VFIO_IOMMU_UNMAP_DMA, &mut arg) }.map_err(|e| Error::kernel(UNMAP, what, e))?;
+    // both); its data points at `bitmap`, `size` writable bytes that outlive the call.
+    unsafe { ioctl::call_unchecked::<UnmapDmaDirtyBitmap>(fd, &mut arg) }.map_err(|e| Error::kernel(UNMAP, what, e))?;
     Ok((arg.head.size, bitmap))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vfio_core::ioctl::Request;
 
     #[test]
     fn layout_matches_the_uapi() {
@@ -142,5 +213,39 @@ mod tests {
         assert_eq!(std::mem::offset_of!(GetBitmap, range), 8);
         assert_eq!(std::mem::size_of::<UnmapBitmap>(), 24 + 24);
         assert_eq!(std::mem::offset_of!(UnmapBitmap, bitmap), 24);
+    }
+
+    #[test]
+    fn requests_carry_the_uapi_numbers_names_and_whole_argsz() {
+        assert_eq!(DirtyPagesGetBitmap::CODE, req::IommuDirtyPages::CODE);
+        assert_eq!(DirtyPagesGetBitmap::NAME, OP);
+        assert_eq!(UnmapDmaDirtyBitmap::CODE, req::IommuUnmapDma::CODE);
+        assert_eq!(UnmapDmaDirtyBitmap::NAME, "VFIO_IOMMU_UNMAP_DMA");
+        let mut bitmap = [0u64; 1];
+        let mut arg = UnmapBitmap {
+            head: Default::default(),
+            bitmap: sys::vfio_bitmap {
+                pgsize: 0x1000,
+                size: 8,
+                data: bitmap.as_mut_ptr(),
+            },
+        };
+        UnmapDmaDirtyBitmap::set_size(&mut arg, ioctl::argsz::<UnmapBitmap>());
+        assert_eq!(arg.head.argsz, 48);
+    }
+
+    #[test]
+    fn bitmap_words_checks_size_and_limit() {
+        assert_eq!(bitmap_words(OP, "c", 0x4000, 0x1000, 8).unwrap(), 1);
+        assert_eq!(bitmap_words(OP, "c", 65 * 0x1000, 0x1000, 16).unwrap(), 2);
+        assert!(matches!(
+            bitmap_words(OP, "c", 0x800, 0x1000, 8),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(
+            bitmap_words(OP, "c", 65 * 0x1000, 0x1000, 8).is_err(),
+            "above the limit"
+        );
+        assert!(bitmap_words(OP, "c", 0x1000, 0, 8).is_err(), "no page size");
     }
 }

@@ -6,7 +6,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use vfio_core::{Error, Result, Sysfs, ioctl};
+use vfio_core::ioctl::{self, requests as req};
+use vfio_core::{Error, Result, Sysfs};
 use vfio_sys as sys;
 
 use crate::container::ContainerFd;
@@ -97,16 +98,24 @@ impl Group {
         self.path.display().to_string()
     }
 
+    /// The group fd, typed for group requests (see [`vfio_core::ioctl`]), e.g. to issue a
+    /// request this crate does not wrap.
+    #[inline]
+    pub fn ioctl_fd(&self) -> ioctl::Fd<'_, ioctl::kind::Group> {
+        // SAFETY: a Group holds a VFIO group fd (or, when adopted with `from_fd`, an fd the
+        // caller named a group). The group requests' numbers (VFIO_BASE + 3 to 6) are defined
+        // on no other kind of VFIO or iommufd fd, and the ioctl magic ';' is VFIO's: any other
+        // fd answers them with ENOTTY.
+        unsafe { ioctl::Fd::new_unchecked(self.fd.as_fd()) }
+    }
+
     /// `VFIO_GROUP_GET_STATUS`: whether the group is viable (all its devices on VFIO drivers
     /// or none) and whether it is in a container. Errors: the kernel's errno (Kernel).
+    #[doc(alias = "VFIO_GROUP_GET_STATUS")]
     pub fn status(&self) -> Result<GroupStatus> {
-        let mut st = sys::vfio_group_status {
-            argsz: ioctl::argsz::<sys::vfio_group_status>(),
-            flags: 0,
-        };
-        // SAFETY: VFIO_GROUP_GET_STATUS takes a vfio_group_status with argsz set, on a group fd.
-        unsafe { ioctl::with_mut(self.as_fd(), sys::VFIO_GROUP_GET_STATUS, &mut st) }
-            .map_err(|e| Error::kernel("VFIO_GROUP_GET_STATUS", self.target(), e))?;
+        let mut st = sys::vfio_group_status::default();
+        ioctl::call::<req::GroupGetStatus>(self.ioctl_fd(), &mut st)
+            .map_err(|e| ioctl::kernel_error::<req::GroupGetStatus>(self.target(), e))?;
         Ok(GroupStatus {
             viable: st.flags & sys::VFIO_GROUP_FLAGS_VIABLE != 0,
             container_set: st.flags & sys::VFIO_GROUP_FLAGS_CONTAINER_SET != 0,
@@ -116,38 +125,34 @@ impl Group {
     /// `VFIO_GROUP_SET_CONTAINER`: joins `container`. Errors: EINVAL when the group already has a
     /// container, EPERM when the group's IOMMU lacks interrupt isolation and unsafe interrupts
     /// are not allowed.
+    #[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
     pub(crate) fn set_container(&mut self, container: &Arc<ContainerFd>) -> Result<()> {
         let mut fd: i32 = container.as_fd().as_raw_fd();
-        // SAFETY: VFIO_GROUP_SET_CONTAINER takes a pointer to an s32 holding a container fd.
-        unsafe { ioctl::with_mut(self.as_fd(), sys::VFIO_GROUP_SET_CONTAINER, &mut fd) }
-            .map_err(|e| Error::kernel("VFIO_GROUP_SET_CONTAINER", self.target(), e))?;
+        ioctl::call::<req::GroupSetContainer>(self.ioctl_fd(), &mut fd)
+            .map_err(|e| ioctl::kernel_error::<req::GroupSetContainer>(self.target(), e))?;
         self.container = Some(container.clone());
         Ok(())
     }
 
     /// `VFIO_GROUP_UNSET_CONTAINER`: leaves the container. Errors: EBUSY while a device fd of
     /// the group is open, EINVAL when the group has no container.
+    #[doc(alias = "VFIO_GROUP_UNSET_CONTAINER")]
     pub(crate) fn unset_container(&self) -> Result<()> {
-        // SAFETY: VFIO_GROUP_UNSET_CONTAINER takes no argument.
-        unsafe { ioctl::with_int(self.as_fd(), sys::VFIO_GROUP_UNSET_CONTAINER, 0) }
-            .map_err(|e| Error::kernel("VFIO_GROUP_UNSET_CONTAINER", self.target(), e))?;
+        ioctl::call_int::<req::GroupUnsetContainer>(self.ioctl_fd(), 0)
+            .map_err(|e| ioctl::kernel_error::<req::GroupUnsetContainer>(self.target(), e))?;
         Ok(())
     }
 
     /// `VFIO_GROUP_GET_DEVICE_FD` for the device named `name` (its PCI address). The kernel
     /// returns the fd close-on-exec. Errors: EINVAL/ENODEV for a device not in this group.
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
     pub fn device_fd(&self, name: &str) -> Result<OwnedFd> {
         let cname = CString::new(name)
             .map_err(|_| Error::invalid("VFIO_GROUP_GET_DEVICE_FD", self.target(), "device name has a NUL byte"))?;
-        // SAFETY: VFIO_GROUP_GET_DEVICE_FD takes a NUL-terminated string; `cname` outlives the call.
-        let raw = unsafe { ioctl::with_int(self.as_fd(), sys::VFIO_GROUP_GET_DEVICE_FD, cname.as_ptr() as usize) }
-            .map_err(|e| {
-                Error::kernel(
-                    "VFIO_GROUP_GET_DEVICE_FD",
-                    format!("{} device {name}", self.target()),
-                    e,
-                )
-            })?;
+        // SAFETY: VFIO_GROUP_GET_DEVICE_FD reads a NUL-terminated string; `cname` is one and
+        // outlives the call.
+        let raw = unsafe { ioctl::call_ptr::<req::GroupGetDeviceFd>(self.ioctl_fd(), cname.as_ptr().cast()) }
+            .map_err(|e| ioctl::kernel_error::<req::GroupGetDeviceFd>(format!("{} device {name}", self.target()), e))?;
         // SAFETY: on success the ioctl returns a new fd that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
     }

@@ -2,10 +2,10 @@
 //! ranges, DMA mappings available, dirty-tracking/migration), parsed with every offset and count
 //! checked against the reply.
 
-use std::os::fd::BorrowedFd;
-
-use vfio_core::{Error, IovaRange, Result, caps, ioctl};
+use vfio_core::ioctl::{self, caps, kind, requests as req};
+use vfio_core::{Error, IovaRange, Result};
 use vfio_sys as sys;
+use zerocopy::FromBytes;
 
 const OP: &str = "VFIO_IOMMU_GET_INFO";
 
@@ -38,45 +38,11 @@ pub struct IommuInfo {
     pub migration: Option<MigrationInfo>,
 }
 
-/// Issues `VFIO_IOMMU_GET_INFO` with the two-call argsz protocol; returns the whole reply.
-fn get_info(fd: BorrowedFd<'_>, target: &str) -> Result<Vec<u8>> {
-    let fixed = ioctl::argsz::<sys::vfio_iommu_type1_info>();
-    let mut argsz = fixed;
-    for _ in 0..4 {
-        let mut words = vec![0u64; (argsz as usize).div_ceil(8)];
-        // argsz is the first u32 of the struct, flags (0) the second.
-        words[0] = if cfg!(target_endian = "little") {
-            argsz as u64
-        } else {
-            (argsz as u64) << 32
-        };
-        // SAFETY: the buffer holds argsz bytes starting with a vfio_iommu_type1_info, 8-aligned.
-        unsafe { ioctl::with_mut(fd, sys::VFIO_IOMMU_GET_INFO, &mut words[0]) }
-            .map_err(|e| Error::kernel(OP, target, e))?;
-        let bytes: Vec<u8> = words
-            .iter()
-            .flat_map(|w| w.to_ne_bytes())
-            .take(argsz as usize)
-            .collect();
-        let wanted = caps::u32_at(&bytes, 0, OP, target)?;
-        if wanted <= argsz {
-            return Ok(bytes);
-        }
-        if wanted > 1 << 20 {
-            return Err(Error::malformed(
-                OP,
-                target,
-                format!("argsz {wanted} is implausibly large"),
-            ));
-        }
-        argsz = wanted;
-    }
-    Err(Error::malformed(OP, target, "argsz kept growing"))
-}
-
-/// Issues `VFIO_IOMMU_GET_INFO` and parses the reply.
-pub(crate) fn info(fd: BorrowedFd<'_>, target: &str) -> Result<IommuInfo> {
-    IommuInfo::parse(&get_info(fd, target)?, target)
+/// Issues `VFIO_IOMMU_GET_INFO` (the two-call argsz protocol of [`ioctl::query`]) and parses
+/// the reply.
+pub(crate) fn info(fd: ioctl::Fd<'_, kind::Container>, target: &str) -> Result<IommuInfo> {
+    let reply = ioctl::query::<req::IommuGetInfo>(fd, &Default::default(), || target.to_string())?;
+    IommuInfo::parse(reply.bytes(), target)
 }
 
 impl IommuInfo {
@@ -89,20 +55,36 @@ impl IommuInfo {
     }
 }
 
+/// Reads a `T` from the start of `bytes` (which need not be aligned), or Malformed naming `what`.
+fn read<T: FromBytes>(bytes: &[u8], what: &str, target: &str) -> Result<T> {
+    T::read_from_prefix(bytes).map(|(t, _)| t).map_err(|_| {
+        Error::malformed(
+            OP,
+            target,
+            format!(
+                "{what} of {} bytes is shorter than its {}-byte struct",
+                bytes.len(),
+                size_of::<T>()
+            ),
+        )
+    })
+}
+
 /// Parses a `VFIO_IOMMU_GET_INFO` reply (fixed part plus capability chain).
 pub(crate) fn parse(b: &[u8], target: &str) -> Result<IommuInfo> {
-    let flags = caps::u32_at(b, 4, OP, target)?;
+    let head: sys::vfio_iommu_type1_info = read(b, "reply", target)?;
+    let flags = head.flags;
     let page_sizes = if flags & sys::VFIO_IOMMU_INFO_PGSIZES != 0 {
-        caps::u64_at(b, 8, OP, target)?
+        head.iova_pgsizes
     } else {
         0
     };
     let cap_offset = if flags & sys::VFIO_IOMMU_INFO_CAPS != 0 {
-        caps::u32_at(b, 16, OP, target)?
+        head.cap_offset
     } else {
         0
     };
-    let fixed = std::mem::size_of::<sys::vfio_iommu_type1_info>();
+    let fixed = size_of::<sys::vfio_iommu_type1_info>();
     let mut out = IommuInfo {
         flags,
         page_sizes,
@@ -116,39 +98,47 @@ pub(crate) fn parse(b: &[u8], target: &str) -> Result<IommuInfo> {
     for cap in caps::parse(b, fixed, cap_offset, OP, target)? {
         match cap.id as u32 {
             sys::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE => {
-                let n = caps::u32_at(cap.bytes, 8, OP, target)? as usize;
-                // Each range is 16 bytes after the 16-byte head: check the count fits first.
-                let need = n.checked_mul(16).and_then(|x| x.checked_add(16));
-                if need.is_none_or(|need| need > cap.bytes.len()) {
+                let cap_head: sys::vfio_iommu_type1_info_cap_iova_range =
+                    read(cap.bytes, "IOVA range capability", target)?;
+                let n = cap_head.nr_iovas as usize;
+                // The ranges follow the head: check the count fits first.
+                const HEAD: usize = size_of::<sys::vfio_iommu_type1_info_cap_iova_range>();
+                const RANGE: usize = size_of::<sys::vfio_iova_range>();
+                let need = n.checked_mul(RANGE).and_then(|x| x.checked_add(HEAD));
+                let Some(table) = need.and_then(|need| cap.bytes.get(HEAD..need)) else {
                     return Err(Error::malformed(
                         OP,
                         target,
                         format!("IOVA range capability claims {n} ranges in {} bytes", cap.bytes.len()),
                     ));
-                }
+                };
                 let mut ranges = Vec::with_capacity(n);
-                for i in 0..n {
-                    let start = caps::u64_at(cap.bytes, 16 + 16 * i, OP, target)?;
-                    let last = caps::u64_at(cap.bytes, 24 + 16 * i, OP, target)?;
-                    if start > last {
+                for (i, raw) in table.chunks_exact(RANGE).enumerate() {
+                    let r: sys::vfio_iova_range = read(raw, "IOVA range", target)?;
+                    if r.start > r.end {
                         return Err(Error::malformed(
                             OP,
                             target,
-                            format!("IOVA range {i} starts at {start:#x} after its end {last:#x}"),
+                            format!("IOVA range {i} starts at {:#x} after its end {:#x}", r.start, r.end),
                         ));
                     }
-                    ranges.push(IovaRange { start, last });
+                    ranges.push(IovaRange {
+                        start: r.start,
+                        last: r.end,
+                    });
                 }
                 out.iova_ranges = ranges;
             }
             sys::VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL => {
-                out.dma_avail = Some(caps::u32_at(cap.bytes, 8, OP, target)?);
+                let c: sys::vfio_iommu_type1_info_dma_avail = read(cap.bytes, "DMA avail capability", target)?;
+                out.dma_avail = Some(c.avail);
             }
             sys::VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION => {
+                let c: sys::vfio_iommu_type1_info_cap_migration = read(cap.bytes, "migration capability", target)?;
                 out.migration = Some(MigrationInfo {
-                    flags: caps::u32_at(cap.bytes, 8, OP, target)?,
-                    pgsize_bitmap: caps::u64_at(cap.bytes, 16, OP, target)?,
-                    max_dirty_bitmap_size: caps::u64_at(cap.bytes, 24, OP, target)?,
+                    flags: c.flags,
+                    pgsize_bitmap: c.pgsize_bitmap,
+                    max_dirty_bitmap_size: c.max_dirty_bitmap_size,
                 });
             }
             _ => {}

@@ -12,6 +12,7 @@ use crate::Container;
 /// Binds IOMMU group `group` to `container` (opening the group, `VFIO_GROUP_SET_CONTAINER`,
 /// and `VFIO_SET_IOMMU` for the first group). Errors as [`Container::add_group`].
 #[deprecated(note = "use the Container API: Container::add_group")]
+#[doc(alias = "VFIO_GROUP_SET_CONTAINER", alias = "VFIO_SET_IOMMU")]
 pub fn group_bind(container: &Container, group: u32) -> Result<()> {
     container.add_group(group).map(drop)
 }
@@ -19,6 +20,7 @@ pub fn group_bind(container: &Container, group: u32) -> Result<()> {
 /// Unbinds group `group` from `container` (`VFIO_GROUP_UNSET_CONTAINER`). Errors as
 /// [`Container::remove_group`]: EBUSY while one of its devices is open.
 #[deprecated(note = "use the Container API: Container::remove_group")]
+#[doc(alias = "VFIO_GROUP_UNSET_CONTAINER")]
 pub fn group_unbind(container: &Container, group: u32) -> Result<()> {
     container.remove_group(group)
 }

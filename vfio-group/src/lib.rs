@@ -17,13 +17,13 @@
 //! - [`Container::unmap_all`], [`Container::remove_group`], and type1 dirty-page tracking
 //!   ([`Container::dirty_tracking_start`], [`Container::dirty_bitmap`]);
 //! - in a no-IOMMU container, DMA by physical address: `map_dma_raw` locks the memory and returns
-//!   its physical address from `/proc/self/pagemap` ([`vfio_core::pagemap`], `CAP_SYS_ADMIN`);
+//!   its physical address from `/proc/self/pagemap` ([`vfio_core::dma::pagemap`], `CAP_SYS_ADMIN`);
 //! - [`legacy`]: the deprecated group-only API.
 //!
 //! ```no_run
 //! use vfio_core::{Container as _, DmaAccess, DmaBuffer, DmaMapping};
 //! # fn demo() -> vfio_core::Result<()> {
-//! let container = vfio_group::Container::open(false)?;
+//! let container = vfio_group::Container::open(vfio_core::Addressing::Iova)?;
 //! let device = container.assign_device(&"0000:00:03.0".parse()?)?;
 //! let buf = DmaBuffer::new(4096)?;
 //! let map = DmaMapping::new(&container, &buf, 0x10_0000, DmaAccess::READ_WRITE)?;
@@ -34,9 +34,11 @@
 
 pub mod container;
 mod dirty;
+mod dma;
 pub mod group;
 mod info;
 pub mod legacy;
+mod noiommu;
 
 pub use container::{Backend, Container, IommuType};
 pub use group::{Group, GroupStatus};

@@ -21,7 +21,8 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
 
-use vfio_core::{Container as _, Errno, PciAddress, Sysfs, ioctl};
+use vfio_core::ioctl::{self, requests as req};
+use vfio_core::{Container as _, Errno, PciAddress, Sysfs};
 use vfio_sys as sys;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -87,34 +88,33 @@ fn dump_device(addr: &PciAddress) -> Res<usize> {
     // A container of our own, with a second fd to ask VFIO_IOMMU_GET_INFO for the raw reply.
     let fd = vfio_core::open_node(Path::new("/dev/vfio/vfio"))?;
     let raw_container = fd.try_clone()?;
-    let container = vfio_group::Container::from_fd(fd, false)?;
+    let container = vfio_group::Container::from_fd(fd, vfio_core::Addressing::Iova)?;
     let device = container.assign_device(addr)?;
 
-    let prefill = [0u8; std::mem::size_of::<sys::vfio_iommu_type1_info>()];
-    // SAFETY: VFIO_IOMMU_GET_INFO takes an argsz-prefixed vfio_iommu_type1_info on a container
-    // that has a group and an IOMMU type (assign_device set both).
-    match unsafe { ioctl::with_argsz(raw_container.as_fd(), sys::VFIO_IOMMU_GET_INFO, &prefill) } {
+    // SAFETY: a VFIO container fd.
+    let container_fd = unsafe { ioctl::Fd::<ioctl::kind::Container>::new_unchecked(raw_container.as_fd()) };
+    // A container that has a group and an IOMMU type (assign_device set both).
+    match ioctl::query::<req::IommuGetInfo>(container_fd, &Default::default(), || name.clone()) {
         Ok(reply) => {
-            print_seed("iommu_info", &name, &reply);
+            print_seed("iommu_info", &name, reply.bytes());
             n += 1;
         }
         Err(e) => println!("@@SEED-NONE iommu_info {name} {e}"),
     }
 
-    let prefill = [0u8; std::mem::size_of::<sys::vfio_device_info>()];
-    // SAFETY: VFIO_DEVICE_GET_INFO takes an argsz-prefixed vfio_device_info on a device fd.
-    let info = unsafe { ioctl::with_argsz(device.as_fd(), sys::VFIO_DEVICE_GET_INFO, &prefill) }?;
-    print_seed("device_info_caps", &name, &info);
+    let info = ioctl::query::<req::DeviceGetInfo>(device.ioctl_fd(), &Default::default(), || name.clone())?;
+    print_seed("device_info_caps", &name, info.bytes());
     n += 1;
 
-    let num_regions = vfio_core::DeviceInfo::parse(&info, &name)?.num_regions;
+    let num_regions = vfio_core::DeviceInfo::parse(info.bytes(), &name)?.num_regions;
     for index in 0..num_regions {
-        let mut prefill = [0u8; std::mem::size_of::<sys::vfio_region_info>()];
-        prefill[8..12].copy_from_slice(&index.to_ne_bytes());
-        // SAFETY: VFIO_DEVICE_GET_REGION_INFO takes an argsz-prefixed vfio_region_info.
-        match unsafe { ioctl::with_argsz(device.as_fd(), sys::VFIO_DEVICE_GET_REGION_INFO, &prefill) } {
+        let header = sys::vfio_region_info {
+            index,
+            ..Default::default()
+        };
+        match ioctl::query::<req::DeviceGetRegionInfo>(device.ioctl_fd(), &header, || name.clone()) {
             Ok(reply) => {
-                print_seed("region_caps", &format!("{name}-region{index}"), &reply);
+                print_seed("region_caps", &format!("{name}-region{index}"), reply.bytes());
                 n += 1;
             }
             Err(e) => println!("@@SEED-NONE region_caps {name}-region{index} {e}"),
@@ -122,21 +122,18 @@ fn dump_device(addr: &PciAddress) -> Res<usize> {
     }
 
     // The hot-reset info: the kernel says how many entries it needs with ENOSPC.
+    let entry = std::mem::size_of::<sys::vfio_pci_dependent_device>();
     let mut count = 0usize;
     for _ in 0..4 {
-        let mut words = vec![0u32; 3 + 2 * count];
-        words[0] = (4 * words.len()) as u32;
-        // SAFETY: a vfio_pci_hot_reset_info header with room for `count` entries, as argsz says.
-        let res = unsafe { ioctl::with_mut(device.as_fd(), sys::VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, &mut words[0]) };
-        match res {
-            Err(Errno::NOSPC) if words[2] as usize > count => count = words[2] as usize,
+        let mut buf = ioctl::VarBuf::<req::HotResetInfoHeader>::zeroed(entry * count);
+        match ioctl::call_var::<req::DeviceGetPciHotResetInfo>(device.ioctl_fd(), &mut buf) {
+            Err(Errno::NOSPC) if buf.header().count as usize > count => count = buf.header().count as usize,
             Err(e) => {
                 println!("@@SEED-NONE hot_reset_info {name} {e}");
                 break;
             }
             Ok(_) => {
-                let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-                print_seed("hot_reset_info", &name, &bytes);
+                print_seed("hot_reset_info", &name, buf.bytes());
                 n += 1;
                 break;
             }

@@ -37,8 +37,12 @@ fn parse_args() -> Res<(Option<Mode>, PciAddress)> {
         .ok_or("no device: pass a PCI address or set VFIO_TEST_EDU")?
         .parse()?;
     let modes = vfio_core::detect();
-    if mode == Some(Mode::Group) && !modes.group && modes.noiommu {
-        mode = Some(Mode::NoIommu);
+    // Without an IOMMU the interface asked for still serves, with physical addresses.
+    if let Some(m) = mode.filter(|m| !modes.offers(*m)) {
+        let physical = Mode::new(m.interface(), vfio_core::Addressing::Physical);
+        if modes.offers(physical) {
+            mode = Some(physical);
+        }
     }
     Ok((mode, addr))
 }

@@ -82,8 +82,12 @@ fn parse_args() -> Res<Args> {
         .parse()?;
     let harness = from_env && std::env::var_os("VFIO_TEST_IOMMU").is_some();
     let modes = vfio_core::detect();
-    if mode == Some(Mode::Group) && !modes.group && modes.noiommu {
-        mode = Some(Mode::NoIommu);
+    // Without an IOMMU the interface asked for still serves, with physical addresses.
+    if let Some(m) = mode.filter(|m| !modes.offers(*m)) {
+        let physical = Mode::new(m.interface(), vfio_core::Addressing::Physical);
+        if modes.offers(physical) {
+            mode = Some(physical);
+        }
     }
     Ok(Args { mode, addr, harness })
 }
@@ -366,7 +370,7 @@ fn run() -> Res<String> {
 fn dma_pool(container: &'static dyn Container, mode: Mode) -> Res<DmaPool<'static>> {
     match DmaPool::new(container) {
         Ok(p) => Ok(p),
-        Err(_) if mode == Mode::NoIommu => Ok(DmaPool::with_ranges(
+        Err(_) if mode == Mode::GROUP_NOIOMMU => Ok(DmaPool::with_ranges(
             container,
             &[IovaRange {
                 start: 1 << 20,

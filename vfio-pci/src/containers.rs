@@ -2,11 +2,12 @@
 
 use std::sync::Mutex;
 
-use vfio_core::{Container, Mode, Result};
+use vfio_core::{Addressing, Container, Interface, Mode, Result};
 
 static GROUP: Mutex<Option<&'static vfio_group::Container>> = Mutex::new(None);
-static NOIOMMU: Mutex<Option<&'static vfio_group::Container>> = Mutex::new(None);
+static GROUP_NOIOMMU: Mutex<Option<&'static vfio_group::Container>> = Mutex::new(None);
 static CDEV: Mutex<Option<&'static vfio_cdev::Container>> = Mutex::new(None);
+static CDEV_NOIOMMU: Mutex<Option<&'static vfio_cdev::Container>> = Mutex::new(None);
 
 fn get_or_open<C>(slot: &Mutex<Option<&'static C>>, open: impl FnOnce() -> Result<C>) -> Result<&'static C> {
     let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -19,11 +20,16 @@ fn get_or_open<C>(slot: &Mutex<Option<&'static C>>, open: impl FnOnce() -> Resul
 }
 
 /// The default container of `mode`: a `/dev/vfio/vfio` container (type1v2 or no-IOMMU) or an
-/// IOAS in a fresh iommufd. Opened on first use, shared by every later caller.
+/// IOAS in a fresh iommufd (for IOMMU or no-IOMMU devices). Opened on first use, shared by
+/// every later caller.
 pub fn default_container(mode: Mode) -> Result<&'static dyn Container> {
-    Ok(match mode {
-        Mode::Group => get_or_open(&GROUP, || vfio_group::Container::open(false))?,
-        Mode::NoIommu => get_or_open(&NOIOMMU, || vfio_group::Container::open(true))?,
-        Mode::Cdev => get_or_open(&CDEV, vfio_cdev::Container::new)?,
+    let addressing = mode.addressing();
+    Ok(match (mode.interface(), addressing) {
+        (Interface::Group, Addressing::Iova) => get_or_open(&GROUP, || vfio_group::Container::open(addressing))?,
+        (Interface::Group, Addressing::Physical) => {
+            get_or_open(&GROUP_NOIOMMU, || vfio_group::Container::open(addressing))?
+        }
+        (Interface::Cdev, Addressing::Iova) => get_or_open(&CDEV, vfio_cdev::Container::new)?,
+        (Interface::Cdev, Addressing::Physical) => get_or_open(&CDEV_NOIOMMU, vfio_cdev::Container::new_noiommu)?,
     })
 }

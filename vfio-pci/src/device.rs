@@ -383,7 +383,7 @@ impl PciDevice {
             device,
             address: "0000:00:05.0".parse().expect("a valid address"),
             config: Arc::new(OnceLock::from(crate::fake::region(CONFIG_REGION, offset, size, None))),
-            mode: Mode::Group,
+            mode: Mode::GROUP,
         }
     }
 }

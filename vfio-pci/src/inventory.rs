@@ -77,12 +77,15 @@ pub fn describe(sysfs: &Sysfs, address: &PciAddress) -> Result<DeviceSummary> {
             let noiommu = node
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("noiommu-"));
-            modes.push(if noiommu { Mode::NoIommu } else { Mode::Group });
+            modes.push(if noiommu { Mode::GROUP_NOIOMMU } else { Mode::GROUP });
         }
         if let Some(c) = &cdev {
-            let noiommu_cdev = c.name.starts_with("noiommu-");
-            if noiommu_cdev || sysfs.dev_dir().join("iommu").exists() {
-                modes.push(Mode::Cdev);
+            if sysfs.dev_dir().join("iommu").exists() {
+                modes.push(if c.name.starts_with("noiommu-") {
+                    Mode::CDEV_NOIOMMU
+                } else {
+                    Mode::CDEV
+                });
             }
         }
     }
@@ -191,7 +194,7 @@ mod tests {
         assert_eq!(all.len(), 5);
         let get = |a: &str| all.iter().find(|d| d.address == a.parse().unwrap()).unwrap();
         let edu = get("0000:00:03.0");
-        assert_eq!(edu.modes, vec![Mode::Group, Mode::Cdev]);
+        assert_eq!(edu.modes, vec![Mode::GROUP, Mode::CDEV]);
         assert_eq!(edu.cdev.as_ref().unwrap().name, "vfio0");
         assert_eq!(edu.iommu_group, Some(3));
         let shared = get("0000:01:01.0");

@@ -49,6 +49,7 @@ extern crate std;
     missing_docs,
     rustdoc::all,
     unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
     unnecessary_transmutes
 )]
 mod bindings;

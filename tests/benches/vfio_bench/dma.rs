@@ -138,7 +138,7 @@ pub fn p2_group(ctx: &mut Ctx, addr: &PciAddress) -> BenchResult {
     let path = std::path::PathBuf::from(format!("/sys/bus/pci/devices/{addr}"));
     let ops: Arc<dyn VfioOps> = theirs.clone();
     let device = VfioDevice::new(&path, ops, false)?;
-    let ours = vfio_group::Container::from_fd(dup(theirs.as_raw_fd())?, false)?;
+    let ours = vfio_group::Container::from_fd(dup(theirs.as_raw_fd())?, vfio_core::Addressing::Iova)?;
     let raw = RawDma::type1(dup(theirs.as_raw_fd())?);
     let buf = DmaBuffer::new(4096)?;
     let plan = ctx.plan(301, 100);
@@ -169,7 +169,7 @@ pub fn p2_group(ctx: &mut Ctx, addr: &PciAddress) -> BenchResult {
 /// `IommuFd` adopts a duplicate of the iommufd and maps in the same IOAS, as does the raw loop.
 pub fn p2_cdev(ctx: &mut Ctx, addr: &PciAddress) -> BenchResult {
     use iommufd_bindings::iommufd as ib;
-    let f = Ours::open(Mode::Cdev, addr)?;
+    let f = Ours::open(Mode::CDEV, addr)?;
     let raw_fd = f.raw.raw_fd();
     let theirs = iommufd_ioctls::IommuFd::new_from_fd(std::fs::File::from(dup(raw_fd)?));
     let ioas_id = f.raw.ioas_id().ok_or("the cdev fixture has no IOAS")?;
@@ -310,7 +310,7 @@ pub fn p4(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
         .note(shrunk.clone());
         if type1 {
             r = r.goal(Goal::AtLeast(3.0));
-        } else if mode == Mode::Group {
+        } else if mode == Mode::GROUP {
             r = r.note("goal applies to the type1 driver; this container is iommufd's compat layer");
         }
         ctx.emit(r);
@@ -358,6 +358,7 @@ fn huge_name(b: Backing) -> &'static str {
         Backing::Huge1G => "1 GiB pages",
         Backing::Anonymous => "anonymous",
         Backing::Memfd => "memfd",
+        _ => "other",
     }
 }
 

@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use iommufd_sys as isys;
+use vfio_core::ioctl::{self, requests as req};
 use vfio_core::{Container, Mode, PciAddress};
 use vfio_pci::PciDevice;
 use vfio_sys as vsys;
@@ -22,11 +23,10 @@ pub const IOVA_LARGE: u64 = 0x4000_0000;
 /// Why a mode cannot be benchmarked here, if it cannot.
 pub fn mode_unavailable(mode: Mode) -> Option<String> {
     let m = vfio_core::detect();
-    let ok = match mode {
-        Mode::Group => m.group,
-        Mode::Cdev => m.cdev,
-        Mode::NoIommu => return Some("no-IOMMU mode has no DMA map ioctl to compare".into()),
-    };
+    if mode.is_noiommu() {
+        return Some("no-IOMMU modes have no IOMMU mapping to compare".into());
+    }
+    let ok = m.offers(mode);
     (!ok).then(|| format!("{mode} mode is not offered by this kernel ({m:?})"))
 }
 
@@ -137,7 +137,7 @@ impl RawDma {
                     size,
                 };
                 // SAFETY: as in `map`.
-                unsafe { vfio_core::ioctl::with_mut(fd, vsys::VFIO_IOMMU_MAP_DMA, &mut m) }
+                unsafe { ioctl::call_unchecked::<req::IommuMapDma>(ioctl::Fd::new_unchecked(fd), &mut m) }
             }
             Some(ioas_id) => {
                 let mut m = isys::iommu_ioas_map {
@@ -152,7 +152,7 @@ impl RawDma {
                     iova,
                 };
                 // SAFETY: as in `map`.
-                unsafe { vfio_core::ioctl::with_mut(fd, isys::IOMMU_IOAS_MAP, &mut m) }
+                unsafe { ioctl::call_unchecked::<req::IoasMap>(ioctl::Fd::new_unchecked(fd), &mut m) }
             }
         };
         r.map(drop).map_err(io::Error::from)
@@ -169,8 +169,8 @@ impl RawDma {
                     size,
                     ..Default::default()
                 };
-                // SAFETY: as in `unmap`.
-                unsafe { vfio_core::ioctl::with_mut(fd, vsys::VFIO_IOMMU_UNMAP_DMA, &mut u) }
+                // SAFETY: a VFIO container fd.
+                ioctl::call::<req::IommuUnmapDma>(unsafe { ioctl::Fd::new_unchecked(fd) }, &mut u)
             }
             Some(ioas_id) => {
                 let mut u = isys::iommu_ioas_unmap {
@@ -179,8 +179,8 @@ impl RawDma {
                     iova,
                     length: size,
                 };
-                // SAFETY: as in `unmap`.
-                unsafe { vfio_core::ioctl::with_mut(fd, isys::IOMMU_IOAS_UNMAP, &mut u) }
+                // SAFETY: an iommufd fd.
+                ioctl::call::<req::IoasUnmap>(unsafe { ioctl::Fd::new_unchecked(fd) }, &mut u)
             }
         };
         r.map(drop).map_err(io::Error::from)
@@ -236,9 +236,9 @@ impl Ours {
     /// its fd; the map path is the same as after `Container::open`.
     pub fn open(mode: Mode, addr: &PciAddress) -> BenchResult<Self> {
         match mode {
-            Mode::Group => {
+            Mode::GROUP => {
                 let fd = vfio_core::open_node(Path::new("/dev/vfio/vfio"))?;
-                let c = vfio_group::Container::from_fd(fd.try_clone()?, false)?;
+                let c = vfio_group::Container::from_fd(fd.try_clone()?, vfio_core::Addressing::Iova)?;
                 let pci = PciDevice::open_in(&c, addr)?;
                 let backend = c.backend().ok();
                 Ok(Ours {
@@ -248,11 +248,11 @@ impl Ours {
                     backend,
                 })
             }
-            Mode::Cdev => {
+            Mode::CDEV => {
                 let c = vfio_cdev::Container::new()?;
                 let pci = PciDevice::open_in(&c, addr)?;
                 let fd = c.ioas().iommufd().as_fd().try_clone_to_owned()?;
-                let raw = RawDma::ioas(fd, c.ioas().id());
+                let raw = RawDma::ioas(fd, c.ioas().id().get());
                 Ok(Ours {
                     pci,
                     container: Box::new(c),
@@ -260,7 +260,7 @@ impl Ours {
                     backend: None,
                 })
             }
-            Mode::NoIommu => Err("no-IOMMU mode is not benchmarked".into()),
+            _ => Err(format!("{mode} mode is not benchmarked").into()),
         }
     }
 

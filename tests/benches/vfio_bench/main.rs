@@ -159,7 +159,7 @@ fn main() -> ExitCode {
     println!("@@BENCH-META {}", meta.finish());
 
     const PER_MODE: &[&str] = &["P1", "P2", "P3", "P4", "P5", "P6"];
-    for mode in [Mode::Group, Mode::Cdev] {
+    for mode in [Mode::GROUP, Mode::CDEV] {
         let m = mode.to_string();
         if let Some(why) = mode_unavailable(mode) {
             ctx.skip_all(PER_MODE, &m, &why);
@@ -176,7 +176,7 @@ fn main() -> ExitCode {
         ctx.section(&["P1", "P5"], &m, |c| dma::p1_p5(c, mode, &addr));
         ctx.section(&["P1"], &m, |c| dma::p1_layers(c, mode, &addr));
         ctx.section(&["P2"], &m, |c| match mode {
-            Mode::Group => dma::p2_group(c, &addr),
+            Mode::GROUP => dma::p2_group(c, &addr),
             _ => dma::p2_cdev(c, &addr),
         });
         ctx.section(&["P3"], &m, |c| mmio::p3(c, mode, &addr));
@@ -188,7 +188,7 @@ fn main() -> ExitCode {
     }
 
     const CROSS: &[&str] = &["X1", "X2", "S1", "S2"];
-    let both = mode_unavailable(Mode::Group).or_else(|| mode_unavailable(Mode::Cdev));
+    let both = mode_unavailable(Mode::GROUP).or_else(|| mode_unavailable(Mode::CDEV));
     match (&edu, &nvme, both) {
         (_, _, Some(why)) => ctx.skip_all(CROSS, "cdev/group", &why),
         (Err(why), _, _) | (_, Err(why), _) => {
@@ -197,7 +197,7 @@ fn main() -> ExitCode {
         (Ok(edu), Ok(nvme), None) => {
             let (edu, nvme) = (*edu, *nvme);
             println!("==> group and cdev side by side (edu {edu} in group mode, nvme {nvme} in cdev mode)");
-            for mode in [Mode::Group, Mode::Cdev] {
+            for mode in [Mode::GROUP, Mode::CDEV] {
                 ctx.section(&["X1"], &mode.to_string(), |c| scale::x1(c, mode, &edu, &nvme));
             }
             ctx.section(&["X2"], "cdev/group", |c| scale::x2(c, &edu, &nvme));

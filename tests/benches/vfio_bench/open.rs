@@ -41,9 +41,9 @@ fn steps(marks: [Instant; 5]) -> Steps {
 fn ours_ready(mode: Mode, addr: &PciAddress) -> BenchResult<(Steps, Ready)> {
     let t0 = Instant::now();
     let container: Box<dyn vfio_core::Container> = match mode {
-        Mode::Group => Box::new(vfio_group::Container::open(false)?),
-        Mode::Cdev => Box::new(vfio_cdev::Container::new()?),
-        Mode::NoIommu => return Err("no-IOMMU mode is not benchmarked".into()),
+        Mode::GROUP => Box::new(vfio_group::Container::open(vfio_core::Addressing::Iova)?),
+        Mode::CDEV => Box::new(vfio_cdev::Container::new()?),
+        _ => return Err(format!("{mode} mode is not benchmarked").into()),
     };
     let t1 = Instant::now();
     let pci = PciDevice::open_in(container.as_ref(), addr)?;
@@ -263,7 +263,7 @@ pub fn p6_open(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
             let mut total = Duration::ZERO;
             for _ in 0..n {
                 let (t, ready) = match mode {
-                    Mode::Group => raw_ready_group(addr)?,
+                    Mode::GROUP => raw_ready_group(addr)?,
                     _ => raw_ready_cdev(addr)?,
                 };
                 total += t.iter().sum::<Duration>();
@@ -306,12 +306,15 @@ fn secondary(sock: BorrowedFd<'_>, addr: PciAddress, mode: Mode) -> BenchResult 
         for item in got {
             match item.kind {
                 FdKind::Container => {
-                    container = Some(std::sync::Arc::new(vfio_group::Container::from_fd(item.fd, false)?));
+                    container = Some(std::sync::Arc::new(vfio_group::Container::from_fd(
+                        item.fd,
+                        vfio_core::Addressing::Iova,
+                    )?));
                 }
                 FdKind::Iommufd => container = Some(vfio_cdev::Iommufd::from_fd(item.fd)),
                 FdKind::Device => device = Some(item.fd),
                 FdKind::Other => irq = Some(EventFd::from_fd(item.fd)),
-                FdKind::Group => {}
+                _ => {}
             }
         }
         let device = vfio_core::Device::from_fd(device.ok_or("no device fd")?, addr.to_string(), container);
@@ -475,9 +478,15 @@ struct Primary {
 /// The primary's open: container, device and MSI (no BAR mapping: the secondary makes its own).
 fn primary_open(mode: Mode, addr: &PciAddress) -> BenchResult<Primary> {
     let (container, container_fd): (Box<dyn vfio_core::Container>, OwnedFd) = match mode {
-        Mode::Group => {
+        Mode::GROUP => {
             let fd = vfio_core::open_node(std::path::Path::new("/dev/vfio/vfio"))?;
-            (Box::new(vfio_group::Container::from_fd(fd.try_clone()?, false)?), fd)
+            (
+                Box::new(vfio_group::Container::from_fd(
+                    fd.try_clone()?,
+                    vfio_core::Addressing::Iova,
+                )?),
+                fd,
+            )
         }
         _ => {
             let c = vfio_cdev::Container::new()?;
@@ -498,7 +507,7 @@ fn primary_open(mode: Mode, addr: &PciAddress) -> BenchResult<Primary> {
 
 fn send_ready(sock: BorrowedFd<'_>, mode: Mode, p: &Primary, pass_irq: bool) -> BenchResult {
     let name = p.pci.address().to_string();
-    let kind = if mode == Mode::Group {
+    let kind = if mode == Mode::GROUP {
         FdKind::Container
     } else {
         FdKind::Iommufd

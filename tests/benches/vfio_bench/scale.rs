@@ -50,8 +50,8 @@ struct Pair {
 impl Pair {
     fn open(edu: &PciAddress, nvme: &PciAddress) -> BenchResult<Self> {
         Ok(Pair {
-            group: Ours::open(Mode::Group, edu)?,
-            cdev: Ours::open(Mode::Cdev, nvme)?,
+            group: Ours::open(Mode::GROUP, edu)?,
+            cdev: Ours::open(Mode::CDEV, nvme)?,
         })
     }
 }
@@ -215,7 +215,7 @@ pub fn s2(ctx: &mut Ctx) -> BenchResult {
                 for _ in 0..reps {
                     let t = Instant::now();
                     let v: Vec<vfio_group::Container> = (0..n)
-                        .map(|_| vfio_group::Container::open(false))
+                        .map(|_| vfio_group::Container::open(vfio_core::Addressing::Iova))
                         .collect::<Result<_, _>>()?;
                     total += t.elapsed();
                     drop(v);
@@ -248,7 +248,7 @@ pub fn s2(ctx: &mut Ctx) -> BenchResult {
         let plan = ctx.plan(rounds, 1);
         let iommufd = vfio_cdev::Iommufd::open()?;
         let ioases: Vec<vfio_cdev::Container> = (0..n)
-            .map(|_| vfio_cdev::Container::with_iommufd(&iommufd))
+            .map(|_| vfio_cdev::Container::with_iommufd(&iommufd, vfio_core::Addressing::Iova))
             .collect::<Result<_, _>>()?;
         let reps = if n == 1 { 4 } else { 1 };
         let per = reps * n as u64;

@@ -116,7 +116,7 @@ struct Details {
 impl Details {
     /// Opens the device in the first mode it can be opened in (cdev first).
     fn read(d: &DeviceSummary) -> Res<Self> {
-        let mode = [Mode::Cdev, Mode::Group, Mode::NoIommu]
+        let mode = Mode::ALL
             .into_iter()
             .find(|m| d.modes.contains(m))
             .ok_or("no mode can open it")?;
@@ -286,6 +286,18 @@ fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> S
         out,
         "lsvfio: {} PCI function(s), {usable} usable through VFIO now",
         devices.len()
+    );
+    // Interface (group, cdev) x addressing (IOVA, physical = "-noiommu").
+    let offered = vfio_core::detect().offered();
+    let offered: Vec<String> = offered.iter().map(|m| m.to_string()).collect();
+    let _ = writeln!(
+        out,
+        "lsvfio: this kernel offers {}",
+        if offered.is_empty() {
+            "no VFIO mode".to_string()
+        } else {
+            offered.join(", ")
+        }
     );
     out
 }

@@ -141,7 +141,11 @@ impl Drop for DmaPool<'_> {
     fn drop(&mut self) {
         for i in 0..self.slots.len() {
             if self.slots[i].is_some() {
-                let _ = self.free(DmaHandle(i));
+                if let Err(e) = self.free(DmaHandle(i)) {
+                    // Drop cannot fail: say what was leaked (the memory stays allocated, since
+                    // the device may still reach it).
+                    log::warn!(target: "vfio", "DMA pool buffer {i} could not be unmapped on drop, its memory is leaked: {e}");
+                }
             }
         }
     }

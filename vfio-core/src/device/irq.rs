@@ -5,6 +5,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use bitflags::bitflags;
 use vfio_sys as sys;
 
+use crate::ioctl;
+
 bitflags! {
     /// `vfio_irq_info.flags`.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +46,7 @@ impl IrqInfo {
 
 /// The action of a `VFIO_DEVICE_SET_IRQS` request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IrqAction {
     /// Kernel-to-user signalling (also enables/disables the index).
     Trigger,
@@ -53,73 +56,109 @@ pub enum IrqAction {
     Unmask,
 }
 
-/// The data of a `VFIO_DEVICE_SET_IRQS` request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IrqData {
+/// The data of a `VFIO_DEVICE_SET_IRQS` request. The vector count is the data's length, so a
+/// request cannot announce more data than it carries.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum IrqData<'fd> {
     /// No data: act on all `count` vectors now (count 0 with Trigger disables the index).
     None {
         /// How many vectors, from the request's start.
         count: u32,
     },
-    /// One boolean per vector.
+    /// One boolean per vector (`true`: act on it).
     Bool(Vec<bool>),
-    /// One eventfd per vector; -1 de-assigns.
-    Eventfds(Vec<i32>),
+    /// One eventfd per vector (`None` de-assigns it), borrowed for as long as the request lives;
+    /// the kernel takes its own reference to each when the request is issued.
+    Eventfds(Vec<Option<BorrowedFd<'fd>>>),
 }
 
 /// A complete `VFIO_DEVICE_SET_IRQS` request for vectors `start..start+count` of `index`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IrqSet {
-    /// IRQ index.
-    pub index: u32,
-    /// First vector.
-    pub start: u32,
-    /// What to do.
-    pub action: IrqAction,
-    /// With which data.
-    pub data: IrqData,
+///
+/// Built by the constructors below; its fields are private so the header always matches the
+/// data (`count` is the data's length, the flags name its type).
+#[derive(Debug, Clone)]
+pub struct IrqSet<'fd> {
+    index: u32,
+    start: u32,
+    action: IrqAction,
+    data: IrqData<'fd>,
 }
 
-impl IrqSet {
-    /// Routes vectors `start..` of `index` to the given eventfds (`None` de-assigns one).
-    pub fn eventfds(index: u32, start: u32, fds: &[Option<BorrowedFd<'_>>]) -> Self {
-        let fds = fds.iter().map(|f| f.map_or(-1, |f| f.as_raw_fd())).collect();
+impl<'fd> IrqSet<'fd> {
+    /// Any request: `action` on vectors `start..` of `index`, with `data`.
+    pub fn new(index: u32, start: u32, action: IrqAction, data: IrqData<'fd>) -> Self {
         IrqSet {
             index,
             start,
-            action: IrqAction::Trigger,
-            data: IrqData::Eventfds(fds),
+            action,
+            data,
         }
+    }
+
+    /// Routes vectors `start..` of `index` to the given eventfds (`None` de-assigns one): the
+    /// kernel signals them when the device raises the vectors. The first such request enables
+    /// the index.
+    pub fn eventfds(index: u32, start: u32, fds: &[Option<BorrowedFd<'fd>>]) -> Self {
+        Self::new(index, start, IrqAction::Trigger, IrqData::Eventfds(fds.to_vec()))
     }
 
     /// Disables every vector of `index`.
     pub fn disable(index: u32) -> Self {
-        IrqSet {
-            index,
-            start: 0,
-            action: IrqAction::Trigger,
-            data: IrqData::None { count: 0 },
-        }
+        Self::new(index, 0, IrqAction::Trigger, IrqData::None { count: 0 })
+    }
+
+    /// Fires vectors `start..start+count` from software, as if the device had raised them (their
+    /// eventfds are signalled; useful for tests and for VMMs injecting interrupts). The index
+    /// must be enabled.
+    pub fn trigger(index: u32, start: u32, count: u32) -> Self {
+        Self::new(index, start, IrqAction::Trigger, IrqData::None { count })
+    }
+
+    /// Fires the vectors from `start` whose flag is true.
+    pub fn trigger_some(index: u32, start: u32, which: &[bool]) -> Self {
+        Self::new(index, start, IrqAction::Trigger, IrqData::Bool(which.to_vec()))
     }
 
     /// Unmasks vectors `start..start+count` (e.g. INTx after servicing it).
     pub fn unmask(index: u32, start: u32, count: u32) -> Self {
-        IrqSet {
-            index,
-            start,
-            action: IrqAction::Unmask,
-            data: IrqData::None { count },
-        }
+        Self::new(index, start, IrqAction::Unmask, IrqData::None { count })
     }
 
     /// Masks vectors `start..start+count`.
     pub fn mask(index: u32, start: u32, count: u32) -> Self {
-        IrqSet {
-            index,
-            start,
-            action: IrqAction::Mask,
-            data: IrqData::None { count },
-        }
+        Self::new(index, start, IrqAction::Mask, IrqData::None { count })
+    }
+
+    /// Unmasks vector `start` of `index` whenever `fd` is signalled (an irqfd-style unmask, e.g.
+    /// a VMM's resample eventfd for INTx); `None` removes it.
+    pub fn unmask_on(index: u32, start: u32, fd: Option<BorrowedFd<'fd>>) -> Self {
+        Self::new(index, start, IrqAction::Unmask, IrqData::Eventfds(vec![fd]))
+    }
+
+    /// Masks vector `start` of `index` whenever `fd` is signalled; `None` removes it.
+    pub fn mask_on(index: u32, start: u32, fd: Option<BorrowedFd<'fd>>) -> Self {
+        Self::new(index, start, IrqAction::Mask, IrqData::Eventfds(vec![fd]))
+    }
+
+    /// The IRQ index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The first vector.
+    pub fn start(&self) -> u32 {
+        self.start
+    }
+
+    /// The action.
+    pub fn action(&self) -> IrqAction {
+        self.action
+    }
+
+    /// The data.
+    pub fn data(&self) -> &IrqData<'fd> {
+        &self.data
     }
 
     /// Number of vectors the request covers.
@@ -133,7 +172,7 @@ impl IrqSet {
 
     /// The request as the kernel reads it: a `vfio_irq_set` header and its data, in u64 words
     /// so the buffer is 8-byte aligned.
-    pub(crate) fn to_bytes(&self) -> Vec<u64> {
+    pub(crate) fn to_buf(&self) -> ioctl::VarBuf<sys::vfio_irq_set> {
         let (dflag, data_len) = match &self.data {
             IrqData::None { .. } => (sys::VFIO_IRQ_SET_DATA_NONE, 0),
             IrqData::Bool(v) => (sys::VFIO_IRQ_SET_DATA_BOOL, v.len()),
@@ -144,16 +183,16 @@ impl IrqSet {
             IrqAction::Mask => sys::VFIO_IRQ_SET_ACTION_MASK,
             IrqAction::Unmask => sys::VFIO_IRQ_SET_ACTION_UNMASK,
         };
-        let hdr = std::mem::size_of::<sys::vfio_irq_set>();
-        let argsz = hdr + data_len;
         // One allocation, written in place: this runs on every interrupt (re)configuration.
-        let mut words = vec![0u64; argsz.div_ceil(8)];
-        let bytes = zerocopy::IntoBytes::as_mut_bytes(&mut words[..]);
-        let header = [argsz as u32, dflag | aflag, self.index, self.start, self.count()];
-        for (i, word) in header.iter().enumerate() {
-            bytes[4 * i..4 * i + 4].copy_from_slice(&word.to_ne_bytes());
-        }
-        let data = &mut bytes[hdr..argsz];
+        let header = sys::vfio_irq_set {
+            flags: dflag | aflag,
+            index: self.index,
+            start: self.start,
+            count: self.count(),
+            ..Default::default()
+        };
+        let mut buf = ioctl::VarBuf::with_header(&header, data_len);
+        let data = buf.tail_mut();
         match &self.data {
             IrqData::None { .. } => {}
             IrqData::Bool(v) => {
@@ -163,11 +202,11 @@ impl IrqSet {
             }
             IrqData::Eventfds(v) => {
                 for (d, fd) in data.chunks_exact_mut(4).zip(v) {
-                    d.copy_from_slice(&fd.to_ne_bytes());
+                    d.copy_from_slice(&fd.map_or(-1, |f| f.as_raw_fd()).to_ne_bytes());
                 }
             }
         }
-        words
+        buf
     }
 }
 
@@ -177,43 +216,38 @@ mod tests {
 
     #[test]
     fn eventfd_request_layout() {
-        let s = IrqSet {
-            index: 2,
-            start: 3,
-            action: IrqAction::Trigger,
-            data: IrqData::Eventfds(vec![7, -1]),
-        };
-        let w = s.to_bytes();
-        let b: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        let stdin = std::io::stdin();
+        let s = IrqSet::eventfds(2, 3, &[Some(std::os::fd::AsFd::as_fd(&stdin)), None]);
+        let mut w = s.to_buf();
+        w.set_argsz();
+        let b = w.bytes();
         let u = |i: usize| u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
         assert_eq!(u(0), 20 + 8);
         assert_eq!(u(1), sys::VFIO_IRQ_SET_DATA_EVENTFD | sys::VFIO_IRQ_SET_ACTION_TRIGGER);
         assert_eq!((u(2), u(3), u(4)), (2, 3, 2));
-        assert_eq!((u(5) as i32, u(6) as i32), (7, -1));
+        assert_eq!((u(5) as i32, u(6) as i32), (0, -1));
     }
 
     #[test]
     fn bool_request_layout() {
-        let s = IrqSet {
-            index: 0,
-            start: 0,
-            action: IrqAction::Mask,
-            data: IrqData::Bool(vec![true, false, true]),
-        };
-        let b: Vec<u8> = s.to_bytes().iter().flat_map(|x| x.to_ne_bytes()).collect();
+        let s = IrqSet::new(0, 0, IrqAction::Mask, IrqData::Bool(vec![true, false, true]));
+        let mut w = s.to_buf();
+        w.set_argsz();
+        let b = w.bytes();
         assert_eq!(u32::from_ne_bytes(b[0..4].try_into().unwrap()), 23);
         assert_eq!(
             u32::from_ne_bytes(b[4..8].try_into().unwrap()),
             sys::VFIO_IRQ_SET_DATA_BOOL | sys::VFIO_IRQ_SET_ACTION_MASK
         );
         assert_eq!(&b[20..23], &[1, 0, 1]);
-        assert_eq!(b.len(), 24);
+        assert_eq!(b.len(), 23);
     }
 
     #[test]
     fn disable_has_no_data() {
-        let w = IrqSet::disable(1).to_bytes();
-        assert_eq!(w.len() * 8, 24);
-        assert_eq!(w[0] as u32, 20);
+        let mut w = IrqSet::disable(1).to_buf();
+        w.set_argsz();
+        assert_eq!(w.len(), 20);
+        assert_eq!(w.reply_argsz(), 20);
     }
 }

@@ -116,7 +116,7 @@ impl OwnedDmaMapping {
 
 impl Drop for OwnedDmaMapping {
     fn drop(&mut self) {
-        if crate::dma::unmap_on_drop(&*self.container, self.iova, self.buffer.len() as u64) {
+        if crate::dma::mapping::unmap_on_drop(&*self.container, self.iova, self.buffer.len() as u64) {
             // SAFETY: the buffer is dropped once, here, and the field is not used afterwards.
             unsafe { ManuallyDrop::drop(&mut self.buffer) };
         }

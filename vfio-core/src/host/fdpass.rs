@@ -20,6 +20,7 @@ const MAX_PAYLOAD: usize = 16 * 1024;
 /// What a passed fd is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum FdKind {
     /// A `/dev/vfio/vfio` container.
     Container = 1,

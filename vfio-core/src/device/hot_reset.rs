@@ -1,11 +1,13 @@
 //! PCI hot reset (a secondary bus or slot reset): which devices it would reset
 //! (`VFIO_DEVICE_GET_PCI_HOT_RESET_INFO`) and doing it (`VFIO_DEVICE_PCI_HOT_RESET`).
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use vfio_sys as sys;
 
-use crate::{Device, Errno, Error, PciAddress, Result, caps, ioctl};
+use crate::ioctl::caps;
+use crate::ioctl::{self, Request, requests as req};
+use crate::{Device, Errno, Error, PciAddress, Result};
 
 /// A device a hot reset of this one would also reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,26 +60,31 @@ impl HotResetInfo {
 impl Device {
     /// `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO` (two calls: ENOSPC says how many devices). Errors:
     /// ENODEV when no slot or bus reset can reach the device (e.g. on a root bus).
+    #[doc(alias = "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO")]
     pub fn hot_reset_info(&self) -> Result<HotResetInfo> {
+        const ENTRY: usize = size_of::<sys::vfio_pci_dependent_device>();
         let mut count = 0usize;
         for _ in 0..4 {
-            let argsz = 12 + 8 * count;
-            let mut words = vec![0u32; argsz / 4];
-            words[0] = argsz as u32;
-            // SAFETY: `words` is a vfio_pci_hot_reset_info header with room for `count` entries,
-            // as argsz says.
-            let res = unsafe { ioctl::with_mut(self.as_fd(), sys::VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, &mut words[0]) };
-            match res {
-                Ok(_) => {
-                    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-                    return HotResetInfo::parse(&bytes, self.name());
+            let mut buf = ioctl::VarBuf::<req::HotResetInfoHeader>::zeroed(ENTRY * count);
+            match ioctl::call_var::<req::DeviceGetPciHotResetInfo>(self.ioctl_fd(), &mut buf) {
+                Ok(_) => return HotResetInfo::parse(buf.bytes(), self.name()),
+                Err(Errno::NOSPC) if buf.header().count as usize > count => {
+                    count = buf.header().count as usize;
+                    if count > MAX_DEPENDENTS {
+                        return Err(Error::malformed(
+                            req::DeviceGetPciHotResetInfo::NAME,
+                            self.name(),
+                            format!(
+                                "the kernel reports {count} dependent devices, above the limit of {MAX_DEPENDENTS}"
+                            ),
+                        ));
+                    }
                 }
-                Err(Errno::NOSPC) if words[2] as usize > count => count = words[2] as usize,
-                Err(e) => return Err(Error::kernel("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", self.name(), e)),
+                Err(e) => return Err(ioctl::kernel_error::<req::DeviceGetPciHotResetInfo>(self.name(), e)),
             }
         }
         Err(Error::malformed(
-            "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO",
+            req::DeviceGetPciHotResetInfo::NAME,
             self.name(),
             "count kept growing",
         ))
@@ -87,20 +94,24 @@ impl Device {
     /// (proof of ownership); in cdev mode pass none (the zero-length form: the kernel checks the
     /// affected devices are bound to the same iommufd). Errors: EPERM when a needed group is
     /// missing or a device is not owned; ENODEV when no reset can reach the device.
+    #[doc(alias = "VFIO_DEVICE_PCI_HOT_RESET")]
     pub fn hot_reset(&self, group_fds: &[BorrowedFd<'_>]) -> Result<()> {
-        let argsz = 12 + 4 * group_fds.len();
-        let mut words = vec![0u32; argsz / 4];
-        words[0] = argsz as u32;
-        words[2] = group_fds.len() as u32;
-        for (i, fd) in group_fds.iter().enumerate() {
-            words[3 + i] = fd.as_raw_fd() as u32;
-        }
-        // SAFETY: `words` is a vfio_pci_hot_reset header followed by `count` group fds.
-        unsafe { ioctl::with_mut(self.as_fd(), sys::VFIO_DEVICE_PCI_HOT_RESET, &mut words[0]) }
-            .map_err(|e| Error::kernel("VFIO_DEVICE_PCI_HOT_RESET", self.name(), e))?;
+        let header = sys::vfio_pci_hot_reset {
+            count: group_fds.len() as u32,
+            ..Default::default()
+        };
+        let fds: Vec<u8> = group_fds.iter().flat_map(|fd| fd.as_raw_fd().to_ne_bytes()).collect();
+        let mut buf = ioctl::VarBuf::with_tail(&header, &fds);
+        // SAFETY: the header's count is the number of group fds that follow it in the buffer.
+        unsafe { ioctl::call_var_unchecked::<req::DevicePciHotReset>(self.ioctl_fd(), &mut buf) }
+            .map_err(|e| ioctl::kernel_error::<req::DevicePciHotReset>(self.name(), e))?;
         Ok(())
     }
 }
+
+/// The most dependent devices a hot-reset-info reply may announce (a PCI segment has 65,536
+/// functions); a kernel answering more is reported as malformed instead of sizing an allocation.
+pub const MAX_DEPENDENTS: usize = 65_536;
 
 #[cfg(test)]
 mod tests {

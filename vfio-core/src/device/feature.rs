@@ -1,0 +1,124 @@
+//! Device features (`VFIO_DEVICE_FEATURE`, Linux 5.17 and later): probe, get and set.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use bitflags::bitflags;
+use vfio_sys as sys;
+
+use crate::ioctl::{self, requests as req};
+use crate::{Device, Error, Result};
+
+bitflags! {
+    /// Which directions of a `VFIO_DEVICE_FEATURE` to probe.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct FeatureAccess: u32 {
+        /// The feature can be read.
+        const GET = sys::VFIO_DEVICE_FEATURE_GET;
+        /// The feature can be written.
+        const SET = sys::VFIO_DEVICE_FEATURE_SET;
+    }
+}
+
+impl Device {
+    /// `VFIO_DEVICE_FEATURE` with `VFIO_DEVICE_FEATURE_PROBE`: whether the device supports
+    /// `feature` for `access` (GET, SET or both). ENOTTY (kernels before 5.17), EOPNOTSUPP, and the
+    /// EINVAL the kernel gives for features it does not know are "unsupported" (`Ok(false)`), not
+    /// failures.
+    #[doc(alias = "VFIO_DEVICE_FEATURE")]
+    pub fn feature_probe(&self, feature: u32, access: FeatureAccess) -> Result<bool> {
+        let flags = sys::VFIO_DEVICE_FEATURE_PROBE | access.bits();
+        // SAFETY: a probe carries no payload: the kernel reads nothing past the header.
+        match unsafe { self.feature_raw("VFIO_DEVICE_FEATURE probe", feature, flags, &mut []) } {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno().is_some_and(ioctl::is_unsupported::<req::DeviceFeature>) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `VFIO_DEVICE_FEATURE` GET of `feature` into `data` (the feature's payload struct; Linux
+    /// 5.17 and later); returns the ioctl's return value. The typed calls below are the safe way
+    /// to use the features they cover. Errors: ENOTTY (Kernel) when the kernel has no device
+    /// features, ENOTTY or EINVAL when the device lacks this one (probe with
+    /// [`Device::feature_probe`] first), EINVAL for a payload of the wrong size.
+    ///
+    /// # Safety
+    /// `data` is the payload `feature` defines, and every pointer inside it (e.g. the bitmap
+    /// addresses of `VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT`) is valid for the kernel to write
+    /// for the duration of the call. Any fd the kernel returns (in the payload or as the return
+    /// value) becomes the caller's to close.
+    #[doc(alias = "VFIO_DEVICE_FEATURE")]
+    pub unsafe fn feature_get(&self, feature: u32, data: &mut [u8]) -> Result<i32> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.feature_raw("VFIO_DEVICE_FEATURE get", feature, sys::VFIO_DEVICE_FEATURE_GET, data) }
+    }
+
+    /// `VFIO_DEVICE_FEATURE` SET of `feature` with payload `data` (Linux 5.17 and later). The
+    /// kernel may write back into the payload (e.g. `MIG_DEVICE_STATE`'s `data_fd`), so `data`
+    /// holds its reply afterwards; returns the ioctl's return value (e.g. the dma-buf fd of
+    /// `VFIO_DEVICE_FEATURE_DMA_BUF`). Errors: as for [`Device::feature_get`]; the feature's
+    /// own errno when the device refuses the state.
+    ///
+    /// # Safety
+    /// As for [`Device::feature_get`]: pointers in the payload are valid for what the kernel
+    /// does with them, fds in it are open for the call, and returned fds are the caller's.
+    #[doc(alias = "VFIO_DEVICE_FEATURE")]
+    pub unsafe fn feature_set(&self, feature: u32, data: &mut [u8]) -> Result<i32> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.feature_raw("VFIO_DEVICE_FEATURE set", feature, sys::VFIO_DEVICE_FEATURE_SET, data) }
+    }
+
+    /// `VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY` (Linux 6.0): puts the device in D3cold (or D3hot)
+    /// while nothing uses it; the kernel wakes it on the next access through the device fd, and
+    /// zaps BAR mappings until then. Errors: EINVAL when already in low power; ENOTTY/EINVAL
+    /// when not offered.
+    #[doc(alias = "VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY")]
+    pub fn low_power_enter(&self) -> Result<()> {
+        // SAFETY: the feature has no payload.
+        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY, &mut []) }.map(drop)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP` (Linux 6.0): as
+    /// [`Device::low_power_enter`], and the kernel signals `wakeup` when the device asks to wake
+    /// (PME). Errors: EINVAL when already in low power or for an fd that is not an eventfd.
+    #[doc(alias = "VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP")]
+    pub fn low_power_enter_with_wakeup(&self, wakeup: BorrowedFd<'_>) -> Result<()> {
+        let payload = sys::vfio_device_low_power_entry_with_wakeup {
+            wakeup_eventfd: wakeup.as_raw_fd(),
+            reserved: 0,
+        };
+        let mut bytes = zerocopy::IntoBytes::as_bytes(&payload).to_vec();
+        // SAFETY: the payload holds an eventfd number (borrowed, so open for the call) and no
+        // pointer; the kernel takes its own reference to the eventfd.
+        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, &mut bytes) }.map(drop)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_LOW_POWER_EXIT` (Linux 6.0): brings the device back to D0. Errors:
+    /// ENOTTY/EINVAL when not offered.
+    #[doc(alias = "VFIO_DEVICE_FEATURE_LOW_POWER_EXIT")]
+    pub fn low_power_exit(&self) -> Result<()> {
+        // SAFETY: the feature has no payload.
+        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT, &mut []) }.map(drop)
+    }
+
+    /// # Safety
+    /// As [`Device::feature_get`].
+    unsafe fn feature_raw(&self, op: &'static str, feature: u32, flags: u32, data: &mut [u8]) -> Result<i32> {
+        if feature > sys::VFIO_DEVICE_FEATURE_MASK {
+            return Err(Error::invalid(
+                op,
+                self.name(),
+                format!("feature {feature:#x} is above the 16-bit feature index"),
+            ));
+        }
+        let header = sys::vfio_device_feature {
+            flags: flags | feature,
+            ..Default::default()
+        };
+        let mut buf = ioctl::VarBuf::with_tail(&header, data);
+        // SAFETY: the caller vouches for the payload (see feature_get).
+        let ret = unsafe { ioctl::call_var_unchecked::<req::DeviceFeature>(self.ioctl_fd(), &mut buf) }
+            .map_err(|e| Error::kernel(op, format!("{} feature {feature}", self.name()), e))?;
+        data.copy_from_slice(buf.tail());
+        Ok(ret)
+    }
+}

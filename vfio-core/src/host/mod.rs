@@ -1,0 +1,20 @@
+//! The machine around the device: sysfs, `/dev` nodes, which modes the kernel offers, PCI
+//! addresses, eventfds, and passing fds between processes.
+
+mod eventfd;
+#[cfg(feature = "tokio")]
+mod eventfd_async;
+mod fdpass;
+mod mode;
+mod node;
+mod pci_address;
+mod sysfs;
+
+pub use eventfd::EventFd;
+#[cfg(feature = "tokio")]
+pub use eventfd_async::AsyncEventFd;
+pub use fdpass::{FdKind, FdRequest, SharedFd, recv_fds, recv_request, request, send_fds, send_refusal, send_request};
+pub use mode::{Addressing, Interface, MODE_ENV, Mode, Modes, detect, detect_in, preferred};
+pub use node::open_node;
+pub use pci_address::PciAddress;
+pub use sysfs::{CdevNode, PciIdentity, Sysfs};
