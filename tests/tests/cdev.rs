@@ -8,20 +8,25 @@ use std::process::ExitCode;
 use vfio_cdev::{BoundDevice, Container, HwptFlags, IoasId, Iommufd, IovaPlacement, UnboundDevice};
 use vfio_core::ioctl::{self, requests as req};
 use vfio_core::{
-    Container as _, DmaAccess, DmaBuffer, DmaMapping, Errno, Error, EventFd, IovaRange, Mode, PciAddress, Sysfs,
+    Addressing, Container as _, DmaAccess, DmaBuffer, DmaMapping, Errno, Error, EventFd, IovaRange, Mode, PciAddress,
+    Sysfs,
 };
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, EDU_MAX_DMA, Edu};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
 
-/// The edu address, or why the test cannot run (no device, no cdev mode).
-fn edu_addr() -> Result<PciAddress, String> {
+/// The edu address and the addressing the kernel's cdev interface offers it with (IOVAs, or
+/// physical addresses on a no-IOMMU machine), or why the test cannot run.
+fn edu_addr() -> Result<(PciAddress, Addressing), String> {
     let addr = device_from_env("VFIO_TEST_EDU")?;
     let modes = vfio_core::detect();
-    if !modes.cdev {
-        return Err(format!("cdev mode is not offered by this kernel ({modes:?})"));
+    if modes.cdev {
+        Ok((addr, Addressing::Iova))
+    } else if modes.cdev_noiommu {
+        Ok((addr, Addressing::Physical))
+    } else {
+        Err(format!("the cdev interface is not offered by this kernel ({modes:?})"))
     }
-    Ok(addr)
 }
 
 macro_rules! edu_or_skip {
@@ -33,9 +38,19 @@ macro_rules! edu_or_skip {
     };
 }
 
+/// A fresh container of the cdev interface with this addressing.
+fn cdev_container(addressing: Addressing) -> vfio_core::Result<Container> {
+    Container::with_iommufd(&Iommufd::open()?, addressing)
+}
+
 /// An edu with bus mastering and its DMA-completion MSI on `irq`.
 fn edu_with_msi(device: vfio_core::Device, addr: PciAddress, irq: &EventFd) -> Result<Edu, Box<dyn std::error::Error>> {
-    let pci = PciDevice::from_device(device, addr, Mode::CDEV)?;
+    let addressing = if vfio_core::detect().cdev {
+        Addressing::Iova
+    } else {
+        Addressing::Physical
+    };
+    let pci = PciDevice::from_device(device, addr, Mode::new(vfio_core::Interface::Cdev, addressing))?;
     pci.enable_bus_master()?;
     pci.enable_msi(&[irq])?;
     Edu::new(pci)
@@ -81,19 +96,19 @@ fn expect_errno<T: std::fmt::Debug>(res: vfio_core::Result<T>, want: &[Errno], w
 }
 
 fn dma_round_trip_through_container() -> TestResult {
-    let addr = edu_or_skip!();
-    let c = Container::new()?;
+    let (addr, addressing) = edu_or_skip!();
+    let c = cdev_container(addressing)?;
     let irq = EventFd::new()?;
     let edu = edu_with_msi(c.assign_device(&addr)?, addr, &irq)?;
     round_trip(&edu, &irq, &c, 0x10_0000, 3)
 }
 
 fn device_moved_between_two_ioases() -> TestResult {
-    let addr = edu_or_skip!();
+    let (addr, addressing) = edu_or_skip!();
     let iommufd = Iommufd::open()?;
     let (c1, c2) = (
-        Container::with_iommufd(&iommufd, vfio_core::Addressing::Iova)?,
-        Container::with_iommufd(&iommufd, vfio_core::Addressing::Iova)?,
+        Container::with_iommufd(&iommufd, addressing)?,
+        Container::with_iommufd(&iommufd, addressing)?,
     );
     ensure!(
         c1.ioas().id() != c2.ioas().id(),
@@ -116,11 +131,11 @@ fn device_moved_between_two_ioases() -> TestResult {
 }
 
 fn replace_attached_ioas_while_mapped() -> TestResult {
-    let addr = edu_or_skip!();
+    let (addr, addressing) = edu_or_skip!();
     let iommufd = Iommufd::open()?;
     let (c1, c2) = (
-        Container::with_iommufd(&iommufd, vfio_core::Addressing::Iova)?,
-        Container::with_iommufd(&iommufd, vfio_core::Addressing::Iova)?,
+        Container::with_iommufd(&iommufd, addressing)?,
+        Container::with_iommufd(&iommufd, addressing)?,
     );
     let bound = c1.bind_device(&addr)?;
     if bound.is_noiommu() {
@@ -161,7 +176,7 @@ fn replace_attached_ioas_while_mapped() -> TestResult {
 }
 
 fn get_info_before_bind_fails() -> TestResult {
-    let addr = edu_or_skip!();
+    let (addr, addressing) = edu_or_skip!();
     let dev = UnboundDevice::open(&Sysfs::default(), &addr)?;
     let mut info = vfio_sys::vfio_device_info::default();
     let res = ioctl::call::<req::DeviceGetInfo>(dev.ioctl_fd(), &mut info);
@@ -173,7 +188,7 @@ fn get_info_before_bind_fails() -> TestResult {
 }
 
 fn bind_to_non_iommufd_fails() -> TestResult {
-    let addr = edu_or_skip!();
+    let (addr, addressing) = edu_or_skip!();
     let dev = UnboundDevice::open(&Sysfs::default(), &addr)?;
     let not_iommufd: OwnedFd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
     let fake = Iommufd::from_fd(not_iommufd);
@@ -185,7 +200,7 @@ fn bind_to_non_iommufd_fails() -> TestResult {
 }
 
 fn repeated_bind_fails() -> TestResult {
-    let addr = edu_or_skip!();
+    let (addr, addressing) = edu_or_skip!();
     let iommufd = Iommufd::open()?;
     let bound: BoundDevice = UnboundDevice::open(&Sysfs::default(), &addr)?.bind(&iommufd)?;
     // The typestate forbids binding a BoundDevice; go around it with a second handle on the file.
@@ -194,7 +209,7 @@ fn repeated_bind_fails() -> TestResult {
 }
 
 fn attach_to_invalid_id_fails() -> TestResult {
-    let addr = edu_or_skip!();
+    let (addr, addressing) = edu_or_skip!();
     let iommufd = Iommufd::open()?;
     let bound = UnboundDevice::open(&Sysfs::default(), &addr)?.bind(&iommufd)?;
     expect_errno(
@@ -205,9 +220,9 @@ fn attach_to_invalid_id_fails() -> TestResult {
 }
 
 fn ioas_destroy_while_attached_is_busy() -> TestResult {
-    let addr = edu_or_skip!();
+    let (addr, addressing) = edu_or_skip!();
     let iommufd = Iommufd::open()?;
-    let c = Container::with_iommufd(&iommufd, vfio_core::Addressing::Iova)?;
+    let c = Container::with_iommufd(&iommufd, addressing)?;
     let bound = c.bind_device(&addr)?;
     expect_errno(
         iommufd.destroy(c.ioas().id()),
@@ -220,8 +235,8 @@ fn ioas_destroy_while_attached_is_busy() -> TestResult {
 }
 
 fn assign_twice_to_same_container_fails() -> TestResult {
-    let addr = edu_or_skip!();
-    let c = Container::new()?;
+    let (addr, addressing) = edu_or_skip!();
+    let c = cdev_container(addressing)?;
     let _dev = c.assign_device(&addr)?;
     match c.assign_device(&addr) {
         Ok(_) => Err("second assign_device of the same device succeeded".into()),
@@ -234,8 +249,8 @@ fn assign_twice_to_same_container_fails() -> TestResult {
 }
 
 fn pasid_attach_unsupported_on_edu() -> TestResult {
-    let addr = edu_or_skip!();
-    let c = Container::new()?;
+    let (addr, addressing) = edu_or_skip!();
+    let c = cdev_container(addressing)?;
     let bound = c.bind_device(&addr)?;
     match bound.attach_pasid(1, c.ioas().id()) {
         Err(e @ Error::Unsupported { .. }) => {
@@ -247,7 +262,7 @@ fn pasid_attach_unsupported_on_edu() -> TestResult {
 }
 
 fn vf_token_on_non_vf_is_refused() -> TestResult {
-    let addr = edu_or_skip!();
+    let (addr, addressing) = edu_or_skip!();
     let iommufd = Iommufd::open()?;
     let dev = UnboundDevice::open(&Sysfs::default(), &addr)?;
     let token = *b"vfio-rs-vf-token";
@@ -262,7 +277,7 @@ fn vf_token_on_non_vf_is_refused() -> TestResult {
 }
 
 fn dma_through_hwpt_at_kernel_chosen_iova() -> TestResult {
-    let addr = edu_or_skip!();
+    let (addr, addressing) = edu_or_skip!();
     // Declared first so they drop last, after every IOMMU object that maps them.
     let (src, dst) = (DmaBuffer::new(4096)?, DmaBuffer::new(4096)?);
     let iommufd = Iommufd::open()?;
@@ -335,8 +350,8 @@ fn dma_through_hwpt_at_kernel_chosen_iova() -> TestResult {
 }
 
 fn attach_across_iommufds_is_refused() -> TestResult {
-    let addr = edu_or_skip!();
-    let (c1, c2) = (Container::new()?, Container::new()?);
+    let (addr, addressing) = edu_or_skip!();
+    let (c1, c2) = (cdev_container(addressing)?, cdev_container(addressing)?);
     let bound = c1.bind_device(&addr)?;
     match c2.attach(&bound) {
         Err(e @ Error::InvalidArgument { .. }) => {
@@ -348,7 +363,7 @@ fn attach_across_iommufds_is_refused() -> TestResult {
 }
 
 fn dirty_tracking_sees_device_writes() -> TestResult {
-    let addr = edu_or_skip!();
+    let (addr, addressing) = edu_or_skip!();
     let (src, dst) = (DmaBuffer::new(4096)?, DmaBuffer::new(4096)?);
     let iommufd = Iommufd::open()?;
     let ioas = iommufd.alloc_ioas()?;
@@ -406,9 +421,9 @@ fn cdev_refused_clearly_without_kernel_support() -> TestResult {
         Err(why) => return skip(why),
     };
     let modes = vfio_core::detect();
-    if modes.cdev {
+    if modes.cdev || modes.cdev_noiommu {
         return skip(format!(
-            "this kernel offers cdev mode ({modes:?}); the refusal is checked on kernels without it \
+            "this kernel offers the cdev interface ({modes:?}); the refusal is checked on kernels without it \
              (`cargo xtask vm test --variant debian61`)"
         ));
     }

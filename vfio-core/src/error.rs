@@ -10,7 +10,7 @@ pub use rustix::io::Errno;
 #[non_exhaustive]
 pub enum Error {
     /// The kernel refused a syscall or ioctl.
-    #[error("{op} on {target}: {errno}")]
+    #[error("{op} on {target}: {}", ErrnoName(*errno))]
     Kernel {
         /// The ioctl or syscall, e.g. `VFIO_DEVICE_GET_INFO`.
         op: &'static str,
@@ -20,7 +20,7 @@ pub enum Error {
         errno: Errno,
     },
     /// A file under sysfs or /dev could not be read, written or opened.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {}", IoErrorName(source))]
     Path {
         /// What was being done, e.g. `open` or `read`.
         op: &'static str,
@@ -117,5 +117,98 @@ impl Error {
     }
 }
 
+/// The C name of an errno (`"EINVAL"`), for the common ones VFIO and iommufd answer with.
+pub fn errno_name(errno: Errno) -> Option<&'static str> {
+    const NAMES: &[(Errno, &str)] = &[
+        (Errno::PERM, "EPERM"),
+        (Errno::NOENT, "ENOENT"),
+        (Errno::SRCH, "ESRCH"),
+        (Errno::INTR, "EINTR"),
+        (Errno::IO, "EIO"),
+        (Errno::NXIO, "ENXIO"),
+        (Errno::TOOBIG, "E2BIG"),
+        (Errno::BADF, "EBADF"),
+        (Errno::CHILD, "ECHILD"),
+        (Errno::AGAIN, "EAGAIN"),
+        (Errno::NOMEM, "ENOMEM"),
+        (Errno::ACCESS, "EACCES"),
+        (Errno::FAULT, "EFAULT"),
+        (Errno::BUSY, "EBUSY"),
+        (Errno::EXIST, "EEXIST"),
+        (Errno::XDEV, "EXDEV"),
+        (Errno::NODEV, "ENODEV"),
+        (Errno::NOTDIR, "ENOTDIR"),
+        (Errno::ISDIR, "EISDIR"),
+        (Errno::INVAL, "EINVAL"),
+        (Errno::NFILE, "ENFILE"),
+        (Errno::MFILE, "EMFILE"),
+        (Errno::NOTTY, "ENOTTY"),
+        (Errno::FBIG, "EFBIG"),
+        (Errno::NOSPC, "ENOSPC"),
+        (Errno::SPIPE, "ESPIPE"),
+        (Errno::ROFS, "EROFS"),
+        (Errno::PIPE, "EPIPE"),
+        (Errno::RANGE, "ERANGE"),
+        (Errno::DEADLK, "EDEADLK"),
+        (Errno::NAMETOOLONG, "ENAMETOOLONG"),
+        (Errno::NOSYS, "ENOSYS"),
+        (Errno::NOTEMPTY, "ENOTEMPTY"),
+        (Errno::LOOP, "ELOOP"),
+        (Errno::NODATA, "ENODATA"),
+        (Errno::OVERFLOW, "EOVERFLOW"),
+        (Errno::BADFD, "EBADFD"),
+        (Errno::OPNOTSUPP, "EOPNOTSUPP"),
+        (Errno::ADDRINUSE, "EADDRINUSE"),
+        (Errno::CONNREFUSED, "ECONNREFUSED"),
+        (Errno::TIMEDOUT, "ETIMEDOUT"),
+        (Errno::ALREADY, "EALREADY"),
+        (Errno::INPROGRESS, "EINPROGRESS"),
+        (Errno::STALE, "ESTALE"),
+        (Errno::CANCELED, "ECANCELED"),
+        (Errno::OWNERDEAD, "EOWNERDEAD"),
+        (Errno::HWPOISON, "EHWPOISON"),
+    ];
+    NAMES.iter().find(|(e, _)| *e == errno).map(|(_, n)| *n)
+}
+
+/// Displays an errno as `EINVAL: Invalid argument (os error 22)`.
+struct ErrnoName(Errno);
+
+impl std::fmt::Display for ErrnoName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match errno_name(self.0) {
+            Some(name) => write!(f, "{name}: {}", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// Displays an I/O error with its errno's name where it has one.
+struct IoErrorName<'a>(&'a std::io::Error);
+
+impl std::fmt::Display for IoErrorName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.raw_os_error().and_then(|e| errno_name(Errno::from_raw_os_error(e))) {
+            Some(name) => write!(f, "{name}: {}", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errnos_print_by_name() {
+        let e = Error::kernel("VFIO_DEVICE_GET_INFO", "0000:00:03.0", Errno::INVAL);
+        let text = e.to_string();
+        assert!(text.starts_with("VFIO_DEVICE_GET_INFO on 0000:00:03.0: EINVAL: "), "{text}");
+        let p = Error::path("open", "/dev/vfio/7", std::io::Error::from_raw_os_error(16));
+        assert!(p.to_string().contains("/dev/vfio/7: EBUSY: "), "{p}");
+        assert_eq!(errno_name(Errno::NOTTY), Some("ENOTTY"));
+    }
+}

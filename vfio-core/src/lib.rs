@@ -51,7 +51,7 @@ pub use dma::{
     Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
     SharedContainer, page_size,
 };
-pub use error::{Errno, Error, Result};
+pub use error::{Errno, Error, Result, errno_name};
 #[cfg(feature = "tokio")]
 pub use host::AsyncEventFd;
 pub use host::{

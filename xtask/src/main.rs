@@ -1,11 +1,15 @@
 //! Developer tasks for vfio-rs, run as `cargo xtask <task>`.
 //!
-//! - `regen-uapi (--from <kernel tree | headers dir> | --from-cache) [--check]`: regenerate `vfio-sys` and `iommufd-sys`.
-//! - `vm [test] [options]`: build the test kernel and initramfs, boot QEMU, run the guest tests.
+//! - `regen-uapi (--from <kernel tree | headers dir> | --from-cache) [--check]`: regenerate `vfio-sys` and
+//!   `iommufd-sys`, or (`--check`) compare them with headers of the version they record.
+//! - `vm [test] [options]`: build the test kernel and initramfs, boot QEMU, run the guest tests,
+//!   and check the results cover what `xtask/coverage.txt` requires (`vm replay LOG` judges a
+//!   saved run again).
 //! - `demo`: boot the guest and run the example drivers in every mode.
 //! - `bench [options]`: run the benchmarks in a guest and write `target/bench/results.{json,md}`.
 
 mod regen_uapi;
+mod uapi_check;
 mod vm;
 
 use std::process::ExitCode;
@@ -27,8 +31,8 @@ fn main() -> ExitCode {
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  regen-uapi (--from <kernel tree | headers dir> | --from-cache) [--check] [--version V]\n  \
-                 vm [test|kernel] [--variant a|b|debian61] [--iommu intel|virtio|none] [--example NAME[:ARGS]]\n     \
-                    [--timeout SECS] [--no-tests] [--append ARGS]\n  \
+                 vm [test|kernel|replay LOG] [--variant a|b|debian61] [--iommu intel|virtio|none] [--example NAME[:ARGS]]\n     \
+                    [--timeout SECS] [--no-tests] [--no-coverage] [--append ARGS]\n  \
                  demo [same options as vm]\n  \
                  bench [--variant a|b] [--iommu intel|virtio|none] [--quick] [--only IDS] [--timeout SECS]"
             );

@@ -10,7 +10,9 @@
 //! - `src/version.rs`: `UAPI_VERSION`.
 //!
 //! With `--check`, the files are generated into a temporary directory and compared
-//! with the checked-in ones.
+//! with the checked-in ones, from headers of exactly the version the bindings record (see
+//! [`crate::uapi_check`]): `--check --from-cache` finds or fetches them, and fails, comparing
+//! nothing, when it cannot; `--check --from DIR` fails when DIR is another version.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -53,9 +55,9 @@ const TARGETS: &[Target] = &[
 ];
 
 struct Args {
-    from: PathBuf,
-    /// The tree is the guest harness's kernel source, whose version follows Debian's archive.
-    from_cache: bool,
+    /// `None`: `--from-cache`, the guest harness's cache: its kernel source (the newest in
+    /// Debian's archive) to regenerate; with `--check`, headers of the version the bindings record.
+    from: Option<PathBuf>,
     check: bool,
     version: Option<String>,
 }
@@ -82,22 +84,17 @@ fn parse_args(args: &[String]) -> crate::Result<Args> {
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
-    if from_cache {
-        from = Some(crate::vm::kernel::source_tree(&crate::vm::cache_dir()?)?);
+    match (&from, from_cache) {
+        (Some(_), true) => return Err("give --from or --from-cache, not both".into()),
+        (None, false) => return Err("missing --from <kernel tree | headers dir> (or --from-cache)".into()),
+        _ => {}
     }
-    Ok(Args {
-        from_cache,
-        from: from.ok_or("missing --from <kernel tree | headers dir> (or --from-cache)")?,
-        check,
-        version,
-    })
-}
-
-/// `UAPI_VERSION` of the checked-in vfio-sys.
-fn checked_in_version() -> Option<String> {
-    let text = std::fs::read_to_string(workspace_root().join("vfio-sys/src/version.rs")).ok()?;
-    let line = text.lines().find(|l| l.contains("UAPI_VERSION"))?;
-    Some(line.split('"').nth(1)?.to_string())
+    if from_cache && check && version.is_some() {
+        return Err(
+            "--version does not go with --check --from-cache: the check uses the version the bindings record".into(),
+        );
+    }
+    Ok(Args { from, check, version })
 }
 
 /// A temporary directory removed on drop.
@@ -129,7 +126,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Reads `VERSION`, `PATCHLEVEL`, `SUBLEVEL` from a kernel tree's Makefile.
-fn kernel_version(tree: &Path) -> Option<String> {
+pub(crate) fn kernel_version(tree: &Path) -> Option<String> {
     let text = std::fs::read_to_string(tree.join("Makefile")).ok()?;
     let get = |key: &str| {
         text.lines().find_map(|l| {
@@ -147,7 +144,26 @@ fn kernel_version(tree: &Path) -> Option<String> {
 
 pub fn main(args: &[String]) -> crate::Result {
     let args = parse_args(args)?;
-    let from = &args.from;
+    let root = workspace_root();
+    // What a check compares against: the recorded version, and (from the cache) which headers.
+    let recorded = if args.check {
+        Some(crate::uapi_check::recorded(&root)?)
+    } else {
+        None
+    };
+    let (from, forced_version, compared) = match (&args.from, &recorded) {
+        (Some(from), _) => (from.clone(), args.version.clone(), None),
+        (None, Some(rec)) => {
+            let (dir, desc) = crate::uapi_check::headers_for_check(&crate::vm::cache_dir()?, rec)?;
+            (dir, Some(rec.upstream.clone()), Some(desc))
+        }
+        (None, None) => (
+            crate::vm::kernel::source_tree(&crate::vm::cache_dir()?)?,
+            args.version.clone(),
+            None,
+        ),
+    };
+    let from = &from;
 
     // Keeps the headers_install output alive while generating.
     let mut _hdr_tmp = None;
@@ -185,26 +201,24 @@ pub fn main(args: &[String]) -> crate::Result {
         )
         .into());
     };
-    let version = args
-        .version
-        .clone()
+    if let (true, Some(forced), Some(tree)) = (args.check, &forced_version, &tree_version) {
+        if forced != tree {
+            return Err(format!(
+                "not compared: {} is Linux {tree}, not the {forced} given",
+                from.display()
+            )
+            .into());
+        }
+    }
+    let version = forced_version
         .or(tree_version)
         .ok_or("cannot tell the kernel version of these headers: pass --version <x.y.z>")?;
-
-    if args.from_cache && args.check {
-        let checked_in = checked_in_version();
-        if checked_in.as_deref() != Some(version.as_str()) {
-            println!(
-                "uapi check skipped: the checked-in bindings are from {}, the harness's kernel source is {version}; \
-                 run `cargo xtask regen-uapi --from-cache` to move to it",
-                checked_in.as_deref().unwrap_or("an unknown version")
-            );
-            return Ok(());
-        }
+    // Never compare (and so never pass) on headers of another version than the bindings'.
+    if let Some(rec) = &recorded {
+        crate::uapi_check::explicit_check(rec, &version)?;
     }
     check_libclang()?;
 
-    let root = workspace_root();
     let out_tmp = TempDir::new("uapi-out")?;
     let mut stale = false;
     for t in TARGETS {
@@ -236,7 +250,8 @@ pub fn main(args: &[String]) -> crate::Result {
             )
             .into());
         }
-        println!("uapi bindings are up to date ({version})");
+        let against = compared.unwrap_or_else(|| from.display().to_string());
+        println!("uapi bindings are up to date (Linux {version}, compared against {against})");
     }
     Ok(())
 }

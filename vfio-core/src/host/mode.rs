@@ -167,7 +167,9 @@ pub fn detect_in(sysfs: &Sysfs) -> Modes {
     let cdev_nodes = dev.join("iommu").exists() && dev.join("vfio/devices").is_dir();
     Modes {
         group: container && (iommu_groups || (!noiommu_groups && has_iommu)),
-        cdev: cdev_nodes && (iommu_cdevs || has_iommu),
+        // As for groups: without any device bound, an IOMMU registered (the iommufd selftest's
+        // mock registers one too, so noiommu cdevs outweigh it).
+        cdev: cdev_nodes && (iommu_cdevs || (!noiommu_cdevs && has_iommu)),
         group_noiommu: container && noiommu,
         cdev_noiommu: cdev_nodes && noiommu && (noiommu_cdevs || !noiommu_groups),
     }
@@ -338,10 +340,11 @@ mod tests {
 
     #[test]
     fn noiommu_nodes_count_as_physical_addressing_only() {
-        // A no-IOMMU boot of 7.3: the device has a noiommu group and a noiommu cdev.
+        // A no-IOMMU boot of 7.3: the device has a noiommu group and a noiommu cdev (and the
+        // iommufd selftest's mock IOMMU is registered, as in the test kernels).
         let (root, sysfs) = tree(
             "none",
-            false,
+            true,
             &["vfio/vfio", "vfio/noiommu-0", "vfio/devices/noiommu-vfio0", "iommu"],
         );
         let m = detect_in(&sysfs);

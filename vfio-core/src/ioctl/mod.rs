@@ -166,36 +166,12 @@ pub struct PtrArg;
 #[macro_export]
 macro_rules! request {
     () => {};
-    ($(#[$m:meta])* $vis:vis $name:ident = $code:ident on $kind:ident, int $(, unsupported [$($u:ident),*])?; $($rest:tt)*) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy)]
-        $vis enum $name {}
-        // SAFETY: declared from the uapi: the request takes an integer or nothing.
-        unsafe impl $crate::ioctl::Request for $name {
-            const CODE: u32 = $code;
-            const NAME: &'static str = stringify!($code);
-            $(const UNSUPPORTED: &'static [$crate::Errno] = &[$($crate::Errno::$u),*];)?
-            type Fd = $crate::ioctl::kind::$kind;
-            type Arg = $crate::ioctl::IntArg;
-            #[inline(always)]
-            fn set_size(_: &mut Self::Arg, _: u32) {}
-        }
-        $crate::request!($($rest)*);
+    // Integer and bare-pointer requests: the general form with a marker argument type.
+    ($(#[$m:meta])* $vis:vis $name:ident = $code:ident on $kind:ident, int $($tail:tt)*) => {
+        $crate::request!($(#[$m])* $vis $name = $code on $kind, $crate::ioctl::IntArg, size none, unchecked $($tail)*);
     };
-    ($(#[$m:meta])* $vis:vis $name:ident = $code:ident on $kind:ident, ptr; $($rest:tt)*) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy)]
-        $vis enum $name {}
-        // SAFETY: declared from the uapi: the request takes a bare pointer (see `call_ptr`).
-        unsafe impl $crate::ioctl::Request for $name {
-            const CODE: u32 = $code;
-            const NAME: &'static str = stringify!($code);
-            type Fd = $crate::ioctl::kind::$kind;
-            type Arg = $crate::ioctl::PtrArg;
-            #[inline(always)]
-            fn set_size(_: &mut Self::Arg, _: u32) {}
-        }
-        $crate::request!($($rest)*);
+    ($(#[$m:meta])* $vis:vis $name:ident = $code:ident on $kind:ident, ptr $($tail:tt)*) => {
+        $crate::request!($(#[$m])* $vis $name = $code on $kind, $crate::ioctl::PtrArg, size none, unchecked $($tail)*);
     };
     (@size $arg:ident, $sz:ident, none) => {{ let _ = ($arg, $sz); }};
     (@size $arg:ident, $sz:ident, $($field:ident).+) => { $arg.$($field).+ = $sz };
@@ -214,7 +190,8 @@ macro_rules! request {
         $(#[$m])*
         #[derive(Debug, Clone, Copy)]
         $vis enum $name {}
-        // SAFETY: declared from the uapi: the request takes a pointer to this argument type.
+        // SAFETY: declared from the uapi: the request takes a pointer to this argument type (or,
+        // for IntArg and PtrArg, an integer or a bare pointer, issued by call_int / call_ptr).
         unsafe impl $crate::ioctl::Request for $name {
             const CODE: u32 = $code;
             const NAME: &'static str = stringify!($code);

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 /// Debian package holding the kernel source; override with `VFIO_KERNEL_PACKAGE`.
 const DEFAULT_PACKAGE: &str = "linux-source-7.3";
 /// Suite the package comes from; override with `VFIO_KERNEL_SUITE`.
-const DEFAULT_SUITE: &str = "trixie-backports";
-pub(super) const MIRROR: &str = "http://deb.debian.org/debian";
-pub(super) const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+pub(crate) const DEFAULT_SUITE: &str = "trixie-backports";
+pub(crate) const MIRROR: &str = "http://deb.debian.org/debian";
+pub(crate) const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 /// Bump when the build recipe changes in a way the fragments do not show, to invalidate the cache.
 const RECIPE: &str = "allnoconfig+fragment ARCH=x86_64 bzImage v1";
 
@@ -34,7 +34,7 @@ pub struct Source {
     pub version: String,
 }
 
-fn package() -> String {
+pub(crate) fn package() -> String {
     std::env::var("VFIO_KERNEL_PACKAGE").unwrap_or_else(|_| DEFAULT_PACKAGE.to_owned())
 }
 
@@ -49,7 +49,7 @@ fn apt_options(cache: &Path) -> crate::Result<Vec<String>> {
 
 /// apt-get/apt-cache options that keep all state (sources list, package lists, downloads) in
 /// `dir`, with `sources` as the only sources list, so the host's apt setup is never touched.
-pub(super) fn apt_options_in(dir: &Path, sources: &str) -> crate::Result<Vec<String>> {
+pub(crate) fn apt_options_in(dir: &Path, sources: &str) -> crate::Result<Vec<String>> {
     std::fs::create_dir_all(dir.join("lists/partial"))?;
     std::fs::create_dir_all(dir.join("archives/partial"))?;
     std::fs::write(dir.join("sources.list"), sources)?;
@@ -94,7 +94,7 @@ pub(super) fn apt_policy(opts: &[String], package: &str) -> crate::Result<String
 }
 
 /// `apt-get download PACKAGE=VERSION` into `archives` (with `opts`); returns the .deb.
-pub(super) fn apt_download(opts: &[String], archives: &Path, package: &str, version: &str) -> crate::Result<PathBuf> {
+pub(crate) fn apt_download(opts: &[String], archives: &Path, package: &str, version: &str) -> crate::Result<PathBuf> {
     // apt-get download writes into the current directory.
     let mut cmd = Command::new("apt-get");
     cmd.args(opts)
@@ -132,7 +132,7 @@ pub fn resolve(cache: &Path) -> crate::Result<Source> {
 
 /// The Debian version of the source tree unpacked in the cache, if any: from our marker file, or
 /// else from the changelog of an unpacked package (a tree unpacked by hand).
-fn unpacked_version(cache: &Path, package: &str) -> Option<String> {
+pub(crate) fn unpacked_version(cache: &Path, package: &str) -> Option<String> {
     let src = cache.join("src");
     if !src.join(package).join("Makefile").exists() {
         return None;
@@ -230,7 +230,8 @@ fn fragment(variant: Variant) -> crate::Result<String> {
     ))
 }
 
-/// The unpacked kernel source tree the harness builds from (downloading it if needed).
+/// The unpacked kernel source tree the harness builds from: the newest version the archive has
+/// (downloading and unpacking it if needed, which replaces the tree of an older version).
 pub fn source_tree(cache: &Path) -> crate::Result<PathBuf> {
     unpack(cache, &resolve(cache)?)
 }

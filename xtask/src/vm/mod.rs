@@ -8,9 +8,12 @@
 //! 4. [`kernel`]: build or fetch from the cache the kernel of each variant ([`packaged_kernel`]:
 //!    download Debian's packaged 6.1 kernel and its VFIO modules for `debian61`);
 //! 5. [`qemu`]: boot each (variant, IOMMU) pair the kernel can run, stream and parse the console;
-//! 6. print the result matrix and the totals line CI reads.
+//! 6. print the result matrix, judge it against the expected coverage ([`coverage`]:
+//!    `xtask/coverage.txt`; a required result that skipped or is missing fails the run) and
+//!    print the totals line.
 
 pub mod bench;
+mod coverage;
 mod guest;
 mod initramfs;
 mod install;
@@ -21,7 +24,6 @@ mod packaged_kernel;
 mod qemu;
 
 use qemu::{Boot, BootSpec, Outcome};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +32,8 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "\
 usage: cargo xtask vm [test] [OPTIONS]    run the vfio-tests binaries (and examples) in QEMU guests
        cargo xtask vm kernel [--variant V] build (or find cached) the guest kernels only
+       cargo xtask vm replay LOG           judge the saved output of an earlier `vm test` again
+                                           (result matrix and coverage), without booting
        cargo xtask demo [OPTIONS]         run the vfio-pci `edu` and `nvme_identify` examples
 
 options:
@@ -45,6 +49,8 @@ options:
                                (repeatable, e.g. --example 'edu:--mode cdev'); without any,
                                the demo examples run in group and cdev mode
   --no-tests                 do not build or run the vfio-tests binaries
+  --no-coverage              report skips against xtask/coverage.txt but do not fail on
+                               required results that skipped or are missing (vm test)
   --timeout SECS             per-boot timeout, QEMU is killed after it (default: 600)
   --append ARGS              extra kernel command line
 
@@ -137,6 +143,8 @@ struct Options {
     /// Example runs: (example name, argument string).
     runs: Vec<(String, String)>,
     tests: bool,
+    /// Fail when the results do not cover what `xtask/coverage.txt` requires.
+    coverage: bool,
     timeout: Duration,
     append: String,
 }
@@ -147,6 +155,7 @@ fn parse_options(args: &[String], default_variants: &[Variant], default_iommus: 
         iommus: Vec::new(),
         runs: Vec::new(),
         tests: true,
+        coverage: true,
         timeout: Duration::from_secs(600),
         append: String::new(),
     };
@@ -189,6 +198,7 @@ fn parse_options(args: &[String], default_variants: &[Variant], default_iommus: 
                 o.runs.push((name.to_owned(), args.trim().to_owned()));
             }
             "--no-tests" => o.tests = false,
+            "--no-coverage" => o.coverage = false,
             "--timeout" => {
                 let v = value()?;
                 let secs: u64 = v.parse().map_err(|_| format!("--timeout wants seconds, got `{v}`"))?;
@@ -227,6 +237,7 @@ pub fn main(args: &[String]) -> crate::Result {
     let (sub, rest) = match args.first().map(String::as_str) {
         Some("test") => ("test", &args[1..]),
         Some("kernel") => ("kernel", &args[1..]),
+        Some("replay") => return replay(&args[1..]),
         Some("help") => {
             println!("{USAGE}");
             return Ok(());
@@ -252,15 +263,89 @@ pub fn main(args: &[String]) -> crate::Result {
         }
         return Ok(());
     }
+    // Read before the long run: a malformed table fails at once.
+    let table = coverage::Table::load(&coverage::default_path())?;
     let start = Instant::now();
     let (boots, not_booted) = run_matrix(&opts)?;
-    let failed = report_tests(&boots);
+    let report = report_tests(&boots);
     report_not_booted(&not_booted);
+    let asked = coverage::Asked {
+        boots: opts
+            .variants
+            .iter()
+            .flat_map(|v| opts.iommus.iter().map(move |i| format!("{v}/{i}")))
+            .collect(),
+        not_booted,
+        tests: opts.tests,
+        examples: opts.runs.iter().map(|(n, a)| example_row(n, a)).collect(),
+    };
+    let result = judge_and_total(&table, &asked, &report, opts.coverage);
     println!("(total time {:.0}s)", start.elapsed().as_secs_f64());
-    if failed > 0 {
-        return Err(format!("{failed} failure(s) in the guest runs; see above").into());
+    result
+}
+
+/// `cargo xtask vm replay LOG`: the boots of a saved `vm test` output (its `[label] ` console
+/// lines), reported and judged against `xtask/coverage.txt` as if they had just run, with the
+/// default test and example runs as what was asked for.
+fn replay(args: &[String]) -> crate::Result {
+    let [path] = args else {
+        return Err(format!("replay wants one file, the saved output of `cargo xtask vm test`\n\n{USAGE}").into());
+    };
+    let table = coverage::Table::load(&coverage::default_path())?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let boots = qemu::replay(&text);
+    if boots.is_empty() {
+        return Err(format!("{path} has no `[variant/iommu] ` console lines").into());
     }
-    Ok(())
+    let report = report_tests(&boots);
+    let asked = coverage::Asked {
+        boots: boots.iter().map(|b| b.label.clone()).collect(),
+        not_booted: Vec::new(),
+        tests: true,
+        examples: demo_runs().iter().map(|(n, a)| example_row(n, a)).collect(),
+    };
+    judge_and_total(&table, &asked, &report, true)
+}
+
+/// Judges `report` against `table`, prints the coverage verdict and the totals line, and
+/// returns the run's result: an error for failed results, or for coverage problems when
+/// `enforce` (else they are only reported).
+fn judge_and_total(table: &coverage::Table, asked: &coverage::Asked, report: &Report, enforce: bool) -> crate::Result {
+    let verdict = coverage::judge(table, asked, &report.rows);
+    coverage::print(table, &verdict);
+    let hardware = verdict.count(coverage::Class::HardwareOnly);
+    println!(
+        "\n{} passed, {} failed, {} skipped ({} allowed, {hardware} hardware-only, not covered here, {} not allowed)",
+        report.passed,
+        report.failed,
+        report.skipped,
+        verdict.count(coverage::Class::Allowed),
+        verdict.count(coverage::Class::Required) + verdict.count(coverage::Class::NotAllowed),
+    );
+    let mut uncovered = verdict.problems.len();
+    if uncovered > 0 && !enforce {
+        println!("warning: {uncovered} coverage problem(s) ignored (--no-coverage)");
+        uncovered = 0;
+    }
+    match (report.failed, uncovered) {
+        (0, 0) => Ok(()),
+        (0, n) => Err(format!(
+            "{n} coverage problem(s): required results skipped or missing, or skips {} does not allow; see above",
+            table.origin
+        )
+        .into()),
+        (f, 0) => Err(format!("{f} failure(s) in the guest runs; see above").into()),
+        (f, n) => Err(format!("{f} failure(s) in the guest runs and {n} coverage problem(s); see above").into()),
+    }
+}
+
+/// The result-matrix row of the example run `name` with `args`.
+fn example_row(name: &str, args: &str) -> String {
+    if args.is_empty() {
+        format!("example {name}")
+    } else {
+        format!("example {name} {args}")
+    }
 }
 
 /// The examples `cargo xtask demo` runs, each in group and in cdev mode on every boot.
@@ -363,18 +448,21 @@ fn demo_summary(run: &qemu::Run) -> String {
 pub const SKIPPED_RC: i32 = 77;
 
 /// Prints the (variant, IOMMU) pairs that were asked for but not booted, and why.
-fn report_not_booted(not_booted: &[String]) {
+fn report_not_booted(not_booted: &[(String, String)]) {
     if !not_booted.is_empty() {
         println!("\nnot booted (the kernel cannot run that IOMMU):");
-        for line in not_booted {
-            println!("  {line}");
+        for (label, why) in not_booted {
+            println!("  {label}: {why}");
         }
     }
 }
 
+/// The (variant, IOMMU) pairs asked for but not booted: (label, why).
+type NotBooted = Vec<(String, String)>;
+
 /// Steps 1-5: prepare everything, then boot every (variant, IOMMU) pair in order whose kernel
-/// supports that IOMMU. Returns the boots and, for the pairs skipped, `label: why`.
-fn run_matrix(opts: &Options) -> crate::Result<(Vec<Boot>, Vec<String>)> {
+/// supports that IOMMU. Returns the boots and, for the pairs skipped, (label, why).
+fn run_matrix(opts: &Options) -> crate::Result<(Vec<Boot>, NotBooted)> {
     install::ensure()?;
     let workspace = workspace_dir();
     let cache = cache_dir()?;
@@ -435,7 +523,7 @@ fn run_matrix(opts: &Options) -> crate::Result<(Vec<Boot>, Vec<String>)> {
         for &iommu in &opts.iommus {
             if let Some(why) = kernel.why_not(iommu) {
                 println!("==> not booting {variant}/{iommu}: {why}");
-                not_booted.push(format!("{variant}/{iommu}: {why}"));
+                not_booted.push((format!("{variant}/{iommu}"), why.to_owned()));
                 continue;
             }
             let spec = BootSpec {
@@ -453,15 +541,32 @@ fn run_matrix(opts: &Options) -> crate::Result<(Vec<Boot>, Vec<String>)> {
         }
     }
     if boots.is_empty() {
-        return Err(format!("nothing to boot: {}", not_booted.join("; ")).into());
+        let why: Vec<String> = not_booted.iter().map(|(l, w)| format!("{l}: {w}")).collect();
+        return Err(format!("nothing to boot: {}", why.join("; ")).into());
     }
     Ok((boots, not_booted))
 }
 
-/// Prints the matrix (rows: tests, columns: boots), the skip reasons and the totals line;
-/// returns the number of failures (failed tests, crashed runs, failed boots).
-fn report_tests(boots: &[Boot]) -> usize {
+/// What [`report_tests`] counted, and each boot's rows for the coverage check.
+struct Report {
+    passed: usize,
+    /// Failed tests and examples, crashed runs, failed boots.
+    failed: usize,
+    skipped: usize,
+    rows: Vec<coverage::BootRows>,
+}
+
+/// Prints the matrix (rows: tests, columns: boots), the mode matrix and the failed boots'
+/// details; returns the counts and every boot's rows (the coverage check prints the skips).
+fn report_tests(boots: &[Boot]) -> Report {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    let mut seen: Vec<coverage::BootRows> = boots
+        .iter()
+        .map(|b| coverage::BootRows {
+            label: b.label.clone(),
+            rows: Vec::new(),
+        })
+        .collect();
     // Row name -> cell per boot, in first-seen order.
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut cell = |row: String, col: usize, value: String| {
@@ -474,25 +579,24 @@ fn report_tests(boots: &[Boot]) -> usize {
         };
         rows[idx].1[col] = value;
     };
-    let mut skips: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for (col, boot) in boots.iter().enumerate() {
+        let mut record = |row: &str, s: coverage::Seen| seen[col].rows.push((row.to_owned(), s));
         for t in &boot.tests {
             let row = format!("{}::{}", t.binary, t.name);
             let value = match &t.outcome {
                 Outcome::Pass => {
                     passed += 1;
+                    record(&row, coverage::Seen::Pass);
                     "pass"
                 }
                 Outcome::Fail => {
                     failed += 1;
+                    record(&row, coverage::Seen::Fail);
                     "FAIL"
                 }
                 Outcome::Skip(reason) => {
                     skipped += 1;
-                    skips
-                        .entry((row.clone(), reason.clone()))
-                        .or_default()
-                        .push(boot.label.clone());
+                    record(&row, coverage::Seen::Skip(reason.clone()));
                     "skip"
                 }
             };
@@ -543,18 +647,17 @@ fn report_tests(boots: &[Boot]) -> usize {
                     skipped += 1;
                     let summary = run.summary();
                     let reason = summary.split_once("skipped: ").map_or(summary, |(_, r)| r);
-                    skips
-                        .entry((row.clone(), reason.to_owned()))
-                        .or_default()
-                        .push(boot.label.clone());
+                    record(&row, coverage::Seen::Skip(reason.to_owned()));
                     cell(row, col, "skip".to_owned());
                     continue;
                 }
                 let value = if run.rc == Some(0) && !bad_output {
                     passed += 1;
+                    record(&row, coverage::Seen::Pass);
                     "pass".to_owned()
                 } else {
                     failed += 1;
+                    record(&row, coverage::Seen::Fail);
                     format!("FAIL rc={}", run.rc.unwrap_or(-1))
                 };
                 cell(row, col, value);
@@ -597,16 +700,14 @@ fn report_tests(boots: &[Boot]) -> usize {
     if rows.is_empty() {
         println!("(no test results)");
     }
-    if !skips.is_empty() {
-        println!("\nskipped:");
-        for ((row, reason), labels) in &skips {
-            println!("  {row} [{}]: {reason}", labels.join(", "));
-        }
-    }
     mode_matrix::print(boots);
     report_boot_problems(boots);
-    println!("\n{passed} passed, {failed} failed, {skipped} skipped");
-    failed
+    Report {
+        passed,
+        failed,
+        skipped,
+        rows: seen,
+    }
 }
 
 /// For every boot that failed or had failing runs: what went wrong and the guest's kernel log tail.

@@ -280,6 +280,32 @@ impl Boot {
     }
 }
 
+/// The boots of a saved harness output: each console line was printed as `[label] line` (QEMU's
+/// own messages as `[label] qemu: ...`, left out here), in boot order.
+pub fn replay(text: &str) -> Vec<Boot> {
+    let mut boots: Vec<Boot> = Vec::new();
+    for line in text.lines() {
+        let Some((label, rest)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
+            continue;
+        };
+        // Boot labels are `variant/iommu`; other bracketed lines are not console output.
+        if !label.contains('/') || label.contains(' ') || rest.starts_with("qemu: ") {
+            continue;
+        }
+        if boots.last().is_none_or(|b| b.label != label) {
+            boots.push(Boot {
+                label: label.to_owned(),
+                exit: Some("replayed".to_owned()),
+                ..Boot::default()
+            });
+        }
+        if let Some(boot) = boots.last_mut() {
+            boot.line(rest);
+        }
+    }
+    boots
+}
+
 /// Parses `test <name> ... ok`, `test <name> ... FAILED` and `test <name> ... skipped: <reason>`.
 fn parse_test_line(line: &str, binary: &str) -> Option<TestResult> {
     let rest = line.strip_prefix("test ")?;
@@ -510,5 +536,27 @@ mod tests {
         assert_eq!(b.runs[1].summary(), "edu: 3 DMAs ok");
         assert_eq!(b.dmesg, vec!["dmesg line".to_owned()]);
         assert!(b.done && b.problems().is_empty());
+    }
+
+    #[test]
+    fn replays_a_saved_output() {
+        let log = "==> boot a/none: kernel k\n\
+                   [a/none] @@VFIO-BEGIN test core\n\
+                   [a/none] qemu: test fake ... ok\n\
+                   [a/none] test open ... ok\n\
+                   [a/none] test map ... skipped: no IOMMU\n\
+                   [a/none] @@VFIO-END test core rc=0\n\
+                   [a/none] @@VFIO-DONE\n\
+                   [a/none] warning: something\n\
+                   [b/intel] @@VFIO-BEGIN test core\n\
+                   [b/intel] test open ... FAILED\n";
+        let boots = replay(log);
+        assert_eq!(boots.len(), 2);
+        assert_eq!(boots[0].label, "a/none");
+        assert_eq!(boots[0].tests.len(), 2);
+        assert_eq!(boots[0].tests[1].outcome, Outcome::Skip("no IOMMU".into()));
+        assert!(boots[0].problems().is_empty());
+        assert_eq!(boots[1].tests[0].outcome, Outcome::Fail);
+        assert!(!boots[1].problems().is_empty());
     }
 }
