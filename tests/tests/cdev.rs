@@ -176,7 +176,7 @@ fn replace_attached_ioas_while_mapped() -> TestResult {
 }
 
 fn get_info_before_bind_fails() -> TestResult {
-    let (addr, addressing) = edu_or_skip!();
+    let (addr, _) = edu_or_skip!();
     let dev = UnboundDevice::open(&Sysfs::default(), &addr)?;
     let mut info = vfio_sys::vfio_device_info::default();
     let res = ioctl::call::<req::DeviceGetInfo>(dev.ioctl_fd(), &mut info);
@@ -188,7 +188,7 @@ fn get_info_before_bind_fails() -> TestResult {
 }
 
 fn bind_to_non_iommufd_fails() -> TestResult {
-    let (addr, addressing) = edu_or_skip!();
+    let (addr, _) = edu_or_skip!();
     let dev = UnboundDevice::open(&Sysfs::default(), &addr)?;
     let not_iommufd: OwnedFd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
     let fake = Iommufd::from_fd(not_iommufd);
@@ -200,7 +200,7 @@ fn bind_to_non_iommufd_fails() -> TestResult {
 }
 
 fn repeated_bind_fails() -> TestResult {
-    let (addr, addressing) = edu_or_skip!();
+    let (addr, _) = edu_or_skip!();
     let iommufd = Iommufd::open()?;
     let bound: BoundDevice = UnboundDevice::open(&Sysfs::default(), &addr)?.bind(&iommufd)?;
     // The typestate forbids binding a BoundDevice; go around it with a second handle on the file.
@@ -209,7 +209,7 @@ fn repeated_bind_fails() -> TestResult {
 }
 
 fn attach_to_invalid_id_fails() -> TestResult {
-    let (addr, addressing) = edu_or_skip!();
+    let (addr, _) = edu_or_skip!();
     let iommufd = Iommufd::open()?;
     let bound = UnboundDevice::open(&Sysfs::default(), &addr)?.bind(&iommufd)?;
     expect_errno(
@@ -262,7 +262,7 @@ fn pasid_attach_unsupported_on_edu() -> TestResult {
 }
 
 fn vf_token_on_non_vf_is_refused() -> TestResult {
-    let (addr, addressing) = edu_or_skip!();
+    let (addr, _) = edu_or_skip!();
     let iommufd = Iommufd::open()?;
     let dev = UnboundDevice::open(&Sysfs::default(), &addr)?;
     let token = *b"vfio-rs-vf-token";
@@ -277,7 +277,7 @@ fn vf_token_on_non_vf_is_refused() -> TestResult {
 }
 
 fn dma_through_hwpt_at_kernel_chosen_iova() -> TestResult {
-    let (addr, addressing) = edu_or_skip!();
+    let (addr, _) = edu_or_skip!();
     // Declared first so they drop last, after every IOMMU object that maps them.
     let (src, dst) = (DmaBuffer::new(4096)?, DmaBuffer::new(4096)?);
     let iommufd = Iommufd::open()?;
@@ -363,7 +363,7 @@ fn attach_across_iommufds_is_refused() -> TestResult {
 }
 
 fn dirty_tracking_sees_device_writes() -> TestResult {
-    let (addr, addressing) = edu_or_skip!();
+    let (addr, _) = edu_or_skip!();
     let (src, dst) = (DmaBuffer::new(4096)?, DmaBuffer::new(4096)?);
     let iommufd = Iommufd::open()?;
     let ioas = iommufd.alloc_ioas()?;

@@ -188,7 +188,11 @@ struct IoErrorName<'a>(&'a std::io::Error);
 
 impl std::fmt::Display for IoErrorName<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.raw_os_error().and_then(|e| errno_name(Errno::from_raw_os_error(e))) {
+        match self
+            .0
+            .raw_os_error()
+            .and_then(|e| errno_name(Errno::from_raw_os_error(e)))
+        {
             Some(name) => write!(f, "{name}: {}", self.0),
             None => write!(f, "{}", self.0),
         }
@@ -206,7 +210,10 @@ mod tests {
     fn errnos_print_by_name() {
         let e = Error::kernel("VFIO_DEVICE_GET_INFO", "0000:00:03.0", Errno::INVAL);
         let text = e.to_string();
-        assert!(text.starts_with("VFIO_DEVICE_GET_INFO on 0000:00:03.0: EINVAL: "), "{text}");
+        assert!(
+            text.starts_with("VFIO_DEVICE_GET_INFO on 0000:00:03.0: EINVAL: "),
+            "{text}"
+        );
         let p = Error::path("open", "/dev/vfio/7", std::io::Error::from_raw_os_error(16));
         assert!(p.to_string().contains("/dev/vfio/7: EBUSY: "), "{p}");
         assert_eq!(errno_name(Errno::NOTTY), Some("ENOTTY"));

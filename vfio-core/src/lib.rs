@@ -44,8 +44,8 @@ pub mod mmio;
 
 pub use container::{Container, IovaRange};
 pub use device::{
-    DependentDevice, Device, DeviceFlags, DeviceInfo, FeatureAccess, HotResetInfo, IrqAction, IrqData, IrqFlags,
-    IrqInfo, IrqSet, Owner, RegionCap, RegionFlags, RegionInfo, SparseArea,
+    DependentDevice, Device, DeviceFlags, DeviceInfo, FeatureAccess, FeatureSupport, HotResetInfo, IoValue, Ioeventfd,
+    IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet, Owner, RegionCap, RegionFlags, RegionInfo, SparseArea,
 };
 pub use dma::{
     Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
@@ -55,8 +55,8 @@ pub use error::{Errno, Error, Result, errno_name};
 #[cfg(feature = "tokio")]
 pub use host::AsyncEventFd;
 pub use host::{
-    Addressing, CdevNode, EventFd, FdKind, FdRequest, Interface, MODE_ENV, Mode, Modes, PciAddress, PciIdentity,
-    SharedFd, Sysfs, detect, detect_in, open_node, preferred, recv_fds, recv_request, request, send_fds, send_refusal,
-    send_request,
+    Addressing, CdevNode, EventFd, FdKind, FdRequest, Interface, MAX_FDS, MODE_ENV, Mode, Modes, PciAddress,
+    PciIdentity, SharedFd, Sysfs, Uuid, detect, detect_in, open_node, preferred, recv_fds, recv_request, request,
+    send_fds, send_refusal, send_request,
 };
 pub use mmio::{MappedRegion, Register, RegisterWidth};

@@ -6,7 +6,7 @@ use bitflags::bitflags;
 use vfio_sys as sys;
 
 use crate::ioctl::{self, requests as req};
-use crate::{Device, Error, Result};
+use crate::{Device, Error, Result, Uuid};
 
 bitflags! {
     /// Which directions of a `VFIO_DEVICE_FEATURE` to probe.
@@ -16,6 +16,25 @@ bitflags! {
         const GET = sys::VFIO_DEVICE_FEATURE_GET;
         /// The feature can be written.
         const SET = sys::VFIO_DEVICE_FEATURE_SET;
+    }
+}
+
+/// Whether a device offers a feature, from a `VFIO_DEVICE_FEATURE_PROBE`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FeatureSupport {
+    /// The device offers the feature for the directions asked.
+    Supported,
+    /// The kernel or the device does not have it.
+    NotOffered,
+    /// The probe itself failed for another reason.
+    Refused(Error),
+}
+
+impl FeatureSupport {
+    /// Whether the answer is [`FeatureSupport::Supported`].
+    pub fn is_supported(&self) -> bool {
+        matches!(self, FeatureSupport::Supported)
     }
 }
 
@@ -98,6 +117,66 @@ impl Device {
     pub fn low_power_exit(&self) -> Result<()> {
         // SAFETY: the feature has no payload.
         unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT, &mut []) }.map(drop)
+    }
+
+    /// `VFIO_DEVICE_FEATURE` probe, answered three ways: [`FeatureSupport::Supported`],
+    /// [`FeatureSupport::NotOffered`] (ENOTTY from kernels before 5.17 or devices without
+    /// features, EOPNOTSUPP, or the EINVAL the kernel gives for a feature it does not know), or
+    /// [`FeatureSupport::Refused`] with any other errno (e.g. EBADF on a closed device).
+    #[doc(alias = "VFIO_DEVICE_FEATURE")]
+    pub fn feature_support(&self, feature: u32, access: FeatureAccess) -> FeatureSupport {
+        match self.feature_probe(feature, access) {
+            Ok(true) => FeatureSupport::Supported,
+            Ok(false) => FeatureSupport::NotOffered,
+            Err(e) => FeatureSupport::Refused(e),
+        }
+    }
+
+    /// `VFIO_DEVICE_FEATURE_PCI_VF_TOKEN` SET (Linux 5.7): the VF token of this SR-IOV PF,
+    /// which whoever opens one of its VFs (or, while VFs exist, the PF again) must present.
+    /// Only a PF owned by vfio-pci with `vfio-pci.enable_sriov=1` takes one. Errors: EINVAL
+    /// (Kernel) when the device is not such a PF; ENOTTY/EINVAL when not offered.
+    #[doc(alias = "VFIO_DEVICE_FEATURE_PCI_VF_TOKEN")]
+    pub fn set_vf_token(&self, token: &Uuid) -> Result<()> {
+        let mut bytes = *token.as_bytes();
+        // SAFETY: the payload is the 16-byte UUID, no pointer.
+        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, &mut bytes) }.map(drop)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_BUS_MASTER` SET (Linux 6.17): turns the device's bus mastering on
+    /// or off without touching config space. Offered by drivers whose devices have no config
+    /// space to do it through (vfio-cdx); vfio-pci does not offer it: there, set the command
+    /// register. Errors: ENOTTY/EINVAL (Kernel) when not offered.
+    #[doc(alias = "VFIO_DEVICE_FEATURE_BUS_MASTER")]
+    pub fn set_bus_master(&self, enable: bool) -> Result<()> {
+        let payload = sys::vfio_device_feature_bus_master {
+            op: if enable {
+                sys::VFIO_DEVICE_FEATURE_SET_MASTER
+            } else {
+                sys::VFIO_DEVICE_FEATURE_CLEAR_MASTER
+            },
+        };
+        let mut bytes = zerocopy::IntoBytes::as_bytes(&payload).to_vec();
+        // SAFETY: the payload is the bus-master op, no pointer.
+        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_BUS_MASTER, &mut bytes) }.map(drop)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_ZPCI_ERROR` GET (Linux 6.19, s390 only): the platform's PCI error
+    /// report for the device. Errors: Unsupported on any other architecture (without asking
+    /// the kernel); ENOTTY/EINVAL (Kernel) when not offered.
+    #[doc(alias = "VFIO_DEVICE_FEATURE_ZPCI_ERROR")]
+    pub fn zpci_error(&self) -> Result<u64> {
+        if !cfg!(target_arch = "s390x") {
+            return Err(Error::unsupported(
+                "VFIO_DEVICE_FEATURE_ZPCI_ERROR",
+                self.name(),
+                "zPCI error reports exist on s390 only",
+            ));
+        }
+        let mut bytes = [0u8; 8];
+        // SAFETY: the payload is a u64 the kernel fills, no pointer.
+        unsafe { self.feature_get(sys::VFIO_DEVICE_FEATURE_ZPCI_ERROR, &mut bytes) }?;
+        Ok(u64::from_ne_bytes(bytes))
     }
 
     /// # Safety

@@ -19,12 +19,14 @@ use crate::{Error, MappedRegion, Result};
 mod feature;
 mod hot_reset;
 mod info;
+mod ioeventfd;
 mod irq;
 mod region;
 
-pub use feature::FeatureAccess;
+pub use feature::{FeatureAccess, FeatureSupport};
 pub use hot_reset::{DependentDevice, HotResetInfo, MAX_DEPENDENTS};
 pub use info::{DeviceFlags, DeviceInfo};
+pub use ioeventfd::{IoValue, Ioeventfd};
 pub use irq::{IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet};
 pub use region::{RegionCap, RegionFlags, RegionInfo, SparseArea};
 
@@ -184,7 +186,7 @@ impl Device {
     }
 
     /// `VFIO_DEVICE_GET_IRQ_INFO` for IRQ `index`: how many vectors it has and how they can be
-    /// signalled ([`IrqFlags`](crate::IrqFlags)). Errors: EINVAL (Kernel) for an index the device does not have
+    /// signalled ([`IrqFlags`]). Errors: EINVAL (Kernel) for an index the device does not have
     /// (vfio-pci has five: INTx, MSI, MSI-X, ERR, REQ).
     #[doc(alias = "VFIO_DEVICE_GET_IRQ_INFO")]
     pub fn irq_info(&self, index: u32) -> Result<IrqInfo> {

@@ -9,12 +9,16 @@ mod mode;
 mod node;
 mod pci_address;
 mod sysfs;
+mod uuid;
 
 pub use eventfd::EventFd;
 #[cfg(feature = "tokio")]
 pub use eventfd_async::AsyncEventFd;
-pub use fdpass::{FdKind, FdRequest, SharedFd, recv_fds, recv_request, request, send_fds, send_refusal, send_request};
+pub use fdpass::{
+    FdKind, FdRequest, MAX_FDS, SharedFd, recv_fds, recv_request, request, send_fds, send_refusal, send_request,
+};
 pub use mode::{Addressing, Interface, MODE_ENV, Mode, Modes, detect, detect_in, preferred};
 pub use node::open_node;
 pub use pci_address::PciAddress;
 pub use sysfs::{CdevNode, PciIdentity, Sysfs};
+pub use uuid::Uuid;

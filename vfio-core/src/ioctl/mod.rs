@@ -105,7 +105,7 @@ impl<'a, K: kind::Kind> Fd<'a, K> {
     }
 }
 
-/// One ioctl: its number, uapi name, fd kind and argument type. Declared with [`request!`].
+/// One ioctl: its number, uapi name, fd kind and argument type. Declared with [`request!`](crate::request!).
 ///
 /// # Safety
 /// `CODE` issued on an fd of kind `Fd` takes a pointer to an `Arg` (or, where `Arg` is

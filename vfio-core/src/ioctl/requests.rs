@@ -2,7 +2,7 @@
 //! each: the type is named after the uapi macro without its `VFIO_`/`IOMMU_` prefix.
 //!
 //! Each line says which fd the request is for, what it takes, and how much the caller must vouch
-//! for (see [`request!`](crate::request)). The sPAPR (POWER) requests are not declared: vfio-rs
+//! for (see [`request!`](crate::request!)). The sPAPR (POWER) requests are not declared: vfio-rs
 //! supports type1 and iommufd only.
 
 #![allow(missing_docs)] // each declaration is documented by its uapi name
