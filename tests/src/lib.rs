@@ -460,6 +460,35 @@
 //!   `cdev::cdev_dma_through_hwpt_at_kernel_chosen_iova`,
 //!   `cdev::cdev_dirty_tracking_sees_device_writes`.
 //!
+//! ## Soundness: leaked guards and no-IOMMU addresses (issue #14)
+//!
+//! Each case leaks a guard with `mem::forget`, frees the buffer, maps new memory of another
+//! pattern at the freed address, then has the edu read the old device address: it must read the
+//! old buffer's bytes (the pages the mapping holds) or have been refused up front.
+//!
+//! - An IOAS mapping made before the first attach, attached after the buffer was freed (the
+//!   safe map is by file, `IOMMU_IOAS_MAP_FILE`, so the attach pins the memfd's pages, not what
+//!   the address holds then) -> `soundness::forgotten_guard_before_first_attach_cdev`.
+//! - The same after the last device detached (iommufd unpins then, and pins by address again at
+//!   the next attach) -> `soundness::forgotten_guard_after_last_detach_cdev`.
+//! - Group mode between the first group joining and the first device fd, and after the device fd
+//!   closed with the group kept: the type1 driver pins at map time, iommufd's compat container
+//!   maps by file -> `soundness::forgotten_guard_before_device_open_group`,
+//!   `soundness::forgotten_guard_after_device_closed_group`.
+//! - `Ioas::copy_of`: a copy in another IOAS outlives its leaked guard, its unmapped source and
+//!   the freed buffer -> `soundness::safe_copy_outlives_its_source`.
+//! - No-IOMMU cdev: a map before any device is attached is refused (no physical address yet)
+//!   and leaves nothing mapped (unmap: ENOENT); after the attach the device address is
+//!   `IOMMU_IOAS_NOIOMMU_GET_PA`'s, not the IOVA, and the device reads the buffer there ->
+//!   `soundness::noiommu_cdev_map_before_attach_is_refused`; adopting an IOAS that serves a
+//!   no-IOMMU device with IOVA addressing is refused, with physical addressing it maps ->
+//!   `soundness::noiommu_ioas_adopted_as_iova_is_refused`.
+//! - No-IOMMU group: a leaked guard's page is not handed out again (64 fresh pages, none at its
+//!   physical address) and the device still reads the old bytes there ->
+//!   `soundness::noiommu_group_forgotten_guard_page_is_not_reused`; a private buffer written
+//!   after a `fork` stays at the physical address the device was given (`MADV_DONTFORK`) ->
+//!   `soundness::noiommu_group_mapping_survives_fork`.
+//!
 //! ## Benchmarks
 //!
 //! `benches/vfio_bench` (run by `cargo xtask bench`, not by `cargo xtask vm test`; BENCHMARKS.md)

@@ -1,12 +1,15 @@
 //! Bad input, case by case: each must come back as a typed error that names what was wrong
 //! (the device, path or object) and, where the kernel refused, carries its errno; none may panic,
-//! and none may leave an fd or a memory mapping behind (both are counted around every case).
+//! and none may leave an fd or a memory mapping behind (both are counted around every case), nor
+//! hold a device: after each case that touched one, another process (a forked child, with a
+//! container of its own) must be able to open it in the same mode.
 
 use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use vfio_core::{Container, DmaAccess, DmaBuffer, Errno, Error, EventFd, IrqSet, PciAddress};
+use vfio_core::{Container, DmaAccess, DmaBuffer, Errno, Error, EventFd, IrqSet, Mode, PciAddress};
 use vfio_pci::PciDevice;
 use vfio_tests::{Outcome, TestResult, device_from_env, mapping_count, open_fds, skip};
 
@@ -26,9 +29,27 @@ enum Want {
 
 type Case = Box<dyn Fn() -> Result<Result<(), Error>, String>>;
 
+/// The device a case touched, which another process must be able to open afterwards.
+#[derive(Clone, Copy)]
+enum After {
+    /// No device (or none that can be opened: a missing one, one on another driver).
+    Nothing,
+    /// The device in this variable, in this mode (`None`: the preferred one).
+    Reopen(&'static str, Option<Mode>),
+    /// The IOMMU group of the device in this variable, whose device cannot be opened (a
+    /// non-viable group): another process must be able to open the group node.
+    GroupNode(&'static str),
+}
+
+const EDU: &str = "VFIO_TEST_EDU";
+const NVME: &str = "VFIO_TEST_NVME";
+const PREFERRED_EDU: After = After::Reopen(EDU, None);
+const PREFERRED_NVME: After = After::Reopen(NVME, None);
+
 /// Runs `case` (Ok(Err(e)): the error to judge; Err(why): the case cannot run here) and checks
-/// the error against `want`, and that no fd or mapping was left behind.
-fn judge(want: &Want, case: &Case) -> TestResult {
+/// the error against `want`, that no fd or mapping was left behind, and that another process
+/// can open the device the case touched (`after`).
+fn judge(want: &Want, after: After, case: &Case) -> TestResult {
     // Warm-up: lazily opened process-wide state (default containers) is not a leak.
     let _ = case();
     let (fds, maps) = (open_fds()?, mapping_count()?);
@@ -64,7 +85,158 @@ fn judge(want: &Want, case: &Case) -> TestResult {
         return Err(format!("mappings leaked: {maps} -> {maps_after} ({text})").into());
     }
     println!("    {text}");
+    match after {
+        After::Nothing => {}
+        After::Reopen(var, mode) => {
+            if let (Ok(addr), Ok(mode)) = (env(var), mode.map_or_else(vfio_core::preferred, Ok)) {
+                another_process_opens(addr, mode).map_err(|e| format!("after the refusal: {e}"))?;
+            }
+        }
+        After::GroupNode(var) => {
+            if let Ok(addr) = env(var) {
+                another_process_opens_group(addr).map_err(|e| format!("after the refusal: {e}"))?;
+            }
+        }
+    }
     Ok(Outcome::Pass)
+}
+
+/// Whether another process can open the device at `addr` in `mode` now: a forked child opens
+/// it in a fresh container of its own (not the default one it inherits) and reads its vendor
+/// id. A group or device cdev that this process still holds makes that fail: the group node
+/// has one opener (EBUSY; the child inherits this process's fds too), a cdev one binding.
+fn another_process_opens(addr: PciAddress, mode: Mode) -> Result<(), String> {
+    let child = move || -> Result<(), Box<dyn std::error::Error>> {
+        let c = vfio_tests::new_container(mode)?;
+        let dev = PciDevice::open_in(c.as_ref(), &addr)?;
+        dev.config_read16(0)?;
+        Ok(())
+    };
+    // SAFETY: the test binary runs one case at a time on its main thread.
+    let pid = unsafe { vfio_tests::fork_child(child) }?;
+    vfio_tests::wait_child(pid).map_err(|e| format!("another process could not open {addr} in {mode} mode: {e}"))
+}
+
+/// Whether another process can open the IOMMU group node of the device at `addr` now.
+fn another_process_opens_group(addr: PciAddress) -> Result<(), String> {
+    let sysfs = vfio_core::Sysfs::default();
+    let id = sysfs.iommu_group(&addr).map_err(|e| e.to_string())?;
+    let child = move || -> Result<(), Box<dyn std::error::Error>> {
+        vfio_group::Group::open(sysfs.dev_dir(), id, false)?.close()?;
+        Ok(())
+    };
+    // SAFETY: the test binary runs one case at a time on its main thread.
+    let pid = unsafe { vfio_tests::fork_child(child) }?;
+    vfio_tests::wait_child(pid).map_err(|e| format!("another process could not open IOMMU group {id}: {e}"))
+}
+
+/// A failed check inside a case, as an error that matches no [`Want`] (so the case fails,
+/// saying why).
+fn broken(what: impl ToString) -> Error {
+    Error::malformed("test", "the case", what)
+}
+
+/// The group mode offered here: with an IOMMU, else no-IOMMU.
+fn group_mode() -> Result<Mode, String> {
+    let modes = vfio_core::detect();
+    if modes.group {
+        Ok(Mode::GROUP)
+    } else if modes.group_noiommu {
+        Ok(Mode::GROUP_NOIOMMU)
+    } else {
+        Err("group mode is not offered".into())
+    }
+}
+
+/// The `allow_unsafe_interrupts` module parameters of vfio_iommu_type1 and iommufd, turned
+/// off until this is dropped, which gives each its value back (whatever the case did, panics
+/// included). The harness sets them on the virtio-iommu boots, whose IOMMU cannot isolate
+/// MSIs: with them off, the kernel refuses opens with EPERM there (at `VFIO_SET_IOMMU` on the
+/// type1 driver, at `VFIO_GROUP_GET_DEVICE_FD` on iommufd's compatibility container, after
+/// `VFIO_GROUP_SET_CONTAINER` and `VFIO_SET_IOMMU` succeeded, at `VFIO_DEVICE_BIND_IOMMUFD` in
+/// cdev mode).
+struct UnsafeInterruptsOff(Vec<(PathBuf, String)>);
+
+impl UnsafeInterruptsOff {
+    fn new() -> Result<Self, String> {
+        let saved: Vec<(PathBuf, String)> = ["vfio_iommu_type1", "iommufd"]
+            .iter()
+            .map(|m| PathBuf::from(format!("/sys/module/{m}/parameters/allow_unsafe_interrupts")))
+            .filter_map(|p| Some((p.clone(), std::fs::read_to_string(&p).ok()?.trim().to_string())))
+            .collect();
+        if !saved.iter().any(|(_, v)| v == "Y") {
+            return Err(format!(
+                "unsafe interrupts are not allowed here ({saved:?}): the IOMMU isolates MSIs (or there \
+                 is none), so no open is refused for want of it"
+            ));
+        }
+        let off = UnsafeInterruptsOff(saved);
+        for (p, v) in &off.0 {
+            if v == "Y" {
+                std::fs::write(p, "0").map_err(|e| format!("cannot write 0 to {}: {e}", p.display()))?;
+            }
+        }
+        Ok(off)
+    }
+}
+
+impl Drop for UnsafeInterruptsOff {
+    fn drop(&mut self) {
+        for (p, v) in &self.0 {
+            if let Err(e) = std::fs::write(p, v) {
+                println!("    could not restore {} to {v}: {e}", p.display());
+            }
+        }
+    }
+}
+
+/// Opens the edu in `mode` through the default container with unsafe interrupts off: the
+/// kernel refuses (EPERM), and the refusal must leave nothing held.
+fn open_without_msi_isolation(mode: Mode) -> Result<Result<(), Error>, String> {
+    let a = env(EDU)?;
+    if !vfio_tests::offered(mode) {
+        return Err(format!("{mode} mode is not offered"));
+    }
+    let off = UnsafeInterruptsOff::new()?;
+    let r = PciDevice::open(&a, Some(mode));
+    drop(off);
+    match r {
+        Ok(_) => Err("the open succeeded with allow_unsafe_interrupts off: this IOMMU isolates MSIs".into()),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// A fake sysfs (devices under a temporary directory, /dev the real one) in which a device that
+/// does not exist sits in a real IOMMU group: a container opens that group, joins it and sets
+/// its IOMMU, and then the kernel refuses the device fd for the unknown name. Removed on drop.
+struct GhostDevice {
+    root: PathBuf,
+    addr: PciAddress,
+}
+
+impl GhostDevice {
+    fn new(group: u32) -> Result<Self, String> {
+        let addr: PciAddress = "0000:7f:1f.7".parse().map_err(|e: Error| e.to_string())?;
+        let root = std::env::temp_dir().join(format!("vfio-bad-input-ghost-{}", std::process::id()));
+        let ghost = GhostDevice { root, addr };
+        let dir = ghost.root.join("sys/bus/pci/devices").join(addr.to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let link =
+            |target: String, name: &str| std::os::unix::fs::symlink(target, dir.join(name)).map_err(|e| e.to_string());
+        link(format!("../../../../kernel/iommu_groups/{group}"), "iommu_group")?;
+        link("../../../../bus/pci/drivers/vfio-pci".into(), "driver")?;
+        Ok(ghost)
+    }
+
+    fn sysfs(&self) -> vfio_core::Sysfs {
+        vfio_core::Sysfs::at(self.root.join("sys"), "/dev")
+    }
+}
+
+impl Drop for GhostDevice {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
 }
 
 fn env(var: &str) -> Result<PciAddress, String> {
@@ -139,31 +311,36 @@ fn bound_edu() -> Result<(Arc<vfio_cdev::Iommufd>, vfio_cdev::BoundDevice), Stri
     Ok((fd, dev))
 }
 
-fn cases() -> Vec<(&'static str, Want, Case)> {
+fn cases() -> Vec<(&'static str, Want, After, Case)> {
     vec![
         (
             "address_with_bad_hex",
             Want::Invalid("0000:00:zz.0"),
+            After::Nothing,
             Box::new(|| Ok("0000:00:zz.0".parse::<PciAddress>().map(|_| ()))),
         ),
         (
             "address_with_function_8",
             Want::Invalid("00:1f.8"),
+            After::Nothing,
             Box::new(|| Ok("00:1f.8".parse::<PciAddress>().map(|_| ()))),
         ),
         (
             "address_with_too_many_parts",
             Want::Invalid("1:2:3:4.5"),
+            After::Nothing,
             Box::new(|| Ok("1:2:3:4.5".parse::<PciAddress>().map(|_| ()))),
         ),
         (
             "nonexistent_device",
             Want::Errno(Errno::NOENT, "0000:7f:1f.7"),
+            PREFERRED_EDU,
             Box::new(|| Ok(PciDevice::open(&"7f:1f.7".parse().map_err(|e: Error| e.to_string())?, None).map(|_| ()))),
         ),
         (
             "device_on_another_driver",
             Want::Invalid("not vfio-pci"),
+            After::Nothing,
             Box::new(|| {
                 let (a, driver) = not_on_vfio(true)?;
                 let driver = driver.unwrap_or_default();
@@ -180,11 +357,13 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "device_on_no_driver",
             Want::Invalid("not bound to any driver"),
+            After::Nothing,
             Box::new(|| Ok(PciDevice::open(&not_on_vfio(false)?.0, None).map(|_| ()))),
         ),
         (
             "non_viable_group",
             Want::Invalid("not viable"),
+            After::GroupNode("VFIO_TEST_EDU_NONVIABLE"),
             Box::new(|| {
                 let a = env("VFIO_TEST_EDU_NONVIABLE")?;
                 if !vfio_core::detect().group {
@@ -197,6 +376,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
             "device_already_assigned_elsewhere",
             // cdev names the device; group mode its group node, which has one opener.
             Want::AnyErrnoNaming(&["0000:", "already open"]),
+            PREFERRED_EDU,
             Box::new(|| {
                 let (_c, dev) = edu_container()?;
                 let mode = dev.mode();
@@ -207,6 +387,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "no_permission_as_nobody",
             Want::Errno(Errno::ACCESS, "/dev/"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let a = env("VFIO_TEST_EDU")?;
                 as_nobody(move || PciDevice::open(&a, None).map(|_| ()))
@@ -215,21 +396,25 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "zero_length_map",
             Want::AnyErrno("iova"),
+            PREFERRED_EDU,
             Box::new(|| map_one_page(0, 0x40_0000)),
         ),
         (
             "unaligned_iova",
             Want::AnyErrno("iova"),
+            PREFERRED_EDU,
             Box::new(|| map_one_page(4096, 0x40_0200)),
         ),
         (
             "unaligned_length",
             Want::AnyErrno("iova"),
+            PREFERRED_EDU,
             Box::new(|| map_one_page(100, 0x40_0000)),
         ),
         (
             "overlapping_map",
             Want::Errno(Errno::EXIST, "iova"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let (c, _dev) = edu_container()?;
                 let a = DmaBuffer::new(8192).map_err(|e| e.to_string())?;
@@ -242,6 +427,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "iova_beyond_the_allowed_ranges",
             Want::AnyErrno("iova"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let (c, _dev) = edu_container()?;
                 let last = c.iova_ranges().map_err(|e| e.to_string())?.iter().map(|r| r.last).max();
@@ -256,16 +442,19 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "dma_buffer_of_zero_bytes",
             Want::Invalid("DMA buffer"),
+            After::Nothing,
             Box::new(|| Ok(DmaBuffer::new(0).map(|_| ()))),
         ),
         (
             "hugetlb_1g_without_reservation",
             Want::Unsupported("huge"),
+            After::Nothing,
             Box::new(|| Ok(DmaBuffer::with_backing(1 << 30, vfio_core::Backing::Huge1G).map(|_| ()))),
         ),
         (
             "mmio_past_the_bar_end",
             Want::Invalid("past the end"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let d = edu()?;
                 let bar = d.map_bar(0).map_err(|e| e.to_string())?;
@@ -275,6 +464,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "misaligned_mmio",
             Want::Invalid("aligned"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let d = edu()?;
                 let bar = d.map_bar(0).map_err(|e| e.to_string())?;
@@ -284,6 +474,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "bulk_bar_copy_past_the_end",
             Want::Invalid("BAR 0"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let d = edu()?;
                 let bar = d.bar(0).map_err(|e| e.to_string())?;
@@ -293,36 +484,43 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "config_access_past_4k",
             Want::Invalid("region 7"),
+            PREFERRED_NVME,
             Box::new(|| Ok(nvme()?.config_read32(0x1000).map(|_| ()))),
         ),
         (
             "config_access_past_256_on_pci",
             Want::Invalid("region 7"),
+            PREFERRED_EDU,
             Box::new(|| Ok(edu()?.config_read16(0x100).map(|_| ()))),
         ),
         (
             "bar_index_7",
             Want::Invalid("BAR 7"),
+            PREFERRED_EDU,
             Box::new(|| Ok(edu()?.map_bar(7).map(|_| ()))),
         ),
         (
             "absent_bar",
             Want::Unsupported("BAR 1"),
+            PREFERRED_EDU,
             Box::new(|| Ok(edu()?.map_bar(1).map(|_| ()))),
         ),
         (
             "rom_of_a_device_without_one",
             Want::Unsupported("ROM"),
+            PREFERRED_NVME,
             Box::new(|| Ok(nvme()?.read_rom().map(|_| ()))),
         ),
         (
             "region_info_for_index_42",
             Want::Errno(Errno::INVAL, "0000:"),
+            PREFERRED_EDU,
             Box::new(|| Ok(edu()?.device().region_info(42).map(|_| ()))),
         ),
         (
             "msix_vectors_beyond_the_count",
             Want::Errno(Errno::INVAL, "0000:"),
+            PREFERRED_NVME,
             Box::new(|| {
                 let d = nvme()?;
                 let e = EventFd::new().map_err(|e| e.to_string())?;
@@ -332,6 +530,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "msi_with_more_vectors_than_the_device",
             Want::Errno(Errno::INVAL, "0000:"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let d = edu()?;
                 let (a, b) = (
@@ -344,6 +543,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "eventfd_for_an_index_without_vectors",
             Want::Errno(Errno::INVAL, "0000:"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let d = edu()?;
                 let e = EventFd::new().map_err(|e| e.to_string())?;
@@ -353,6 +553,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "two_intx_eventfds",
             Want::Errno(Errno::INVAL, "0000:"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let d = edu()?;
                 let (a, b) = (
@@ -366,11 +567,13 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "irq_index_9",
             Want::Errno(Errno::INVAL, "0000:"),
+            PREFERRED_EDU,
             Box::new(|| Ok(edu()?.device().irq_info(9).map(|_| ()))),
         ),
         (
             "feature_number_above_16_bits",
             Want::Invalid("feature"),
+            PREFERRED_EDU,
             Box::new(|| {
                 Ok(edu()?
                     .device()
@@ -381,6 +584,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "hot_reset_without_owning_the_device",
             Want::Invalid("not"),
+            After::Reopen("VFIO_TEST_NVME_HOTRESET", None),
             Box::new(|| {
                 let d = env("VFIO_TEST_NVME_HOTRESET")?;
                 let dev = PciDevice::open(&d, None).map_err(|e| e.to_string())?;
@@ -391,6 +595,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "hot_reset_on_the_root_bus",
             Want::Errno(Errno::NODEV, "0000:"),
+            PREFERRED_NVME,
             Box::new(|| {
                 let d = nvme()?;
                 let c = vfio_pci::default_container(d.mode()).map_err(|e| e.to_string())?;
@@ -400,6 +605,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "bind_a_cdev_twice",
             Want::AnyErrno("0000:"),
+            After::Reopen(EDU, Some(Mode::CDEV)),
             Box::new(|| {
                 if !vfio_core::detect().cdev {
                     return Err("cdev mode is not offered".into());
@@ -416,6 +622,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "remove_a_group_with_its_device_open",
             Want::Errno(Errno::BUSY, "/dev/vfio/"),
+            After::Reopen(EDU, Some(Mode::GROUP)),
             Box::new(|| {
                 if !vfio_core::detect().group {
                     return Err("group mode is not offered".into());
@@ -435,11 +642,13 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "nonexistent_group_node",
             Want::Errno(Errno::NOENT, "/dev/vfio/4242"),
+            After::Nothing,
             Box::new(|| Ok(vfio_core::open_node(std::path::Path::new("/dev/vfio/4242")).map(|_| ()))),
         ),
         (
             "fake_sysfs_without_the_device",
             Want::Errno(Errno::NOENT, "/nonexistent/sys"),
+            After::Nothing,
             Box::new(|| {
                 let s = vfio_core::Sysfs::at("/nonexistent/sys", "/nonexistent/dev");
                 Ok(s.iommu_group(&"00:03.0".parse().map_err(|e: Error| e.to_string())?)
@@ -449,6 +658,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "fd_message_with_no_fds",
             Want::Invalid("fds"),
+            After::Nothing,
             Box::new(|| {
                 use rustix::net::{AddressFamily, SocketFlags, SocketType};
                 let (a, _b) =
@@ -460,6 +670,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "iova_allocator_exhausted",
             Want::Invalid("exhausted"),
+            After::Nothing,
             Box::new(|| {
                 let mut alloc = vfio_core::IovaAllocator::new(&[vfio_core::IovaRange {
                     start: 0x1000,
@@ -471,6 +682,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "msi_trigger_after_disable",
             Want::Errno(Errno::INVAL, "0000:"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let d = edu()?;
                 let e = EventFd::new().map_err(|e| e.to_string())?;
@@ -485,6 +697,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
             // vfio-pci refuses BAR reads and writes while the command register disables memory
             // decoding (as a reset leaves it, until PciDevice::reset restores it).
             Want::Errno(Errno::IO, "0000:"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let d = edu()?;
                 let cmd = d.command().map_err(|e| e.to_string())?;
@@ -499,6 +712,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "adopt_a_destroyed_ioas",
             Want::Errno(Errno::NOENT, "ioas"),
+            After::Nothing,
             Box::new(|| {
                 if !vfio_core::detect().cdev {
                     return Err("cdev mode is not offered".into());
@@ -512,6 +726,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "attach_to_a_destroyed_ioas",
             Want::Errno(Errno::NOENT, "0000:"),
+            After::Reopen(EDU, Some(Mode::CDEV)),
             Box::new(|| {
                 let (fd, dev) = bound_edu()?;
                 let id = fd.alloc_ioas().map_err(|e| e.to_string())?.id();
@@ -521,6 +736,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "map_after_the_last_group_left",
             Want::AnyErrno("/dev/vfio/vfio"),
+            After::Reopen(EDU, Some(Mode::GROUP)),
             Box::new(|| {
                 if !vfio_core::detect().group {
                     return Err("group mode is not offered".into());
@@ -540,6 +756,7 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "unmap_of_a_never_mapped_range",
             Want::Errno(Errno::NOENT, "iova"),
+            PREFERRED_EDU,
             Box::new(|| {
                 let (c, _dev) = edu_container()?;
                 Ok(c.unmap_dma(0x70_0000, 4096).map(|_| ()))
@@ -548,7 +765,56 @@ fn cases() -> Vec<(&'static str, Want, Case)> {
         (
             "unknown_mode_name",
             Want::Invalid("bogus"),
+            After::Nothing,
             Box::new(|| Ok("bogus".parse::<vfio_core::Mode>().map(|_| ()))),
+        ),
+        // Refused opens undo every step before the refusal. The default container outlives
+        // the case, so anything a refusal left in it (a group, a bound cdev) would show in the
+        // fd count and stop the other process's open.
+        (
+            "refused_open_without_msi_isolation_group",
+            // Variant A: VFIO_SET_IOMMU refuses both type1v2 and type1; variant B: SET_CONTAINER
+            // and SET_IOMMU succeed, VFIO_GROUP_GET_DEVICE_FD refuses. The error says why.
+            Want::Errno(Errno::PERM, "allow_unsafe_interrupts"),
+            After::Reopen(EDU, Some(Mode::GROUP)),
+            Box::new(|| open_without_msi_isolation(Mode::GROUP)),
+        ),
+        (
+            "refused_open_without_msi_isolation_cdev",
+            // VFIO_DEVICE_BIND_IOMMUFD refuses.
+            Want::Errno(Errno::PERM, "allow_unsafe_interrupts"),
+            After::Reopen(EDU, Some(Mode::CDEV)),
+            Box::new(|| open_without_msi_isolation(Mode::CDEV)),
+        ),
+        (
+            "wrong_device_name_after_set_container",
+            // The group joined and the IOMMU is set before VFIO_GROUP_GET_DEVICE_FD refuses the
+            // name: the group must leave the container again, at once (checked while the
+            // container is still open).
+            Want::AnyErrno("0000:7f:1f.7"),
+            After::Nothing,
+            Box::new(|| {
+                let mode = group_mode()?;
+                let a = env(EDU)?;
+                let group = vfio_core::Sysfs::default().iommu_group(&a).map_err(|e| e.to_string())?;
+                let ghost = GhostDevice::new(group)?;
+                let c = vfio_group::Container::open_in(ghost.sysfs(), mode.addressing()).map_err(|e| e.to_string())?;
+                let r = vfio_core::Container::assign_device(&c, &ghost.addr).map(|_| ());
+                if r.is_ok() {
+                    return Ok(Err(broken("the kernel gave a device fd for a name not in the group")));
+                }
+                if !c.group_ids().is_empty() || c.iommu_type().is_some() {
+                    return Ok(Err(broken(format!(
+                        "the container kept groups {:?} (IOMMU type {:?}) after the refusal",
+                        c.group_ids(),
+                        c.iommu_type()
+                    ))));
+                }
+                if let Err(e) = another_process_opens(a, mode) {
+                    return Ok(Err(broken(format!("with the container still open: {e}"))));
+                }
+                Ok(r)
+            }),
         ),
     ]
 }
@@ -600,10 +866,10 @@ fn as_nobody(f: impl FnOnce() -> Result<(), Error>) -> Result<Result<(), Error>,
 fn main() -> ExitCode {
     let tests: Vec<(String, Box<dyn Fn() -> TestResult>)> = cases()
         .into_iter()
-        .map(|(name, want, case)| {
+        .map(|(name, want, after, case)| {
             (
                 name.to_string(),
-                Box::new(move || judge(&want, &case)) as Box<dyn Fn() -> TestResult>,
+                Box::new(move || judge(&want, after, &case)) as Box<dyn Fn() -> TestResult>,
             )
         })
         .collect();

@@ -104,7 +104,7 @@ fn secondary(
             res => return Err(format!("adopting IOAS {other} gave {res:?}, expected ENOENT").into()),
         }
         let ioas = vfio_cdev::Ioas::adopt(iommufd, id)?;
-        Arc::new(vfio_cdev::Container::from_ioas(Arc::new(ioas), addressing))
+        Arc::new(vfio_cdev::Container::from_ioas(Arc::new(ioas), addressing)?)
     } else {
         return Err("neither a container nor an iommufd in the answer".into());
     };

@@ -3,11 +3,18 @@
 //! leave nothing busy, so the device opens again in a fresh container; no fd, memory mapping or
 //! locked page may outlive an order; a BAR mapping dropped last still reads the device (it keeps
 //! the device open); and at the end a DMA round trip proves the device still works.
+//!
+//! Release to other processes: a device opened through the process-wide default container is
+//! held exactly as long as a handle of it lives (a clone, a BAR mapping), and another process
+//! opens it once the last goes; a group joined by hand (`add_group`) stays until it is
+//! removed; and the explicit `close` of a container or an iommufd reports what stays held.
 
 use std::any::Any;
 use std::process::ExitCode;
 
-use vfio_core::{DmaAccess, DmaBuffer, EventFd, MappedRegion, Mode, OwnedDmaMapping, PciAddress, SharedContainer};
+use vfio_core::{
+    DmaAccess, DmaBuffer, DmaMapping, EventFd, MappedRegion, Mode, OwnedDmaMapping, PciAddress, SharedContainer, Sysfs,
+};
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, EDU_ID, Edu};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, mapping_count, open_fds, skip, status_kb};
@@ -135,6 +142,221 @@ fn every_drop_order_cdev_noiommu() -> TestResult {
     every_drop_order(Mode::CDEV_NOIOMMU)
 }
 
+/// Whether another process can open the device at `addr` in `mode` now: a forked child opens
+/// it in a fresh container of its own (not the default one it inherits) and reads its ID
+/// register. A group or device cdev this process still holds makes that fail: a group node has
+/// one opener (EBUSY), a cdev one binding.
+fn another_process_opens(addr: PciAddress, mode: Mode) -> Result<(), String> {
+    let child = move || -> Result<(), Box<dyn std::error::Error>> {
+        let c = vfio_tests::new_container(mode)?;
+        let dev = PciDevice::open_in(c.as_ref(), &addr)?;
+        ensure!(dev.map_bar(0)?.read32(0)? == EDU_ID, "edu ID in the other process");
+        Ok(())
+    };
+    // SAFETY: the test binary runs one test at a time on its main thread.
+    let pid = unsafe { vfio_tests::fork_child(child) }?;
+    vfio_tests::wait_child(pid).map_err(|e| format!("another process could not open {addr} in {mode} mode: {e}"))
+}
+
+/// The edu's address and `mode`, or why the test cannot run.
+fn edu_in(mode: Mode) -> Result<PciAddress, String> {
+    let addr = device_from_env("VFIO_TEST_EDU")?;
+    if !vfio_tests::offered(mode) {
+        return Err(format!(
+            "{mode} mode is not offered by this kernel ({:?})",
+            vfio_core::detect()
+        ));
+    }
+    Ok(addr)
+}
+
+/// Through the default container (`PciDevice::open`): the device stays held while a clone or a
+/// BAR mapping of it lives, and is released for another process when the last goes; a DMA
+/// mapping of the default container dropped after that is released quietly (with the type1
+/// driver the last group out took it along); nothing is left behind, and the device opens
+/// through the default container again.
+fn default_container_lets_go(mode: Mode) -> TestResult {
+    let addr = match edu_in(mode) {
+        Err(why) => return skip(why),
+        Ok(a) => a,
+    };
+    // Warm-up: the default container itself is process-wide state, opened once.
+    drop(PciDevice::open(&addr, Some(mode))?);
+    let before = resources()?;
+    let dev = PciDevice::open(&addr, Some(mode))?;
+    let bar0 = dev.map_bar(0)?;
+    let clone = dev.clone();
+    let buf = DmaBuffer::new(4096)?;
+    let map = DmaMapping::new(
+        vfio_pci::default_container(mode)?,
+        &buf,
+        0x30_0000,
+        DmaAccess::READ_WRITE,
+    )?;
+    drop(dev);
+    ensure!(
+        another_process_opens(addr, mode).is_err(),
+        "another process opened {addr} while a clone and a BAR mapping of it were open here"
+    );
+    drop(clone);
+    ensure!(
+        another_process_opens(addr, mode).is_err(),
+        "another process opened {addr} while a BAR mapping of it was open here"
+    );
+    ensure!(bar0.read32(0)? == EDU_ID, "edu ID through the last handle");
+    drop(bar0);
+    another_process_opens(addr, mode).map_err(|e| format!("after the last handle went: {e}"))?;
+    drop(map);
+    drop(buf);
+    let after = resources()?;
+    ensure!(
+        after == before,
+        "left (fds, mappings, VmLck kB, VmPin kB) {before:?} -> {after:?}"
+    );
+    let again = PciDevice::open(&addr, Some(mode))?;
+    ensure!(again.map_bar(0)?.read32(0)? == EDU_ID, "edu ID after reopening");
+    drop(again);
+    another_process_opens(addr, mode).map_err(|e| format!("after the reopened device went: {e}"))?;
+    println!("    {mode}: held while a handle lived, released with the last");
+    Ok(Outcome::Pass)
+}
+
+fn default_container_lets_go_group() -> TestResult {
+    default_container_lets_go(Mode::GROUP)
+}
+
+fn default_container_lets_go_cdev() -> TestResult {
+    default_container_lets_go(Mode::CDEV)
+}
+
+fn default_container_lets_go_group_noiommu() -> TestResult {
+    default_container_lets_go(Mode::GROUP_NOIOMMU)
+}
+
+fn default_container_lets_go_cdev_noiommu() -> TestResult {
+    default_container_lets_go(Mode::CDEV_NOIOMMU)
+}
+
+/// The group mode offered here: with an IOMMU, else no-IOMMU.
+fn group_mode() -> Result<Mode, String> {
+    let modes = vfio_core::detect();
+    if modes.group {
+        Ok(Mode::GROUP)
+    } else if modes.group_noiommu {
+        Ok(Mode::GROUP_NOIOMMU)
+    } else {
+        Err(format!("group mode is not offered by this kernel ({modes:?})"))
+    }
+}
+
+/// A group joined with `add_group` stays in the container when its device closes (another
+/// process cannot open the device), until `remove_group`.
+fn added_group_stays_until_removed() -> TestResult {
+    let Ok(mode) = group_mode() else {
+        return skip("group mode is not offered by this kernel");
+    };
+    let addr = match edu_in(mode) {
+        Err(why) => return skip(why),
+        Ok(a) => a,
+    };
+    let before = resources()?;
+    let c = vfio_group::Container::open(mode.addressing())?;
+    let id = Sysfs::default().iommu_group(&addr)?;
+    c.add_group(id)?;
+    drop(PciDevice::open_in(&c, &addr)?);
+    ensure!(
+        c.group_ids() == [id],
+        "groups {:?} after the device closed",
+        c.group_ids()
+    );
+    ensure!(
+        another_process_opens(addr, mode).is_err(),
+        "another process opened {addr} while its group was kept in a container here"
+    );
+    c.remove_group(id)?;
+    another_process_opens(addr, mode).map_err(|e| format!("after remove_group: {e}"))?;
+    // Joined to open a device, the group leaves with it.
+    drop(PciDevice::open_in(&c, &addr)?);
+    ensure!(
+        c.group_ids().is_empty(),
+        "groups {:?} after the device closed",
+        c.group_ids()
+    );
+    c.close()?;
+    let after = resources()?;
+    ensure!(
+        after == before,
+        "left (fds, mappings, VmLck kB, VmPin kB) {before:?} -> {after:?}"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// `close` returns what dropping only logs: a group container closed with a device open says
+/// the group stays (and it does, until the device closes, then goes); an iommufd closed while
+/// an IOAS holds it says so; closed when nothing holds them, both return Ok. The cdev of a bound
+/// device closes explicitly too, unbinding it.
+fn explicit_close_reports_what_stays() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_EDU") {
+        Err(why) => return skip(why),
+        Ok(a) => a,
+    };
+    let mut done = Vec::new();
+    let before = resources()?;
+    if let Ok(mode) = group_mode() {
+        let c = vfio_group::Container::open(mode.addressing())?;
+        let dev = PciDevice::open_in(&c, &addr)?;
+        let id = Sysfs::default().iommu_group(&addr)?;
+        let e = c.close().err().ok_or("closed a container whose device is open")?;
+        ensure!(
+            matches!(e, vfio_core::Error::InvalidArgument { .. }) && e.to_string().contains("still open"),
+            "{e}"
+        );
+        ensure!(
+            another_process_opens(addr, mode).is_err(),
+            "another process opened {addr} while it was open here"
+        );
+        ensure!(dev.map_bar(0)?.read32(0)? == EDU_ID, "edu ID with its container closed");
+        drop(dev);
+        another_process_opens(addr, mode).map_err(|e| format!("after the device of a closed container went: {e}"))?;
+        let c = vfio_group::Container::open(mode.addressing())?;
+        c.add_group(id)?;
+        c.close()?;
+        another_process_opens(addr, mode).map_err(|e| format!("after close: {e}"))?;
+        done.push(format!("{mode}"));
+    }
+    if vfio_tests::offered(Mode::CDEV) {
+        let iommufd = vfio_cdev::Iommufd::open()?;
+        let ioas = iommufd.alloc_ioas()?;
+        let e = iommufd.clone().close().err().ok_or("closed an iommufd an IOAS holds")?;
+        ensure!(
+            matches!(e, vfio_core::Error::InvalidArgument { .. }) && e.to_string().contains("still hold"),
+            "{e}"
+        );
+        let dev = vfio_cdev::UnboundDevice::open(&Sysfs::default(), &addr)?.bind(&iommufd)?;
+        dev.attach(ioas.id())?;
+        ensure!(
+            another_process_opens(addr, Mode::CDEV).is_err(),
+            "another process opened {addr} while bound here"
+        );
+        dev.close()?;
+        another_process_opens(addr, Mode::CDEV).map_err(|e| format!("after the bound cdev closed: {e}"))?;
+        vfio_cdev::UnboundDevice::open(&Sysfs::default(), &addr)?.close()?;
+        drop(ioas);
+        iommufd.close()?;
+        done.push("cdev".to_string());
+    }
+    if done.is_empty() {
+        return skip("neither group nor cdev mode is offered by this kernel");
+    }
+    let after = resources()?;
+    ensure!(
+        after == before,
+        "left (fds, mappings, VmLck kB, VmPin kB) {before:?} -> {after:?}"
+    );
+    println!("    {}", done.join(", "));
+    Ok(Outcome::Pass)
+}
+
 fn permutations_are_complete() -> TestResult {
     let p = permutations(5);
     let mut sorted = p.clone();
@@ -151,5 +373,17 @@ fn main() -> ExitCode {
         ("every_drop_order_cdev", every_drop_order_cdev),
         ("every_drop_order_group_noiommu", every_drop_order_group_noiommu),
         ("every_drop_order_cdev_noiommu", every_drop_order_cdev_noiommu),
+        ("default_container_lets_go_group", default_container_lets_go_group),
+        ("default_container_lets_go_cdev", default_container_lets_go_cdev),
+        (
+            "default_container_lets_go_group_noiommu",
+            default_container_lets_go_group_noiommu,
+        ),
+        (
+            "default_container_lets_go_cdev_noiommu",
+            default_container_lets_go_cdev_noiommu,
+        ),
+        ("added_group_stays_until_removed", added_group_stays_until_removed),
+        ("explicit_close_reports_what_stays", explicit_close_reports_what_stays),
     ])
 }

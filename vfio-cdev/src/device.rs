@@ -8,21 +8,23 @@ use vfio_core::ioctl::{self, kind, requests as req};
 use vfio_core::{CdevNode, Errno, Error, PciAddress, Result, Sysfs};
 use vfio_sys as sys;
 
+use crate::iommufd::NamedFd;
 use crate::{DeviceId, HwptId, Iommufd, PtId, refused};
 
 /// The device fd of a cdev, typed for device requests.
 #[inline]
-fn device_fd(fd: &OwnedFd) -> ioctl::Fd<'_, kind::Device> {
+fn device_fd(fd: &NamedFd) -> ioctl::Fd<'_, kind::Device> {
     // SAFETY: UnboundDevice and BoundDevice hold a VFIO device cdev (opened from sysfs with its
     // major:minor checked, or adopted with from_fd, whose caller names it a device cdev).
     unsafe { ioctl::Fd::new_unchecked(fd.as_fd()) }
 }
 
 /// A device cdev that is open but not yet bound: the kernel refuses everything but bind.
+/// Dropping it closes the fd, logging a failure (warn, target `vfio`); [`UnboundDevice::close`]
+/// returns it.
 #[derive(Debug)]
 pub struct UnboundDevice {
-    fd: OwnedFd,
-    name: String,
+    fd: NamedFd,
     noiommu: bool,
 }
 
@@ -42,11 +44,10 @@ impl UnboundDevice {
         let node = sysfs
             .vfio_cdev(addr)
             .map_err(|e| sysfs.explain_open_failure(addr).unwrap_or(e))?;
-        let fd = vfio_core::open_node(&node.path)?;
+        let fd = NamedFd::new(vfio_core::open_node(&node.path)?, addr.to_string());
         check_node(&fd, &node)?;
         Ok(UnboundDevice {
             fd,
-            name: addr.to_string(),
             noiommu: node.name.starts_with("noiommu-"),
         })
     }
@@ -54,10 +55,15 @@ impl UnboundDevice {
     /// Adopts an open, unbound cdev fd.
     pub fn from_fd(fd: OwnedFd, name: impl Into<String>, noiommu: bool) -> Self {
         UnboundDevice {
-            fd,
-            name: name.into(),
+            fd: NamedFd::new(fd, name.into()),
             noiommu,
         }
+    }
+
+    /// Closes the cdev fd, returning the errno of `close(2)` where dropping would only log it.
+    /// Errors: that errno (Kernel, naming the device).
+    pub fn close(self) -> Result<()> {
+        self.fd.close()
     }
 
     /// Whether this is a no-IOMMU cdev (`noiommu-vfioN`).
@@ -74,8 +80,10 @@ impl UnboundDevice {
 
     /// `VFIO_DEVICE_BIND_IOMMUFD`: binds the device to `iommufd` and returns it with its device
     /// id. Errors: EBADF for a bad fd, EBADFD for an fd that is not an iommufd, EINVAL when
-    /// already bound, EPERM without interrupt isolation (unless
-    /// `iommufd.allow_unsafe_interrupts=1`). The device is consumed even on error: reopen it.
+    /// already bound, EPERM when the device's IOMMU group is not viable (a device of it is on a
+    /// host driver) or its IOMMU cannot isolate MSIs (unless
+    /// `iommufd.allow_unsafe_interrupts=1`), both named in the error. The device is consumed
+    /// even on error, its fd closed (nothing of the refused bind stays): reopen it.
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
     pub fn bind(self, iommufd: &Arc<Iommufd>) -> Result<BoundDevice> {
         self.bind_inner(iommufd, None)
@@ -102,10 +110,9 @@ impl UnboundDevice {
         // SAFETY: token_uuid_ptr is 0 or points at the 16-byte uuid, alive for the call, which
         // the kernel only reads; the argument holds no other pointer.
         unsafe { ioctl::call_unchecked::<req::DeviceBindIommufd>(self.ioctl_fd(), &mut b) }
-            .map_err(|e| refused::<req::DeviceBindIommufd>(|| self.name.clone(), e))?;
+            .map_err(|e| refused::<req::DeviceBindIommufd>(|| format!("{}{}", self.fd.name(), bind_hint(e)), e))?;
         Ok(BoundDevice {
             fd: self.fd,
-            name: self.name,
             devid: DeviceId::from(b.out_devid),
             noiommu: self.noiommu,
             iommufd: iommufd.clone(),
@@ -113,7 +120,19 @@ impl UnboundDevice {
     }
 }
 
-fn check_node(fd: &OwnedFd, node: &CdevNode) -> Result<()> {
+/// What an EPERM from `VFIO_DEVICE_BIND_IOMMUFD` means, to append to the error's target (empty
+/// for any other errno): the kernel says which only in dmesg.
+fn bind_hint(errno: Errno) -> &'static str {
+    if errno != Errno::PERM {
+        return "";
+    }
+    " (EPERM: either its IOMMU group is not viable, a device of the group being on a non-VFIO \
+     driver, or the IOMMU cannot isolate its MSIs (no interrupt remapping; dmesg says so), which \
+     the kernel allows only with the module parameter iommufd.allow_unsafe_interrupts=1, giving \
+     up that isolation)"
+}
+
+fn check_node(fd: &NamedFd, node: &CdevNode) -> Result<()> {
     let st = rustix::fs::fstat(fd).map_err(|e| Error::kernel("fstat", node.path.display(), e))?;
     let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
     let is_chr = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
@@ -130,11 +149,12 @@ fn check_node(fd: &OwnedFd, node: &CdevNode) -> Result<()> {
     Ok(())
 }
 
-/// A device cdev bound to an iommufd.
+/// A device cdev bound to an iommufd. Dropping it closes the fd, which unbinds the device (and
+/// detaches it from its IOAS or HWPT), logging a failed close (warn, target `vfio`);
+/// [`BoundDevice::close`] returns it.
 #[derive(Debug)]
 pub struct BoundDevice {
-    fd: OwnedFd,
-    name: String,
+    fd: NamedFd,
     devid: DeviceId,
     noiommu: bool,
     iommufd: Arc<Iommufd>,
@@ -175,7 +195,7 @@ impl BoundDevice {
             ..Default::default()
         };
         ioctl::call::<req::DeviceAttachIommufdPt>(self.ioctl_fd(), &mut a)
-            .map_err(|e| refused::<req::DeviceAttachIommufdPt>(|| format!("{} pt {pt_id}", self.name), e))?;
+            .map_err(|e| refused::<req::DeviceAttachIommufdPt>(|| format!("{} pt {pt_id}", self.name()), e))?;
         Ok(HwptId::from(a.pt_id))
     }
 
@@ -184,13 +204,21 @@ impl BoundDevice {
     pub fn detach(&self) -> Result<()> {
         let mut d = sys::vfio_device_detach_iommufd_pt::default();
         ioctl::call::<req::DeviceDetachIommufdPt>(self.ioctl_fd(), &mut d)
-            .map_err(|e| refused::<req::DeviceDetachIommufdPt>(|| self.name.clone(), e))?;
+            .map_err(|e| refused::<req::DeviceDetachIommufdPt>(|| self.name().to_string(), e))?;
         Ok(())
     }
 
     /// The device's name in errors (its PCI address, or what it was adopted as).
     pub fn name(&self) -> &str {
-        &self.name
+        self.fd.name()
+    }
+
+    /// Closes the cdev fd, which unbinds the device from its iommufd (detaching it), returning
+    /// the errno of `close(2)` where dropping would only log it. A [`vfio_core::Device`] made
+    /// with [`BoundDevice::device`] holds a duplicate fd: the device stays bound until that
+    /// closes too. Errors: that errno (Kernel, naming the device).
+    pub fn close(self) -> Result<()> {
+        self.fd.close()
     }
 
     /// The iommufd the device is bound to.
@@ -222,7 +250,7 @@ impl BoundDevice {
             pasid,
             ..Default::default()
         };
-        let target = || format!("{} pasid {pasid} pt {pt_id}", self.name);
+        let target = || format!("{} pasid {pasid} pt {pt_id}", self.name());
         match ioctl::call::<req::DeviceAttachIommufdPt>(self.ioctl_fd(), &mut a) {
             Ok(_) => Ok(HwptId::from(a.pt_id)),
             Err(e @ Errno::OPNOTSUPP) => Err(Error::unsupported("PASID attach", target(), e)),
@@ -240,7 +268,7 @@ impl BoundDevice {
             pasid,
             ..Default::default()
         };
-        let target = || format!("{} pasid {pasid}", self.name);
+        let target = || format!("{} pasid {pasid}", self.name());
         match ioctl::call::<req::DeviceDetachIommufdPt>(self.ioctl_fd(), &mut d) {
             Ok(_) => Ok(()),
             Err(e @ Errno::OPNOTSUPP) => Err(Error::unsupported("PASID detach", target(), e)),
@@ -249,7 +277,7 @@ impl BoundDevice {
     }
 
     fn check_pasid(&self, pasid: u32) -> Result<()> {
-        let target = || format!("{} pasid {pasid}", self.name);
+        let target = || format!("{} pasid {pasid}", self.name());
         if self.noiommu {
             return Err(Error::unsupported("PASID", target(), "no-IOMMU device"));
         }
@@ -276,13 +304,14 @@ impl BoundDevice {
     /// device to another IOAS or HWPT) or detach. Errors: the `fcntl(F_DUPFD_CLOEXEC)` errno.
     pub fn device(&self, owner: Option<vfio_core::Owner>) -> Result<vfio_core::Device> {
         let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
-            .map_err(|e| Error::kernel("fcntl(F_DUPFD_CLOEXEC)", &self.name, e))?;
-        Ok(vfio_core::Device::from_fd(fd, self.name.clone(), owner))
+            .map_err(|e| Error::kernel("fcntl(F_DUPFD_CLOEXEC)", self.name(), e))?;
+        Ok(vfio_core::Device::from_fd(fd, self.name(), owner))
     }
 
     /// The general device interface, keeping `owner` (the IOAS) alive until the fd closes.
     pub fn into_device(self, owner: Option<vfio_core::Owner>) -> vfio_core::Device {
-        vfio_core::Device::from_fd(self.fd, self.name, owner)
+        let (fd, name) = self.fd.into_parts();
+        vfio_core::Device::from_fd(fd, name, owner)
     }
 }
 

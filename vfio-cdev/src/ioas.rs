@@ -1,17 +1,21 @@
 //! An I/O address space (IOAS) inside an iommufd: the IOVA -> memory mappings that devices and
 //! HWPTs attached to it use.
 
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use iommufd_sys as sys;
+use vfio_core::container::MAX_IOVA_RANGES;
 use vfio_core::ioctl::{self, Request, requests as req};
-use vfio_core::{DmaAccess, Errno, Error, IovaRange, Result};
+use vfio_core::{DmaAccess, DmaBuffer, Errno, Error, IovaRange, Result};
 
 use crate::{IoasId, Iommufd, refused};
 
 /// An IOAS, from [`Iommufd::alloc_ioas`]; destroyed (`IOMMU_DESTROY`) on drop, unless it was
-/// adopted ([`Ioas::adopt`]).
+/// adopted ([`Ioas::adopt`]). A destroy that fails on drop (EBUSY: a device or HWPT still uses
+/// it) is logged (warn, target `vfio`) with the IOAS and errno; [`Ioas::destroy`] returns it
+/// instead.
 #[derive(Debug)]
 pub struct Ioas {
     id: IoasId,
@@ -65,7 +69,21 @@ impl Ioas {
         &self.iommufd
     }
 
-    fn target(&self, iova: u64, len: u64) -> String {
+    /// `IOMMU_DESTROY` of the IOAS now, returning the kernel's answer instead of logging it as
+    /// the drop does. An adopted IOAS ([`Ioas::adopt`]) belongs to whoever allocated it and is
+    /// left alone (Ok). Errors: EBUSY (Kernel) while a device or HWPT is attached to it or
+    /// allocated from it (the IOAS then stays, and nothing is retried on drop); ENOENT when it
+    /// is gone already.
+    #[doc(alias = "IOMMU_DESTROY")]
+    pub fn destroy(mut self) -> Result<()> {
+        if std::mem::replace(&mut self.owned, false) {
+            self.iommufd.destroy(self.id)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn target(&self, iova: u64, len: u64) -> String {
         format!(
             "{} ioas {} iova {iova:#x} length {len:#x}",
             self.iommufd.target(),
@@ -188,7 +206,11 @@ impl Ioas {
     /// # Safety
     /// The copy outlives the source mapping: the memory `src` maps there must stay allocated,
     /// and unreached by Rust references while the device may access it, until the copy is
-    /// unmapped too (what [`Ioas::map_raw`] asks, for the copy).
+    /// unmapped too (what [`Ioas::map_raw`] asks, for the copy). The copy shares the source's
+    /// pages object: for a source mapped by address, an IOAS without an attached device pins
+    /// them later, by that address, so "allocated" means the same pages still at the same
+    /// address. The kernel copies whatever `src` maps at `src_iova` when it looks, which another
+    /// thread may have changed since. [`Ioas::copy_of`] is the safe form.
     #[doc(alias = "IOMMU_IOAS_COPY")]
     pub unsafe fn copy_from(
         &self,
@@ -224,6 +246,45 @@ impl Ioas {
             )
         })?;
         Ok(c.dst_iova)
+    }
+
+    /// The safe form of [`Ioas::copy_from`]: maps the memory behind `source` (a DMA buffer, or
+    /// a mapping of one such as a [`vfio_core::DmaMapping`] or [`vfio_core::OwnedDmaMapping`],
+    /// or a reference to either) in this IOAS too, and holds `source` for as long as the copy
+    /// lives ([`IoasCopy`], unmapped on drop; [`IoasCopy::into_source`] gives `source` back).
+    ///
+    /// It maps the buffer's memfd (`IOMMU_IOAS_MAP_FILE`, Linux >= 6.13) rather than copying
+    /// by IOVA (`IOMMU_IOAS_COPY`): a copy by IOVA maps whatever the source IOAS holds there
+    /// when the kernel looks (another thread may have unmapped it and mapped other memory
+    /// since), and for memory mapped by address it shares a pin that an IOAS without an
+    /// attached device takes lazily, by address. By file, the copy reaches the file's pages and
+    /// nothing else, even if the guard is leaked and the source freed. The price: the pages
+    /// are pinned (and counted against `RLIMIT_MEMLOCK`) once per IOAS, not shared.
+    ///
+    /// Errors: Unsupported for a buffer without a memfd ([`vfio_core::Backing::Anonymous`]) or
+    /// a kernel without `IOMMU_IOAS_MAP_FILE`; otherwise those of [`Ioas::map_file`] (EEXIST
+    /// when a fixed IOVA is taken, ENOSPC when nothing fits).
+    #[doc(alias = "IOMMU_IOAS_MAP_FILE", alias = "IOMMU_IOAS_COPY")]
+    pub fn copy_of<S: AsRef<DmaBuffer>>(
+        self: &Arc<Self>,
+        source: S,
+        at: IovaPlacement,
+        access: DmaAccess,
+    ) -> Result<IoasCopy<S>> {
+        let buffer = source.as_ref();
+        let len = buffer.len() as u64;
+        let at_iova = match at {
+            IovaPlacement::Fixed(iova) => iova,
+            IovaPlacement::Any => 0,
+        };
+        let fd = vfio_core::dma::require_memfd(buffer, || self.target(at_iova, len), "an iommufd IOAS")?;
+        let iova = self.map_file(fd, 0, len, at, access)?;
+        Ok(IoasCopy {
+            ioas: self.clone(),
+            iova,
+            len,
+            source: ManuallyDrop::new(source),
+        })
     }
 
     /// `IOMMU_IOAS_ALLOW_IOVAS` (Linux >= 6.2): restricts the IOVAs this IOAS may use to `ranges` (replacing any
@@ -296,8 +357,11 @@ impl Ioas {
     }
 
     fn ranges_and_alignment(&self) -> Result<(Vec<IovaRange>, u64)> {
+        let target = || format!("{} ioas {}", self.iommufd.target(), self.id);
         let mut ranges: Vec<sys::iommu_iova_range> = Vec::new();
-        loop {
+        // The kernel says how many ranges there are (EMSGSIZE); the count can grow between two
+        // calls (ALLOW_IOVAS, an attach), so ask a few times, never for more than the cap.
+        for _ in 0..4 {
             let mut r = sys::iommu_ioas_iova_ranges {
                 ioas_id: self.id.get(),
                 num_iovas: ranges.len() as u32,
@@ -320,22 +384,26 @@ impl Ioas {
                     return Ok((out, r.out_iova_alignment));
                 }
                 Err(Errno::MSGSIZE) if (r.num_iovas as usize) > ranges.len() => {
-                    ranges = vec![sys::iommu_iova_range::default(); r.num_iovas as usize];
+                    let n = range_capacity(r.num_iovas, target)?;
+                    ranges = vec![sys::iommu_iova_range::default(); n];
                 }
-                Err(e) => {
-                    return Err(refused::<req::IoasIovaRanges>(
-                        || format!("{} ioas {}", self.iommufd.target(), self.id),
-                        e,
-                    ));
-                }
+                Err(e) => return Err(refused::<req::IoasIovaRanges>(target, e)),
             }
         }
+        Err(Error::malformed(
+            req::IoasIovaRanges::NAME,
+            target(),
+            "the number of IOVA ranges kept growing over four calls",
+        ))
     }
 
     /// `IOMMU_IOAS_NOIOMMU_GET_PA` (no-IOMMU cdev, kernels with `IOMMUFD_NOIOMMU`): the physical
-    /// address behind `iova` and how many bytes from it are physically contiguous. Errors:
-    /// ENOENT (Kernel) when nothing is mapped at `iova`; EINVAL when the IOAS serves devices
-    /// behind an IOMMU; ENOTTY on kernels without no-IOMMU cdev support.
+    /// address behind `iova` and how many bytes from it are physically contiguous. The kernel
+    /// answers only from a no-IOMMU domain (`iopt_get_phys`), so a success also proves that a
+    /// no-IOMMU device is attached to the IOAS. Errors: ENOENT (Kernel) when nothing is mapped
+    /// at `iova`; EOPNOTSUPP when no no-IOMMU domain holds the pages (no device attached yet, or
+    /// the IOAS serves devices behind an IOMMU); EPERM without `CAP_SYS_RAWIO`; ENOTTY on
+    /// kernels without no-IOMMU cdev support.
     #[doc(alias = "IOMMU_IOAS_NOIOMMU_GET_PA")]
     pub fn noiommu_phys(&self, iova: u64, len: u64) -> Result<(u64, u64)> {
         let mut q = sys::iommu_ioas_noiommu_get_pa {
@@ -350,10 +418,172 @@ impl Ioas {
     }
 }
 
+/// How many range entries to offer `IOMMU_IOAS_IOVA_RANGES` after it answered EMSGSIZE with
+/// `reported`: that many, unless it passes [`MAX_IOVA_RANGES`] (Malformed: the kernel does not
+/// get to size the allocation).
+fn range_capacity(reported: u32, target: impl FnOnce() -> String) -> Result<usize> {
+    let n = reported as usize;
+    if n > MAX_IOVA_RANGES {
+        return Err(Error::malformed(
+            req::IoasIovaRanges::NAME,
+            target(),
+            format!("the kernel reports {n} IOVA ranges, above the limit of {MAX_IOVA_RANGES}"),
+        ));
+    }
+    Ok(n)
+}
+
 impl Drop for Ioas {
     fn drop(&mut self) {
         if self.owned {
-            let _ = self.iommufd.destroy(self.id);
+            if let Err(e) = self.iommufd.destroy(self.id) {
+                log::warn!(target: "vfio", "dropping ioas {} of {}: {e}", self.id, self.iommufd.target());
+            }
         }
+    }
+}
+
+/// A mapping, in one IOAS, of the memory behind a DMA buffer mapped elsewhere: the safe form of
+/// [`Ioas::copy_from`], from [`Ioas::copy_of`]. It holds `S` (the source mapping or buffer)
+/// for as long as it lives, and unmaps on drop (a failed unmap is logged, warn, target `vfio`:
+/// the file's pages then stay mapped, and the source may still be freed, since the IOAS holds
+/// the file and not the process's memory). Leaking it is sound for the same reason.
+#[must_use = "the copy is unmapped when this guard is dropped"]
+pub struct IoasCopy<S: AsRef<DmaBuffer>> {
+    ioas: Arc<Ioas>,
+    iova: u64,
+    len: u64,
+    // Dropped by Drop after the unmap (or moved out by into_source).
+    source: ManuallyDrop<S>,
+}
+
+impl<S: AsRef<DmaBuffer>> std::fmt::Debug for IoasCopy<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoasCopy")
+            .field("ioas", &self.ioas.id())
+            .field("iova", &format_args!("{:#x}", self.iova))
+            .field("len", &format_args!("{:#x}", self.len))
+            .finish()
+    }
+}
+
+impl<S: AsRef<DmaBuffer>> IoasCopy<S> {
+    /// The IOVA of the copy in its IOAS.
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+
+    /// The IOAS the copy lives in.
+    pub fn ioas(&self) -> &Arc<Ioas> {
+        &self.ioas
+    }
+
+    /// What the copy was made of.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// Unmaps the copy and gives the source back. Errors: the unmap's errno (the copy then
+    /// stays mapped, holding the file's pages, and the source is dropped).
+    #[doc(alias = "IOMMU_IOAS_UNMAP")]
+    pub fn into_source(self) -> Result<S> {
+        let mut this = ManuallyDrop::new(self);
+        let unmapped = this.ioas.unmap(this.iova, this.len);
+        // SAFETY: `this` is never dropped nor used again: its two owned fields are each moved
+        // out exactly once here.
+        let (ioas, source) = unsafe { (std::ptr::read(&this.ioas), ManuallyDrop::take(&mut this.source)) };
+        drop(ioas);
+        unmapped.map(|_| source)
+    }
+}
+
+impl<S: AsRef<DmaBuffer>> Drop for IoasCopy<S> {
+    fn drop(&mut self) {
+        match self.ioas.unmap(self.iova, self.len) {
+            Ok(_) => {}
+            Err(e) if e.errno() == Some(Errno::NOENT) => {}
+            Err(e) => log::warn!(target: "vfio", "dropping the IOAS copy at iova {:#x}: {e}", self.iova),
+        }
+        // SAFETY: dropped once, here; the field is not used afterwards. The copy maps the
+        // buffer's file, so freeing the source is sound even when the unmap failed.
+        unsafe { ManuallyDrop::drop(&mut self.source) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Capture;
+    impl log::Log for Capture {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.target() == "vfio" && m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                WARNINGS.lock().unwrap().push(r.args().to_string());
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    /// An "iommufd" that answers every request with ENOTTY (an eventfd).
+    fn dead_iommufd() -> Arc<Iommufd> {
+        Iommufd::from_fd(rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap())
+    }
+
+    #[test]
+    fn range_counts_from_the_kernel_are_capped() {
+        assert_eq!(range_capacity(3, || "ioas 1".into()).unwrap(), 3);
+        assert_eq!(
+            range_capacity(MAX_IOVA_RANGES as u32, || "ioas 1".into()).unwrap(),
+            MAX_IOVA_RANGES
+        );
+        for lie in [MAX_IOVA_RANGES as u32 + 1, u32::MAX] {
+            let e = range_capacity(lie, || "/dev/iommu ioas 1".into()).unwrap_err();
+            assert!(matches!(e, Error::Malformed { .. }), "{e:?}");
+            let text = e.to_string();
+            assert!(
+                text.contains("IOMMU_IOAS_IOVA_RANGES") && text.contains("ioas 1") && text.contains(&lie.to_string()),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "eventfd(2) and ioctl(2), which Miri cannot run")]
+    fn destroy_failures_are_returned_or_logged_never_swallowed() {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::LevelFilter::Warn);
+        let iommufd = dead_iommufd();
+        // The explicit form returns the kernel's answer, naming the object.
+        let e = Ioas::from_id(iommufd.clone(), IoasId::from(41)).destroy().unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::NOTTY));
+        assert!(e.to_string().contains("object 41"), "{e}");
+        // An adopted IOAS is not ours to destroy.
+        let adopted = Ioas {
+            id: IoasId::from(43),
+            iommufd: iommufd.clone(),
+            owned: false,
+        };
+        adopted.destroy().unwrap();
+        // Dropping logs the failure with the object and the errno.
+        drop(Ioas::from_id(iommufd.clone(), IoasId::from(42)));
+        drop(crate::Hwpt::from_id(iommufd, crate::HwptId::from(44)));
+        let warnings = WARNINGS.lock().unwrap();
+        let ioas = warnings
+            .iter()
+            .find(|w| w.contains("ioas 42"))
+            .expect("the IOAS drop warned");
+        assert!(ioas.contains("IOMMU_DESTROY") && ioas.contains("object 42"), "{ioas}");
+        assert!(ioas.contains("ENOTTY") || ioas.contains("25"), "{ioas}");
+        assert!(warnings.iter().any(|w| w.contains("hwpt 44")), "{warnings:?}");
+        assert!(
+            !warnings.iter().any(|w| w.contains("41") || w.contains("43")),
+            "{warnings:?}"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! An iommufd (`/dev/iommu`): the context that owns IOAS and HWPT objects (it allocates both)
 //! and that device cdevs bind to.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::Arc;
 
 use iommufd_sys as sys;
@@ -11,11 +12,12 @@ use vfio_core::{Errno, Error, Result};
 
 use crate::{DeviceId, HwInfo, Hwpt, HwptFlags, Ioas, IoasId, ObjectId, refused};
 
-/// An open iommufd.
+/// An open iommufd. It closes when the last handle goes (the IOAS, HWPTs, bound devices and
+/// containers made from it hold one): the kernel then destroys every object left in it. A
+/// failed close is logged (warn, target `vfio`); [`Iommufd::close`] returns it instead.
 #[derive(Debug)]
 pub struct Iommufd {
-    fd: OwnedFd,
-    path: PathBuf,
+    fd: NamedFd,
 }
 
 impl AsFd for Iommufd {
@@ -37,8 +39,7 @@ impl Iommufd {
     pub fn open_path(path: &Path) -> Result<Arc<Self>> {
         match vfio_core::open_node(path) {
             Ok(fd) => Ok(Arc::new(Iommufd {
-                fd,
-                path: path.to_owned(),
+                fd: NamedFd::new(fd, path.display().to_string()),
             })),
             Err(e) if e.errno() == Some(Errno::NOENT) => Err(Error::unsupported(
                 "cdev mode (iommufd)",
@@ -57,9 +58,29 @@ impl Iommufd {
     /// Adopts an open iommufd (for example one received from another process).
     pub fn from_fd(fd: OwnedFd) -> Arc<Self> {
         Arc::new(Iommufd {
-            fd,
-            path: PathBuf::from("iommufd"),
+            fd: NamedFd::new(fd, "iommufd".into()),
         })
+    }
+
+    /// Closes the iommufd now, returning the errno of `close(2)` where dropping the last handle
+    /// would only log it; the kernel destroys every object left in it (IOAS, HWPT, ...).
+    /// Errors: InvalidArgument when other handles still hold it (an [`Ioas`], a [`Hwpt`], a
+    /// [`crate::BoundDevice`], a container, or a clone of the `Arc`): it then closes with the
+    /// last of them, and the message says how many there are; the errno of close (Kernel).
+    pub fn close(self: Arc<Self>) -> Result<()> {
+        let target = self.target();
+        match Arc::try_unwrap(self) {
+            Ok(iommufd) => iommufd.fd.close(),
+            Err(shared) => Err(Error::invalid(
+                "close iommufd",
+                target,
+                format!(
+                    "{} other handles (IOAS, HWPT, bound devices, containers or clones) still hold it: it \
+                     closes with the last of them",
+                    Arc::strong_count(&shared) - 1
+                ),
+            )),
+        }
     }
 
     /// The fd, typed for iommufd requests (see [`vfio_core::ioctl`]).
@@ -72,7 +93,7 @@ impl Iommufd {
     }
 
     pub(crate) fn target(&self) -> String {
-        self.path.display().to_string()
+        self.fd.name().to_string()
     }
 
     /// `IOMMU_OPTION`: gets (`value` None) or sets an option of object `object_id` (0 for the
@@ -229,5 +250,92 @@ impl Iommufd {
         ioctl::call::<req::Destroy>(self.ioctl_fd(), &mut d)
             .map_err(|e| refused::<req::Destroy>(|| format!("{} object {id}", self.target()), e))?;
         Ok(())
+    }
+}
+
+/// An owned fd and the name errors give it, closed with `close(2)`'s answer checked (the
+/// standard `OwnedFd` throws it away): [`NamedFd::close`] returns a failure, dropping logs it
+/// (warn, target `vfio`, naming the object and the errno). Used for iommufds and device cdevs.
+#[derive(Debug)]
+pub(crate) struct NamedFd {
+    fd: ManuallyDrop<OwnedFd>,
+    name: String,
+}
+
+impl AsFd for NamedFd {
+    #[inline]
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl NamedFd {
+    pub(crate) fn new(fd: OwnedFd, name: String) -> Self {
+        NamedFd {
+            fd: ManuallyDrop::new(fd),
+            name,
+        }
+    }
+
+    /// How errors and logs name the fd (its node or device, or what it was adopted as).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fd and the name, no longer closed here.
+    pub(crate) fn into_parts(self) -> (OwnedFd, String) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so its fd is taken exactly once, here (Drop, the only
+        // other place that takes it, does not run); the name is moved out, leaving an empty
+        // string that owns no memory.
+        let fd = unsafe { ManuallyDrop::take(&mut this.fd) };
+        (fd, std::mem::take(&mut this.name))
+    }
+
+    /// Closes the fd. Errors: the errno of close (Kernel, naming the object).
+    pub(crate) fn close(self) -> Result<()> {
+        let (fd, name) = self.into_parts();
+        close_fd(fd, &name)
+    }
+}
+
+impl Drop for NamedFd {
+    fn drop(&mut self) {
+        // SAFETY: drop runs at most once, and `into_parts`, the only other place that takes
+        // the fd, keeps it from running; the fd is not used afterwards.
+        let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
+        if let Err(e) = close_fd(fd, &self.name) {
+            log::warn!(target: "vfio", "dropping {}: {e}", self.name);
+        }
+    }
+}
+
+/// `close(2)` of `fd`, with its answer: the fd is closed even when close fails (Linux releases
+/// the descriptor first), so the error is only reported. Logged at debug level like every
+/// kernel call.
+pub(crate) fn close_fd(fd: OwnedFd, name: &str) -> Result<()> {
+    let raw = fd.into_raw_fd();
+    // SAFETY: `raw` was an OwnedFd given up just above: open, and closed by nothing else.
+    let res = match unsafe { libc::close(raw) } {
+        0 => Ok(()),
+        _ => Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)),
+    };
+    log::debug!(target: "vfio", "close({name}, fd {raw}) = {res:?}");
+    res.map_err(|e| Error::kernel("close", name, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "closes a real fd, which Miri cannot")]
+    fn a_named_fd_closes_with_its_answer() {
+        let fd = rustix::io::dup(std::io::stdin().as_fd()).unwrap();
+        NamedFd::new(fd, "a dup of stdin".into()).close().unwrap();
+        let fd = rustix::io::dup(std::io::stdin().as_fd()).unwrap();
+        let (fd, name) = NamedFd::new(fd, "kept".into()).into_parts();
+        assert_eq!(name, "kept");
+        assert!(rustix::io::fcntl_getfd(&fd).is_ok(), "into_parts closed the fd");
     }
 }

@@ -37,7 +37,7 @@ pub use device::{BoundDevice, UnboundDevice};
 pub use hw_info::HwInfo;
 pub use hwpt::{Hwpt, HwptFlags};
 pub use id::{DeviceId, HwptId, IoasId, ObjectId, PtId};
-pub use ioas::{Ioas, IovaPlacement};
+pub use ioas::{Ioas, IoasCopy, IovaPlacement};
 pub use iommufd::Iommufd;
 
 use vfio_core::ioctl::{Errno, Request};

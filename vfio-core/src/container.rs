@@ -1,8 +1,19 @@
 //! The mode-independent container: an IOMMU address space that devices are assigned to and DMA
 //! is mapped in. `vfio-group` implements it with a `/dev/vfio/vfio` container, `vfio-cdev` with an
 //! IOAS in an iommufd.
+//!
+//! Two ways in for DMA: [`Container::map_dma`], safe, takes a [`DmaBuffer`] and stays sound even
+//! if the mapping outlives the buffer (each backend maps it so that the device can then reach
+//! only the buffer's own pages, kept from reuse: see the table on the method and the
+//! [`dma`](crate::dma) module); and [`Container::map_dma_raw`], `unsafe`, takes any memory by
+//! address and leaves its lifetime to the caller.
 
-use crate::{Addressing, Device, DmaAccess, HotResetInfo, Interface, Mode, PciAddress, Result};
+use crate::{Addressing, Device, DmaAccess, DmaBuffer, HotResetInfo, Interface, Mode, PciAddress, Result};
+
+/// The most IOVA ranges vfio-rs accepts from the kernel (`IOMMU_IOAS_IOVA_RANGES`, the type1
+/// IOVA-range capability). Real IOMMUs report a handful (the aperture minus reserved regions);
+/// a count above this is reported as a malformed reply instead of sizing an allocation.
+pub const MAX_IOVA_RANGES: usize = 4096;
 
 /// An inclusive range of IOVAs the container accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +59,28 @@ pub trait Container: Send + Sync {
     /// elsewhere; EPERM: no MSI isolation without `allow_unsafe_interrupts`; ENOENT: no such
     /// device). A kernel without the mode: Unsupported.
     fn assign_device(&self, addr: &PciAddress) -> Result<Device>;
+
+    /// Maps the whole `buffer` at `iova` with the given access and returns the address the
+    /// device must use (the IOVA, or the physical address without an IOMMU): the safe building
+    /// block of [`DmaMapping`](crate::DmaMapping). Remove it with [`Container::unmap_dma`].
+    ///
+    /// Sound on its own, whatever happens to `buffer` afterwards: if the mapping outlives it (a
+    /// leaked guard, `mem::forget`, or no guard at all), the device still reaches only the
+    /// buffer's own pages, which stay allocated (leaked) until the mapping goes, never memory
+    /// that the process or the kernel hands out later. Each backend takes the path that
+    /// guarantees this, and refuses what it cannot map so with Unsupported, saying why and what
+    /// to use instead:
+    ///
+    /// | backend | how | refused |
+    /// |---|---|---|
+    /// | type1 driver (`vfio_iommu_type1`) | `VFIO_IOMMU_MAP_DMA`: pinned at map time (the container has an IOMMU domain once `VFIO_SET_IOMMU` attached its first group; the pins hold until the unmap, and the last IOMMU group out unmaps everything) | while a mediated (emulated-IOMMU) group is in the container: its pages are pinned lazily, by address |
+    /// | iommufd IOAS (cdev) and iommufd's compat `/dev/vfio/vfio` | `IOMMU_IOAS_MAP_FILE` of the buffer's memfd (Linux >= 6.13): the IOAS holds the file, so whether the pages are pinned now or when a device attaches later, they are the file's | buffers without a memfd ([`Backing::Anonymous`](crate::Backing)), kernels without `MAP_FILE`: an IOAS mapping by address is pinned only while a device or domain is attached, and is unpinned (then pinned again, by address, at the next attach) whenever the last one detaches |
+    /// | no-IOMMU group | locked, with a reference held on every page (vfio-group's pin table), physical address from `/proc/self/pagemap` | memory not physically contiguous |
+    /// | no-IOMMU cdev | `IOMMU_IOAS_MAP_FILE` then `IOMMU_IOAS_NOIOMMU_GET_PA` | as iommufd; and until a no-IOMMU device is attached (no physical address to give) |
+    ///
+    /// Errors: those of [`Container::map_dma_raw`] (EEXIST, EINVAL, ENOMEM...), and the
+    /// refusals above.
+    fn map_dma(&self, buffer: &DmaBuffer, iova: u64, access: DmaAccess) -> Result<u64>;
 
     /// Maps `size` bytes of process memory at `vaddr` to `iova`; returns the address the device
     /// must use (the IOVA, or the physical address without an IOMMU).

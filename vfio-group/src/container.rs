@@ -6,13 +6,13 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use vfio_core::ioctl::{self, requests as req};
-use vfio_core::{Addressing, DmaAccess, Error, IovaRange, Mode, PciAddress, Result, Sysfs};
+use vfio_core::{Addressing, DmaAccess, Errno, Error, IovaRange, Mode, PciAddress, Result, Sysfs};
 use vfio_sys as sys;
 
-use crate::group::Group;
+use crate::group::{Group, NamedFd, eperm_hint};
 use crate::info::IommuInfo;
 use crate::noiommu::{self, PinTable};
 
@@ -51,11 +51,11 @@ pub enum Backend {
     NoIommu,
 }
 
-/// The container fd, shared by the container and every group that joined it.
+/// The container fd, shared by the container and every group that joined it. Dropping the last
+/// handle closes it, logging a failed close (warn, target `vfio`).
 #[derive(Debug)]
 pub(crate) struct ContainerFd {
-    fd: OwnedFd,
-    path: PathBuf,
+    fd: NamedFd,
 }
 
 impl AsFd for ContainerFd {
@@ -76,21 +76,141 @@ impl ContainerFd {
     }
 }
 
+/// A group in the container.
+#[derive(Debug)]
+struct Member {
+    id: u32,
+    group: Arc<Group>,
+    /// Joined through [`Container::add_group`]: stays until [`Container::remove_group`] or the
+    /// container closes. Otherwise the group joined to open a device, and leaves when the last
+    /// device opened through it closes.
+    kept: bool,
+    /// The lease the devices opened through this container share, while one is open.
+    lease: Option<(u64, Weak<GroupLease>)>,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    groups: Vec<(u32, Arc<Group>)>,
+    groups: Vec<Member>,
     iommu: Option<IommuType>,
     wanted: Option<IommuType>,
+    /// The number of the next lease (leases are told apart by it, not by address).
+    next_lease: u64,
+    /// The last group left (or the kernel took it out) since the IOMMU type was last set: the
+    /// kernel released the IOMMU, and the type1 driver every mapping with it.
+    emptied: bool,
+}
+
+impl State {
+    fn position(&self, id: u32) -> Option<usize> {
+        self.groups.iter().position(|m| m.id == id)
+    }
+}
+
+/// The no-IOMMU pin table, unpinning whatever is still pinned when the container goes.
+#[derive(Debug, Default)]
+struct Pins(PinTable);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let bytes = self.0.unpin_all();
+        if bytes > 0 {
+            log::debug!(target: "vfio", "no-IOMMU container closed: unpinned {bytes:#x} bytes still pinned");
+        }
+    }
 }
 
 /// An open `/dev/vfio/vfio` container.
+///
+/// Dropping it closes the container fd and the fds of its groups (the kernel then takes each
+/// group out), unpins what a no-IOMMU container still has pinned, and logs any failure (warn,
+/// target `vfio`); a group with a device still open stays open, in the kernel's container,
+/// until that device closes. [`Container::close`] does the same and returns the failures.
+///
+/// A group that joined to open a device ([`vfio_core::Container::assign_device`]) leaves the
+/// container again when the last device opened through it closes (every clone of its
+/// [`vfio_core::Device`] and every mapping of its regions dropped), so that another process can
+/// open it; with the type1 driver, the last group out takes the IOMMU, and with it every DMA
+/// mapping, along. A group that joined through [`Container::add_group`] stays.
 #[derive(Debug)]
 pub struct Container {
     fd: Arc<ContainerFd>,
-    sysfs: Sysfs,
+    pub(crate) sysfs: Sysfs,
     /// The memory pinned for DMA: `Some` exactly in a no-IOMMU container.
-    pins: Option<PinTable>,
-    state: Mutex<State>,
+    pins: Option<Pins>,
+    /// What the safe map learned about the backend (`dma.rs`).
+    pub(crate) dma: crate::dma::DmaGate,
+    /// Shared (weakly) with the leases of the groups' open devices.
+    state: Arc<Mutex<State>>,
+}
+
+/// Owned by the devices a container opened from one group (kept alive until each device fd
+/// closes, see [`vfio_core::Device::from_fd`]): when the last of them closes, the group leaves
+/// the container, unless it joined through [`Container::add_group`]. It holds the group, so a
+/// group outlives a container dropped before its devices.
+#[derive(Debug)]
+struct GroupLease {
+    id: u64,
+    group: Arc<Group>,
+    state: Weak<Mutex<State>>,
+}
+
+impl Drop for GroupLease {
+    fn drop(&mut self) {
+        // The container went first: its handle on the group is gone, and the group fd closes
+        // with this lease's (the kernel takes the group out of the container then).
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        let mut state = lock(&state);
+        let Some(pos) = state
+            .groups
+            .iter()
+            .position(|m| m.lease.as_ref().is_some_and(|(id, _)| *id == self.id))
+        else {
+            // Removed already, or a newer lease took over while this one was being dropped.
+            return;
+        };
+        state.groups[pos].lease = None;
+        if state.groups[pos].kept {
+            return;
+        }
+        // Pins are not tied to groups: they stay until their mappings go.
+        if let Err(e) = Container::release_locked(&mut state, pos, None) {
+            log::warn!(
+                target: "vfio",
+                "group {} stays in its container after its last device closed: {e}",
+                self.group.path().display()
+            );
+        }
+    }
+}
+
+/// An errno by its name (`EPERM`), or as the OS describes it when it has none here.
+fn errno_text(e: Errno) -> String {
+    vfio_core::errno_name(e).map_or_else(|| e.to_string(), str::to_string)
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Keeps the first failure of a teardown to return it, and logs the others (warn).
+#[derive(Default)]
+struct FirstError(Option<Error>);
+
+impl FirstError {
+    fn note(&mut self, r: Result<()>) {
+        match (r, &self.0) {
+            (Ok(()), _) => {}
+            (Err(e), None) => self.0 = Some(e),
+            (Err(e), Some(_)) => log::warn!(target: "vfio", "{e} (a further failure of one teardown)"),
+        }
+    }
+
+    fn into_result(self) -> Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
 }
 
 /// The container fd, e.g. to hand it to a secondary process (`vfio_core::send_fds`), which
@@ -129,15 +249,20 @@ impl Container {
     #[doc(alias = "VFIO_GET_API_VERSION")]
     pub fn from_fd(fd: OwnedFd, addressing: Addressing) -> Result<Self> {
         let path = PathBuf::from(format!("container fd {}", fd.as_raw_fd()));
-        Self::adopt(fd, path, Sysfs::default(), addressing)
+        let c = Self::adopt(fd, path, Sysfs::default(), addressing)?;
+        c.dma.adopted();
+        Ok(c)
     }
 
     fn adopt(fd: OwnedFd, path: PathBuf, sysfs: Sysfs, addressing: Addressing) -> Result<Self> {
         let c = Container {
-            fd: Arc::new(ContainerFd { fd, path }),
+            fd: Arc::new(ContainerFd {
+                fd: NamedFd::new(fd, path.display().to_string()),
+            }),
             sysfs,
-            pins: (addressing == Addressing::Physical).then(PinTable::default),
-            state: Mutex::default(),
+            pins: (addressing == Addressing::Physical).then(Pins::default),
+            dma: Default::default(),
+            state: Arc::default(),
         };
         let version = ioctl::call_int::<req::GetApiVersion>(c.ioctl_fd(), 0)
             .map_err(|e| ioctl::kernel_error::<req::GetApiVersion>(c.target(), e))?;
@@ -160,13 +285,13 @@ impl Container {
 
     /// How errors name the container: the node it was opened from, or the adopted fd.
     pub(crate) fn target(&self) -> String {
-        self.fd.path.display().to_string()
+        self.fd.fd.name().to_string()
     }
 
     /// The pin table of a no-IOMMU container; `None` for an IOMMU (type1) container.
     #[inline]
     pub(crate) fn pins(&self) -> Option<&PinTable> {
-        self.pins.as_ref()
+        self.pins.as_ref().map(|p| &p.0)
     }
 
     fn is_noiommu(&self) -> bool {
@@ -231,16 +356,21 @@ impl Container {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
 
     /// Opens group `id` (unless already held), checks it is viable and adds it to the container
     /// (`VFIO_GROUP_SET_CONTAINER`), setting the IOMMU type when it is the first group: the one
     /// chosen with [`Container::set_iommu`], else type1v2 if supported, else type1, or no-IOMMU
-    /// for a no-IOMMU container. Errors: InvalidArgument naming the devices that make the group
-    /// non-viable; the kernel's errno from `VFIO_GROUP_SET_CONTAINER` / `VFIO_SET_IOMMU` (EINVAL
-    /// for an IOMMU type the group's IOMMU cannot share with the container's other groups).
+    /// for a no-IOMMU container. The group then stays in the container until
+    /// [`Container::remove_group`] or the container closes, even when it joined to open a device
+    /// and that device closes (it would leave then otherwise: see [`Container`]). Errors:
+    /// InvalidArgument naming the devices that make the group non-viable; the kernel's errno
+    /// from `VFIO_GROUP_SET_CONTAINER` / `VFIO_SET_IOMMU` (EINVAL for an IOMMU type the group's
+    /// IOMMU cannot share with the container's other groups; EPERM when it cannot isolate
+    /// MSIs, said so). When neither type1v2 nor type1 is accepted, the error carries both
+    /// answers. A failed step undoes the steps before it: the group is left out and closed.
     ///
     /// Groups the kernel took out of the container since (see [`Container::forget_detached`])
     /// are forgotten first, so a group whose devices were unbound from vfio-pci and bound again
@@ -253,9 +383,25 @@ impl Container {
     pub fn add_group(&self, id: u32) -> Result<Arc<Group>> {
         let mut state = self.lock();
         Self::forget_detached_locked(&mut state);
-        if let Some((_, g)) = state.groups.iter().find(|(gid, _)| *gid == id) {
-            return Ok(g.clone());
+        if let Some(pos) = state.position(id) {
+            state.groups[pos].kept = true;
+            return Ok(state.groups[pos].group.clone());
         }
+        let group = self.join(&mut state, id, None)?;
+        state.groups.push(Member {
+            id,
+            group: group.clone(),
+            kept: true,
+            lease: None,
+        });
+        Ok(group)
+    }
+
+    /// Opens group `id`, checks it is viable, adds it to the container and sets the IOMMU type
+    /// when none is set; `device` names the device it is opened for, in errors. Each failing
+    /// step undoes the ones before (the group leaves the container and closes). The caller
+    /// records the group in `state`.
+    fn join(&self, state: &mut State, id: u32, device: Option<&str>) -> Result<Arc<Group>> {
         let mut group = Group::open(self.sysfs.dev_dir(), id, self.is_noiommu())?;
         let status = group.status()?;
         if !status.viable {
@@ -273,32 +419,105 @@ impl Container {
                 ),
             ));
         }
-        group.set_container(&self.fd)?;
+        let purpose = device.map(|d| format!(" (opening {d})")).unwrap_or_default();
+        group.set_container(&self.fd, &purpose)?;
         if state.iommu.is_none() {
-            let set = |ty: IommuType| {
-                ioctl::call_int::<req::SetIommu>(self.ioctl_fd(), ty.raw() as usize)
-                    .map(|_| ty)
-                    .map_err(|e| ioctl::kernel_error::<req::SetIommu>(self.target(), e))
-            };
-            // Unless a type was asked for: type1v2, else type1 when the kernel refuses it (one
-            // ioctl on the common path, no CHECK_EXTENSION first).
-            let set = match state.wanted {
-                Some(t) => set(t),
-                None if self.is_noiommu() => set(IommuType::NoIommu),
-                None => set(IommuType::Type1v2).or_else(|_| set(IommuType::Type1)),
-            };
-            match set {
-                Ok(ty) => state.iommu = Some(ty),
+            match self.set_iommu_for(state, &group, &purpose) {
+                Ok(ty) => {
+                    state.iommu = Some(ty);
+                    state.emptied = false;
+                }
                 Err(e) => {
                     // Leave the container as it was: without this group.
-                    let _ = group.unset_container();
+                    let mut undo = FirstError::default();
+                    undo.note(group.unset_container());
+                    undo.note(group.close());
+                    if let Err(u) = undo.into_result() {
+                        log::warn!(target: "vfio", "undoing a refused VFIO_SET_IOMMU: {u}");
+                    }
                     return Err(e);
                 }
             }
         }
-        let group = Arc::new(group);
-        state.groups.push((id, group.clone()));
-        Ok(group)
+        self.dma.group_joined(&self.sysfs, id);
+        Ok(Arc::new(group))
+    }
+
+    /// `VFIO_SET_IOMMU` for the first group: the type asked for, else type1v2, falling back to
+    /// type1 when the kernel refuses it (one ioctl on the common path, no CHECK_EXTENSION first).
+    #[cold]
+    fn set_iommu_for(&self, state: &State, group: &Group, purpose: &str) -> Result<IommuType> {
+        let set = |ty: IommuType| {
+            ioctl::call_int::<req::SetIommu>(self.ioctl_fd(), ty.raw() as usize)
+                .map(|_| ty)
+                .map_err(|e| (ty, e))
+        };
+        let refused = |tried: String, e: Errno| {
+            let target = format!(
+                "{} for group {}{purpose}: {tried}{}",
+                self.target(),
+                group.id(),
+                eperm_hint(e)
+            );
+            ioctl::kernel_error::<req::SetIommu>(target, e)
+        };
+        match state.wanted {
+            Some(t) => set(t).map_err(|(_, e)| refused(format!("{t:?} refused"), e)),
+            None if self.is_noiommu() => {
+                set(IommuType::NoIommu).map_err(|(_, e)| refused("no-IOMMU refused".into(), e))
+            }
+            None => match set(IommuType::Type1v2) {
+                Ok(ty) => Ok(ty),
+                Err((_, v2)) => match set(IommuType::Type1) {
+                    Ok(ty) => {
+                        log::debug!(
+                            target: "vfio",
+                            "{}: VFIO_SET_IOMMU type1v2 refused for group {} ({}), type1 set instead",
+                            self.target(),
+                            group.id(),
+                            errno_text(v2)
+                        );
+                        Ok(ty)
+                    }
+                    // Both answers: type1v2's is often the telling one (type1 may just be absent).
+                    Err((_, v1)) => Err(refused(
+                        format!("type1v2 refused with {}, then type1", errno_text(v2)),
+                        v1,
+                    )),
+                },
+            },
+        }
+    }
+
+    /// Takes group `pos` out of the container (`VFIO_GROUP_UNSET_CONTAINER`) and drops the
+    /// container's handle on it, closing its fd when that was the last (a failed close is
+    /// returned). On the last group out, the IOMMU type is unset (the kernel released it) and,
+    /// with `pins`, everything pinned is unpinned. When the kernel refuses the UNSET the group
+    /// stays, unless it is out of the container already (its device was unbound meanwhile).
+    fn release_locked(state: &mut State, pos: usize, pins: Option<&PinTable>) -> Result<()> {
+        let group = &state.groups[pos].group;
+        if let Err(e) = group.unset_container() {
+            if group.status().is_ok_and(|s| s.container_set) {
+                return Err(e);
+            }
+            log::debug!(target: "vfio", "{e}: the kernel took the group out already");
+        }
+        let member = state.groups.remove(pos);
+        if state.groups.is_empty() {
+            state.iommu = None;
+            state.emptied = true;
+            if let Some(pins) = pins {
+                let bytes = pins.unpin_all();
+                if bytes > 0 {
+                    log::debug!(target: "vfio", "the last group left: unpinned {bytes:#x} bytes");
+                }
+            }
+        }
+        match Arc::try_unwrap(member.group) {
+            Ok(group) => group.close(),
+            // Held elsewhere too (a lease, or a caller of `group`): it closes with that handle.
+            Err(_) => Ok(()),
+        }
     }
 
     /// Forgets the groups the kernel took out of this container behind its back, and returns
@@ -318,57 +537,148 @@ impl Container {
 
     fn forget_detached_locked(state: &mut State) -> Vec<u32> {
         let mut gone = Vec::new();
-        state.groups.retain(|(id, g)| {
-            let attached = g.status().is_ok_and(|s| s.container_set);
+        state.groups.retain(|m| {
+            let attached = m.group.status().is_ok_and(|s| s.container_set);
             if !attached {
-                gone.push(*id);
+                gone.push(m.id);
             }
             attached
         });
         if !gone.is_empty() && state.groups.is_empty() {
             state.iommu = None;
+            state.emptied = true;
         }
         gone
     }
 
     /// Removes group `id` from the container (`VFIO_GROUP_UNSET_CONTAINER`) and drops the
-    /// container's handle on it. The last group out also unsets the IOMMU (the kernel does so,
-    /// and removes every DMA mapping). Errors: InvalidArgument when the group is not in this
-    /// container; EBUSY (Kernel) while a device of the group is open, from the type1 driver
-    /// (iommufd's compatibility container lets the group go even then).
+    /// container's handle on it (closing the group fd, unless a device of it still holds it).
+    /// The last group out also unsets the IOMMU (the kernel does so, and removes every DMA
+    /// mapping) and, in a no-IOMMU container, unpins everything pinned. Errors:
+    /// InvalidArgument when the group is not in this container; EBUSY (Kernel) while a device
+    /// of the group is open, from the type1 driver (iommufd's compatibility container lets the
+    /// group go even then), and the group then stays; the errno of closing the group fd.
     #[doc(alias = "VFIO_GROUP_UNSET_CONTAINER")]
     pub fn remove_group(&self, id: u32) -> Result<()> {
         let mut state = self.lock();
-        let Some(pos) = state.groups.iter().position(|(gid, _)| *gid == id) else {
+        let Some(pos) = state.position(id) else {
             return Err(Error::invalid(
                 "VFIO_GROUP_UNSET_CONTAINER",
                 self.target(),
                 format!("group {id} is not in this container"),
             ));
         };
-        state.groups[pos].1.unset_container()?;
-        state.groups.remove(pos);
-        if state.groups.is_empty() {
-            state.iommu = None;
-            if let Some(pins) = self.pins() {
-                pins.forget_all();
+        Self::release_locked(&mut state, pos, self.pins())
+    }
+
+    /// Closes the container: takes every group out (`VFIO_GROUP_UNSET_CONTAINER`) and closes
+    /// its fd, unpins what a no-IOMMU container has pinned, and closes the container fd.
+    /// Dropping the container does the same but only logs failures; this returns the first
+    /// (and logs the others, warn). A group with a device still open, through this container
+    /// or not, stays, with the container fd, until that device closes: an error says so
+    /// (InvalidArgument for a device this container opened, EBUSY from the type1 driver for
+    /// one it did not; iommufd's compatibility container lets the latter's group go). Errors:
+    /// those, and the errno of each close.
+    #[doc(alias = "VFIO_GROUP_UNSET_CONTAINER")]
+    pub fn close(self) -> Result<()> {
+        let target = self.target();
+        let Container {
+            fd,
+            sysfs: _,
+            pins,
+            dma: _,
+            state,
+        } = self;
+        let mut result = FirstError::default();
+        let groups = std::mem::take(&mut lock(&state).groups);
+        for member in groups {
+            if member.lease.as_ref().is_some_and(|(_, l)| l.strong_count() > 0) {
+                result.note(Err(Error::invalid(
+                    "close container",
+                    &target,
+                    format!(
+                        "a device of group {} is still open: the group stays in the container until it closes",
+                        member.group.path().display()
+                    ),
+                )));
+                continue;
+            }
+            result.note(member.group.unset_container());
+            // Held elsewhere too (by a caller of `group`), it closes with that handle.
+            if let Ok(group) = Arc::try_unwrap(member.group) {
+                result.note(group.close());
             }
         }
-        Ok(())
+        drop(state);
+        drop(pins);
+        if let Ok(fd) = Arc::try_unwrap(fd) {
+            result.note(fd.fd.close());
+        }
+        result.into_result()
     }
 
     /// The group `id` if it is in this container (never opens one).
     pub fn group(&self, id: u32) -> Option<Arc<Group>> {
-        self.lock()
-            .groups
-            .iter()
-            .find(|(gid, _)| *gid == id)
-            .map(|(_, g)| g.clone())
+        let state = self.lock();
+        state.position(id).map(|pos| state.groups[pos].group.clone())
     }
 
     /// The numbers of the groups in this container.
     pub fn group_ids(&self) -> Vec<u32> {
-        self.lock().groups.iter().map(|(id, _)| *id).collect()
+        self.lock().groups.iter().map(|m| m.id).collect()
+    }
+
+    /// Opens the device at `addr` through its group, joining the group first unless it is in
+    /// the container already; a group that joined here leaves again if the device fd is refused.
+    fn open_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
+        let name = addr.to_string();
+        let id = self.sysfs.iommu_group(addr)?;
+        let mut state = self.lock();
+        Self::forget_detached_locked(&mut state);
+        let (pos, joined) = match state.position(id) {
+            Some(pos) => (pos, false),
+            None => {
+                let group = self.join(&mut state, id, Some(&name))?;
+                state.groups.push(Member {
+                    id,
+                    group,
+                    kept: false,
+                    lease: None,
+                });
+                (state.groups.len() - 1, true)
+            }
+        };
+        let fd = match state.groups[pos].group.device_fd(&name) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Undo the join: a refused open must not keep the group (another process
+                // could not open it until this one exits).
+                if joined {
+                    if let Err(u) = Self::release_locked(&mut state, pos, None) {
+                        log::warn!(target: "vfio", "undoing the join of a group whose device was refused: {u}");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let lease = self.lease_locked(&mut state, pos);
+        drop(state);
+        Ok(vfio_core::Device::from_fd(fd, name, Some(lease)))
+    }
+
+    /// The lease of group `pos`'s open devices: the live one, or a new one.
+    fn lease_locked(&self, state: &mut State, pos: usize) -> Arc<GroupLease> {
+        if let Some(lease) = state.groups[pos].lease.as_ref().and_then(|(_, l)| l.upgrade()) {
+            return lease;
+        }
+        state.next_lease += 1;
+        let lease = Arc::new(GroupLease {
+            id: state.next_lease,
+            group: state.groups[pos].group.clone(),
+            state: Arc::downgrade(&self.state),
+        });
+        state.groups[pos].lease = Some((lease.id, Arc::downgrade(&lease)));
+        lease
     }
 
     /// `VFIO_IOMMU_GET_INFO`: flags, page sizes, IOVA ranges, DMA mappings available and
@@ -449,21 +759,23 @@ impl vfio_core::Container for Container {
         Ok(self.info()?.iova_ranges)
     }
 
-    /// The driver is looked at only when a step fails (for the clearer error), so devices on
-    /// VFIO variant drivers can be assigned too.
+    /// Opens the device's group unless it is in the container already, adds it to the
+    /// container (`VFIO_GROUP_SET_CONTAINER`, `VFIO_SET_IOMMU` for the first group) and gets
+    /// the device fd (`VFIO_GROUP_GET_DEVICE_FD`). Every step that fails undoes the steps
+    /// before it: a group that joined for this open leaves the container and closes again (on
+    /// iommufd's compatibility container the MSI-isolation refusal, EPERM, comes only at
+    /// `VFIO_GROUP_GET_DEVICE_FD`), so a refused open holds nothing another process needs. The
+    /// group leaves again when the last device opened through it closes, unless it joined
+    /// through [`Container::add_group`]. The driver is looked at only when a step fails (for
+    /// the clearer error), so devices on VFIO variant drivers can be assigned too.
     #[doc(
         alias = "VFIO_GROUP_SET_CONTAINER",
         alias = "VFIO_SET_IOMMU",
         alias = "VFIO_GROUP_GET_DEVICE_FD"
     )]
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
-        let assigned = || -> Result<vfio_core::Device> {
-            let id = self.sysfs.iommu_group(addr)?;
-            let group = self.add_group(id)?;
-            let fd = group.device_fd(&addr.to_string())?;
-            Ok(vfio_core::Device::from_fd(fd, addr.to_string(), Some(group)))
-        };
-        assigned().map_err(|e| self.sysfs.explain_open_failure(addr).unwrap_or(e))
+        self.open_device(addr)
+            .map_err(|e| self.sysfs.explain_open_failure(addr).unwrap_or(e))
     }
 
     /// Collects the fds of the groups of every affected device; a group outside this container
@@ -493,6 +805,15 @@ impl vfio_core::Container for Container {
         Ok(info)
     }
 
+    /// The type1 driver: `VFIO_IOMMU_MAP_DMA`, pinned at map time; iommufd's compat container:
+    /// `IOMMU_IOAS_MAP_FILE` of the buffer's memfd into its compat IOAS; no IOMMU: pinned in
+    /// place (see `map_dma_raw` below and the crate's `dma.rs` and `noiommu.rs`).
+    #[doc(alias = "VFIO_IOMMU_MAP_DMA", alias = "IOMMU_IOAS_MAP_FILE")]
+    #[inline]
+    fn map_dma(&self, buffer: &vfio_core::DmaBuffer, iova: u64, access: DmaAccess) -> Result<u64> {
+        self.map_buffer(buffer, iova, access)
+    }
+
     /// `VFIO_IOMMU_MAP_DMA` with `VFIO_DMA_MAP_FLAG_READ`/`_WRITE` from `access`. Errors: EEXIST
     /// for an overlap, EINVAL for unaligned or out-of-range arguments (outside the IOVA ranges),
     /// and for an IOVA past the last IOVA range; EOVERFLOW when `iova + size` wraps past 2^64
@@ -510,7 +831,9 @@ impl vfio_core::Container for Container {
             // SAFETY: the caller's contract is this method's: the memory stays valid and
             // unreferenced while mapped.
             None => unsafe { self.map_type1(vaddr, size, iova, access) },
-            Some(pins) => pins.pin(vaddr, size, iova, || self.dma_target(iova, size)),
+            Some(pins) => pins.pin(vaddr, size, iova, crate::noiommu::PinHow::raw(), || {
+                self.dma_target(iova, size)
+            }),
         }
     }
 
@@ -531,22 +854,81 @@ impl vfio_core::Container for Container {
     /// Type1 v1's "0 bytes, mapping kept" is ENOENT here too: nothing was unmapped.
     #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
-        match self.unmap_range(iova, size)? {
-            0 if size > 0 => Err(Error::kernel(
+        match self.unmap_range(iova, size) {
+            Ok(0) if size > 0 => Err(Error::kernel(
                 if self.is_noiommu() {
                     "no-IOMMU unpin found nothing pinned"
                 } else {
                     "VFIO_IOMMU_UNMAP_DMA unmapped nothing"
                 },
                 self.dma_target(iova, size),
-                vfio_core::Errno::NOENT,
+                Errno::NOENT,
             )),
-            n => Ok(n),
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.unmap_refused(e, iova, size)),
         }
+    }
+}
+
+impl Container {
+    /// A refused unmap, as the `Container` trait reports it. After the last group left, the
+    /// type1 driver is gone from the container, with every mapping, and the kernel answers
+    /// EINVAL to every DMA request: that is ENOENT here, as for any range where nothing is
+    /// mapped, so that a mapping's guard knows its memory is free.
+    #[cold]
+    #[inline(never)]
+    fn unmap_refused(&self, e: Error, iova: u64, size: u64) -> Error {
+        let emptied = {
+            let state = self.lock();
+            state.emptied && state.iommu.is_none()
+        };
+        if e.errno() != Some(Errno::INVAL) || !emptied {
+            return e;
+        }
+        Error::kernel(
+            "VFIO_IOMMU_UNMAP_DMA unmapped nothing",
+            format!(
+                "{} (no group in the container: the last one took every mapping along)",
+                self.dma_target(iova, size)
+            ),
+            Errno::NOENT,
+        )
     }
 }
 
 /// The path of the container node under a /dev directory.
 pub fn container_path(dev: &Path) -> PathBuf {
     dev.join("vfio/vfio")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_teardown_returns_its_first_failure() {
+        let mut r = FirstError::default();
+        r.note(Ok(()));
+        r.note(Err(Error::kernel(
+            "VFIO_GROUP_UNSET_CONTAINER",
+            "/dev/vfio/7",
+            Errno::BUSY,
+        )));
+        // Logged, not returned.
+        r.note(Err(Error::kernel("close", "/dev/vfio/7", Errno::BADF)));
+        let e = r.into_result().unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::BUSY), "{e}");
+        assert!(FirstError::default().into_result().is_ok());
+    }
+
+    #[test]
+    fn an_eperm_names_its_likely_cause_and_the_way_past_it() {
+        let hint = eperm_hint(Errno::PERM);
+        assert!(
+            hint.contains("MSI") && hint.contains("allow_unsafe_interrupts"),
+            "{hint}"
+        );
+        assert_eq!(eperm_hint(Errno::INVAL), "");
+        assert_eq!(errno_text(Errno::PERM), "EPERM");
+    }
 }

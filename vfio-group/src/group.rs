@@ -2,12 +2,13 @@
 //! legacy API. A group joins one container, and its devices' fds are fetched from it.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::Arc;
 
 use vfio_core::ioctl::{self, requests as req};
-use vfio_core::{Error, Result, Sysfs};
+use vfio_core::{Errno, Error, Result, Sysfs};
 use vfio_sys as sys;
 
 use crate::container::ContainerFd;
@@ -21,13 +22,14 @@ pub struct GroupStatus {
     pub container_set: bool,
 }
 
-/// An open VFIO group.
+/// An open VFIO group. Dropping it closes the group fd, which takes the group out of its
+/// container once no device fd of it is open (the kernel holds the group for them); a failed
+/// close is logged (warn, target `vfio`). [`Group::close`] returns that failure instead.
 #[derive(Debug)]
 pub struct Group {
     // Field order is drop order: the group fd closes before the container it joined.
-    fd: OwnedFd,
+    fd: NamedFd,
     id: u32,
-    path: PathBuf,
     container: Option<Arc<ContainerFd>>,
 }
 
@@ -52,7 +54,8 @@ impl Group {
         let fd = vfio_core::open_node(&path).map_err(|e| match e {
             vfio_core::Error::Path { path, source, .. } if source.raw_os_error() == Some(libc::EBUSY) => {
                 vfio_core::Error::Path {
-                    op: "open (the group is already open in another container or process)",
+                    op: "open (the group is already open in another container or process, or a \
+                         device of it is open through its cdev)",
                     path,
                     source,
                 }
@@ -60,9 +63,8 @@ impl Group {
             e => e,
         })?;
         Ok(Group {
-            fd,
+            fd: NamedFd::new(fd, path.display().to_string()),
             id,
-            path,
             container: None,
         })
     }
@@ -70,11 +72,19 @@ impl Group {
     /// Adopts an open group fd.
     pub fn from_fd(fd: OwnedFd, id: u32) -> Self {
         Group {
-            fd,
+            fd: NamedFd::new(fd, format!("group fd {id}")),
             id,
-            path: PathBuf::from(format!("group fd {id}")),
             container: None,
         }
+    }
+
+    /// Closes the group fd (`close(2)`), returning its errno where dropping the group would only
+    /// log it. The kernel takes the group out of its container when the fd closes, unless a
+    /// device fd of the group is still open: the group then stays, held by that device, until
+    /// it closes (use [`Container::remove_group`](crate::Container::remove_group) to be told
+    /// EBUSY instead). Errors: the errno of close (Kernel, naming the group node).
+    pub fn close(self) -> Result<()> {
+        self.fd.close()
     }
 
     /// The group number.
@@ -85,17 +95,18 @@ impl Group {
     /// A close-on-exec duplicate of the group fd (`F_DUPFD_CLOEXEC`).
     pub fn try_clone_fd(&self) -> Result<OwnedFd> {
         self.fd
-            .try_clone()
-            .map_err(|e| Error::path("duplicate group fd", &self.path, e))
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::path("duplicate group fd", self.path(), e))
     }
 
-    /// The node it was opened from.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
+    /// The node it was opened from (or `group fd <id>` for an adopted fd).
+    pub fn path(&self) -> &Path {
+        Path::new(self.fd.name())
     }
 
     fn target(&self) -> String {
-        self.path.display().to_string()
+        self.fd.name().to_string()
     }
 
     /// The group fd, typed for group requests (see [`vfio_core::ioctl`]), e.g. to issue a
@@ -124,12 +135,15 @@ impl Group {
 
     /// `VFIO_GROUP_SET_CONTAINER`: joins `container`. Errors: EINVAL when the group already has a
     /// container, EPERM when the group's IOMMU lacks interrupt isolation and unsafe interrupts
-    /// are not allowed.
+    /// are not allowed (type1, when the container already has an IOMMU type), said so in the
+    /// error. `purpose` follows the group's name in errors (e.g. the device it is joined for).
     #[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
-    pub(crate) fn set_container(&mut self, container: &Arc<ContainerFd>) -> Result<()> {
+    pub(crate) fn set_container(&mut self, container: &Arc<ContainerFd>, purpose: &str) -> Result<()> {
         let mut fd: i32 = container.as_fd().as_raw_fd();
-        ioctl::call::<req::GroupSetContainer>(self.ioctl_fd(), &mut fd)
-            .map_err(|e| ioctl::kernel_error::<req::GroupSetContainer>(self.target(), e))?;
+        ioctl::call::<req::GroupSetContainer>(self.ioctl_fd(), &mut fd).map_err(|e| {
+            let target = format!("{}{purpose}{}", self.target(), eperm_hint(e));
+            ioctl::kernel_error::<req::GroupSetContainer>(target, e)
+        })?;
         self.container = Some(container.clone());
         Ok(())
     }
@@ -144,18 +158,102 @@ impl Group {
     }
 
     /// `VFIO_GROUP_GET_DEVICE_FD` for the device named `name` (its PCI address). The kernel
-    /// returns the fd close-on-exec. Errors: EINVAL/ENODEV for a device not in this group.
+    /// returns the fd close-on-exec. Errors: EINVAL/ENODEV for a device not in this group;
+    /// EPERM from iommufd's compatibility container when the IOMMU cannot isolate the device's
+    /// MSIs (there the refusal comes only now, after `VFIO_GROUP_SET_CONTAINER` and
+    /// `VFIO_SET_IOMMU` succeeded), said so in the error.
     #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
     pub fn device_fd(&self, name: &str) -> Result<OwnedFd> {
         let cname = CString::new(name)
             .map_err(|_| Error::invalid("VFIO_GROUP_GET_DEVICE_FD", self.target(), "device name has a NUL byte"))?;
         // SAFETY: VFIO_GROUP_GET_DEVICE_FD reads a NUL-terminated string; `cname` is one and
         // outlives the call.
-        let raw = unsafe { ioctl::call_ptr::<req::GroupGetDeviceFd>(self.ioctl_fd(), cname.as_ptr().cast()) }
-            .map_err(|e| ioctl::kernel_error::<req::GroupGetDeviceFd>(format!("{} device {name}", self.target()), e))?;
+        let raw = unsafe { ioctl::call_ptr::<req::GroupGetDeviceFd>(self.ioctl_fd(), cname.as_ptr().cast()) }.map_err(
+            |e| {
+                let target = format!("{} device {name}{}", self.target(), eperm_hint(e));
+                ioctl::kernel_error::<req::GroupGetDeviceFd>(target, e)
+            },
+        )?;
         // SAFETY: on success the ioctl returns a new fd that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
     }
+}
+
+/// What an EPERM from joining a container, setting its IOMMU or getting a device fd means, to
+/// append to the error's target (empty for any other errno): the kernel says why only in dmesg.
+pub(crate) fn eperm_hint(errno: Errno) -> &'static str {
+    if errno != Errno::PERM {
+        return "";
+    }
+    " (EPERM: the IOMMU cannot isolate the device's MSIs (no interrupt remapping; dmesg says so); \
+     the kernel allows it only with the module parameter allow_unsafe_interrupts=1 of \
+     vfio_iommu_type1 (a type1 container) or iommufd (its compatibility container), which gives \
+     up that isolation)"
+}
+
+/// An owned fd and the name errors give it, closed with `close(2)`'s answer checked (the
+/// standard `OwnedFd` throws it away): [`NamedFd::close`] returns a failure, dropping logs it
+/// (warn, target `vfio`, naming the object and the errno). Used for the group and container fds.
+#[derive(Debug)]
+pub(crate) struct NamedFd {
+    fd: ManuallyDrop<OwnedFd>,
+    name: String,
+}
+
+impl AsFd for NamedFd {
+    #[inline]
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl NamedFd {
+    pub(crate) fn new(fd: OwnedFd, name: String) -> Self {
+        NamedFd {
+            fd: ManuallyDrop::new(fd),
+            name,
+        }
+    }
+
+    /// How errors and logs name the fd (its node, or what it was adopted as).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Closes the fd. Errors: the errno of close (Kernel, naming the object).
+    pub(crate) fn close(self) -> Result<()> {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so its fd is taken exactly once, here (Drop, the only
+        // other place that takes it, does not run); the name is moved out, leaving an empty
+        // string that owns no memory.
+        let fd = unsafe { ManuallyDrop::take(&mut this.fd) };
+        let name = std::mem::take(&mut this.name);
+        close_fd(fd, &name)
+    }
+}
+
+impl Drop for NamedFd {
+    fn drop(&mut self) {
+        // SAFETY: drop runs at most once, and `close`, the only other place that takes the fd,
+        // keeps it from running; the fd is not used afterwards.
+        let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
+        if let Err(e) = close_fd(fd, &self.name) {
+            log::warn!(target: "vfio", "dropping {}: {e}", self.name);
+        }
+    }
+}
+
+/// `close(2)` of `fd`, with its answer: an fd closes even when close fails (Linux releases the
+/// descriptor first), so the error is only reported. Logged at debug level like every kernel call.
+pub(crate) fn close_fd(fd: OwnedFd, name: &str) -> Result<()> {
+    let raw = fd.into_raw_fd();
+    // SAFETY: `raw` was an OwnedFd given up just above: open, and closed by nothing else.
+    let res = match unsafe { libc::close(raw) } {
+        0 => Ok(()),
+        _ => Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)),
+    };
+    log::debug!(target: "vfio", "close({name}, fd {raw}) = {res:?}");
+    res.map_err(|e| Error::kernel("close", name, e))
 }
 
 /// The devices of IOMMU group `id` that make it non-viable, each as `<address> (driver <name>)`:

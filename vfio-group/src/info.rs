@@ -2,6 +2,7 @@
 //! ranges, DMA mappings available, dirty-tracking/migration), parsed with every offset and count
 //! checked against the reply.
 
+use vfio_core::container::MAX_IOVA_RANGES;
 use vfio_core::ioctl::{self, caps, kind, requests as req};
 use vfio_core::{Error, IovaRange, Result};
 use vfio_sys as sys;
@@ -101,6 +102,13 @@ pub(crate) fn parse(b: &[u8], target: &str) -> Result<IommuInfo> {
                 let cap_head: sys::vfio_iommu_type1_info_cap_iova_range =
                     read(cap.bytes, "IOVA range capability", target)?;
                 let n = cap_head.nr_iovas as usize;
+                if n > MAX_IOVA_RANGES {
+                    return Err(Error::malformed(
+                        OP,
+                        target,
+                        format!("IOVA range capability claims {n} ranges, above the limit of {MAX_IOVA_RANGES}"),
+                    ));
+                }
                 // The ranges follow the head: check the count fits first.
                 const HEAD: usize = size_of::<sys::vfio_iommu_type1_info_cap_iova_range>();
                 const RANGE: usize = size_of::<sys::vfio_iova_range>();
@@ -229,5 +237,29 @@ mod tests {
         assert!(parse(&b, "c").is_err(), "start after last");
         assert!(parse(&[0; 6], "c").is_err(), "short fixed part");
         assert!(parse(&head(FLAGS, 0, 200), "c").is_err(), "cap offset past the end");
+    }
+
+    #[test]
+    fn iova_range_count_is_capped_even_when_the_bytes_are_there() {
+        let reply = |n: u32| {
+            let mut b = head(FLAGS, 0x1000, 24);
+            let mut r = n.to_ne_bytes().to_vec();
+            r.extend([0; 4]);
+            for i in 0..u64::from(n) {
+                r.extend((i * 0x10_0000).to_ne_bytes());
+                r.extend((i * 0x10_0000 + 0xfff).to_ne_bytes());
+            }
+            b.extend(cap(sys::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 0, &r));
+            b
+        };
+        let at_limit = parse(&reply(MAX_IOVA_RANGES as u32), "c").unwrap();
+        assert_eq!(at_limit.iova_ranges.len(), MAX_IOVA_RANGES);
+        let e = parse(&reply(MAX_IOVA_RANGES as u32 + 1), "container fd 5").unwrap_err();
+        assert!(matches!(e, Error::Malformed { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("container fd 5") && text.contains(&(MAX_IOVA_RANGES + 1).to_string()),
+            "{text}"
+        );
     }
 }

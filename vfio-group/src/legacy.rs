@@ -10,7 +10,9 @@ use vfio_core::{Error, PciAddress, Result, Sysfs};
 use crate::Container;
 
 /// Binds IOMMU group `group` to `container` (opening the group, `VFIO_GROUP_SET_CONTAINER`,
-/// and `VFIO_SET_IOMMU` for the first group). Errors as [`Container::add_group`].
+/// and `VFIO_SET_IOMMU` for the first group). The group stays bound, whether or not a device of
+/// it is open, until [`group_unbind`] or the container closes. Errors as
+/// [`Container::add_group`].
 #[deprecated(note = "use the Container API: Container::add_group")]
 #[doc(alias = "VFIO_GROUP_SET_CONTAINER", alias = "VFIO_SET_IOMMU")]
 pub fn group_bind(container: &Container, group: u32) -> Result<()> {

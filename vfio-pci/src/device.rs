@@ -24,7 +24,11 @@ pub const REQ_IRQ: u32 = sys::VFIO_PCI_REQ_IRQ_INDEX;
 /// Region index of the expansion ROM.
 pub const ROM_REGION: u32 = sys::VFIO_PCI_ROM_REGION_INDEX;
 
-/// An open PCI device.
+/// An open PCI device. Clones share the device fd, as do the BAR mappings made from it; when
+/// the last of them goes the fd closes and the device is released: its group leaves the
+/// container it was opened through (group mode, unless the group joined that container through
+/// `vfio_group::Container::add_group`) or its cdev is unbound (cdev mode), so that another
+/// process can open it.
 #[derive(Debug, Clone)]
 pub struct PciDevice {
     device: Device,
@@ -36,8 +40,10 @@ pub struct PciDevice {
 
 impl PciDevice {
     /// Opens the device at `address` in `mode` (or [`vfio_core::preferred`] when `None`), through
-    /// that mode's default container. Errors: the device is not bound to vfio-pci (naming its
-    /// driver), the mode is unavailable, or the kernel refused a step (with its errno).
+    /// that mode's default container ([`crate::default_container`]). Errors: the device is not
+    /// bound to vfio-pci (naming its driver), the mode is unavailable, or the kernel refused a
+    /// step (with its errno, and the likely cause: EPERM when the IOMMU cannot isolate MSIs).
+    /// A refused open undoes its steps: nothing of it stays held in the default container.
     pub fn open(address: &PciAddress, mode: Option<Mode>) -> Result<Self> {
         let chosen = match mode {
             Some(m) => Ok(m),
@@ -52,7 +58,8 @@ impl PciDevice {
         }
     }
 
-    /// Opens the device at `address` in a container the caller made.
+    /// Opens the device at `address` in a container the caller made (errors as
+    /// [`PciDevice::open`]; a refused open leaves the container as it was).
     pub fn open_in(container: &dyn Container, address: &PciAddress) -> Result<Self> {
         // A device assigned by PCI address is a vfio-pci (or vfio-pci variant) device: no
         // VFIO_DEVICE_GET_INFO check needed, unlike for a device fd of unknown origin.

@@ -1,10 +1,16 @@
 //! Memory a device may read and write by DMA, and the guard that keeps it mapped.
 //!
-//! A [`DmaBuffer`] is page-aligned anonymous memory owned by the process. It never hands out Rust
+//! A [`DmaBuffer`] is page-aligned memory owned by the process. It never hands out Rust
 //! references to its bytes (the device may change them at any time): reads and writes copy
-//! through raw pointers. A [`DmaMapping`] borrows both the buffer and the container, so the
-//! memory cannot be freed, nor the container closed, while the device can reach it; dropping the
-//! mapping unmaps the IOVA range.
+//! through raw pointers. A [`DmaMapping`](crate::DmaMapping) borrows both the buffer and the
+//! container, so the memory cannot be freed, nor the container closed, while the device can
+//! reach it; dropping the mapping unmaps the IOVA range.
+//!
+//! By default a buffer is the shared mapping of a sealed memfd (a file only this buffer
+//! holds), so that a container can map it by file (`IOMMU_IOAS_MAP_FILE`): the kernel then
+//! holds the file's pages rather than a virtual address, and a mapping whose guard was leaked
+//! (`mem::forget`) can only ever reach those pages, never memory the process reuses (see the
+//! [`dma`](crate::dma) module).
 
 use std::ptr::NonNull;
 
@@ -14,23 +20,40 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Backing {
-    /// Anonymous 4 KiB pages.
+    /// Anonymous private 4 KiB pages (`MAP_PRIVATE | MAP_ANONYMOUS`). No file stands behind
+    /// them, so containers that pin lazily cannot map them through the safe borrowing
+    /// [`DmaMapping`](crate::DmaMapping) (see the [`dma`](crate::dma) module); owned mappings
+    /// ([`OwnedDmaMapping`](crate::OwnedDmaMapping), [`DmaPool`](crate::DmaPool)) take them
+    /// everywhere.
     Anonymous,
-    /// 2 MiB hugetlb pages (from `/proc/sys/vm/nr_hugepages`).
+    /// 2 MiB hugetlb pages (from `/proc/sys/vm/nr_hugepages`), as a shared mapping of a
+    /// hugetlb memfd (`MFD_HUGETLB | MFD_HUGE_2MB`).
     Huge2M,
-    /// 1 GiB hugetlb pages.
+    /// 1 GiB hugetlb pages, as a shared mapping of a hugetlb memfd (`MFD_HUGE_1GB`).
     Huge1G,
-    /// A memfd (shareable, and mappable by file with iommufd's `IOMMU_IOAS_MAP_FILE`).
+    /// 4 KiB pages of a memfd, mapped shared (the default of [`DmaBuffer::new`]): shareable,
+    /// and mappable by file with iommufd's `IOMMU_IOAS_MAP_FILE`.
     Memfd,
 }
 
 impl Backing {
-    fn page(self) -> usize {
+    /// The page size of the backing: 4 KiB (the CPU page), 2 MiB or 1 GiB.
+    pub fn page(self) -> usize {
         match self {
             Backing::Huge2M => 2 << 20,
             Backing::Huge1G => 1 << 30,
             Backing::Anonymous | Backing::Memfd => page_size(),
         }
+    }
+
+    /// Whether the memory is a file's (a memfd, hugetlb or not) rather than anonymous.
+    pub fn is_file(self) -> bool {
+        !matches!(self, Backing::Anonymous)
+    }
+
+    /// Whether the memory is hugetlb (not moved by compaction, pinned in large runs).
+    pub fn is_huge(self) -> bool {
+        matches!(self, Backing::Huge2M | Backing::Huge1G)
     }
 }
 
@@ -53,7 +76,14 @@ impl std::fmt::Debug for DmaBuffer {
         f.debug_struct("DmaBuffer")
             .field("addr", &self.ptr)
             .field("len", &self.len)
+            .field("backing", &self.backing)
             .finish()
+    }
+}
+
+impl AsRef<DmaBuffer> for DmaBuffer {
+    fn as_ref(&self) -> &DmaBuffer {
+        self
     }
 }
 
@@ -63,71 +93,77 @@ pub fn page_size() -> usize {
 }
 
 impl DmaBuffer {
-    /// Allocates `len` bytes (rounded up to whole pages) with `mmap(MAP_PRIVATE|MAP_ANONYMOUS)`.
-    /// Errors: InvalidArgument for zero bytes; the errno of mmap (ENOMEM).
+    /// Allocates `len` bytes (rounded up to whole pages) of a fresh memfd ([`Backing::Memfd`]),
+    /// mapped shared and populated. On a kernel without `memfd_create` (ENOSYS) the memory is
+    /// anonymous instead ([`DmaBuffer::backing`] tells). Errors: InvalidArgument for zero
+    /// bytes; the errno of memfd_create, ftruncate or mmap (ENOMEM, EMFILE).
     pub fn new(len: usize) -> Result<Self> {
-        Self::with_backing(len, Backing::Anonymous)
+        match Self::with_backing(len, Backing::Memfd) {
+            Err(e) if e.errno() == Some(crate::Errno::NOSYS) => Self::with_backing(len, Backing::Anonymous),
+            r => r,
+        }
     }
 
     /// Allocates `len` bytes (rounded up to whole pages of the backing), populated up front.
-    /// Errors: for hugetlb backings, Unsupported when too few huge pages are reserved (the error
-    /// says how to reserve them); for memfd, the errno of memfd_create/ftruncate.
+    /// File backings (memfd, hugetlb) are a memfd of exactly that length, sealed against
+    /// growing and shrinking (`F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL`), mapped shared.
+    /// Errors: for hugetlb backings, Unsupported when too few huge pages are reserved or the
+    /// kernel lacks the page size (the error says how to reserve them); otherwise the errno of
+    /// memfd_create/ftruncate/mmap.
     pub fn with_backing(len: usize, backing: Backing) -> Result<Self> {
         use rustix::mm::{MapFlags, ProtFlags};
         let what = format!("{len} bytes of {backing:?} memory");
         if len == 0 {
             return Err(Error::invalid("allocate DMA buffer", what, "length is zero"));
         }
-        let len = len.div_ceil(backing.page()) * backing.page();
+        let page = backing.page();
+        let len = len
+            .checked_next_multiple_of(page)
+            .ok_or_else(|| Error::invalid("allocate DMA buffer", &what, "length overflows"))?;
         let prot = ProtFlags::READ | ProtFlags::WRITE;
+        let huge_error = |e: rustix::io::Errno| -> Error {
+            let dir = format!("/sys/kernel/mm/hugepages/hugepages-{}kB", page / 1024);
+            let reason = if std::path::Path::new(&dir).exists() {
+                format!("not enough huge pages reserved ({e}): echo N > {dir}/nr_hugepages")
+            } else {
+                format!("this kernel offers no such huge page size ({e}): {dir} does not exist")
+            };
+            Error::unsupported("hugetlb DMA memory", &what, reason)
+        };
         let mut memfd = None;
-        let mapped = match backing {
+        let mapped = if backing == Backing::Anonymous {
             // SAFETY: a fresh private mapping at a kernel-chosen address aliases no Rust object.
-            Backing::Anonymous => unsafe {
+            unsafe {
                 rustix::mm::mmap_anonymous(std::ptr::null_mut(), len, prot, MapFlags::PRIVATE | MapFlags::POPULATE)
-            },
-            Backing::Huge2M | Backing::Huge1G => {
-                let size = if backing == Backing::Huge2M {
-                    MapFlags::HUGE_2MB
-                } else {
-                    MapFlags::HUGE_1GB
-                };
-                let flags = MapFlags::PRIVATE | MapFlags::POPULATE | MapFlags::HUGETLB | size;
-                // SAFETY: as above.
-                unsafe { rustix::mm::mmap_anonymous(std::ptr::null_mut(), len, prot, flags) }
             }
-            Backing::Memfd => {
-                let fd = rustix::fs::memfd_create("vfio-rs-dma", rustix::fs::MemfdFlags::CLOEXEC);
-                log::debug!(target: "vfio", "memfd_create(vfio-rs-dma, MFD_CLOEXEC) = {fd:?}");
-                let fd = fd.map_err(|e| Error::kernel("memfd_create", &what, e))?;
-                let res = rustix::fs::ftruncate(&fd, len as u64);
-                log::debug!(target: "vfio", "ftruncate(memfd, {len:#x}) = {res:?}");
-                res.map_err(|e| Error::kernel("ftruncate memfd", &what, e))?;
-                // SAFETY: a fresh shared mapping of our own new memfd aliases no Rust object.
-                let r = unsafe {
-                    rustix::mm::mmap(
-                        std::ptr::null_mut(),
-                        len,
-                        prot,
-                        MapFlags::SHARED | MapFlags::POPULATE,
-                        &fd,
-                        0,
-                    )
-                };
-                memfd = Some(fd);
-                r
-            }
+        } else {
+            // A hugetlb memfd of a page size the kernel lacks: ENODEV (no hugetlbfs mount of that
+            // size) or EINVAL; too few pages: ENOMEM (at mmap, usually).
+            let fd = new_memfd(backing, len, &what).map_err(|e| match (backing.is_huge(), e.errno()) {
+                (
+                    true,
+                    Some(errno @ (rustix::io::Errno::INVAL | rustix::io::Errno::NOMEM | rustix::io::Errno::NODEV)),
+                ) => huge_error(errno),
+                _ => e,
+            })?;
+            // SAFETY: a fresh shared mapping of our own new memfd aliases no Rust object.
+            let r = unsafe {
+                rustix::mm::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    prot,
+                    MapFlags::SHARED | MapFlags::POPULATE,
+                    &fd,
+                    0,
+                )
+            };
+            memfd = Some(fd);
+            r
         };
         log::debug!(target: "vfio", "mmap {what} = {:?}", mapped.as_ref().map(|p| *p as usize));
         let ptr = mapped.map_err(|e| match backing {
             Backing::Huge2M | Backing::Huge1G if matches!(e, rustix::io::Errno::NOMEM | rustix::io::Errno::INVAL) => {
-                let dir = format!("/sys/kernel/mm/hugepages/hugepages-{}kB", backing.page() / 1024);
-                let reason = if std::path::Path::new(&dir).exists() {
-                    format!("not enough huge pages reserved ({e}): echo N > {dir}/nr_hugepages")
-                } else {
-                    format!("this kernel offers no such huge page size ({e}): {dir} does not exist")
-                };
-                Error::unsupported("hugetlb DMA memory", &what, reason)
+                huge_error(e)
             }
             _ => Error::kernel("mmap DMA buffer", &what, e),
         })?;
@@ -142,8 +178,8 @@ impl DmaBuffer {
 
     /// Allocates `len` bytes with the best backing the system offers right now: 1 GiB hugetlb
     /// pages when `len` is a multiple of 1 GiB and that many are free, else 2 MiB hugetlb pages
-    /// when `len` is a multiple of 2 MiB and that many are free, else anonymous 4 KiB pages (as
-    /// [`DmaBuffer::new`]). A huge page is physically contiguous, so the kernel pins it in large
+    /// when `len` is a multiple of 2 MiB and that many are free, else 4 KiB memfd pages (as
+    /// [`DmaBuffer::new`]). All three are memfds, so every container maps them safely. A huge page is physically contiguous, so the kernel pins it in large
     /// runs and the IOMMU maps it with few large entries: mapping 1 GiB backed by 2 MiB pages is
     /// about 3x faster than anonymous memory in a type1 container (see BENCHMARKS.md). The length
     /// is never rounded up to a huge page: a length that is not a multiple gets the next smaller
@@ -160,7 +196,7 @@ impl DmaBuffer {
                 }
             }
         }
-        Self::with_backing(len, Backing::Anonymous)
+        Self::new(len)
     }
 
     /// Where the memory comes from.
@@ -168,7 +204,9 @@ impl DmaBuffer {
         self.backing
     }
 
-    /// The memfd behind a [`Backing::Memfd`] buffer (for `IOMMU_IOAS_MAP_FILE` or for sharing).
+    /// The memfd behind a file-backed buffer ([`Backing::Memfd`], [`Backing::Huge2M`],
+    /// [`Backing::Huge1G`]): for `IOMMU_IOAS_MAP_FILE` or for sharing. It is sealed against
+    /// resizing, so the buffer's pages stay the file's for as long as the file lives.
     pub fn memfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
         self.memfd.as_ref().map(|f| f.as_fd())
@@ -267,9 +305,37 @@ impl DmaBuffer {
     }
 }
 
+/// A memfd of exactly `len` bytes for `backing` (hugetlb or not), sealed against resizing.
+fn new_memfd(backing: Backing, len: usize, what: &str) -> Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let mut flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    match backing {
+        Backing::Huge2M => flags |= MemfdFlags::HUGETLB | MemfdFlags::HUGE_2MB,
+        Backing::Huge1G => flags |= MemfdFlags::HUGETLB | MemfdFlags::HUGE_1GB,
+        Backing::Memfd | Backing::Anonymous => {}
+    }
+    let fd = rustix::fs::memfd_create("vfio-rs-dma", flags);
+    log::debug!(target: "vfio", "memfd_create(vfio-rs-dma, {flags:?}) = {fd:?}");
+    let fd = fd.map_err(|e| Error::kernel("memfd_create", what, e))?;
+    let res = rustix::fs::ftruncate(&fd, len as u64);
+    log::debug!(target: "vfio", "ftruncate(memfd, {len:#x}) = {res:?}");
+    res.map_err(|e| Error::kernel("ftruncate memfd", what, e))?;
+    // The buffer's pages stay the file's: nobody holding the fd (it is lent out by `memfd()`)
+    // can shrink it under a mapping or grow it. Sealing is a defence, not what soundness rests
+    // on (a mapping by file holds the file's pages however the file changes), so a kernel that
+    // refuses it is only logged.
+    let seals = SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
+    let res = rustix::fs::fcntl_add_seals(&fd, seals);
+    log::debug!(target: "vfio", "fcntl(memfd, F_ADD_SEALS, {seals:?}) = {res:?}");
+    Ok(fd)
+}
+
 impl Drop for DmaBuffer {
     fn drop(&mut self) {
-        // SAFETY: exactly the mapping made in `new`; any DmaMapping borrowing it is gone.
+        // SAFETY: exactly the mapping made in `with_backing`, into which no Rust reference was
+        // ever handed out. A mapping whose guard was leaked may still name this memory: the
+        // container that made it holds the memfd's pages or a pin (see the `dma` module), so
+        // the device never reaches what this address range holds next.
         let res = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
         log::debug!(target: "vfio", "munmap(DMA buffer {:p}, {:#x} bytes) = {res:?}", self.ptr, self.len);
     }
@@ -309,17 +375,18 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "mmap of hugetlb or anonymous memory, which Miri cannot run")]
     fn preferred_buffer_falls_back_and_never_rounds_up() {
-        // Not a multiple of any huge page size: always anonymous, rounded to the base page only.
+        // Not a multiple of any huge page size: always a memfd, rounded to the base page only.
         let small = DmaBuffer::new_preferred(3 * page_size() + 1).unwrap();
-        assert_eq!(small.backing(), Backing::Anonymous);
+        assert_eq!(small.backing(), Backing::Memfd);
         assert_eq!(small.len(), 4 * page_size());
         let odd = DmaBuffer::new_preferred((2 << 20) + page_size()).unwrap();
-        assert_eq!(odd.backing(), Backing::Anonymous);
+        assert_eq!(odd.backing(), Backing::Memfd);
         assert_eq!(odd.len(), (2 << 20) + page_size());
-        // A multiple of 2 MiB: huge pages if this machine has them free, else anonymous; either
-        // way exactly the length asked for, usable, and aligned to its page.
+        // A multiple of 2 MiB: huge pages if this machine has them free, else a memfd; either
+        // way exactly the length asked for, usable, aligned to its page, and file-backed.
         let big = DmaBuffer::new_preferred(4 << 20).unwrap();
-        assert!(matches!(big.backing(), Backing::Huge2M | Backing::Anonymous));
+        assert!(matches!(big.backing(), Backing::Huge2M | Backing::Memfd));
+        assert!(big.memfd().is_some());
         assert_eq!(big.len(), 4 << 20);
         assert_eq!(big.as_ptr() as usize % big.backing().page(), 0);
         big.write(big.len() - 3, b"end").unwrap();
@@ -335,5 +402,45 @@ mod tests {
         let mut out = [0u8; 3];
         rustix::io::pread(b.memfd().unwrap(), &mut out, 0).unwrap();
         assert_eq!(&out, b"xyz");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd and mmap, which Miri cannot run")]
+    fn huge_pages_the_system_lacks_are_unsupported_not_an_errno() {
+        // Whatever the machine has reserved: a buffer, or Unsupported saying how to get one
+        // (1 GiB pages: usually no such hugetlbfs size, ENODEV; or none reserved, ENOMEM).
+        for backing in [Backing::Huge1G, Backing::Huge2M] {
+            match DmaBuffer::with_backing(backing.page(), backing) {
+                Ok(b) => assert_eq!(b.backing(), backing),
+                Err(e) => {
+                    assert!(matches!(e, Error::Unsupported { .. }), "{backing:?}: {e:?}");
+                    assert!(e.to_string().contains("huge"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd and fcntl, which Miri cannot run")]
+    fn default_buffer_is_a_sealed_memfd_of_its_length() {
+        use rustix::fs::SealFlags;
+        let b = DmaBuffer::new(5000).unwrap();
+        assert_eq!(b.backing(), Backing::Memfd, "the default backing is a memfd");
+        assert!(b.backing().is_file() && !b.backing().is_huge());
+        let fd = b.memfd().expect("a memfd buffer lends its fd");
+        assert_eq!(rustix::fs::fstat(fd).unwrap().st_size as usize, b.len());
+        let seals = rustix::fs::fcntl_get_seals(fd).unwrap();
+        assert!(
+            seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL),
+            "{seals:?}"
+        );
+        // Whoever borrows the fd cannot take the pages away from under a mapping.
+        assert!(rustix::fs::ftruncate(fd, 0).is_err());
+        assert!(
+            DmaBuffer::with_backing(4096, Backing::Anonymous)
+                .unwrap()
+                .memfd()
+                .is_none()
+        );
     }
 }

@@ -15,7 +15,9 @@ bitflags::bitflags! {
     }
 }
 
-/// A live IOVA mapping of a [`DmaBuffer`] in a container; unmapped on drop.
+/// A live IOVA mapping of a [`DmaBuffer`] in a container; unmapped on drop. Leaking it is sound
+/// (the buffer's pages then stay reachable by the device, and leak; see the [`dma`](crate::dma)
+/// module).
 #[must_use = "the mapping is removed when this guard is dropped"]
 pub struct DmaMapping<'a> {
     container: &'a dyn Container,
@@ -35,16 +37,19 @@ impl std::fmt::Debug for DmaMapping<'_> {
 
 impl<'a> DmaMapping<'a> {
     /// Maps the whole `buffer` at `iova` in `container` with the given access
-    /// ([`Container::map_dma_raw`]: `VFIO_IOMMU_MAP_DMA` in group mode, `IOMMU_IOAS_MAP` in cdev
-    /// mode, pinning and a physical address without an IOMMU). The guard borrows both, so
-    /// neither can go while the device can reach the memory, and unmaps on drop. Errors: those
-    /// of the container's map (EEXIST for an overlap, EINVAL for an unaligned or disallowed
-    /// IOVA, ENOMEM past the locked-memory limit).
+    /// ([`Container::map_dma`]: `VFIO_IOMMU_MAP_DMA` on the type1 driver, `IOMMU_IOAS_MAP_FILE`
+    /// of the buffer's memfd on iommufd (cdev mode and the compat container), pinning and a
+    /// physical address without an IOMMU). The guard borrows both, so neither can go while the
+    /// device can reach the memory, and unmaps on drop. Leaking the guard (`mem::forget`) is
+    /// sound: the buffer's pages then stay with the device, never memory reused later (see the
+    /// [`dma`](crate::dma) module). Errors: those of the container's map (EEXIST for an
+    /// overlap, EINVAL for an unaligned or disallowed IOVA, ENOMEM past the locked-memory
+    /// limit), and Unsupported where the backend would pin the buffer lazily by address (an
+    /// anonymous buffer on iommufd: use [`DmaBuffer::new`], or an
+    /// [`OwnedDmaMapping`](crate::OwnedDmaMapping)).
     #[inline]
     pub fn new(container: &'a dyn Container, buffer: &'a DmaBuffer, iova: u64, access: DmaAccess) -> Result<Self> {
-        // SAFETY: the returned guard borrows `buffer` for 'a and unmaps on drop, so the memory
-        // outlives the mapping; the buffer never gives out references the device could alias.
-        let device_addr = unsafe { container.map_dma_raw(buffer.as_ptr(), buffer.len() as u64, iova, access)? };
+        let device_addr = container.map_dma(buffer, iova, access)?;
         Ok(DmaMapping {
             container,
             buffer,
@@ -65,6 +70,12 @@ impl<'a> DmaMapping<'a> {
 
     /// The buffer behind the mapping.
     pub fn buffer(&self) -> &DmaBuffer {
+        self.buffer
+    }
+}
+
+impl AsRef<DmaBuffer> for DmaMapping<'_> {
+    fn as_ref(&self) -> &DmaBuffer {
         self.buffer
     }
 }

@@ -48,6 +48,12 @@ impl std::fmt::Debug for SharedContainer {
 }
 
 /// A live IOVA mapping of an owned [`DmaBuffer`]; unmapped on drop, before the buffer is freed.
+///
+/// It maps by address ([`Container::map_dma_raw`]) whatever the backing, on every backend: the
+/// buffer is freed only after a successful unmap, and no method gives it up before
+/// ([`OwnedDmaMapping::into_buffer`] unmaps first and leaks it if that fails). Forgetting the
+/// mapping (`mem::forget`) leaks the buffer, which is sound: the memory is never freed, so a
+/// backend that pins by address lazily still finds the same pages there.
 #[must_use = "the mapping is removed when this guard is dropped"]
 #[derive(Debug)]
 pub struct OwnedDmaMapping {
@@ -61,11 +67,14 @@ pub struct OwnedDmaMapping {
 impl OwnedDmaMapping {
     /// Maps the whole `buffer` at `iova` (the container's `map_dma_raw`: `VFIO_IOMMU_MAP_DMA` or
     /// `IOMMU_IOAS_MAP`). Errors: those of [`Container::map_dma_raw`] (EEXIST, EINVAL, ENOMEM
-    /// ...); on error the buffer is dropped.
+    /// ...); on error the buffer is dropped (a failed map leaves nothing mapped: every backend
+    /// undoes its own partial work).
     pub fn new(container: impl Into<SharedContainer>, buffer: DmaBuffer, iova: u64, access: DmaAccess) -> Result<Self> {
         let container = container.into();
-        // SAFETY: the guard owns `buffer` and unmaps before freeing it (Drop, into_buffer); the
-        // buffer never gives out Rust references into its memory.
+        // SAFETY: the guard owns `buffer` and frees it only after a successful unmap (Drop,
+        // into_buffer), and leaking the guard leaks the buffer, so the same pages stay at that
+        // address for as long as the mapping exists; the buffer never gives out Rust references
+        // into its memory.
         let device_addr = unsafe { container.map_dma_raw(buffer.as_ptr(), buffer.len() as u64, iova, access)? };
         Ok(OwnedDmaMapping {
             container,
@@ -111,6 +120,12 @@ impl OwnedDmaMapping {
                 Err(e)
             }
         }
+    }
+}
+
+impl AsRef<DmaBuffer> for OwnedDmaMapping {
+    fn as_ref(&self) -> &DmaBuffer {
+        &self.buffer
     }
 }
 

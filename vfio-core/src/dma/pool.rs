@@ -14,6 +14,11 @@ struct Slot {
 }
 
 /// Buffers owned by the pool and mapped in its container until freed or the pool is dropped.
+///
+/// The pool maps by address ([`Container::map_dma_raw`]) whatever the backing, on every backend:
+/// it owns its buffers, frees one only after its unmap succeeded, and lends them
+/// ([`DmaPool::buffer`]) only for as long as it lives. Forgetting the pool leaks every buffer,
+/// which is sound (see the [`dma`](crate::dma) module).
 pub struct DmaPool<'c> {
     container: &'c dyn Container,
     iovas: IovaAllocator,
@@ -67,8 +72,9 @@ impl<'c> DmaPool<'c> {
             _ => page_size() as u64,
         };
         let iova = self.iovas.alloc(size, align)?;
-        // SAFETY: the pool owns `buffer` and unmaps it (in `free` or Drop) before dropping it; the
-        // buffer never hands out references into its memory.
+        // SAFETY: the pool owns `buffer` and drops it only after a successful unmap (in `free` or
+        // Drop; a failed unmap leaks it), and leaking the pool leaks its buffers, so the same
+        // pages stay at that address while mapped; the buffer never hands out references.
         let device_addr = match unsafe { self.container.map_dma_raw(buffer.as_ptr(), size, iova, access) } {
             Ok(a) => a,
             Err(e) => {
