@@ -8,8 +8,8 @@ use vfio_core::ioctl::{self, kind, requests as req};
 use vfio_core::{CdevNode, Errno, Error, PciAddress, Result, Sysfs};
 use vfio_sys as sys;
 
-use crate::iommufd::NamedFd;
 use crate::{DeviceId, HwptId, Iommufd, PtId, refused};
+use vfio_core::NamedFd;
 
 /// The device fd of a cdev, typed for device requests.
 #[inline]

@@ -55,7 +55,7 @@ pub use error::{Errno, Error, Result, errno_name};
 #[cfg(feature = "tokio")]
 pub use host::AsyncEventFd;
 pub use host::{
-    Addressing, CdevNode, EventFd, FdKind, FdRequest, Interface, MAX_FDS, MODE_ENV, Mode, Modes, PciAddress,
+    Addressing, CdevNode, EventFd, FdKind, FdRequest, Interface, MAX_FDS, MODE_ENV, Mode, Modes, NamedFd, PciAddress,
     PciIdentity, SharedFd, Sysfs, Uuid, detect, detect_in, open_node, preferred, recv_fds, recv_request, request,
     send_fds, send_refusal, send_request,
 };

@@ -12,9 +12,10 @@ use vfio_core::ioctl::{self, requests as req};
 use vfio_core::{Addressing, DmaAccess, Errno, Error, IovaRange, Mode, PciAddress, Result, Sysfs};
 use vfio_sys as sys;
 
-use crate::group::{Group, NamedFd, eperm_hint};
+use crate::group::{Group, eperm_hint};
 use crate::info::IommuInfo;
 use crate::noiommu::{self, PinTable};
+use vfio_core::NamedFd;
 
 /// The IOMMU backend a container is set to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,13 +2,12 @@
 //! legacy API. A group joins one container, and its devices' fds are fetched from it.
 
 use std::ffi::CString;
-use std::mem::ManuallyDrop;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
 use vfio_core::ioctl::{self, requests as req};
-use vfio_core::{Errno, Error, Result, Sysfs};
+use vfio_core::{Errno, Error, NamedFd, Result, Sysfs};
 use vfio_sys as sys;
 
 use crate::container::ContainerFd;
@@ -189,71 +188,6 @@ pub(crate) fn eperm_hint(errno: Errno) -> &'static str {
      the kernel allows it only with the module parameter allow_unsafe_interrupts=1 of \
      vfio_iommu_type1 (a type1 container) or iommufd (its compatibility container), which gives \
      up that isolation)"
-}
-
-/// An owned fd and the name errors give it, closed with `close(2)`'s answer checked (the
-/// standard `OwnedFd` throws it away): [`NamedFd::close`] returns a failure, dropping logs it
-/// (warn, target `vfio`, naming the object and the errno). Used for the group and container fds.
-#[derive(Debug)]
-pub(crate) struct NamedFd {
-    fd: ManuallyDrop<OwnedFd>,
-    name: String,
-}
-
-impl AsFd for NamedFd {
-    #[inline]
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl NamedFd {
-    pub(crate) fn new(fd: OwnedFd, name: String) -> Self {
-        NamedFd {
-            fd: ManuallyDrop::new(fd),
-            name,
-        }
-    }
-
-    /// How errors and logs name the fd (its node, or what it was adopted as).
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Closes the fd. Errors: the errno of close (Kernel, naming the object).
-    pub(crate) fn close(self) -> Result<()> {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped, so its fd is taken exactly once, here (Drop, the only
-        // other place that takes it, does not run); the name is moved out, leaving an empty
-        // string that owns no memory.
-        let fd = unsafe { ManuallyDrop::take(&mut this.fd) };
-        let name = std::mem::take(&mut this.name);
-        close_fd(fd, &name)
-    }
-}
-
-impl Drop for NamedFd {
-    fn drop(&mut self) {
-        // SAFETY: drop runs at most once, and `close`, the only other place that takes the fd,
-        // keeps it from running; the fd is not used afterwards.
-        let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
-        if let Err(e) = close_fd(fd, &self.name) {
-            log::warn!(target: "vfio", "dropping {}: {e}", self.name);
-        }
-    }
-}
-
-/// `close(2)` of `fd`, with its answer: an fd closes even when close fails (Linux releases the
-/// descriptor first), so the error is only reported. Logged at debug level like every kernel call.
-pub(crate) fn close_fd(fd: OwnedFd, name: &str) -> Result<()> {
-    let raw = fd.into_raw_fd();
-    // SAFETY: `raw` was an OwnedFd given up just above: open, and closed by nothing else.
-    let res = match unsafe { libc::close(raw) } {
-        0 => Ok(()),
-        _ => Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)),
-    };
-    log::debug!(target: "vfio", "close({name}, fd {raw}) = {res:?}");
-    res.map_err(|e| Error::kernel("close", name, e))
 }
 
 /// The devices of IOMMU group `id` that make it non-viable, each as `<address> (driver <name>)`:

@@ -6,6 +6,7 @@ mod eventfd;
 mod eventfd_async;
 mod fdpass;
 mod mode;
+mod named_fd;
 mod node;
 mod pci_address;
 mod sysfs;
@@ -18,6 +19,7 @@ pub use fdpass::{
     FdKind, FdRequest, MAX_FDS, SharedFd, recv_fds, recv_request, request, send_fds, send_refusal, send_request,
 };
 pub use mode::{Addressing, Interface, MODE_ENV, Mode, Modes, detect, detect_in, preferred};
+pub use named_fd::NamedFd;
 pub use node::open_node;
 pub use pci_address::PciAddress;
 pub use sysfs::{CdevNode, PciIdentity, Sysfs};
