@@ -265,7 +265,7 @@ fn vf_token_on_non_vf_is_refused() -> TestResult {
     let (addr, _) = edu_or_skip!();
     let iommufd = Iommufd::open()?;
     let dev = UnboundDevice::open(&Sysfs::default(), &addr)?;
-    let token = *b"vfio-rs-vf-token";
+    let token = vfio_core::Uuid::from_bytes(*b"vfio-rs-vf-token");
     expect_errno(
         dev.bind_with_vf_token(&iommufd, &token),
         &[Errno::INVAL],

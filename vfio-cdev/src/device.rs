@@ -91,11 +91,12 @@ impl UnboundDevice {
 
     /// `VFIO_DEVICE_BIND_IOMMUFD` with `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux >= 6.17): binds an
     /// SR-IOV VF (or a PF with VFs) presenting the VF token `uuid` shared with the PF's owner.
-    /// Errors: EINVAL for a wrong token, for a device that is neither a PF nor a VF, or on older
-    /// kernels that do not know the flag; otherwise those of [`UnboundDevice::bind`].
+    /// Errors: EACCES for a missing or wrong token (the kernel does not name the PF); EINVAL
+    /// for a device that is neither a PF nor a VF, or on kernels that do not know the flag;
+    /// otherwise those of [`UnboundDevice::bind`].
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
-    pub fn bind_with_vf_token(self, iommufd: &Arc<Iommufd>, uuid: &[u8; 16]) -> Result<BoundDevice> {
-        self.bind_inner(iommufd, Some(uuid))
+    pub fn bind_with_vf_token(self, iommufd: &Arc<Iommufd>, token: &vfio_core::Uuid) -> Result<BoundDevice> {
+        self.bind_inner(iommufd, Some(token.as_bytes()))
     }
 
     fn bind_inner(self, iommufd: &Arc<Iommufd>, token: Option<&[u8; 16]>) -> Result<BoundDevice> {

@@ -134,8 +134,8 @@ impl Device {
 
     /// `VFIO_DEVICE_FEATURE_PCI_VF_TOKEN` SET (Linux 5.7): the VF token of this SR-IOV PF,
     /// which whoever opens one of its VFs (or, while VFs exist, the PF again) must present.
-    /// Only a PF owned by vfio-pci with `vfio-pci.enable_sriov=1` takes one. Errors: EINVAL
-    /// (Kernel) when the device is not such a PF; ENOTTY/EINVAL when not offered.
+    /// Only a PF owned by vfio-pci with `vfio-pci.enable_sriov=1` takes one. Errors: ENOTTY
+    /// (Kernel) when the device is not such a PF (or the kernel has no device features).
     #[doc(alias = "VFIO_DEVICE_FEATURE_PCI_VF_TOKEN")]
     pub fn set_vf_token(&self, token: &Uuid) -> Result<()> {
         let mut bytes = *token.as_bytes();
