@@ -7,6 +7,10 @@
 //! - `VFIO_TEST_NVME`: PCI address of an NVMe controller (QEMU 1b36:0010).
 //! - `VFIO_TEST_EDU_RESET`, `VFIO_TEST_EDU_NONVIABLE`, `VFIO_TEST_NVME_HOTRESET`,
 //!   `VFIO_TEST_TESTDEV`, `VFIO_TEST_VIRTIO`: the devices of the special cases (see README.md).
+//! - `VFIO_TEST_NVME_CMB`: an NVMe controller with a controller memory buffer in BAR2 (QEMU
+//!   `cmb_size_mb=2`), the peer-to-peer DMA target.
+//! - `VFIO_TEST_NVME_SRIOV`: an SR-IOV physical function on vfio-pci with VFs to enable (QEMU
+//!   nvme `sriov_max_vfs=2`, 8086:5845; the kernel needs `vfio_pci.enable_sriov=1`).
 //!
 //! A test that cannot run (no device, a mode the kernel lacks) reports `skipped: <reason>`; it
 //! never passes silently. Each test binary prints `test <name> ... ok|FAILED|skipped: <reason>`

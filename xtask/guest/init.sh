@@ -62,6 +62,8 @@ VFIO_TEST_NVME=
 VFIO_TEST_NVME_HOTRESET=
 VFIO_TEST_TESTDEV=
 VFIO_TEST_VIRTIO=
+VFIO_TEST_NVME_CMB=
+VFIO_TEST_NVME_SRIOV=
 for dev in /sys/bus/pci/devices/*; do
     [ -e "$dev/vendor" ] || continue
     bdf=${dev##*/}
@@ -90,8 +92,15 @@ for dev in /sys/bus/pci/devices/*; do
         esac
         ;;
     0x1b36:0x0010)
-        # The nvme on the root bus is the test device; one behind a PCIe root port
-        # (1b36:000c) is the hot-reset case.
+        # The nvme with a controller memory buffer (BAR2, the third line of `resource`, is
+        # set) is the peer-to-peer target; the other one on the root bus is the test device;
+        # one behind a PCIe root port (1b36:000c) is the hot-reset case.
+        if [ "$(sed -n 3p "$dev/resource" | cut -d' ' -f1)" != 0x0000000000000000 ]; then
+            [ -z "$VFIO_TEST_NVME_CMB" ] || continue
+            VFIO_TEST_NVME_CMB=$bdf
+            bind_vfio "$bdf"
+            continue
+        fi
         parent=$(readlink -f "$dev")
         parent=${parent%/*}
         parent=${parent##*/}
@@ -113,6 +122,12 @@ for dev in /sys/bus/pci/devices/*; do
         [ -z "$VFIO_TEST_VIRTIO" ] || continue
         VFIO_TEST_VIRTIO=$bdf
         ;;
+    0x8086:0x5845)
+        # The SR-IOV PF (QEMU nvme with use-intel-id=on); its VFs come and go with the tests.
+        [ -e "$dev/sriov_totalvfs" ] || continue
+        [ -z "$VFIO_TEST_NVME_SRIOV" ] || continue
+        VFIO_TEST_NVME_SRIOV=$bdf
+        ;;
     0x1b36:0x0005)
         # pci-testdev: an I/O-port BAR.
         [ -z "$VFIO_TEST_TESTDEV" ] || continue
@@ -122,12 +137,12 @@ for dev in /sys/bus/pci/devices/*; do
     esac
     bind_vfio "$bdf"
 done
-export VFIO_TEST_EDU VFIO_TEST_EDU_RESET VFIO_TEST_EDU_NONVIABLE VFIO_TEST_NVME VFIO_TEST_NVME_HOTRESET VFIO_TEST_TESTDEV VFIO_TEST_VIRTIO
+export VFIO_TEST_EDU VFIO_TEST_EDU_RESET VFIO_TEST_EDU_NONVIABLE VFIO_TEST_NVME VFIO_TEST_NVME_HOTRESET VFIO_TEST_TESTDEV VFIO_TEST_VIRTIO VFIO_TEST_NVME_CMB VFIO_TEST_NVME_SRIOV
 export VFIO_TEST_IOMMU="${VFIO_TEST_IOMMU:-none}"
 export VFIO_TEST_VARIANT="${VFIO_TEST_VARIANT:-?}"
 
 echo "@@VFIO-INFO variant=$VFIO_TEST_VARIANT iommu=$VFIO_TEST_IOMMU edu=$VFIO_TEST_EDU nvme=$VFIO_TEST_NVME kernel=$(uname -r)"
-for bdf in $VFIO_TEST_EDU $VFIO_TEST_EDU_RESET $VFIO_TEST_EDU_NONVIABLE $VFIO_TEST_NVME $VFIO_TEST_NVME_HOTRESET $VFIO_TEST_TESTDEV $VFIO_TEST_VIRTIO; do
+for bdf in $VFIO_TEST_EDU $VFIO_TEST_EDU_RESET $VFIO_TEST_EDU_NONVIABLE $VFIO_TEST_NVME $VFIO_TEST_NVME_HOTRESET $VFIO_TEST_TESTDEV $VFIO_TEST_VIRTIO $VFIO_TEST_NVME_CMB $VFIO_TEST_NVME_SRIOV; do
     drv=$(readlink "/sys/bus/pci/devices/$bdf/driver")
     echo "@@VFIO-INFO $bdf driver=${drv##*/} iommu_group=$(readlink "/sys/bus/pci/devices/$bdf/iommu_group" | sed 's|.*/||')"
 done

@@ -59,21 +59,66 @@ pub struct Table {
 }
 
 impl Table {
-    /// Reads and parses the table at `path`.
+    /// Reads and parses the table at `path`, followed by every `*.txt` file of the directory
+    /// `<path without .txt>.d` in name order (one file per test binary or feature keeps
+    /// parallel work from editing one file; the boot sets of `path` are visible in them).
     pub fn load(path: &Path) -> crate::Result<Table> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Ok(Table::parse(&text, &path.display().to_string())?)
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let mut sources = vec![(path.display().to_string(), read(path)?)];
+        let dir = path.with_extension("d");
+        if dir.is_dir() {
+            let mut extra: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+                .collect();
+            extra.sort();
+            for p in extra {
+                sources.push((p.display().to_string(), read(&p)?));
+            }
+        }
+        Ok(Table::parse_sources(&sources)?)
     }
 
-    /// Parses the table's text; `origin` names it in error messages.
+    /// Parses one table text; `origin` names it in error messages.
+    #[cfg(test)]
     pub fn parse(text: &str, origin: &str) -> Result<Table, String> {
-        let err = |line: usize, msg: String| format!("{origin}:{line}: {msg}");
+        Table::parse_sources(&[(origin.to_owned(), text.to_owned())])
+    }
+
+    /// Parses `(origin, text)` sources as one table, in order; messages name `origin:line`.
+    pub fn parse_sources(sources: &[(String, String)]) -> Result<Table, String> {
+        // Lines are numbered across the sources; `at` turns a number back into `origin:line`.
+        let mut text = String::new();
+        let mut starts = Vec::new();
+        for (origin, t) in sources {
+            starts.push((text.lines().count(), origin.as_str()));
+            text.push_str(t);
+            if !t.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        let at = |line: usize| {
+            let (start, origin) = starts
+                .iter()
+                .rev()
+                .find(|(s, _)| *s < line)
+                .copied()
+                .unwrap_or((0, "?"));
+            format!("{origin}:{}", line - start)
+        };
+        let origin = sources.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>().join(" + ");
+        let err = |line: usize, msg: String| format!("{}: {msg}", at(line));
         let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut entries = Vec::new();
         // The open block: its kind and reason.
         let mut block: Option<(Kind, String)> = None;
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
+            // A block never runs on into the next file.
+            if starts.iter().any(|(s, _)| *s == i) {
+                block = None;
+            }
             let trimmed = raw.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
@@ -155,7 +200,7 @@ impl Table {
                 if let Some(first) = required.insert((boot.clone(), e.row.clone()), e.line) {
                     return Err(err(
                         e.line,
-                        format!("{boot} {} is already required on line {first}", e.row),
+                        format!("{boot} {} is already required at {}", e.row, at(first)),
                     ));
                 }
                 // A `*` pattern may cover required rows (the requirement wins); naming a required
@@ -167,15 +212,17 @@ impl Table {
                     return Err(err(
                         e.line,
                         format!(
-                            "{boot} {} is required here but allowed to skip on line {} (`{}`)",
-                            e.row, o.line, o.row
+                            "{boot} {} is required here but allowed to skip at {} (`{}`)",
+                            e.row,
+                            at(o.line),
+                            o.row
                         ),
                     ));
                 }
             }
         }
         Ok(Table {
-            origin: origin.to_owned(),
+            origin,
             entries,
             required,
         })
@@ -274,6 +321,8 @@ pub struct Asked {
     pub not_booted: Vec<(String, String)>,
     /// Whether the test binaries ran (not `--no-tests`).
     pub tests: bool,
+    /// With `--test`: the only test binaries that ran (a row `bin::name` belongs to `bin`).
+    pub only: Vec<String>,
     /// The example rows asked for (`example NAME ARGS`).
     pub examples: Vec<String>,
 }
@@ -379,6 +428,11 @@ fn asked_for(asked: &Asked, row: &str) -> bool {
         asked.examples.iter().any(|e| e == row)
     } else {
         asked.tests
+            && (asked.only.is_empty()
+                || asked
+                    .only
+                    .iter()
+                    .any(|b| row.split_once("::").is_some_and(|(r, _)| r == b)))
     }
 }
 
@@ -587,6 +641,7 @@ hardware: QEMU's vIOMMUs have no dirty tracking
             boots: boots.iter().map(|b| b.to_string()).collect(),
             not_booted: Vec::new(),
             tests: true,
+            only: Vec::new(),
             examples: vec!["example edu --mode cdev".into()],
         }
     }
@@ -646,12 +701,25 @@ hardware: QEMU's vIOMMUs have no dirty tracking
         bad("boots x a/intel\n", "boots NAME");
         bad(
             "require\n  a/intel x::y\n  a/intel,b/intel x::y\n",
-            "already required on line 2",
+            "already required at t:2",
         );
         bad(
             "skip: because\n  a/intel x::y\nrequire\n  a/intel x::y\n",
-            "allowed to skip on line 2",
+            "allowed to skip at t:2",
         );
+        // Sources: sets carry over, blocks do not, messages name the file.
+        let two = |b: &str| {
+            vec![
+                ("m".to_owned(), "boots x = a/intel\nrequire\n  x a::b\n".to_owned()),
+                ("d".to_owned(), b.to_owned()),
+            ]
+        };
+        let t = Table::parse_sources(&two("require\n  x a::c\n")).expect("two files");
+        assert_eq!(t.required.len(), 2);
+        let e = Table::parse_sources(&two("  x a::c\n")).expect_err("block ended with its file");
+        assert!(e.starts_with("d:1: an indented row"), "{e}");
+        let e = Table::parse_sources(&two("require\n  x a::b\n")).expect_err("twice");
+        assert!(e.contains("d:2") && e.contains("already required at m:3"), "{e}");
         // The same row required on one boot and allowed to skip on another is fine, and so is a
         // pattern covering a required row: the requirement wins.
         Table::parse("skip: because\n  a/none x::y\nrequire\n  a/intel x::y\n", "t").expect("no clash");

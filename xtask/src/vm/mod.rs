@@ -48,6 +48,8 @@ options:
   --example NAME[:ARGS]      build vfio-pci's example NAME and run it in the guest with ARGS
                                (repeatable, e.g. --example 'edu:--mode cdev'); without any,
                                the demo examples run in group and cdev mode
+  --test BIN                 run only this vfio-tests binary (tests/tests/BIN.rs; repeatable or
+                               comma separated); coverage then judges only its rows
   --no-tests                 do not build or run the vfio-tests binaries
   --no-coverage              report skips against xtask/coverage.txt but do not fail on
                                required results that skipped or are missing (vm test)
@@ -143,6 +145,8 @@ struct Options {
     /// Example runs: (example name, argument string).
     runs: Vec<(String, String)>,
     tests: bool,
+    /// `--test`: run only these test binaries (empty: all).
+    only: Vec<String>,
     /// Fail when the results do not cover what `xtask/coverage.txt` requires.
     coverage: bool,
     timeout: Duration,
@@ -155,6 +159,7 @@ fn parse_options(args: &[String], default_variants: &[Variant], default_iommus: 
         iommus: Vec::new(),
         runs: Vec::new(),
         tests: true,
+        only: Vec::new(),
         coverage: true,
         timeout: Duration::from_secs(600),
         append: String::new(),
@@ -198,6 +203,9 @@ fn parse_options(args: &[String], default_variants: &[Variant], default_iommus: 
                 o.runs.push((name.to_owned(), args.trim().to_owned()));
             }
             "--no-tests" => o.tests = false,
+            "--test" => o
+                .only
+                .extend(value()?.split(',').filter(|v| !v.is_empty()).map(str::to_owned)),
             "--no-coverage" => o.coverage = false,
             "--timeout" => {
                 let v = value()?;
@@ -277,6 +285,7 @@ pub fn main(args: &[String]) -> crate::Result {
             .collect(),
         not_booted,
         tests: opts.tests,
+        only: opts.only.clone(),
         examples: opts.runs.iter().map(|(n, a)| example_row(n, a)).collect(),
     };
     let result = judge_and_total(&table, &asked, &report, opts.coverage);
@@ -302,6 +311,7 @@ fn replay(args: &[String]) -> crate::Result {
         boots: boots.iter().map(|b| b.label.clone()).collect(),
         not_booted: Vec::new(),
         tests: true,
+        only: Vec::new(),
         examples: demo_runs().iter().map(|(n, a)| example_row(n, a)).collect(),
     };
     judge_and_total(&table, &asked, &report, true)
@@ -468,7 +478,14 @@ fn run_matrix(opts: &Options) -> crate::Result<(Vec<Boot>, NotBooted)> {
     let cache = cache_dir()?;
 
     let tests = if opts.tests {
-        guest::build_tests(&workspace)?
+        let mut all = guest::build_tests(&workspace)?;
+        for name in &opts.only {
+            if !all.iter().any(|b| &b.name == name) {
+                return Err(format!("--test {name}: vfio-tests has no test binary `{name}`").into());
+            }
+        }
+        all.retain(|b| opts.only.is_empty() || opts.only.contains(&b.name));
+        all
     } else {
         Vec::new()
     };

@@ -131,7 +131,20 @@ impl BootSpec {
             cmd.args(["-drive", "driver=null-co,if=none,id=nvm2,size=16M,read-zeroes=on"]);
             cmd.args(["-device", "nvme,serial=c0ffee,drive=nvm2,bus=rp1"]);
         }
-        append.push(' ');
+        // A controller memory buffer, the peer-to-peer DMA target: BAR2, 2 MiB, 64-bit
+        // prefetchable, readable and writable by the host without any register setup. No
+        // namespace. (docs/design/issue-17.md 3.1)
+        cmd.args(["-device", "nvme,serial=cmb0,cmb_size_mb=2,addr=0xb"]);
+        // An SR-IOV PF with two VFs (QEMU needs a subsystem for it and refuses a CMB on the same
+        // controller). Intel ids (8086:5845, the VFs too) tell it apart from the other nvmes in
+        // /init; its VFs appear at 0c.1 and 0c.2 once sriov_numvfs is written, which needs
+        // vfio_pci.enable_sriov=1 (issue-17.md 3.2).
+        cmd.args(["-device", "nvme-subsys,id=sriov0"]);
+        cmd.args([
+            "-device",
+            "nvme,serial=5r10v,subsys=sriov0,sriov_max_vfs=2,sriov_vq_flexible=4,sriov_vi_flexible=2,use-intel-id=on,addr=0xc",
+        ]);
+        append.push_str(" vfio_pci.enable_sriov=1 ");
         append.push_str(iommu_append);
         if !self.append.is_empty() {
             append.push(' ');
