@@ -91,7 +91,7 @@ struct Member {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(crate) struct State {
     groups: Vec<Member>,
     iommu: Option<IommuType>,
     wanted: Option<IommuType>,
@@ -105,6 +105,11 @@ struct State {
 impl State {
     fn position(&self, id: u32) -> Option<usize> {
         self.groups.iter().position(|m| m.id == id)
+    }
+
+    /// The groups in the container.
+    pub(crate) fn group_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.groups.iter().map(|m| m.id)
     }
 }
 
@@ -357,7 +362,7 @@ impl Container {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
 
