@@ -94,6 +94,11 @@ impl RawDma {
         }
     }
 
+    /// Whether vfio-rs's safe map goes by file here (`IOMMU_IOAS_MAP_FILE`).
+    pub fn maps_by_file(&self) -> bool {
+        self.file_ioas.is_some()
+    }
+
     /// How vfio-rs's safe map ([`Container::map_dma`]) reaches the kernel here: "by file" or
     /// "by address".
     pub fn safe_route(&self) -> &'static str {
