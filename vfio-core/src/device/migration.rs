@@ -285,7 +285,12 @@ impl Migration {
     #[doc(alias = "VFIO_DEVICE_RESET")]
     pub fn reset(&self) -> Result<()> {
         self.device.reset()?;
-        self.end_session("VFIO_DEVICE_RESET".to_string());
+        {
+            let mut c = self.clock.lock();
+            c.epoch += 1;
+            c.ended_by = "VFIO_DEVICE_RESET".to_string();
+            c.state = MigState::Running;
+        }
         let now = self.state()?;
         self.observe(now);
         if now != MigState::Running {
