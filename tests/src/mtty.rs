@@ -71,7 +71,9 @@ pub struct Mtty(Arc<Inner>);
 impl Mtty {
     /// Creates an instance of `ty` (`mtty-1`: one port, `mtty-2`: two) with a random UUID.
     pub fn create(ty: &str) -> Result<Self, BoxError> {
-        let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_lowercase();
+        let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")?
+            .trim()
+            .to_lowercase();
         let create = format!("{PARENT}/mdev_supported_types/{ty}/create");
         std::fs::write(&create, &uuid).map_err(|e| format!("write {uuid} to {create}: {e}"))?;
         Ok(Mtty(Arc::new(Inner { uuid, keep: false })))
@@ -98,7 +100,10 @@ impl Mtty {
     /// Its (emulated) IOMMU group number.
     pub fn group_id(&self) -> Result<u32, BoxError> {
         let link = std::fs::read_link(self.dir().join("iommu_group"))?;
-        let name = link.file_name().and_then(|n| n.to_str()).ok_or("iommu_group link has no name")?;
+        let name = link
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("iommu_group link has no name")?;
         Ok(name.parse()?)
     }
 

@@ -45,7 +45,10 @@ fn drain(s: &mut vfio_core::SaveStream) -> Result<(Vec<u8>, Chunk), Error> {
 
 /// A whole saved state of `m` (RUNNING -> STOP_COPY, read to the end), leaving it in STOP.
 fn saved_state(m: &Migration) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    let mut s = m.set_state(MigState::StopCopy)?.ok_or("no stream at STOP_COPY")?.into_save()?;
+    let mut s = m
+        .set_state(MigState::StopCopy)?
+        .ok_or("no stream at STOP_COPY")?
+        .into_save()?;
     let (data, end) = drain(&mut s)?;
     ensure!(end == Chunk::End, "STOP_COPY ended with {end:?}");
     drop(s);
@@ -58,9 +61,17 @@ fn flags_size_and_features(via: Via) -> TestResult {
     let a = Mtty::create("mtty-1")?;
     let dev = a.open(via)?;
     let m = mig(&dev)?;
-    ensure!(m.flags().bits() == 0x7, "flags {:?}, want STOP_COPY|P2P|PRE_COPY", m.flags());
+    ensure!(
+        m.flags().bits() == 0x7,
+        "flags {:?}, want STOP_COPY|P2P|PRE_COPY",
+        m.flags()
+    );
     ensure!(m.state()? == MigState::Running, "starts in {}", m.state()?);
-    ensure!(m.stop_copy_size()? == MTTY1_SIZE, "MIG_DATA_SIZE {}", m.stop_copy_size()?);
+    ensure!(
+        m.stop_copy_size()? == MTTY1_SIZE,
+        "MIG_DATA_SIZE {}",
+        m.stop_copy_size()?
+    );
     use vfio_core::FeatureAccess as A;
     use vfio_sys as s;
     for (f, acc) in [
@@ -72,9 +83,16 @@ fn flags_size_and_features(via: Via) -> TestResult {
         (s::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, A::GET),
         (s::VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2, A::SET),
     ] {
-        ensure!(dev.feature_probe(f, acc)?, "feature {f} ({acc:?}) probes as unsupported");
+        ensure!(
+            dev.feature_probe(f, acc)?,
+            "feature {f} ({acc:?}) probes as unsupported"
+        );
     }
-    println!("    {via}: {} flags {:?}, {MTTY1_SIZE}-byte state, features 1 2 6 7 8 9 12", a.uuid(), m.flags());
+    println!(
+        "    {via}: {} flags {:?}, {MTTY1_SIZE}-byte state, features 1 2 6 7 8 9 12",
+        a.uuid(),
+        m.flags()
+    );
     Ok(Outcome::Pass)
 }
 
@@ -140,7 +158,11 @@ fn every_pair_follows_the_kernel_table() -> TestResult {
             r.as_ref().err().and_then(|e| e.errno()) == Some(vfio_core::Errno::INVAL),
             "raw state {raw}: {r:?}"
         );
-        ensure!(m.state()? == MigState::Running, "raw state {raw} moved it to {}", m.state()?);
+        ensure!(
+            m.state()? == MigState::Running,
+            "raw state {raw} moved it to {}",
+            m.state()?
+        );
     }
     let e = m.set_state(MigState::Error).unwrap_err();
     ensure!(matches!(e, Error::InvalidArgument { .. }), "set_state(ERROR): {e:?}");
@@ -156,28 +178,69 @@ fn precopy_info_and_stream_layout() -> TestResult {
     let dev = a.open(Via::Group)?;
     Uart::new(&dev)?.write(b"hi")?;
     let m = mig(&dev)?;
-    let mut s = m.set_state(MigState::PreCopy)?.ok_or("no stream at PRE_COPY")?.into_save()?;
+    let mut s = m
+        .set_state(MigState::PreCopy)?
+        .ok_or("no stream at PRE_COPY")?
+        .into_save()?;
     let info = s.precopy_info()?;
     ensure!(
-        info == PrecopyInfo { initial_bytes: 24, dirty_bytes: 0, reinit: None },
+        info == PrecopyInfo {
+            initial_bytes: 24,
+            dirty_bytes: 0,
+            reinit: None
+        },
         "first info {info:?}"
     );
     let mut head = [0u8; 10];
     ensure!(s.read_chunk(&mut head)? == Chunk::Data(10), "short first read");
-    ensure!(s.precopy_info()?.initial_bytes == 14, "after 10 bytes: {:?}", s.precopy_info()?);
+    ensure!(
+        s.precopy_info()?.initial_bytes == 14,
+        "after 10 bytes: {:?}",
+        s.precopy_info()?
+    );
     let (rest, why) = drain(&mut s)?;
-    ensure!(rest.len() == 14 && why == Chunk::NotYet, "rest {} bytes, then {why:?}", rest.len());
-    ensure!(s.precopy_info()?.initial_bytes == 0, "after the header: {:?}", s.precopy_info()?);
-    ensure!(m.set_state(MigState::StopCopy)?.is_none(), "PRE_COPY -> STOP_COPY opened a new stream");
+    ensure!(
+        rest.len() == 14 && why == Chunk::NotYet,
+        "rest {} bytes, then {why:?}",
+        rest.len()
+    );
+    ensure!(
+        s.precopy_info()?.initial_bytes == 0,
+        "after the header: {:?}",
+        s.precopy_info()?
+    );
+    ensure!(
+        m.set_state(MigState::StopCopy)?.is_none(),
+        "PRE_COPY -> STOP_COPY opened a new stream"
+    );
     let (port, why) = drain(&mut s)?;
-    ensure!(port.len() == 36 && why == Chunk::End, "port {} bytes, then {why:?}", port.len());
+    ensure!(
+        port.len() == 36 && why == Chunk::End,
+        "port {} bytes, then {why:?}",
+        port.len()
+    );
     let data = [&head[..], &rest, &port].concat();
-    ensure!(u64::from_ne_bytes(data[0..8].try_into()?) == MTTY_MAGIC, "magic {:02x?}", &data[0..8]);
-    let words: Vec<u32> = (8..24).step_by(4).map(|i| u32::from_ne_bytes(data[i..i + 4].try_into().unwrap())).collect();
+    ensure!(
+        u64::from_ne_bytes(data[0..8].try_into()?) == MTTY_MAGIC,
+        "magic {:02x?}",
+        &data[0..8]
+    );
+    let words: Vec<u32> = (8..24)
+        .step_by(4)
+        .map(|i| u32::from_ne_bytes(data[i..i + 4].try_into().unwrap()))
+        .collect();
     ensure!(words == [1, 0, 1, 0], "version/ports/flags {words:?}");
-    ensure!(&port[8..10] == b"hi" && port[26] == 2, "port fifo {:02x?} count {}", &port[8..24], port[26]);
+    ensure!(
+        &port[8..10] == b"hi" && port[26] == 2,
+        "port fifo {:02x?} count {}",
+        &port[8..24],
+        port[26]
+    );
     let e = s.precopy_info().unwrap_err();
-    ensure!(e.errno() == Some(vfio_core::Errno::INVAL), "PRECOPY_INFO in STOP_COPY: {e:?}");
+    ensure!(
+        e.errno() == Some(vfio_core::Errno::INVAL),
+        "PRECOPY_INFO in STOP_COPY: {e:?}"
+    );
     drop(s);
     m.set_state(MigState::Running)?;
     println!("    info (24,0) -> (14,0) -> (0,0); 24 + 36 bytes, fifo \"hi\"; PRECOPY_INFO in STOP_COPY: EINVAL");
@@ -233,8 +296,15 @@ fn uart_state_moves_between_instances(via: Via) -> TestResult {
     ensure!(ma.state()? == MigState::Stop, "source in {}", ma.state()?);
     ensure!(mb.state()? == MigState::Running, "destination in {}", mb.state()?);
     let back = Uart::new(&db)?.read_all()?;
-    ensure!(back == b"migrate", "B's UART reads {:?}", String::from_utf8_lossy(&back));
-    println!("    {via}: \"migrate\" moved A -> B: {} pre-copy + {} stop-copy bytes, rounds {:?}", sent.precopy_bytes, sent.stop_copy_bytes, sent.rounds);
+    ensure!(
+        back == b"migrate",
+        "B's UART reads {:?}",
+        String::from_utf8_lossy(&back)
+    );
+    println!(
+        "    {via}: \"migrate\" moved A -> B: {} pre-copy + {} stop-copy bytes, rounds {:?}",
+        sent.precopy_bytes, sent.stop_copy_bytes, sent.rounds
+    );
     Ok(Outcome::Pass)
 }
 
@@ -260,8 +330,14 @@ fn uart_state_moves_across_processes(via: Via) -> TestResult {
             let got = transfer::receive(&mb, &mut rx)?;
             ensure_child(mb.state()? == MigState::Running, format!("child: B in {}", mb.state()?))?;
             let back = Uart::new(&db)?.read_all()?;
-            ensure_child(back == b"over a socket", format!("child: B reads {:?}", String::from_utf8_lossy(&back)))?;
-            println!("    child: received {} bytes in {} frames; B reads \"over a socket\"", got.bytes, got.frames);
+            ensure_child(
+                back == b"over a socket",
+                format!("child: B reads {:?}", String::from_utf8_lossy(&back)),
+            )?;
+            println!(
+                "    child: received {} bytes in {} frames; B reads \"over a socket\"",
+                got.bytes, got.frames
+            );
             Ok(())
         })
     }?;
@@ -280,7 +356,10 @@ fn uart_state_moves_across_processes(via: Via) -> TestResult {
     waited?;
     ensure!(sent.precopy_bytes == 24 && sent.stop_copy_bytes == 36, "sent {sent:?}");
     drop(b);
-    println!("    {via}: A in STOP, B RUNNING in another process; rounds {:?}", sent.rounds);
+    println!(
+        "    {via}: A in STOP, B RUNNING in another process; rounds {:?}",
+        sent.rounds
+    );
     Ok(Outcome::Pass)
 }
 
@@ -297,7 +376,11 @@ fn reset_recovers_and_ends_sessions() -> TestResult {
     for state in [MigState::PreCopy, MigState::StopCopy, MigState::Resuming] {
         let d = m.set_state(state)?.ok_or("no stream")?;
         m.reset()?;
-        ensure!(m.state()? == MigState::Running, "after reset in {state}: {}", m.state()?);
+        ensure!(
+            m.state()? == MigState::Running,
+            "after reset in {state}: {}",
+            m.state()?
+        );
         let e = match d {
             vfio_core::DataStream::Save(mut s) => s.read_chunk(&mut [0u8; 8]).unwrap_err(),
             vfio_core::DataStream::Resume(mut r) => r.write_all(&[0u8; 8]).unwrap_err(),
@@ -323,7 +406,10 @@ fn truncated_resume_can_be_completed() -> TestResult {
     let mut r = mb.set_state(MigState::Resuming)?.ok_or("no stream")?.into_resume()?;
     r.write_all(&blob[..59])?;
     let e = mb.set_state(MigState::Running).unwrap_err();
-    ensure!(e.errno() == Some(vfio_core::Errno::INVAL), "RUNNING with 59 bytes: {e:?}");
+    ensure!(
+        e.errno() == Some(vfio_core::Errno::INVAL),
+        "RUNNING with 59 bytes: {e:?}"
+    );
     ensure!(mb.state()? == MigState::Resuming, "now in {}", mb.state()?);
     r.write_all(&blob[59..])?;
     drop(r);
@@ -351,7 +437,11 @@ fn resume_truncated_stream() -> TestResult {
     let (a, b) = (Mtty::create("mtty-1")?, Mtty::create("mtty-1")?);
     let (da, db) = (a.open(Via::Group)?, b.open(Via::Group)?);
     let stream = stream_of(&da)?;
-    ensure!(stream.len() == STOP_PAYLOAD + 36 + 9 + 8, "stream is {} bytes", stream.len());
+    ensure!(
+        stream.len() == STOP_PAYLOAD + 36 + 9 + 8,
+        "stream is {} bytes",
+        stream.len()
+    );
     let mb = mig(&db)?;
     Uart::new(&db)?.write(b"b")?;
     for cut in [PRE_PAYLOAD + 24, STOP_PAYLOAD + 20, stream.len() - 1] {
@@ -360,14 +450,20 @@ fn resume_truncated_stream() -> TestResult {
             matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains("truncated"),
             "cut at {cut}: {e}"
         );
-        ensure!(mb.state()? == MigState::Resuming, "cut at {cut}: destination in {}", mb.state()?);
+        ensure!(
+            mb.state()? == MigState::Resuming,
+            "cut at {cut}: destination in {}",
+            mb.state()?
+        );
         mb.reset()?;
     }
     ensure!(Uart::new(&db)?.read_all()? == b"b", "B's FIFO was touched");
     // The whole stream still works afterwards.
     transfer::receive(&mb, &mut stream.as_slice())?;
     ensure!(Uart::new(&db)?.read_all()? == b"A", "B after the whole stream");
-    println!("    cut after the header frame, inside the port, before the end: RESUMING every time; reset; whole stream then works");
+    println!(
+        "    cut after the header frame, inside the port, before the end: RESUMING every time; reset; whole stream then works"
+    );
     Ok(Outcome::Pass)
 }
 
@@ -396,8 +492,15 @@ fn resume_corrupt_stream() -> TestResult {
     mb.reset()?;
     // Not a stream at all: refused before the device is touched.
     let e = transfer::receive(&mb, &mut &b"VFIOMIG\x02........"[..]).unwrap_err();
-    ensure!(e.to_string().contains("not a vfio-rs migration stream"), "bad magic: {e}");
-    ensure!(mb.state()? == MigState::Running, "bad magic moved it to {}", mb.state()?);
+    ensure!(
+        e.to_string().contains("not a vfio-rs migration stream"),
+        "bad magic: {e}"
+    );
+    ensure!(
+        mb.state()? == MigState::Running,
+        "bad magic moved it to {}",
+        mb.state()?
+    );
     // A wrong total in the end frame.
     let mut bad = stream.clone();
     let end = bad.len() - 8;
@@ -405,8 +508,15 @@ fn resume_corrupt_stream() -> TestResult {
     let crc = transfer::crc32(&bad[end..]);
     bad[end - 4..end].copy_from_slice(&crc.to_le_bytes());
     let e = transfer::receive(&mb, &mut bad.as_slice()).unwrap_err();
-    ensure!(e.to_string().contains("says 61 data bytes, 60 arrived"), "wrong total: {e}");
-    ensure!(mb.state()? == MigState::Resuming, "after a wrong total: {}", mb.state()?);
+    ensure!(
+        e.to_string().contains("says 61 data bytes, 60 arrived"),
+        "wrong total: {e}"
+    );
+    ensure!(
+        mb.state()? == MigState::Resuming,
+        "after a wrong total: {}",
+        mb.state()?
+    );
     mb.reset()?;
     ensure!(stream.starts_with(&MAGIC), "magic");
     println!("    CRC caught a flipped byte; mtty's EFAULT typed; bad magic and bad total refused; never RUNNING");
@@ -438,7 +548,10 @@ fn data_fd_after_state_moved() -> TestResult {
     let mut s = s;
     dev.reset()?;
     let e3 = s.read_chunk(&mut [0u8; 8]).unwrap_err();
-    ensure!(matches!(e3, Error::InvalidArgument { .. }) && e3.to_string().contains("ENODEV"), "{e3}");
+    ensure!(
+        matches!(e3, Error::InvalidArgument { .. }) && e3.to_string().contains("ENODEV"),
+        "{e3}"
+    );
     println!("    {e}\n    {e2}\n    {e3}");
     Ok(Outcome::Pass)
 }
@@ -447,7 +560,10 @@ fn dma_logging_start_report_stop(via: Via) -> TestResult {
     need_mtty!();
     let a = Mtty::create("mtty-1")?;
     let dev = a.open(via)?;
-    let ranges = [DmaLogRange::new(0x10_0000, 0x10_0000)?, DmaLogRange::new(0x40_0000, 0x1000)?];
+    let ranges = [
+        DmaLogRange::new(0x10_0000, 0x10_0000)?,
+        DmaLogRange::new(0x40_0000, 0x1000)?,
+    ];
     let log = dev.start_dma_logging(&ranges, 4096)?;
     ensure!(log.page_size() == 4096, "page size {}", log.page_size());
     let bm = log.report(0x10_0000, 0x10_0000, 4096)?;
@@ -467,15 +583,25 @@ fn dma_logging_overlap_refused() -> TestResult {
     let r2 = DmaLogRange::new(0x10_1000, 0x2000)?;
     let e = dev.start_dma_logging(&[r1, r2], 4096).unwrap_err();
     ensure!(
-        matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains("[0x100000, 0x101fff] and [0x101000, 0x102fff] overlap"),
+        matches!(e, Error::InvalidArgument { .. })
+            && e.to_string()
+                .contains("[0x100000, 0x101fff] and [0x101000, 0x102fff] overlap"),
         "{e}"
     );
     // The kernel agrees: raw START with the same ranges is EINVAL.
     let raw = [0x10_0000u64, 0x2000, 0x10_1000, 0x2000];
-    let mut control = [4096u64.to_ne_bytes(), 2u64.to_ne_bytes(), (raw.as_ptr() as u64).to_ne_bytes()].concat();
+    let mut control = [
+        4096u64.to_ne_bytes(),
+        2u64.to_ne_bytes(),
+        (raw.as_ptr() as u64).to_ne_bytes(),
+    ]
+    .concat();
     // SAFETY: `ranges` points at two 16-byte ranges in `raw`, alive for the call; read only.
     let r = unsafe { dev.feature_set(vfio_sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_START, &mut control) };
-    ensure!(r.as_ref().err().and_then(|e| e.errno()) == Some(vfio_core::Errno::INVAL), "raw overlap: {r:?}");
+    ensure!(
+        r.as_ref().err().and_then(|e| e.errno()) == Some(vfio_core::Errno::INVAL),
+        "raw overlap: {r:?}"
+    );
     let e2 = dev
         .start_dma_logging(&[r1], 4096)?
         .report(0x10_0000, 0x1000, 512)
@@ -509,22 +635,41 @@ fn edu_has_no_migration_nor_logging() -> TestResult {
 
 fn main() -> ExitCode {
     vfio_tests::run(&[
-        ("mtty_flags_size_and_features_group", || flags_size_and_features(Via::Group)),
-        ("mtty_flags_size_and_features_cdev", || flags_size_and_features(Via::Cdev)),
-        ("every_pair_follows_the_kernel_table", every_pair_follows_the_kernel_table),
+        ("mtty_flags_size_and_features_group", || {
+            flags_size_and_features(Via::Group)
+        }),
+        ("mtty_flags_size_and_features_cdev", || {
+            flags_size_and_features(Via::Cdev)
+        }),
+        (
+            "every_pair_follows_the_kernel_table",
+            every_pair_follows_the_kernel_table,
+        ),
         ("precopy_info_and_stream_layout", precopy_info_and_stream_layout),
         ("precopy_info_v2_reports_reinit", precopy_info_v2_reports_reinit),
-        ("uart_state_moves_between_instances_group", || uart_state_moves_between_instances(Via::Group)),
-        ("uart_state_moves_between_instances_cdev", || uart_state_moves_between_instances(Via::Cdev)),
-        ("uart_state_moves_across_processes_group", || uart_state_moves_across_processes(Via::Group)),
-        ("uart_state_moves_across_processes_cdev", || uart_state_moves_across_processes(Via::Cdev)),
+        ("uart_state_moves_between_instances_group", || {
+            uart_state_moves_between_instances(Via::Group)
+        }),
+        ("uart_state_moves_between_instances_cdev", || {
+            uart_state_moves_between_instances(Via::Cdev)
+        }),
+        ("uart_state_moves_across_processes_group", || {
+            uart_state_moves_across_processes(Via::Group)
+        }),
+        ("uart_state_moves_across_processes_cdev", || {
+            uart_state_moves_across_processes(Via::Cdev)
+        }),
         ("reset_recovers_and_ends_sessions", reset_recovers_and_ends_sessions),
         ("truncated_resume_can_be_completed", truncated_resume_can_be_completed),
         ("resume_truncated_stream", resume_truncated_stream),
         ("resume_corrupt_stream", resume_corrupt_stream),
         ("data_fd_after_state_moved", data_fd_after_state_moved),
-        ("dma_logging_start_report_stop_group", || dma_logging_start_report_stop(Via::Group)),
-        ("dma_logging_start_report_stop_cdev", || dma_logging_start_report_stop(Via::Cdev)),
+        ("dma_logging_start_report_stop_group", || {
+            dma_logging_start_report_stop(Via::Group)
+        }),
+        ("dma_logging_start_report_stop_cdev", || {
+            dma_logging_start_report_stop(Via::Cdev)
+        }),
         ("dma_logging_overlap_refused", dma_logging_overlap_refused),
         ("edu_has_no_migration_nor_logging", edu_has_no_migration_nor_logging),
     ])

@@ -29,7 +29,11 @@ impl DmaLogRange {
             return Err(Error::invalid(
                 "DMA logging range",
                 format!("[{iova:#x}, +{len:#x})"),
-                if len == 0 { "the length is 0" } else { "the range wraps past 2^64" },
+                if len == 0 {
+                    "the length is 0"
+                } else {
+                    "the range wraps past 2^64"
+                },
             ));
         }
         Ok(DmaLogRange { iova, len })
@@ -110,7 +114,9 @@ impl DirtyBitmap {
 
     /// Whether the page holding `iova` is dirty (false outside the range).
     pub fn is_dirty(&self, iova: u64) -> bool {
-        let Some(off) = iova.checked_sub(self.iova) else { return false };
+        let Some(off) = iova.checked_sub(self.iova) else {
+            return false;
+        };
         let page = off / self.page_size;
         page < self.pages && self.words[(page / 64) as usize] & (1 << (page % 64)) != 0
     }
@@ -193,9 +199,7 @@ impl Device {
         };
         // SAFETY: `ranges` points at `num_ranges` ranges in `raw`, alive for the call, which
         // the kernel only reads; the payload holds no other pointer.
-        let res = unsafe {
-            self.feature_set(sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_START, control.as_mut_bytes())
-        };
+        let res = unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_START, control.as_mut_bytes()) };
         match res {
             Ok(_) => Ok(DmaLogging {
                 device: self.clone(),
@@ -246,7 +250,10 @@ impl DmaLogging {
         // SAFETY: `bitmap` points at `words`, exclusively borrowed for the call and sized for
         // one bit per page of the range (all the kernel's iova_bitmap writes); the payload
         // holds no other pointer.
-        unsafe { self.device.feature_get(sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT, report.as_mut_bytes()) }?;
+        unsafe {
+            self.device
+                .feature_get(sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT, report.as_mut_bytes())
+        }?;
         Ok(bitmap)
     }
 
@@ -259,7 +266,11 @@ impl DmaLogging {
 
     fn stop_inner(&self) -> Result<()> {
         // SAFETY: the feature has no payload.
-        unsafe { self.device.feature_set(sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP, &mut []) }.map(drop)
+        unsafe {
+            self.device
+                .feature_set(sys::VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP, &mut [])
+        }
+        .map(drop)
     }
 }
 
@@ -305,7 +316,10 @@ mod tests {
         let b = DmaLogRange::new(0x2000, 0x1000).unwrap();
         let e = dev.start_dma_logging(&[a, b], 4096).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
-        assert!(e.to_string().contains("[0x1000, 0x2fff] and [0x2000, 0x2fff] overlap"), "{e}");
+        assert!(
+            e.to_string().contains("[0x1000, 0x2fff] and [0x2000, 0x2fff] overlap"),
+            "{e}"
+        );
         assert!(e.to_string().contains("mdev-x"), "{e}");
         let e = dev.start_dma_logging(&[], 4096).unwrap_err();
         assert!(e.to_string().contains("0 ranges"), "{e}");
@@ -314,7 +328,14 @@ mod tests {
         let odd = DmaLogRange::new(0x1800, 0x1000).unwrap();
         let e = dev.start_dma_logging(&[odd], 4096).unwrap_err();
         assert!(e.to_string().contains("not aligned"), "{e}");
-        let many: Vec<_> = (0..257).map(|i| DmaLogRange::new(i * 0x1000, 0x1000).unwrap()).collect();
-        assert!(dev.start_dma_logging(&many, 4096).unwrap_err().to_string().contains("257 ranges"));
+        let many: Vec<_> = (0..257)
+            .map(|i| DmaLogRange::new(i * 0x1000, 0x1000).unwrap())
+            .collect();
+        assert!(
+            dev.start_dma_logging(&many, 4096)
+                .unwrap_err()
+                .to_string()
+                .contains("257 ranges")
+        );
     }
 }

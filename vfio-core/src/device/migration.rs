@@ -119,7 +119,10 @@ impl Migration {
     pub fn state(&self) -> Result<MigState> {
         let mut mig = sys::vfio_device_feature_mig_state::default();
         // SAFETY: the payload is two integers the kernel fills; a GET returns no fd.
-        unsafe { self.device.feature_get(sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, mig.as_mut_bytes()) }?;
+        unsafe {
+            self.device
+                .feature_get(sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, mig.as_mut_bytes())
+        }?;
         MigState::from_raw(mig.device_state).ok_or_else(|| {
             Error::malformed(
                 "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
@@ -174,9 +177,8 @@ impl Migration {
                 format!("the device is in ERROR: reset() it (VFIO_DEVICE_RESET) before asking for {to}"),
             ));
         }
-        let path = MigState::path(self.flags, from, to).ok_or_else(|| {
-            Error::invalid(OP, dev, format!("the kernel has no path from {from} to {to}"))
-        })?;
+        let path = MigState::path(self.flags, from, to)
+            .ok_or_else(|| Error::invalid(OP, dev, format!("the kernel has no path from {from} to {to}")))?;
         let mut cur = from;
         let mut opened = None;
         for &step in &path {
@@ -186,7 +188,10 @@ impl Migration {
             };
             // SAFETY: the payload is two integers, no pointer; an fd the kernel installs in
             // `data_fd` is adopted below, so it is closed on every path.
-            let res = unsafe { self.device.feature_set(sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, mig.as_mut_bytes()) };
+            let res = unsafe {
+                self.device
+                    .feature_set(sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, mig.as_mut_bytes())
+            };
             let fd = (res.is_ok() && mig.data_fd >= 0).then(|| {
                 // SAFETY: the kernel installed this fd for this process on this call
                 // (vfio_ioct_mig_return_fd, O_CLOEXEC) and nothing else owns it.
@@ -246,7 +251,10 @@ impl Migration {
     pub fn stop_copy_size(&self) -> Result<u64> {
         let mut size = sys::vfio_device_feature_mig_data_size::default();
         // SAFETY: the payload is a u64 the kernel fills, no pointer.
-        unsafe { self.device.feature_get(sys::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, size.as_mut_bytes()) }?;
+        unsafe {
+            self.device
+                .feature_get(sys::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, size.as_mut_bytes())
+        }?;
         Ok(size.stop_copy_length)
     }
 
@@ -265,7 +273,10 @@ impl Migration {
             ));
         }
         // SAFETY: the feature has no payload.
-        match unsafe { self.device.feature_set(sys::VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2, &mut []) } {
+        match unsafe {
+            self.device
+                .feature_set(sys::VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2, &mut [])
+        } {
             Ok(_) => {
                 self.clock.lock().v2 = true;
                 Ok(())

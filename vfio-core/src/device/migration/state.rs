@@ -52,14 +52,14 @@ pub const ALL_STATES: [MigState; 8] = [E, S, R, SC, RES, RP, PC, PCP];
 
 /// `vfio_from_fsm_table`, `[from][to]` in uapi order: the next state on the way.
 const NEXT: [[MigState; 8]; 8] = [
-    [E, E, E, E, E, E, E, E],           // ERROR
-    [E, S, RP, SC, RES, RP, RP, RP],    // STOP
-    [E, RP, R, RP, RP, RP, PC, RP],     // RUNNING
-    [E, S, S, SC, S, S, E, E],          // STOP_COPY
-    [E, S, S, S, RES, S, S, S],         // RESUMING
-    [E, S, R, S, S, RP, R, PCP],        // RUNNING_P2P
-    [E, R, R, PCP, R, R, PC, PCP],      // PRE_COPY
-    [E, RP, RP, SC, RP, RP, PC, PCP],   // PRE_COPY_P2P
+    [E, E, E, E, E, E, E, E],         // ERROR
+    [E, S, RP, SC, RES, RP, RP, RP],  // STOP
+    [E, RP, R, RP, RP, RP, PC, RP],   // RUNNING
+    [E, S, S, SC, S, S, E, E],        // STOP_COPY
+    [E, S, S, S, RES, S, S, S],       // RESUMING
+    [E, S, R, S, S, RP, R, PCP],      // RUNNING_P2P
+    [E, R, R, PCP, R, R, PC, PCP],    // PRE_COPY
+    [E, RP, RP, SC, RP, RP, PC, PCP], // PRE_COPY_P2P
 ];
 
 /// What kind of data stream an arc opens.
@@ -243,7 +243,10 @@ mod tests {
                     let mut cur = from;
                     for (i, &step) in path.iter().enumerate() {
                         assert!(step.offered_by(flags), "{flags:?} {from} -> {to} passes {step}");
-                        assert!(allowed.contains(&(cur, step)), "{flags:?} {from} -> {to}: arc {cur} -> {step}");
+                        assert!(
+                            allowed.contains(&(cur, step)),
+                            "{flags:?} {from} -> {to}: arc {cur} -> {step}"
+                        );
                         if i + 1 < path.len() {
                             assert_eq!(MigState::arc_opens(cur, step), None, "{from} -> {to}: fd mid-path");
                         }

@@ -105,14 +105,9 @@ pub fn send(src: &Migration, out: &mut impl Write, policy: &PrecopyPolicy) -> Re
                 break;
             }
             report.rounds.push(info);
-            loop {
-                match s.read_chunk(&mut buf)? {
-                    Chunk::Data(n) => {
-                        w.frame(FrameKind::PreCopy, &buf[..n])?;
-                        report.precopy_bytes += n as u64;
-                    }
-                    Chunk::NotYet | Chunk::End => break,
-                }
+            while let Chunk::Data(n) = s.read_chunk(&mut buf)? {
+                w.frame(FrameKind::PreCopy, &buf[..n])?;
+                report.precopy_bytes += n as u64;
             }
         }
         stream = Some(s);
@@ -232,7 +227,11 @@ impl<W: Write> FrameWriter<'_, W> {
     }
 
     fn io_error(&self, op: &'static str, e: io::Error) -> Error {
-        let op = if op == "flush" { "flush migration stream" } else { "write migration stream" };
+        let op = if op == "flush" {
+            "flush migration stream"
+        } else {
+            "write migration stream"
+        };
         Error::path(op, PathBuf::from(format!("migration stream of {}", self.dev)), e)
     }
 }
@@ -332,7 +331,10 @@ mod tests {
 
     fn frames(parts: &[(FrameKind, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut w = FrameWriter { out: &mut out, dev: "d" };
+        let mut w = FrameWriter {
+            out: &mut out,
+            dev: "d",
+        };
         for (k, p) in parts {
             w.frame(*k, p).unwrap();
         }
@@ -343,7 +345,11 @@ mod tests {
     fn frames_round_trip_and_corruption_is_caught() {
         let bytes = frames(&[(FrameKind::PreCopy, b"abc"), (FrameKind::End, &3u64.to_le_bytes())]);
         let mut input = bytes.as_slice();
-        let mut r = FrameReader { input: &mut input, dev: "d", read: 0 };
+        let mut r = FrameReader {
+            input: &mut input,
+            dev: "d",
+            read: 0,
+        };
         let mut p = Vec::new();
         assert_eq!(r.frame(&mut p).unwrap(), FrameKind::PreCopy);
         assert_eq!(p, b"abc");
@@ -352,24 +358,45 @@ mod tests {
         let mut bad = bytes.clone();
         bad[9] ^= 1;
         let mut input = bad.as_slice();
-        let mut r = FrameReader { input: &mut input, dev: "d", read: 0 };
+        let mut r = FrameReader {
+            input: &mut input,
+            dev: "d",
+            read: 0,
+        };
         let e = r.frame(&mut p).unwrap_err();
         assert!(e.to_string().contains("fails its CRC"), "{e}");
         // Truncated inside a payload.
         let mut input = &bytes[..11];
-        let mut r = FrameReader { input: &mut input, dev: "d", read: 0 };
+        let mut r = FrameReader {
+            input: &mut input,
+            dev: "d",
+            read: 0,
+        };
         let e = r.frame(&mut p).unwrap_err();
         assert!(e.to_string().contains("truncated"), "{e}");
         // An unknown kind and an oversized frame.
         let mut bad = bytes.clone();
         bad[0] = 9;
         let mut input = bad.as_slice();
-        let mut r = FrameReader { input: &mut input, dev: "d", read: 0 };
-        assert!(r.frame(&mut p).unwrap_err().to_string().contains("unknown frame kind 9"));
+        let mut r = FrameReader {
+            input: &mut input,
+            dev: "d",
+            read: 0,
+        };
+        assert!(
+            r.frame(&mut p)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown frame kind 9")
+        );
         let mut bad = bytes;
         bad[1..5].copy_from_slice(&(MAX_FRAME as u32 + 1).to_le_bytes());
         let mut input = bad.as_slice();
-        let mut r = FrameReader { input: &mut input, dev: "d", read: 0 };
+        let mut r = FrameReader {
+            input: &mut input,
+            dev: "d",
+            read: 0,
+        };
         assert!(r.frame(&mut p).unwrap_err().to_string().contains("above the"));
     }
 }
