@@ -332,3 +332,43 @@ impl Migration {
 
 /// The kernel's `VFIO_PRECOPY_INFO_REINIT`.
 pub(crate) const PRECOPY_REINIT: u32 = sys::VFIO_PRECOPY_INFO_REINIT;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(flags: MigFlags) -> Migration {
+        let fd = rustix::fs::memfd_create("dev", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        Migration {
+            device: Device::from_fd(fd, "mdev-x", None),
+            flags,
+            clock: Arc::new(Clock {
+                inner: Mutex::new(ClockState {
+                    epoch: 0,
+                    state: MigState::Running,
+                    ended_by: String::new(),
+                    v2: false,
+                }),
+            }),
+        }
+    }
+
+    /// States the device lacks and ERROR are refused before any ioctl (a memfd would answer
+    /// ENOTTY to one), typed and naming the device and the flags.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd_create, which Miri cannot run")]
+    fn states_not_offered_are_refused_before_the_kernel() {
+        let m = fake(MigFlags::STOP_COPY | MigFlags::P2P);
+        let e = m.set_state(MigState::PreCopy).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("PRE_COPY needs STOP_COPY|PRE_COPY and the device offers STOP_COPY|P2P"), "{text}");
+        assert!(text.contains("mdev-x"), "{text}");
+        let e = m.set_state(MigState::Error).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        let e = fake(MigFlags::STOP_COPY).set_state(MigState::RunningP2p).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+        let e = m.enable_precopy_info_v2().unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    }
+}
