@@ -362,7 +362,10 @@ mod tests {
         let e = m.set_state(MigState::PreCopy).unwrap_err();
         assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
         let text = e.to_string();
-        assert!(text.contains("PRE_COPY needs STOP_COPY|PRE_COPY and the device offers STOP_COPY|P2P"), "{text}");
+        assert!(
+            text.contains("PRE_COPY needs STOP_COPY|PRE_COPY and the device offers STOP_COPY|P2P"),
+            "{text}"
+        );
         assert!(text.contains("mdev-x"), "{text}");
         let e = m.set_state(MigState::Error).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");

@@ -199,6 +199,40 @@ pub fn receive(dst: &Migration, input: &mut impl Read) -> Result<ReceiveReport> 
     Ok(report)
 }
 
+/// Checks a whole stream without a device: the magic, every frame's kind, size and CRC, and
+/// the end frame's total; returns the number of data bytes it carries. For a VMM that keeps
+/// saved states in files and wants to know one is whole before a destination goes to
+/// RESUMING. Errors: InvalidArgument as for [`receive`] (naming `name`); Path for a failed
+/// read of `input`.
+pub fn check_stream(input: &mut impl Read, name: &str) -> Result<u64> {
+    let mut r = FrameReader {
+        input,
+        dev: name,
+        read: 0,
+    };
+    let mut magic = [0u8; 8];
+    r.exact(&mut magic, "the magic")?;
+    if magic != MAGIC {
+        return Err(r.bad(format!("not a vfio-rs migration stream (magic {magic:02x?})")));
+    }
+    let mut payload = Vec::new();
+    let mut bytes = 0u64;
+    loop {
+        match r.frame(&mut payload)? {
+            FrameKind::PreCopy | FrameKind::StopCopy => bytes += payload.len() as u64,
+            FrameKind::End => {
+                let total = <[u8; 8]>::try_from(payload.as_slice())
+                    .map(u64::from_le_bytes)
+                    .map_err(|_| r.bad(format!("an end frame of {} bytes, not 8", payload.len())))?;
+                if total != bytes {
+                    return Err(r.bad(format!("the end frame says {total} data bytes, {bytes} arrived")));
+                }
+                return Ok(bytes);
+            }
+        }
+    }
+}
+
 fn no_fd(dev: &str, to: MigState) -> Error {
     Error::malformed(
         "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
@@ -322,6 +356,33 @@ pub fn crc32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_stream_takes_whole_streams_only() {
+        let mut whole = MAGIC.to_vec();
+        whole.extend(frames(&[
+            (FrameKind::PreCopy, b"ab"),
+            (FrameKind::StopCopy, b"cde"),
+            (FrameKind::End, &5u64.to_le_bytes()),
+        ]));
+        assert_eq!(check_stream(&mut whole.as_slice(), "f").unwrap(), 5);
+        for cut in 0..whole.len() {
+            let e = check_stream(&mut &whole[..cut], "f").unwrap_err();
+            assert!(e.to_string().contains("truncated"), "cut {cut}: {e}");
+        }
+        let mut bad = whole.clone();
+        let n = bad.len();
+        bad[n - 8] = 6;
+        assert!(check_stream(&mut bad.as_slice(), "f").is_err());
+        bad = whole;
+        bad[7] = 2;
+        assert!(
+            check_stream(&mut bad.as_slice(), "f")
+                .unwrap_err()
+                .to_string()
+                .contains("magic")
+        );
+    }
 
     #[test]
     fn crc32_matches_zlib() {
