@@ -1,4 +1,4 @@
-//! Device DMA logging (`VFIO_DEVICE_FEATURE_DMA_LOGGING_START` / `STOP` / `REPORT`, Linux 6.2):
+//! Device DMA logging (`VFIO_DEVICE_FEATURE_DMA_LOGGING_START` / `STOP` / `REPORT`, Linux 6.1):
 //! the device itself tracks which pages it wrote, for the dirty-page phase of a migration.
 //! Ranges are typed and checked before the kernel sees them; the report's bitmap is a
 //! library-owned buffer sized for everything the kernel can write.
@@ -146,7 +146,7 @@ fn check_page_size(op: &'static str, dev: &str, page_size: u64) -> Result<()> {
 }
 
 impl Device {
-    /// `VFIO_DEVICE_FEATURE_DMA_LOGGING_START` (Linux 6.2): the device starts tracking its
+    /// `VFIO_DEVICE_FEATURE_DMA_LOGGING_START` (Linux 6.1): the device starts tracking its
     /// writes to `ranges`, at a granularity of `page_size` (the driver may pick another one:
     /// [`DmaLogging::page_size`]). Checked before the kernel sees them: 1 to
     /// [`MAX_LOG_RANGES`] ranges, a power-of-2 page size of at least 4 KiB, each range aligned
@@ -222,7 +222,7 @@ impl DmaLogging {
         self.page_size
     }
 
-    /// `VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT` (Linux 6.2): which pages of `len` bytes at
+    /// `VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT` (Linux 6.1): which pages of `len` bytes at
     /// `iova` the device wrote since logging started or the last report (reporting clears
     /// them), at `page_size` granularity. Errors: InvalidArgument, before the kernel, for a
     /// length of 0, a wrap, a page size that is not a power of 2 of at least 4 KiB, or an

@@ -1,4 +1,4 @@
-//! VFIO migration v2 (Linux 5.18 and later; PRE_COPY, `MIG_DATA_SIZE` and DMA logging 6.2;
+//! VFIO migration v2 (Linux 5.18 and later; DMA logging 6.1; PRE_COPY and `MIG_DATA_SIZE` 6.2;
 //! `MIG_PRECOPY_INFOv2` 7.1): what a device offers, its state machine walked arc by arc, and
 //! the data fds that carry its state out (saving) and in (resuming).
 //!
