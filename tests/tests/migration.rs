@@ -633,44 +633,63 @@ fn edu_has_no_migration_nor_logging() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// Runs `test` and checks it left no fd open (devices, groups, containers, iommufds, data
+/// fds, sockets).
+fn no_leak(test: fn() -> TestResult) -> TestResult {
+    let before = vfio_tests::open_fds()?;
+    let outcome = test()?;
+    let after = vfio_tests::open_fds()?;
+    ensure!(before == after, "fds before {before:?}, after {after:?}");
+    Ok(outcome)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         ("mtty_flags_size_and_features_group", || {
-            flags_size_and_features(Via::Group)
+            no_leak(|| flags_size_and_features(Via::Group))
         }),
         ("mtty_flags_size_and_features_cdev", || {
-            flags_size_and_features(Via::Cdev)
+            no_leak(|| flags_size_and_features(Via::Cdev))
         }),
-        (
-            "every_pair_follows_the_kernel_table",
-            every_pair_follows_the_kernel_table,
-        ),
-        ("precopy_info_and_stream_layout", precopy_info_and_stream_layout),
-        ("precopy_info_v2_reports_reinit", precopy_info_v2_reports_reinit),
+        ("every_pair_follows_the_kernel_table", || {
+            no_leak(every_pair_follows_the_kernel_table)
+        }),
+        ("precopy_info_and_stream_layout", || {
+            no_leak(precopy_info_and_stream_layout)
+        }),
+        ("precopy_info_v2_reports_reinit", || {
+            no_leak(precopy_info_v2_reports_reinit)
+        }),
         ("uart_state_moves_between_instances_group", || {
-            uart_state_moves_between_instances(Via::Group)
+            no_leak(|| uart_state_moves_between_instances(Via::Group))
         }),
         ("uart_state_moves_between_instances_cdev", || {
-            uart_state_moves_between_instances(Via::Cdev)
+            no_leak(|| uart_state_moves_between_instances(Via::Cdev))
         }),
         ("uart_state_moves_across_processes_group", || {
-            uart_state_moves_across_processes(Via::Group)
+            no_leak(|| uart_state_moves_across_processes(Via::Group))
         }),
         ("uart_state_moves_across_processes_cdev", || {
-            uart_state_moves_across_processes(Via::Cdev)
+            no_leak(|| uart_state_moves_across_processes(Via::Cdev))
         }),
-        ("reset_recovers_and_ends_sessions", reset_recovers_and_ends_sessions),
-        ("truncated_resume_can_be_completed", truncated_resume_can_be_completed),
-        ("resume_truncated_stream", resume_truncated_stream),
-        ("resume_corrupt_stream", resume_corrupt_stream),
-        ("data_fd_after_state_moved", data_fd_after_state_moved),
+        ("reset_recovers_and_ends_sessions", || {
+            no_leak(reset_recovers_and_ends_sessions)
+        }),
+        ("truncated_resume_can_be_completed", || {
+            no_leak(truncated_resume_can_be_completed)
+        }),
+        ("resume_truncated_stream", || no_leak(resume_truncated_stream)),
+        ("resume_corrupt_stream", || no_leak(resume_corrupt_stream)),
+        ("data_fd_after_state_moved", || no_leak(data_fd_after_state_moved)),
         ("dma_logging_start_report_stop_group", || {
-            dma_logging_start_report_stop(Via::Group)
+            no_leak(|| dma_logging_start_report_stop(Via::Group))
         }),
         ("dma_logging_start_report_stop_cdev", || {
-            dma_logging_start_report_stop(Via::Cdev)
+            no_leak(|| dma_logging_start_report_stop(Via::Cdev))
         }),
-        ("dma_logging_overlap_refused", dma_logging_overlap_refused),
-        ("edu_has_no_migration_nor_logging", edu_has_no_migration_nor_logging),
+        ("dma_logging_overlap_refused", || no_leak(dma_logging_overlap_refused)),
+        ("edu_has_no_migration_nor_logging", || {
+            no_leak(edu_has_no_migration_nor_logging)
+        }),
     ])
 }
