@@ -863,12 +863,10 @@ impl vfio_core::Container for Container {
     #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
         // Two separate paths, so that the common one keeps its result in registers.
-        let res = if self.is_noiommu() {
-            self.unpin_range(iova, size)
-        } else {
-            self.unmap(iova, size, 0)
-        };
-        match res {
+        if self.is_noiommu() {
+            return self.unpin_dma(iova, size);
+        }
+        match self.unmap(iova, size, 0) {
             Ok(0) if size > 0 => Err(self.unmapped_nothing(iova, size)),
             Ok(n) => Ok(n),
             Err(e) => Err(self.unmap_refused(e, iova, size)),
@@ -889,8 +887,11 @@ impl Container {
     /// The no-IOMMU side of `unmap_dma`.
     #[cold]
     #[inline(never)]
-    fn unpin_range(&self, iova: u64, size: u64) -> Result<u64> {
-        self.unmap_range(iova, size)
+    fn unpin_dma(&self, iova: u64, size: u64) -> Result<u64> {
+        match self.unmap_range(iova, size) {
+            Ok(0) if size > 0 => Err(self.unmapped_nothing(iova, size)),
+            other => other,
+        }
     }
 
     /// ENOENT for an unmap that found nothing in its range.
