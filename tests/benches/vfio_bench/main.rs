@@ -6,15 +6,16 @@
 //! under TCG. Each result is printed twice: a `@@BENCH {json}` line for `cargo xtask bench` and a
 //! line for people. A case that cannot run here prints `skipped: <reason>`.
 //!
-//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P6, P8, X1, X2, S1, S2),
+//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P6, P8, X1, X2, S1, S2, M1, M2),
 //! `--reserve-hugepages` (raise the 2 MiB pool as needed, put back afterwards; needs root),
 //! `--cpu N` (the vCPU to pin to; default the last one).
 //! Devices: `VFIO_TEST_EDU` (QEMU edu, required), `VFIO_TEST_NVME` (a second device, for the runs
-//! that need both modes live at once).
+//! that need both modes live at once). M1 and M2 create their own mtty instances.
 
 mod dma;
 mod fixtures;
 mod measure;
+mod migration;
 mod mmio;
 mod open;
 mod scale;
@@ -186,6 +187,18 @@ fn main() -> ExitCode {
         ctx.section(&["P6"], &m, |c| open::p6_secondary(c, mode, &addr));
         ctx.section(&["P6"], &m, |c| mmio::p6_irq(c, mode, &addr));
         ctx.section(&["P8"], &m, |c| mmio::p8_ioeventfd(c, mode, &addr));
+    }
+
+    const MIGRATION: &[&str] = &["M1", "M2"];
+    for mode in [Mode::GROUP, Mode::CDEV] {
+        let m = mode.to_string();
+        if let Some(why) = mode_unavailable(mode).or_else(vfio_tests::mtty::unavailable) {
+            ctx.skip_all(MIGRATION, &m, &why);
+            continue;
+        }
+        println!("==> {m} mode, mtty, pinned to CPU {}", ctx.cpu);
+        ctx.section(&["M1"], &m, |c| migration::m1(c, mode));
+        ctx.section(&["M2"], &m, |c| migration::m2(c, mode));
     }
 
     const CROSS: &[&str] = &["X1", "X2", "S1", "S2"];
