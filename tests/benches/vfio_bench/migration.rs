@@ -263,6 +263,192 @@ pub fn m1(ctx: &mut Ctx, mode: Mode) -> BenchResult {
             .note(format!("set_state + ResumeStream::write_all vs libc ioctl/write, {arcs}")),
     );
 
+    // The data fd alone (the issue's "streams through the helper vs raw read/write loops"):
+    // only the reads to the end (the writes of the whole state) are timed; each side opens and
+    // ends its session its own way, untimed.
+    let mut sides = [
+        {
+            let ms = &ms;
+            let mut buf = vec![0u8; 4096];
+            Side::new("SaveStream::read_chunk", iters, move |k| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..k {
+                    let mut s = ms
+                        .set_state(MigState::StopCopy)?
+                        .ok_or("no data fd")?
+                        .into_save()?;
+                    let t = Instant::now();
+                    let mut total = 0;
+                    while let Chunk::Data(n) = s.read_chunk(&mut buf)? {
+                        total += n;
+                    }
+                    spent += t.elapsed();
+                    black_box(total);
+                    drop(s);
+                    ms.set_state(MigState::Running)?;
+                }
+                Ok(spent)
+            })
+        },
+        {
+            let (rs, to_sc, sc_back) = (&rs, &to_sc, &sc_back);
+            let mut buf = vec![0u8; 4096];
+            Side::new("libc read", iters, move |k| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..k {
+                    black_box(rs.get()?);
+                    let fd = rs.walk(to_sc)?;
+                    let t = Instant::now();
+                    let mut total = 0;
+                    loop {
+                        // SAFETY: `buf` is writable for its length.
+                        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                        if n <= 0 {
+                            break;
+                        }
+                        total += n as usize;
+                    }
+                    spent += t.elapsed();
+                    black_box(total);
+                    close(fd);
+                    black_box(rs.get()?);
+                    rs.walk(sc_back)?;
+                }
+                Ok(spent)
+            })
+        },
+    ];
+    let t = interleave(plan, &mut sides)?;
+    drop(sides);
+    ctx.emit(
+        Record::new("M1", format!("save stream only: read {n} bytes to the end"), m.as_str())
+            .goal(Goal::AtMost(1.01))
+            .compare(plan, ("SaveStream", &t[0]), ("libc read", &t[1]), iters)
+            .note("only the data fd's reads timed (the data and the 0-byte end), state changes untimed"),
+    );
+    let mut sides = [
+        {
+            let (md, state) = (&md, &state);
+            Side::new("ResumeStream::write_all", iters, move |k| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..k {
+                    let mut s = md
+                        .set_state(MigState::Resuming)?
+                        .ok_or("no data fd")?
+                        .into_resume()?;
+                    let t = Instant::now();
+                    s.write_all(state)?;
+                    spent += t.elapsed();
+                    drop(s);
+                    md.set_state(MigState::Running)?;
+                }
+                Ok(spent)
+            })
+        },
+        {
+            let (rd, to_res, res_back, state) = (&rd, &to_res, &res_back, &state);
+            Side::new("libc write", iters, move |k| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..k {
+                    black_box(rd.get()?);
+                    let fd = rd.walk(to_res)?;
+                    let t = Instant::now();
+                    let mut rest = &state[..];
+                    while !rest.is_empty() {
+                        // SAFETY: `rest` is readable for its length.
+                        let w = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+                        if w <= 0 {
+                            break;
+                        }
+                        rest = &rest[w as usize..];
+                    }
+                    spent += t.elapsed();
+                    close(fd);
+                    black_box(rd.get()?);
+                    rd.walk(res_back)?;
+                }
+                Ok(spent)
+            })
+        },
+    ];
+    let t = interleave(plan, &mut sides)?;
+    drop(sides);
+    ctx.emit(
+        Record::new("M1", format!("restore stream only: write {n} bytes"), m.as_str())
+            .goal(Goal::AtMost(1.01))
+            .compare(plan, ("ResumeStream", &t[0]), ("libc write", &t[1]), iters)
+            .note("only the data fd's writes timed, state changes untimed"),
+    );
+
+    // Layers: the GET alone, and a move that opens no stream.
+    let mut sides = [
+        {
+            let ms = &ms;
+            Side::new("Migration::state", iters, move |k| {
+                let t = Instant::now();
+                for _ in 0..k {
+                    black_box(ms.state()?);
+                }
+                Ok(t.elapsed())
+            })
+        },
+        {
+            let rs = &rs;
+            Side::new("raw GET", iters, move |k| {
+                let t = Instant::now();
+                for _ in 0..k {
+                    black_box(rs.get()?);
+                }
+                Ok(t.elapsed())
+            })
+        },
+    ];
+    let t = interleave(plan, &mut sides)?;
+    drop(sides);
+    ctx.emit(
+        Record::new("M1", "layer: MIG_DEVICE_STATE GET", m.as_str())
+            .compare(plan, ("Migration::state", &t[0]), ("raw GET", &t[1]), iters),
+    );
+    let to_stop = paths(&ms, MigState::Running, MigState::Stop)?;
+    let stop_back = paths(&ms, MigState::Stop, MigState::Running)?;
+    let mut sides = [
+        {
+            let ms = &ms;
+            Side::new("set_state", iters, move |k| {
+                let t = Instant::now();
+                for _ in 0..k {
+                    black_box(ms.set_state(MigState::Stop)?);
+                    black_box(ms.set_state(MigState::Running)?);
+                }
+                Ok(t.elapsed())
+            })
+        },
+        {
+            let (rs, to_stop, stop_back) = (&rs, &to_stop, &stop_back);
+            Side::new("raw", iters, move |k| {
+                let t = Instant::now();
+                for _ in 0..k {
+                    black_box(rs.get()?);
+                    rs.walk(to_stop)?;
+                    black_box(rs.get()?);
+                    rs.walk(stop_back)?;
+                }
+                Ok(t.elapsed())
+            })
+        },
+    ];
+    let t = interleave(plan, &mut sides)?;
+    drop(sides);
+    ctx.emit(
+        Record::new("M1", "layer: RUNNING -> STOP -> RUNNING (no data fd)", m.as_str())
+            .compare(plan, ("set_state", &t[0]), ("raw", &t[1]), iters)
+            .note(format!(
+                "a GET and {} + {} SETs on both sides",
+                to_stop.len(),
+                stop_back.len()
+            )),
+    );
+
     // What the library's way of moving (a GET, then one SET per arc) costs against a program
     // that issues one SET per move and lets the kernel walk the arcs.
     let direct_sc = [MigState::StopCopy.raw()];

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vfio_sys as sys;
 use zerocopy::IntoBytes;
 
-use crate::{Device, Error, NamedFd, Result};
+use crate::ioctl::{self, Request, requests as req};
+use crate::{Device, Errno, Error, NamedFd, Result};
 
 mod state;
 mod stream;
@@ -41,10 +42,32 @@ pub(crate) struct ClockState {
     pub(crate) epoch: u64,
     /// The last state this handle set or read.
     pub(crate) state: MigState,
-    /// The arc that ended the last session, for errors.
-    pub(crate) ended_by: String,
+    /// What ended the last session, for errors.
+    pub(crate) ended_by: EndedBy,
     /// Whether `MIG_PRECOPY_INFOv2` was enabled through this handle.
     pub(crate) v2: bool,
+}
+
+/// What ended a session: kept as states and formatted only when an error names it, so that
+/// leaving a session costs no allocation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EndedBy {
+    /// No session has ended.
+    Nothing,
+    /// A state change, seen as this arc.
+    Arc(MigState, MigState),
+    /// `VFIO_DEVICE_RESET`.
+    Reset,
+}
+
+impl std::fmt::Display for EndedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndedBy::Nothing => f.write_str("(nothing)"),
+            EndedBy::Arc(from, to) => write!(f, "{from} -> {to}"),
+            EndedBy::Reset => f.write_str("VFIO_DEVICE_RESET"),
+        }
+    }
 }
 
 impl Clock {
@@ -91,7 +114,7 @@ impl Device {
                 inner: Mutex::new(ClockState {
                     epoch: 0,
                     state: MigState::Running,
-                    ended_by: String::new(),
+                    ended_by: EndedBy::Nothing,
                     v2: false,
                 }),
             }),
@@ -117,12 +140,17 @@ impl Migration {
     /// kernel's errno; Malformed for a state number outside the uapi.
     #[doc(alias = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE")]
     pub fn state(&self) -> Result<MigState> {
-        let mut mig = sys::vfio_device_feature_mig_state::default();
-        // SAFETY: the payload is two integers the kernel fills; a GET returns no fd.
-        unsafe {
-            self.device
-                .feature_get(sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, mig.as_mut_bytes())
-        }?;
+        let mig = self.mig_state_call(sys::VFIO_DEVICE_FEATURE_GET, 0).map_err(|e| {
+            Error::kernel(
+                "VFIO_DEVICE_FEATURE get",
+                format!(
+                    "{} feature {}",
+                    self.device.name(),
+                    sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE
+                ),
+                e,
+            )
+        })?;
         MigState::from_raw(mig.device_state).ok_or_else(|| {
             Error::malformed(
                 "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
@@ -177,32 +205,23 @@ impl Migration {
                 format!("the device is in ERROR: reset() it (VFIO_DEVICE_RESET) before asking for {to}"),
             ));
         }
-        let path = MigState::path(self.flags, from, to)
+        let (path, len) = path_of(self.flags, from, to)
             .ok_or_else(|| Error::invalid(OP, dev, format!("the kernel has no path from {from} to {to}")))?;
         let mut cur = from;
         let mut opened = None;
-        for &step in &path {
-            let mut mig = sys::vfio_device_feature_mig_state {
-                device_state: step.raw(),
-                data_fd: -1,
-            };
-            // SAFETY: the payload is two integers, no pointer; an fd the kernel installs in
-            // `data_fd` is adopted below, so it is closed on every path.
-            let res = unsafe {
-                self.device
-                    .feature_set(sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, mig.as_mut_bytes())
-            };
-            let fd = (res.is_ok() && mig.data_fd >= 0).then(|| {
+        for &step in &path[..len] {
+            let res = self.mig_state_call(sys::VFIO_DEVICE_FEATURE_SET, step.raw());
+            let fd = match &res {
                 // SAFETY: the kernel installed this fd for this process on this call
                 // (vfio_ioct_mig_return_fd, O_CLOEXEC) and nothing else owns it.
-                unsafe { OwnedFd::from_raw_fd(mig.data_fd) }
-            });
-            if let Err(e) = res {
+                Ok(mig) if mig.data_fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(mig.data_fd) }),
+                _ => None,
+            };
+            if let Err(errno) = res {
                 let now = self.state().ok();
                 if let Some(now) = now {
                     self.observe(now);
                 }
-                let errno = e.errno().unwrap_or(crate::Errno::INVAL);
                 return Err(Error::kernel(
                     OP,
                     format!(
@@ -212,19 +231,26 @@ impl Migration {
                     errno,
                 ));
             }
-            if MigState::arc_ends_session(cur, step) {
-                self.end_session(format!("{cur} -> {step}"));
-            }
-            self.clock.lock().state = step;
-            match (MigState::arc_opens(cur, step), fd) {
+            let kind = MigState::arc_opens(cur, step);
+            let epoch = {
+                let mut c = self.clock.lock();
+                if MigState::arc_ends_session(cur, step) {
+                    c.epoch += 1;
+                    c.ended_by = EndedBy::Arc(cur, step);
+                }
+                c.state = step;
+                if kind.is_some() && fd.is_some() {
+                    c.epoch += 1;
+                }
+                c.epoch
+            };
+            match (kind, fd) {
                 (Some(kind), Some(fd)) => {
-                    let epoch = {
-                        let mut c = self.clock.lock();
-                        c.epoch += 1;
-                        c.epoch
-                    };
-                    let fd = NamedFd::new(fd, format!("{dev} migration data"));
-                    opened = Some(DataStream::new(kind, fd, dev, self.clock.clone(), epoch));
+                    let mut name = String::with_capacity(dev.len() + 15);
+                    name.push_str(dev);
+                    name.push_str(" migration data");
+                    let fd = NamedFd::new(fd, name);
+                    opened = Some(DataStream::new(kind, fd, dev.len(), self.clock.clone(), epoch));
                 }
                 (None, None) => {}
                 (kind, fd) => {
@@ -299,7 +325,7 @@ impl Migration {
         {
             let mut c = self.clock.lock();
             c.epoch += 1;
-            c.ended_by = "VFIO_DEVICE_RESET".to_string();
+            c.ended_by = EndedBy::Reset;
             c.state = MigState::Running;
         }
         let now = self.state()?;
@@ -316,18 +342,78 @@ impl Migration {
 
     /// Records a state read from the kernel: leaving a session this handle knew of ends it.
     fn observe(&self, now: MigState) {
-        let before = self.clock.lock().state;
+        let mut c = self.clock.lock();
+        let before = c.state;
         if before != now && MigState::arc_ends_session(before, now) {
-            self.end_session(format!("{before} -> {now}"));
+            c.epoch += 1;
+            c.ended_by = EndedBy::Arc(before, now);
         }
-        self.clock.lock().state = now;
+        c.state = now;
     }
 
-    fn end_session(&self, why: String) {
-        let mut c = self.clock.lock();
-        c.epoch += 1;
-        c.ended_by = why;
+    /// `VFIO_DEVICE_FEATURE` (`flags`: GET or SET) of `MIG_DEVICE_STATE` with `state`: the
+    /// payload as the kernel left it. A SET's data fd in it is the caller's.
+    fn mig_state_call(&self, flags: u32, state: u32) -> std::result::Result<sys::vfio_device_feature_mig_state, Errno> {
+        let mut arg = MigStateArg {
+            argsz: 0,
+            flags: flags | sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+            state: sys::vfio_device_feature_mig_state {
+                device_state: state,
+                data_fd: -1,
+            },
+        };
+        ioctl::call::<MigDeviceState>(self.device.ioctl_fd(), &mut arg)?;
+        Ok(arg.state)
     }
+}
+
+/// `VFIO_DEVICE_FEATURE`'s argument with its `MIG_DEVICE_STATE` payload, as one fixed-size
+/// struct: issued on the stack, a state change costs no allocation (a state change is a GET
+/// and a SET per arc, and the generic [`Device::feature_set`] builds a buffer for each).
+#[repr(C)]
+struct MigStateArg {
+    argsz: u32,
+    flags: u32,
+    state: sys::vfio_device_feature_mig_state,
+}
+
+const _: () = assert!(size_of::<MigStateArg>() == 16);
+
+/// `VFIO_DEVICE_FEATURE` with [`MigStateArg`]: the request of [`req::DeviceFeature`] with its
+/// one payload this module sends spelled out.
+struct MigDeviceState;
+
+// SAFETY: VFIO_DEVICE_FEATURE on a device fd takes a `vfio_device_feature` header followed by
+// `argsz - 8` bytes of payload (vfio_ioctl_device_feature); `call` sets argsz to 16, the size of
+// `MigStateArg`, whose payload `vfio_device_feature_mig_state` is two integers: the kernel
+// accesses this struct and nothing else.
+unsafe impl Request for MigDeviceState {
+    const CODE: u32 = req::DeviceFeature::CODE;
+    const NAME: &'static str = "VFIO_DEVICE_FEATURE(MIG_DEVICE_STATE)";
+    type Fd = ioctl::kind::Device;
+    type Arg = MigStateArg;
+    fn set_size(arg: &mut MigStateArg, size: u32) {
+        arg.argsz = size;
+    }
+}
+
+// SAFETY: `MigStateArg` holds no pointer (see above).
+unsafe impl ioctl::Plain for MigDeviceState {}
+
+/// [`MigState::path`] without an allocation: the steps and how many there are.
+fn path_of(flags: MigFlags, from: MigState, to: MigState) -> Option<([MigState; ALL_STATES.len()], usize)> {
+    if !from.offered_by(flags) || !to.offered_by(flags) {
+        return None;
+    }
+    let mut steps = [MigState::Error; ALL_STATES.len()];
+    let mut len = 0;
+    let mut cur = from;
+    while cur != to {
+        cur = MigState::next_step(flags, cur, to)?;
+        *steps.get_mut(len)? = cur;
+        len += 1;
+    }
+    Some((steps, len))
 }
 
 /// The kernel's `VFIO_PRECOPY_INFO_REINIT`.
@@ -346,7 +432,7 @@ mod tests {
                 inner: Mutex::new(ClockState {
                     epoch: 0,
                     state: MigState::Running,
-                    ended_by: String::new(),
+                    ended_by: EndedBy::Nothing,
                     v2: false,
                 }),
             }),
