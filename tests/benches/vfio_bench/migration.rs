@@ -248,19 +248,29 @@ pub fn m1(ctx: &mut Ctx, mode: Mode) -> BenchResult {
     let t = interleave(plan, &mut sides)?;
     drop(sides);
     ctx.emit(
-        Record::new("M1", format!("save cycle: RUNNING -> STOP_COPY, read {n} bytes, RUNNING"), m.as_str())
-            .goal(Goal::AtMost(1.01))
-            .compare(plan, ("vfio-rs", &t[0]), ("raw", &t[1]), iters)
-            .note(format!("set_state + SaveStream::read_chunk vs libc ioctl/read, {arcs}")),
+        Record::new(
+            "M1",
+            format!("save cycle: RUNNING -> STOP_COPY, read {n} bytes, RUNNING"),
+            m.as_str(),
+        )
+        .goal(Goal::AtMost(1.01))
+        .compare(plan, ("vfio-rs", &t[0]), ("raw", &t[1]), iters)
+        .note(format!("set_state + SaveStream::read_chunk vs libc ioctl/read, {arcs}")),
     );
     let mut sides = [restore_side("vfio-rs", None), restore_side("raw", Some(true))];
     let t = interleave(plan, &mut sides)?;
     drop(sides);
     ctx.emit(
-        Record::new("M1", format!("restore cycle: RUNNING -> RESUMING, write {n} bytes, RUNNING"), m.as_str())
-            .goal(Goal::AtMost(1.01))
-            .compare(plan, ("vfio-rs", &t[0]), ("raw", &t[1]), iters)
-            .note(format!("set_state + ResumeStream::write_all vs libc ioctl/write, {arcs}")),
+        Record::new(
+            "M1",
+            format!("restore cycle: RUNNING -> RESUMING, write {n} bytes, RUNNING"),
+            m.as_str(),
+        )
+        .goal(Goal::AtMost(1.01))
+        .compare(plan, ("vfio-rs", &t[0]), ("raw", &t[1]), iters)
+        .note(format!(
+            "set_state + ResumeStream::write_all vs libc ioctl/write, {arcs}"
+        )),
     );
 
     // The data fd alone (the "streams through the helper vs raw read/write loops"):
@@ -273,10 +283,7 @@ pub fn m1(ctx: &mut Ctx, mode: Mode) -> BenchResult {
             Side::new("SaveStream::read_chunk", iters, move |k| {
                 let mut spent = Duration::ZERO;
                 for _ in 0..k {
-                    let mut s = ms
-                        .set_state(MigState::StopCopy)?
-                        .ok_or("no data fd")?
-                        .into_save()?;
+                    let mut s = ms.set_state(MigState::StopCopy)?.ok_or("no data fd")?.into_save()?;
                     let t = Instant::now();
                     let mut total = 0;
                     while let Chunk::Data(n) = s.read_chunk(&mut buf)? {
@@ -332,10 +339,7 @@ pub fn m1(ctx: &mut Ctx, mode: Mode) -> BenchResult {
             Side::new("ResumeStream::write_all", iters, move |k| {
                 let mut spent = Duration::ZERO;
                 for _ in 0..k {
-                    let mut s = md
-                        .set_state(MigState::Resuming)?
-                        .ok_or("no data fd")?
-                        .into_resume()?;
+                    let mut s = md.set_state(MigState::Resuming)?.ok_or("no data fd")?.into_resume()?;
                     let t = Instant::now();
                     s.write_all(state)?;
                     spent += t.elapsed();
@@ -405,10 +409,12 @@ pub fn m1(ctx: &mut Ctx, mode: Mode) -> BenchResult {
     ];
     let t = interleave(plan, &mut sides)?;
     drop(sides);
-    ctx.emit(
-        Record::new("M1", "layer: MIG_DEVICE_STATE GET", m.as_str())
-            .compare(plan, ("Migration::state", &t[0]), ("raw GET", &t[1]), iters),
-    );
+    ctx.emit(Record::new("M1", "layer: MIG_DEVICE_STATE GET", m.as_str()).compare(
+        plan,
+        ("Migration::state", &t[0]),
+        ("raw GET", &t[1]),
+        iters,
+    ));
     let to_stop = paths(&ms, MigState::Running, MigState::Stop)?;
     let stop_back = paths(&ms, MigState::Stop, MigState::Running)?;
     let mut sides = [
@@ -512,12 +518,16 @@ pub fn m1(ctx: &mut Ctx, mode: Mode) -> BenchResult {
     let t = interleave(plan, &mut sides)?;
     drop(sides);
     ctx.emit(
-        Record::new("M1", "transfer::send into a Vec (pre-copy, STOP_COPY, STOP) vs raw save cycle", m.as_str())
-            .compare(plan, ("transfer::send", &t[0]), ("raw", &t[1]), iters)
-            .note(format!(
-                "informational: send adds PRE_COPY, PRECOPY_INFO and framing; stream of {} bytes",
-                wire.len()
-            )),
+        Record::new(
+            "M1",
+            "transfer::send into a Vec (pre-copy, STOP_COPY, STOP) vs raw save cycle",
+            m.as_str(),
+        )
+        .compare(plan, ("transfer::send", &t[0]), ("raw", &t[1]), iters)
+        .note(format!(
+            "informational: send adds PRE_COPY, PRECOPY_INFO and framing; stream of {} bytes",
+            wire.len()
+        )),
     );
     let wire_ref = &wire;
     let mut sides = [
