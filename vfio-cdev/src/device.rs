@@ -52,6 +52,26 @@ impl UnboundDevice {
         })
     }
 
+    /// Opens the cdev of any device ([`vfio_core::DeviceRef`]): a PCI function as
+    /// [`UnboundDevice::open`], a mediated device by UUID, any device by its sysfs directory,
+    /// from its `vfio-dev/vfioN`, with the same major:minor check. A mediated device's bind
+    /// creates an iommufd access, not a device object: it needs no IOMMU, and `hw_info` on it
+    /// gives ENOENT. Errors: Path (ENOENT) naming the device's directory when it does not
+    /// exist (for a mediated device: removed?); Unsupported on kernels without
+    /// `CONFIG_VFIO_DEVICE_CDEV`; Malformed when the node does not match.
+    pub fn open_ref(sysfs: &Sysfs, device: &vfio_core::DeviceRef) -> Result<Self> {
+        if let vfio_core::DeviceRef::Pci(a) = device {
+            return Self::open(sysfs, a);
+        }
+        let node = sysfs.device_vfio_cdev(device)?;
+        let fd = NamedFd::new(vfio_core::open_node(&node.path)?, device.vfio_name());
+        check_node(&fd, &node)?;
+        Ok(UnboundDevice {
+            fd,
+            noiommu: node.name.starts_with("noiommu-"),
+        })
+    }
+
     /// Adopts an open, unbound cdev fd.
     pub fn from_fd(fd: OwnedFd, name: impl Into<String>, noiommu: bool) -> Self {
         UnboundDevice {

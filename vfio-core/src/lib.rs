@@ -60,3 +60,4 @@ pub use host::{
     send_fds, send_refusal, send_request,
 };
 pub use mmio::{MappedRegion, Register, RegisterWidth};
+pub use host::{DeviceRef, Mdev, MdevParent, MdevType, mdev_parents};

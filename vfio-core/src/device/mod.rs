@@ -76,6 +76,25 @@ impl Device {
         }
     }
 
+    /// Keeps `owner` alive until the device fd is closed, after the owner the device has
+    /// already (its group or IOAS): e.g. the [`crate::Mdev`] it was opened from, so that the
+    /// instance is removed only once its fd is closed. Only a fresh device takes it. Errors:
+    /// InvalidArgument when the device is shared already (a clone or a mapping of it exists).
+    pub fn keep_alive(&mut self, owner: Owner) -> Result<()> {
+        let name = self.inner.name.clone();
+        let inner = Arc::get_mut(&mut self.inner).ok_or_else(|| {
+            Error::invalid(
+                "keep an owner alive with the device",
+                name,
+                "the device is shared already (a clone or a mapping of it exists)",
+            )
+        })?;
+        // A tuple drops in field order: the existing owner (group lease, IOAS) goes first.
+        let previous = inner._owner.take();
+        inner._owner = Some(Arc::new((previous, owner)));
+        Ok(())
+    }
+
     /// The name used in errors (normally the PCI address).
     pub fn name(&self) -> &str {
         &self.inner.name

@@ -11,6 +11,8 @@ mod node;
 mod pci_address;
 mod sysfs;
 mod uuid;
+mod device_ref;
+pub mod mdev;
 
 pub use eventfd::EventFd;
 #[cfg(feature = "tokio")]
@@ -24,3 +26,5 @@ pub use node::open_node;
 pub use pci_address::PciAddress;
 pub use sysfs::{CdevNode, PciIdentity, Sysfs};
 pub use uuid::Uuid;
+pub use device_ref::DeviceRef;
+pub use mdev::{Mdev, MdevParent, MdevType, mdev_parents};

@@ -1,0 +1,345 @@
+//! Mediated devices through the kernel's sample drivers (mtty, mdpy, mbochs; built into the 7.3
+//! test kernels): sysfs types and instances, opening an instance in group and cdev mode, mtty's
+//! UART driven through region read/write, and the bad input around them.
+//!
+//! Kernel hazards (docs/design/issue-15.md §0) these tests obey: mtty's UART is only ever
+//! accessed 1 byte at a time (H3) and at most 15 chars are queued (H11); mtty regions 2-5 are
+//! never touched (H1); an instance is removed only after its last fd closed (H10).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use vfio_core::{
+    Addressing, Container, Device, DeviceFlags, DeviceRef, Errno, Error, Interface, IrqFlags, Mdev, MdevParent,
+    RegionFlags, Sysfs, Uuid,
+};
+use vfio_tests::{Outcome, TestResult, ensure, skip};
+
+/// The mdev parent `name`, or why the test cannot run here.
+fn parent(name: &str) -> Result<MdevParent, String> {
+    MdevParent::open(&Sysfs::default(), name).map_err(|e| {
+        format!(
+            "no mdev parent {name} ({e}): this kernel has no sample mediated-device driver {name} \
+             (CONFIG_SAMPLE_VFIO_MDEV_*; Debian's packaged 6.1 kernel builds none)"
+        )
+    })
+}
+
+/// A fresh IOVA container of `iface`: mediated devices open through one on every boot, with or
+/// without an IOMMU.
+fn container(iface: Interface) -> vfio_core::Result<Arc<dyn Container>> {
+    Ok(match iface {
+        Interface::Group => Arc::new(vfio_group::Container::open(Addressing::Iova)?),
+        Interface::Cdev => Arc::new(vfio_cdev::Container::new()?),
+    })
+}
+
+macro_rules! need {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(why) => return skip(why),
+        }
+    };
+}
+
+/// A new mtty-1 instance with a random UUID.
+fn new_mtty() -> Result<Result<Mdev, String>, Box<dyn std::error::Error>> {
+    let p = match parent("mtty") {
+        Ok(p) => p,
+        Err(why) => return Ok(Err(why)),
+    };
+    Ok(Ok(p.mdev_type("mtty-1")?.create(Uuid::random()?)?))
+}
+
+fn parents_types_and_counts() -> TestResult {
+    let mtty = need!(parent("mtty"));
+    let parents = vfio_core::mdev_parents(&Sysfs::default())?;
+    let names: Vec<&str> = parents.iter().map(|p| p.name()).collect();
+    for want in ["mtty", "mdpy", "mbochs"] {
+        ensure!(names.contains(&want), "parents {names:?} lack {want}");
+    }
+    let types = mtty.types()?;
+    let ids: Vec<&str> = types.iter().map(|t| t.id()).collect();
+    ensure!(ids == ["mtty-1", "mtty-2"], "mtty types {ids:?}");
+    ensure!(types[0].name()? == "Single port serial", "mtty-1 name {:?}", types[0].name()?);
+    ensure!(types[1].name()? == "Dual port serial", "mtty-2 name {:?}", types[1].name()?);
+    ensure!(types[0].description()?.is_none(), "mtty-1 has a description");
+    for t in &types {
+        ensure!(t.device_api()? == "vfio-pci", "{} device_api {:?}", t.id(), t.device_api()?);
+    }
+    let (a1, a2) = (types[0].available_instances()?, types[1].available_instances()?);
+    ensure!(a2 == a1 / 2, "available: mtty-1 {a1}, mtty-2 {a2}");
+    let mdpy = parent("mdpy")?;
+    let vga = mdpy.mdev_type("mdpy-vga")?;
+    ensure!(vga.name()? == "mdpy-vga", "mdpy-vga name {:?}", vga.name()?);
+    ensure!(
+        vga.description()?.as_deref() == Some("virtual display, 640x480 framebuffer"),
+        "mdpy-vga description {:?}",
+        vga.description()?
+    );
+    let mbochs = parent("mbochs")?;
+    let small = mbochs.mdev_type("mbochs-small")?;
+    ensure!(
+        small.description()?.is_some_and(|d| d.contains("MB video memory")),
+        "mbochs-small description {:?}",
+        small.description()?
+    );
+    for p in &parents {
+        for t in p.types()? {
+            println!(
+                "    {}/{}: {:?}, {}, {} available",
+                p.name(),
+                t.id(),
+                t.name()?,
+                t.device_api()?,
+                t.available_instances()?
+            );
+        }
+    }
+    Ok(Outcome::Pass)
+}
+
+fn create_lists_and_drop_removes() -> TestResult {
+    let p = need!(parent("mtty"));
+    let t = p.mdev_type("mtty-1")?;
+    let before = t.available_instances()?;
+    let m = t.create(Uuid::random()?)?;
+    let u = m.uuid();
+    ensure!(m.is_owned(), "a created instance is not owned");
+    ensure!(t.available_instances()? == before - 1, "available {} after create, {before} before", t.available_instances()?);
+    ensure!(t.instances()?.contains(&u), "{u} not in {:?}", t.instances()?);
+    ensure!((m.type_id(), m.parent()) == ("mtty-1", "mtty"), "{m:?}");
+    ensure!(m.driver()?.as_deref() == Some("mtty"), "driver {:?}", m.driver()?);
+    let sysfs = Sysfs::default();
+    let group = sysfs.device_iommu_group(&m.device_ref())?;
+    ensure!(sysfs.is_emulated_group(group), "group {group} of {u} is not emulated");
+    let found = Mdev::find(&sysfs, u)?;
+    ensure!(!found.is_owned() && found.type_id() == "mtty-1" && found.parent() == "mtty", "{found:?}");
+    drop(found);
+    ensure!(m.exists(), "dropping a found handle removed the instance");
+    let dir = m.dir().to_path_buf();
+    drop(m);
+    ensure!(!dir.exists(), "{} still exists after the drop", dir.display());
+    ensure!(t.available_instances()? == before, "available {} after the drop, {before} before", t.available_instances()?);
+    // A kept instance survives its handle.
+    let kept = t.create(Uuid::random()?)?.into_kept();
+    ensure!(DeviceRef::Mdev(kept).sysfs_dir(&sysfs).exists(), "a kept instance was removed");
+    Mdev::find(&sysfs, kept)?.remove()?;
+    ensure!(t.available_instances()? == before, "kept instance not removed");
+    println!("    mtty-1 {u}: group {group} (emulated), available {before} -> {} -> {before}", before - 1);
+    Ok(Outcome::Pass)
+}
+
+fn mtty_info_regions_irqs(iface: Interface) -> TestResult {
+    let m = need!(new_mtty()?);
+    let fds = vfio_tests::open_fds()?;
+    let c = container(iface)?;
+    let dev = m.open_in(c.as_ref())?;
+    let info = dev.info()?;
+    ensure!(info.flags.contains(DeviceFlags::PCI), "flags {:?}", info.flags);
+    ensure!((info.num_regions, info.num_irqs) == (9, 5), "{info:?}");
+    let cfg = dev.region_info(7)?;
+    ensure!(cfg.size == 0xff, "config size {:#x}", cfg.size);
+    let bar0 = dev.region_info(0)?;
+    ensure!(bar0.size == 8, "BAR0 size {}", bar0.size);
+    ensure!(
+        bar0.flags.contains(RegionFlags::READ | RegionFlags::WRITE) && !bar0.flags.contains(RegionFlags::MMAP),
+        "BAR0 flags {:?}",
+        bar0.flags
+    );
+    ensure!(dev.region_info(1)?.size == 0, "BAR1 of mtty-1 is not empty");
+    let e = dev.region_info(9).unwrap_err();
+    ensure!(e.errno() == Some(Errno::INVAL), "region 9: {e}");
+    let intx = dev.irq_info(0)?;
+    ensure!(intx.flags.contains(IrqFlags::MASKABLE | IrqFlags::AUTOMASKED), "INTx {intx:?}");
+    let msi = dev.irq_info(1)?;
+    ensure!(msi.flags.contains(IrqFlags::NORESIZE), "MSI {msi:?}");
+    let e = dev.irq_info(2).unwrap_err();
+    ensure!(e.errno() == Some(Errno::INVAL), "MSI-X: {e}");
+    let mut b = [0u8; 4];
+    dev.read_region(&cfg, 0, &mut b)?;
+    ensure!(b == [0x48, 0x43, 0x53, 0x32], "ids {b:x?}");
+    dev.read_region(&cfg, 8, &mut b)?;
+    let class = u32::from(b[1]) | u32::from(b[2]) << 8 | u32::from(b[3]) << 16;
+    ensure!(class == 0x070002, "class {class:#x}");
+    ensure!(dev.name() == m.uuid().to_string(), "device name {}", dev.name());
+    drop(dev);
+    drop(c);
+    drop(m);
+    ensure!(vfio_tests::open_fds()? == fds, "fds leaked: {:?} vs {fds:?}", vfio_tests::open_fds()?);
+    println!("    {iface}: 9 regions, 5 IRQs, config 4348:3253 class 0x070002");
+    Ok(Outcome::Pass)
+}
+
+const UART_RX_TX: u64 = 0;
+const UART_LSR: u64 = 5;
+
+/// One byte of mtty's BAR0 (1-byte accesses only: H3).
+fn uart_read(dev: &Device, bar0: &vfio_core::RegionInfo, reg: u64) -> vfio_core::Result<u8> {
+    let mut b = [0u8];
+    dev.read_region(bar0, reg, &mut b)?;
+    Ok(b[0])
+}
+
+fn mtty_uart_loopback(iface: Interface) -> TestResult {
+    let m = need!(new_mtty()?);
+    let fds = vfio_tests::open_fds()?;
+    let c = container(iface)?;
+    let dev = m.open_in(c.as_ref())?;
+    let bar0 = dev.region_info(0)?;
+    let lsr = uart_read(&dev, &bar0, UART_LSR)?;
+    ensure!(lsr == 0x60, "LSR {lsr:#x} before any char");
+    let text = b"hello, mtty!!"; // 13 chars: at most 15 (H11)
+    for &ch in text {
+        dev.write_region(&bar0, UART_RX_TX, &[ch])?;
+    }
+    let lsr = uart_read(&dev, &bar0, UART_LSR)?;
+    ensure!(lsr & 1 == 1, "LSR {lsr:#x}: no data ready after {} chars", text.len());
+    let mut back = Vec::new();
+    for _ in text {
+        back.push(uart_read(&dev, &bar0, UART_RX_TX)?);
+    }
+    ensure!(back == text, "read back {:?}", String::from_utf8_lossy(&back));
+    let lsr = uart_read(&dev, &bar0, UART_LSR)?;
+    ensure!(lsr == 0x60, "LSR {lsr:#x} after reading everything back");
+    drop(dev);
+    drop(c);
+    drop(m);
+    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    println!("    {iface}: {:?} looped back TX -> RX", String::from_utf8_lossy(text));
+    Ok(Outcome::Pass)
+}
+
+fn instance_outlives_its_open_device() -> TestResult {
+    let m = need!(new_mtty()?);
+    let dir = m.dir().to_path_buf();
+    let c = container(Interface::Cdev)?;
+    let dev = m.open_in(c.as_ref())?;
+    // remove() refuses while a device holds the instance (the write would block: H10).
+    let e = m.clone().remove().unwrap_err();
+    ensure!(matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains(&m.uuid().to_string()), "{e}");
+    drop(m);
+    ensure!(dir.exists(), "the instance went while its device was open");
+    dev.info()?;
+    drop(dev);
+    ensure!(!dir.exists(), "the instance stayed after its device closed");
+    Ok(Outcome::Pass)
+}
+
+fn emulated_devices_do_not_change_detected_modes() -> TestResult {
+    let _ = need!(parent("mtty"));
+    let before = vfio_core::detect();
+    let a = need!(new_mtty()?);
+    let b = parent("mdpy")?.mdev_type("mdpy-vga")?.create(Uuid::random()?)?;
+    let during = vfio_core::detect();
+    ensure!(during == before, "modes {during:?} with mdevs alive, {before:?} before");
+    drop((a, b));
+    println!("    {before:?}");
+    Ok(Outcome::Pass)
+}
+
+fn physical_container_refuses_an_mdev() -> TestResult {
+    let m = need!(new_mtty()?);
+    let fds = vfio_tests::open_fds()?;
+    let c = vfio_group::Container::open(Addressing::Physical)?;
+    let group = Sysfs::default().device_iommu_group(&m.device_ref())?;
+    let e = m.open_in(&c).unwrap_err();
+    ensure!(
+        matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains(&format!("IOMMU group {group}")),
+        "{e}"
+    );
+    drop(c);
+    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    Ok(Outcome::Pass)
+}
+
+fn mdev_unknown_type() -> TestResult {
+    let p = need!(parent("mtty"));
+    let e = p.mdev_type("mtty-9").unwrap_err();
+    ensure!(e.errno() == Some(Errno::NOENT) && e.to_string().contains("mdev_supported_types/mtty-9"), "{e}");
+    Ok(Outcome::Pass)
+}
+
+fn mdev_past_available_instances() -> TestResult {
+    let p = need!(parent("mdpy"));
+    let t = p.mdev_type("mdpy-vga")?;
+    let n = t.available_instances()?;
+    let mut all = Vec::new();
+    for _ in 0..n {
+        all.push(t.create(Uuid::random()?)?);
+    }
+    ensure!(t.available_instances()? == 0, "available {} when full", t.available_instances()?);
+    let u = Uuid::random()?;
+    let e = t.create(u).unwrap_err();
+    let text = e.to_string();
+    ensure!(
+        e.errno() == Some(Errno::USERS) && text.contains(&u.to_string()) && text.contains("mdpy-vga") && text.contains("mdpy"),
+        "{e}"
+    );
+    drop(all);
+    ensure!(t.available_instances()? == n, "available {} after cleanup, {n} before", t.available_instances()?);
+    println!("    {n} instances, then: {e}");
+    Ok(Outcome::Pass)
+}
+
+fn mdev_malformed_uuid() -> TestResult {
+    let p = need!(parent("mtty"));
+    let t = p.mdev_type("mtty-1")?;
+    let e = "not-a-uuid".parse::<Uuid>().unwrap_err();
+    ensure!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    let before = t.available_instances()?;
+    let raw = std::fs::write(t.dir().join("create"), "not-a-uuid").unwrap_err();
+    ensure!(raw.raw_os_error() == Some(libc::EINVAL), "raw write: {raw}");
+    ensure!(t.available_instances()? == before, "something was created");
+    Ok(Outcome::Pass)
+}
+
+fn mdev_duplicate_uuid() -> TestResult {
+    let m = need!(new_mtty()?);
+    let t = parent("mtty")?.mdev_type("mtty-1")?;
+    let e = t.create(m.uuid()).unwrap_err();
+    ensure!(e.errno() == Some(Errno::EXIST) && e.to_string().contains(&m.uuid().to_string()), "{e}");
+    let e = parent("mdpy")?.mdev_type("mdpy-vga")?.create(m.uuid()).unwrap_err();
+    ensure!(e.errno() == Some(Errno::EXIST) && e.to_string().contains("mdpy-vga"), "{e}");
+    ensure!(m.exists(), "the first instance went");
+    Ok(Outcome::Pass)
+}
+
+fn mdev_removed_instance() -> TestResult {
+    let m = need!(new_mtty()?);
+    let (u, dir) = (m.uuid(), m.dir().to_path_buf());
+    m.remove()?;
+    let sysfs = Sysfs::default();
+    let e = Mdev::find(&sysfs, u).unwrap_err();
+    ensure!(e.errno() == Some(Errno::NOENT) && e.to_string().contains(&u.to_string()), "{e}");
+    for iface in [Interface::Group, Interface::Cdev] {
+        let c = container(iface)?;
+        let fds = vfio_tests::open_fds()?;
+        let e = c.assign(&DeviceRef::Mdev(u)).unwrap_err();
+        ensure!(e.errno() == Some(Errno::NOENT) && e.to_string().contains(&u.to_string()), "{iface}: {e}");
+        ensure!(vfio_tests::open_fds()? == fds, "{iface}: fds leaked");
+    }
+    let raw = std::fs::write(dir.join("remove"), "1").unwrap_err();
+    ensure!(raw.raw_os_error() == Some(libc::ENOENT), "raw second remove: {raw}");
+    Ok(Outcome::Pass)
+}
+
+fn main() -> ExitCode {
+    vfio_tests::run(&[
+        ("parents_types_and_counts", parents_types_and_counts),
+        ("create_lists_and_drop_removes", create_lists_and_drop_removes),
+        ("mtty_info_regions_irqs_group", || mtty_info_regions_irqs(Interface::Group)),
+        ("mtty_info_regions_irqs_cdev", || mtty_info_regions_irqs(Interface::Cdev)),
+        ("mtty_uart_loopback_group", || mtty_uart_loopback(Interface::Group)),
+        ("mtty_uart_loopback_cdev", || mtty_uart_loopback(Interface::Cdev)),
+        ("instance_outlives_its_open_device", instance_outlives_its_open_device),
+        ("emulated_devices_do_not_change_detected_modes", emulated_devices_do_not_change_detected_modes),
+        ("physical_container_refuses_an_mdev", physical_container_refuses_an_mdev),
+        ("mdev_unknown_type", mdev_unknown_type),
+        ("mdev_past_available_instances", mdev_past_available_instances),
+        ("mdev_malformed_uuid", mdev_malformed_uuid),
+        ("mdev_duplicate_uuid", mdev_duplicate_uuid),
+        ("mdev_removed_instance", mdev_removed_instance),
+    ])
+}
