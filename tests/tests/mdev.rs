@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use vfio_core::{
-    Addressing, Container, Device, DeviceFlags, DeviceRef, Errno, Error, Interface, IrqFlags, Mdev, MdevParent,
-    RegionFlags, Sysfs, Uuid,
+    Addressing, Container, Device, DeviceFlags, DeviceRef, DmabufId, DrmPlaneType, Errno, Error, Interface, IrqFlags,
+    MappedRegion, Mdev, MdevParent, PlaneKind, PlaneSource, RegionFlags, Sysfs, Uuid,
 };
 use vfio_tests::{Outcome, TestResult, ensure, skip};
 
@@ -325,6 +325,115 @@ fn mdev_removed_instance() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+const XR24: u32 = 0x3432_5258;
+
+fn mdpy_region_plane(iface: Interface) -> TestResult {
+    let p = need!(parent("mdpy"));
+    let m = p.mdev_type("mdpy-vga")?.create(Uuid::random()?)?;
+    let (fds, maps) = (vfio_tests::open_fds()?, vfio_tests::mapping_count()?);
+    let c = container(iface)?;
+    let dev = m.open_in(c.as_ref())?;
+    ensure!(dev.gfx_plane_supported(PlaneKind::Region)?, "Region planes not supported");
+    ensure!(!dev.gfx_plane_supported(PlaneKind::Dmabuf)?, "Dmabuf planes supported");
+    let plane = dev
+        .query_gfx_plane(PlaneKind::Region, DrmPlaneType::Primary)?
+        .ok_or("no plane")?;
+    ensure!(
+        (plane.drm_format, plane.width, plane.height, plane.stride, plane.size) == (XR24, 640, 480, 2560, 0x20_0000)
+            && plane.source == PlaneSource::Region(16),
+        "{plane:?}"
+    );
+    let r16 = dev.region_info(16)?;
+    ensure!(r16.size == 0x20_0000 && r16.flags.contains(RegionFlags::MMAP), "region 16 {r16:?}");
+    // The framebuffer only through mmap (H6).
+    let fb = dev.map_region(&r16)?;
+    let gradient_ok = |fb: &vfio_core::MappedRegion| -> vfio_core::Result<bool> {
+        for y in [0usize, 1, 240, 479] {
+            let mut row = [0u8; 16];
+            fb.read_bytes(y * 2560, &mut row)?;
+            if row != [(y * 255 / 480) as u8; 16] {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    ensure!(gradient_ok(&fb)?, "the framebuffer does not hold the gray gradient");
+    let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 1) as u8).collect();
+    fb.write_bytes(0, &pattern)?;
+    let bar0 = dev.map_region(&dev.region_info(0)?)?;
+    let mut back = vec![0u8; pattern.len()];
+    bar0.read_bytes(0, &mut back)?;
+    ensure!(back == pattern, "BAR0 does not show what region 16 was written");
+    dev.reset()?;
+    ensure!(gradient_ok(&fb)?, "reset did not restore the gradient");
+    let e = dev.gfx_dmabuf(DmabufId(std::num::NonZeroU32::MIN)).unwrap_err();
+    ensure!(e.errno() == Some(Errno::NOTTY), "mdpy dma-buf: {e}");
+    drop((fb, bar0, dev, c, m));
+    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    ensure!(vfio_tests::mapping_count()? == maps, "mappings leaked");
+    println!("    {iface}: {}x{} XR24 in region 16, gradient, BAR0 alias, reset", plane.width, plane.height);
+    Ok(Outcome::Pass)
+}
+
+fn mmio16(dev: &Device, r: &vfio_core::RegionInfo, at: u64, v: u16) -> vfio_core::Result<()> {
+    dev.write_region(r, at, &v.to_le_bytes())
+}
+
+fn mbochs_dmabuf_plane(iface: Interface) -> TestResult {
+    let p = need!(parent("mbochs"));
+    let m = p.mdev_type("mbochs-small")?.create(Uuid::random()?)?;
+    let (fds, maps) = (vfio_tests::open_fds()?, vfio_tests::mapping_count()?);
+    let c = container(iface)?;
+    let dev = m.open_in(c.as_ref())?;
+    ensure!(dev.gfx_plane_supported(PlaneKind::Dmabuf)?, "Dmabuf planes not supported");
+    ensure!(!dev.gfx_plane_supported(PlaneKind::Region)?, "Region planes supported");
+    // No mode set yet: no plane.
+    let none = dev.query_gfx_plane(PlaneKind::Dmabuf, DrmPlaneType::Primary)?;
+    ensure!(none.is_none(), "a plane before any mode: {none:?}");
+    let mmio = dev.region_info(2)?;
+    let mut id = [0u8; 2];
+    dev.read_region(&mmio, 0x500, &mut id)?;
+    ensure!(u16::from_le_bytes(id) == 0xB0C5, "bochs ID {:#x}", u16::from_le_bytes(id));
+    for (reg, v) in [(0x502, 64), (0x504, 64), (0x506, 32), (0x508, 0x41)] {
+        mmio16(&dev, &mmio, reg, v)?;
+    }
+    // VRAM only through mmap (H5).
+    let vram = MappedRegion::new(dev.clone(), &dev.region_info(0)?, 0, 0x4000)?;
+    let pattern: Vec<u8> = (0..4096u32).flat_map(|i| i.wrapping_mul(0x0001_0203).to_le_bytes()).collect();
+    vram.write_bytes(0, &pattern)?;
+    let plane = dev
+        .query_gfx_plane(PlaneKind::Dmabuf, DrmPlaneType::Primary)?
+        .ok_or("no plane after ENABLE")?;
+    ensure!(
+        (plane.drm_format, plane.width, plane.height, plane.stride, plane.size) == (XR24, 64, 64, 256, 0x4000),
+        "{plane:?}"
+    );
+    let cursor = dev.query_gfx_plane(PlaneKind::Dmabuf, DrmPlaneType::Cursor)?;
+    ensure!(cursor.is_none(), "a cursor plane: {cursor:?}");
+    let PlaneSource::Dmabuf(bufid) = plane.source else {
+        return Err(format!("source {:?}", plane.source).into());
+    };
+    let buf = dev.gfx_dmabuf(bufid)?;
+    let fdflags = rustix::io::fcntl_getfd(&buf)?;
+    ensure!(fdflags.contains(rustix::io::FdFlags::CLOEXEC), "the dma-buf fd is not close-on-exec");
+    ensure!(buf.len() == 0x4000, "dma-buf size {:#x}", buf.len());
+    let map = buf.map()?;
+    let mut back = vec![0u8; pattern.len()];
+    map.read_bytes(0, &mut back)?;
+    ensure!(back == pattern, "the dma-buf does not show the VRAM pattern");
+    let other: Vec<u8> = pattern.iter().map(|b| !b).collect();
+    map.write_bytes(0, &other)?;
+    vram.read_bytes(0, &mut back)?;
+    ensure!(back == other, "VRAM does not show what the dma-buf was written");
+    let e = dev.gfx_dmabuf(DmabufId(std::num::NonZeroU32::new(99).unwrap())).unwrap_err();
+    ensure!(e.errno() == Some(Errno::NOENT), "unknown dma-buf id: {e}");
+    drop((map, buf, vram, dev, c, m));
+    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    ensure!(vfio_tests::mapping_count()? == maps, "mappings leaked");
+    println!("    {iface}: 64x64 XR24 plane, dma-buf {} (cloexec) <-> VRAM both ways", bufid.0);
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         ("parents_types_and_counts", parents_types_and_counts),
@@ -341,5 +450,9 @@ fn main() -> ExitCode {
         ("mdev_malformed_uuid", mdev_malformed_uuid),
         ("mdev_duplicate_uuid", mdev_duplicate_uuid),
         ("mdev_removed_instance", mdev_removed_instance),
+        ("mdpy_region_plane_group", || mdpy_region_plane(Interface::Group)),
+        ("mdpy_region_plane_cdev", || mdpy_region_plane(Interface::Cdev)),
+        ("mbochs_dmabuf_plane_group", || mbochs_dmabuf_plane(Interface::Group)),
+        ("mbochs_dmabuf_plane_cdev", || mbochs_dmabuf_plane(Interface::Cdev)),
     ])
 }

@@ -60,4 +60,5 @@ pub use host::{
     send_fds, send_refusal, send_request,
 };
 pub use mmio::{MappedRegion, Register, RegisterWidth};
+pub use device::{DmaBuf, DmaBufMapping, DmabufId, DrmPlaneType, GfxPlane, PlaneKind, PlaneSource};
 pub use host::{DeviceRef, Mdev, MdevParent, MdevType, mdev_parents};

@@ -22,6 +22,8 @@ mod info;
 mod ioeventfd;
 mod irq;
 mod region;
+mod gfx;
+mod dma_buf;
 
 pub use feature::{FeatureAccess, FeatureSupport};
 pub use hot_reset::{DependentDevice, HotResetInfo, MAX_DEPENDENTS};
@@ -29,6 +31,8 @@ pub use info::{DeviceFlags, DeviceInfo};
 pub use ioeventfd::{IoValue, Ioeventfd};
 pub use irq::{IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet};
 pub use region::{RegionCap, RegionFlags, RegionInfo, SparseArea};
+pub use gfx::{DmabufId, DrmPlaneType, GfxPlane, PlaneKind, PlaneSource};
+pub use dma_buf::{DmaBuf, DmaBufMapping};
 
 /// Whatever must outlive the device fd: its group and container, or its IOAS and iommufd.
 pub type Owner = Arc<dyn Any + Send + Sync>;

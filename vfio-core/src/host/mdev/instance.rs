@@ -73,7 +73,8 @@ impl Mdev {
         let dev = DeviceRef::Mdev(uuid);
         let dir = sysfs.require_device_ref(&dev)?;
         let link = dir.join("mdev_type");
-        let target = std::fs::read_link(&link).map_err(|e| Error::path("read mdev type link", &link, e))?;
+        // Resolved: the link is relative (`../mdev_supported_types/<type>` in the parent).
+        let target = std::fs::canonicalize(&link).map_err(|e| Error::path("read mdev type link", &link, e))?;
         let type_id = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         // .../<parent>/mdev_supported_types/<type>
         let parent = target

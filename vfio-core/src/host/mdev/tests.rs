@@ -51,6 +51,7 @@ fn find_reads_type_and_parent_and_a_found_instance_is_not_removed() {
     let u: Uuid = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001".parse().unwrap();
     let real = root.join("sys/devices/virtual/mtty/mtty").join(u.to_string());
     fs::create_dir_all(&real).unwrap();
+    fs::create_dir_all(root.join("sys/devices/virtual/mtty/mtty/mdev_supported_types/mtty-2")).unwrap();
     std::os::unix::fs::symlink("../mdev_supported_types/mtty-2", real.join("mdev_type")).unwrap();
     fs::create_dir_all(root.join("sys/bus/mdev/devices")).unwrap();
     std::os::unix::fs::symlink(&real, root.join("sys/bus/mdev/devices").join(u.to_string())).unwrap();
