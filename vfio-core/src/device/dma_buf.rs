@@ -50,12 +50,29 @@ impl DmaBuf {
         self.fd
     }
 
-    /// Maps the whole buffer (`mmap(2)`, MAP_SHARED, read and write; dma-bufs refuse private
-    /// mappings). Errors: InvalidArgument for an empty buffer; the errno of mmap (e.g. EINVAL
-    /// from an exporter that does not allow CPU mappings).
+    /// Whether the fd was opened for writing (`O_RDWR`): exporters choose; mbochs and most
+    /// display exporters hand out read-only fds (`dma_buf_fd(buf, 0)`). Errors: the errno of
+    /// `fcntl(F_GETFL)`.
+    pub fn is_writable(&self) -> Result<bool> {
+        let fl = rustix::fs::fcntl_getfl(&self.fd).map_err(|e| Error::kernel("fcntl(F_GETFL)", &self.name, e))?;
+        Ok(fl.contains(rustix::fs::OFlags::RDWR) || fl.contains(rustix::fs::OFlags::WRONLY))
+    }
+
+    /// Maps the whole buffer (`mmap(2)`, MAP_SHARED: dma-bufs refuse private mappings),
+    /// readable, and writable when the fd is ([`DmaBuf::is_writable`]; a writable shared
+    /// mapping of a read-only fd is EACCES). Errors: InvalidArgument for an empty buffer;
+    /// Unsupported for a read-only fd whose exporter maps only shared mappings (the kernel
+    /// makes a shared mapping of a read-only file private: mbochs' dma-bufs cannot be mapped
+    /// by the CPU at all); the errno of mmap otherwise (e.g. EINVAL from an exporter that does
+    /// not allow CPU mappings).
     pub fn map(&self) -> Result<DmaBufMapping> {
         if self.len == 0 {
             return Err(Error::invalid("mmap dma-buf", &self.name, "the buffer is empty"));
+        }
+        let writable = self.is_writable()?;
+        let mut prot = rustix::mm::ProtFlags::READ;
+        if writable {
+            prot |= rustix::mm::ProtFlags::WRITE;
         }
         let len = usize::try_from(self.len).map_err(|_| Error::invalid("mmap dma-buf", &self.name, "too large"))?;
         // SAFETY: a fresh shared mapping of the dma-buf at a kernel-chosen address; it aliases
@@ -64,17 +81,29 @@ impl DmaBuf {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
                 len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                prot,
                 rustix::mm::MapFlags::SHARED,
                 &self.fd,
                 0,
             )
         }
-        .map_err(|e| Error::kernel("mmap dma-buf", format!("{} ({len:#x} bytes)", self.name), e))?;
+        .map_err(|e| match e {
+            // A MAP_SHARED mapping of a read-only file loses VM_SHARED (mm/mmap.c), and
+            // exporters that map only shared mappings (mbochs) refuse it.
+            rustix::io::Errno::INVAL if !writable => Error::unsupported(
+                "CPU mapping of a read-only dma-buf",
+                &self.name,
+                "the exporter handed out a read-only fd, so the kernel turns the shared mapping \
+                 into a private one, which this exporter refuses (EINVAL; mbochs does so): \
+                 import the dma-buf elsewhere (a GPU, a compositor) instead",
+            ),
+            e => Error::kernel("mmap dma-buf", format!("{} ({len:#x} bytes)", self.name), e),
+        })?;
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::malformed("mmap dma-buf", &self.name, "NULL"))?;
         Ok(DmaBufMapping {
             ptr,
             len,
+            writable,
             name: self.name.clone(),
         })
     }
@@ -86,6 +115,7 @@ impl DmaBuf {
 pub struct DmaBufMapping {
     ptr: NonNull<u8>,
     len: usize,
+    writable: bool,
     name: String,
 }
 
@@ -128,10 +158,22 @@ impl DmaBufMapping {
         Ok(())
     }
 
+    /// Whether the mapping can be written (the dma-buf fd was writable).
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
     /// Copies `data` into the buffer at `offset` (volatile stores). Errors: InvalidArgument
-    /// past the end.
+    /// past the end, or for a read-only mapping (the store would fault).
     pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len())?;
+        if !self.writable {
+            return Err(Error::invalid(
+                "dma-buf copy",
+                &self.name,
+                "the mapping is read-only: the exporter handed out a read-only fd",
+            ));
+        }
         for (i, b) in data.iter().enumerate() {
             // SAFETY: offset + i < len (checked), inside the mapping; volatile, no reference.
             unsafe { self.ptr.as_ptr().add(offset + i).write_volatile(*b) };
