@@ -441,6 +441,28 @@ fn mbochs_dmabuf_plane(iface: Interface) -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn inventory_lists_mdevs() -> TestResult {
+    let m = need!(new_mtty()?);
+    let sysfs = Sysfs::default();
+    let parents = vfio_pci::inventory::mdev_parents(&sysfs)?;
+    let p = parents.iter().find(|p| p.name == "mtty").ok_or("no mtty parent listed")?;
+    let t = p.types.iter().find(|t| t.id == "mtty-1").ok_or("no mtty-1 listed")?;
+    let avail = parent("mtty")?.mdev_type("mtty-1")?.available_instances()?;
+    ensure!(
+        t.available == avail && t.name == "Single port serial" && t.device_api == "vfio-pci" && t.description.is_none(),
+        "{t:?}"
+    );
+    let i = p.instances.iter().find(|i| i.uuid == m.uuid()).ok_or("the instance is not listed")?;
+    let group = sysfs.device_iommu_group(&m.device_ref())?;
+    ensure!(
+        i.type_id == "mtty-1" && i.driver.as_deref() == Some("mtty") && i.iommu_group == Some(group) && i.cdev.is_some(),
+        "{i:?}"
+    );
+    ensure!(i.modes.contains(&vfio_core::Mode::CDEV) && i.modes.contains(&vfio_core::Mode::GROUP), "modes {:?}", i.modes);
+    println!("    {} group {group} cdev {} modes {:?}", i.uuid, i.cdev.as_ref().map_or("-", |c| c.name.as_str()), i.modes);
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         ("parents_types_and_counts", parents_types_and_counts),
@@ -457,6 +479,7 @@ fn main() -> ExitCode {
         ("mdev_malformed_uuid", mdev_malformed_uuid),
         ("mdev_duplicate_uuid", mdev_duplicate_uuid),
         ("mdev_removed_instance", mdev_removed_instance),
+        ("inventory_lists_mdevs", inventory_lists_mdevs),
         ("mdpy_region_plane_group", || mdpy_region_plane(Interface::Group)),
         ("mdpy_region_plane_cdev", || mdpy_region_plane(Interface::Cdev)),
         ("mbochs_dmabuf_plane_group", || mbochs_dmabuf_plane(Interface::Group)),
