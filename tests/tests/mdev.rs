@@ -62,11 +62,24 @@ fn parents_types_and_counts() -> TestResult {
     let types = mtty.types()?;
     let ids: Vec<&str> = types.iter().map(|t| t.id()).collect();
     ensure!(ids == ["mtty-1", "mtty-2"], "mtty types {ids:?}");
-    ensure!(types[0].name()? == "Single port serial", "mtty-1 name {:?}", types[0].name()?);
-    ensure!(types[1].name()? == "Dual port serial", "mtty-2 name {:?}", types[1].name()?);
+    ensure!(
+        types[0].name()? == "Single port serial",
+        "mtty-1 name {:?}",
+        types[0].name()?
+    );
+    ensure!(
+        types[1].name()? == "Dual port serial",
+        "mtty-2 name {:?}",
+        types[1].name()?
+    );
     ensure!(types[0].description()?.is_none(), "mtty-1 has a description");
     for t in &types {
-        ensure!(t.device_api()? == "vfio-pci", "{} device_api {:?}", t.id(), t.device_api()?);
+        ensure!(
+            t.device_api()? == "vfio-pci",
+            "{} device_api {:?}",
+            t.id(),
+            t.device_api()?
+        );
     }
     let (a1, a2) = (types[0].available_instances()?, types[1].available_instances()?);
     ensure!(a2 == a1 / 2, "available: mtty-1 {a1}, mtty-2 {a2}");
@@ -107,7 +120,11 @@ fn create_lists_and_drop_removes() -> TestResult {
     let m = t.create(Uuid::random()?)?;
     let u = m.uuid();
     ensure!(m.is_owned(), "a created instance is not owned");
-    ensure!(t.available_instances()? == before - 1, "available {} after create, {before} before", t.available_instances()?);
+    ensure!(
+        t.available_instances()? == before - 1,
+        "available {} after create, {before} before",
+        t.available_instances()?
+    );
     ensure!(t.instances()?.contains(&u), "{u} not in {:?}", t.instances()?);
     ensure!((m.type_id(), m.parent()) == ("mtty-1", "mtty"), "{m:?}");
     ensure!(m.driver()?.as_deref() == Some("mtty"), "driver {:?}", m.driver()?);
@@ -115,19 +132,32 @@ fn create_lists_and_drop_removes() -> TestResult {
     let group = sysfs.device_iommu_group(&m.device_ref())?;
     ensure!(sysfs.is_emulated_group(group), "group {group} of {u} is not emulated");
     let found = Mdev::find(&sysfs, u)?;
-    ensure!(!found.is_owned() && found.type_id() == "mtty-1" && found.parent() == "mtty", "{found:?}");
+    ensure!(
+        !found.is_owned() && found.type_id() == "mtty-1" && found.parent() == "mtty",
+        "{found:?}"
+    );
     drop(found);
     ensure!(m.exists(), "dropping a found handle removed the instance");
     let dir = m.dir().to_path_buf();
     drop(m);
     ensure!(!dir.exists(), "{} still exists after the drop", dir.display());
-    ensure!(t.available_instances()? == before, "available {} after the drop, {before} before", t.available_instances()?);
+    ensure!(
+        t.available_instances()? == before,
+        "available {} after the drop, {before} before",
+        t.available_instances()?
+    );
     // A kept instance survives its handle.
     let kept = t.create(Uuid::random()?)?.into_kept();
-    ensure!(DeviceRef::Mdev(kept).sysfs_dir(&sysfs).exists(), "a kept instance was removed");
+    ensure!(
+        DeviceRef::Mdev(kept).sysfs_dir(&sysfs).exists(),
+        "a kept instance was removed"
+    );
     Mdev::find(&sysfs, kept)?.remove()?;
     ensure!(t.available_instances()? == before, "kept instance not removed");
-    println!("    mtty-1 {u}: group {group} (emulated), available {before} -> {} -> {before}", before - 1);
+    println!(
+        "    mtty-1 {u}: group {group} (emulated), available {before} -> {} -> {before}",
+        before - 1
+    );
     Ok(Outcome::Pass)
 }
 
@@ -152,7 +182,10 @@ fn mtty_info_regions_irqs(iface: Interface) -> TestResult {
     let e = dev.region_info(9).unwrap_err();
     ensure!(e.errno() == Some(Errno::INVAL), "region 9: {e}");
     let intx = dev.irq_info(0)?;
-    ensure!(intx.flags.contains(IrqFlags::MASKABLE | IrqFlags::AUTOMASKED), "INTx {intx:?}");
+    ensure!(
+        intx.flags.contains(IrqFlags::MASKABLE | IrqFlags::AUTOMASKED),
+        "INTx {intx:?}"
+    );
     let msi = dev.irq_info(1)?;
     ensure!(msi.flags.contains(IrqFlags::NORESIZE), "MSI {msi:?}");
     let e = dev.irq_info(2).unwrap_err();
@@ -167,7 +200,11 @@ fn mtty_info_regions_irqs(iface: Interface) -> TestResult {
     drop(dev);
     drop(c);
     drop(m);
-    ensure!(vfio_tests::open_fds()? == fds, "fds leaked: {:?} vs {fds:?}", vfio_tests::open_fds()?);
+    ensure!(
+        vfio_tests::open_fds()? == fds,
+        "fds leaked: {:?} vs {fds:?}",
+        vfio_tests::open_fds()?
+    );
     println!("    {iface}: 9 regions, 5 IRQs, config 4348:3253 class 0x070002");
     Ok(Outcome::Pass)
 }
@@ -218,7 +255,10 @@ fn instance_outlives_its_open_device() -> TestResult {
     let dev = m.open_in(c.as_ref())?;
     // remove() refuses while a device holds the instance (the write would block: H10).
     let e = m.clone().remove().unwrap_err();
-    ensure!(matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains(&m.uuid().to_string()), "{e}");
+    ensure!(
+        matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains(&m.uuid().to_string()),
+        "{e}"
+    );
     drop(m);
     ensure!(dir.exists(), "the instance went while its device was open");
     dev.info()?;
@@ -257,7 +297,10 @@ fn physical_container_refuses_an_mdev() -> TestResult {
 fn mdev_unknown_type() -> TestResult {
     let p = need!(parent("mtty"));
     let e = p.mdev_type("mtty-9").unwrap_err();
-    ensure!(e.errno() == Some(Errno::NOENT) && e.to_string().contains("mdev_supported_types/mtty-9"), "{e}");
+    ensure!(
+        e.errno() == Some(Errno::NOENT) && e.to_string().contains("mdev_supported_types/mtty-9"),
+        "{e}"
+    );
     Ok(Outcome::Pass)
 }
 
@@ -269,16 +312,27 @@ fn mdev_past_available_instances() -> TestResult {
     for _ in 0..n {
         all.push(t.create(Uuid::random()?)?);
     }
-    ensure!(t.available_instances()? == 0, "available {} when full", t.available_instances()?);
+    ensure!(
+        t.available_instances()? == 0,
+        "available {} when full",
+        t.available_instances()?
+    );
     let u = Uuid::random()?;
     let e = t.create(u).unwrap_err();
     let text = e.to_string();
     ensure!(
-        e.errno() == Some(Errno::USERS) && text.contains(&u.to_string()) && text.contains("mdpy-vga") && text.contains("mdpy"),
+        e.errno() == Some(Errno::USERS)
+            && text.contains(&u.to_string())
+            && text.contains("mdpy-vga")
+            && text.contains("mdpy"),
         "{e}"
     );
     drop(all);
-    ensure!(t.available_instances()? == n, "available {} after cleanup, {n} before", t.available_instances()?);
+    ensure!(
+        t.available_instances()? == n,
+        "available {} after cleanup, {n} before",
+        t.available_instances()?
+    );
     println!("    {n} instances, then: {e}");
     Ok(Outcome::Pass)
 }
@@ -299,9 +353,15 @@ fn mdev_duplicate_uuid() -> TestResult {
     let m = need!(new_mtty()?);
     let t = parent("mtty")?.mdev_type("mtty-1")?;
     let e = t.create(m.uuid()).unwrap_err();
-    ensure!(e.errno() == Some(Errno::EXIST) && e.to_string().contains(&m.uuid().to_string()), "{e}");
+    ensure!(
+        e.errno() == Some(Errno::EXIST) && e.to_string().contains(&m.uuid().to_string()),
+        "{e}"
+    );
     let e = parent("mdpy")?.mdev_type("mdpy-vga")?.create(m.uuid()).unwrap_err();
-    ensure!(e.errno() == Some(Errno::EXIST) && e.to_string().contains("mdpy-vga"), "{e}");
+    ensure!(
+        e.errno() == Some(Errno::EXIST) && e.to_string().contains("mdpy-vga"),
+        "{e}"
+    );
     ensure!(m.exists(), "the first instance went");
     Ok(Outcome::Pass)
 }
@@ -312,12 +372,18 @@ fn mdev_removed_instance() -> TestResult {
     m.remove()?;
     let sysfs = Sysfs::default();
     let e = Mdev::find(&sysfs, u).unwrap_err();
-    ensure!(e.errno() == Some(Errno::NOENT) && e.to_string().contains(&u.to_string()), "{e}");
+    ensure!(
+        e.errno() == Some(Errno::NOENT) && e.to_string().contains(&u.to_string()),
+        "{e}"
+    );
     for iface in [Interface::Group, Interface::Cdev] {
         let c = container(iface)?;
         let fds = vfio_tests::open_fds()?;
         let e = c.assign(&DeviceRef::Mdev(u)).unwrap_err();
-        ensure!(e.errno() == Some(Errno::NOENT) && e.to_string().contains(&u.to_string()), "{iface}: {e}");
+        ensure!(
+            e.errno() == Some(Errno::NOENT) && e.to_string().contains(&u.to_string()),
+            "{iface}: {e}"
+        );
         ensure!(vfio_tests::open_fds()? == fds, "{iface}: fds leaked");
     }
     let raw = std::fs::write(dir.join("remove"), "1").unwrap_err();
@@ -333,7 +399,10 @@ fn mdpy_region_plane(iface: Interface) -> TestResult {
     let (fds, maps) = (vfio_tests::open_fds()?, vfio_tests::mapping_count()?);
     let c = container(iface)?;
     let dev = m.open_in(c.as_ref())?;
-    ensure!(dev.gfx_plane_supported(PlaneKind::Region)?, "Region planes not supported");
+    ensure!(
+        dev.gfx_plane_supported(PlaneKind::Region)?,
+        "Region planes not supported"
+    );
     ensure!(!dev.gfx_plane_supported(PlaneKind::Dmabuf)?, "Dmabuf planes supported");
     let plane = dev
         .query_gfx_plane(PlaneKind::Region, DrmPlaneType::Primary)?
@@ -344,7 +413,10 @@ fn mdpy_region_plane(iface: Interface) -> TestResult {
         "{plane:?}"
     );
     let r16 = dev.region_info(16)?;
-    ensure!(r16.size == 0x20_0000 && r16.flags.contains(RegionFlags::MMAP), "region 16 {r16:?}");
+    ensure!(
+        r16.size == 0x20_0000 && r16.flags.contains(RegionFlags::MMAP),
+        "region 16 {r16:?}"
+    );
     // The framebuffer only through mmap (H6).
     let fb = dev.map_region(&r16)?;
     let gradient_ok = |fb: &vfio_core::MappedRegion| -> vfio_core::Result<bool> {
@@ -371,7 +443,10 @@ fn mdpy_region_plane(iface: Interface) -> TestResult {
     drop((fb, bar0, dev, c, m));
     ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
     ensure!(vfio_tests::mapping_count()? == maps, "mappings leaked");
-    println!("    {iface}: {}x{} XR24 in region 16, gradient, BAR0 alias, reset", plane.width, plane.height);
+    println!(
+        "    {iface}: {}x{} XR24 in region 16, gradient, BAR0 alias, reset",
+        plane.width, plane.height
+    );
     Ok(Outcome::Pass)
 }
 
@@ -385,7 +460,10 @@ fn mbochs_dmabuf_plane(iface: Interface) -> TestResult {
     let (fds, maps) = (vfio_tests::open_fds()?, vfio_tests::mapping_count()?);
     let c = container(iface)?;
     let dev = m.open_in(c.as_ref())?;
-    ensure!(dev.gfx_plane_supported(PlaneKind::Dmabuf)?, "Dmabuf planes not supported");
+    ensure!(
+        dev.gfx_plane_supported(PlaneKind::Dmabuf)?,
+        "Dmabuf planes not supported"
+    );
     ensure!(!dev.gfx_plane_supported(PlaneKind::Region)?, "Region planes supported");
     // No mode set yet: no plane.
     let none = dev.query_gfx_plane(PlaneKind::Dmabuf, DrmPlaneType::Primary)?;
@@ -393,13 +471,19 @@ fn mbochs_dmabuf_plane(iface: Interface) -> TestResult {
     let mmio = dev.region_info(2)?;
     let mut id = [0u8; 2];
     dev.read_region(&mmio, 0x500, &mut id)?;
-    ensure!(u16::from_le_bytes(id) == 0xB0C5, "bochs ID {:#x}", u16::from_le_bytes(id));
+    ensure!(
+        u16::from_le_bytes(id) == 0xB0C5,
+        "bochs ID {:#x}",
+        u16::from_le_bytes(id)
+    );
     for (reg, v) in [(0x502, 64), (0x504, 64), (0x506, 32), (0x508, 0x41)] {
         mmio16(&dev, &mmio, reg, v)?;
     }
     // VRAM only through mmap (H5).
     let vram = MappedRegion::new(dev.clone(), &dev.region_info(0)?, 0, 0x4000)?;
-    let pattern: Vec<u8> = (0..4096u32).flat_map(|i| i.wrapping_mul(0x0001_0203).to_le_bytes()).collect();
+    let pattern: Vec<u8> = (0..4096u32)
+        .flat_map(|i| i.wrapping_mul(0x0001_0203).to_le_bytes())
+        .collect();
     vram.write_bytes(0, &pattern)?;
     let plane = dev
         .query_gfx_plane(PlaneKind::Dmabuf, DrmPlaneType::Primary)?
@@ -415,7 +499,10 @@ fn mbochs_dmabuf_plane(iface: Interface) -> TestResult {
     };
     let buf = dev.gfx_dmabuf(bufid)?;
     let fdflags = rustix::io::fcntl_getfd(&buf)?;
-    ensure!(fdflags.contains(rustix::io::FdFlags::CLOEXEC), "the dma-buf fd is not close-on-exec");
+    ensure!(
+        fdflags.contains(rustix::io::FdFlags::CLOEXEC),
+        "the dma-buf fd is not close-on-exec"
+    );
     ensure!(buf.len() == 0x4000, "dma-buf size {:#x}", buf.len());
     // mbochs exports a read-only fd (dma_buf_fd(buf, 0)); the kernel makes a shared
     // mapping of a read-only file private, and mbochs maps shared mappings only: no CPU
@@ -432,12 +519,17 @@ fn mbochs_dmabuf_plane(iface: Interface) -> TestResult {
     let mut back = vec![0u8; pattern.len()];
     vram.read_bytes(0, &mut back)?;
     ensure!(back == pattern, "VRAM does not hold the pattern");
-    let e = dev.gfx_dmabuf(DmabufId(std::num::NonZeroU32::new(99).unwrap())).unwrap_err();
+    let e = dev
+        .gfx_dmabuf(DmabufId(std::num::NonZeroU32::new(99).unwrap()))
+        .unwrap_err();
     ensure!(e.errno() == Some(Errno::NOENT), "unknown dma-buf id: {e}");
     drop((buf, vram, dev, c, m));
     ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
     ensure!(vfio_tests::mapping_count()? == maps, "mappings leaked");
-    println!("    {iface}: 64x64 XR24 plane, read-only dma-buf {} (cloexec, {:#x} bytes; no CPU mapping: Unsupported)", bufid.0, 0x4000);
+    println!(
+        "    {iface}: 64x64 XR24 plane, read-only dma-buf {} (cloexec, {:#x} bytes; no CPU mapping: Unsupported)",
+        bufid.0, 0x4000
+    );
     Ok(Outcome::Pass)
 }
 
@@ -445,21 +537,40 @@ fn inventory_lists_mdevs() -> TestResult {
     let m = need!(new_mtty()?);
     let sysfs = Sysfs::default();
     let parents = vfio_pci::inventory::mdev_parents(&sysfs)?;
-    let p = parents.iter().find(|p| p.name == "mtty").ok_or("no mtty parent listed")?;
+    let p = parents
+        .iter()
+        .find(|p| p.name == "mtty")
+        .ok_or("no mtty parent listed")?;
     let t = p.types.iter().find(|t| t.id == "mtty-1").ok_or("no mtty-1 listed")?;
     let avail = parent("mtty")?.mdev_type("mtty-1")?.available_instances()?;
     ensure!(
         t.available == avail && t.name == "Single port serial" && t.device_api == "vfio-pci" && t.description.is_none(),
         "{t:?}"
     );
-    let i = p.instances.iter().find(|i| i.uuid == m.uuid()).ok_or("the instance is not listed")?;
+    let i = p
+        .instances
+        .iter()
+        .find(|i| i.uuid == m.uuid())
+        .ok_or("the instance is not listed")?;
     let group = sysfs.device_iommu_group(&m.device_ref())?;
     ensure!(
-        i.type_id == "mtty-1" && i.driver.as_deref() == Some("mtty") && i.iommu_group == Some(group) && i.cdev.is_some(),
+        i.type_id == "mtty-1"
+            && i.driver.as_deref() == Some("mtty")
+            && i.iommu_group == Some(group)
+            && i.cdev.is_some(),
         "{i:?}"
     );
-    ensure!(i.modes.contains(&vfio_core::Mode::CDEV) && i.modes.contains(&vfio_core::Mode::GROUP), "modes {:?}", i.modes);
-    println!("    {} group {group} cdev {} modes {:?}", i.uuid, i.cdev.as_ref().map_or("-", |c| c.name.as_str()), i.modes);
+    ensure!(
+        i.modes.contains(&vfio_core::Mode::CDEV) && i.modes.contains(&vfio_core::Mode::GROUP),
+        "modes {:?}",
+        i.modes
+    );
+    println!(
+        "    {} group {group} cdev {} modes {:?}",
+        i.uuid,
+        i.cdev.as_ref().map_or("-", |c| c.name.as_str()),
+        i.modes
+    );
     Ok(Outcome::Pass)
 }
 
@@ -467,12 +578,19 @@ fn main() -> ExitCode {
     vfio_tests::run(&[
         ("parents_types_and_counts", parents_types_and_counts),
         ("create_lists_and_drop_removes", create_lists_and_drop_removes),
-        ("mtty_info_regions_irqs_group", || mtty_info_regions_irqs(Interface::Group)),
-        ("mtty_info_regions_irqs_cdev", || mtty_info_regions_irqs(Interface::Cdev)),
+        ("mtty_info_regions_irqs_group", || {
+            mtty_info_regions_irqs(Interface::Group)
+        }),
+        ("mtty_info_regions_irqs_cdev", || {
+            mtty_info_regions_irqs(Interface::Cdev)
+        }),
         ("mtty_uart_loopback_group", || mtty_uart_loopback(Interface::Group)),
         ("mtty_uart_loopback_cdev", || mtty_uart_loopback(Interface::Cdev)),
         ("instance_outlives_its_open_device", instance_outlives_its_open_device),
-        ("emulated_devices_do_not_change_detected_modes", emulated_devices_do_not_change_detected_modes),
+        (
+            "emulated_devices_do_not_change_detected_modes",
+            emulated_devices_do_not_change_detected_modes,
+        ),
         ("physical_container_refuses_an_mdev", physical_container_refuses_an_mdev),
         ("mdev_unknown_type", mdev_unknown_type),
         ("mdev_past_available_instances", mdev_past_available_instances),

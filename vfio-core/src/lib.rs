@@ -47,6 +47,7 @@ pub use device::{
     DependentDevice, Device, DeviceFlags, DeviceInfo, FeatureAccess, FeatureSupport, HotResetInfo, IoValue, Ioeventfd,
     IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet, Owner, RegionCap, RegionFlags, RegionInfo, SparseArea,
 };
+pub use device::{DmaBuf, DmaBufMapping, DmabufId, DrmPlaneType, GfxPlane, PlaneKind, PlaneSource};
 pub use dma::{
     Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
     SharedContainer, page_size,
@@ -59,6 +60,5 @@ pub use host::{
     PciIdentity, SharedFd, Sysfs, Uuid, detect, detect_in, open_node, preferred, recv_fds, recv_request, request,
     send_fds, send_refusal, send_request,
 };
-pub use mmio::{MappedRegion, Register, RegisterWidth};
-pub use device::{DmaBuf, DmaBufMapping, DmabufId, DrmPlaneType, GfxPlane, PlaneKind, PlaneSource};
 pub use host::{DeviceRef, Mdev, MdevParent, MdevType, mdev_parents};
+pub use mmio::{MappedRegion, Register, RegisterWidth};

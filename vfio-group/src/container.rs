@@ -803,12 +803,11 @@ impl vfio_core::Container for Container {
                  container with Addressing::Iova, which works without an IOMMU too",
             ));
         }
-        self.open_device_in(device.vfio_name(), id).map_err(|e| {
-            match self.sysfs.require_device_ref(device) {
+        self.open_device_in(device.vfio_name(), id)
+            .map_err(|e| match self.sysfs.require_device_ref(device) {
                 Err(gone) => gone,
                 Ok(_) => e,
-            }
-        })
+            })
     }
 
     /// Collects the fds of the groups of every affected device; a group outside this container

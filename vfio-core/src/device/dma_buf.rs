@@ -26,7 +26,8 @@ impl DmaBuf {
     /// size). `name` is used in errors. Errors: the errno of lseek.
     pub fn new(fd: OwnedFd, name: impl Into<String>) -> Result<Self> {
         let name = name.into();
-        let len = rustix::fs::seek(&fd, rustix::fs::SeekFrom::End(0)).map_err(|e| Error::kernel("lseek(SEEK_END)", &name, e))?;
+        let len = rustix::fs::seek(&fd, rustix::fs::SeekFrom::End(0))
+            .map_err(|e| Error::kernel("lseek(SEEK_END)", &name, e))?;
         Ok(DmaBuf { fd, len, name })
     }
 

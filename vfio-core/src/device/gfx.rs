@@ -85,7 +85,11 @@ pub struct GfxPlane {
 }
 
 impl Device {
-    fn gfx_query(&self, flags: u32, plane: DrmPlaneType) -> std::result::Result<sys::vfio_device_gfx_plane_info, Errno> {
+    fn gfx_query(
+        &self,
+        flags: u32,
+        plane: DrmPlaneType,
+    ) -> std::result::Result<sys::vfio_device_gfx_plane_info, Errno> {
         let mut info = sys::vfio_device_gfx_plane_info::new_zeroed();
         info.flags = flags;
         info.drm_plane_type = plane as u32;
@@ -117,7 +121,9 @@ impl Device {
             Err(Errno::NOMEM) => self.gfx_query(kind.raw(), plane),
             other => other,
         }
-        .map_err(|e| ioctl::kernel_error::<req::DeviceQueryGfxPlane>(format!("{} {plane:?} {kind:?} plane", self.name()), e))?;
+        .map_err(|e| {
+            ioctl::kernel_error::<req::DeviceQueryGfxPlane>(format!("{} {plane:?} {kind:?} plane", self.name()), e)
+        })?;
         // SAFETY: both fields of the union are u32, for which every bit pattern is valid.
         let id = unsafe { info.__bindgen_anon_1.dmabuf_id };
         let source = match kind {
@@ -157,7 +163,11 @@ impl Device {
         let fd = ioctl::call::<req::DeviceGetGfxDmabuf>(self.ioctl_fd(), &mut raw_id)
             .map_err(|e| ioctl::kernel_error::<req::DeviceGetGfxDmabuf>(target(), e))?;
         if fd < 0 {
-            return Err(Error::malformed("VFIO_DEVICE_GET_GFX_DMABUF", target(), format!("fd {fd}")));
+            return Err(Error::malformed(
+                "VFIO_DEVICE_GET_GFX_DMABUF",
+                target(),
+                format!("fd {fd}"),
+            ));
         }
         // SAFETY: on success the ioctl returns a new fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };

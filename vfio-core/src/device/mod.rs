@@ -16,23 +16,23 @@ use vfio_sys as sys;
 use crate::ioctl::{self, requests as req};
 use crate::{Error, MappedRegion, Result};
 
+mod dma_buf;
 mod feature;
+mod gfx;
 mod hot_reset;
 mod info;
 mod ioeventfd;
 mod irq;
 mod region;
-mod gfx;
-mod dma_buf;
 
+pub use dma_buf::{DmaBuf, DmaBufMapping};
 pub use feature::{FeatureAccess, FeatureSupport};
+pub use gfx::{DmabufId, DrmPlaneType, GfxPlane, PlaneKind, PlaneSource};
 pub use hot_reset::{DependentDevice, HotResetInfo, MAX_DEPENDENTS};
 pub use info::{DeviceFlags, DeviceInfo};
 pub use ioeventfd::{IoValue, Ioeventfd};
 pub use irq::{IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet};
 pub use region::{RegionCap, RegionFlags, RegionInfo, SparseArea};
-pub use gfx::{DmabufId, DrmPlaneType, GfxPlane, PlaneKind, PlaneSource};
-pub use dma_buf::{DmaBuf, DmaBufMapping};
 
 /// Whatever must outlive the device fd: its group and container, or its IOAS and iommufd.
 pub type Owner = Arc<dyn Any + Send + Sync>;

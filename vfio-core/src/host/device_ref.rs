@@ -131,7 +131,11 @@ impl Sysfs {
             Ok(t) => t,
             Err(e) => {
                 self.require_device_ref(dev)?;
-                return Err(Error::path("read IOMMU group link (is the device on a VFIO driver?)", &link, e));
+                return Err(Error::path(
+                    "read IOMMU group link (is the device on a VFIO driver?)",
+                    &link,
+                    e,
+                ));
             }
         };
         let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -166,7 +170,8 @@ impl Sysfs {
             Ok(d) => d.flatten().find_map(|e| e.file_name().to_str().map(str::to_owned)),
             Err(e) => return Err(Error::path("list vfio-dev (is the device on a VFIO driver?)", &dir, e)),
         };
-        let name = name.ok_or_else(|| Error::unsupported("VFIO device cdev", dev, format!("{} is empty", dir.display())))?;
+        let name =
+            name.ok_or_else(|| Error::unsupported("VFIO device cdev", dev, format!("{} is empty", dir.display())))?;
         let devfile = dir.join(&name).join("dev");
         let text = match fs::read_to_string(&devfile) {
             Ok(t) => t,
@@ -213,9 +218,15 @@ mod tests {
         let s: DeviceRef = "/sys/devices/virtual/mtty/mtty/abc".parse().unwrap();
         assert_eq!(s.vfio_name(), "abc");
         assert_eq!(s.to_string(), "/sys/devices/virtual/mtty/mtty/abc");
-        assert!(matches!("nope".parse::<DeviceRef>(), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(
+            "nope".parse::<DeviceRef>(),
+            Err(Error::InvalidArgument { .. })
+        ));
         let sysfs = Sysfs::at("/s", "/d");
-        assert_eq!(u.sysfs_dir(&sysfs), Path::new("/s/bus/mdev/devices/83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"));
+        assert_eq!(
+            u.sysfs_dir(&sysfs),
+            Path::new("/s/bus/mdev/devices/83b8f4f2-509f-382f-3c1e-e6bfe0fa1001")
+        );
     }
 
     #[test]
@@ -240,7 +251,10 @@ mod tests {
         assert_eq!((n.name.as_str(), n.major, n.minor), ("vfio3", 511, 3));
         let gone = DeviceRef::Mdev(Uuid::from_bytes([1; 16]));
         let e = sysfs.device_iommu_group(&gone).unwrap_err();
-        assert!(e.to_string().contains("removed?") && e.to_string().contains("01010101-"), "{e}");
+        assert!(
+            e.to_string().contains("removed?") && e.to_string().contains("01010101-"),
+            "{e}"
+        );
         fs::remove_dir_all(root).unwrap();
     }
 }

@@ -392,7 +392,14 @@ mod tests {
         let (root, sysfs) = tree(
             "mdev",
             false,
-            &["vfio/vfio", "vfio/noiommu-0", "vfio/7", "vfio/devices/noiommu-vfio0", "vfio/devices/vfio1", "iommu"],
+            &[
+                "vfio/vfio",
+                "vfio/noiommu-0",
+                "vfio/7",
+                "vfio/devices/noiommu-vfio0",
+                "vfio/devices/vfio1",
+                "iommu",
+            ],
         );
         let group = root.join("sys/kernel/iommu_groups/7");
         std::fs::create_dir_all(&group).unwrap();

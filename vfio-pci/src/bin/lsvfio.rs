@@ -170,7 +170,13 @@ fn open_mdev(sysfs: &Sysfs, m: &inventory::MdevSummary) -> Res<String> {
     for i in 0..info.num_regions {
         match dev.region_info(i) {
             Ok(r) if r.size > 0 => {
-                let _ = writeln!(out, "      {:<7} {:>#12x} bytes {}", region_name(i), r.size, region_flags(&r));
+                let _ = writeln!(
+                    out,
+                    "      {:<7} {:>#12x} bytes {}",
+                    region_name(i),
+                    r.size,
+                    region_flags(&r)
+                );
             }
             Ok(_) => {}
             Err(e) if e.errno() == Some(vfio_core::Errno::INVAL) => {}
@@ -180,7 +186,13 @@ fn open_mdev(sysfs: &Sysfs, m: &inventory::MdevSummary) -> Res<String> {
     for i in 0..info.num_irqs {
         match dev.irq_info(i) {
             Ok(q) if q.count > 0 => {
-                let _ = writeln!(out, "      {:<7} {:>3} vector(s) {}", irq_name(i), q.count, irq_flags(q.flags));
+                let _ = writeln!(
+                    out,
+                    "      {:<7} {:>3} vector(s) {}",
+                    irq_name(i),
+                    q.count,
+                    irq_flags(q.flags)
+                );
             }
             Ok(_) => {}
             Err(e) if e.errno() == Some(vfio_core::Errno::INVAL) => {}

@@ -75,7 +75,10 @@ impl Mdev {
         let link = dir.join("mdev_type");
         // Resolved: the link is relative (`../mdev_supported_types/<type>` in the parent).
         let target = std::fs::canonicalize(&link).map_err(|e| Error::path("read mdev type link", &link, e))?;
-        let type_id = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let type_id = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         // .../<parent>/mdev_supported_types/<type>
         let parent = target
             .parent()
@@ -181,12 +184,10 @@ impl Mdev {
     /// [`Container::assign`] and [`Device::info`].
     pub fn open_in(&self, container: &dyn Container) -> Result<Device> {
         let dev = DeviceRef::Mdev(self.0.uuid);
-        let mut device = container
-            .assign(&dev)
-            .map_err(|e| match self.exists() {
-                true => e,
-                false => self.gone(),
-            })?;
+        let mut device = container.assign(&dev).map_err(|e| match self.exists() {
+            true => e,
+            false => self.gone(),
+        })?;
         device.info()?;
         device.keep_alive(Arc::new(self.clone()))?;
         Ok(device)

@@ -108,7 +108,8 @@ impl MdevType {
                 Errno::EXIST => " (a mediated device with this UUID exists already, on some parent)".to_owned(),
                 Errno::NOSPC | Errno::USERS => format!(
                     " (full: available_instances is {})",
-                    self.available_instances().map_or("unreadable".into(), |n| n.to_string())
+                    self.available_instances()
+                        .map_or("unreadable".into(), |n| n.to_string())
                 ),
                 _ => String::new(),
             };

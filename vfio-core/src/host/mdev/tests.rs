@@ -8,7 +8,10 @@ fn tree(tag: &str) -> (std::path::PathBuf, Sysfs) {
     let root = std::env::temp_dir().join(format!("vfio-core-mdev-{tag}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&root);
     let parent = root.join("sys/class/mdev_bus/mtty");
-    for (id, name, n) in [("mtty-1", "Single port serial", "24"), ("mtty-2", "Dual port serial", "12")] {
+    for (id, name, n) in [
+        ("mtty-1", "Single port serial", "24"),
+        ("mtty-2", "Dual port serial", "12"),
+    ] {
         let t = parent.join("mdev_supported_types").join(id);
         fs::create_dir_all(t.join("devices")).unwrap();
         fs::write(t.join("name"), format!("{name}\n")).unwrap();
@@ -35,7 +38,10 @@ fn parents_types_and_attributes() {
     assert_eq!(types[1].available_instances().unwrap(), 12);
     assert!(types[0].instances().unwrap().is_empty());
     let e = p.mdev_type("mtty-9").unwrap_err();
-    assert!(matches!(e, Error::Path { .. }) && e.to_string().contains("mtty-9"), "{e}");
+    assert!(
+        matches!(e, Error::Path { .. }) && e.to_string().contains("mtty-9"),
+        "{e}"
+    );
     assert_eq!(e.errno(), Some(crate::Errno::NOENT));
     assert!(p.mdev_type("../x").is_err());
     let e = MdevParent::open(&sysfs, "nope").unwrap_err();
@@ -59,7 +65,10 @@ fn find_reads_type_and_parent_and_a_found_instance_is_not_removed() {
     assert_eq!((m.type_id(), m.parent(), m.is_owned()), ("mtty-2", "mtty", false));
     let other = m.clone();
     let e = m.remove().unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains(&u.to_string()), "{e}");
+    assert!(
+        matches!(e, Error::InvalidArgument { .. }) && e.to_string().contains(&u.to_string()),
+        "{e}"
+    );
     drop(other);
     assert!(!real.join("remove").exists(), "a found instance is not removed on drop");
     let e = Mdev::find(&sysfs, Uuid::from_bytes([2; 16])).unwrap_err();
