@@ -574,6 +574,78 @@ fn inventory_lists_mdevs() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn mtty_rx_interrupt_on_intx() -> TestResult {
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+    use vfio_core::{EventFd, IrqSet};
+    let m = need!(new_mtty()?);
+    let fds = vfio_tests::open_fds()?;
+    let c = container(Interface::Cdev)?;
+    // open_in asked GET_INFO first: without it mtty refuses every IRQ request (H9).
+    let dev = m.open_in(c.as_ref())?;
+    let bar0 = dev.region_info(0)?;
+    let irq = EventFd::new()?;
+    dev.set_irqs(&IrqSet::eventfds(0, 0, &[Some(irq.as_fd())]))?;
+    dev.write_region(&bar0, 1, &[0x01])?; // IER: receive-data interrupt
+    let short = Duration::from_millis(200);
+    dev.write_region(&bar0, UART_RX_TX, b"a")?;
+    ensure!(
+        irq.wait_timeout(Duration::from_secs(2))?.is_some(),
+        "no INTx for the first char"
+    );
+    ensure!(uart_read(&dev, &bar0, UART_RX_TX)? == b'a', "RX");
+    // INTx is automasked now: the next char that reaches the trigger level does not signal.
+    dev.write_region(&bar0, UART_RX_TX, b"b")?;
+    ensure!(irq.wait_timeout(short)?.is_none(), "INTx signalled while masked");
+    ensure!(uart_read(&dev, &bar0, UART_RX_TX)? == b'b', "RX");
+    dev.set_irqs(&IrqSet::unmask(0, 0, 1))?;
+    dev.write_region(&bar0, UART_RX_TX, b"c")?;
+    ensure!(
+        irq.wait_timeout(Duration::from_secs(2))?.is_some(),
+        "no INTx after unmask"
+    );
+    ensure!(uart_read(&dev, &bar0, UART_RX_TX)? == b'c', "RX");
+    dev.set_irqs(&IrqSet::disable(0))?;
+    drop((dev, c, m, irq));
+    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    Ok(Outcome::Pass)
+}
+
+fn cdev_bind_gives_an_access() -> TestResult {
+    let m = need!(new_mtty()?);
+    let fds = vfio_tests::open_fds()?;
+    let c = vfio_cdev::Container::new()?;
+    let dev = c.bind_device_ref(&m.device_ref())?;
+    ensure!(
+        dev.is_emulated() && !dev.is_noiommu(),
+        "emulated {} noiommu {}",
+        dev.is_emulated(),
+        dev.is_noiommu()
+    );
+    // The bind id names an iommufd access: the typed call refuses, the kernel says ENOENT.
+    let e = dev.hw_info().unwrap_err();
+    ensure!(matches!(e, Error::Unsupported { .. }), "hw_info: {e}");
+    let raw = dev.iommufd().hw_info(dev.devid()).unwrap_err();
+    ensure!(raw.errno() == Some(Errno::NOENT), "raw IOMMU_GET_HW_INFO: {raw}");
+    // An id that is no IOAS: ENOENT. A second IOAS replaces the first; detach works.
+    let e = dev.attach(vfio_cdev::IoasId::from(0xdead)).unwrap_err();
+    ensure!(e.errno() == Some(Errno::NOENT), "attach to no object: {e}");
+    let c2 = vfio_cdev::Container::with_iommufd(dev.iommufd(), Addressing::Iova)?;
+    let pt = c2.attach(&dev)?;
+    ensure!(
+        pt.get() == c2.ioas().id().get(),
+        "attach answered {pt}, IOAS is {}",
+        c2.ioas().id()
+    );
+    dev.detach()?;
+    c.attach(&dev)?;
+    let d = dev.device(None)?;
+    ensure!(d.info()?.num_irqs == 5, "GET_INFO after re-attach");
+    drop((d, dev, c2, c, m));
+    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         ("parents_types_and_counts", parents_types_and_counts),
@@ -586,6 +658,8 @@ fn main() -> ExitCode {
         }),
         ("mtty_uart_loopback_group", || mtty_uart_loopback(Interface::Group)),
         ("mtty_uart_loopback_cdev", || mtty_uart_loopback(Interface::Cdev)),
+        ("mtty_rx_interrupt_on_intx", mtty_rx_interrupt_on_intx),
+        ("cdev_bind_gives_an_access", cdev_bind_gives_an_access),
         ("instance_outlives_its_open_device", instance_outlives_its_open_device),
         (
             "emulated_devices_do_not_change_detected_modes",
