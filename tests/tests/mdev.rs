@@ -586,6 +586,9 @@ fn mtty_rx_interrupt_on_intx() -> TestResult {
     let bar0 = dev.region_info(0)?;
     let irq = EventFd::new()?;
     dev.set_irqs(&IrqSet::eventfds(0, 0, &[Some(irq.as_fd())]))?;
+    // FCR: enable and clear the FIFO; this sets the trigger level to 1 (it is 0, so never
+    // reached, until FCR is written).
+    dev.write_region(&bar0, 2, &[0x07])?;
     dev.write_region(&bar0, 1, &[0x01])?; // IER: receive-data interrupt
     let short = Duration::from_millis(200);
     dev.write_region(&bar0, UART_RX_TX, b"a")?;
