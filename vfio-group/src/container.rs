@@ -641,8 +641,12 @@ impl Container {
     /// Opens the device at `addr` through its group, joining the group first unless it is in
     /// the container already; a group that joined here leaves again if the device fd is refused.
     fn open_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
-        let name = addr.to_string();
         let id = self.sysfs.iommu_group(addr)?;
+        self.open_device_in(addr.to_string(), id)
+    }
+
+    /// Opens device `name` (its `dev_name`) through group `id`, as [`Container::open_device`].
+    fn open_device_in(&self, name: String, id: u32) -> Result<vfio_core::Device> {
         let mut state = self.lock();
         Self::forget_detached_locked(&mut state);
         let (pos, joined) = match state.position(id) {
@@ -786,6 +790,33 @@ impl vfio_core::Container for Container {
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
         self.open_device(addr)
             .map_err(|e| self.sysfs.explain_open_failure(addr).unwrap_or(e))
+    }
+
+    /// As [`vfio_core::Container::assign_device`], for any device: its group from its
+    /// `iommu_group` link, its name (a mediated device's lowercase UUID) for
+    /// `VFIO_GROUP_GET_DEVICE_FD`. An emulated-IOMMU group (a mediated device's) joins only an
+    /// IOVA container: a no-IOMMU container refuses it, before opening anything, with
+    /// InvalidArgument naming the group.
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+    fn assign(&self, device: &vfio_core::DeviceRef) -> Result<vfio_core::Device> {
+        if let vfio_core::DeviceRef::Pci(a) = device {
+            return vfio_core::Container::assign_device(self, a);
+        }
+        let id = self.sysfs.device_iommu_group(device)?;
+        if self.is_noiommu() && self.sysfs.is_emulated_group(id) {
+            return Err(Error::invalid(
+                "assign device",
+                format!("IOMMU group {id} of {device}"),
+                "an emulated-IOMMU group (a mediated device's) joins only an IOVA container \
+                 (type1 or iommufd's compatibility container), never a no-IOMMU one: open the \
+                 container with Addressing::Iova, which works without an IOMMU too",
+            ));
+        }
+        self.open_device_in(device.vfio_name(), id)
+            .map_err(|e| match self.sysfs.require_device_ref(device) {
+                Err(gone) => gone,
+                Ok(_) => e,
+            })
     }
 
     /// Collects the fds of the groups of every affected device; a group outside this container
