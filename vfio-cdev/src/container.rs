@@ -54,6 +54,8 @@ struct Assignment {
     _ioas: Arc<Ioas>,
     assigned: Arc<Mutex<HashSet<PciAddress>>>,
     addr: PciAddress,
+    // Last: what the caller holds (e.g. an SR-IOV owner) goes after the IOAS.
+    _hold: Option<vfio_core::Owner>,
 }
 
 impl Drop for Assignment {
@@ -190,7 +192,24 @@ impl Container {
     /// attach.
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     pub fn bind_device(&self, addr: &PciAddress) -> Result<BoundDevice> {
-        let dev = UnboundDevice::open(&self.sysfs, addr)?.bind(self.ioas.iommufd())?;
+        self.bind_device_inner(addr, None)
+    }
+
+    /// As [`Container::bind_device`], presenting the SR-IOV VF token `token` (Linux >= 6.17,
+    /// [`UnboundDevice::bind_with_vf_token`]). Errors: those of `bind_with_vf_token` (EACCES
+    /// for a wrong token, naming the VF's PF) and of attach.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
+    pub fn bind_device_with_vf_token(&self, addr: &PciAddress, token: &vfio_core::Uuid) -> Result<BoundDevice> {
+        self.bind_device_inner(addr, Some(token))
+    }
+
+    fn bind_device_inner(&self, addr: &PciAddress, token: Option<&vfio_core::Uuid>) -> Result<BoundDevice> {
+        let unbound = UnboundDevice::open(&self.sysfs, addr)?;
+        let bound = match token {
+            None => unbound.bind(self.ioas.iommufd()),
+            Some(t) => unbound.bind_with_vf_token(self.ioas.iommufd(), t),
+        };
+        let dev = bound.map_err(|e| vfio_core::explain_vf_token_refusal(&self.sysfs, addr, token.is_some(), e))?;
         self.attach(&dev)?;
         Ok(dev)
     }
@@ -260,6 +279,14 @@ impl vfio_core::Container for Container {
     /// [`UnboundDevice::open`], bind and attach.
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
+        self.assign_device_with(addr, &vfio_core::AssignOptions::default())
+    }
+
+    /// Binds with `VFIO_DEVICE_BIND_FLAG_TOKEN` when a VF token is given (Linux >= 6.17,
+    /// Unsupported before: see [`UnboundDevice::vf_token_bind_supported`]); EACCES names the
+    /// VF's PF. A held object is released after the device fd closes.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
+    fn assign_device_with(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
         let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
         if assigned.contains(addr) {
             return Err(Error::invalid(
@@ -268,12 +295,13 @@ impl vfio_core::Container for Container {
                 "already assigned to this container",
             ));
         }
-        let dev = self.bind_device(addr)?;
+        let dev = self.bind_device_inner(addr, opts.vf_token.as_ref())?;
         assigned.insert(*addr);
         let owner = Assignment {
             _ioas: self.ioas.clone(),
             assigned: self.assigned.clone(),
             addr: *addr,
+            _hold: opts.hold.clone(),
         };
         Ok(dev.into_device(Some(Arc::new(owner))))
     }

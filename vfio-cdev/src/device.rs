@@ -90,13 +90,56 @@ impl UnboundDevice {
     }
 
     /// `VFIO_DEVICE_BIND_IOMMUFD` with `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux >= 6.17): binds an
-    /// SR-IOV VF (or a PF with VFs) presenting the VF token `uuid` shared with the PF's owner.
-    /// Errors: EACCES for a missing or wrong token (the kernel does not name the PF); EINVAL
-    /// for a device that is neither a PF nor a VF, or on kernels that do not know the flag;
-    /// otherwise those of [`UnboundDevice::bind`].
+    /// SR-IOV VF whose PF is on vfio-pci (or that PF while any of its VFs is open), presenting
+    /// the VF token `token` set on the PF. The kernel checks the token before anything else of
+    /// the bind. Errors: Unsupported, before the bind, when the kernel does not know the flag
+    /// (see [`UnboundDevice::vf_token_bind_supported`]; the device is closed then too); EACCES
+    /// (Kernel) for a wrong token (a plain [`UnboundDevice::bind`] of such a VF is EACCES as
+    /// well; the kernel names no PF: [`vfio_core::explain_vf_token_refusal`] does); EINVAL for
+    /// a device that is neither a VF of a vfio-pci PF nor a PF, and for a PF that is bound
+    /// already (a cdev binds once); otherwise those of [`UnboundDevice::bind`].
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
     pub fn bind_with_vf_token(self, iommufd: &Arc<Iommufd>, token: &vfio_core::Uuid) -> Result<BoundDevice> {
+        if !self.vf_token_bind_supported()? {
+            return Err(Error::unsupported(
+                "VFIO_DEVICE_BIND_FLAG_TOKEN (cdev bind with a VF token)",
+                self.fd.name(),
+                "the kernel does not know the flag (added in Linux 6.17); open the VF in group mode, \
+                 which takes the token from Linux 5.7 on",
+            ));
+        }
         self.bind_inner(iommufd, Some(token.as_bytes()))
+    }
+
+    /// Whether the kernel takes `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux >= 6.17), probed without
+    /// binding: `VFIO_DEVICE_BIND_IOMMUFD` with the flag, a token, and iommufd -1. A kernel
+    /// that knows the flag refuses the fd with EINVAL; an older one rejects the larger struct
+    /// with E2BIG (its trailing token pointer is not zero) or the flag with EINVAL only after
+    /// that. Errors: any other errno (Kernel).
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
+    pub fn vf_token_bind_supported(&self) -> Result<bool> {
+        let uuid = [0u8; 16];
+        let mut b = sys::vfio_device_bind_iommufd {
+            flags: sys::VFIO_DEVICE_BIND_FLAG_TOKEN,
+            iommufd: -1,
+            token_uuid_ptr: uuid.as_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: token_uuid_ptr points at 16 bytes alive for the call, which the kernel only
+        // reads; with iommufd -1 nothing is bound.
+        match unsafe { ioctl::call_unchecked::<req::DeviceBindIommufd>(self.ioctl_fd(), &mut b) } {
+            Err(Errno::INVAL) => Ok(true),
+            Err(Errno::TOOBIG) => Ok(false),
+            Ok(_) => Err(Error::malformed(
+                "VFIO_DEVICE_BIND_IOMMUFD (token probe)",
+                self.fd.name(),
+                "the kernel accepted iommufd -1",
+            )),
+            Err(e) => Err(refused::<req::DeviceBindIommufd>(
+                || format!("{} (VF token probe)", self.fd.name()),
+                e,
+            )),
+        }
     }
 
     fn bind_inner(self, iommufd: &Arc<Iommufd>, token: Option<&[u8; 16]>) -> Result<BoundDevice> {

@@ -42,7 +42,7 @@ pub mod host;
 pub mod ioctl;
 pub mod mmio;
 
-pub use container::{Container, IovaRange};
+pub use container::{AssignOptions, Container, IovaRange};
 pub use device::{
     DependentDevice, Device, DeviceFlags, DeviceInfo, FeatureAccess, FeatureSupport, HotResetInfo, IoValue, Ioeventfd,
     IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet, Owner, RegionCap, RegionFlags, RegionInfo, SparseArea,
@@ -60,3 +60,4 @@ pub use host::{
     send_fds, send_refusal, send_request,
 };
 pub use mmio::{MappedRegion, Register, RegisterWidth};
+pub use host::{SriovVfs, explain_vf_token_refusal};

@@ -176,6 +176,17 @@ impl Group {
         // SAFETY: on success the ioctl returns a new fd that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
     }
+
+    /// `VFIO_GROUP_GET_DEVICE_FD` for the device named `name`, presenting the SR-IOV VF token
+    /// `token` (Linux 5.7): the kernel is sent `"<name> vf_token=<uuid>"`. Needed for a VF whose
+    /// PF is on vfio-pci, and for that PF while any of its VFs is open. Errors: EACCES (Kernel)
+    /// when the token is wrong; EINVAL when the device is neither a VF of a vfio-pci PF nor a
+    /// PF (vfio-pci refuses a token there), or for a device not in this group; otherwise those
+    /// of [`Group::device_fd`].
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+    pub fn device_fd_with_token(&self, name: &str, token: &vfio_core::Uuid) -> Result<OwnedFd> {
+        self.device_fd(&format!("{name} vf_token={token}"))
+    }
 }
 
 /// What an EPERM from joining a container, setting its IOMMU or getting a device fd means, to

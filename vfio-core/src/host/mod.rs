@@ -9,6 +9,7 @@ mod mode;
 mod named_fd;
 mod node;
 mod pci_address;
+mod sriov;
 mod sysfs;
 mod uuid;
 
@@ -24,3 +25,4 @@ pub use node::open_node;
 pub use pci_address::PciAddress;
 pub use sysfs::{CdevNode, PciIdentity, Sysfs};
 pub use uuid::Uuid;
+pub use sriov::{SriovVfs, explain_vf_token_refusal};
