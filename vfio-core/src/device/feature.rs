@@ -143,7 +143,19 @@ impl Device {
     pub fn set_vf_token(&self, token: &Uuid) -> Result<()> {
         let mut bytes = *token.as_bytes();
         // SAFETY: the payload is the 16-byte UUID, no pointer.
-        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, &mut bytes) }.map(drop)
+        match unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, &mut bytes) } {
+            Ok(_) => Ok(()),
+            Err(Error::Kernel {
+                op,
+                target,
+                errno: errno @ crate::Errno::NOTTY,
+            }) => Err(Error::Kernel {
+                op,
+                target: format!("{target} (ENOTTY: not an SR-IOV PF on vfio-pci, so it has no VF token)"),
+                errno,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// `VFIO_DEVICE_FEATURE_BUS_MASTER` SET (Linux 6.17): turns the device's bus mastering on
