@@ -114,7 +114,8 @@ fn numvfs_owner_enables_and_restores() -> TestResult {
     let kept = pf.sysfs.sriov_numvfs(&pf.addr)?;
     pf.sysfs.set_sriov_numvfs(&pf.addr, 0)?;
     ensure!(kept == Some(2), "numvfs {kept:?} after a kept owner dropped");
-    println!("    {}: VFs {want:?} on vfio-pci, 8086:5845 class 010802; numvfs back to 0 on drop, kept with keep()", pf.addr);
+    let names: Vec<String> = want.iter().map(|a| a.to_string()).collect();
+    println!("    {}: VFs {} on vfio-pci, 8086:5845 class 010802; numvfs back to 0 on drop, kept with keep()", pf.addr, names.join(" "));
     Ok(Outcome::Pass)
 }
 
@@ -179,6 +180,9 @@ fn vf_open_refused(mode: Result<Mode, String>, wrong_token: bool) -> TestResult 
     };
     let text = err.to_string();
     let word = if wrong_token { "wrong" } else { "missing" };
+    if let Some(t) = &opts.vf_token {
+        ensure!(!text.contains(&t.to_string()), "the error shows the token: {text}");
+    }
     ensure!(
         matches!(err, Error::Kernel { errno: Errno::ACCESS, .. }),
         "expected Kernel EACCES, got {err:?}"
@@ -236,6 +240,7 @@ fn pf_reopen_needs_the_token(mode: Result<Mode, String>) -> TestResult {
                 Err(e) => e,
             };
             ensure!(e.errno() == Some(Errno::INVAL), "with the token: {e:?}");
+            ensure!(e.to_string().contains("a cdev binds once"), "{e}");
             println!("    with the token: {e}");
         }
     }

@@ -212,6 +212,10 @@ pub fn explain_vf_token_refusal(sysfs: &Sysfs, addr: &PciAddress, token_given: b
             (Ok(Some(pf)), _) => format!(
                 " (EINVAL: a VF token was given for {addr}, a VF of {pf}, whose PF is not on vfio-pci)"
             ),
+            (Ok(None), Ok(Some(_))) => format!(
+                " (EINVAL: {addr} is an SR-IOV PF, which takes a VF token: the kernel refused something \
+                 else, e.g. the device is open through its cdev already, and a cdev binds once)"
+            ),
             _ => String::new(),
         },
         _ => String::new(),
