@@ -102,6 +102,7 @@ fn numvfs_owner_enables_and_restores() -> TestResult {
         pf.sysfs.iommu_group(vf)?;
     }
     ensure!(pf.sysfs.physfn(&pf.addr)?.is_none(), "the PF has a physfn link");
+    lsvfio_shows_sriov(&pf.addr, &want[0])?;
     drop(vfs);
     ensure!(pf.sysfs.sriov_numvfs(&pf.addr)? == Some(0), "numvfs not 0 after the owner dropped");
     for vf in &want {
@@ -117,6 +118,41 @@ fn numvfs_owner_enables_and_restores() -> TestResult {
     let names: Vec<String> = want.iter().map(|a| a.to_string()).collect();
     println!("    {}: VFs {} on vfio-pci, 8086:5845 class 010802; numvfs back to 0 on drop, kept with keep()", pf.addr, names.join(" "));
     Ok(Outcome::Pass)
+}
+
+/// `lsvfio PF VF` (the guest's `/examples/lsvfio`, when there) prints the PF's VF counts and the
+/// VF's PF, in text and JSON.
+fn lsvfio_shows_sriov(pf: &PciAddress, vf: &PciAddress) -> Result<(), String> {
+    let bin = std::path::Path::new("/examples/lsvfio");
+    if !bin.exists() {
+        println!("    (no /examples/lsvfio here: its SR-IOV lines are not checked)");
+        return Ok(());
+    }
+    let run = |json: bool| -> Result<String, String> {
+        let mut cmd = std::process::Command::new(bin);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.args([pf.to_string(), vf.to_string()]).output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("lsvfio failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let text = run(false)?;
+    for want in [format!("physfn {pf}"), "sriov numvfs 2/totalvfs 2".to_string()] {
+        if !text.lines().any(|l| l.trim() == want) {
+            return Err(format!("lsvfio did not print `{want}`:\n{text}"));
+        }
+    }
+    let json = run(true)?;
+    for want in [format!("\"physfn\":\"{pf}\""), "\"sriov\":{\"numvfs\":2,\"totalvfs\":2}".to_string()] {
+        if !json.contains(&want) {
+            return Err(format!("lsvfio --json has no `{want}`:\n{json}"));
+        }
+    }
+    println!("    lsvfio: `physfn {pf}` for {vf}, `sriov numvfs 2/totalvfs 2` for {pf} (text and JSON)");
+    Ok(())
 }
 
 fn vf_open_with_token(mode: Result<Mode, String>) -> TestResult {
