@@ -28,7 +28,10 @@ fn interface_mode(iommu: Mode, noiommu: Mode) -> Result<Mode, String> {
     } else if vfio_tests::offered(noiommu) {
         Ok(noiommu)
     } else {
-        Err(format!("neither {iommu} nor {noiommu} mode is offered ({:?})", vfio_core::detect()))
+        Err(format!(
+            "neither {iommu} nor {noiommu} mode is offered ({:?})",
+            vfio_core::detect()
+        ))
     }
 }
 
@@ -59,7 +62,9 @@ fn open_pf(mode: Result<Mode, String>) -> Result<Pf, String> {
     let sysfs = Sysfs::default();
     let numvfs = sysfs.sriov_numvfs(&addr).map_err(|e| e.to_string())?;
     if numvfs != Some(0) {
-        return Err(format!("{addr}: sriov_numvfs is {numvfs:?}, not 0: left enabled by an earlier test?"));
+        return Err(format!(
+            "{addr}: sriov_numvfs is {numvfs:?}, not 0: left enabled by an earlier test?"
+        ));
     }
     let dev = PciDevice::open_in(c.as_ref(), &addr).map_err(|e| format!("open the PF: {e}"))?;
     Ok(Pf { c, addr, dev, sysfs })
@@ -88,11 +93,20 @@ fn numvfs_owner_enables_and_restores() -> TestResult {
         .map(|f| PciAddress::new(pf.addr.domain, pf.addr.bus, pf.addr.device, pf.addr.function + f))
         .collect::<Result<_, _>>()?;
     ensure!(vfs.vfs() == want.as_slice(), "VFs {:?}, expected {want:?}", vfs.vfs());
-    ensure!(pf.sysfs.virtfns(&pf.addr)? == want, "virtfns differ from the owner's list");
-    ensure!(vfs.token() == &token && vfs.pf_address() == pf.addr, "token or PF address differ");
+    ensure!(
+        pf.sysfs.virtfns(&pf.addr)? == want,
+        "virtfns differ from the owner's list"
+    );
+    ensure!(
+        vfs.token() == &token && vfs.pf_address() == pf.addr,
+        "token or PF address differ"
+    );
     for vf in &want {
         ensure!(pf.sysfs.physfn(vf)? == Some(pf.addr), "{vf}: physfn is not {}", pf.addr);
-        ensure!(pf.sysfs.driver(vf)?.as_deref() == Some("vfio-pci"), "{vf}: not on vfio-pci");
+        ensure!(
+            pf.sysfs.driver(vf)?.as_deref() == Some("vfio-pci"),
+            "{vf}: not on vfio-pci"
+        );
         let id = pf.sysfs.identity(vf)?;
         ensure!(
             (id.vendor, id.device, id.class) == (0x8086, 0x5845, 0x010802),
@@ -104,9 +118,15 @@ fn numvfs_owner_enables_and_restores() -> TestResult {
     ensure!(pf.sysfs.physfn(&pf.addr)?.is_none(), "the PF has a physfn link");
     lsvfio_shows_sriov(&pf.addr, &want[0])?;
     drop(vfs);
-    ensure!(pf.sysfs.sriov_numvfs(&pf.addr)? == Some(0), "numvfs not 0 after the owner dropped");
+    ensure!(
+        pf.sysfs.sriov_numvfs(&pf.addr)? == Some(0),
+        "numvfs not 0 after the owner dropped"
+    );
     for vf in &want {
-        ensure!(pf.sysfs.require_device(vf).is_err(), "{vf} still exists after the owner dropped");
+        ensure!(
+            pf.sysfs.require_device(vf).is_err(),
+            "{vf} still exists after the owner dropped"
+        );
     }
     // keep(): the VFs outlive the owner; put them away by hand, the PF still open.
     let vfs = pf.enable(&token)?;
@@ -116,7 +136,11 @@ fn numvfs_owner_enables_and_restores() -> TestResult {
     pf.sysfs.set_sriov_numvfs(&pf.addr, 0)?;
     ensure!(kept == Some(2), "numvfs {kept:?} after a kept owner dropped");
     let names: Vec<String> = want.iter().map(|a| a.to_string()).collect();
-    println!("    {}: VFs {} on vfio-pci, 8086:5845 class 010802; numvfs back to 0 on drop, kept with keep()", pf.addr, names.join(" "));
+    println!(
+        "    {}: VFs {} on vfio-pci, 8086:5845 class 010802; numvfs back to 0 on drop, kept with keep()",
+        pf.addr,
+        names.join(" ")
+    );
     Ok(Outcome::Pass)
 }
 
@@ -133,7 +157,10 @@ fn lsvfio_shows_sriov(pf: &PciAddress, vf: &PciAddress) -> Result<(), String> {
         if json {
             cmd.arg("--json");
         }
-        let out = cmd.args([pf.to_string(), vf.to_string()]).output().map_err(|e| e.to_string())?;
+        let out = cmd
+            .args([pf.to_string(), vf.to_string()])
+            .output()
+            .map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(format!("lsvfio failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
@@ -146,7 +173,10 @@ fn lsvfio_shows_sriov(pf: &PciAddress, vf: &PciAddress) -> Result<(), String> {
         }
     }
     let json = run(true)?;
-    for want in [format!("\"physfn\":\"{pf}\""), "\"sriov\":{\"numvfs\":2,\"totalvfs\":2}".to_string()] {
+    for want in [
+        format!("\"physfn\":\"{pf}\""),
+        "\"sriov\":{\"numvfs\":2,\"totalvfs\":2}".to_string(),
+    ] {
         if !json.contains(&want) {
             return Err(format!("lsvfio --json has no `{want}`:\n{json}"));
         }
@@ -164,7 +194,11 @@ fn vf_open_with_token(mode: Result<Mode, String>) -> TestResult {
     let vf = PciDevice::open_vf_in(pf.c.as_ref(), &vfs, 0)?;
     ensure!(vf.ids()? == (0x8086, 0x5845), "VF config ids {:x?}", vf.ids()?);
     ensure!(vf.address() == vfs.vfs()[0], "VF address {}", vf.address());
-    ensure!(vf.is_virtfn()? && vf.physfn()? == Some(pf.addr), "VF physfn {:?}", vf.physfn()?);
+    ensure!(
+        vf.is_virtfn()? && vf.physfn()? == Some(pf.addr),
+        "VF physfn {:?}",
+        vf.physfn()?
+    );
     ensure!(!pf.dev.is_virtfn()?, "the PF says it is a VF");
     let bar0 = vf.device().region_info(0)?;
     ensure!(bar0.size == 16 * 1024, "VF BAR0 is {:#x} bytes, not 16 KiB", bar0.size);
@@ -189,9 +223,15 @@ fn vf_open_with_token(mode: Result<Mode, String>) -> TestResult {
         vf.address()
     );
     drop(vf);
-    ensure!(pf.sysfs.sriov_numvfs(&pf.addr)? == Some(2), "the owner went with the VF, not with the test's Arc");
+    ensure!(
+        pf.sysfs.sriov_numvfs(&pf.addr)? == Some(2),
+        "the owner went with the VF, not with the test's Arc"
+    );
     drop(vfs);
-    ensure!(pf.sysfs.sriov_numvfs(&pf.addr)? == Some(0), "numvfs not 0 once VF and owner are gone");
+    ensure!(
+        pf.sysfs.sriov_numvfs(&pf.addr)? == Some(0),
+        "numvfs not 0 once VF and owner are gone"
+    );
     Ok(Outcome::Pass)
 }
 
@@ -220,7 +260,13 @@ fn vf_open_refused(mode: Result<Mode, String>, wrong_token: bool) -> TestResult 
         ensure!(!text.contains(&t.to_string()), "the error shows the token: {text}");
     }
     ensure!(
-        matches!(err, Error::Kernel { errno: Errno::ACCESS, .. }),
+        matches!(
+            err,
+            Error::Kernel {
+                errno: Errno::ACCESS,
+                ..
+            }
+        ),
         "expected Kernel EACCES, got {err:?}"
     );
     ensure!(
@@ -381,7 +427,16 @@ fn bad_vf_token_on_a_non_vf_group() -> TestResult {
     let e = refused("open edu with a VF token", || {
         c.assign_device_with(&addr, &AssignOptions::new().vf_token(token))
     })?;
-    ensure!(matches!(e, Error::Kernel { errno: Errno::INVAL, .. }), "{e:?}");
+    ensure!(
+        matches!(
+            e,
+            Error::Kernel {
+                errno: Errno::INVAL,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     ensure!(
         e.to_string().contains(&addr.to_string()) && e.to_string().contains("neither an SR-IOV VF nor a PF"),
         "{e}"
@@ -400,8 +455,20 @@ fn bad_set_vf_token_on_a_non_pf() -> TestResult {
     let edu = PciDevice::open_in(c.as_ref(), &addr)?;
     let token = Uuid::random()?;
     let e = refused("set a VF token on edu", || edu.device().set_vf_token(&token))?;
-    ensure!(matches!(e, Error::Kernel { errno: Errno::NOTTY, .. }), "{e:?}");
-    ensure!(e.to_string().contains(&addr.to_string()) && e.to_string().contains("not an SR-IOV PF"), "{e}");
+    ensure!(
+        matches!(
+            e,
+            Error::Kernel {
+                errno: Errno::NOTTY,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    ensure!(
+        e.to_string().contains(&addr.to_string()) && e.to_string().contains("not an SR-IOV PF"),
+        "{e}"
+    );
     Ok(Outcome::Pass)
 }
 
@@ -415,17 +482,30 @@ fn bad_ioeventfd_registered_twice() -> TestResult {
     let bar0 = edu.device().region_info(0)?;
     let (ev1, ev2) = (EventFd::new()?, EventFd::new()?);
     use std::os::fd::AsFd;
-    let first = edu.device().add_ioeventfd(&bar0, 4, IoValue::U32(0x1234), ev1.as_fd())?;
+    let first = edu
+        .device()
+        .add_ioeventfd(&bar0, 4, IoValue::U32(0x1234), ev1.as_fd())?;
     let e = refused("the same ioeventfd again", || {
         edu.device().add_ioeventfd(&bar0, 4, IoValue::U32(0x1234), ev2.as_fd())
     })?;
-    ensure!(matches!(e, Error::Kernel { errno: Errno::EXIST, .. }), "{e:?}");
+    ensure!(
+        matches!(
+            e,
+            Error::Kernel {
+                errno: Errno::EXIST,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     ensure!(
         e.to_string().contains(&addr.to_string()) && e.to_string().contains("registered on the device already"),
         "{e}"
     );
     // Another value at the same offset and width is a separate ioeventfd: the kernel takes it.
-    let other = edu.device().add_ioeventfd(&bar0, 4, IoValue::U32(0x5678), ev2.as_fd())?;
+    let other = edu
+        .device()
+        .add_ioeventfd(&bar0, 4, IoValue::U32(0x5678), ev2.as_fd())?;
     other.remove()?;
     first.remove()?;
     println!("    the same offset and width with another value: accepted (a second ioeventfd)");
@@ -437,10 +517,18 @@ fn main() -> ExitCode {
         ("numvfs_owner_enables_and_restores", numvfs_owner_enables_and_restores),
         ("vf_open_with_token_group", || vf_open_with_token(group_mode())),
         ("vf_open_with_token_cdev", || vf_open_with_token(cdev_mode())),
-        ("vf_open_without_token_is_eacces_group", || vf_open_refused(group_mode(), false)),
-        ("vf_open_without_token_is_eacces_cdev", || vf_open_refused(cdev_mode(), false)),
-        ("vf_open_with_wrong_token_is_eacces_group", || vf_open_refused(group_mode(), true)),
-        ("vf_open_with_wrong_token_is_eacces_cdev", || vf_open_refused(cdev_mode(), true)),
+        ("vf_open_without_token_is_eacces_group", || {
+            vf_open_refused(group_mode(), false)
+        }),
+        ("vf_open_without_token_is_eacces_cdev", || {
+            vf_open_refused(cdev_mode(), false)
+        }),
+        ("vf_open_with_wrong_token_is_eacces_group", || {
+            vf_open_refused(group_mode(), true)
+        }),
+        ("vf_open_with_wrong_token_is_eacces_cdev", || {
+            vf_open_refused(cdev_mode(), true)
+        }),
         ("pf_reopen_while_a_vf_is_open_needs_the_token_group", || {
             pf_reopen_needs_the_token(group_mode())
         }),

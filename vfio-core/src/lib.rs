@@ -59,5 +59,5 @@ pub use host::{
     PciIdentity, SharedFd, Sysfs, Uuid, detect, detect_in, open_node, preferred, recv_fds, recv_request, request,
     send_fds, send_refusal, send_request,
 };
-pub use mmio::{MappedRegion, Register, RegisterWidth};
 pub use host::{SriovVfs, explain_vf_token_refusal};
+pub use mmio::{MappedRegion, Register, RegisterWidth};

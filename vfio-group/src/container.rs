@@ -792,10 +792,11 @@ impl vfio_core::Container for Container {
     /// [`vfio_core::explain_vf_token_refusal`].
     #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
     fn assign_device_with(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
-        self.open_device(addr, opts).map_err(|e| match self.sysfs.explain_open_failure(addr) {
-            Some(better) => better,
-            None => vfio_core::explain_vf_token_refusal(&self.sysfs, addr, opts.vf_token.is_some(), e),
-        })
+        self.open_device(addr, opts)
+            .map_err(|e| match self.sysfs.explain_open_failure(addr) {
+                Some(better) => better,
+                None => vfio_core::explain_vf_token_refusal(&self.sysfs, addr, opts.vf_token.is_some(), e),
+            })
     }
 
     /// Collects the fds of the groups of every affected device; a group outside this container

@@ -191,7 +191,10 @@ impl Group {
     /// of [`Group::device_fd`]. The token never appears in errors.
     #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
     pub fn device_fd_with_token(&self, name: &str, token: &vfio_core::Uuid) -> Result<OwnedFd> {
-        self.get_device_fd(&format!("{name} vf_token={token}"), &format!("{name} vf_token=<the token>"))
+        self.get_device_fd(
+            &format!("{name} vf_token={token}"),
+            &format!("{name} vf_token=<the token>"),
+        )
     }
 }
 

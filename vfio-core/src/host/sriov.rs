@@ -24,7 +24,9 @@ use crate::{AssignOptions, Container, Device, Errno, Error, PciAddress, Result, 
 /// last `Arc` goes it writes 0 to the PF's `sriov_numvfs` (unless [`SriovVfs::keep`] was
 /// called; a failure is logged at warn level, target `vfio`), then releases the PF. Every VF
 /// opened with [`SriovVfs::open_vf`] holds an `Arc`, so this happens only after the VF fds
-/// are closed.
+/// are closed. A VF opened another way (e.g. [`Container::assign_device_with`] without
+/// [`AssignOptions::hold`]) must be closed before the last `Arc` goes: the kernel blocks the
+/// write of 0 until every VF fd is closed.
 #[derive(Debug)]
 pub struct SriovVfs {
     sysfs: Sysfs,
@@ -209,9 +211,9 @@ pub fn explain_vf_token_refusal(sysfs: &Sysfs, addr: &PciAddress, token_given: b
             (Ok(None), Ok(None)) => {
                 format!(" (EINVAL: a VF token was given, but {addr} is neither an SR-IOV VF nor a PF)")
             }
-            (Ok(Some(pf)), _) => format!(
-                " (EINVAL: a VF token was given for {addr}, a VF of {pf}, whose PF is not on vfio-pci)"
-            ),
+            (Ok(Some(pf)), _) => {
+                format!(" (EINVAL: a VF token was given for {addr}, a VF of {pf}, whose PF is not on vfio-pci)")
+            }
             (Ok(None), Ok(Some(_))) => format!(
                 " (EINVAL: {addr} is an SR-IOV PF, which takes a VF token: the kernel refused something \
                  else, e.g. the device is open through its cdev already, and a cdev binds once)"
@@ -224,5 +226,80 @@ pub fn explain_vf_token_refusal(sysfs: &Sysfs, addr: &PciAddress, token_given: b
         op,
         target: format!("{target}{hint}"),
         errno,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A fake sysfs: PF 00:0c.0 on vfio-pci with VF 00:0c.1 enabled, and edu 00:03.0.
+    fn tree(name: &str) -> (std::path::PathBuf, Sysfs) {
+        let root = std::env::temp_dir().join(format!("vfio-core-sriov-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let devs = root.join("sys/bus/pci/devices");
+        let real = root.join("sys/devices/pci0000:00");
+        let drv = root.join("sys/bus/pci/drivers/vfio-pci");
+        fs::create_dir_all(&devs).unwrap();
+        fs::create_dir_all(&drv).unwrap();
+        for a in ["0000:00:0c.0", "0000:00:0c.1", "0000:00:03.0"] {
+            fs::create_dir_all(real.join(a)).unwrap();
+            std::os::unix::fs::symlink(real.join(a), devs.join(a)).unwrap();
+            std::os::unix::fs::symlink(&drv, real.join(a).join("driver")).unwrap();
+        }
+        fs::write(real.join("0000:00:0c.0/sriov_totalvfs"), "2\n").unwrap();
+        fs::write(real.join("0000:00:0c.0/sriov_numvfs"), "1\n").unwrap();
+        std::os::unix::fs::symlink("../0000:00:0c.1", real.join("0000:00:0c.0/virtfn0")).unwrap();
+        std::os::unix::fs::symlink("../0000:00:0c.0", real.join("0000:00:0c.1/physfn")).unwrap();
+        let sysfs = Sysfs::at(root.join("sys"), root.join("dev"));
+        (root, sysfs)
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "builds a directory tree with symlinks, which Miri isolates")]
+    fn token_refusals_name_the_pf() {
+        let (root, sysfs) = tree("refusal");
+        let a = |t: &str| t.parse::<PciAddress>().unwrap();
+        let eacces = || Error::kernel("VFIO_GROUP_GET_DEVICE_FD", "dev", Errno::ACCESS);
+        let e = explain_vf_token_refusal(&sysfs, &a("00:0c.1"), false, eacces()).to_string();
+        assert!(
+            e.contains("0000:00:0c.1 is an SR-IOV VF of 0000:00:0c.0 (on vfio-pci)") && e.contains("missing"),
+            "{e}"
+        );
+        let e = explain_vf_token_refusal(&sysfs, &a("00:0c.1"), true, eacces()).to_string();
+        assert!(e.contains("token is wrong"), "{e}");
+        let e = explain_vf_token_refusal(&sysfs, &a("00:0c.0"), false, eacces()).to_string();
+        assert!(e.contains("SR-IOV PF with VFs open"), "{e}");
+        let einval = || Error::kernel("VFIO_GROUP_GET_DEVICE_FD", "dev", Errno::INVAL);
+        let e = explain_vf_token_refusal(&sysfs, &a("00:03.0"), true, einval()).to_string();
+        assert!(e.contains("neither an SR-IOV VF nor a PF"), "{e}");
+        // Without a token, EINVAL has nothing to do with one; other errors stay as they were.
+        let e = explain_vf_token_refusal(&sysfs, &a("00:03.0"), false, einval()).to_string();
+        assert!(!e.contains("token"), "{e}");
+        let other = Error::invalid("open", "x", "y");
+        let e = explain_vf_token_refusal(&sysfs, &a("00:0c.1"), true, other);
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "builds a directory tree with symlinks, which Miri isolates")]
+    fn enable_checks_before_touching_anything() {
+        let (root, sysfs) = tree("enable");
+        let a = |t: &str| t.parse::<PciAddress>().unwrap();
+        let fd = rustix::fs::memfd_create("pf", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let pf = Device::from_fd(fd, "0000:00:0c.0", None);
+        let token = Uuid::from_bytes([7; 16]);
+        let e = SriovVfs::enable(&sysfs, &pf, &a("00:0c.0"), 3, &token).unwrap_err();
+        assert!(
+            e.to_string().contains("numvfs 3 is not within 1..=sriov_totalvfs 2"),
+            "{e}"
+        );
+        let e = SriovVfs::enable(&sysfs, &pf, &a("00:0c.0"), 1, &token).unwrap_err();
+        assert!(e.to_string().contains("1 VFs are enabled already"), "{e}");
+        let e = SriovVfs::enable(&sysfs, &pf, &a("00:03.0"), 1, &token).unwrap_err();
+        assert!(e.to_string().contains("not an SR-IOV PF"), "{e}");
+        fs::remove_dir_all(root).unwrap();
     }
 }

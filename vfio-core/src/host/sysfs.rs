@@ -568,7 +568,10 @@ impl Sysfs {
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(n) = name.to_str().and_then(|n| n.strip_prefix("virtfn")?.parse::<u32>().ok()) else {
+            let Some(n) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("virtfn")?.parse::<u32>().ok())
+            else {
                 continue;
             };
             let link = entry.path();
@@ -582,13 +585,8 @@ impl Sysfs {
 
 fn parse_link_address(link: &Path, target: &Path) -> Result<PciAddress> {
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    name.parse().map_err(|_| {
-        Error::malformed(
-            "read link",
-            link.display(),
-            format!("{name:?} is not a PCI address"),
-        )
-    })
+    name.parse()
+        .map_err(|_| Error::malformed("read link", link.display(), format!("{name:?} is not a PCI address")))
 }
 
 #[cfg(test)]
