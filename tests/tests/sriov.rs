@@ -191,6 +191,15 @@ fn vf_open_with_token(mode: Result<Mode, String>) -> TestResult {
         Err(why) => return skip(why),
     };
     let vfs = pf.enable(&Uuid::random()?)?;
+    if pf.c.mode().interface() == vfio_core::Interface::Cdev {
+        // The probe behind the Unsupported answer of older kernels: 7.3 knows the flag.
+        let unbound = vfio_cdev::UnboundDevice::open(&pf.sysfs, &vfs.vfs()[0])?;
+        ensure!(
+            unbound.vf_token_bind_supported()?,
+            "the bind-with-token probe says no on this kernel"
+        );
+        unbound.close()?;
+    }
     let vf = PciDevice::open_vf_in(pf.c.as_ref(), &vfs, 0)?;
     ensure!(vf.ids()? == (0x8086, 0x5845), "VF config ids {:x?}", vf.ids()?);
     ensure!(vf.address() == vfs.vfs()[0], "VF address {}", vf.address());

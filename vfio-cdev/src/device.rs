@@ -100,7 +100,8 @@ impl UnboundDevice {
     /// already (a cdev binds once); otherwise those of [`UnboundDevice::bind`].
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
     pub fn bind_with_vf_token(self, iommufd: &Arc<Iommufd>, token: &vfio_core::Uuid) -> Result<BoundDevice> {
-        if !self.vf_token_bind_supported()? {
+        // A probe that cannot tell (e.g. EBUSY) leaves the answer to the bind itself.
+        if !self.vf_token_bind_supported().unwrap_or(true) {
             return Err(Error::unsupported(
                 "VFIO_DEVICE_BIND_FLAG_TOKEN (cdev bind with a VF token)",
                 self.fd.name(),
@@ -112,28 +113,30 @@ impl UnboundDevice {
     }
 
     /// Whether the kernel takes `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux >= 6.17), probed without
-    /// binding: `VFIO_DEVICE_BIND_IOMMUFD` with the flag, a token, and iommufd -1. A kernel
-    /// that knows the flag refuses the fd with EINVAL; an older one rejects the larger struct
-    /// with E2BIG (its trailing token pointer is not zero) or the flag with EINVAL only after
-    /// that. Errors: any other errno (Kernel).
+    /// binding: `VFIO_DEVICE_BIND_IOMMUFD` with the flag and a null token pointer. A kernel that
+    /// knows the flag reads the token first and fails with EFAULT (it blocks the device's group
+    /// for the moment of the call, nothing stays); 6.6 to 6.16 refuse any flag with EINVAL. A
+    /// VFIO driver without VF tokens (not vfio-pci) answers EINVAL too: it takes no token.
+    /// Errors: any other errno (Kernel), e.g. EBUSY while the device's group is open in group
+    /// mode.
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
     pub fn vf_token_bind_supported(&self) -> Result<bool> {
-        let uuid = [0u8; 16];
         let mut b = sys::vfio_device_bind_iommufd {
             flags: sys::VFIO_DEVICE_BIND_FLAG_TOKEN,
-            iommufd: -1,
-            token_uuid_ptr: uuid.as_ptr() as u64,
+            // Any open fd: the token is read, and fails, before the iommufd is looked at.
+            iommufd: self.fd.as_fd().as_raw_fd(),
+            token_uuid_ptr: 0,
             ..Default::default()
         };
-        // SAFETY: token_uuid_ptr points at 16 bytes alive for the call, which the kernel only
-        // reads; with iommufd -1 nothing is bound.
+        // SAFETY: a null token pointer makes the kernel's copy_from_user fail (EFAULT) before it
+        // binds anything; the argument holds no other pointer.
         match unsafe { ioctl::call_unchecked::<req::DeviceBindIommufd>(self.ioctl_fd(), &mut b) } {
-            Err(Errno::INVAL) => Ok(true),
-            Err(Errno::TOOBIG) => Ok(false),
+            Err(Errno::FAULT) => Ok(true),
+            Err(Errno::INVAL) => Ok(false),
             Ok(_) => Err(Error::malformed(
                 "VFIO_DEVICE_BIND_IOMMUFD (token probe)",
                 self.fd.name(),
-                "the kernel accepted iommufd -1",
+                "the kernel accepted a null VF token pointer",
             )),
             Err(e) => Err(refused::<req::DeviceBindIommufd>(
                 || format!("{} (VF token probe)", self.fd.name()),
