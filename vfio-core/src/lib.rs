@@ -43,10 +43,14 @@ pub mod ioctl;
 pub mod mmio;
 
 pub use container::{AssignOptions, Container, IovaRange};
+pub use device::migration::{
+    self, Chunk, DataStream, MigFlags, MigState, Migration, PrecopyInfo, ResumeStream, SaveStream,
+};
 pub use device::{
     DependentDevice, Device, DeviceFlags, DeviceInfo, FeatureAccess, FeatureSupport, HotResetInfo, IoValue, Ioeventfd,
     IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet, Owner, RegionCap, RegionFlags, RegionInfo, SparseArea,
 };
+pub use device::{DirtyBitmap, DmaLogRange, DmaLogging, MAX_LOG_RANGES};
 pub use dma::{
     Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
     SharedContainer, page_size,

@@ -857,14 +857,12 @@ impl vfio_core::Container for Container {
     /// for [`unmap_dma`](vfio_core::Container::unmap_dma).
     #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
     unsafe fn map_dma_raw(&self, vaddr: *mut u8, size: u64, iova: u64, access: DmaAccess) -> Result<u64> {
-        match self.pins() {
-            // SAFETY: the caller's contract is this method's: the memory stays valid and
-            // unreferenced while mapped.
-            None => unsafe { self.map_type1(vaddr, size, iova, access) },
-            Some(pins) => pins.pin(vaddr, size, iova, crate::noiommu::PinHow::raw(), || {
-                self.dma_target(iova, size)
-            }),
+        if let Some(pins) = self.pins() {
+            return self.pin_raw(pins, vaddr, size, iova);
         }
+        // SAFETY: the caller's contract is this method's: the memory stays valid and
+        // unreferenced while mapped.
+        unsafe { self.map_type1(vaddr, size, iova, access) }
     }
 
     /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes the kernel unmapped. Errors: ENOENT when
@@ -884,16 +882,14 @@ impl vfio_core::Container for Container {
     /// Type1 v1's "0 bytes, mapping kept" is ENOENT here too: nothing was unmapped.
     #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
-        match self.unmap_range(iova, size) {
-            Ok(0) if size > 0 => Err(Error::kernel(
-                if self.is_noiommu() {
-                    "no-IOMMU unpin found nothing pinned"
-                } else {
-                    "VFIO_IOMMU_UNMAP_DMA unmapped nothing"
-                },
-                self.dma_target(iova, size),
-                Errno::NOENT,
-            )),
+        // Two separate paths, so that the common one keeps its result in registers.
+        let res = if self.is_noiommu() {
+            self.unpin_range(iova, size)
+        } else {
+            self.unmap(iova, size, 0)
+        };
+        match res {
+            Ok(0) if size > 0 => Err(self.unmapped_nothing(iova, size)),
             Ok(n) => Ok(n),
             Err(e) => Err(self.unmap_refused(e, iova, size)),
         }
@@ -901,6 +897,37 @@ impl vfio_core::Container for Container {
 }
 
 impl Container {
+    /// The no-IOMMU side of `map_dma_raw`: pins in place (see `noiommu.rs`).
+    #[cold]
+    #[inline(never)]
+    fn pin_raw(&self, pins: &PinTable, vaddr: *mut u8, size: u64, iova: u64) -> Result<u64> {
+        pins.pin(vaddr, size, iova, crate::noiommu::PinHow::raw(), || {
+            self.dma_target(iova, size)
+        })
+    }
+
+    /// The no-IOMMU side of `unmap_dma`.
+    #[cold]
+    #[inline(never)]
+    fn unpin_range(&self, iova: u64, size: u64) -> Result<u64> {
+        self.unmap_range(iova, size)
+    }
+
+    /// ENOENT for an unmap that found nothing in its range.
+    #[cold]
+    #[inline(never)]
+    fn unmapped_nothing(&self, iova: u64, size: u64) -> Error {
+        Error::kernel(
+            if self.is_noiommu() {
+                "no-IOMMU unpin found nothing pinned"
+            } else {
+                "VFIO_IOMMU_UNMAP_DMA unmapped nothing"
+            },
+            self.dma_target(iova, size),
+            Errno::NOENT,
+        )
+    }
+
     /// A refused unmap, as the `Container` trait reports it. After the last group left, the
     /// type1 driver is gone from the container, with every mapping, and the kernel answers
     /// EINVAL to every DMA request: that is ENOENT here, as for any range where nothing is

@@ -16,18 +16,22 @@ use vfio_sys as sys;
 use crate::ioctl::{self, requests as req};
 use crate::{Error, MappedRegion, Result};
 
+mod dma_logging;
 mod feature;
 mod hot_reset;
 mod info;
 mod ioeventfd;
 mod irq;
+pub mod migration;
 mod region;
 
+pub use dma_logging::{DirtyBitmap, DmaLogRange, DmaLogging, MAX_LOG_RANGES};
 pub use feature::{FeatureAccess, FeatureSupport};
 pub use hot_reset::{DependentDevice, HotResetInfo, MAX_DEPENDENTS};
 pub use info::{DeviceFlags, DeviceInfo};
 pub use ioeventfd::{IoValue, Ioeventfd};
 pub use irq::{IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet};
+pub use migration::{Chunk, DataStream, MigFlags, MigState, Migration, PrecopyInfo, ResumeStream, SaveStream};
 pub use region::{RegionCap, RegionFlags, RegionInfo, SparseArea};
 
 /// Whatever must outlive the device fd: its group and container, or its IOAS and iommufd.
