@@ -4,7 +4,9 @@
 //! lsvfio [-v] [--json] [ADDRESS...]   list functions: ids, class, driver, IOMMU group, nodes,
 //!                                      and the modes that could open each one now
 //!                                      (-v: open each vfio-pci device and show its regions,
-//!                                      IRQ indexes and capabilities)
+//!                                      IRQ indexes and capabilities); an SR-IOV VF
+//!                                      gets a line `physfn ADDRESS`, a PF one
+//!                                      `sriov numvfs N/totalvfs M` (JSON: `physfn`, `sriov`)
 //! lsvfio bind ADDRESS                 bind to vfio-pci (driver_override), print the old driver
 //! lsvfio unbind ADDRESS [DRIVER]      leave vfio-pci; bind DRIVER, or let the kernel choose
 //! lsvfio mdev create TYPE [UUID]      create a mediated device of TYPE (e.g. mtty-1; any
@@ -223,16 +225,34 @@ fn list(sysfs: &Sysfs, args: &[String]) -> Res<()> {
         .iter()
         .map(|d| (verbose && !d.modes.is_empty()).then(|| Details::read(d)))
         .collect();
+    let sriov: Vec<Sriov> = devices.iter().map(|d| Sriov::read(sysfs, &d.address)).collect();
     let mut out = if json {
-        render_json(&devices, &details)
+        render_json(&devices, &details, &sriov)
     } else {
-        render_text(&devices, &details)
+        render_text(&devices, &details, &sriov)
     };
     if !json && only.is_empty() {
         out.push_str(&render_mdevs(sysfs, verbose)?);
     }
     print!("{out}");
     Ok(())
+}
+
+/// SR-IOV from sysfs: a VF's PF, a PF's `sriov_numvfs`/`sriov_totalvfs`.
+#[derive(Default)]
+struct Sriov {
+    physfn: Option<PciAddress>,
+    counts: Option<(u16, u16)>,
+}
+
+impl Sriov {
+    fn read(sysfs: &Sysfs, addr: &PciAddress) -> Self {
+        let total = sysfs.sriov_totalvfs(addr).ok().flatten();
+        Sriov {
+            physfn: sysfs.physfn(addr).ok().flatten(),
+            counts: total.map(|t| (sysfs.sriov_numvfs(addr).ok().flatten().unwrap_or(0), t)),
+        }
+    }
 }
 
 /// What opening a device reveals.
@@ -346,14 +366,14 @@ fn modes_text(d: &DeviceSummary) -> String {
     d.modes.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",")
 }
 
-fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> String {
+fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>], sriov: &[Sriov]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{:<13} {:<9} {:<6} {:<12} {:<5} {:<16} MODES",
         "ADDRESS", "ID", "CLASS", "DRIVER", "GROUP", "CDEV"
     );
-    for (d, det) in devices.iter().zip(details) {
+    for ((d, det), sr) in devices.iter().zip(details).zip(sriov) {
         let _ = writeln!(
             out,
             "{:<13} {:04x}:{:04x} {:06x} {:<12} {:<5} {:<16} {}",
@@ -366,6 +386,12 @@ fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> S
             d.cdev.as_ref().map_or("-", |c| c.name.as_str()),
             modes_text(d)
         );
+        if let Some(pf) = sr.physfn {
+            let _ = writeln!(out, "    physfn {pf}");
+        }
+        if let Some((num, total)) = sr.counts {
+            let _ = writeln!(out, "    sriov numvfs {num}/totalvfs {total}");
+        }
         match det {
             None => {}
             Some(Err(e)) => {
@@ -469,11 +495,12 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or("null".into(), |v| v.to_string())
 }
 
-fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> String {
+fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>], sriov: &[Sriov]) -> String {
     let items: Vec<String> = devices
         .iter()
         .zip(details)
-        .map(|(d, det)| {
+        .zip(sriov)
+        .map(|((d, det), sr)| {
             let modes: Vec<String> = d.modes.iter().map(|m| js(&m.to_string())).collect();
             let mut o = format!(
                 "{{\"address\":{},\"vendor\":{},\"device\":{},\"class\":{},\"driver\":{},\"iommu_group\":{},\"group_node\":{},\"group_viable\":{},\"cdev\":{},\"modes\":[{}]",
@@ -487,6 +514,14 @@ fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> S
                 d.group_viable,
                 opt(d.cdev.as_ref().map(|c| js(&c.path.display().to_string()))),
                 modes.join(",")
+            );
+            let _ = write!(
+                o,
+                ",\"physfn\":{},\"sriov\":{}",
+                opt(sr.physfn.map(|a| js(&a.to_string()))),
+                opt(sr
+                    .counts
+                    .map(|(n, t)| format!("{{\"numvfs\":{n},\"totalvfs\":{t}}}")))
             );
             match det {
                 None => {}
