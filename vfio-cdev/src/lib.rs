@@ -31,6 +31,13 @@ pub mod hwpt;
 pub mod id;
 pub mod ioas;
 pub mod iommufd;
+pub mod fault;
+pub mod hw_queue;
+pub mod invalidation;
+pub mod nested_hwpt;
+pub mod vdevice;
+pub mod veventq;
+pub mod viommu;
 
 pub use container::Container;
 pub use device::{BoundDevice, UnboundDevice};
@@ -39,6 +46,16 @@ pub use hwpt::{Hwpt, HwptFlags};
 pub use id::{DeviceId, HwptId, IoasId, ObjectId, PtId};
 pub use ioas::{Ioas, IoasCopy, IovaPlacement};
 pub use iommufd::Iommufd;
+pub use fault::{Fault, FaultCookie, FaultPerm, FaultQueue, PageResponseCode};
+pub use hw_info::{HwInfoKind, HwInfoType};
+pub use hw_queue::{HwQueue, HwQueueType};
+pub use hwpt::HwptData;
+pub use id::{FaultId, HwQueueId, VdeviceId, VeventqId, ViommuId};
+pub use invalidation::{Invalidation, InvalidationEntry};
+pub use nested_hwpt::{NestParent, NestedFlags, NestedHwpt};
+pub use vdevice::Vdevice;
+pub use veventq::{Vevent, VeventData, Veventq};
+pub use viommu::{Viommu, ViommuData};
 
 use vfio_core::ioctl::{Errno, Request};
 
