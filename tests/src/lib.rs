@@ -529,6 +529,7 @@
 
 pub mod edu;
 pub mod iommufd_mock;
+pub mod iommufd_mock_ops;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
