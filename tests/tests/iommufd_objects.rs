@@ -736,6 +736,118 @@ fn hw_info_typed() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// The edu device bound by cdev to `iommufd`, or why not.
+fn bind_edu(iommufd: &Arc<Iommufd>) -> std::result::Result<vfio_cdev::BoundDevice, String> {
+    let addr = vfio_tests::device_from_env("VFIO_TEST_EDU")?;
+    let modes = vfio_core::detect();
+    if !modes.cdev && !modes.cdev_noiommu {
+        return Err(format!("the cdev interface is not offered by this kernel ({modes:?})"));
+    }
+    vfio_cdev::UnboundDevice::open(&vfio_core::Sysfs::default(), &addr)
+        .and_then(|d| d.bind(iommufd))
+        .map_err(|e| format!("cannot bind edu by cdev: {e}"))
+}
+
+/// Whether the intel-iommu driver runs (`/sys/class/iommu/dmar*`).
+fn intel_iommu() -> bool {
+    std::fs::read_dir("/sys/class/iommu")
+        .map(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("dmar")))
+        .unwrap_or(false)
+}
+
+fn hw_info_of_a_real_device() -> TestResult {
+    let iommufd = match Iommufd::open() {
+        Ok(i) => i,
+        Err(e) => return skip(format!("no iommufd: {e}")),
+    };
+    let edu = match bind_edu(&iommufd) {
+        Ok(d) => d,
+        Err(why) => return skip(why),
+    };
+    if edu.is_noiommu() {
+        // No IOMMU behind the device: the kernel has nothing to report.
+        unsupported(edu.hw_info(), "hw info of a no-IOMMU device")?;
+        return Ok(Outcome::Pass);
+    }
+    let info = edu.hw_info()?;
+    println!("    edu hw info: {info} (capabilities {:#x})", info.capabilities);
+    match info.kind() {
+        HwInfoKind::IntelVtd(v) => {
+            ensure!(v.cap_reg != 0 && v.ecap_reg != 0, "VT-d registers zero: {v:?}");
+            let (_, typed) = iommufd.hw_info_as::<iommufd_sys::iommu_hw_info_vtd>(edu.devid())?;
+            ensure!(typed.cap_reg == v.cap_reg, "input-type reply {typed:?} differs from {v:?}");
+            unsupported(
+                iommufd.hw_info_as::<HwInfoSelftest>(edu.devid()),
+                "hw info of the mock's type from VT-d",
+            )?;
+        }
+        HwInfoKind::None => {
+            ensure!(!intel_iommu(), "intel-iommu runs, but the device reports no VT-d info");
+            ensure!(info.data.is_empty(), "type NONE with {} bytes of data", info.data.len());
+        }
+        other => return Err(format!("unexpected IOMMU kind on a QEMU guest: {other:?}").into()),
+    }
+    ensure!(
+        intel_iommu() == matches!(info.kind(), HwInfoKind::IntelVtd(_)),
+        "IOMMU kind {:?} does not match /sys/class/iommu",
+        info.kind()
+    );
+    Ok(Outcome::Pass)
+}
+
+fn viommu_unsupported_on_a_real_iommu() -> TestResult {
+    let iommufd = match Iommufd::open() {
+        Ok(i) => i,
+        Err(e) => return skip(format!("no iommufd: {e}")),
+    };
+    let edu = match bind_edu(&iommufd) {
+        Ok(d) => d,
+        Err(why) => return skip(why),
+    };
+    if edu.is_noiommu() {
+        return skip("no-IOMMU device: no IOMMU driver to ask for a vIOMMU");
+    }
+    let ioas = iommufd.alloc_ioas()?;
+    // A nest parent where the IOMMU offers one, else a plain HWPT: the driver is asked for its
+    // vIOMMU ops before the HWPT is looked at.
+    let nest = HwptFlags {
+        nest_parent: true,
+        ..Default::default()
+    };
+    let hwpt = match iommufd.alloc_hwpt(edu.devid(), ioas.id(), nest) {
+        Ok(h) => h,
+        Err(e) => {
+            println!("    no nest parent on this IOMMU ({e}); asking over a plain HWPT");
+            iommufd.alloc_hwpt(edu.devid(), ioas.id(), HwptFlags::default())?
+        }
+    };
+    let hwpt = Arc::new(hwpt);
+    unsupported(
+        hwpt.alloc_viommu(edu.devid(), iommufd_sys::IOMMU_VIOMMU_TYPE_ARM_SMMUV3),
+        "SMMUv3 vIOMMU",
+    )?;
+    unsupported(hwpt.alloc_viommu(edu.devid(), VIOMMU_TYPE_SELFTEST), "the mock's vIOMMU type")?;
+    drop(hwpt);
+    drop(ioas);
+    Ok(Outcome::Pass)
+}
+
+fn vdevice_of_a_device_behind_another_iommu() -> TestResult {
+    let (f, _parent, viommu, _nested) = viommu_fixture(mock_or_skip!())?;
+    let edu = match bind_edu(&f.iommufd) {
+        Ok(d) => d,
+        Err(why) => return skip(why),
+    };
+    refused(
+        viommu.alloc_vdevice(edu.devid(), 0x42),
+        Errno::INVAL,
+        "vDEVICE of edu on the mock's vIOMMU",
+    )?;
+    drop(edu);
+    f.unplug()?;
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         ("hwpt_nested_over_nest_parent", hwpt_nested_over_nest_parent),
@@ -750,5 +862,8 @@ fn main() -> ExitCode {
         ("hw_queue_alloc_and_ordering", hw_queue_alloc_and_ordering),
         ("pasid_attach_replace_detach", pasid_attach_replace_detach),
         ("hw_info_typed", hw_info_typed),
+        ("hw_info_of_a_real_device", hw_info_of_a_real_device),
+        ("viommu_unsupported_on_a_real_iommu", viommu_unsupported_on_a_real_iommu),
+        ("vdevice_of_a_device_behind_another_iommu", vdevice_of_a_device_behind_another_iommu),
     ])
 }
