@@ -736,6 +736,86 @@ fn hw_info_typed() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+fn fault_queue_async_under_tokio() -> TestResult {
+    let f = Fixture::new(mock_or_skip!(), 0)?;
+    let (iommufd, idev) = (f.iommufd.clone(), f.idev());
+    let fault = iommufd.alloc_fault_queue()?;
+    let parent = f.parent()?;
+    let iopf = parent.alloc_nested(idev, NestedFlags::default(), Some(&fault), &selftest_data())?;
+    f.replace(iopf.id())?;
+    let rt = runtime()?;
+    let got = rt.block_on(async {
+        let q = vfio_cdev::AsyncFaultQueue::new(fault.clone())?;
+        let early = tokio::time::timeout(Duration::from_millis(50), q.read(4)).await;
+        ensure!(early.is_err(), "a fault before any was raised: {early:?}");
+        trigger_iopf(&iommufd, idev, 0, 7, FaultPerm::READ.0, 0x1000)?;
+        let faults = tokio::time::timeout(Duration::from_secs(2), q.read(4))
+            .await
+            .map_err(|_| "no fault within 2 s")??;
+        Ok::<_, Box<dyn std::error::Error>>(faults)
+    })?;
+    println!("    awaited: {got:?}");
+    ensure!(
+        got.len() == 1 && got[0].grpid == 7 && got[0].pasid.is_none() && got[0].addr == 0x1000,
+        "{got:?}"
+    );
+    fault.respond(got[0].cookie, PageResponseCode::Invalid)?;
+    f.replace(parent.id())?;
+    drop(iopf);
+    f.unplug()?;
+    Ok(Outcome::Pass)
+}
+
+fn veventq_async_under_tokio() -> TestResult {
+    let (f, _parent, viommu, nested) = viommu_fixture(mock_or_skip!())?;
+    let (iommufd, idev) = (f.iommufd.clone(), f.idev());
+    let vd = viommu.alloc_vdevice(idev, 0x55)?;
+    f.replace(nested.id())?;
+    let q = viommu.alloc_veventq::<VeventSelftest>(8)?;
+    let rt = runtime()?;
+    let (q, got) = rt.block_on(async {
+        let mut q = vfio_cdev::AsyncVeventq::new(q)?;
+        let early = tokio::time::timeout(Duration::from_millis(50), q.read(4)).await;
+        ensure!(early.is_err(), "an event before any was raised: {early:?}");
+        trigger_vevent(&iommufd, idev)?;
+        trigger_vevent(&iommufd, idev)?;
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let ev = tokio::time::timeout(Duration::from_secs(2), q.read(4))
+                .await
+                .map_err(|_| "no event within 2 s")??;
+            got.extend(ev);
+        }
+        Ok::<_, Box<dyn std::error::Error>>((q.into_inner(), got))
+    })?;
+    println!("    awaited: {got:?}");
+    let data = VeventSelftest { virt_id: 0x55 };
+    ensure!(
+        got == [
+            Vevent::Event {
+                sequence: 0,
+                lost_before: 0,
+                data
+            },
+            Vevent::Event {
+                sequence: 1,
+                lost_before: 0,
+                data
+            }
+        ],
+        "{got:?}"
+    );
+    f.replace(f.ioas.id())?;
+    drop(q);
+    drop(vd);
+    f.unplug()?;
+    Ok(Outcome::Pass)
+}
+
 /// The edu device bound by cdev to `iommufd`, or why not.
 fn bind_edu(iommufd: &Arc<Iommufd>) -> std::result::Result<vfio_cdev::BoundDevice, String> {
     let addr = vfio_tests::device_from_env("VFIO_TEST_EDU")?;
@@ -855,10 +935,12 @@ fn main() -> ExitCode {
         ("hwpt_invalidate_reports_entries_handled", hwpt_invalidate_reports_entries_handled),
         ("hwpt_invalidate_bounds", hwpt_invalidate_bounds),
         ("fault_queue_iopf_round_trip", fault_queue_iopf_round_trip),
+        ("fault_queue_async_under_tokio", fault_queue_async_under_tokio),
         ("viommu_alloc_and_errors", viommu_alloc_and_errors),
         ("vdevice_alloc_and_errors", vdevice_alloc_and_errors),
         ("viommu_invalidate_dev_cache", viommu_invalidate_dev_cache),
         ("veventq_sequence_and_overflow", veventq_sequence_and_overflow),
+        ("veventq_async_under_tokio", veventq_async_under_tokio),
         ("hw_queue_alloc_and_ordering", hw_queue_alloc_and_ordering),
         ("pasid_attach_replace_detach", pasid_attach_replace_detach),
         ("hw_info_typed", hw_info_typed),

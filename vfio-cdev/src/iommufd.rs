@@ -214,8 +214,10 @@ impl Iommufd {
     }
 
     /// `IOMMU_GET_HW_INFO` (Linux >= 6.7) for device `dev` (a [`crate::BoundDevice::devid`]),
-    /// with up to 256 bytes of driver-specific data. Errors: ENOENT for an unknown device;
-    /// Unsupported on kernels without the ioctl (ENOTTY) or a driver without info (EOPNOTSUPP).
+    /// with up to 256 bytes of driver-specific data, typed by [`HwInfo::kind`] and
+    /// [`HwInfo::get`]. A driver without driver data (virtio-iommu) answers type NONE with no
+    /// data. Errors: ENOENT for an unknown device; Unsupported on kernels without the ioctl
+    /// (ENOTTY) or for a device without an IOMMU (no-IOMMU cdev, EOPNOTSUPP).
     #[doc(alias = "IOMMU_GET_HW_INFO")]
     pub fn hw_info(&self, dev: DeviceId) -> Result<HwInfo> {
         self.hw_info_request(dev, None)

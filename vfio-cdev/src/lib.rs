@@ -32,6 +32,8 @@ pub mod id;
 pub mod ioas;
 pub mod iommufd;
 pub mod fault;
+#[cfg(feature = "tokio")]
+pub mod async_queue;
 pub mod hw_queue;
 pub mod invalidation;
 pub mod nested_hwpt;
@@ -46,6 +48,8 @@ pub use hwpt::{Hwpt, HwptFlags};
 pub use id::{DeviceId, HwptId, IoasId, ObjectId, PtId};
 pub use ioas::{Ioas, IoasCopy, IovaPlacement};
 pub use iommufd::Iommufd;
+#[cfg(feature = "tokio")]
+pub use async_queue::{AsyncFaultQueue, AsyncVeventq};
 pub use fault::{Fault, FaultCookie, FaultPerm, FaultQueue, PageResponseCode};
 pub use hw_info::{HwInfoKind, HwInfoType};
 pub use hw_queue::{HwQueue, HwQueueType};
