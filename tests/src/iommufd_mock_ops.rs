@@ -165,14 +165,23 @@ fn issue(cmd: TestCmd, iommufd: &Iommufd) -> Result<TestCmd> {
 /// `IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE`: attaches mock device `stdev` to `pt` (an IOAS, a
 /// paging or nested HWPT); returns the HWPT it is now attached to.
 pub fn mock_domain_replace(iommufd: &Iommufd, stdev: ObjectId, pt: impl Into<PtId>) -> Result<HwptId> {
-    let c = issue(TestCmd::new(OP_MOCK_DOMAIN_REPLACE, stdev.get()).set_u32(0, pt.into().get()), iommufd)?;
+    let c = issue(
+        TestCmd::new(OP_MOCK_DOMAIN_REPLACE, stdev.get()).set_u32(0, pt.into().get()),
+        iommufd,
+    )?;
     Ok(HwptId::from(c.u32_at(0)))
 }
 
 /// `IOMMU_TEST_OP_MD_CHECK_IOTLB`: mock IOTLB slot `slot` of nested HWPT `hwpt` holds `want`
 /// (EINVAL otherwise).
 pub fn check_iotlb(iommufd: &Iommufd, hwpt: HwptId, slot: u32, want: u32) -> Result<()> {
-    issue(TestCmd::new(OP_MD_CHECK_IOTLB, hwpt.get()).set_u32(0, slot).set_u32(4, want), iommufd).map(|_| ())
+    issue(
+        TestCmd::new(OP_MD_CHECK_IOTLB, hwpt.get())
+            .set_u32(0, slot)
+            .set_u32(4, want),
+        iommufd,
+    )
+    .map(|_| ())
 }
 
 /// [`check_iotlb`] of every slot against `want`.
@@ -199,7 +208,13 @@ pub fn trigger_iopf(iommufd: &Iommufd, idev: DeviceId, pasid: u32, grpid: u32, p
 
 /// `IOMMU_TEST_OP_DEV_CHECK_CACHE`: mock device cache slot `slot` of `idev` holds `want`.
 pub fn check_dev_cache(iommufd: &Iommufd, idev: DeviceId, slot: u32, want: u32) -> Result<()> {
-    issue(TestCmd::new(OP_DEV_CHECK_CACHE, idev.get()).set_u32(0, slot).set_u32(4, want), iommufd).map(|_| ())
+    issue(
+        TestCmd::new(OP_DEV_CHECK_CACHE, idev.get())
+            .set_u32(0, slot)
+            .set_u32(4, want),
+        iommufd,
+    )
+    .map(|_| ())
 }
 
 /// [`check_dev_cache`] of every slot.
@@ -219,7 +234,9 @@ pub fn trigger_vevent(iommufd: &Iommufd, idev: DeviceId) -> Result<()> {
 /// `IOMMU_TEST_OP_PASID_ATTACH`: attaches `pasid` of mock device `stdev` to `pt`.
 pub fn pasid_attach(iommufd: &Iommufd, stdev: ObjectId, pasid: u32, pt: impl Into<PtId>) -> Result<()> {
     issue(
-        TestCmd::new(OP_PASID_ATTACH, stdev.get()).set_u32(0, pasid).set_u32(4, pt.into().get()),
+        TestCmd::new(OP_PASID_ATTACH, stdev.get())
+            .set_u32(0, pasid)
+            .set_u32(4, pt.into().get()),
         iommufd,
     )
     .map(|_| ())
@@ -228,7 +245,9 @@ pub fn pasid_attach(iommufd: &Iommufd, stdev: ObjectId, pasid: u32, pt: impl Int
 /// `IOMMU_TEST_OP_PASID_REPLACE`: replaces the HWPT `pasid` of `stdev` is attached to.
 pub fn pasid_replace(iommufd: &Iommufd, stdev: ObjectId, pasid: u32, pt: impl Into<PtId>) -> Result<()> {
     issue(
-        TestCmd::new(OP_PASID_REPLACE, stdev.get()).set_u32(0, pasid).set_u32(4, pt.into().get()),
+        TestCmd::new(OP_PASID_REPLACE, stdev.get())
+            .set_u32(0, pasid)
+            .set_u32(4, pt.into().get()),
         iommufd,
     )
     .map(|_| ())
@@ -243,7 +262,9 @@ pub fn pasid_detach(iommufd: &Iommufd, stdev: ObjectId, pasid: u32) -> Result<()
 /// EINVAL otherwise.
 pub fn pasid_check(iommufd: &Iommufd, stdev: ObjectId, pasid: u32, hwpt: u32) -> Result<()> {
     issue(
-        TestCmd::new(OP_PASID_CHECK_HWPT, stdev.get()).set_u32(0, pasid).set_u32(4, hwpt),
+        TestCmd::new(OP_PASID_CHECK_HWPT, stdev.get())
+            .set_u32(0, pasid)
+            .set_u32(4, hwpt),
         iommufd,
     )
     .map(|_| ())

@@ -140,7 +140,14 @@ fn hwpt_nested_over_nest_parent() -> TestResult {
     let (iommufd, idev) = (&f.iommufd, f.idev());
     let data = selftest_data();
     refused(
-        iommufd.alloc_hwpt_raw(DeviceId::from(f.ioas.id().get()), ObjectId::from(idev.get()), 0, None, 0, &[]),
+        iommufd.alloc_hwpt_raw(
+            DeviceId::from(f.ioas.id().get()),
+            ObjectId::from(idev.get()),
+            0,
+            None,
+            0,
+            &[],
+        ),
         Errno::NOENT,
         "HWPT_ALLOC with an IOAS as the device",
     )?;
@@ -172,11 +179,23 @@ fn hwpt_nested_over_nest_parent() -> TestResult {
         "nested with type NONE and data",
     )?;
     unsupported(
-        parent.alloc_nested_raw(idev, none, None, HWPT_DATA_SELFTEST + 1, zerocopy::IntoBytes::as_bytes(&data)),
+        parent.alloc_nested_raw(
+            idev,
+            none,
+            None,
+            HWPT_DATA_SELFTEST + 1,
+            zerocopy::IntoBytes::as_bytes(&data),
+        ),
         "nested with an unknown data type",
     )?;
     refused(
-        parent.alloc_nested_raw(idev, none, None, HWPT_DATA_SELFTEST, &zerocopy::IntoBytes::as_bytes(&data)[..3]),
+        parent.alloc_nested_raw(
+            idev,
+            none,
+            None,
+            HWPT_DATA_SELFTEST,
+            &zerocopy::IntoBytes::as_bytes(&data)[..3],
+        ),
         Errno::INVAL,
         "nested with 3 bytes of data",
     )?;
@@ -202,13 +221,28 @@ fn hwpt_nested_over_nest_parent() -> TestResult {
         check_iotlb_all(iommufd, n.id(), [IOTLB_DEFAULT; 4])?;
     }
     refused(
-        iommufd.alloc_hwpt_raw(idev, n0.id(), 0, None, HWPT_DATA_SELFTEST, zerocopy::IntoBytes::as_bytes(&data)),
+        iommufd.alloc_hwpt_raw(
+            idev,
+            n0.id(),
+            0,
+            None,
+            HWPT_DATA_SELFTEST,
+            zerocopy::IntoBytes::as_bytes(&data),
+        ),
         Errno::INVAL,
         "nested over a nested HWPT",
     )?;
-    refused(iommufd.destroy(parent.id()), Errno::BUSY, "destroy of a parent with nested HWPTs")?;
+    refused(
+        iommufd.destroy(parent.id()),
+        Errno::BUSY,
+        "destroy of a parent with nested HWPTs",
+    )?;
     ensure!(f.replace(n0.id())? == n0.id(), "mock device not on n0");
-    refused(iommufd.destroy(n0.id()), Errno::BUSY, "destroy of an attached nested HWPT")?;
+    refused(
+        iommufd.destroy(n0.id()),
+        Errno::BUSY,
+        "destroy of an attached nested HWPT",
+    )?;
     f.replace(n1.id())?;
     n0.destroy()?;
     f.replace(parent.id())?;
@@ -229,7 +263,12 @@ fn hwpt_invalidate_changes_the_mock_iotlb() -> TestResult {
     let (f, parent, n0) = nested_fixture(mock_or_skip!())?;
     let iommufd = &f.iommufd;
     let d = IOTLB_DEFAULT;
-    handled(n0.invalidate::<HwptInvalidateSelftest>(&[]), 0, None, "no entries (type probe)")?;
+    handled(
+        n0.invalidate::<HwptInvalidateSelftest>(&[]),
+        0,
+        None,
+        "no entries (type probe)",
+    )?;
     check_iotlb_all(iommufd, n0.id(), [d; 4])?;
     handled(n0.invalidate(&[inv(0, 0)]), 1, None, "slot 0")?;
     check_iotlb_all(iommufd, n0.id(), [0, d, d, d])?;
@@ -264,10 +303,7 @@ fn hwpt_invalidate_reports_entries_handled() -> TestResult {
     check_iotlb_all(&f.iommufd, n0.id(), [0, 0, d, d])?;
     // The typed answer: ok() drops the count of a failure and keeps it of a success.
     ensure!(n0.invalidate(&[inv(0, 2)]).ok()? == 1, "one entry handled");
-    ensure!(
-        n0.invalidate(&[inv(0, 9)]).ok().is_err(),
-        "slot 9 accepted"
-    );
+    ensure!(n0.invalidate(&[inv(0, 9)]).ok().is_err(), "slot 9 accepted");
     f.unplug()?;
     Ok(Outcome::Pass)
 }
@@ -334,14 +370,24 @@ fn fault_queue_iopf_round_trip() -> TestResult {
     let fault = iommufd.alloc_fault_queue()?;
     // The fd is close-on-exec.
     let fdflags = rustix::io::fcntl_getfd(&*fault)?;
-    ensure!(fdflags.contains(rustix::io::FdFlags::CLOEXEC), "fault fd without O_CLOEXEC");
+    ensure!(
+        fdflags.contains(rustix::io::FdFlags::CLOEXEC),
+        "fault fd without O_CLOEXEC"
+    );
     let parent = f.parent()?;
     let iopf = parent.alloc_nested(idev, NestedFlags::default(), Some(&fault), &selftest_data())?;
     ensure!(iopf.fault_queue().is_some(), "nested HWPT forgot its fault queue");
     f.replace(iopf.id())?;
-    refused(iommufd.destroy(iopf.id()), Errno::BUSY, "destroy of the attached IOPF HWPT")?;
+    refused(
+        iommufd.destroy(iopf.id()),
+        Errno::BUSY,
+        "destroy of the attached IOPF HWPT",
+    )?;
     ensure!(fault.read(4)?.is_empty(), "faults before any was raised");
-    ensure!(!fault.wait(Some(Duration::from_millis(50)))?, "readable before any fault");
+    ensure!(
+        !fault.wait(Some(Duration::from_millis(50)))?,
+        "readable before any fault"
+    );
     let rw = (FaultPerm::READ | FaultPerm::WRITE).0;
     trigger_iopf(iommufd, idev, 1, 2, rw, 0xdead_beaf)?;
     let faults = fault.read_timeout(4, Duration::from_secs(2))?;
@@ -351,12 +397,19 @@ fn fault_queue_iopf_round_trip() -> TestResult {
     ensure!(flt.dev == idev, "dev {} != {idev}", flt.dev);
     ensure!(flt.pasid == Some(1), "pasid {:?}", flt.pasid);
     ensure!(flt.grpid == 2 && flt.addr == 0xdead_beaf && flt.length == 0, "{flt:?}");
-    ensure!(flt.perm.contains(FaultPerm::READ | FaultPerm::WRITE) && flt.perm.0 == 3, "perm {:?}", flt.perm);
+    ensure!(
+        flt.perm.contains(FaultPerm::READ | FaultPerm::WRITE) && flt.perm.0 == 3,
+        "perm {:?}",
+        flt.perm
+    );
     ensure!(flt.last_page && flt.flags == 3, "flags {:#x}", flt.flags);
     ensure!(flt.cookie.get() >= 1, "cookie {:?}", flt.cookie);
     ensure!(fault.read(4)?.is_empty(), "the fault was read twice");
     refused(
-        fault.respond(vfio_cdev::FaultCookie(flt.cookie.get() + 100), PageResponseCode::Success),
+        fault.respond(
+            vfio_cdev::FaultCookie(flt.cookie.get() + 100),
+            PageResponseCode::Success,
+        ),
         Errno::INVAL,
         "response to an unknown fault",
     )?;
@@ -369,7 +422,11 @@ fn fault_queue_iopf_round_trip() -> TestResult {
     refused(fault.write_raw(&[0u8; 7]), Errno::SPIPE, "write of 7 bytes")?;
     let mut small = [0u8; 39];
     refused(fault.read_raw(&mut small), Errno::SPIPE, "read of 39 bytes")?;
-    refused(iommufd.destroy(fault.id()), Errno::BUSY, "destroy of the fault queue with its fd open")?;
+    refused(
+        iommufd.destroy(fault.id()),
+        Errno::BUSY,
+        "destroy of the fault queue with its fd open",
+    )?;
     f.replace(parent.id())?;
     iopf.destroy()?;
     f.unplug()?;
@@ -406,17 +463,29 @@ fn viommu_alloc_and_errors() -> TestResult {
     )?;
     let viommu = Arc::new(parent.alloc_viommu(idev, VIOMMU_TYPE_SELFTEST)?);
     ensure!(viommu.viommu_type() == VIOMMU_TYPE_SELFTEST, "type");
-    refused(iommufd.destroy(parent.id()), Errno::BUSY, "destroy of the vIOMMU's parent")?;
+    refused(
+        iommufd.destroy(parent.id()),
+        Errno::BUSY,
+        "destroy of the vIOMMU's parent",
+    )?;
     let nested = viommu.alloc_nested(idev, NestedFlags::default(), None, &selftest_data())?;
     check_iotlb_all(iommufd, nested.id(), [IOTLB_DEFAULT; 4])?;
-    refused(iommufd.destroy(viommu.id()), Errno::BUSY, "destroy of a vIOMMU with a nested HWPT")?;
+    refused(
+        iommufd.destroy(viommu.id()),
+        Errno::BUSY,
+        "destroy of a vIOMMU with a nested HWPT",
+    )?;
     let mut data = ViommuSelftest {
         in_data: 0xbeef,
         ..Default::default()
     };
     let v2 = parent.alloc_viommu_with(idev, &mut data)?;
     println!("    vIOMMU data written back: {data:?}");
-    ensure!(data.out_data == 0xbeef, "out_data {:#x}, expected the in_data 0xbeef", data.out_data);
+    ensure!(
+        data.out_data == 0xbeef,
+        "out_data {:#x}, expected the in_data 0xbeef",
+        data.out_data
+    );
     v2.destroy()?;
     // Children hold their parents: drop order cannot hit the kernel's EBUSY.
     drop(viommu);
@@ -429,12 +498,24 @@ fn viommu_alloc_and_errors() -> TestResult {
 fn vdevice_alloc_and_errors() -> TestResult {
     let (f, _parent, viommu, nested) = viommu_fixture(mock_or_skip!())?;
     let (iommufd, idev) = (&f.iommufd, f.idev());
-    refused(f.replace(nested.id()), Errno::NOENT, "attach to a vIOMMU nested HWPT without a vDEVICE")?;
+    refused(
+        f.replace(nested.id()),
+        Errno::NOENT,
+        "attach to a vIOMMU nested HWPT without a vDEVICE",
+    )?;
     let vd = viommu.alloc_vdevice(idev, 0x99)?;
     ensure!(vd.virt_id() == 0x99 && vd.device() == idev, "{vd:?}");
     f.replace(nested.id())?;
-    refused(viommu.alloc_vdevice(idev, 0x99), Errno::EXIST, "second vDEVICE, same virt id")?;
-    refused(viommu.alloc_vdevice(idev, 0x88), Errno::EXIST, "second vDEVICE for the device")?;
+    refused(
+        viommu.alloc_vdevice(idev, 0x99),
+        Errno::EXIST,
+        "second vDEVICE, same virt id",
+    )?;
+    refused(
+        viommu.alloc_vdevice(idev, 0x88),
+        Errno::EXIST,
+        "second vDEVICE for the device",
+    )?;
     refused(
         viommu.alloc_vdevice(DeviceId::from(f.ioas.id().get()), 0x77),
         Errno::NOENT,
@@ -447,11 +528,19 @@ fn vdevice_alloc_and_errors() -> TestResult {
         Errno::EXIST,
         "vDEVICE of another device with a taken virt id",
     )?;
-    refused(iommufd.destroy(viommu.id()), Errno::BUSY, "destroy of a vIOMMU with vDEVICEs")?;
+    refused(
+        iommufd.destroy(viommu.id()),
+        Errno::BUSY,
+        "destroy of a vIOMMU with vDEVICEs",
+    )?;
     // Unplugging a device removes its vDEVICE: the later destroy is ENOENT (drop logs it at debug).
     let vd2 = viommu.alloc_vdevice(md2.idev_id, 0x88)?;
     iommufd.destroy(md2.stdev_id)?;
-    refused(vd2.destroy(), Errno::NOENT, "destroy of a vDEVICE whose device was unplugged")?;
+    refused(
+        vd2.destroy(),
+        Errno::NOENT,
+        "destroy of a vDEVICE whose device was unplugged",
+    )?;
     vd.destroy()?;
     let again = viommu.alloc_vdevice(idev, 0x99)?;
     drop(again);
@@ -465,7 +554,12 @@ fn viommu_invalidate_dev_cache() -> TestResult {
     let vd = viommu.alloc_vdevice(idev, 0x99)?;
     let d = DEV_CACHE_DEFAULT;
     check_dev_cache_all(iommufd, idev, [d; 4])?;
-    handled(viommu.invalidate::<ViommuInvalidateSelftest>(&[]), 0, None, "no entries")?;
+    handled(
+        viommu.invalidate::<ViommuInvalidateSelftest>(&[]),
+        0,
+        None,
+        "no entries",
+    )?;
     let one = zerocopy::IntoBytes::as_bytes(&vinv(0, 0x99, 0)).to_vec();
     let page = vec![0u8; 64];
     handled(
@@ -482,9 +576,19 @@ fn viommu_invalidate_dev_cache() -> TestResult {
             &format!("entry length {len}"),
         )?;
     }
-    handled(viommu.invalidate(&[vinv(!0, 0x99, 0)]), 0, Some(Errno::OPNOTSUPP), "unknown flags")?;
+    handled(
+        viommu.invalidate(&[vinv(!0, 0x99, 0)]),
+        0,
+        Some(Errno::OPNOTSUPP),
+        "unknown flags",
+    )?;
     handled(viommu.invalidate(&[vinv(0, 0x99, 4)]), 0, Some(Errno::INVAL), "cache 4")?;
-    handled(viommu.invalidate(&[vinv(0, 9, 0)]), 0, Some(Errno::INVAL), "unknown vDEVICE")?;
+    handled(
+        viommu.invalidate(&[vinv(0, 9, 0)]),
+        0,
+        Some(Errno::INVAL),
+        "unknown vDEVICE",
+    )?;
     check_dev_cache_all(iommufd, idev, [d; 4])?;
     handled(
         viommu.invalidate(&[vinv(0, 0x99, 0), vinv(!0, 0x99, 1)]),
@@ -508,7 +612,12 @@ fn viommu_invalidate_dev_cache() -> TestResult {
         "caches 2 and 3",
     )?;
     check_dev_cache_all(iommufd, idev, [0; 4])?;
-    handled(viommu.invalidate(&[vinv(INVALIDATE_FLAG_ALL, 0x99, 0)]), 1, None, "all caches")?;
+    handled(
+        viommu.invalidate(&[vinv(INVALIDATE_FLAG_ALL, 0x99, 0)]),
+        1,
+        None,
+        "all caches",
+    )?;
     drop(vd);
     f.unplug()?;
     Ok(Outcome::Pass)
@@ -522,8 +631,15 @@ fn veventq_sequence_and_overflow() -> TestResult {
     drop(viommu.alloc_veventq::<VeventSelftest>(1 << 19)?);
     let mut q = viommu.alloc_veventq::<VeventSelftest>(2)?;
     let fdflags = rustix::io::fcntl_getfd(&q)?;
-    ensure!(fdflags.contains(rustix::io::FdFlags::CLOEXEC), "vEVENTQ fd without O_CLOEXEC");
-    refused(viommu.alloc_veventq::<VeventSelftest>(2), Errno::EXIST, "second vEVENTQ of the type")?;
+    ensure!(
+        fdflags.contains(rustix::io::FdFlags::CLOEXEC),
+        "vEVENTQ fd without O_CLOEXEC"
+    );
+    refused(
+        viommu.alloc_veventq::<VeventSelftest>(2),
+        Errno::EXIST,
+        "second vEVENTQ of the type",
+    )?;
     refused(q.read_raw(&mut []), Errno::INVAL, "read of 0 bytes")?;
     refused(q.read_raw(&mut [0u8; 7]), Errno::INVAL, "read of 7 bytes")?;
     ensure!(q.read(4)?.is_empty(), "events before any was raised");
@@ -532,7 +648,11 @@ fn veventq_sequence_and_overflow() -> TestResult {
     f.replace(nested.id())?;
     trigger_vevent(iommufd, idev)?;
     ensure!(q.wait(Some(Duration::from_secs(2)))?, "no event within 2 s");
-    refused(q.read_raw(&mut [0u8; 8]), Errno::INVAL, "read of a header without room for its data")?;
+    refused(
+        q.read_raw(&mut [0u8; 8]),
+        Errno::INVAL,
+        "read of a header without room for its data",
+    )?;
     let ev = q.read(4)?;
     println!("    read: {ev:?}");
     ensure!(
@@ -579,7 +699,11 @@ fn veventq_sequence_and_overflow() -> TestResult {
         }],
         "after the overflow: {ev:?}"
     );
-    refused(iommufd.destroy(q.id()), Errno::BUSY, "destroy of the vEVENTQ with its fd open")?;
+    refused(
+        iommufd.destroy(q.id()),
+        Errno::BUSY,
+        "destroy of the vEVENTQ with its fd open",
+    )?;
     f.replace(f.ioas.id())?;
     drop(vd);
     drop(q);
@@ -598,25 +722,40 @@ fn hw_queue_alloc_and_ordering() -> TestResult {
     let iova2 = unsafe { ioas.map_raw(b.as_ptr(), 4096, IovaPlacement::Any, DmaAccess::READ_WRITE)? };
     unsupported(viommu.alloc_hw_queue_raw(0, 0, iova, 4096), "HW queue of type 0")?;
     invalid(viommu.alloc_hw_queue::<HwQueueSelftest>(0, iova, 0), "length 0")?;
-    invalid(viommu.alloc_hw_queue::<HwQueueSelftest>(0, !0, 4096), "range past the end")?;
+    invalid(
+        viommu.alloc_hw_queue::<HwQueueSelftest>(0, !0, 4096),
+        "range past the end",
+    )?;
     let unmapped = if iova.max(iova2) < (1 << 30) { 1 << 30 } else { 1 << 25 };
     refused(
         viommu.alloc_hw_queue::<HwQueueSelftest>(0, unmapped, 4096),
         Errno::NOENT,
         "unmapped IOVA",
     )?;
-    refused(viommu.alloc_hw_queue::<HwQueueSelftest>(1, iova, 4096), Errno::IO, "index 1 before 0")?;
+    refused(
+        viommu.alloc_hw_queue::<HwQueueSelftest>(1, iova, 4096),
+        Errno::IO,
+        "index 1 before 0",
+    )?;
     refused(
         viommu.alloc_hw_queue::<HwQueueSelftest>(HW_QUEUE_MAX, iova, 4096),
         Errno::INVAL,
         "index past the mock's",
     )?;
     let q0 = viommu.alloc_hw_queue::<HwQueueSelftest>(0, iova, 4096)?;
-    refused(viommu.alloc_hw_queue::<HwQueueSelftest>(0, iova, 4096), Errno::EXIST, "index 0 again")?;
+    refused(
+        viommu.alloc_hw_queue::<HwQueueSelftest>(0, iova, 4096),
+        Errno::EXIST,
+        "index 0 again",
+    )?;
     refused(ioas.unmap(iova, 4096), Errno::BUSY, "unmap of a queue's memory")?;
     ioas.unmap(iova2, 4096)?;
     let q1 = viommu.alloc_hw_queue::<HwQueueSelftest>(1, iova + 2048, 2048)?;
-    refused(f.iommufd.destroy(q0.id()), Errno::BUSY, "destroy of queue 0 before queue 1")?;
+    refused(
+        f.iommufd.destroy(q0.id()),
+        Errno::BUSY,
+        "destroy of queue 0 before queue 1",
+    )?;
     q1.destroy()?;
     q0.destroy()?;
     ioas.unmap(iova, 4096)?;
@@ -650,33 +789,65 @@ fn pasid_attach_replace_detach() -> TestResult {
     )?;
     // The RID on a non-PASID HWPT: no PASID attach.
     f.replace(parent.id())?;
-    refused(pasid_attach(iommufd, st, 100, s2.id()), Errno::INVAL, "PASID attach with the RID on a non-PASID HWPT")?;
+    refused(
+        pasid_attach(iommufd, st, 100, s2.id()),
+        Errno::INVAL,
+        "PASID attach with the RID on a non-PASID HWPT",
+    )?;
     f.replace(s2.id())?;
     pasid_attach(iommufd, st, 100, n0.id())?;
-    refused(f.replace(parent.id()), Errno::INVAL, "RID to a non-PASID HWPT while a PASID is attached")?;
+    refused(
+        f.replace(parent.id()),
+        Errno::INVAL,
+        "RID to a non-PASID HWPT while a PASID is attached",
+    )?;
     pasid_detach(iommufd, st, 100)?;
     pasid_check(iommufd, st, 100, 0)?;
     // A device without PASID support.
     ops::mock_domain_replace(iommufd, np.stdev_id, n0.id())?;
     ops::mock_domain_replace(iommufd, np.stdev_id, f.ioas.id())?;
-    refused(pasid_attach(iommufd, np.stdev_id, 100, s2.id()), Errno::INVAL, "PASID attach on a device without PASIDs")?;
+    refused(
+        pasid_attach(iommufd, np.stdev_id, 100, s2.id()),
+        Errno::INVAL,
+        "PASID attach on a device without PASIDs",
+    )?;
     // Attach and detach.
-    refused(pasid_attach(iommufd, st, 100, parent.id()), Errno::INVAL, "PASID attach to a non-PASID HWPT")?;
+    refused(
+        pasid_attach(iommufd, st, 100, parent.id()),
+        Errno::INVAL,
+        "PASID attach to a non-PASID HWPT",
+    )?;
     pasid_check(iommufd, st, 100, 0)?;
-    refused(pasid_attach(iommufd, st, 100, f.ioas.id()), Errno::INVAL, "PASID attach to an IOAS")?;
+    refused(
+        pasid_attach(iommufd, st, 100, f.ioas.id()),
+        Errno::INVAL,
+        "PASID attach to an IOAS",
+    )?;
     pasid_check(iommufd, st, 100, 0)?;
     pasid_attach(iommufd, st, 100, s2.id())?;
     pasid_check(iommufd, st, 100, s2.id().get())?;
-    refused(pasid_attach(iommufd, st, 100, n0.id()), Errno::BUSY, "second attach of PASID 100")?;
+    refused(
+        pasid_attach(iommufd, st, 100, n0.id()),
+        Errno::BUSY,
+        "second attach of PASID 100",
+    )?;
     pasid_detach(iommufd, st, 100)?;
     pasid_check(iommufd, st, 100, 0)?;
     pasid_attach(iommufd, st, 100, n0.id())?;
     pasid_check(iommufd, st, 100, n0.id().get())?;
     pasid_detach(iommufd, st, 100)?;
     // Replace.
-    refused(pasid_replace(iommufd, st, 200, s2.id()), Errno::INVAL, "replace of a detached PASID")?;
+    refused(
+        pasid_replace(iommufd, st, 200, s2.id()),
+        Errno::INVAL,
+        "replace of a detached PASID",
+    )?;
     pasid_attach(iommufd, st, 200, s2.id())?;
-    refused(pasid_replace(iommufd, st, 200, f.ioas.id()), Errno::INVAL, "replace to an IOAS")?;
+    refused(
+        pasid_replace(iommufd, st, 200, f.ioas.id()),
+        Errno::INVAL,
+        "replace to an IOAS",
+    )?;
     pasid_check(iommufd, st, 200, s2.id().get())?;
     pasid_replace(iommufd, st, 200, n0.id())?;
     pasid_check(iommufd, st, 200, n0.id().get())?;
@@ -695,7 +866,14 @@ fn pasid_attach_replace_detach() -> TestResult {
     // A fault on a PASID reaches the PASID's HWPT's fault queue.
     pasid_attach(iommufd, st, 2048, iopf.id())?;
     pasid_check(iommufd, st, 2048, iopf.id().get())?;
-    trigger_iopf(iommufd, idev, 2048, 2, (FaultPerm::READ | FaultPerm::WRITE).0, 0xdead_beaf)?;
+    trigger_iopf(
+        iommufd,
+        idev,
+        2048,
+        2,
+        (FaultPerm::READ | FaultPerm::WRITE).0,
+        0xdead_beaf,
+    )?;
     let faults = fault.read_timeout(4, Duration::from_secs(2))?;
     ensure!(
         faults.len() == 1 && faults[0].pasid == Some(2048) && faults[0].flags == 3,
@@ -717,10 +895,24 @@ fn hw_info_typed() -> TestResult {
     let data = info
         .get::<HwInfoSelftest>()
         .ok_or_else(|| format!("not the selftest type: {info:?}"))?;
-    ensure!(data.test_reg == HW_INFO_SELFTEST_REGVAL, "test_reg {:#x}", data.test_reg);
-    ensure!(matches!(info.kind(), HwInfoKind::Other(HW_INFO_TYPE_SELFTEST)), "kind {:?}", info.kind());
-    ensure!(info.get::<iommufd_sys::iommu_hw_info_vtd>().is_none(), "the mock reads as VT-d");
-    ensure!(info.dirty_tracking() && info.max_pasid_log2 == 0 && !info.pasid(), "{info:?}");
+    ensure!(
+        data.test_reg == HW_INFO_SELFTEST_REGVAL,
+        "test_reg {:#x}",
+        data.test_reg
+    );
+    ensure!(
+        matches!(info.kind(), HwInfoKind::Other(HW_INFO_TYPE_SELFTEST)),
+        "kind {:?}",
+        info.kind()
+    );
+    ensure!(
+        info.get::<iommufd_sys::iommu_hw_info_vtd>().is_none(),
+        "the mock reads as VT-d"
+    );
+    ensure!(
+        info.dirty_tracking() && info.max_pasid_log2 == 0 && !info.pasid(),
+        "{info:?}"
+    );
     let (_, typed) = iommufd.hw_info_as::<HwInfoSelftest>(f.idev())?;
     ensure!(typed.test_reg == HW_INFO_SELFTEST_REGVAL, "input-type reply {typed:?}");
     unsupported(
@@ -831,7 +1023,10 @@ fn bind_edu(iommufd: &Arc<Iommufd>) -> std::result::Result<vfio_cdev::BoundDevic
 /// Whether the intel-iommu driver runs (`/sys/class/iommu/dmar*`).
 fn intel_iommu() -> bool {
     std::fs::read_dir("/sys/class/iommu")
-        .map(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("dmar")))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("dmar"))
+        })
         .unwrap_or(false)
 }
 
@@ -855,7 +1050,10 @@ fn hw_info_of_a_real_device() -> TestResult {
         HwInfoKind::IntelVtd(v) => {
             ensure!(v.cap_reg != 0 && v.ecap_reg != 0, "VT-d registers zero: {v:?}");
             let (_, typed) = iommufd.hw_info_as::<iommufd_sys::iommu_hw_info_vtd>(edu.devid())?;
-            ensure!(typed.cap_reg == v.cap_reg, "input-type reply {typed:?} differs from {v:?}");
+            ensure!(
+                typed.cap_reg == v.cap_reg,
+                "input-type reply {typed:?} differs from {v:?}"
+            );
             unsupported(
                 iommufd.hw_info_as::<HwInfoSelftest>(edu.devid()),
                 "hw info of the mock's type from VT-d",
@@ -906,7 +1104,10 @@ fn viommu_unsupported_on_a_real_iommu() -> TestResult {
         hwpt.alloc_viommu(edu.devid(), iommufd_sys::IOMMU_VIOMMU_TYPE_ARM_SMMUV3),
         "SMMUv3 vIOMMU",
     )?;
-    unsupported(hwpt.alloc_viommu(edu.devid(), VIOMMU_TYPE_SELFTEST), "the mock's vIOMMU type")?;
+    unsupported(
+        hwpt.alloc_viommu(edu.devid(), VIOMMU_TYPE_SELFTEST),
+        "the mock's vIOMMU type",
+    )?;
     drop(hwpt);
     drop(ioas);
     Ok(Outcome::Pass)
@@ -931,8 +1132,14 @@ fn vdevice_of_a_device_behind_another_iommu() -> TestResult {
 fn main() -> ExitCode {
     vfio_tests::run(&[
         ("hwpt_nested_over_nest_parent", hwpt_nested_over_nest_parent),
-        ("hwpt_invalidate_changes_the_mock_iotlb", hwpt_invalidate_changes_the_mock_iotlb),
-        ("hwpt_invalidate_reports_entries_handled", hwpt_invalidate_reports_entries_handled),
+        (
+            "hwpt_invalidate_changes_the_mock_iotlb",
+            hwpt_invalidate_changes_the_mock_iotlb,
+        ),
+        (
+            "hwpt_invalidate_reports_entries_handled",
+            hwpt_invalidate_reports_entries_handled,
+        ),
         ("hwpt_invalidate_bounds", hwpt_invalidate_bounds),
         ("fault_queue_iopf_round_trip", fault_queue_iopf_round_trip),
         ("fault_queue_async_under_tokio", fault_queue_async_under_tokio),
@@ -946,6 +1153,9 @@ fn main() -> ExitCode {
         ("hw_info_typed", hw_info_typed),
         ("hw_info_of_a_real_device", hw_info_of_a_real_device),
         ("viommu_unsupported_on_a_real_iommu", viommu_unsupported_on_a_real_iommu),
-        ("vdevice_of_a_device_behind_another_iommu", vdevice_of_a_device_behind_another_iommu),
+        (
+            "vdevice_of_a_device_behind_another_iommu",
+            vdevice_of_a_device_behind_another_iommu,
+        ),
     ])
 }

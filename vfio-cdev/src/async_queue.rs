@@ -24,7 +24,11 @@ impl AsRawFd for FaultFd {
 
 fn register<T: AsRawFd>(inner: T, what: &str) -> Result<AsyncFd<T>> {
     if tokio::runtime::Handle::try_current().is_err() {
-        return Err(Error::unsupported("async queue", what, "not called from inside a tokio runtime"));
+        return Err(Error::unsupported(
+            "async queue",
+            what,
+            "not called from inside a tokio runtime",
+        ));
     }
     // SAFETY: `inner` (a FaultQueue behind an Arc the AsyncFd holds, or a Veventq it owns) keeps
     // its fd open, unchanged, until it is dropped, and closes it only in its own Drop, which runs

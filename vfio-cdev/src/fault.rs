@@ -146,7 +146,10 @@ impl Iommufd {
         let fd = unsafe { OwnedFd::from_raw_fd(a.out_fault_fd as i32) };
         Ok(Arc::new(FaultQueue {
             id: FaultId::from(a.out_fault_id),
-            fd: Some(NamedFd::new(fd, format!("fault queue {} of {}", a.out_fault_id, self.target()))),
+            fd: Some(NamedFd::new(
+                fd,
+                format!("fault queue {} of {}", a.out_fault_id, self.target()),
+            )),
             iommufd: self.clone(),
         }))
     }
@@ -203,7 +206,10 @@ impl FaultQueue {
             return Err(Error::malformed(
                 "read",
                 self.name(),
-                format!("{} bytes are not whole {FAULT_RECORD_LEN}-byte fault records", bytes.len()),
+                format!(
+                    "{} bytes are not whole {FAULT_RECORD_LEN}-byte fault records",
+                    bytes.len()
+                ),
             ));
         }
         Ok(bytes

@@ -97,13 +97,15 @@ impl HwInfo {
     pub fn kind(&self) -> HwInfoKind {
         match self.data_type {
             sys::IOMMU_HW_INFO_TYPE_NONE => HwInfoKind::None,
-            sys::IOMMU_HW_INFO_TYPE_INTEL_VTD => self.get().map_or(HwInfoKind::Other(self.data_type), HwInfoKind::IntelVtd),
-            sys::IOMMU_HW_INFO_TYPE_ARM_SMMUV3 => {
-                self.get().map_or(HwInfoKind::Other(self.data_type), HwInfoKind::ArmSmmuV3)
-            }
-            sys::IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV => {
-                self.get().map_or(HwInfoKind::Other(self.data_type), HwInfoKind::Tegra241Cmdqv)
-            }
+            sys::IOMMU_HW_INFO_TYPE_INTEL_VTD => self
+                .get()
+                .map_or(HwInfoKind::Other(self.data_type), HwInfoKind::IntelVtd),
+            sys::IOMMU_HW_INFO_TYPE_ARM_SMMUV3 => self
+                .get()
+                .map_or(HwInfoKind::Other(self.data_type), HwInfoKind::ArmSmmuV3),
+            sys::IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV => self
+                .get()
+                .map_or(HwInfoKind::Other(self.data_type), HwInfoKind::Tegra241Cmdqv),
             sys::IOMMU_HW_INFO_TYPE_AMD => self.get().map_or(HwInfoKind::Other(self.data_type), HwInfoKind::Amd),
             other => HwInfoKind::Other(other),
         }

@@ -90,10 +90,19 @@ impl Iommufd {
             )
         };
         let Ok(data_len) = u32::try_from(data.len()) else {
-            return Err(Error::invalid(req::HwptAlloc::NAME, target(), "driver data above 4 GiB"));
+            return Err(Error::invalid(
+                req::HwptAlloc::NAME,
+                target(),
+                "driver data above 4 GiB",
+            ));
         };
         let mut a = sys::iommu_hwpt_alloc {
-            flags: flags | if fault.is_some() { sys::IOMMU_HWPT_FAULT_ID_VALID } else { 0 },
+            flags: flags
+                | if fault.is_some() {
+                    sys::IOMMU_HWPT_FAULT_ID_VALID
+                } else {
+                    0
+                },
             dev_id,
             pt_id,
             data_type,

@@ -82,13 +82,7 @@ impl Iommufd {
                 )),
             };
         };
-        self.invalidate_raw(
-            target,
-            T::DATA_TYPE,
-            size_of::<T>() as u32,
-            num,
-            entries.as_bytes(),
-        )
+        self.invalidate_raw(target, T::DATA_TYPE, size_of::<T>() as u32, num, entries.as_bytes())
     }
 
     /// `IOMMU_HWPT_INVALIDATE` with an untyped array: `entry_num` entries of `entry_len` bytes

@@ -254,7 +254,11 @@ impl Iommufd {
             dev_id,
             data_len: data.len() as u32,
             data_uptr: data.as_mut_ptr() as u64,
-            flags: if in_type.is_some() { sys::IOMMU_HW_INFO_FLAG_INPUT_TYPE } else { 0 },
+            flags: if in_type.is_some() {
+                sys::IOMMU_HW_INFO_FLAG_INPUT_TYPE
+            } else {
+                0
+            },
             ..Default::default()
         };
         h.__bindgen_anon_1.in_data_type = in_type.unwrap_or(0);

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use iommufd_sys as sys;
 use vfio_core::Result;
 
-use crate::{
-    DeviceId, FaultQueue, Hwpt, HwptData, HwptId, Invalidation, InvalidationEntry, Iommufd, ObjectId, Viommu,
-};
+use crate::{DeviceId, FaultQueue, Hwpt, HwptData, HwptId, Invalidation, InvalidationEntry, Iommufd, ObjectId, Viommu};
 
 /// Flags of a nested HWPT allocation ([`Hwpt::alloc_nested`], [`Viommu::alloc_nested`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,8 +48,8 @@ impl NestParent {
     }
 }
 
-/// A nested HWPT (`IOMMU_HWPT_ALLOC` over a nest parent or a vIOMMU, Linux >= 6.7; over a vIOMMU
-/// >= 6.13), destroyed (`IOMMU_DESTROY`) on drop; it holds its parent and its fault queue, so
+/// A nested HWPT (`IOMMU_HWPT_ALLOC` over a nest parent, Linux >= 6.7, or over a vIOMMU,
+/// Linux >= 6.13), destroyed (`IOMMU_DESTROY`) on drop; it holds its parent and its fault queue, so
 /// they are destroyed after it. Attach devices (or PASIDs) to [`NestedHwpt::id`]; a destroy
 /// while a device is attached is EBUSY (logged on drop, returned by [`NestedHwpt::destroy`]).
 #[derive(Debug)]

@@ -37,7 +37,13 @@ impl Viommu {
             virt_id,
             ..Default::default()
         };
-        let target = || format!("{} viommu {} device {dev} virt id {virt_id:#x}", iommufd.target(), self.id());
+        let target = || {
+            format!(
+                "{} viommu {} device {dev} virt id {virt_id:#x}",
+                iommufd.target(),
+                self.id()
+            )
+        };
         match ioctl::call::<req::VdeviceAlloc>(iommufd.ioctl_fd(), &mut a) {
             Ok(_) => Ok(Vdevice {
                 id: VdeviceId::from(a.out_vdevice_id),

@@ -95,7 +95,14 @@ impl Viommu {
     #[doc(alias = "IOMMU_VEVENTQ_ALLOC")]
     pub fn alloc_veventq<T: VeventData>(self: &Arc<Self>, depth: u32) -> Result<Veventq<T>> {
         let iommufd = self.iommufd();
-        let target = || format!("{} viommu {} type {:#x} depth {depth}", iommufd.target(), self.id(), T::TYPE);
+        let target = || {
+            format!(
+                "{} viommu {} type {:#x} depth {depth}",
+                iommufd.target(),
+                self.id(),
+                T::TYPE
+            )
+        };
         if depth == 0 || depth > MAX_VEVENTQ_DEPTH {
             return Err(Error::invalid(
                 req::VeventqAlloc::NAME,
@@ -123,7 +130,12 @@ impl Viommu {
             id: VeventqId::from(a.out_veventq_id),
             fd: Some(NamedFd::new(
                 fd,
-                format!("veventq {} of viommu {} of {}", a.out_veventq_id, self.id(), iommufd.target()),
+                format!(
+                    "veventq {} of viommu {} of {}",
+                    a.out_veventq_id,
+                    self.id(),
+                    iommufd.target()
+                ),
             )),
             viommu: self.clone(),
             next: 0,

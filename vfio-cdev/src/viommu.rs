@@ -13,8 +13,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::nested_hwpt::NestParent;
 use crate::{
-    DeviceId, FaultQueue, Hwpt, HwptData, Invalidation, InvalidationEntry, Iommufd, NestedFlags, NestedHwpt,
-    ViommuId, refused,
+    DeviceId, FaultQueue, Hwpt, HwptData, Invalidation, InvalidationEntry, Iommufd, NestedFlags, NestedHwpt, ViommuId,
+    refused,
 };
 
 /// Driver data of `IOMMU_VIOMMU_ALLOC`: the uapi struct of vIOMMU type [`ViommuData::TYPE`]
