@@ -143,3 +143,23 @@ impl Iommufd {
         Invalidation { handled, result }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "eventfd(2) and ioctl(2), which Miri cannot run")]
+    fn a_short_array_is_refused_before_the_kernel_and_enotty_handles_nothing() {
+        // An eventfd answers every iommufd request with ENOTTY.
+        let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+        let iommufd = Iommufd::from_fd(fd);
+        let inv = iommufd.invalidate_raw(ObjectId::from(3), 7, 8, 2, &[0; 8]);
+        assert_eq!(inv.handled, 0);
+        assert!(matches!(inv.result, Err(Error::InvalidArgument { .. })), "{inv}");
+        let inv = iommufd.invalidate_raw(ObjectId::from(3), 7, 8, 1, &[0; 8]);
+        assert_eq!(inv.handled, 0, "ENOTTY left entry_num as it was: {inv}");
+        assert!(matches!(inv.result, Err(Error::Unsupported { .. })), "{inv}");
+        assert!(inv.ok().is_err());
+    }
+}

@@ -193,37 +193,8 @@ impl<T: VeventData> Veventq<T> {
         res
     }
 
-    fn parse(&mut self, mut bytes: &[u8], out: &mut Vec<Vevent<T>>) -> Result<usize> {
-        let mut count = 0;
-        while !bytes.is_empty() {
-            let Ok((h, rest)) = sys::iommufd_vevent_header::read_from_prefix(bytes) else {
-                return Err(self.malformed(format!("{} bytes left, less than a header", bytes.len())));
-            };
-            let seq = h.sequence & SEQ_MASK;
-            if h.flags & sys::IOMMU_VEVENTQ_FLAG_LOST_EVENTS != 0 {
-                let lost = seq.wrapping_sub(self.next).wrapping_add(1) & SEQ_MASK;
-                out.push(Vevent::Lost { sequence: seq, lost });
-                bytes = rest;
-            } else {
-                let Ok((data, rest)) = T::read_from_prefix(rest) else {
-                    return Err(self.malformed(format!(
-                        "event {seq} has {} data bytes, less than {}",
-                        rest.len(),
-                        size_of::<T>()
-                    )));
-                };
-                let lost_before = seq.wrapping_sub(self.next) & SEQ_MASK;
-                out.push(Vevent::Event {
-                    sequence: seq,
-                    lost_before,
-                    data,
-                });
-                bytes = rest;
-            }
-            self.next = seq.wrapping_add(1) & SEQ_MASK;
-            count += 1;
-        }
-        Ok(count)
+    fn parse(&mut self, bytes: &[u8], out: &mut Vec<Vevent<T>>) -> Result<usize> {
+        parse_records(&mut self.next, bytes, out).map_err(|why| self.malformed(why))
     }
 
     fn malformed(&self, why: String) -> Error {
@@ -253,6 +224,46 @@ impl<T: VeventData> Veventq<T> {
     }
 }
 
+/// Parses the records of one read, tracking the sequence expected next in `next`; Err says
+/// what was malformed (records before it are in `out`).
+fn parse_records<T: VeventData>(
+    next: &mut u32,
+    mut bytes: &[u8],
+    out: &mut Vec<Vevent<T>>,
+) -> std::result::Result<usize, String> {
+    let mut count = 0;
+    while !bytes.is_empty() {
+        let Ok((h, rest)) = sys::iommufd_vevent_header::read_from_prefix(bytes) else {
+            return Err(format!("{} bytes left, less than a header", bytes.len()));
+        };
+        let seq = h.sequence & SEQ_MASK;
+        if h.flags & sys::IOMMU_VEVENTQ_FLAG_LOST_EVENTS != 0 {
+            // The marker carries the sequence of the newest dropped event.
+            let lost = seq.wrapping_sub(*next).wrapping_add(1) & SEQ_MASK;
+            out.push(Vevent::Lost { sequence: seq, lost });
+            bytes = rest;
+        } else {
+            let Ok((data, rest)) = T::read_from_prefix(rest) else {
+                return Err(format!(
+                    "event {seq} has {} data bytes, less than {}",
+                    rest.len(),
+                    size_of::<T>()
+                ));
+            };
+            let lost_before = seq.wrapping_sub(*next) & SEQ_MASK;
+            out.push(Vevent::Event {
+                sequence: seq,
+                lost_before,
+                data,
+            });
+            bytes = rest;
+        }
+        *next = seq.wrapping_add(1) & SEQ_MASK;
+        count += 1;
+    }
+    Ok(count)
+}
+
 impl<T: VeventData> Drop for Veventq<T> {
     fn drop(&mut self) {
         if let Some(fd) = self.fd.take() {
@@ -264,5 +275,83 @@ impl<T: VeventData> Drop for Veventq<T> {
         if let Err(e) = self.viommu.iommufd().destroy(self.id) {
             log::warn!(target: "vfio", "dropping veventq {}: {e}", self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use zerocopy::IntoBytes;
+
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, KnownLayout, Immutable)]
+    #[repr(C)]
+    struct Data(u32);
+
+    impl VeventData for Data {
+        const TYPE: u32 = 0xbeefbeef;
+    }
+
+    fn record(flags: u32, sequence: u32, data: Option<u32>) -> Vec<u8> {
+        let mut v = sys::iommufd_vevent_header { flags, sequence }.as_bytes().to_vec();
+        if let Some(d) = data {
+            v.extend_from_slice(&d.to_ne_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn gaps_and_lost_markers_are_counted_and_sequences_wrap() {
+        let lost = sys::IOMMU_VEVENTQ_FLAG_LOST_EVENTS;
+        let mut bytes = record(0, 0, Some(7));
+        bytes.extend(record(0, 3, Some(8)));
+        bytes.extend(record(lost, 6, None));
+        let (mut next, mut out) = (0, Vec::new());
+        assert_eq!(parse_records::<Data>(&mut next, &bytes, &mut out), Ok(3));
+        assert_eq!(
+            out,
+            [
+                Vevent::Event {
+                    sequence: 0,
+                    lost_before: 0,
+                    data: Data(7)
+                },
+                Vevent::Event {
+                    sequence: 3,
+                    lost_before: 2,
+                    data: Data(8)
+                },
+                Vevent::Lost { sequence: 6, lost: 3 },
+            ]
+        );
+        assert_eq!(next, 7);
+        // The kernel masks sequences with INT_MAX: after i32::MAX comes 0, with no gap.
+        let (mut next, mut out) = (SEQ_MASK, Vec::new());
+        let mut bytes = record(0, SEQ_MASK, Some(1));
+        bytes.extend(record(0, 0, Some(2)));
+        assert_eq!(parse_records::<Data>(&mut next, &bytes, &mut out), Ok(2));
+        assert!(
+            matches!(
+                out[1],
+                Vevent::Event {
+                    sequence: 0,
+                    lost_before: 0,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_record_is_malformed() {
+        let mut bytes = record(0, 0, Some(7));
+        bytes.extend(record(0, 1, None));
+        let (mut next, mut out) = (0, Vec::new());
+        let e = parse_records::<Data>(&mut next, &bytes, &mut out).unwrap_err();
+        assert!(e.contains("event 1 has 0 data bytes"), "{e}");
+        assert_eq!(out.len(), 1);
+        let e = parse_records::<Data>(&mut 0, &[0u8; 5], &mut Vec::new()).unwrap_err();
+        assert!(e.contains("less than a header"), "{e}");
     }
 }
