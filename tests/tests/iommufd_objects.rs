@@ -486,7 +486,27 @@ fn viommu_alloc_and_errors() -> TestResult {
         "out_data {:#x}, expected the in_data 0xbeef",
         data.out_data
     );
-    v2.destroy()?;
+    // The mock's mmap window: only the exact range maps, and it reads in_data.
+    let v2 = Arc::new(v2);
+    let (off, len) = (data.out_mmap_offset, data.out_mmap_length);
+    for (o, l, what) in [
+        (off + 4096, len, "window + 4096"),
+        (off + 8192, len, "window + 8192"),
+        (off, len / 2, "half the window"),
+        (off, len * 2, "twice the window"),
+    ] {
+        refused(v2.mmap(o, l), Errno::NXIO, &format!("mmap of {what}"))?;
+    }
+    let window = v2.mmap(off, len)?;
+    ensure!(window.read32(0)? == 0xbeef, "window reads {:#x}", window.read32(0)?);
+    invalid(window.read32(len as usize), "read past the window")?;
+    refused(
+        iommufd.destroy(v2.id()),
+        Errno::BUSY,
+        "destroy of a vIOMMU while mapped",
+    )?;
+    drop(window);
+    Arc::into_inner(v2).ok_or("the vIOMMU is still shared")?.destroy()?;
     // Children hold their parents: drop order cannot hit the kernel's EBUSY.
     drop(viommu);
     drop(parent);

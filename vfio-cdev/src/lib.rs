@@ -40,6 +40,7 @@ pub mod nested_hwpt;
 pub mod vdevice;
 pub mod veventq;
 pub mod viommu;
+pub mod viommu_mmap;
 
 #[cfg(feature = "tokio")]
 pub use async_queue::{AsyncFaultQueue, AsyncVeventq};
@@ -60,6 +61,7 @@ pub use nested_hwpt::{NestParent, NestedFlags, NestedHwpt};
 pub use vdevice::Vdevice;
 pub use veventq::{Vevent, VeventData, Veventq};
 pub use viommu::{Viommu, ViommuData};
+pub use viommu_mmap::ViommuMapping;
 
 use vfio_core::ioctl::{Errno, Request};
 
