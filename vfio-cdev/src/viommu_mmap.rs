@@ -1,4 +1,4 @@
-//! A vIOMMU's mmap window (Linux >= 6.16): some vIOMMU types give the VMM a page of hardware (e.g.
+//! A vIOMMU's mmap window (Linux >= 6.17): some vIOMMU types give the VMM a page of hardware (e.g.
 //! a Tegra241 CMDQV VINTF page) to map into the guest, named by an offset and length of the
 //! iommufd that `IOMMU_VIOMMU_ALLOC` writes back into its driver data. While it is mapped, the
 //! kernel refuses to destroy the vIOMMU (EBUSY); the mapping holds the vIOMMU.
