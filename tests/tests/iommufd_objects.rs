@@ -1149,7 +1149,41 @@ fn vdevice_of_a_device_behind_another_iommu() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// Counts (and prints) the warnings vfio-rs logs: every failed destroy or close on drop is one.
+struct WarnCounter;
+
+static WARNINGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl log::Log for WarnCounter {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            WARNINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            println!("    logged {} ({}): {}", r.level(), r.target(), r.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Runs last: no test above logged a warning, i.e. every object was destroyed on drop without
+/// the kernel refusing (children hold their parents, queues close their fd before the destroy).
+fn drops_logged_no_warnings() -> TestResult {
+    let n = WARNINGS.load(std::sync::atomic::Ordering::Relaxed);
+    ensure!(
+        n == 0,
+        "{n} warnings logged by the tests above (printed where they happened)"
+    );
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
+    if log::set_logger(&WarnCounter).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
     vfio_tests::run(&[
         ("hwpt_nested_over_nest_parent", hwpt_nested_over_nest_parent),
         (
@@ -1177,5 +1211,6 @@ fn main() -> ExitCode {
             "vdevice_of_a_device_behind_another_iommu",
             vdevice_of_a_device_behind_another_iommu,
         ),
+        ("drops_logged_no_warnings", drops_logged_no_warnings),
     ])
 }
