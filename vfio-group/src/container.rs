@@ -91,7 +91,7 @@ struct Member {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(crate) struct State {
     groups: Vec<Member>,
     iommu: Option<IommuType>,
     wanted: Option<IommuType>,
@@ -105,6 +105,11 @@ struct State {
 impl State {
     fn position(&self, id: u32) -> Option<usize> {
         self.groups.iter().position(|m| m.id == id)
+    }
+
+    /// The groups in the container.
+    pub(crate) fn group_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.groups.iter().map(|m| m.id)
     }
 }
 
@@ -240,7 +245,11 @@ impl Container {
     pub fn open_in(sysfs: Sysfs, addressing: Addressing) -> Result<Self> {
         let path = sysfs.dev_dir().join("vfio/vfio");
         let fd = vfio_core::open_node(&path)?;
-        Self::adopt(fd, path, sysfs, addressing)
+        let name = path
+            .into_os_string()
+            .into_string()
+            .unwrap_or_else(|p| p.to_string_lossy().into_owned());
+        Self::adopt(fd, name, sysfs, addressing)
     }
 
     /// Adopts an open container fd (for example one received from another process or opened
@@ -249,16 +258,16 @@ impl Container {
     /// the fd is not a VFIO container, Unsupported for another API version.
     #[doc(alias = "VFIO_GET_API_VERSION")]
     pub fn from_fd(fd: OwnedFd, addressing: Addressing) -> Result<Self> {
-        let path = PathBuf::from(format!("container fd {}", fd.as_raw_fd()));
-        let c = Self::adopt(fd, path, Sysfs::default(), addressing)?;
+        let name = format!("container fd {}", fd.as_raw_fd());
+        let c = Self::adopt(fd, name, Sysfs::default(), addressing)?;
         c.dma.adopted();
         Ok(c)
     }
 
-    fn adopt(fd: OwnedFd, path: PathBuf, sysfs: Sysfs, addressing: Addressing) -> Result<Self> {
+    fn adopt(fd: OwnedFd, name: String, sysfs: Sysfs, addressing: Addressing) -> Result<Self> {
         let c = Container {
             fd: Arc::new(ContainerFd {
-                fd: NamedFd::new(fd, path.display().to_string()),
+                fd: NamedFd::new(fd, name),
             }),
             sysfs,
             pins: (addressing == Addressing::Physical).then(Pins::default),
@@ -357,7 +366,7 @@ impl Container {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
 
@@ -420,10 +429,10 @@ impl Container {
                 ),
             ));
         }
-        let purpose = device.map(|d| format!(" (opening {d})")).unwrap_or_default();
-        group.set_container(&self.fd, &purpose)?;
+        let purpose = crate::group::Purpose(device);
+        group.set_container(&self.fd, purpose)?;
         if state.iommu.is_none() {
-            match self.set_iommu_for(state, &group, &purpose) {
+            match self.set_iommu_for(state, &group, purpose) {
                 Ok(ty) => {
                     state.iommu = Some(ty);
                     state.emptied = false;
@@ -447,7 +456,7 @@ impl Container {
     /// `VFIO_SET_IOMMU` for the first group: the type asked for, else type1v2, falling back to
     /// type1 when the kernel refuses it (one ioctl on the common path, no CHECK_EXTENSION first).
     #[cold]
-    fn set_iommu_for(&self, state: &State, group: &Group, purpose: &str) -> Result<IommuType> {
+    fn set_iommu_for(&self, state: &State, group: &Group, purpose: crate::group::Purpose<'_>) -> Result<IommuType> {
         let set = |ty: IommuType| {
             ioctl::call_int::<req::SetIommu>(self.ioctl_fd(), ty.raw() as usize)
                 .map(|_| ty)
@@ -631,9 +640,13 @@ impl Container {
 
     /// Opens the device at `addr` through its group, joining the group first unless it is in
     /// the container already; a group that joined here leaves again if the device fd is refused.
-    fn open_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
-        let name = addr.to_string();
+    fn open_device(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
         let id = self.sysfs.iommu_group(addr)?;
+        self.open_device_in(addr.to_string(), id, opts)
+    }
+
+    /// Opens device `name` (its `dev_name`) through group `id`, as [`Container::open_device`].
+    fn open_device_in(&self, name: String, id: u32, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
         let mut state = self.lock();
         Self::forget_detached_locked(&mut state);
         let (pos, joined) = match state.position(id) {
@@ -649,7 +662,11 @@ impl Container {
                 (state.groups.len() - 1, true)
             }
         };
-        let fd = match state.groups[pos].group.device_fd(&name) {
+        let fetched = match &opts.vf_token {
+            None => state.groups[pos].group.device_fd(&name),
+            Some(token) => state.groups[pos].group.device_fd_with_token(&name, token),
+        };
+        let fd = match fetched {
             Ok(fd) => fd,
             Err(e) => {
                 // Undo the join: a refused open must not keep the group (another process
@@ -664,7 +681,12 @@ impl Container {
         };
         let lease = self.lease_locked(&mut state, pos);
         drop(state);
-        Ok(vfio_core::Device::from_fd(fd, name, Some(lease)))
+        let owner: vfio_core::Owner = match &opts.hold {
+            None => lease,
+            // Tuple fields drop in order: the group's lease, then what the caller holds.
+            Some(hold) => Arc::new((lease, hold.clone())),
+        };
+        Ok(vfio_core::Device::from_fd(fd, name, Some(owner)))
     }
 
     /// The lease of group `pos`'s open devices: the live one, or a new one.
@@ -775,8 +797,46 @@ impl vfio_core::Container for Container {
         alias = "VFIO_GROUP_GET_DEVICE_FD"
     )]
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
-        self.open_device(addr)
-            .map_err(|e| self.sysfs.explain_open_failure(addr).unwrap_or(e))
+        self.assign_device_with(addr, &vfio_core::AssignOptions::default())
+    }
+
+    /// `VFIO_GROUP_GET_DEVICE_FD` with the name `"<addr> vf_token=<uuid>"` when a VF token is
+    /// given (Linux 5.7); EACCES and EINVAL refusals are explained (naming the PF) by
+    /// [`vfio_core::explain_vf_token_refusal`].
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+    fn assign_device_with(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
+        self.open_device(addr, opts)
+            .map_err(|e| match self.sysfs.explain_open_failure(addr) {
+                Some(better) => better,
+                None => vfio_core::explain_vf_token_refusal(&self.sysfs, addr, opts.vf_token.is_some(), e),
+            })
+    }
+
+    /// As [`vfio_core::Container::assign_device`], for any device: its group from its
+    /// `iommu_group` link, its name (a mediated device's lowercase UUID) for
+    /// `VFIO_GROUP_GET_DEVICE_FD`. An emulated-IOMMU group (a mediated device's) joins only an
+    /// IOVA container: a no-IOMMU container refuses it, before opening anything, with
+    /// InvalidArgument naming the group.
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+    fn assign(&self, device: &vfio_core::DeviceRef) -> Result<vfio_core::Device> {
+        if let vfio_core::DeviceRef::Pci(a) = device {
+            return vfio_core::Container::assign_device(self, a);
+        }
+        let id = self.sysfs.device_iommu_group(device)?;
+        if self.is_noiommu() && self.sysfs.is_emulated_group(id) {
+            return Err(Error::invalid(
+                "assign device",
+                format!("IOMMU group {id} of {device}"),
+                "an emulated-IOMMU group (a mediated device's) joins only an IOVA container \
+                 (type1 or iommufd's compatibility container), never a no-IOMMU one: open the \
+                 container with Addressing::Iova, which works without an IOMMU too",
+            ));
+        }
+        self.open_device_in(device.vfio_name(), id, &vfio_core::AssignOptions::default())
+            .map_err(|e| match self.sysfs.require_device_ref(device) {
+                Err(gone) => gone,
+                Ok(_) => e,
+            })
     }
 
     /// Collects the fds of the groups of every affected device; a group outside this container
@@ -828,14 +888,12 @@ impl vfio_core::Container for Container {
     /// for [`unmap_dma`](vfio_core::Container::unmap_dma).
     #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
     unsafe fn map_dma_raw(&self, vaddr: *mut u8, size: u64, iova: u64, access: DmaAccess) -> Result<u64> {
-        match self.pins() {
-            // SAFETY: the caller's contract is this method's: the memory stays valid and
-            // unreferenced while mapped.
-            None => unsafe { self.map_type1(vaddr, size, iova, access) },
-            Some(pins) => pins.pin(vaddr, size, iova, crate::noiommu::PinHow::raw(), || {
-                self.dma_target(iova, size)
-            }),
+        if let Some(pins) = self.pins() {
+            return self.pin_raw(pins, vaddr, size, iova);
         }
+        // SAFETY: the caller's contract is this method's: the memory stays valid and
+        // unreferenced while mapped.
+        unsafe { self.map_type1(vaddr, size, iova, access) }
     }
 
     /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes the kernel unmapped. Errors: ENOENT when
@@ -855,16 +913,12 @@ impl vfio_core::Container for Container {
     /// Type1 v1's "0 bytes, mapping kept" is ENOENT here too: nothing was unmapped.
     #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
-        match self.unmap_range(iova, size) {
-            Ok(0) if size > 0 => Err(Error::kernel(
-                if self.is_noiommu() {
-                    "no-IOMMU unpin found nothing pinned"
-                } else {
-                    "VFIO_IOMMU_UNMAP_DMA unmapped nothing"
-                },
-                self.dma_target(iova, size),
-                Errno::NOENT,
-            )),
+        // Two separate paths, so that the common one keeps its result in registers.
+        if self.is_noiommu() {
+            return self.unpin_dma(iova, size);
+        }
+        match self.unmap(iova, size, 0) {
+            Ok(0) if size > 0 => Err(self.unmapped_nothing(iova, size)),
             Ok(n) => Ok(n),
             Err(e) => Err(self.unmap_refused(e, iova, size)),
         }
@@ -872,6 +926,40 @@ impl vfio_core::Container for Container {
 }
 
 impl Container {
+    /// The no-IOMMU side of `map_dma_raw`: pins in place (see `noiommu.rs`).
+    #[cold]
+    #[inline(never)]
+    fn pin_raw(&self, pins: &PinTable, vaddr: *mut u8, size: u64, iova: u64) -> Result<u64> {
+        pins.pin(vaddr, size, iova, crate::noiommu::PinHow::raw(), || {
+            self.dma_target(iova, size)
+        })
+    }
+
+    /// The no-IOMMU side of `unmap_dma`.
+    #[cold]
+    #[inline(never)]
+    fn unpin_dma(&self, iova: u64, size: u64) -> Result<u64> {
+        match self.unmap_range(iova, size) {
+            Ok(0) if size > 0 => Err(self.unmapped_nothing(iova, size)),
+            other => other,
+        }
+    }
+
+    /// ENOENT for an unmap that found nothing in its range.
+    #[cold]
+    #[inline(never)]
+    fn unmapped_nothing(&self, iova: u64, size: u64) -> Error {
+        Error::kernel(
+            if self.is_noiommu() {
+                "no-IOMMU unpin found nothing pinned"
+            } else {
+                "VFIO_IOMMU_UNMAP_DMA unmapped nothing"
+            },
+            self.dma_target(iova, size),
+            Errno::NOENT,
+        )
+    }
+
     /// A refused unmap, as the `Container` trait reports it. After the last group left, the
     /// type1 driver is gone from the container, with every mapping, and the kernel answers
     /// EINVAL to every DMA request: that is ENOENT here, as for any range where nothing is

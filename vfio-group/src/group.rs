@@ -62,7 +62,12 @@ impl Group {
             e => e,
         })?;
         Ok(Group {
-            fd: NamedFd::new(fd, path.display().to_string()),
+            fd: NamedFd::new(
+                fd,
+                path.into_os_string()
+                    .into_string()
+                    .unwrap_or_else(|p| p.to_string_lossy().into_owned()),
+            ),
             id,
             container: None,
         })
@@ -137,7 +142,7 @@ impl Group {
     /// are not allowed (type1, when the container already has an IOMMU type), said so in the
     /// error. `purpose` follows the group's name in errors (e.g. the device it is joined for).
     #[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
-    pub(crate) fn set_container(&mut self, container: &Arc<ContainerFd>, purpose: &str) -> Result<()> {
+    pub(crate) fn set_container(&mut self, container: &Arc<ContainerFd>, purpose: Purpose<'_>) -> Result<()> {
         let mut fd: i32 = container.as_fd().as_raw_fd();
         ioctl::call::<req::GroupSetContainer>(self.ioctl_fd(), &mut fd).map_err(|e| {
             let target = format!("{}{purpose}{}", self.target(), eperm_hint(e));
@@ -163,7 +168,13 @@ impl Group {
     /// `VFIO_SET_IOMMU` succeeded), said so in the error.
     #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
     pub fn device_fd(&self, name: &str) -> Result<OwnedFd> {
-        let cname = CString::new(name)
+        self.get_device_fd(name, name)
+    }
+
+    /// `VFIO_GROUP_GET_DEVICE_FD` with the string `request`; errors show `shown` instead (a VF
+    /// token is a secret: it stays out of error messages and logs).
+    fn get_device_fd(&self, request: &str, name: &str) -> Result<OwnedFd> {
+        let cname = CString::new(request)
             .map_err(|_| Error::invalid("VFIO_GROUP_GET_DEVICE_FD", self.target(), "device name has a NUL byte"))?;
         // SAFETY: VFIO_GROUP_GET_DEVICE_FD reads a NUL-terminated string; `cname` is one and
         // outlives the call.
@@ -175,6 +186,34 @@ impl Group {
         )?;
         // SAFETY: on success the ioctl returns a new fd that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+
+    /// `VFIO_GROUP_GET_DEVICE_FD` for the device named `name`, presenting the SR-IOV VF token
+    /// `token` (Linux 5.7): the kernel is sent `"<name> vf_token=<uuid>"`. Needed for a VF whose
+    /// PF is on vfio-pci, and for that PF while any of its VFs is open. Errors: EACCES (Kernel)
+    /// when the token is wrong; EINVAL when the device is neither a VF of a vfio-pci PF nor a
+    /// PF (vfio-pci refuses a token there), or for a device not in this group; otherwise those
+    /// of [`Group::device_fd`]. The token never appears in errors.
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+    pub fn device_fd_with_token(&self, name: &str, token: &vfio_core::Uuid) -> Result<OwnedFd> {
+        self.get_device_fd(
+            &format!("{name} vf_token={token}"),
+            &format!("{name} vf_token=<the token>"),
+        )
+    }
+}
+
+/// Why a group joins a container, for errors: `" (opening 0000:00:01.0)"`, or nothing. Written
+/// only when an error is built, so that a successful join formats nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Purpose<'a>(pub Option<&'a str>);
+
+impl std::fmt::Display for Purpose<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(device) => write!(f, " (opening {device})"),
+            None => Ok(()),
+        }
     }
 }
 
