@@ -558,8 +558,8 @@
 
 pub mod edu;
 pub mod iommufd_mock;
-pub mod mtty;
 pub mod iommufd_mock_ops;
+pub mod mtty;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
