@@ -558,6 +558,7 @@
 
 pub mod edu;
 pub mod iommufd_mock;
+pub mod iommufd_mock_ops;
 pub mod mtty;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

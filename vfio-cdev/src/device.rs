@@ -312,9 +312,10 @@ impl BoundDevice {
         &self.iommufd
     }
 
-    /// `IOMMU_GET_HW_INFO` for this device: what its IOMMU can do (Linux >= 6.7). Errors:
-    /// EOPNOTSUPP (Kernel) when the IOMMU driver reports nothing (virtio-iommu, no-IOMMU),
-    /// ENOTTY on kernels without the ioctl.
+    /// `IOMMU_GET_HW_INFO` for this device: what its IOMMU can do (Linux >= 6.7). A driver
+    /// without driver data (virtio-iommu) answers with type NONE and no data, capabilities
+    /// still set. Errors: Unsupported for a no-IOMMU device (EOPNOTSUPP) or on kernels without
+    /// the ioctl (ENOTTY).
     #[doc(alias = "IOMMU_GET_HW_INFO")]
     pub fn hw_info(&self) -> Result<crate::HwInfo> {
         if self.emulated {

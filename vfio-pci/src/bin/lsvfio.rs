@@ -262,6 +262,22 @@ struct Details {
     regions: Vec<vfio_core::RegionInfo>,
     irqs: Vec<vfio_core::IrqInfo>,
     caps: Vec<vfio_pci::Capability>,
+    /// What `IOMMU_GET_HW_INFO` says about the device's IOMMU (cdev devices only).
+    iommu: Option<String>,
+}
+
+/// The device's IOMMU as `IOMMU_GET_HW_INFO` reports it, asked through a fresh iommufd the
+/// device's cdev is bound to for the query; None without a cdev.
+fn iommu_hw_info(d: &DeviceSummary) -> Option<String> {
+    d.cdev.as_ref()?;
+    let info = vfio_cdev::Iommufd::open().and_then(|iommufd| {
+        let bound = vfio_cdev::UnboundDevice::open(&Sysfs::default(), &d.address)?.bind(&iommufd)?;
+        if bound.is_noiommu() {
+            return Ok("none (no-IOMMU)".to_string());
+        }
+        bound.hw_info().map(|i| i.to_string())
+    });
+    Some(info.unwrap_or_else(|e| format!("unknown ({e})")))
 }
 
 impl Details {
@@ -284,12 +300,16 @@ impl Details {
             .map(|i| dev.device().irq_info(i))
             .filter(|r| !matches!(r, Err(e) if e.errno() == Some(vfio_core::Errno::INVAL)))
             .collect::<vfio_core::Result<Vec<_>>>()?;
+        let caps = dev.capabilities()?;
+        // The cdev is bound anew for the query: close this open first.
+        drop(dev);
         Ok(Details {
             mode,
             flags: format!("{:?}", info.flags),
             regions: regions.into_iter().filter(|r| r.size > 0).collect(),
             irqs,
-            caps: dev.capabilities()?,
+            caps,
+            iommu: iommu_hw_info(d),
         })
     }
 }
@@ -399,6 +419,9 @@ fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>], srio
             }
             Some(Ok(x)) => {
                 let _ = writeln!(out, "    opened in {} mode: {}", x.mode, x.flags);
+                if let Some(iommu) = &x.iommu {
+                    let _ = writeln!(out, "    IOMMU   {iommu}");
+                }
                 for r in &x.regions {
                     let _ = write!(
                         out,
@@ -579,6 +602,7 @@ fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>], srio
                         irqs.join(","),
                         caps.join(",")
                     );
+                    let _ = write!(o, ",\"iommu_hw_info\":{}", opt(x.iommu.as_deref().map(js)));
                 }
             }
             o.push('}');
