@@ -12,6 +12,7 @@
 //! [`Migration::reset`]; the library never resets on its own.
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vfio_sys as sys;
@@ -34,6 +35,9 @@ use state::flag_names;
 #[derive(Debug)]
 pub(crate) struct Clock {
     inner: Mutex<ClockState>,
+    /// `epoch << 32 | state`, published whenever a lock is released: what a data stream checks
+    /// on every read or write, without taking the lock.
+    seen: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -71,8 +75,60 @@ impl std::fmt::Display for EndedBy {
 }
 
 impl Clock {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, ClockState> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn new(state: ClockState) -> Self {
+        let seen = AtomicU64::new(Self::pack(&state));
+        Clock {
+            inner: Mutex::new(state),
+            seen,
+        }
+    }
+
+    fn pack(state: &ClockState) -> u64 {
+        (state.epoch << 32) | u64::from(state.state.raw())
+    }
+
+    /// The state, under the lock; what it holds when the guard drops is published to the
+    /// streams' lock-free check ([`Clock::current`]).
+    pub(crate) fn lock(&self) -> ClockGuard<'_> {
+        ClockGuard {
+            guard: self.inner.lock().unwrap_or_else(|p| p.into_inner()),
+            seen: &self.seen,
+        }
+    }
+
+    /// The last published state, if the epoch is still `epoch` (a session's check).
+    #[inline]
+    pub(crate) fn current(&self, epoch: u64) -> Option<MigState> {
+        let v = self.seen.load(Ordering::Acquire);
+        if v >> 32 != epoch & 0xffff_ffff {
+            return None;
+        }
+        MigState::from_raw(v as u32)
+    }
+}
+
+/// The locked [`ClockState`]; publishes it on drop.
+pub(crate) struct ClockGuard<'a> {
+    guard: MutexGuard<'a, ClockState>,
+    seen: &'a AtomicU64,
+}
+
+impl std::ops::Deref for ClockGuard<'_> {
+    type Target = ClockState;
+    fn deref(&self) -> &ClockState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for ClockGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ClockState {
+        &mut self.guard
+    }
+}
+
+impl Drop for ClockGuard<'_> {
+    fn drop(&mut self) {
+        self.seen.store(Clock::pack(&self.guard), Ordering::Release);
     }
 }
 
@@ -110,14 +166,12 @@ impl Device {
         let m = Migration {
             device: self.clone(),
             flags,
-            clock: Arc::new(Clock {
-                inner: Mutex::new(ClockState {
-                    epoch: 0,
-                    state: MigState::Running,
-                    ended_by: EndedBy::Nothing,
-                    v2: false,
-                }),
-            }),
+            clock: Arc::new(Clock::new(ClockState {
+                epoch: 0,
+                state: MigState::Running,
+                ended_by: EndedBy::Nothing,
+                v2: false,
+            })),
         };
         let now = m.state()?;
         m.clock.lock().state = now;
@@ -428,14 +482,12 @@ mod tests {
         Migration {
             device: Device::from_fd(fd, "mdev-x", None),
             flags,
-            clock: Arc::new(Clock {
-                inner: Mutex::new(ClockState {
-                    epoch: 0,
-                    state: MigState::Running,
-                    ended_by: EndedBy::Nothing,
-                    v2: false,
-                }),
-            }),
+            clock: Arc::new(Clock::new(ClockState {
+                epoch: 0,
+                state: MigState::Running,
+                ended_by: EndedBy::Nothing,
+                v2: false,
+            })),
         }
     }
 

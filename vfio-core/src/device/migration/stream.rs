@@ -77,16 +77,33 @@ impl Session {
     }
 
     /// The state the session is in, or the typed error when the state machine left it.
+    #[inline]
     fn check(&self, op: &'static str) -> Result<MigState> {
+        match self.clock.current(self.epoch) {
+            Some(state) => Ok(state),
+            None => Err(self.ended(op)),
+        }
+    }
+
+    /// The error of a check that found the session over (or the epoch moving under it).
+    #[cold]
+    #[inline(never)]
+    fn ended(&self, op: &'static str) -> Error {
         let c = self.clock.lock();
         if c.epoch != self.epoch {
-            return Err(Error::invalid(
+            return Error::invalid(
                 op,
                 self.device(),
                 format!("the data stream's session ended at {}", c.ended_by),
-            ));
+            );
         }
-        Ok(c.state)
+        // Published and locked state agree once the writer's guard dropped: a reader that saw
+        // a stale epoch races a change still under way, which ends a session as well.
+        Error::invalid(
+            op,
+            self.device(),
+            "the data stream's session is ending (a state change is under way)",
+        )
     }
 
     /// The kernel's ENODEV for a data fd whose session ended behind this handle's back (a
