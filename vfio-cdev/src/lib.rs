@@ -30,6 +30,7 @@ pub mod hw_info;
 pub mod hwpt;
 pub mod id;
 pub mod ioas;
+pub mod ioas_dma_buf;
 pub mod iommufd;
 
 pub use container::Container;
@@ -38,6 +39,7 @@ pub use hw_info::HwInfo;
 pub use hwpt::{Hwpt, HwptFlags};
 pub use id::{DeviceId, HwptId, IoasId, ObjectId, PtId};
 pub use ioas::{Ioas, IoasCopy, IovaPlacement};
+pub use ioas_dma_buf::IoasDmaBuf;
 pub use iommufd::Iommufd;
 
 use vfio_core::ioctl::{Errno, Request};

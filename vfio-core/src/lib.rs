@@ -43,6 +43,7 @@ pub mod ioctl;
 pub mod mmio;
 
 pub use container::{Container, IovaRange};
+pub use device::DmaBuf;
 pub use device::{
     DependentDevice, Device, DeviceFlags, DeviceInfo, FeatureAccess, FeatureSupport, HotResetInfo, IoValue, Ioeventfd,
     IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet, Owner, RegionCap, RegionFlags, RegionInfo, SparseArea,
@@ -51,6 +52,7 @@ pub use dma::{
     Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
     SharedContainer, page_size,
 };
+pub use dma::{PeerMapping, PeerRoute};
 pub use error::{Errno, Error, Result, errno_name};
 #[cfg(feature = "tokio")]
 pub use host::AsyncEventFd;

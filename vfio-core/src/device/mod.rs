@@ -16,6 +16,7 @@ use vfio_sys as sys;
 use crate::ioctl::{self, requests as req};
 use crate::{Error, MappedRegion, Result};
 
+mod dma_buf;
 mod feature;
 mod hot_reset;
 mod info;
@@ -23,6 +24,7 @@ mod ioeventfd;
 mod irq;
 mod region;
 
+pub use dma_buf::DmaBuf;
 pub use feature::{FeatureAccess, FeatureSupport};
 pub use hot_reset::{DependentDevice, HotResetInfo, MAX_DEPENDENTS};
 pub use info::{DeviceFlags, DeviceInfo};
@@ -38,6 +40,8 @@ struct DeviceFd {
     fd: OwnedFd,
     name: String,
     _owner: Option<Owner>,
+    /// Live [`MappedRegion`]s of the device (made through any clone), for the low-power checks.
+    mmaps: std::sync::atomic::AtomicUsize,
 }
 
 /// An open VFIO device. Cloning is cheap and shares the fd; the fd closes when the last clone and
@@ -72,6 +76,7 @@ impl Device {
                 fd,
                 name: name.into(),
                 _owner: owner,
+                mmaps: Default::default(),
             }),
         }
     }
@@ -79,6 +84,22 @@ impl Device {
     /// The name used in errors (normally the PCI address).
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// How many [`MappedRegion`]s of this device are live (made through this handle or any
+    /// clone; a leaked one counts for ever). A device fd adopted twice counts each separately.
+    pub fn live_mappings(&self) -> usize {
+        self.inner.mmaps.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a [`MappedRegion`] made (`true`) or unmapped (`false`).
+    pub(crate) fn note_mapping(&self, live: bool) {
+        use std::sync::atomic::Ordering;
+        if live {
+            self.inner.mmaps.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.inner.mmaps.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The device fd, typed for device requests (see [`ioctl`]).
