@@ -17,9 +17,10 @@ pub enum PeerRoute {
 }
 
 /// A live peer-to-peer mapping: `len` bytes of a peer device's mapped BAR at an IOVA of a
-/// container, unmapped on drop. Leaking it is sound: it holds the dma-buf (which the kernel
-/// revokes with the BAR), or on the mmap route a clone of the peer's [`Device`], so the BAR's
-/// addresses stay that device's for as long as they are mapped.
+/// container, unmapped on drop. Leaking it is sound: on the dma-buf route it holds the dma-buf
+/// (which the kernel revokes with the BAR; the peer device may close, and the mapping then
+/// reaches nothing), on the mmap route a clone of the peer's [`Device`], so the BAR's addresses
+/// stay that device's for as long as they are mapped.
 #[must_use = "the mapping is removed when this guard is dropped"]
 #[derive(Debug)]
 pub struct PeerMapping {
@@ -29,7 +30,9 @@ pub struct PeerMapping {
     device_addr: u64,
     route: PeerRoute,
     _buf: Option<DmaBuf>,
-    _device: Device,
+    /// The peer, held open on the mmap route only: the dma-buf route must let it close (the
+    /// kernel then revokes the import).
+    _device: Option<Device>,
 }
 
 impl PeerMapping {
@@ -85,7 +88,7 @@ impl PeerMapping {
                     device_addr,
                     route: PeerRoute::DmaBuf,
                     _buf: Some(buf),
-                    _device: device,
+                    _device: None,
                 });
             }
             Err(e @ Error::Unsupported { .. }) => e,
@@ -102,7 +105,7 @@ impl PeerMapping {
                 device_addr,
                 route: PeerRoute::Mmap,
                 _buf: None,
-                _device: device,
+                _device: Some(device),
             }),
             Err(Error::Unsupported { reason, .. }) => Err(Error::unsupported(
                 "peer-to-peer mapping",
