@@ -485,6 +485,21 @@ fn import_revoked_by_close() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+fn low_power_revokes_the_import() -> TestResult {
+    let mut rig = revocable_rig!(Interface::Cdev);
+    let peer = rig.map_peer(PEER_IOVA)?;
+    ensure!(
+        rig.dma_lands(peer.device_addr(), 1)?,
+        "the DMA before low power did not land"
+    );
+    // No mapping may be live for the entry.
+    rig.bar2 = None;
+    rig.cmb.device().low_power_enter()?;
+    rig.cmb.device().low_power_exit()?;
+    rig.bar2 = Some(rig.cmb.map_bar(2)?);
+    check_revoked_then_reimport(&rig, peer, "low-power entry and exit")
+}
+
 fn type1_bar_mapping_outlives_reset() -> TestResult {
     let rig = rig!(Interface::Group);
     if !rig.is_type1() {
@@ -736,6 +751,7 @@ fn main() -> ExitCode {
             import_revoked_by_memory_disable,
         ),
         ("import_revoked_by_close_cdev", import_revoked_by_close),
+        ("low_power_revokes_the_import_cdev", low_power_revokes_the_import),
         ("type1_bar_mapping_outlives_reset", type1_bar_mapping_outlives_reset),
         ("bar_mmap_map_is_efault_on_iommufd_cdev", || {
             bar_mmap_map_is_efault_on_iommufd(Interface::Cdev)

@@ -22,6 +22,7 @@ mod hot_reset;
 mod info;
 mod ioeventfd;
 mod irq;
+mod low_power;
 mod region;
 
 pub use dma_buf::DmaBuf;
