@@ -51,7 +51,9 @@ impl Device {
     /// `VFIO_DEVICE_FEATURE` SET of `VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP` (Linux
     /// 6.0): as [`Device::low_power_enter`], and when the device wakes by itself (a PME, or an
     /// access that resumed it) the kernel signals `eventfd` and leaves low power on its own (the
-    /// kernel keeps its own reference to the eventfd until then, or until the exit). Kernels
+    /// kernel keeps its own reference to the eventfd until then, or until the exit). On kernels
+    /// with runtime PM every ioctl on the device fd resumes it first, so
+    /// [`Device::low_power_exit`] itself signals the eventfd (seen on Debian's 6.1); kernels
     /// without `CONFIG_PM` never suspend the device, so never signal. Errors: as
     /// [`Device::low_power_enter`]; EINVAL (Kernel) for an fd that is not an eventfd, EBADF for
     /// a closed one.
