@@ -6,7 +6,7 @@
 //! import of one stays dead after the exit), marks the device engaged in low power and drops its
 //! runtime-PM reference, so that on kernels with `CONFIG_PM` the device suspends (D3hot or
 //! D3cold) once idle. Until the exit, a fault on a BAR mapping gets SIGBUS (the kernel refuses to
-//! map BAR pages while engaged), so entry is refused here while mappings are live. Any other
+//! map BAR pages while engaged), so entry is refused here while mappings are live. Any
 //! ioctl on the device fd resumes it first (config space reads through `pread` keep working);
 //! with `_WITH_WAKEUP` the kernel signals the eventfd when the device resumes by itself (a PME,
 //! or an access that woke it) and leaves low power on its own. Kernels built without `CONFIG_PM`
