@@ -56,8 +56,11 @@ fn mode_of(interface: Interface) -> Result<Mode, String> {
     ))
 }
 
+/// A container, and in group mode the same one typed (to ask its backend).
+type Containers = (Arc<dyn Container>, Option<Arc<vfio_group::Container>>);
+
 /// A container of `mode`, and in group mode the typed one (to ask its backend).
-fn container(mode: Mode) -> Result<(Arc<dyn Container>, Option<Arc<vfio_group::Container>>), String> {
+fn container(mode: Mode) -> Result<Containers, String> {
     if mode.interface() == Interface::Group {
         let g = Arc::new(vfio_group::Container::open(mode.addressing()).map_err(|e| e.to_string())?);
         return Ok((g.clone(), Some(g)));

@@ -253,12 +253,12 @@ mod tests {
             (mib2, vec![(0x800, 0x1000)], "aligned"),
             (mib2, vec![(0, 0x800)], "aligned"),
             (mib2, vec![(mib2, 0x1000)], "outside the BAR"),
-            (mib2, vec![(u64::MAX & !0xfff, 0x1000)], "outside the BAR"),
+            (mib2, vec![(!0xfffu64, 0x1000)], "outside the BAR"),
         ] {
             let e = check_ranges(size, &ranges).unwrap_err();
             assert!(e.contains(word), "{ranges:x?}: {e}");
         }
-        let huge = u64::MAX & !0xfff;
+        let huge = !0xfffu64;
         let e = check_ranges(huge, &[(0, 1 << 63), (0x1000, 1 << 62)]).unwrap_err();
         assert!(e.contains("overflow"), "{e}");
     }
