@@ -624,6 +624,31 @@ pub fn offered(mode: vfio_core::Mode) -> bool {
     vfio_core::detect().offers(mode)
 }
 
+/// The group mode offered here: with an IOMMU, else no-IOMMU; or why there is none.
+pub fn group_mode() -> Result<vfio_core::Mode, String> {
+    let modes = vfio_core::detect();
+    if modes.group {
+        Ok(vfio_core::Mode::GROUP)
+    } else if modes.group_noiommu {
+        Ok(vfio_core::Mode::GROUP_NOIOMMU)
+    } else {
+        Err(format!("group mode is not offered by this kernel ({modes:?})"))
+    }
+}
+
+/// The device named by environment variable `var`, when `mode` is offered here; else why the
+/// test cannot run.
+pub fn device_in(var: &str, mode: vfio_core::Mode) -> Result<vfio_core::PciAddress, String> {
+    let addr = device_from_env(var)?;
+    if !offered(mode) {
+        return Err(format!(
+            "{mode} mode is not offered by this kernel ({:?})",
+            vfio_core::detect()
+        ));
+    }
+    Ok(addr)
+}
+
 /// A fresh container of `mode` of its own (not the process-wide default): dropping it releases
 /// every group or device assigned to it.
 pub fn new_container(mode: vfio_core::Mode) -> vfio_core::Result<std::sync::Arc<dyn vfio_core::Container>> {

@@ -136,18 +136,6 @@ fn broken(what: impl ToString) -> Error {
     Error::malformed("test", "the case", what)
 }
 
-/// The group mode offered here: with an IOMMU, else no-IOMMU.
-fn group_mode() -> Result<Mode, String> {
-    let modes = vfio_core::detect();
-    if modes.group {
-        Ok(Mode::GROUP)
-    } else if modes.group_noiommu {
-        Ok(Mode::GROUP_NOIOMMU)
-    } else {
-        Err("group mode is not offered".into())
-    }
-}
-
 /// The `allow_unsafe_interrupts` module parameters of vfio_iommu_type1 and iommufd, turned
 /// off until this is dropped, which gives each its value back (whatever the case did, panics
 /// included). The harness sets them on the virtio-iommu boots, whose IOMMU cannot isolate
@@ -794,7 +782,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             Want::AnyErrno("0000:7f:1f.7"),
             After::Nothing,
             Box::new(|| {
-                let mode = group_mode()?;
+                let mode = vfio_tests::group_mode()?;
                 let a = env(EDU)?;
                 let group = vfio_core::Sysfs::default().iommu_group(&a).map_err(|e| e.to_string())?;
                 let ghost = GhostDevice::new(group)?;

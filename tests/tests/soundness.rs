@@ -24,7 +24,7 @@ use vfio_core::{
 };
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, EDU_MAX_DMA, Edu};
-use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
+use vfio_tests::{Outcome, TestResult, ensure, skip};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -44,20 +44,9 @@ fn old_pattern() -> Vec<u8> {
 /// What the process puts where the leaked buffer was.
 const NEW_BYTE: u8 = 0xee;
 
-fn edu_addr(mode: Mode) -> Result<PciAddress, String> {
-    let addr = device_from_env("VFIO_TEST_EDU")?;
-    if !vfio_tests::offered(mode) {
-        return Err(format!(
-            "{mode} mode is not offered by this kernel ({:?})",
-            vfio_core::detect()
-        ));
-    }
-    Ok(addr)
-}
-
 macro_rules! edu_or_skip {
     ($mode:expr) => {
-        match edu_addr($mode) {
+        match vfio_tests::device_in("VFIO_TEST_EDU", $mode) {
             Ok(a) => a,
             Err(why) => return skip(why),
         }
@@ -113,11 +102,15 @@ impl Drop for Reused {
     }
 }
 
-/// Leaks a guard mapping a buffer of [`old_pattern`] at [`IOVA_OLD`] in `c`, frees the buffer
-/// and puts [`NEW_BYTE`]s where it was. `Ok(None)`: the map was refused up front (Unsupported,
-/// said why). Returns the new memory (keep it until the device has read) and the device
-/// address of the leaked mapping.
-fn leak_and_reuse(c: &dyn Container, buffer: DmaBuffer) -> Res<Option<(Option<Reused>, u64)>> {
+/// Leaks a guard mapping a buffer of [`old_pattern`] at [`IOVA_OLD`] in `c`, runs `meanwhile`
+/// (e.g. closes a device), frees the buffer and puts [`NEW_BYTE`]s where it was. `Ok(None)`:
+/// the map was refused up front (Unsupported, said why). Returns the new memory (keep it until
+/// the device has read) and the device address of the leaked mapping.
+fn leak_and_reuse(
+    c: &dyn Container,
+    buffer: DmaBuffer,
+    meanwhile: impl FnOnce(),
+) -> Res<Option<(Option<Reused>, u64)>> {
     buffer.write(0, &old_pattern())?;
     let (vaddr, len) = (buffer.as_ptr() as usize, buffer.len());
     let map = match DmaMapping::new(c, &buffer, IOVA_OLD, DmaAccess::READ) {
@@ -130,6 +123,7 @@ fn leak_and_reuse(c: &dyn Container, buffer: DmaBuffer) -> Res<Option<(Option<Re
     };
     let device_addr = map.device_addr();
     std::mem::forget(map);
+    meanwhile();
     drop(buffer);
     let reused = Reused::at(vaddr, len);
     if reused.is_none() {
@@ -175,7 +169,7 @@ fn judge(got: &[u8], what: &str) -> TestResult {
 fn forgotten_guard_before_first_attach_cdev() -> TestResult {
     let addr = edu_or_skip!(Mode::CDEV);
     let c = vfio_cdev::Container::new()?;
-    let Some((_reused, device_addr)) = leak_and_reuse(&c, DmaBuffer::new(4096)?)? else {
+    let Some((_reused, device_addr)) = leak_and_reuse(&c, DmaBuffer::new(4096)?, || ())? else {
         return Ok(Outcome::Pass);
     };
     let irq = EventFd::new()?;
@@ -195,23 +189,10 @@ fn forgotten_guard_after_last_detach_cdev() -> TestResult {
     let c = vfio_cdev::Container::new()?;
     let irq = EventFd::new()?;
     let first = edu_in(&c, addr, &irq)?;
-    let buffer = DmaBuffer::new(4096)?;
-    buffer.write(0, &old_pattern())?;
-    let (vaddr, len) = (buffer.as_ptr() as usize, buffer.len());
-    let map = match DmaMapping::new(&c, &buffer, IOVA_OLD, DmaAccess::READ) {
-        Ok(m) => m,
-        Err(e @ Error::Unsupported { .. }) => {
-            println!("    the safe map was refused up front: {e}");
-            return Ok(Outcome::Pass);
-        }
-        Err(e) => return Err(e.into()),
+    // The device closes meanwhile: it detaches, and the IOAS has no domain left.
+    let Some((_reused, device_addr)) = leak_and_reuse(&c, DmaBuffer::new(4096)?, move || drop(first))? else {
+        return Ok(Outcome::Pass);
     };
-    let device_addr = map.device_addr();
-    std::mem::forget(map);
-    // The device closes: it detaches, and the IOAS has no domain left.
-    drop(first);
-    drop(buffer);
-    let _reused = Reused::at(vaddr, len);
     let edu = edu_in(&c, addr, &irq)?;
     let got = device_reads(&edu, &irq, &c, device_addr)?;
     c.unmap_dma(IOVA_OLD, 4096)?;
@@ -235,7 +216,7 @@ fn forgotten_guard_before_device_open_group() -> TestResult {
     let group = vfio_core::Sysfs::default().iommu_group(&addr)?;
     c.add_group(group)?;
     println!("    backend: {}", backend(&c));
-    let Some((_reused, device_addr)) = leak_and_reuse(&c, DmaBuffer::new(4096)?)? else {
+    let Some((_reused, device_addr)) = leak_and_reuse(&c, DmaBuffer::new(4096)?, || ())? else {
         return Ok(Outcome::Pass);
     };
     let irq = EventFd::new()?;
@@ -255,22 +236,10 @@ fn forgotten_guard_after_device_closed_group() -> TestResult {
     println!("    backend: {}", backend(&c));
     let irq = EventFd::new()?;
     let first = edu_in(&c, addr, &irq)?;
-    let buffer = DmaBuffer::new(4096)?;
-    buffer.write(0, &old_pattern())?;
-    let (vaddr, len) = (buffer.as_ptr() as usize, buffer.len());
-    let map = match DmaMapping::new(&c, &buffer, IOVA_OLD, DmaAccess::READ) {
-        Ok(m) => m,
-        Err(e @ Error::Unsupported { .. }) => {
-            println!("    the safe map was refused up front: {e}");
-            return Ok(Outcome::Pass);
-        }
-        Err(e) => return Err(e.into()),
+    // The device closes meanwhile; the group stays.
+    let Some((_reused, device_addr)) = leak_and_reuse(&c, DmaBuffer::new(4096)?, move || drop(first))? else {
+        return Ok(Outcome::Pass);
     };
-    let device_addr = map.device_addr();
-    std::mem::forget(map);
-    drop(first);
-    drop(buffer);
-    let _reused = Reused::at(vaddr, len);
     let edu = edu_in(&c, addr, &irq)?;
     let got = device_reads(&edu, &irq, &c, device_addr)?;
     c.unmap_dma(IOVA_OLD, 4096)?;

@@ -158,25 +158,13 @@ fn another_process_opens(addr: PciAddress, mode: Mode) -> Result<(), String> {
     vfio_tests::wait_child(pid).map_err(|e| format!("another process could not open {addr} in {mode} mode: {e}"))
 }
 
-/// The edu's address and `mode`, or why the test cannot run.
-fn edu_in(mode: Mode) -> Result<PciAddress, String> {
-    let addr = device_from_env("VFIO_TEST_EDU")?;
-    if !vfio_tests::offered(mode) {
-        return Err(format!(
-            "{mode} mode is not offered by this kernel ({:?})",
-            vfio_core::detect()
-        ));
-    }
-    Ok(addr)
-}
-
 /// Through the default container (`PciDevice::open`): the device stays held while a clone or a
 /// BAR mapping of it lives, and is released for another process when the last goes; a DMA
 /// mapping of the default container dropped after that is released quietly (with the type1
 /// driver the last group out took it along); nothing is left behind, and the device opens
 /// through the default container again.
 fn default_container_lets_go(mode: Mode) -> TestResult {
-    let addr = match edu_in(mode) {
+    let addr = match vfio_tests::device_in("VFIO_TEST_EDU", mode) {
         Err(why) => return skip(why),
         Ok(a) => a,
     };
@@ -237,25 +225,13 @@ fn default_container_lets_go_cdev_noiommu() -> TestResult {
     default_container_lets_go(Mode::CDEV_NOIOMMU)
 }
 
-/// The group mode offered here: with an IOMMU, else no-IOMMU.
-fn group_mode() -> Result<Mode, String> {
-    let modes = vfio_core::detect();
-    if modes.group {
-        Ok(Mode::GROUP)
-    } else if modes.group_noiommu {
-        Ok(Mode::GROUP_NOIOMMU)
-    } else {
-        Err(format!("group mode is not offered by this kernel ({modes:?})"))
-    }
-}
-
 /// A group joined with `add_group` stays in the container when its device closes (another
 /// process cannot open the device), until `remove_group`.
 fn added_group_stays_until_removed() -> TestResult {
-    let Ok(mode) = group_mode() else {
+    let Ok(mode) = vfio_tests::group_mode() else {
         return skip("group mode is not offered by this kernel");
     };
-    let addr = match edu_in(mode) {
+    let addr = match vfio_tests::device_in("VFIO_TEST_EDU", mode) {
         Err(why) => return skip(why),
         Ok(a) => a,
     };
@@ -302,7 +278,7 @@ fn explicit_close_reports_what_stays() -> TestResult {
     };
     let mut done = Vec::new();
     let before = resources()?;
-    if let Ok(mode) = group_mode() {
+    if let Ok(mode) = vfio_tests::group_mode() {
         let c = vfio_group::Container::open(mode.addressing())?;
         let dev = PciDevice::open_in(&c, &addr)?;
         let id = Sysfs::default().iommu_group(&addr)?;

@@ -91,7 +91,7 @@ struct Member {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(crate) struct State {
     groups: Vec<Member>,
     iommu: Option<IommuType>,
     wanted: Option<IommuType>,
@@ -105,6 +105,11 @@ struct State {
 impl State {
     fn position(&self, id: u32) -> Option<usize> {
         self.groups.iter().position(|m| m.id == id)
+    }
+
+    /// The groups in the container.
+    pub(crate) fn group_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.groups.iter().map(|m| m.id)
     }
 }
 
@@ -240,7 +245,11 @@ impl Container {
     pub fn open_in(sysfs: Sysfs, addressing: Addressing) -> Result<Self> {
         let path = sysfs.dev_dir().join("vfio/vfio");
         let fd = vfio_core::open_node(&path)?;
-        Self::adopt(fd, path, sysfs, addressing)
+        let name = path
+            .into_os_string()
+            .into_string()
+            .unwrap_or_else(|p| p.to_string_lossy().into_owned());
+        Self::adopt(fd, name, sysfs, addressing)
     }
 
     /// Adopts an open container fd (for example one received from another process or opened
@@ -249,16 +258,16 @@ impl Container {
     /// the fd is not a VFIO container, Unsupported for another API version.
     #[doc(alias = "VFIO_GET_API_VERSION")]
     pub fn from_fd(fd: OwnedFd, addressing: Addressing) -> Result<Self> {
-        let path = PathBuf::from(format!("container fd {}", fd.as_raw_fd()));
-        let c = Self::adopt(fd, path, Sysfs::default(), addressing)?;
+        let name = format!("container fd {}", fd.as_raw_fd());
+        let c = Self::adopt(fd, name, Sysfs::default(), addressing)?;
         c.dma.adopted();
         Ok(c)
     }
 
-    fn adopt(fd: OwnedFd, path: PathBuf, sysfs: Sysfs, addressing: Addressing) -> Result<Self> {
+    fn adopt(fd: OwnedFd, name: String, sysfs: Sysfs, addressing: Addressing) -> Result<Self> {
         let c = Container {
             fd: Arc::new(ContainerFd {
-                fd: NamedFd::new(fd, path.display().to_string()),
+                fd: NamedFd::new(fd, name),
             }),
             sysfs,
             pins: (addressing == Addressing::Physical).then(Pins::default),
@@ -357,7 +366,7 @@ impl Container {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
 
@@ -420,10 +429,10 @@ impl Container {
                 ),
             ));
         }
-        let purpose = device.map(|d| format!(" (opening {d})")).unwrap_or_default();
-        group.set_container(&self.fd, &purpose)?;
+        let purpose = crate::group::Purpose(device);
+        group.set_container(&self.fd, purpose)?;
         if state.iommu.is_none() {
-            match self.set_iommu_for(state, &group, &purpose) {
+            match self.set_iommu_for(state, &group, purpose) {
                 Ok(ty) => {
                     state.iommu = Some(ty);
                     state.emptied = false;
@@ -447,7 +456,7 @@ impl Container {
     /// `VFIO_SET_IOMMU` for the first group: the type asked for, else type1v2, falling back to
     /// type1 when the kernel refuses it (one ioctl on the common path, no CHECK_EXTENSION first).
     #[cold]
-    fn set_iommu_for(&self, state: &State, group: &Group, purpose: &str) -> Result<IommuType> {
+    fn set_iommu_for(&self, state: &State, group: &Group, purpose: crate::group::Purpose<'_>) -> Result<IommuType> {
         let set = |ty: IommuType| {
             ioctl::call_int::<req::SetIommu>(self.ioctl_fd(), ty.raw() as usize)
                 .map(|_| ty)

@@ -62,8 +62,17 @@ impl DmaGate {
         self.adopted.store(true, Ordering::Relaxed);
     }
 
-    /// Notes a group that joined the container through this value (`Container::join`).
+    /// Notes a group that joined the container through this value (`Container::join`, under
+    /// the state lock). Before the first safe map nothing is read: resolving the path checks
+    /// every group then (`resolve_safe_path`), so opening a device costs no sysfs lookups.
     pub(crate) fn group_joined(&self, sysfs: &Sysfs, id: u32) {
+        if self.path.get().is_some() {
+            self.note(sysfs, id);
+        }
+    }
+
+    /// Marks the gate if group `id` is a mediated device's (sticky).
+    fn note(&self, sysfs: &Sysfs, id: u32) {
         if emulated_group(sysfs, id) {
             self.emulated.store(true, Ordering::Relaxed);
         }
@@ -233,10 +242,20 @@ impl Container {
                 ));
             }
         };
-        if path == SafePath::Type1 && self.dma.adopted.load(Ordering::Relaxed) && any_emulated_group(&self.sysfs) {
-            self.dma.emulated.store(true, Ordering::Relaxed);
+        // Under the state lock, so that a group joining meanwhile is either seen here or, once
+        // the path is set, checked by `group_joined`.
+        let state = self.lock();
+        if path == SafePath::Type1 {
+            for id in state.group_ids() {
+                self.dma.note(&self.sysfs, id);
+            }
+            if self.dma.adopted.load(Ordering::Relaxed) && any_emulated_group(&self.sysfs) {
+                self.dma.emulated.store(true, Ordering::Relaxed);
+            }
         }
-        Ok(*self.dma.path.get_or_init(|| path))
+        let path = *self.dma.path.get_or_init(|| path);
+        drop(state);
+        Ok(path)
     }
 
     /// The container fd typed for iommufd requests: only `IOMMU_VFIO_IOAS` and
@@ -349,6 +368,12 @@ mod tests {
         std::fs::remove_file(dev.join("vfio/5")).unwrap();
         assert!(!any_emulated_group(&sysfs));
         let gate = DmaGate::default();
+        gate.group_joined(&sysfs, 5);
+        assert!(
+            !gate.emulated.load(Ordering::Relaxed),
+            "nothing read before the path resolves"
+        );
+        gate.path.set(SafePath::Type1).unwrap();
         gate.group_joined(&sysfs, 7);
         assert!(!gate.emulated.load(Ordering::Relaxed));
         std::fs::write(dev.join("vfio/5"), "").unwrap();

@@ -62,7 +62,12 @@ impl Group {
             e => e,
         })?;
         Ok(Group {
-            fd: NamedFd::new(fd, path.display().to_string()),
+            fd: NamedFd::new(
+                fd,
+                path.into_os_string()
+                    .into_string()
+                    .unwrap_or_else(|p| p.to_string_lossy().into_owned()),
+            ),
             id,
             container: None,
         })
@@ -137,7 +142,7 @@ impl Group {
     /// are not allowed (type1, when the container already has an IOMMU type), said so in the
     /// error. `purpose` follows the group's name in errors (e.g. the device it is joined for).
     #[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
-    pub(crate) fn set_container(&mut self, container: &Arc<ContainerFd>, purpose: &str) -> Result<()> {
+    pub(crate) fn set_container(&mut self, container: &Arc<ContainerFd>, purpose: Purpose<'_>) -> Result<()> {
         let mut fd: i32 = container.as_fd().as_raw_fd();
         ioctl::call::<req::GroupSetContainer>(self.ioctl_fd(), &mut fd).map_err(|e| {
             let target = format!("{}{purpose}{}", self.target(), eperm_hint(e));
@@ -180,6 +185,20 @@ impl Group {
 
 /// What an EPERM from joining a container, setting its IOMMU or getting a device fd means, to
 /// append to the error's target (empty for any other errno): the kernel says why only in dmesg.
+/// Why a group joins a container, for errors: `" (opening 0000:00:01.0)"`, or nothing. Written
+/// only when an error is built, so that a successful join formats nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Purpose<'a>(pub Option<&'a str>);
+
+impl std::fmt::Display for Purpose<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(device) => write!(f, " (opening {device})"),
+            None => Ok(()),
+        }
+    }
+}
+
 pub(crate) fn eperm_hint(errno: Errno) -> &'static str {
     if errno != Errno::PERM {
         return "";

@@ -58,17 +58,99 @@ pub struct RawDma {
     fd: OwnedFd,
     /// The IOAS, for an iommufd; `None` for a type1 container.
     ioas: Option<u32>,
+    /// The IOAS that vfio-rs's safe map maps into by file (`IOMMU_IOAS_MAP_FILE` on `fd`): the
+    /// IOAS of an iommufd, the compat IOAS of iommufd's `/dev/vfio/vfio`; `None` where the
+    /// safe map goes by address (the type1 driver).
+    file_ioas: Option<u32>,
 }
 
 impl RawDma {
-    /// On a (duplicate of a) `/dev/vfio/vfio` container fd.
+    /// On a (duplicate of a) `/dev/vfio/vfio` container fd. On iommufd's compat container
+    /// (a group joined, so it has its IOAS) the by-file floor goes to the compat IOAS.
     pub fn type1(fd: OwnedFd) -> Self {
-        RawDma { fd, ioas: None }
+        let mut v = isys::iommu_vfio_ioas {
+            size: std::mem::size_of::<isys::iommu_vfio_ioas>() as u32,
+            op: isys::IOMMU_VFIO_IOAS_GET as u16,
+            ..Default::default()
+        };
+        // SAFETY: IOMMU_VFIO_IOAS takes an iommu_vfio_ioas (no pointers); the type1 driver does
+        // not know it (ENOTTY).
+        let file_ioas = unsafe { ioctl(fd.as_raw_fd(), isys::IOMMU_VFIO_IOAS, &mut v) }
+            .ok()
+            .map(|_| v.ioas_id);
+        RawDma {
+            fd,
+            ioas: None,
+            file_ioas,
+        }
     }
 
     /// On a (duplicate of an) iommufd, in IOAS `id`.
     pub fn ioas(fd: OwnedFd, id: u32) -> Self {
-        RawDma { fd, ioas: Some(id) }
+        RawDma {
+            fd,
+            ioas: Some(id),
+            file_ioas: Some(id),
+        }
+    }
+
+    /// Whether vfio-rs's safe map goes by file here (`IOMMU_IOAS_MAP_FILE`).
+    pub fn maps_by_file(&self) -> bool {
+        self.file_ioas.is_some()
+    }
+
+    /// How vfio-rs's safe map ([`Container::map_dma`]) reaches the kernel here: "by file" or
+    /// "by address".
+    pub fn safe_route(&self) -> &'static str {
+        if self.file_ioas.is_some() {
+            "by file"
+        } else {
+            "by address"
+        }
+    }
+
+    /// The kernel request vfio-rs's safe map issues for `buf` (see [`RawDma::safe_route`]):
+    /// `IOMMU_IOAS_MAP_FILE` of its memfd, or the by-address map of [`RawDma::map`]. The
+    /// floor of the safe API.
+    pub fn map_like_safe(&self, buf: &vfio_core::DmaBuffer, iova: u64) -> io::Result<()> {
+        let len = buf.len() as u64;
+        let Some(ioas_id) = self.file_ioas else {
+            // SAFETY: the by-address map of a DmaBuffer the caller unmaps before dropping it
+            // (the bench loops unmap right after).
+            return unsafe { self.map(buf.as_ptr(), iova, len) };
+        };
+        let memfd = buf
+            .memfd()
+            .ok_or_else(|| io::Error::other("the safe map needs a memfd-backed buffer"))?;
+        let mut m = isys::iommu_ioas_map_file {
+            size: std::mem::size_of::<isys::iommu_ioas_map_file>() as u32,
+            flags: isys::IOMMU_IOAS_MAP_FIXED_IOVA | isys::IOMMU_IOAS_MAP_READABLE | isys::IOMMU_IOAS_MAP_WRITEABLE,
+            ioas_id,
+            fd: memfd.as_raw_fd(),
+            start: 0,
+            length: len,
+            iova,
+        };
+        // SAFETY: IOMMU_IOAS_MAP_FILE takes an iommu_ioas_map_file; the IOAS holds the memfd's
+        // pages, not an address.
+        unsafe { ioctl(self.fd.as_raw_fd(), isys::IOMMU_IOAS_MAP_FILE, &mut m)? };
+        Ok(())
+    }
+
+    /// The unmap matching [`RawDma::map_like_safe`].
+    pub fn unmap_like_safe(&self, iova: u64, size: u64) -> io::Result<()> {
+        let Some(ioas_id) = self.file_ioas else {
+            return self.unmap(iova, size);
+        };
+        let mut u = isys::iommu_ioas_unmap {
+            size: std::mem::size_of::<isys::iommu_ioas_unmap>() as u32,
+            ioas_id,
+            iova,
+            length: size,
+        };
+        // SAFETY: IOMMU_IOAS_UNMAP takes an iommu_ioas_unmap; it holds no pointers.
+        unsafe { ioctl(self.fd.as_raw_fd(), isys::IOMMU_IOAS_UNMAP, &mut u)? };
+        Ok(())
     }
 
     /// The IOAS the maps go to (iommufd only).

@@ -6,7 +6,7 @@
 //! under TCG. Each result is printed twice: a `@@BENCH {json}` line for `cargo xtask bench` and a
 //! line for people. A case that cannot run here prints `skipped: <reason>`.
 //!
-//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P6, X1, X2, S1, S2),
+//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P6, P8, X1, X2, S1, S2),
 //! `--reserve-hugepages` (raise the 2 MiB pool as needed, put back afterwards; needs root),
 //! `--cpu N` (the vCPU to pin to; default the last one).
 //! Devices: `VFIO_TEST_EDU` (QEMU edu, required), `VFIO_TEST_NVME` (a second device, for the runs
@@ -158,7 +158,7 @@ fn main() -> ExitCode {
     meta.str("quick", if ctx.quick { "yes" } else { "no" });
     println!("@@BENCH-META {}", meta.finish());
 
-    const PER_MODE: &[&str] = &["P1", "P2", "P3", "P4", "P5", "P6"];
+    const PER_MODE: &[&str] = &["P1", "P2", "P3", "P4", "P5", "P6", "P8"];
     for mode in [Mode::GROUP, Mode::CDEV] {
         let m = mode.to_string();
         if let Some(why) = mode_unavailable(mode) {
@@ -185,6 +185,7 @@ fn main() -> ExitCode {
         ctx.section(&["P6"], &m, |c| open::p6_step_costs(c, mode, &addr));
         ctx.section(&["P6"], &m, |c| open::p6_secondary(c, mode, &addr));
         ctx.section(&["P6"], &m, |c| mmio::p6_irq(c, mode, &addr));
+        ctx.section(&["P8"], &m, |c| mmio::p8_ioeventfd(c, mode, &addr));
     }
 
     const CROSS: &[&str] = &["X1", "X2", "S1", "S2"];

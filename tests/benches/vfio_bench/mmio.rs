@@ -1,6 +1,7 @@
 //! P3 (edu register access through vfio-rs's MMIO handles vs a raw volatile pointer, both at
-//! constant offsets as a driver's register accesses are) and the
-//! interrupt round trip of P6 (raise an edu MSI, wait on its eventfd, acknowledge).
+//! constant offsets as a driver's register accesses are), the
+//! interrupt round trip of P6 (raise an edu MSI, wait on its eventfd, acknowledge) and P8 (a
+//! register write through an ioeventfd vs a user-space MMIO store).
 
 use std::hint::black_box;
 use std::os::fd::{AsFd, AsRawFd};
@@ -301,5 +302,68 @@ pub fn p6_irq(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
         );
     }
     f.pci.disable_irq(vfio_pci::MSI_IRQ)?;
+    Ok(())
+}
+
+/// P8 in `mode`: one write of the edu liveness register through an ioeventfd (signal the
+/// eventfd; the kernel writes the value from the eventfd's wakeup, `vfio_pci_ioeventfd_handler`,
+/// or from a thread when the device's memory lock is taken) vs the same 32-bit store through
+/// the BAR0 mmap. Informational: a VMM takes the ioeventfd path to skip a round trip through
+/// its own process (the guest's store traps to KVM, which signals the eventfd), not to beat a
+/// store it could do itself.
+pub fn p8_ioeventfd(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
+    const VALUE: u32 = 0x1234_5678;
+    let f = Ours::open(mode, addr)?;
+    let region = f.pci.map_bar(0)?;
+    let info = f.pci.device().region_info(0)?;
+    let efd = EventFd::new()?;
+    let io = f
+        .pci
+        .device()
+        .add_ioeventfd(&info, LIVENESS as u64, vfio_core::IoValue::U32(VALUE), efd.as_fd())?;
+    // The kernel's write lands: edu answers the liveness register with the inverse.
+    region.write32(LIVENESS, 0)?;
+    efd.signal(1)?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while region.read32(LIVENESS)? != !VALUE {
+        if Instant::now() > deadline {
+            return Err("the ioeventfd's write did not reach the edu liveness register".into());
+        }
+        std::thread::yield_now();
+    }
+    let base = region.as_ptr();
+    let plan = ctx.plan(301, 100);
+    let iters = 100;
+    let efd_ref = &efd;
+    let mut sides = [
+        Side::new("ioeventfd signal", iters, move |n| {
+            let t = Instant::now();
+            for _ in 0..n {
+                efd_ref.signal(1)?;
+            }
+            Ok(t.elapsed())
+        }),
+        Side::new("MMIO store", iters, move |n| {
+            let t = Instant::now();
+            for _ in 0..n {
+                let p = base.wrapping_add(LIVENESS).cast::<u32>();
+                // SAFETY: inside the live BAR0 mapping, 4-byte aligned.
+                unsafe { p.write_volatile(VALUE) };
+            }
+            Ok(t.elapsed())
+        }),
+    ];
+    let t = interleave(plan, &mut sides)?;
+    drop(sides);
+    ctx.emit(
+        Record::new(
+            "P8",
+            "register write: ioeventfd vs MMIO store (edu liveness)",
+            mode.to_string(),
+        )
+        .compare(plan, ("ioeventfd signal", &t[0]), ("MMIO store", &t[1]), iters)
+        .note("per write; the ioeventfd side is an eventfd write(2) whose wakeup makes the kernel's store"),
+    );
+    io.remove()?;
     Ok(())
 }
