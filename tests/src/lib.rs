@@ -565,6 +565,7 @@
 
 pub mod edu;
 pub mod iommufd_mock;
+pub mod mtty;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;

@@ -270,7 +270,7 @@ fn dma_buf_export_contract() -> TestResult {
         slice.len()
     );
     ensure!(
-        slice.ranges() == [(0x10_0000, 0x1000)] && slice.region() == 2,
+        slice.ranges() == [(0x10_0000, 0x1000)] && slice.region() == Some(2),
         "{slice:?}"
     );
     for (buf, size) in [(&whole, CMB_SIZE), (&slice, 0x1000)] {

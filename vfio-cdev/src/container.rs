@@ -32,7 +32,7 @@ pub struct Container {
     /// no-IOMMU cdev support: every mapping is checked with `IOMMU_IOAS_NOIOMMU_GET_PA`, in case
     /// whoever owns the IOAS attached a no-IOMMU device to it since.
     check_physical: bool,
-    assigned: Arc<Mutex<HashSet<PciAddress>>>,
+    assigned: Arc<Mutex<HashSet<String>>>,
 }
 
 /// What `IOMMU_IOAS_NOIOMMU_GET_PA` says about an IOAS (see [`Container::from_ioas`]).
@@ -52,8 +52,8 @@ enum Served {
 /// device off the container's list once that fd is closed.
 struct Assignment {
     _ioas: Arc<Ioas>,
-    assigned: Arc<Mutex<HashSet<PciAddress>>>,
-    addr: PciAddress,
+    assigned: Arc<Mutex<HashSet<String>>>,
+    name: String,
 }
 
 impl Drop for Assignment {
@@ -61,7 +61,7 @@ impl Drop for Assignment {
         self.assigned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.addr);
+            .remove(&self.name);
     }
 }
 
@@ -195,6 +195,14 @@ impl Container {
         Ok(dev)
     }
 
+    /// As [`Container::bind_device`], for any device ([`UnboundDevice::open_ref`]).
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
+    pub fn bind_device_ref(&self, device: &vfio_core::DeviceRef) -> Result<BoundDevice> {
+        let dev = UnboundDevice::open_ref(&self.sysfs, device)?.bind(self.ioas.iommufd())?;
+        self.attach(&dev)?;
+        Ok(dev)
+    }
+
     /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` of `dev` to this container's IOAS: attaches it, or moves
     /// it here from the IOAS or HWPT it is attached to (the kernel replaces the page table; DMA
     /// from then on goes through this IOAS). Returns the HWPT the kernel attached. Errors:
@@ -260,20 +268,29 @@ impl vfio_core::Container for Container {
     /// [`UnboundDevice::open`], bind and attach.
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
+        self.assign(&vfio_core::DeviceRef::Pci(*addr))
+    }
+
+    /// As [`vfio_core::Container::assign_device`], for any device
+    /// ([`UnboundDevice::open_ref`]): a mediated device's cdev is bound (an iommufd access) and
+    /// attached to the IOAS, on machines without an IOMMU too.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
+    fn assign(&self, device: &vfio_core::DeviceRef) -> Result<vfio_core::Device> {
+        let name = device.vfio_name();
         let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
-        if assigned.contains(addr) {
+        if assigned.contains(&name) {
             return Err(Error::invalid(
                 "assign device",
-                addr,
+                device,
                 "already assigned to this container",
             ));
         }
-        let dev = self.bind_device(addr)?;
-        assigned.insert(*addr);
+        let dev = self.bind_device_ref(device)?;
+        assigned.insert(name.clone());
         let owner = Assignment {
             _ioas: self.ioas.clone(),
             assigned: self.assigned.clone(),
-            addr: *addr,
+            name,
         };
         Ok(dev.into_device(Some(Arc::new(owner))))
     }
@@ -282,10 +299,12 @@ impl vfio_core::Container for Container {
     /// the ones that are not (id `VFIO_PCI_DEVID_NOT_OWNED`) are named in the error first.
     #[doc(alias = "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", alias = "VFIO_DEVICE_PCI_HOT_RESET")]
     fn hot_reset(&self, device: &vfio_core::Device) -> Result<vfio_core::HotResetInfo> {
-        let ours = device
-            .name()
-            .parse::<PciAddress>()
-            .is_ok_and(|a| self.assigned.lock().unwrap_or_else(|p| p.into_inner()).contains(&a));
+        let ours = device.name().parse::<PciAddress>().is_ok_and(|a| {
+            self.assigned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&a.to_string())
+        });
         if !ours {
             return Err(Error::invalid(
                 "PCI hot reset",

@@ -26,6 +26,8 @@ fn device_fd(fd: &NamedFd) -> ioctl::Fd<'_, kind::Device> {
 pub struct UnboundDevice {
     fd: NamedFd,
     noiommu: bool,
+    /// In an emulated-IOMMU group (a mediated device): its bind makes an iommufd access.
+    emulated: bool,
 }
 
 impl AsFd for UnboundDevice {
@@ -49,6 +51,31 @@ impl UnboundDevice {
         Ok(UnboundDevice {
             fd,
             noiommu: node.name.starts_with("noiommu-"),
+            emulated: false,
+        })
+    }
+
+    /// Opens the cdev of any device ([`vfio_core::DeviceRef`]): a PCI function as
+    /// [`UnboundDevice::open`], a mediated device by UUID, any device by its sysfs directory,
+    /// from its `vfio-dev/vfioN`, with the same major:minor check. A mediated device's bind
+    /// creates an iommufd access, not a device object: it needs no IOMMU, and `hw_info` on it
+    /// gives ENOENT. Errors: Path (ENOENT) naming the device's directory when it does not
+    /// exist (for a mediated device: removed?); Unsupported on kernels without
+    /// `CONFIG_VFIO_DEVICE_CDEV`; Malformed when the node does not match.
+    pub fn open_ref(sysfs: &Sysfs, device: &vfio_core::DeviceRef) -> Result<Self> {
+        if let vfio_core::DeviceRef::Pci(a) = device {
+            return Self::open(sysfs, a);
+        }
+        let node = sysfs.device_vfio_cdev(device)?;
+        let fd = NamedFd::new(vfio_core::open_node(&node.path)?, device.vfio_name());
+        check_node(&fd, &node)?;
+        let emulated = sysfs
+            .device_iommu_group(device)
+            .is_ok_and(|g| sysfs.is_emulated_group(g));
+        Ok(UnboundDevice {
+            fd,
+            noiommu: node.name.starts_with("noiommu-"),
+            emulated,
         })
     }
 
@@ -57,6 +84,7 @@ impl UnboundDevice {
         UnboundDevice {
             fd: NamedFd::new(fd, name.into()),
             noiommu,
+            emulated: false,
         }
     }
 
@@ -116,6 +144,7 @@ impl UnboundDevice {
             fd: self.fd,
             devid: DeviceId::from(b.out_devid),
             noiommu: self.noiommu,
+            emulated: self.emulated,
             iommufd: iommufd.clone(),
         })
     }
@@ -158,6 +187,7 @@ pub struct BoundDevice {
     fd: NamedFd,
     devid: DeviceId,
     noiommu: bool,
+    emulated: bool,
     iommufd: Arc<Iommufd>,
 }
 
@@ -176,6 +206,15 @@ impl BoundDevice {
     /// Whether this is a no-IOMMU cdev.
     pub fn is_noiommu(&self) -> bool {
         self.noiommu
+    }
+
+    /// Whether the device sits in an emulated-IOMMU group (a mediated device, opened with
+    /// [`UnboundDevice::open_ref`]): its bind made an iommufd *access*, not a device object,
+    /// so calls that take a device id (`IOMMU_GET_HW_INFO`, PASID attach) do not
+    /// apply; it attaches to an IOAS only (the kernel answers ENOENT for a HWPT) and reaches
+    /// memory through the access, without an IOMMU.
+    pub fn is_emulated(&self) -> bool {
+        self.emulated
     }
 
     /// The device fd, typed for device requests (see [`vfio_core::ioctl`]).
@@ -232,6 +271,13 @@ impl BoundDevice {
     /// ENOTTY on kernels without the ioctl.
     #[doc(alias = "IOMMU_GET_HW_INFO")]
     pub fn hw_info(&self) -> Result<crate::HwInfo> {
+        if self.emulated {
+            return Err(Error::unsupported(
+                "IOMMU_GET_HW_INFO",
+                self.name(),
+                "an emulated-IOMMU (mediated) device has no IOMMU: its bind id names an iommufd access",
+            ));
+        }
         self.iommufd.hw_info(self.devid)
     }
 

@@ -9,8 +9,8 @@
 //! address and leaves its lifetime to the caller.
 
 use crate::{
-    Addressing, Device, DmaAccess, DmaBuf, DmaBuffer, Error, HotResetInfo, Interface, MappedRegion, Mode, PciAddress,
-    Result,
+    Addressing, Device, DeviceRef, DmaAccess, DmaBuf, DmaBuffer, Error, HotResetInfo, Interface, MappedRegion, Mode,
+    PciAddress, Result,
 };
 
 /// The most IOVA ranges vfio-rs accepts from the kernel (`IOMMU_IOAS_IOVA_RANGES`, the type1
@@ -62,6 +62,28 @@ pub trait Container: Send + Sync {
     /// elsewhere; EPERM: no MSI isolation without `allow_unsafe_interrupts`; ENOENT: no such
     /// device). A kernel without the mode: Unsupported.
     fn assign_device(&self, addr: &PciAddress) -> Result<Device>;
+
+    /// Assigns any VFIO device, named by [`DeviceRef`]: a PCI function (as
+    /// [`Container::assign_device`]), a mediated device by UUID, or any device by its sysfs
+    /// directory. Group mode finds its group from its `iommu_group` link and passes its name
+    /// (a mediated device's lowercase UUID) to `VFIO_GROUP_GET_DEVICE_FD`; cdev mode opens its
+    /// `vfio-dev/vfioN`. A mediated device sits in an emulated-IOMMU group, which joins only an
+    /// IOVA container (type1, or iommufd's compatibility container), on machines without an
+    /// IOMMU too; a no-IOMMU group container refuses it with InvalidArgument naming the group.
+    /// Devices that are not PCI answer IRQ requests only after `VFIO_DEVICE_GET_INFO` (mtty,
+    /// mdpy): call [`Device::info`] first ([`crate::Mdev::open_in`] does). Errors: those of
+    /// [`Container::assign_device`]; Path (ENOENT) naming the device's directory when it does
+    /// not exist. The provided implementation takes PCI devices only (Unsupported otherwise).
+    fn assign(&self, device: &DeviceRef) -> Result<Device> {
+        match device {
+            DeviceRef::Pci(a) => self.assign_device(a),
+            other => Err(crate::Error::unsupported(
+                "assigning a device that is not PCI",
+                other,
+                "this container implementation takes PCI devices only",
+            )),
+        }
+    }
 
     /// Maps the whole `buffer` at `iova` with the given access and returns the address the
     /// device must use (the IOVA, or the physical address without an IOMMU): the safe building
@@ -142,7 +164,7 @@ pub trait Container: Send + Sync {
         let _ = (iova, access);
         Err(Error::unsupported(
             "dma-buf import",
-            buf.device_name(),
+            buf.name(),
             format!("this container ({}) cannot import dma-bufs", self.mode()),
         ))
     }

@@ -43,11 +43,15 @@ pub mod ioctl;
 pub mod mmio;
 
 pub use container::{Container, IovaRange};
-pub use device::DmaBuf;
+pub use device::migration::{
+    self, Chunk, DataStream, MigFlags, MigState, Migration, PrecopyInfo, ResumeStream, SaveStream,
+};
 pub use device::{
     DependentDevice, Device, DeviceFlags, DeviceInfo, FeatureAccess, FeatureSupport, HotResetInfo, IoValue, Ioeventfd,
     IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet, Owner, RegionCap, RegionFlags, RegionInfo, SparseArea,
 };
+pub use device::{DirtyBitmap, DmaLogRange, DmaLogging, MAX_LOG_RANGES};
+pub use device::{DmaBuf, DmaBufMapping, DmabufId, DrmPlaneType, GfxPlane, PlaneKind, PlaneSource};
 pub use dma::{
     Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
     SharedContainer, page_size,
@@ -61,4 +65,5 @@ pub use host::{
     PciIdentity, SharedFd, Sysfs, Uuid, detect, detect_in, open_node, preferred, recv_fds, recv_request, request,
     send_fds, send_refusal, send_request,
 };
+pub use host::{DeviceRef, Mdev, MdevParent, MdevType, mdev_parents};
 pub use mmio::{MappedRegion, Register, RegisterWidth};

@@ -641,8 +641,12 @@ impl Container {
     /// Opens the device at `addr` through its group, joining the group first unless it is in
     /// the container already; a group that joined here leaves again if the device fd is refused.
     fn open_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
-        let name = addr.to_string();
         let id = self.sysfs.iommu_group(addr)?;
+        self.open_device_in(addr.to_string(), id)
+    }
+
+    /// Opens device `name` (its `dev_name`) through group `id`, as [`Container::open_device`].
+    fn open_device_in(&self, name: String, id: u32) -> Result<vfio_core::Device> {
         let mut state = self.lock();
         Self::forget_detached_locked(&mut state);
         let (pos, joined) = match state.position(id) {
@@ -788,6 +792,33 @@ impl vfio_core::Container for Container {
             .map_err(|e| self.sysfs.explain_open_failure(addr).unwrap_or(e))
     }
 
+    /// As [`vfio_core::Container::assign_device`], for any device: its group from its
+    /// `iommu_group` link, its name (a mediated device's lowercase UUID) for
+    /// `VFIO_GROUP_GET_DEVICE_FD`. An emulated-IOMMU group (a mediated device's) joins only an
+    /// IOVA container: a no-IOMMU container refuses it, before opening anything, with
+    /// InvalidArgument naming the group.
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+    fn assign(&self, device: &vfio_core::DeviceRef) -> Result<vfio_core::Device> {
+        if let vfio_core::DeviceRef::Pci(a) = device {
+            return vfio_core::Container::assign_device(self, a);
+        }
+        let id = self.sysfs.device_iommu_group(device)?;
+        if self.is_noiommu() && self.sysfs.is_emulated_group(id) {
+            return Err(Error::invalid(
+                "assign device",
+                format!("IOMMU group {id} of {device}"),
+                "an emulated-IOMMU group (a mediated device's) joins only an IOVA container \
+                 (type1 or iommufd's compatibility container), never a no-IOMMU one: open the \
+                 container with Addressing::Iova, which works without an IOMMU too",
+            ));
+        }
+        self.open_device_in(device.vfio_name(), id)
+            .map_err(|e| match self.sysfs.require_device_ref(device) {
+                Err(gone) => gone,
+                Ok(_) => e,
+            })
+    }
+
     /// Collects the fds of the groups of every affected device; a group outside this container
     /// is an error naming the device.
     #[doc(alias = "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", alias = "VFIO_DEVICE_PCI_HOT_RESET")]
@@ -837,14 +868,12 @@ impl vfio_core::Container for Container {
     /// for [`unmap_dma`](vfio_core::Container::unmap_dma).
     #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
     unsafe fn map_dma_raw(&self, vaddr: *mut u8, size: u64, iova: u64, access: DmaAccess) -> Result<u64> {
-        match self.pins() {
-            // SAFETY: the caller's contract is this method's: the memory stays valid and
-            // unreferenced while mapped.
-            None => unsafe { self.map_type1(vaddr, size, iova, access) },
-            Some(pins) => pins.pin(vaddr, size, iova, crate::noiommu::PinHow::raw(), || {
-                self.dma_target(iova, size)
-            }),
+        if let Some(pins) = self.pins() {
+            return self.pin_raw(pins, vaddr, size, iova);
         }
+        // SAFETY: the caller's contract is this method's: the memory stays valid and
+        // unreferenced while mapped.
+        unsafe { self.map_type1(vaddr, size, iova, access) }
     }
 
     /// `VFIO_IOMMU_UNMAP_DMA`; returns the bytes the kernel unmapped. Errors: ENOENT when
@@ -864,16 +893,12 @@ impl vfio_core::Container for Container {
     /// Type1 v1's "0 bytes, mapping kept" is ENOENT here too: nothing was unmapped.
     #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
-        match self.unmap_range(iova, size) {
-            Ok(0) if size > 0 => Err(Error::kernel(
-                if self.is_noiommu() {
-                    "no-IOMMU unpin found nothing pinned"
-                } else {
-                    "VFIO_IOMMU_UNMAP_DMA unmapped nothing"
-                },
-                self.dma_target(iova, size),
-                Errno::NOENT,
-            )),
+        // Two separate paths, so that the common one keeps its result in registers.
+        if self.is_noiommu() {
+            return self.unpin_dma(iova, size);
+        }
+        match self.unmap(iova, size, 0) {
+            Ok(0) if size > 0 => Err(self.unmapped_nothing(iova, size)),
             Ok(n) => Ok(n),
             Err(e) => Err(self.unmap_refused(e, iova, size)),
         }
@@ -905,6 +930,40 @@ impl vfio_core::Container for Container {
 }
 
 impl Container {
+    /// The no-IOMMU side of `map_dma_raw`: pins in place (see `noiommu.rs`).
+    #[cold]
+    #[inline(never)]
+    fn pin_raw(&self, pins: &PinTable, vaddr: *mut u8, size: u64, iova: u64) -> Result<u64> {
+        pins.pin(vaddr, size, iova, crate::noiommu::PinHow::raw(), || {
+            self.dma_target(iova, size)
+        })
+    }
+
+    /// The no-IOMMU side of `unmap_dma`.
+    #[cold]
+    #[inline(never)]
+    fn unpin_dma(&self, iova: u64, size: u64) -> Result<u64> {
+        match self.unmap_range(iova, size) {
+            Ok(0) if size > 0 => Err(self.unmapped_nothing(iova, size)),
+            other => other,
+        }
+    }
+
+    /// ENOENT for an unmap that found nothing in its range.
+    #[cold]
+    #[inline(never)]
+    fn unmapped_nothing(&self, iova: u64, size: u64) -> Error {
+        Error::kernel(
+            if self.is_noiommu() {
+                "no-IOMMU unpin found nothing pinned"
+            } else {
+                "VFIO_IOMMU_UNMAP_DMA unmapped nothing"
+            },
+            self.dma_target(iova, size),
+            Errno::NOENT,
+        )
+    }
+
     /// A refused unmap, as the `Container` trait reports it. After the last group left, the
     /// type1 driver is gone from the container, with every mapping, and the kernel answers
     /// EINVAL to every DMA request: that is ENOENT here, as for any range where nothing is

@@ -136,7 +136,7 @@ impl Container {
 
     /// `VFIO_IOMMU_UNMAP_DMA` without a dirty bitmap (`flags` is 0 or `VFIO_DMA_UNMAP_FLAG_ALL`).
     #[inline]
-    fn unmap(&self, iova: u64, size: u64, flags: u32) -> Result<u64> {
+    pub(crate) fn unmap(&self, iova: u64, size: u64, flags: u32) -> Result<u64> {
         let mut unmap = sys::vfio_iommu_type1_dma_unmap {
             flags,
             iova,

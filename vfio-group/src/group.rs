@@ -183,8 +183,6 @@ impl Group {
     }
 }
 
-/// What an EPERM from joining a container, setting its IOMMU or getting a device fd means, to
-/// append to the error's target (empty for any other errno): the kernel says why only in dmesg.
 /// Why a group joins a container, for errors: `" (opening 0000:00:01.0)"`, or nothing. Written
 /// only when an error is built, so that a successful join formats nothing.
 #[derive(Debug, Clone, Copy)]
@@ -199,6 +197,8 @@ impl std::fmt::Display for Purpose<'_> {
     }
 }
 
+/// What an EPERM from joining a container, setting its IOMMU or getting a device fd means, to
+/// append to the error's target (empty for any other errno): the kernel says why only in dmesg.
 pub(crate) fn eperm_hint(errno: Errno) -> &'static str {
     if errno != Errno::PERM {
         return "";

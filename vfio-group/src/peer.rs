@@ -168,12 +168,7 @@ fn resource_start(text: &str, index: u32) -> Option<u64> {
 #[cold]
 #[inline(never)]
 fn import_error(target: String, buf: &DmaBuf, errno: Errno) -> Error {
-    let from = format!(
-        "{target} (dma-buf of {} region {}, {} range(s))",
-        buf.device_name(),
-        buf.region(),
-        buf.ranges().len()
-    );
+    let from = format!("{target} (dma-buf of {}, {} range(s))", buf.name(), buf.ranges().len());
     match errno {
         Errno::OPNOTSUPP => Error::unsupported(
             req::IoasMapFile::NAME,

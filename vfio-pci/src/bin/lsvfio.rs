@@ -7,7 +7,13 @@
 //!                                      IRQ indexes and capabilities)
 //! lsvfio bind ADDRESS                 bind to vfio-pci (driver_override), print the old driver
 //! lsvfio unbind ADDRESS [DRIVER]      leave vfio-pci; bind DRIVER, or let the kernel choose
+//! lsvfio mdev create TYPE [UUID]      create a mediated device of TYPE (e.g. mtty-1; any
+//!                                      parent that has the type), print its UUID; it stays
+//! lsvfio mdev remove UUID             remove a mediated device
 //! ```
+//!
+//! After the PCI functions, the text listing shows the mediated-device parents, their types
+//! (with the instances still available) and their instances; `-v` opens each instance too.
 //!
 //! `bind` and `unbind` print the driver the function ends on and exit non-zero when it is not
 //! the one asked for (vfio-pci; DRIVER; for `unbind` without DRIVER, anything but vfio-pci).
@@ -22,7 +28,9 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: lsvfio [-v] [--json] [ADDRESS...]
        lsvfio bind ADDRESS
-       lsvfio unbind ADDRESS [DRIVER]";
+       lsvfio unbind ADDRESS [DRIVER]
+       lsvfio mdev create TYPE [UUID]
+       lsvfio mdev remove UUID";
 
 fn main() -> ExitCode {
     match run() {
@@ -70,8 +78,128 @@ fn run() -> Res<()> {
                 _ => Ok(()),
             }
         }
+        Some("mdev") => mdev_command(&sysfs, &args[1..]),
         _ => list(&sysfs, &args),
     }
+}
+
+/// `lsvfio mdev create TYPE [UUID]` and `lsvfio mdev remove UUID`.
+fn mdev_command(sysfs: &Sysfs, args: &[String]) -> Res<()> {
+    match (args.first().map(String::as_str), args.get(1)) {
+        (Some("create"), Some(ty)) => {
+            let uuid = match args.get(2) {
+                Some(u) => u.parse()?,
+                None => vfio_core::Uuid::random()?,
+            };
+            let t = vfio_core::mdev_parents(sysfs)?
+                .into_iter()
+                .find_map(|p| p.mdev_type(ty).ok())
+                .ok_or_else(|| format!("no mdev parent has a type {ty:?}"))?;
+            let m = t.create(uuid)?;
+            println!("{}: created, type {} on {}", m.uuid(), t.id(), t.parent());
+            m.into_kept();
+            Ok(())
+        }
+        (Some("remove"), Some(u)) => {
+            let uuid: vfio_core::Uuid = u.parse()?;
+            vfio_core::Mdev::find(sysfs, uuid)?.remove()?;
+            println!("{uuid}: removed");
+            Ok(())
+        }
+        _ => Err(USAGE.into()),
+    }
+}
+
+/// The mediated-device section of the text listing (nothing without mdev parents).
+fn render_mdevs(sysfs: &Sysfs, verbose: bool) -> Res<String> {
+    let mut out = String::new();
+    let parents = inventory::mdev_parents(sysfs)?;
+    if parents.is_empty() {
+        return Ok(out);
+    }
+    let _ = writeln!(out, "mediated devices:");
+    for p in &parents {
+        let _ = writeln!(out, "  parent {}", p.name);
+        for t in &p.types {
+            let _ = writeln!(
+                out,
+                "    type {:<14} {:<8} {:>3} available  {:?}{}",
+                t.id,
+                t.device_api,
+                t.available,
+                t.name,
+                t.description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+            );
+        }
+        for m in &p.instances {
+            let modes: Vec<String> = m.modes.iter().map(|m| m.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "    {} {:<14} driver {:<8} group {:<4} cdev {:<8} {}",
+                m.uuid,
+                m.type_id,
+                m.driver.as_deref().unwrap_or("-"),
+                m.iommu_group.map_or("-".into(), |g| g.to_string()),
+                m.cdev.as_ref().map_or("-", |c| c.name.as_str()),
+                if modes.is_empty() { "-".into() } else { modes.join(",") }
+            );
+            if verbose && !m.modes.is_empty() {
+                match open_mdev(sysfs, m) {
+                    Ok(text) => out.push_str(&text),
+                    Err(e) => {
+                        let _ = writeln!(out, "      cannot open: {e}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Opens an instance in its first mode (cdev first) and describes its regions and IRQs.
+fn open_mdev(sysfs: &Sysfs, m: &inventory::MdevSummary) -> Res<String> {
+    let mode = m.modes[0];
+    let c: Box<dyn vfio_core::Container> = match mode.interface() {
+        vfio_core::Interface::Cdev => Box::new(vfio_cdev::Container::new()?),
+        vfio_core::Interface::Group => Box::new(vfio_group::Container::open(vfio_core::Addressing::Iova)?),
+    };
+    let dev = vfio_core::Mdev::find(sysfs, m.uuid)?.open_in(c.as_ref())?;
+    let info = dev.info()?;
+    let mut out = String::new();
+    let _ = writeln!(out, "      opened in {mode} mode: {:?}", info.flags);
+    for i in 0..info.num_regions {
+        match dev.region_info(i) {
+            Ok(r) if r.size > 0 => {
+                let _ = writeln!(
+                    out,
+                    "      {:<7} {:>#12x} bytes {}",
+                    region_name(i),
+                    r.size,
+                    region_flags(&r)
+                );
+            }
+            Ok(_) => {}
+            Err(e) if e.errno() == Some(vfio_core::Errno::INVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for i in 0..info.num_irqs {
+        match dev.irq_info(i) {
+            Ok(q) if q.count > 0 => {
+                let _ = writeln!(
+                    out,
+                    "      {:<7} {:>3} vector(s) {}",
+                    irq_name(i),
+                    q.count,
+                    irq_flags(q.flags)
+                );
+            }
+            Ok(_) => {}
+            Err(e) if e.errno() == Some(vfio_core::Errno::INVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
 }
 
 fn list(sysfs: &Sysfs, args: &[String]) -> Res<()> {
@@ -95,11 +223,14 @@ fn list(sysfs: &Sysfs, args: &[String]) -> Res<()> {
         .iter()
         .map(|d| (verbose && !d.modes.is_empty()).then(|| Details::read(d)))
         .collect();
-    let out = if json {
+    let mut out = if json {
         render_json(&devices, &details)
     } else {
         render_text(&devices, &details)
     };
+    if !json && only.is_empty() {
+        out.push_str(&render_mdevs(sysfs, verbose)?);
+    }
     print!("{out}");
     Ok(())
 }

@@ -3,8 +3,8 @@
 //! pass: `cargo xtask vm test` fails when a required result skipped or is missing, or when a
 //! result skipped that the table does not allow to.
 //!
-//! The table is `xtask/coverage.txt`, a line-based file meant to be read and edited by hand
-//! (its header explains the format). This module parses it ([`Table::parse`]), judges a run
+//! The table is `xtask/coverage.txt` (and `xtask/coverage.d/*.txt`), a line-based file meant
+//! to be read and edited by hand (its header explains the format). This module parses it ([`Table::load`]), judges a run
 //! against it ([`judge`]) and prints the verdict ([`print()`]).
 
 use std::collections::{BTreeMap, BTreeSet};

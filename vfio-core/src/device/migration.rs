@@ -1,0 +1,377 @@
+//! VFIO migration v2 (Linux 5.18 and later; DMA logging 6.1; PRE_COPY and `MIG_DATA_SIZE` 6.2;
+//! `MIG_PRECOPY_INFOv2` 7.1): what a device offers, its state machine walked arc by arc, and
+//! the data fds that carry its state out (saving) and in (resuming).
+//!
+//! ```text
+//! Device::migration() -> Migration --set_state(to)--> walks the kernel's arcs one SET each
+//!                                                     \-> Some(DataStream::Save | ::Resume)
+//! transfer::send(&src, writer) / transfer::receive(&dst, reader): a framed stream between them
+//! ```
+//!
+//! A device in [`MigState::Error`] (a driver failed an arc) takes no state but through
+//! [`Migration::reset`]; the library never resets on its own.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vfio_sys as sys;
+use zerocopy::IntoBytes;
+
+use crate::{Device, Error, NamedFd, Result};
+
+mod state;
+mod stream;
+pub mod transfer;
+
+pub use state::{ALL_STATES, MigFlags, MigState, SessionKind};
+pub use stream::{Chunk, DataStream, PrecopyInfo, ResumeStream, SaveStream};
+
+use state::flag_names;
+
+/// What the streams of one [`Migration`] check before each syscall: whether the session they
+/// belong to is still the current one, and the state it is in.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    inner: Mutex<ClockState>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ClockState {
+    /// Bumped whenever a session ends or starts.
+    pub(crate) epoch: u64,
+    /// The last state this handle set or read.
+    pub(crate) state: MigState,
+    /// The arc that ended the last session, for errors.
+    pub(crate) ended_by: String,
+    /// Whether `MIG_PRECOPY_INFOv2` was enabled through this handle.
+    pub(crate) v2: bool,
+}
+
+impl Clock {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ClockState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The migration interface of a device (`VFIO_DEVICE_FEATURE_MIGRATION` answered). Data
+/// streams it hands out refuse to be used once the state machine left their session through
+/// this handle (a typed InvalidArgument naming the arc); use one handle per device.
+#[derive(Debug)]
+pub struct Migration {
+    device: Device,
+    flags: MigFlags,
+    clock: Arc<Clock>,
+}
+
+impl Device {
+    /// `VFIO_DEVICE_FEATURE_MIGRATION` GET (Linux 5.18): the device's migration flags, as a
+    /// handle to drive its state machine. Errors: Unsupported, naming the device, when it has
+    /// no migration driver (the kernel's ENOTTY: vfio-pci without a variant driver, edu, mdpy)
+    /// or the kernel has no device features.
+    #[doc(alias = "VFIO_DEVICE_FEATURE_MIGRATION")]
+    pub fn migration(&self) -> Result<Migration> {
+        let mut payload = sys::vfio_device_feature_migration::default();
+        // SAFETY: the payload is a u64 the kernel fills, no pointer.
+        match unsafe { self.feature_get(sys::VFIO_DEVICE_FEATURE_MIGRATION, payload.as_mut_bytes()) } {
+            Ok(_) => {}
+            Err(e) if e.errno() == Some(crate::Errno::NOTTY) => {
+                return Err(Error::unsupported(
+                    "VFIO migration v2",
+                    self.name(),
+                    "the device has no migration driver (VFIO_DEVICE_FEATURE_MIGRATION: ENOTTY)",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        let flags = MigFlags::from_bits_retain(payload.flags);
+        let m = Migration {
+            device: self.clone(),
+            flags,
+            clock: Arc::new(Clock {
+                inner: Mutex::new(ClockState {
+                    epoch: 0,
+                    state: MigState::Running,
+                    ended_by: String::new(),
+                    v2: false,
+                }),
+            }),
+        };
+        let now = m.state()?;
+        m.clock.lock().state = now;
+        Ok(m)
+    }
+}
+
+impl Migration {
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// What the device offers.
+    pub fn flags(&self) -> MigFlags {
+        self.flags
+    }
+
+    /// `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` GET: the state the device is in. Errors: the
+    /// kernel's errno; Malformed for a state number outside the uapi.
+    #[doc(alias = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE")]
+    pub fn state(&self) -> Result<MigState> {
+        let mut mig = sys::vfio_device_feature_mig_state::default();
+        // SAFETY: the payload is two integers the kernel fills; a GET returns no fd.
+        unsafe {
+            self.device
+                .feature_get(sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, mig.as_mut_bytes())
+        }?;
+        MigState::from_raw(mig.device_state).ok_or_else(|| {
+            Error::malformed(
+                "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
+                self.device.name(),
+                format!("state {} is not a uapi migration state", mig.device_state),
+            )
+        })
+    }
+
+    /// Moves the device to `to`, one `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` SET per arc of the
+    /// kernel's path ([`MigState::path`]: e.g. RUNNING -> STOP_COPY is RUNNING_P2P, STOP,
+    /// STOP_COPY on a P2P device). Returns the data stream the last arc opens: a
+    /// [`SaveStream`] for RUNNING -> PRE_COPY, RUNNING_P2P -> PRE_COPY_P2P and STOP ->
+    /// STOP_COPY, a [`ResumeStream`] for STOP -> RESUMING; `None` elsewhere, also for
+    /// PRE_COPY -> STOP_COPY, whose data goes on on the pre-copy stream. Leaving a session
+    /// (the saving states, or RESUMING) ends its stream.
+    ///
+    /// Errors, before any SET: InvalidArgument for [`MigState::Error`] (never a target), for
+    /// a device in ERROR (call [`Migration::reset`]), and where the kernel has no path
+    /// (STOP_COPY to PRE_COPY); Unsupported for a state the device does not offer (PRE_COPY
+    /// without [`MigFlags::PRE_COPY`]). A refused arc is a Kernel error naming the whole move,
+    /// the arc and the state the device is in afterwards (it may be at any step of the path,
+    /// or in ERROR).
+    #[doc(alias = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE")]
+    pub fn set_state(&self, to: MigState) -> Result<Option<DataStream>> {
+        const OP: &str = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE";
+        let dev = self.device.name();
+        if to == MigState::Error {
+            return Err(Error::invalid(
+                OP,
+                dev,
+                "ERROR is not a state to ask for: the driver enters it when an arc fails",
+            ));
+        }
+        if !to.offered_by(self.flags) {
+            return Err(Error::unsupported(
+                "migration state",
+                dev,
+                format!(
+                    "{to} needs {} and the device offers {}",
+                    flag_names(to.needs()),
+                    flag_names(self.flags)
+                ),
+            ));
+        }
+        let from = self.state()?;
+        self.observe(from);
+        if from == MigState::Error {
+            return Err(Error::invalid(
+                OP,
+                dev,
+                format!("the device is in ERROR: reset() it (VFIO_DEVICE_RESET) before asking for {to}"),
+            ));
+        }
+        let path = MigState::path(self.flags, from, to)
+            .ok_or_else(|| Error::invalid(OP, dev, format!("the kernel has no path from {from} to {to}")))?;
+        let mut cur = from;
+        let mut opened = None;
+        for &step in &path {
+            let mut mig = sys::vfio_device_feature_mig_state {
+                device_state: step.raw(),
+                data_fd: -1,
+            };
+            // SAFETY: the payload is two integers, no pointer; an fd the kernel installs in
+            // `data_fd` is adopted below, so it is closed on every path.
+            let res = unsafe {
+                self.device
+                    .feature_set(sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, mig.as_mut_bytes())
+            };
+            let fd = (res.is_ok() && mig.data_fd >= 0).then(|| {
+                // SAFETY: the kernel installed this fd for this process on this call
+                // (vfio_ioct_mig_return_fd, O_CLOEXEC) and nothing else owns it.
+                unsafe { OwnedFd::from_raw_fd(mig.data_fd) }
+            });
+            if let Err(e) = res {
+                let now = self.state().ok();
+                if let Some(now) = now {
+                    self.observe(now);
+                }
+                let errno = e.errno().unwrap_or(crate::Errno::INVAL);
+                return Err(Error::kernel(
+                    OP,
+                    format!(
+                        "{dev} ({from} -> {to}, refused at arc {cur} -> {step}; the device is now in {})",
+                        now.map_or("an unknown state".to_string(), |s| s.to_string())
+                    ),
+                    errno,
+                ));
+            }
+            if MigState::arc_ends_session(cur, step) {
+                self.end_session(format!("{cur} -> {step}"));
+            }
+            self.clock.lock().state = step;
+            match (MigState::arc_opens(cur, step), fd) {
+                (Some(kind), Some(fd)) => {
+                    let epoch = {
+                        let mut c = self.clock.lock();
+                        c.epoch += 1;
+                        c.epoch
+                    };
+                    let fd = NamedFd::new(fd, format!("{dev} migration data"));
+                    opened = Some(DataStream::new(kind, fd, dev, self.clock.clone(), epoch));
+                }
+                (None, None) => {}
+                (kind, fd) => {
+                    return Err(Error::malformed(
+                        OP,
+                        dev,
+                        format!(
+                            "arc {cur} -> {step} {} a data fd, the uapi says it {}",
+                            if fd.is_some() { "returned" } else { "did not return" },
+                            if kind.is_some() { "opens one" } else { "opens none" }
+                        ),
+                    ));
+                }
+            }
+            cur = step;
+        }
+        Ok(opened)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE` GET (Linux 6.2): how many bytes the device
+    /// estimates its STOP_COPY data to be (any state). Errors: ENOTTY (Kernel) on kernels
+    /// before 6.2.
+    #[doc(alias = "VFIO_DEVICE_FEATURE_MIG_DATA_SIZE")]
+    pub fn stop_copy_size(&self) -> Result<u64> {
+        let mut size = sys::vfio_device_feature_mig_data_size::default();
+        // SAFETY: the payload is a u64 the kernel fills, no pointer.
+        unsafe {
+            self.device
+                .feature_get(sys::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, size.as_mut_bytes())
+        }?;
+        Ok(size.stop_copy_length)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2` SET (Linux 7.1): makes the `flags` of
+    /// `VFIO_MIG_GET_PRECOPY_INFO` an output, so [`PrecopyInfo::reinit`] reports
+    /// `VFIO_PRECOPY_INFO_REINIT` (the device restarted its initial data). Lasts until the
+    /// device fd closes. Errors: Unsupported without PRE_COPY (the kernel's EINVAL) and on
+    /// kernels before 7.1 (ENOTTY).
+    #[doc(alias = "VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2")]
+    pub fn enable_precopy_info_v2(&self) -> Result<()> {
+        if !self.flags.contains(MigFlags::PRE_COPY) {
+            return Err(Error::unsupported(
+                "MIG_PRECOPY_INFOv2",
+                self.device.name(),
+                format!("the device offers no PRE_COPY (flags {})", flag_names(self.flags)),
+            ));
+        }
+        // SAFETY: the feature has no payload.
+        match unsafe {
+            self.device
+                .feature_set(sys::VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2, &mut [])
+        } {
+            Ok(_) => {
+                self.clock.lock().v2 = true;
+                Ok(())
+            }
+            Err(e) if e.errno() == Some(crate::Errno::NOTTY) => Err(Error::unsupported(
+                "MIG_PRECOPY_INFOv2",
+                self.device.name(),
+                "the kernel predates Linux 7.1 (ENOTTY)",
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `VFIO_DEVICE_RESET`, the kernel's way out of ERROR (and out of any session): the device
+    /// is RUNNING afterwards, and every data stream of this handle is ended. Errors: the
+    /// reset's errno; Malformed when the device is not RUNNING after it.
+    #[doc(alias = "VFIO_DEVICE_RESET")]
+    pub fn reset(&self) -> Result<()> {
+        self.device.reset()?;
+        {
+            let mut c = self.clock.lock();
+            c.epoch += 1;
+            c.ended_by = "VFIO_DEVICE_RESET".to_string();
+            c.state = MigState::Running;
+        }
+        let now = self.state()?;
+        self.observe(now);
+        if now != MigState::Running {
+            return Err(Error::malformed(
+                "VFIO_DEVICE_RESET",
+                self.device.name(),
+                format!("the device is in {now} after a reset, the uapi says RUNNING"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a state read from the kernel: leaving a session this handle knew of ends it.
+    fn observe(&self, now: MigState) {
+        let before = self.clock.lock().state;
+        if before != now && MigState::arc_ends_session(before, now) {
+            self.end_session(format!("{before} -> {now}"));
+        }
+        self.clock.lock().state = now;
+    }
+
+    fn end_session(&self, why: String) {
+        let mut c = self.clock.lock();
+        c.epoch += 1;
+        c.ended_by = why;
+    }
+}
+
+/// The kernel's `VFIO_PRECOPY_INFO_REINIT`.
+pub(crate) const PRECOPY_REINIT: u32 = sys::VFIO_PRECOPY_INFO_REINIT;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(flags: MigFlags) -> Migration {
+        let fd = rustix::fs::memfd_create("dev", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        Migration {
+            device: Device::from_fd(fd, "mdev-x", None),
+            flags,
+            clock: Arc::new(Clock {
+                inner: Mutex::new(ClockState {
+                    epoch: 0,
+                    state: MigState::Running,
+                    ended_by: String::new(),
+                    v2: false,
+                }),
+            }),
+        }
+    }
+
+    /// States the device lacks and ERROR are refused before any ioctl (a memfd would answer
+    /// ENOTTY to one), typed and naming the device and the flags.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd_create, which Miri cannot run")]
+    fn states_not_offered_are_refused_before_the_kernel() {
+        let m = fake(MigFlags::STOP_COPY | MigFlags::P2P);
+        let e = m.set_state(MigState::PreCopy).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("PRE_COPY needs STOP_COPY|PRE_COPY and the device offers STOP_COPY|P2P"),
+            "{text}"
+        );
+        assert!(text.contains("mdev-x"), "{text}");
+        let e = m.set_state(MigState::Error).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        let e = fake(MigFlags::STOP_COPY).set_state(MigState::RunningP2p).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+        let e = m.enable_precopy_info_v2().unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    }
+}
