@@ -336,10 +336,46 @@
 //! - `VFIO_DEVICE_FEATURE` probe: migration and an unknown feature probe as unsupported; a feature
 //!   number above 16 bits is `InvalidArgument` ->
 //!   `core::feature_probe_reports_unsupported_as_false`, `bad_input::feature_number_above_16_bits`.
-//! - Low-power entry is SET-only (the probe says so): GET is EINVAL, entering twice is EINVAL,
-//!   entry with a wakeup eventfd works and eventfd -1 is EINVAL; after the exit a BAR mapping made
-//!   before still reads and config space answers ->
+//! - Low-power entry is SET-only (the probe says so): GET is EINVAL, entry while a BAR mapping
+//!   is live is `InvalidArgument`, entering twice is EINVAL, entry with a wakeup eventfd works and
+//!   eventfd -1 is EINVAL; after the exit a new BAR mapping reads and config space answers ->
 //!   `core::low_power_feature_set_and_get_contracts`.
+//! - Low power on the edu (issue #17): config space reads in low power, a second entry is
+//!   EINVAL, BAR0 maps and answers after the exit; a memfd as the wakeup fd is EINVAL and enters
+//!   nothing; the wakeup eventfd is never signalled without runtime PM (7.3 test kernels) and is
+//!   by the exit's resume with it (Debian's 6.1); entry with a live mapping is `InvalidArgument`
+//!   naming the count, and the mapping still works -> `low_power::enter_and_exit`,
+//!   `low_power::enter_with_wakeup_eventfd`, `low_power::entry_refused_while_mmapped`.
+//!
+//! ## Peer-to-peer DMA (issue #17)
+//!
+//! edu DMAs into and out of the CMB of `VFIO_TEST_NVME_CMB` (BAR2, 2 MiB, 64-bit prefetchable),
+//! read back through the CMB's own mapping byte for byte.
+//!
+//! - BAR2 is 2 MiB, mmappable, 64-bit prefetchable, and reads back at both ends ->
+//!   `p2p::cmb_bar_is_a_2mib_prefetchable_mmap`.
+//! - `Device::export_dma_buf` / `PciDevice::export_bar`: the fd is CLOEXEC, its fdinfo says its
+//!   size and `exp_name: vfio_pci_core`, mmap of it is EINVAL; two ranges export ->
+//!   `p2p::dma_buf_export_contract`; Linux 6.1 says `Unsupported` naming 6.19 and
+//!   `CONFIG_VFIO_PCI_DMABUF`, and `PeerMapping` takes the mmap route there ->
+//!   `p2p::dma_buf_refused_clearly_without_kernel_support`.
+//! - RAM -> edu -> CMB and CMB -> edu -> RAM through a `PeerMapping`, by dma-buf on iommufd (cdev,
+//!   compat, no-IOMMU cdev), by the mmap on type1, by the sysfs physical address in a no-IOMMU
+//!   group; without an IOMMU the address is BAR2's physical one ->
+//!   `p2p::edu_cmb_round_trip_{group,cdev}`.
+//! - iommufd revokes an import for good on `VFIO_DEVICE_RESET`, COMMAND.MEM off/on and low-power
+//!   entry/exit: the DMA lands nowhere, the IOVA is EEXIST, its unmap works, the same dma-buf
+//!   imported again lands -> `p2p::import_revoked_by_reset_{cdev,group}`,
+//!   `p2p::import_revoked_by_memory_disable_cdev`, `p2p::low_power_revokes_the_import_cdev`;
+//!   after the exporter closed, re-importing is ENODEV and a new export lands ->
+//!   `p2p::import_revoked_by_close_cdev`. The type1 mapping of the mmap survives a reset ->
+//!   `p2p::type1_bar_mapping_outlives_reset`.
+//! - Mapping a BAR's mmap by address on iommufd is EFAULT; `map_mmio_raw` is `Unsupported` there
+//!   and `PeerMapping` takes the dma-buf route -> `p2p::bar_mmap_map_is_efault_on_iommufd_{cdev,group}`.
+//! - Bad input: a range outside the BAR or not page aligned (`InvalidArgument`; raw EINVAL), an
+//!   I/O-port BAR (`InvalidArgument`; raw EINVAL), the config region (`InvalidArgument`; raw
+//!   ENODEV), a dma-buf into a type1 container (`Unsupported`), a two-range dma-buf into an IOAS
+//!   (`Unsupported` from EOPNOTSUPP, nothing mapped) -> `p2p::bad_dma_buf_*`.
 //!
 //! ## SR-IOV and VF tokens
 //!

@@ -424,6 +424,28 @@ impl vfio_core::Container for Container {
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
         self.ioas.unmap(iova, size)
     }
+
+    /// [`Ioas::import_dma_buf`] at a fixed IOVA; in no-IOMMU mode returns the BAR's physical
+    /// address (`IOMMU_IOAS_NOIOMMU_GET_PA`; the import is unmapped again if there is none).
+    #[doc(alias = "IOMMU_IOAS_MAP_FILE", alias = "IOMMU_IOAS_NOIOMMU_GET_PA")]
+    fn map_dma_buf(&self, buf: &vfio_core::DmaBuf, iova: u64, access: DmaAccess) -> Result<u64> {
+        let iova = self.ioas.import_dma_buf(buf, IovaPlacement::Fixed(iova), access)?;
+        self.device_address(iova, buf.len())
+    }
+
+    /// Unsupported, without asking the kernel: iommufd pins the pages of what it maps by
+    /// address, and a BAR's mmap has none (`IOMMU_IOAS_MAP` would fail with EFAULT once a
+    /// device is attached): import a dma-buf of the BAR ([`vfio_core::Container::map_dma_buf`]).
+    unsafe fn map_mmio_raw(
+        &self,
+        region: &vfio_core::MappedRegion,
+        _offset: u64,
+        _len: u64,
+        _iova: u64,
+        _access: DmaAccess,
+    ) -> Result<u64> {
+        Err(crate::ioas_dma_buf::mmio_refusal(region))
+    }
 }
 
 impl Container {

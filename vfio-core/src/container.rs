@@ -9,8 +9,8 @@
 //! address and leaves its lifetime to the caller.
 
 use crate::{
-    Addressing, Device, DeviceRef, DmaAccess, DmaBuffer, Error, HotResetInfo, Interface, Mode, Owner, PciAddress,
-    Result, Uuid,
+    Addressing, Device, DeviceRef, DmaAccess, DmaBuf, DmaBuffer, Error, HotResetInfo, Interface, MappedRegion, Mode,
+    Owner, PciAddress, Result, Uuid,
 };
 
 /// The most IOVA ranges vfio-rs accepts from the kernel (`IOMMU_IOAS_IOVA_RANGES`, the type1
@@ -158,6 +158,72 @@ pub trait Container: Send + Sync {
     /// Returns what was reset. Errors: ENODEV when no bus or slot reset reaches the device (a
     /// root-bus device); the kernel's errno otherwise.
     fn hot_reset(&self, device: &Device) -> Result<HotResetInfo>;
+
+    /// Imports a dma-buf of a peer device's BAR ([`Device::export_dma_buf`]) at `iova`, whole,
+    /// so that devices of this container can DMA into that BAR (peer-to-peer); returns the
+    /// address the device must use (the IOVA, or without an IOMMU the BAR's physical address).
+    /// Remove it with [`Container::unmap_dma`]. [`PeerMapping`](crate::dma::PeerMapping) picks
+    /// this route or [`Container::map_mmio_raw`], whichever the container offers.
+    ///
+    /// Safe: the container holds the dma-buf (the kernel's reference), not an address, and the
+    /// exporter revokes it when its BAR stops decoding or its device closes (see [`DmaBuf`]):
+    /// the mapping then reaches nothing, and stays so (unmap it and import again).
+    ///
+    /// | backend | how |
+    /// |---|---|
+    /// | iommufd IOAS (cdev), iommufd's compat `/dev/vfio/vfio` | `IOMMU_IOAS_MAP_FILE` of the dma-buf (Linux >= 6.19) |
+    /// | no-IOMMU cdev | the same, then `IOMMU_IOAS_NOIOMMU_GET_PA` (Linux >= 7.3) |
+    /// | type1 driver, no-IOMMU group | Unsupported: map the BAR's mmap ([`Container::map_mmio_raw`]) |
+    ///
+    /// Errors: Unsupported where the backend cannot import one, and for a dma-buf of several
+    /// ranges (iommufd imports single-range vfio-pci dma-bufs: EOPNOTSUPP); ENODEV (Kernel)
+    /// while it is revoked or after its exporter closed; EEXIST for an IOVA in use; EINVAL for
+    /// an unaligned IOVA.
+    #[doc(alias = "IOMMU_IOAS_MAP_FILE")]
+    fn map_dma_buf(&self, buf: &DmaBuf, iova: u64, access: DmaAccess) -> Result<u64> {
+        let _ = (iova, access);
+        Err(Error::unsupported(
+            "dma-buf import",
+            buf.name(),
+            format!("this container ({}) cannot import dma-bufs", self.mode()),
+        ))
+    }
+
+    /// Maps `len` bytes at `offset` of an mmapped device region (a peer's BAR) at `iova`, for
+    /// peer-to-peer DMA where the container cannot import a dma-buf; returns the address the
+    /// device must use (the IOVA, or without an IOMMU the BAR's physical address). Remove it
+    /// with [`Container::unmap_dma`].
+    ///
+    /// | backend | how |
+    /// |---|---|
+    /// | type1 driver | `VFIO_IOMMU_MAP_DMA` of the mmap: the kernel resolves the BAR's pages (PFNMAP) at map time and maps them until the unmap, through resets, memory-decode changes and `munmap` of the region (no revocation) |
+    /// | no-IOMMU group | nothing is mapped: the BAR's physical address from sysfs `resource`, plus `offset` |
+    /// | iommufd (cdev, compat) | Unsupported without asking the kernel: iommufd pins user memory, and a BAR mmap has no pages to pin (EFAULT): import a dma-buf ([`Container::map_dma_buf`]) |
+    ///
+    /// # Safety
+    /// The mapping reaches the BAR's physical address for as long as it exists, whatever
+    /// happens to the region's device: the caller keeps that device open (a clone of its
+    /// [`Device`]) until the range is unmapped, so that the address stays that BAR's.
+    /// [`PeerMapping`](crate::dma::PeerMapping) is the safe form.
+    ///
+    /// Errors: InvalidArgument for a range outside the mapping or not page aligned; those of
+    /// [`Container::map_dma_raw`]; Unsupported as above.
+    #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
+    unsafe fn map_mmio_raw(
+        &self,
+        region: &MappedRegion,
+        offset: u64,
+        len: u64,
+        iova: u64,
+        access: DmaAccess,
+    ) -> Result<u64> {
+        let _ = (offset, len, iova, access);
+        Err(Error::unsupported(
+            "BAR mapping for peer-to-peer DMA",
+            region.device().name(),
+            format!("this container ({}) cannot map device memory", self.mode()),
+        ))
+    }
 }
 
 /// Options of [`Container::assign_device_with`]; `AssignOptions::default()` is what

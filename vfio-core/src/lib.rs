@@ -56,6 +56,7 @@ pub use dma::{
     Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
     SharedContainer, page_size,
 };
+pub use dma::{PeerMapping, PeerRoute};
 pub use error::{Errno, Error, Result, errno_name};
 #[cfg(feature = "tokio")]
 pub use host::AsyncEventFd;

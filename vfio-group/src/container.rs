@@ -923,6 +923,30 @@ impl vfio_core::Container for Container {
             Err(e) => Err(self.unmap_refused(e, iova, size)),
         }
     }
+
+    /// iommufd's compat container: `IOMMU_IOAS_MAP_FILE` of the dma-buf into its compat IOAS
+    /// (Linux >= 6.19). The type1 driver and no-IOMMU containers: Unsupported (use
+    /// `map_mmio_raw`). See the crate's `peer.rs`.
+    #[doc(alias = "IOMMU_IOAS_MAP_FILE")]
+    fn map_dma_buf(&self, buf: &vfio_core::DmaBuf, iova: u64, access: DmaAccess) -> Result<u64> {
+        self.import_dma_buf(buf, iova, access)
+    }
+
+    /// The type1 driver: `VFIO_IOMMU_MAP_DMA` of the mmap (never revoked); no IOMMU: the BAR's
+    /// physical address from sysfs `resource` (nothing mapped); iommufd's compat container:
+    /// Unsupported (use `map_dma_buf`). See the crate's `peer.rs`.
+    #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
+    unsafe fn map_mmio_raw(
+        &self,
+        region: &vfio_core::MappedRegion,
+        offset: u64,
+        len: u64,
+        iova: u64,
+        access: DmaAccess,
+    ) -> Result<u64> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.map_peer_mmio(region, offset, len, iova, access) }
+    }
 }
 
 impl Container {

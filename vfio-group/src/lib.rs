@@ -39,6 +39,7 @@ pub mod group;
 mod info;
 pub mod legacy;
 mod noiommu;
+mod peer;
 
 pub use container::{Backend, Container, IommuType};
 pub use group::{Group, GroupStatus};

@@ -38,6 +38,7 @@ pub mod device;
 #[cfg(test)]
 mod fake;
 pub mod inventory;
+pub mod peer;
 
 pub use bar::{Bar, BarInfo, BarKind};
 pub use binding::VfioPciBinding;

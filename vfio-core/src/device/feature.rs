@@ -1,7 +1,5 @@
 //! Device features (`VFIO_DEVICE_FEATURE`, Linux 5.17 and later): probe, get and set.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
-
 use bitflags::bitflags;
 use vfio_sys as sys;
 
@@ -84,39 +82,6 @@ impl Device {
     pub unsafe fn feature_set(&self, feature: u32, data: &mut [u8]) -> Result<i32> {
         // SAFETY: forwarded to the caller.
         unsafe { self.feature_raw("VFIO_DEVICE_FEATURE set", feature, sys::VFIO_DEVICE_FEATURE_SET, data) }
-    }
-
-    /// `VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY` (Linux 6.0): puts the device in D3cold (or D3hot)
-    /// while nothing uses it; the kernel wakes it on the next access through the device fd, and
-    /// zaps BAR mappings until then. Errors: EINVAL when already in low power; ENOTTY/EINVAL
-    /// when not offered.
-    #[doc(alias = "VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY")]
-    pub fn low_power_enter(&self) -> Result<()> {
-        // SAFETY: the feature has no payload.
-        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY, &mut []) }.map(drop)
-    }
-
-    /// `VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP` (Linux 6.0): as
-    /// [`Device::low_power_enter`], and the kernel signals `wakeup` when the device asks to wake
-    /// (PME). Errors: EINVAL when already in low power or for an fd that is not an eventfd.
-    #[doc(alias = "VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP")]
-    pub fn low_power_enter_with_wakeup(&self, wakeup: BorrowedFd<'_>) -> Result<()> {
-        let payload = sys::vfio_device_low_power_entry_with_wakeup {
-            wakeup_eventfd: wakeup.as_raw_fd(),
-            reserved: 0,
-        };
-        let mut bytes = zerocopy::IntoBytes::as_bytes(&payload).to_vec();
-        // SAFETY: the payload holds an eventfd number (borrowed, so open for the call) and no
-        // pointer; the kernel takes its own reference to the eventfd.
-        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, &mut bytes) }.map(drop)
-    }
-
-    /// `VFIO_DEVICE_FEATURE_LOW_POWER_EXIT` (Linux 6.0): brings the device back to D0. Errors:
-    /// ENOTTY/EINVAL when not offered.
-    #[doc(alias = "VFIO_DEVICE_FEATURE_LOW_POWER_EXIT")]
-    pub fn low_power_exit(&self) -> Result<()> {
-        // SAFETY: the feature has no payload.
-        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT, &mut []) }.map(drop)
     }
 
     /// `VFIO_DEVICE_FEATURE` probe, answered three ways: [`FeatureSupport::Supported`],
