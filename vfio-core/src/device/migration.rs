@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vfio_sys as sys;
 use zerocopy::IntoBytes;
 
-use crate::ioctl::{self, Request, requests as req};
+use crate::ioctl::{self, requests as req};
 use crate::{Device, Errno, Error, NamedFd, Result};
 
 mod state;
@@ -408,7 +408,7 @@ impl Migration {
     /// `VFIO_DEVICE_FEATURE` (`flags`: GET or SET) of `MIG_DEVICE_STATE` with `state`: the
     /// payload as the kernel left it. A SET's data fd in it is the caller's.
     fn mig_state_call(&self, flags: u32, state: u32) -> std::result::Result<sys::vfio_device_feature_mig_state, Errno> {
-        let mut arg = MigStateArg {
+        let mut arg = req::FeatureMigState {
             argsz: 0,
             flags: flags | sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
             state: sys::vfio_device_feature_mig_state {
@@ -416,43 +416,10 @@ impl Migration {
                 data_fd: -1,
             },
         };
-        ioctl::call::<MigDeviceState>(self.device.ioctl_fd(), &mut arg)?;
+        ioctl::call::<req::DeviceFeatureMigState>(self.device.ioctl_fd(), &mut arg)?;
         Ok(arg.state)
     }
 }
-
-/// `VFIO_DEVICE_FEATURE`'s argument with its `MIG_DEVICE_STATE` payload, as one fixed-size
-/// struct: issued on the stack, a state change costs no allocation (a state change is a GET
-/// and a SET per arc, and the generic [`Device::feature_set`] builds a buffer for each).
-#[repr(C)]
-struct MigStateArg {
-    argsz: u32,
-    flags: u32,
-    state: sys::vfio_device_feature_mig_state,
-}
-
-const _: () = assert!(size_of::<MigStateArg>() == 16);
-
-/// `VFIO_DEVICE_FEATURE` with [`MigStateArg`]: the request of [`req::DeviceFeature`] with its
-/// one payload this module sends spelled out.
-struct MigDeviceState;
-
-// SAFETY: VFIO_DEVICE_FEATURE on a device fd takes a `vfio_device_feature` header followed by
-// `argsz - 8` bytes of payload (vfio_ioctl_device_feature); `call` sets argsz to 16, the size of
-// `MigStateArg`, whose payload `vfio_device_feature_mig_state` is two integers: the kernel
-// accesses this struct and nothing else.
-unsafe impl Request for MigDeviceState {
-    const CODE: u32 = req::DeviceFeature::CODE;
-    const NAME: &'static str = "VFIO_DEVICE_FEATURE(MIG_DEVICE_STATE)";
-    type Fd = ioctl::kind::Device;
-    type Arg = MigStateArg;
-    fn set_size(arg: &mut MigStateArg, size: u32) {
-        arg.argsz = size;
-    }
-}
-
-// SAFETY: `MigStateArg` holds no pointer (see above).
-unsafe impl ioctl::Plain for MigDeviceState {}
 
 /// [`MigState::path`] without an allocation: the steps and how many there are.
 fn path_of(flags: MigFlags, from: MigState, to: MigState) -> Option<([MigState; ALL_STATES.len()], usize)> {
