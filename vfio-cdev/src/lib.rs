@@ -40,6 +40,9 @@ pub use id::{DeviceId, HwptId, IoasId, ObjectId, PtId};
 pub use ioas::{Ioas, IoasCopy, IovaPlacement};
 pub use iommufd::Iommufd;
 
+// `impl Iommufd` for IOMMU_IOAS_CHANGE_PROCESS (a live iommufd handed to a new process).
+mod change_process;
+
 use vfio_core::ioctl::{Errno, Request};
 
 /// The error of a refused request `R`, with its target formatted only now: kept out of line so

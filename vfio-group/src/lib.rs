@@ -39,6 +39,7 @@ pub mod group;
 mod info;
 pub mod legacy;
 mod noiommu;
+mod vaddr;
 
 pub use container::{Backend, Container, IommuType};
 pub use group::{Group, GroupStatus};
