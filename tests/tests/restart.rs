@@ -36,7 +36,9 @@ const LEN: usize = 16 << 10;
 const CHUNK: usize = 2000;
 
 fn pattern(seed: u32) -> Vec<u8> {
-    (0..CHUNK as u32).map(|i| (i.wrapping_mul(seed) ^ (seed >> 3)) as u8).collect()
+    (0..CHUNK as u32)
+        .map(|i| (i.wrapping_mul(seed) ^ (seed >> 3)) as u8)
+        .collect()
 }
 
 // ---- /proc/PID/status and CAP_IPC_LOCK ------------------------------------------------------
@@ -259,7 +261,10 @@ fn successor(role: &str) -> ExitCode {
                 let after = pin_lck("self")?;
                 _keep.push(Box::new(ioas));
                 _keep.push(Box::new(iommufd));
-                (Mode::CDEV, format!("moved {} {} {} {}", before.0, before.1, after.0, after.1))
+                (
+                    Mode::CDEV,
+                    format!("moved {} {} {} {}", before.0, before.1, after.0, after.1),
+                )
             }
             "type1" => {
                 let c = take(&mut got, FdKind::Container)?;
@@ -271,7 +276,10 @@ fn successor(role: &str) -> ExitCode {
                 let after = pin_lck("self")?;
                 _keep.push(Box::new(g));
                 _keep.push(Box::new(container));
-                (Mode::GROUP, format!("moved {} {} {} {}", before.0, before.1, after.0, after.1))
+                (
+                    Mode::GROUP,
+                    format!("moved {} {} {} {}", before.0, before.1, after.0, after.1),
+                )
             }
             other => return Err(format!("unknown role {other:?}").into()),
         };
@@ -292,7 +300,11 @@ fn successor(role: &str) -> ExitCode {
                 "invalidated a different size"
             );
         }
-        rustix::net::send(sock, format!("{report} {}", took.as_micros()).as_bytes(), SendFlags::empty())?;
+        rustix::net::send(
+            sock,
+            format!("{report} {}", took.as_micros()).as_bytes(),
+            SendFlags::empty(),
+        )?;
         let mut buf = [0u8; 16];
         let (n, _) = rustix::net::recv(sock, &mut buf, RecvFlags::empty())?;
         ensure!(&buf[..n] == b"back", "the primary said {:?}", &buf[..n]);
@@ -322,10 +334,20 @@ fn check_moved(nums: &[u64], me: (u64, u64), base: (u64, u64), kb: u64, pin: boo
     let (b, a) = ((nums[0], nums[1]), (nums[2], nums[3]));
     if pin {
         ensure!(a.0 == b.0 + kb, "successor VmPin {} -> {} kB, expected +{kb}", b.0, a.0);
-        ensure!(me.0 == base.0, "primary VmPin {} kB after the handover, expected {}", me.0, base.0);
+        ensure!(
+            me.0 == base.0,
+            "primary VmPin {} kB after the handover, expected {}",
+            me.0,
+            base.0
+        );
     }
     ensure!(a.1 == b.1 + kb, "successor VmLck {} -> {} kB, expected +{kb}", b.1, a.1);
-    ensure!(me.1 == base.1, "primary VmLck {} kB after the handover, expected {}", me.1, base.1);
+    ensure!(
+        me.1 == base.1,
+        "primary VmLck {} kB after the handover, expected {}",
+        me.1,
+        base.1
+    );
     Ok(())
 }
 
@@ -356,7 +378,10 @@ fn restart_cdev_change_process() -> TestResult {
     );
     // The owner changing to itself: a no-op.
     iommufd.change_process()?;
-    ensure!(pin_lck("self")? == mapped, "change_process in the owner moved something");
+    ensure!(
+        pin_lck("self")? == mapped,
+        "change_process in the owner moved something"
+    );
     // Pattern 1 is left in the device's buffer for the successor.
     let irq = EventFd::new()?;
     edu.pci.enable_msi(&[&irq])?;
@@ -380,7 +405,11 @@ fn restart_cdev_change_process() -> TestResult {
     check_moved(&nums, pin_lck("self")?, base, kb, true)?;
     // Take it back while the successor lives (its mm must exist to be uncharged).
     iommufd.change_process()?;
-    ensure!(pin_lck("self")? == mapped, "taking the accounting back: {:?}", pin_lck("self")?);
+    ensure!(
+        pin_lck("self")? == mapped,
+        "taking the accounting back: {:?}",
+        pin_lck("self")?
+    );
     let left = pin_lck(&succ.pid())?;
     ensure!(
         left == (theirs.0 - kb, theirs.1 - kb),
@@ -390,17 +419,24 @@ fn restart_cdev_change_process() -> TestResult {
     // The successor's pattern 2 is in the shared memfd and in the device.
     let mut back = vec![0u8; CHUNK];
     buf.read(0, &mut back)?;
-    ensure!(back == pattern(2), "the successor's writes are not in the primary's buffer");
+    ensure!(
+        back == pattern(2),
+        "the successor's writes are not in the primary's buffer"
+    );
     edu.pci.enable_msi(&[&irq])?;
     edu.dma(Direction::FromDevice, IOVA + (LEN / 4) as u64, CHUNK as u64, &irq)?;
     buf.read(LEN / 4, &mut back)?;
     ensure!(back == pattern(2), "the device lost the successor's bytes");
     edu.pci.disable_irq(vfio_pci::MSI_IRQ)?;
     ioas.unmap(IOVA, LEN as u64)?;
-    ensure!(pin_lck("self")? == base, "after unmap: {:?}, expected {base:?}", pin_lck("self")?);
+    ensure!(
+        pin_lck("self")? == base,
+        "after unmap: {:?}, expected {base:?}",
+        pin_lck("self")?
+    );
     drop(caps);
     println!(
-        "    successor took {kb} kB of VmPin and VmLck ({}us from exec to the verified DMA) and gave them back",
+        "    successor took {kb} kB of VmPin and VmLck ({}us from its start to the verified DMA) and gave them back",
         nums[4]
     );
     Ok(Outcome::Pass)
@@ -429,7 +465,12 @@ fn restart_type1_update_vaddr() -> TestResult {
     container.map_dma(&buf, IOVA, DmaAccess::READ_WRITE)?;
     let kb = (LEN / 1024) as u64;
     let mapped = pin_lck("self")?;
-    ensure!(mapped.1 == base.1 + kb, "VmLck {} -> {} kB after mapping {kb} kB", base.1, mapped.1);
+    ensure!(
+        mapped.1 == base.1 + kb,
+        "VmLck {} -> {} kB after mapping {kb} kB",
+        base.1,
+        mapped.1
+    );
     let irq = EventFd::new()?;
     edu.pci.enable_msi(&[&irq])?;
     let len = LEN as u64;
@@ -441,21 +482,32 @@ fn restart_type1_update_vaddr() -> TestResult {
             other => Err(format!("{what}: {other:?}, expected {errno}").into()),
         }
     };
-    // SAFETY (each update_vaddr here): `ptr` maps the buffer mapped at IOVA, which outlives
-    // the mapping (unmapped below before `buf` drops).
     expect(
+        // SAFETY: `ptr` maps the buffer mapped at IOVA, which outlives the mapping (unmapped
+        // below before `buf` drops).
         unsafe { container.update_vaddr(IOVA, len, ptr) },
         Errno::INVAL,
         "update before invalidation",
     )?;
-    ensure!(container.invalidate_vaddr(IOVA, len)? == len, "invalidated another size");
-    expect(container.invalidate_vaddr(IOVA, len).map(drop), Errno::INVAL, "second invalidation")?;
+    ensure!(
+        container.invalidate_vaddr(IOVA, len)? == len,
+        "invalidated another size"
+    );
     expect(
+        container.invalidate_vaddr(IOVA, len).map(drop),
+        Errno::INVAL,
+        "second invalidation",
+    )?;
+    expect(
+        // SAFETY: `ptr` maps the buffer mapped at IOVA, which outlives the mapping (unmapped
+        // below before `buf` drops).
         unsafe { container.update_vaddr(IOVA, len / 2, ptr) },
         Errno::INVAL,
         "update of half the size",
     )?;
     expect(
+        // SAFETY: `ptr` maps the buffer mapped at IOVA, which outlives the mapping (unmapped
+        // below before `buf` drops).
         unsafe { container.update_vaddr(IOVA + 0x100_0000, len, ptr) },
         Errno::NOENT,
         "update of an unmapped IOVA",
@@ -491,22 +543,38 @@ fn restart_type1_update_vaddr() -> TestResult {
     unsafe { container.update_vaddr(IOVA, len, ptr) }?;
     let left = pin_lck(&succ.pid())?;
     if kernel_73() {
-        ensure!(pin_lck("self")?.1 == mapped.1, "taking the mapping back: {:?}", pin_lck("self")?);
-        ensure!(left.1 == theirs.1 - kb, "successor VmLck {} -> {} kB after the take-back", theirs.1, left.1);
+        ensure!(
+            pin_lck("self")?.1 == mapped.1,
+            "taking the mapping back: {:?}",
+            pin_lck("self")?
+        );
+        ensure!(
+            left.1 == theirs.1 - kb,
+            "successor VmLck {} -> {} kB after the take-back",
+            theirs.1,
+            left.1
+        );
     }
     succ.finish()?;
     let mut back = vec![0u8; CHUNK];
     buf.read(0, &mut back)?;
-    ensure!(back == pattern(2), "the successor's writes are not in the primary's buffer");
+    ensure!(
+        back == pattern(2),
+        "the successor's writes are not in the primary's buffer"
+    );
     edu.pci.enable_msi(&[&irq])?;
     edu.dma(Direction::FromDevice, IOVA + (LEN / 4) as u64, CHUNK as u64, &irq)?;
     buf.read(LEN / 4, &mut back)?;
     ensure!(back == pattern(2), "the device lost the successor's bytes");
     edu.pci.disable_irq(vfio_pci::MSI_IRQ)?;
     container.unmap_dma(IOVA, len)?;
-    ensure!(pin_lck("self")?.1 == base.1, "after unmap: {:?}, expected {base:?}", pin_lck("self")?);
+    ensure!(
+        pin_lck("self")?.1 == base.1,
+        "after unmap: {:?}, expected {base:?}",
+        pin_lck("self")?
+    );
     println!(
-        "    successor took {kb} kB of VmLck ({}us from exec to the verified DMA) and gave it back; bad updates refused",
+        "    successor took {kb} kB of VmLck ({}us from its start to the verified DMA) and gave it back; bad updates refused",
         nums[4]
     );
     Ok(Outcome::Pass)
@@ -579,7 +647,8 @@ fn update_vaddr_refused_where_not_offered() -> TestResult {
     container.map_dma(&buf, IOVA, DmaAccess::READ_WRITE)?;
     unsupported(container.invalidate_vaddr(IOVA, 4096).map(drop), needle, "invalidate")?;
     // SAFETY: refused before the kernel sees it (and `buf` is the memory mapped at IOVA).
-    unsupported(unsafe { container.update_vaddr(IOVA, 4096, buf.as_ptr()) }, needle, "update")?;
+    let update = unsafe { container.update_vaddr(IOVA, 4096, buf.as_ptr()) };
+    unsupported(update, needle, "update")?;
     if mode == Mode::GROUP {
         // The kernel's own answer to the flag, under the typed refusal: EINVAL.
         let mut u = vfio_sys::vfio_iommu_type1_dma_unmap {
@@ -591,7 +660,7 @@ fn update_vaddr_refused_where_not_offered() -> TestResult {
         let raw = ioctl::call::<req::IommuUnmapDma>(container.ioctl_fd(), &mut u);
         ensure!(raw == Err(Errno::INVAL), "raw UNMAP_DMA|VADDR on compat: {raw:?}");
         ensure!(
-            container.check_extension_raw(vfio_sys::VFIO_UPDATE_VADDR)? == false,
+            !container.check_extension_raw(vfio_sys::VFIO_UPDATE_VADDR)?,
             "compat says it has VFIO_UPDATE_VADDR"
         );
     }
@@ -607,7 +676,13 @@ fn main() -> ExitCode {
     vfio_tests::run(&[
         ("restart_cdev_change_process", restart_cdev_change_process),
         ("restart_type1_update_vaddr", restart_type1_update_vaddr),
-        ("change_process_with_a_non_file_mapping", change_process_with_a_non_file_mapping),
-        ("update_vaddr_refused_where_not_offered", update_vaddr_refused_where_not_offered),
+        (
+            "change_process_with_a_non_file_mapping",
+            change_process_with_a_non_file_mapping,
+        ),
+        (
+            "update_vaddr_refused_where_not_offered",
+            update_vaddr_refused_where_not_offered,
+        ),
     ])
 }

@@ -16,7 +16,7 @@
 //! - The kernel's own users of the address are refused: a group joining the container
 //!   (`VFIO_GROUP_SET_CONTAINER`) is EBUSY, and pinning or copying for a mediated device is
 //!   EBUSY with a one-time kernel warning (which is why the extension reads 0 while one is in
-//!   the container). Kernels 5.12 to 6.1 made those users wait for the update instead.
+//!   the container). Kernels 5.12 to 6.1 (mainline) made those users wait for the update instead.
 //! - `VFIO_IOMMU_UNMAP_DMA` of the range works as usual (by IOVA): the pages are unpinned and
 //!   uncharged from the process that owns the accounting (if it still exists).
 
