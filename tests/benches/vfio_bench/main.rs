@@ -17,6 +17,7 @@ mod fixtures;
 mod measure;
 mod mmio;
 mod open;
+mod restart;
 mod scale;
 
 use std::process::ExitCode;
@@ -158,7 +159,7 @@ fn main() -> ExitCode {
     meta.str("quick", if ctx.quick { "yes" } else { "no" });
     println!("@@BENCH-META {}", meta.finish());
 
-    const PER_MODE: &[&str] = &["P1", "P2", "P3", "P4", "P5", "P6", "P8"];
+    const PER_MODE: &[&str] = &["P1", "P2", "P3", "P4", "P5", "P6", "P8", "R1"];
     for mode in [Mode::GROUP, Mode::CDEV] {
         let m = mode.to_string();
         if let Some(why) = mode_unavailable(mode) {
@@ -186,6 +187,7 @@ fn main() -> ExitCode {
         ctx.section(&["P6"], &m, |c| open::p6_secondary(c, mode, &addr));
         ctx.section(&["P6"], &m, |c| mmio::p6_irq(c, mode, &addr));
         ctx.section(&["P8"], &m, |c| mmio::p8_ioeventfd(c, mode, &addr));
+        ctx.section(&["R1"], &m, |c| restart::r1(c, mode, &addr));
     }
 
     const CROSS: &[&str] = &["X1", "X2", "S1", "S2"];
