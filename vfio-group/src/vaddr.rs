@@ -123,26 +123,29 @@ impl Container {
     }
 
     /// Unsupported, saying why, unless the container offers `VFIO_UPDATE_VADDR`.
-    #[cold]
     fn require_update_vaddr(&self, feature: &'static str, iova: u64, size: u64) -> Result<()> {
         if self.supports_update_vaddr()? {
             return Ok(());
         }
         let why = if self.pins().is_some() {
-            "a no-IOMMU container maps nothing (no IOMMU, no IOVA space)".to_string()
-        } else if self.group_ids().is_empty() {
-            "VFIO_CHECK_EXTENSION(VFIO_UPDATE_VADDR) is 0: the type1 driver offers it only once a group \
-             joined the container"
-                .to_string()
+            "a no-IOMMU container maps nothing (no IOMMU, no IOVA space)"
         } else {
+            // VFIO_IOMMU_GET_INFO tells the backends apart, and fails before VFIO_SET_IOMMU.
             match self.backend() {
-                Ok(Backend::IommufdCompat) => "VFIO_CHECK_EXTENSION(VFIO_UPDATE_VADDR) is 0: iommufd's compat \
-                     container does not implement it; open the device in cdev mode and hand the iommufd over \
-                     with IOMMU_IOAS_CHANGE_PROCESS (vfio_cdev::Iommufd::change_process) instead"
-                    .to_string(),
-                _ => "VFIO_CHECK_EXTENSION(VFIO_UPDATE_VADDR) is 0 (a mediated device in the container, or a \
-                      kernel before 5.12)"
-                    .to_string(),
+                Ok(Backend::IommufdCompat) => {
+                    "VFIO_CHECK_EXTENSION(VFIO_UPDATE_VADDR) is 0: iommufd's compat container does not \
+                     implement it; open the device in cdev mode and hand the iommufd over with \
+                     IOMMU_IOAS_CHANGE_PROCESS (vfio_cdev::Iommufd::change_process) instead"
+                }
+                Err(_) => {
+                    "VFIO_CHECK_EXTENSION(VFIO_UPDATE_VADDR) is 0: the type1 driver offers it only once a \
+                     group joined the container (VFIO_SET_IOMMU)"
+                }
+                Ok(_) => {
+                    "VFIO_CHECK_EXTENSION(VFIO_UPDATE_VADDR) is 0: a mediated device's group is in the \
+                     container (the type1 driver could not pin for it while an address is invalid), or the \
+                     kernel is older than 5.12"
+                }
             }
         };
         Err(Error::unsupported(feature, self.dma_target(iova, size), why))
