@@ -33,6 +33,8 @@ impl Iommufd {
     /// when any mapping in any IOAS of the iommufd was made by address (`IOMMU_IOAS_MAP`,
     /// `IOMMU_IOAS_COPY`) or from a dma-buf, the message naming the fix; EBUSY while a map or
     /// unmap is under way in another thread; ENOMEM past the caller's locked-memory limit.
+    /// Guest tests: `restart::restart_cdev_change_process` (edu, exec'd successor, VmPin/VmLck of
+    /// both processes), `restart::change_process_with_a_non_file_mapping`.
     #[doc(alias = "IOMMU_IOAS_CHANGE_PROCESS")]
     pub fn change_process(&self) -> Result<()> {
         let mut c = iommufd_sys::iommu_ioas_change_process::default();

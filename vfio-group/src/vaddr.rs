@@ -91,7 +91,8 @@ impl Container {
     /// when nothing is mapped at `iova`; EINVAL (Kernel) when the mapping there is not
     /// invalidated, does not start at `iova` or is not exactly `size` bytes long, or for
     /// unaligned arguments; ENOMEM past the caller's locked-memory limit (the mapping stays
-    /// invalidated and owned by the old process).
+    /// invalidated and owned by the old process). Guest tests: `restart::restart_type1_update_vaddr`
+    /// (edu, exec'd successor, each refusal above), `restart::update_vaddr_refused_where_not_offered`.
     ///
     /// # Safety
     /// `[vaddr, vaddr + size)` must map, in the calling process, the very memory the mapping
