@@ -140,6 +140,7 @@ fn successor(sock: BorrowedFd<'_>, addr: PciAddress, mode: Mode) -> BenchResult 
         let edu = Edu::new(PciDevice::from_device(dev, addr, mode)?)?;
         let irq = EventFd::new()?;
         edu.pci.enable_msi(&[&irq])?;
+        let ready = t.elapsed();
         {
             // SAFETY: our own mapping of LEN bytes; the device writes the checked range only
             // before its completion interrupt.
@@ -151,7 +152,10 @@ fn successor(sock: BorrowedFd<'_>, addr: PciAddress, mode: Mode) -> BenchResult 
         if let Some(c) = &container {
             c.invalidate_vaddr(IOVA, LEN as u64)?;
         }
-        rustix::net::send(sock, &(took.as_nanos() as u64).to_ne_bytes(), SendFlags::NOSIGNAL)?;
+        let mut msg = [0u8; 16];
+        msg[..8].copy_from_slice(&(ready.as_nanos() as u64).to_ne_bytes());
+        msg[8..].copy_from_slice(&(took.as_nanos() as u64).to_ne_bytes());
+        rustix::net::send(sock, &msg, SendFlags::NOSIGNAL)?;
         // Wait until the primary took the mappings back (our mm must exist to be uncharged).
         let mut b = [0u8; 8];
         rustix::net::recv(sock, &mut b, RecvFlags::empty())?;
@@ -164,7 +168,7 @@ fn successor(sock: BorrowedFd<'_>, addr: PciAddress, mode: Mode) -> BenchResult 
 
 /// One timed handover: the primary opens (untimed), hands over, gets the successor's time,
 /// takes the mappings back, closes.
-fn handover(sock: BorrowedFd<'_>, mode: Mode, addr: &PciAddress) -> BenchResult<Duration> {
+fn handover(sock: BorrowedFd<'_>, mode: Mode, addr: &PciAddress) -> BenchResult<(Duration, Duration)> {
     let o = open(mode, addr)?;
     o.edu.pci.disable_irq(vfio_pci::MSI_IRQ)?;
     let memfd = o.buf.memfd().ok_or("no memfd")?;
@@ -193,9 +197,9 @@ fn handover(sock: BorrowedFd<'_>, mode: Mode, addr: &PciAddress) -> BenchResult<
             )?
         }
     }
-    let mut b = [0u8; 8];
+    let mut b = [0u8; 16];
     let (n, _) = rustix::net::recv(sock, &mut b, RecvFlags::empty())?;
-    if n != 8 {
+    if n != 16 {
         return Err("the successor stopped".into());
     }
     match &o.holder {
@@ -208,15 +212,17 @@ fn handover(sock: BorrowedFd<'_>, mode: Mode, addr: &PciAddress) -> BenchResult<
     rustix::net::recv(sock, &mut c, RecvFlags::empty())?;
     o.edu.pci.enable_msi(&[&o.irq])?;
     o.close()?;
-    Ok(Duration::from_nanos(u64::from_ne_bytes(b)))
+    let at = |i: usize| Duration::from_nanos(u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or_default()));
+    Ok((at(0), at(8)))
 }
 
 /// One timed fresh open to the first verified DMA.
-fn fresh(mode: Mode, addr: &PciAddress) -> BenchResult<Duration> {
+fn fresh(mode: Mode, addr: &PciAddress) -> BenchResult<(Duration, Duration)> {
     let t = Instant::now();
     let o = open(mode, addr)?;
     let mut mem = vec![0u8; LEN];
     o.buf.write(AT, &mem[AT..AT + CHUNK])?;
+    let ready = t.elapsed();
     o.edu
         .dma(Direction::FromDevice, IOVA + AT as u64, CHUNK as u64, &o.irq)?;
     o.buf.read(0, &mut mem)?;
@@ -225,33 +231,40 @@ fn fresh(mode: Mode, addr: &PciAddress) -> BenchResult<Duration> {
     }
     let took = t.elapsed();
     o.close()?;
-    Ok(took)
+    Ok((ready, took))
 }
 
+/// Per-round totals of both sides, and their times to ready (restart, fresh).
+type Times = (Vec<Vec<f64>>, [Vec<f64>; 2]);
+
 /// The interleaved rounds: a handover to the successor, a fresh open.
-fn rounds(
-    plan: crate::measure::Plan,
-    sock: BorrowedFd<'_>,
-    mode: Mode,
-    addr: &PciAddress,
-) -> BenchResult<Vec<Vec<f64>>> {
+fn rounds(plan: crate::measure::Plan, sock: BorrowedFd<'_>, mode: Mode, addr: &PciAddress) -> BenchResult<Times> {
+    let (mut ready_r, mut ready_f) = (Vec::new(), Vec::new());
     let mut sides = [
         Side::new("restart", 1, |n| {
             let mut total = Duration::ZERO;
             for _ in 0..n {
-                total += handover(sock, mode, addr)?;
+                let (ready, took) = handover(sock, mode, addr)?;
+                ready_r.push(ready.as_nanos() as f64);
+                total += took;
             }
             Ok(total)
         }),
         Side::new("fresh open", 1, |n| {
             let mut total = Duration::ZERO;
             for _ in 0..n {
-                total += fresh(mode, addr)?;
+                let (ready, took) = fresh(mode, addr)?;
+                ready_f.push(ready.as_nanos() as f64);
+                total += took;
             }
             Ok(total)
         }),
     ];
-    interleave(plan, &mut sides)
+    let t = interleave(plan, &mut sides)?;
+    drop(sides);
+    // One entry per operation, the warm-up ones first.
+    let w = plan.warmup as usize;
+    Ok((t, [ready_r.split_off(w), ready_f.split_off(w)]))
 }
 
 /// R1 in `mode`.
@@ -302,7 +315,7 @@ pub fn r1(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
     let mut status = 0;
     // SAFETY: waits for the child forked above.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    let t = result?;
+    let (t, ready) = result?;
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         return Err(format!("the successor process failed (status {status:#x})").into());
     }
@@ -314,6 +327,14 @@ pub fn r1(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
         )
         .compare(plan, ("restart", &t[0]), ("fresh open", &t[1]), 1)
         .note("both wait for one edu DMA (a QEMU timer), which dominates"),
+    );
+    ctx.emit(
+        Record::new(
+            "R1",
+            "restart: successor's fds to ready to DMA vs fresh open, map, MSI (the DMA left out)",
+            mode.to_string(),
+        )
+        .compare(plan, ("restart", &ready[0]), ("fresh open", &ready[1]), 1),
     );
     Ok(())
 }
