@@ -341,6 +341,35 @@
 //!   before still reads and config space answers ->
 //!   `core::low_power_feature_set_and_get_contracts`.
 //!
+//! ## SR-IOV and VF tokens
+//!
+//! All on the QEMU nvme PF `VFIO_TEST_NVME_SRIOV` (two VFs); "group"/"cdev" run the IOMMU mode
+//! where offered, else the no-IOMMU one.
+//!
+//! - `SriovVfs::enable(2)` sets a token and `sriov_numvfs` 2: VFs PF.1 and PF.2, on vfio-pci,
+//!   8086:5845 class 010802, `physfn` the PF, with a group; `lsvfio` prints `physfn` and
+//!   `sriov numvfs 2/totalvfs 2`; dropping the owner sets numvfs 0 and the VFs are gone;
+//!   `keep()` leaves them -> `sriov::numvfs_owner_enables_and_restores`.
+//! - A VF opens with the token (group: `vf_token=`, cdev: `VFIO_DEVICE_BIND_FLAG_TOKEN`, whose
+//!   probe says yes on 7.3): ids 8086:5845, BAR0 16 KiB, CAP 0 and CSTS 0x2 (an offline secondary
+//!   controller), a `DmaBuffer` maps in its container, VF reset works; the VFs go with the last
+//!   VF -> `sriov::vf_open_with_token_{group,cdev}`.
+//! - Without the token or with a wrong one: Kernel EACCES naming the VF, its PF and "missing" or
+//!   "wrong" (never the token itself), no fd left, the VF opens with the token afterwards ->
+//!   `sriov::vf_open_without_token_is_eacces_{group,cdev}`,
+//!   `sriov::vf_open_with_wrong_token_is_eacces_{group,cdev}`.
+//! - While a VF is open the PF opens again only with the token: EACCES without; group mode opens
+//!   a second fd with it, cdev refuses the second bind with EINVAL ->
+//!   `sriov::pf_reopen_while_a_vf_is_open_needs_the_token_{group,cdev}`.
+//! - Bad input: numvfs 3 above totalvfs 2 is InvalidArgument (the raw sysfs write ERANGE); with
+//!   vfio-pci's `enable_sriov` off, Unsupported naming `vfio_pci.enable_sriov=1` (restored after);
+//!   a token on edu's group open is EINVAL ("neither an SR-IOV VF nor a PF"); `set_vf_token` on
+//!   edu is ENOTTY ("not an SR-IOV PF"); the same ioeventfd (offset, width, value) twice is EEXIST
+//!   saying so, while another value at the same place is accepted ->
+//!   `sriov::bad_numvfs_above_totalvfs`, `sriov::bad_sriov_without_enable_sriov`,
+//!   `sriov::bad_vf_token_on_a_non_vf_group`, `sriov::bad_set_vf_token_on_a_non_pf`,
+//!   `sriov::bad_ioeventfd_registered_twice`.
+//!
 //! ## Reset and hot reset
 //!
 //! - `VFIO_DEVICE_RESET` (the nvme offers it) clears the controller configuration ->
@@ -529,6 +558,7 @@
 
 pub mod edu;
 pub mod iommufd_mock;
+pub mod iommufd_mock_ops;
 pub mod mtty;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

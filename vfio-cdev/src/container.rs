@@ -32,7 +32,7 @@ pub struct Container {
     /// no-IOMMU cdev support: every mapping is checked with `IOMMU_IOAS_NOIOMMU_GET_PA`, in case
     /// whoever owns the IOAS attached a no-IOMMU device to it since.
     check_physical: bool,
-    assigned: Arc<Mutex<HashSet<PciAddress>>>,
+    assigned: Arc<Mutex<HashSet<String>>>,
 }
 
 /// What `IOMMU_IOAS_NOIOMMU_GET_PA` says about an IOAS (see [`Container::from_ioas`]).
@@ -52,8 +52,10 @@ enum Served {
 /// device off the container's list once that fd is closed.
 struct Assignment {
     _ioas: Arc<Ioas>,
-    assigned: Arc<Mutex<HashSet<PciAddress>>>,
-    addr: PciAddress,
+    assigned: Arc<Mutex<HashSet<String>>>,
+    name: String,
+    // Last: what the caller holds (e.g. an SR-IOV owner) goes after the IOAS.
+    _hold: Option<vfio_core::Owner>,
 }
 
 impl Drop for Assignment {
@@ -61,7 +63,7 @@ impl Drop for Assignment {
         self.assigned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.addr);
+            .remove(&self.name);
     }
 }
 
@@ -190,7 +192,70 @@ impl Container {
     /// attach.
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     pub fn bind_device(&self, addr: &PciAddress) -> Result<BoundDevice> {
-        let dev = UnboundDevice::open(&self.sysfs, addr)?.bind(self.ioas.iommufd())?;
+        self.bind_device_inner(addr, None)
+    }
+
+    /// As [`Container::bind_device`], presenting the SR-IOV VF token `token` (Linux >= 6.17,
+    /// [`UnboundDevice::bind_with_vf_token`]). Errors: those of `bind_with_vf_token` (EACCES
+    /// for a wrong token, naming the VF's PF) and of attach.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
+    pub fn bind_device_with_vf_token(&self, addr: &PciAddress, token: &vfio_core::Uuid) -> Result<BoundDevice> {
+        self.bind_device_inner(addr, Some(token))
+    }
+
+    fn bind_device_inner(&self, addr: &PciAddress, token: Option<&vfio_core::Uuid>) -> Result<BoundDevice> {
+        let unbound = UnboundDevice::open(&self.sysfs, addr)?;
+        let bound = match token {
+            None => unbound.bind(self.ioas.iommufd()),
+            Some(t) => unbound.bind_with_vf_token(self.ioas.iommufd(), t),
+        };
+        let dev = bound.map_err(|e| vfio_core::explain_vf_token_refusal(&self.sysfs, addr, token.is_some(), e))?;
+        self.attach(&dev)?;
+        Ok(dev)
+    }
+
+    /// Assigns `device` (see [`vfio_core::Container::assign`]) presenting `token` at bind (PCI
+    /// functions only) and keeping `hold` alive until the device fd closes.
+    fn assign_ref(
+        &self,
+        device: &vfio_core::DeviceRef,
+        token: Option<&vfio_core::Uuid>,
+        hold: Option<vfio_core::Owner>,
+    ) -> Result<vfio_core::Device> {
+        let name = device.vfio_name();
+        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        if assigned.contains(&name) {
+            return Err(Error::invalid(
+                "assign device",
+                device,
+                "already assigned to this container",
+            ));
+        }
+        let dev = match device {
+            vfio_core::DeviceRef::Pci(addr) => self.bind_device_inner(addr, token)?,
+            other if token.is_some() => {
+                return Err(Error::invalid(
+                    "assign device",
+                    other,
+                    "a VF token is presented by PCI functions only",
+                ));
+            }
+            other => self.bind_device_ref(other)?,
+        };
+        assigned.insert(name.clone());
+        let owner = Assignment {
+            _ioas: self.ioas.clone(),
+            assigned: self.assigned.clone(),
+            name,
+            _hold: hold,
+        };
+        Ok(dev.into_device(Some(Arc::new(owner))))
+    }
+
+    /// As [`Container::bind_device`], for any device ([`UnboundDevice::open_ref`]).
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
+    pub fn bind_device_ref(&self, device: &vfio_core::DeviceRef) -> Result<BoundDevice> {
+        let dev = UnboundDevice::open_ref(&self.sysfs, device)?.bind(self.ioas.iommufd())?;
         self.attach(&dev)?;
         Ok(dev)
     }
@@ -260,32 +325,39 @@ impl vfio_core::Container for Container {
     /// [`UnboundDevice::open`], bind and attach.
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
-        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
-        if assigned.contains(addr) {
-            return Err(Error::invalid(
-                "assign device",
-                addr,
-                "already assigned to this container",
-            ));
-        }
-        let dev = self.bind_device(addr)?;
-        assigned.insert(*addr);
-        let owner = Assignment {
-            _ioas: self.ioas.clone(),
-            assigned: self.assigned.clone(),
-            addr: *addr,
-        };
-        Ok(dev.into_device(Some(Arc::new(owner))))
+        self.assign_device_with(addr, &vfio_core::AssignOptions::default())
+    }
+
+    /// Binds with `VFIO_DEVICE_BIND_FLAG_TOKEN` when a VF token is given (Linux >= 6.17,
+    /// Unsupported before: see [`UnboundDevice::vf_token_bind_supported`]); EACCES names the
+    /// VF's PF. A held object is released after the device fd closes.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
+    fn assign_device_with(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
+        self.assign_ref(
+            &vfio_core::DeviceRef::Pci(*addr),
+            opts.vf_token.as_ref(),
+            opts.hold.clone(),
+        )
+    }
+
+    /// As [`vfio_core::Container::assign_device`], for any device
+    /// ([`UnboundDevice::open_ref`]): a mediated device's cdev is bound (an iommufd access) and
+    /// attached to the IOAS, on machines without an IOMMU too.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
+    fn assign(&self, device: &vfio_core::DeviceRef) -> Result<vfio_core::Device> {
+        self.assign_ref(device, None, None)
     }
 
     /// The zero-length form: the kernel checks every affected device is bound to this iommufd;
     /// the ones that are not (id `VFIO_PCI_DEVID_NOT_OWNED`) are named in the error first.
     #[doc(alias = "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", alias = "VFIO_DEVICE_PCI_HOT_RESET")]
     fn hot_reset(&self, device: &vfio_core::Device) -> Result<vfio_core::HotResetInfo> {
-        let ours = device
-            .name()
-            .parse::<PciAddress>()
-            .is_ok_and(|a| self.assigned.lock().unwrap_or_else(|p| p.into_inner()).contains(&a));
+        let ours = device.name().parse::<PciAddress>().is_ok_and(|a| {
+            self.assigned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&a.to_string())
+        });
         if !ours {
             return Err(Error::invalid(
                 "PCI hot reset",

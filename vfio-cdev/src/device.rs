@@ -26,6 +26,8 @@ fn device_fd(fd: &NamedFd) -> ioctl::Fd<'_, kind::Device> {
 pub struct UnboundDevice {
     fd: NamedFd,
     noiommu: bool,
+    /// In an emulated-IOMMU group (a mediated device): its bind makes an iommufd access.
+    emulated: bool,
 }
 
 impl AsFd for UnboundDevice {
@@ -49,6 +51,31 @@ impl UnboundDevice {
         Ok(UnboundDevice {
             fd,
             noiommu: node.name.starts_with("noiommu-"),
+            emulated: false,
+        })
+    }
+
+    /// Opens the cdev of any device ([`vfio_core::DeviceRef`]): a PCI function as
+    /// [`UnboundDevice::open`], a mediated device by UUID, any device by its sysfs directory,
+    /// from its `vfio-dev/vfioN`, with the same major:minor check. A mediated device's bind
+    /// creates an iommufd access, not a device object: it needs no IOMMU, and `hw_info` on it
+    /// gives ENOENT. Errors: Path (ENOENT) naming the device's directory when it does not
+    /// exist (for a mediated device: removed?); Unsupported on kernels without
+    /// `CONFIG_VFIO_DEVICE_CDEV`; Malformed when the node does not match.
+    pub fn open_ref(sysfs: &Sysfs, device: &vfio_core::DeviceRef) -> Result<Self> {
+        if let vfio_core::DeviceRef::Pci(a) = device {
+            return Self::open(sysfs, a);
+        }
+        let node = sysfs.device_vfio_cdev(device)?;
+        let fd = NamedFd::new(vfio_core::open_node(&node.path)?, device.vfio_name());
+        check_node(&fd, &node)?;
+        let emulated = sysfs
+            .device_iommu_group(device)
+            .is_ok_and(|g| sysfs.is_emulated_group(g));
+        Ok(UnboundDevice {
+            fd,
+            noiommu: node.name.starts_with("noiommu-"),
+            emulated,
         })
     }
 
@@ -57,6 +84,7 @@ impl UnboundDevice {
         UnboundDevice {
             fd: NamedFd::new(fd, name.into()),
             noiommu,
+            emulated: false,
         }
     }
 
@@ -90,13 +118,59 @@ impl UnboundDevice {
     }
 
     /// `VFIO_DEVICE_BIND_IOMMUFD` with `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux >= 6.17): binds an
-    /// SR-IOV VF (or a PF with VFs) presenting the VF token `uuid` shared with the PF's owner.
-    /// Errors: EACCES for a missing or wrong token (the kernel does not name the PF); EINVAL
-    /// for a device that is neither a PF nor a VF, or on kernels that do not know the flag;
-    /// otherwise those of [`UnboundDevice::bind`].
+    /// SR-IOV VF whose PF is on vfio-pci (or that PF while any of its VFs is open), presenting
+    /// the VF token `token` set on the PF. The kernel checks the token before anything else of
+    /// the bind. Errors: Unsupported, before the bind, when the kernel does not know the flag
+    /// (see [`UnboundDevice::vf_token_bind_supported`]; the device is closed then too); EACCES
+    /// (Kernel) for a wrong token (a plain [`UnboundDevice::bind`] of such a VF is EACCES as
+    /// well; the kernel names no PF: [`vfio_core::explain_vf_token_refusal`] does); EINVAL for
+    /// a device that is neither a VF of a vfio-pci PF nor a PF, and for a PF that is bound
+    /// already (a cdev binds once); otherwise those of [`UnboundDevice::bind`].
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
     pub fn bind_with_vf_token(self, iommufd: &Arc<Iommufd>, token: &vfio_core::Uuid) -> Result<BoundDevice> {
+        // A probe that cannot tell (e.g. EBUSY) leaves the answer to the bind itself.
+        if !self.vf_token_bind_supported().unwrap_or(true) {
+            return Err(Error::unsupported(
+                "VFIO_DEVICE_BIND_FLAG_TOKEN (cdev bind with a VF token)",
+                self.fd.name(),
+                "the kernel does not know the flag (added in Linux 6.17); open the VF in group mode, \
+                 which takes the token from Linux 5.7 on",
+            ));
+        }
         self.bind_inner(iommufd, Some(token.as_bytes()))
+    }
+
+    /// Whether the kernel takes `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux >= 6.17), probed without
+    /// binding: `VFIO_DEVICE_BIND_IOMMUFD` with the flag and a null token pointer. A kernel that
+    /// knows the flag reads the token first and fails with EFAULT (it blocks the device's group
+    /// for the moment of the call, nothing stays); 6.6 to 6.16 refuse any flag with EINVAL. A
+    /// VFIO driver without VF tokens (not vfio-pci) answers EINVAL too: it takes no token.
+    /// Errors: any other errno (Kernel), e.g. EBUSY while the device's group is open in group
+    /// mode.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
+    pub fn vf_token_bind_supported(&self) -> Result<bool> {
+        let mut b = sys::vfio_device_bind_iommufd {
+            flags: sys::VFIO_DEVICE_BIND_FLAG_TOKEN,
+            // Any open fd: the token is read, and fails, before the iommufd is looked at.
+            iommufd: self.fd.as_fd().as_raw_fd(),
+            token_uuid_ptr: 0,
+            ..Default::default()
+        };
+        // SAFETY: a null token pointer makes the kernel's copy_from_user fail (EFAULT) before it
+        // binds anything; the argument holds no other pointer.
+        match unsafe { ioctl::call_unchecked::<req::DeviceBindIommufd>(self.ioctl_fd(), &mut b) } {
+            Err(Errno::FAULT) => Ok(true),
+            Err(Errno::INVAL) => Ok(false),
+            Ok(_) => Err(Error::malformed(
+                "VFIO_DEVICE_BIND_IOMMUFD (token probe)",
+                self.fd.name(),
+                "the kernel accepted a null VF token pointer",
+            )),
+            Err(e) => Err(refused::<req::DeviceBindIommufd>(
+                || format!("{} (VF token probe)", self.fd.name()),
+                e,
+            )),
+        }
     }
 
     fn bind_inner(self, iommufd: &Arc<Iommufd>, token: Option<&[u8; 16]>) -> Result<BoundDevice> {
@@ -116,6 +190,7 @@ impl UnboundDevice {
             fd: self.fd,
             devid: DeviceId::from(b.out_devid),
             noiommu: self.noiommu,
+            emulated: self.emulated,
             iommufd: iommufd.clone(),
         })
     }
@@ -158,6 +233,7 @@ pub struct BoundDevice {
     fd: NamedFd,
     devid: DeviceId,
     noiommu: bool,
+    emulated: bool,
     iommufd: Arc<Iommufd>,
 }
 
@@ -176,6 +252,15 @@ impl BoundDevice {
     /// Whether this is a no-IOMMU cdev.
     pub fn is_noiommu(&self) -> bool {
         self.noiommu
+    }
+
+    /// Whether the device sits in an emulated-IOMMU group (a mediated device, opened with
+    /// [`UnboundDevice::open_ref`]): its bind made an iommufd *access*, not a device object,
+    /// so calls that take a device id (`IOMMU_GET_HW_INFO`, PASID attach) do not
+    /// apply; it attaches to an IOAS only (the kernel answers ENOENT for a HWPT) and reaches
+    /// memory through the access, without an IOMMU.
+    pub fn is_emulated(&self) -> bool {
+        self.emulated
     }
 
     /// The device fd, typed for device requests (see [`vfio_core::ioctl`]).
@@ -227,11 +312,19 @@ impl BoundDevice {
         &self.iommufd
     }
 
-    /// `IOMMU_GET_HW_INFO` for this device: what its IOMMU can do (Linux >= 6.7). Errors:
-    /// EOPNOTSUPP (Kernel) when the IOMMU driver reports nothing (virtio-iommu, no-IOMMU),
-    /// ENOTTY on kernels without the ioctl.
+    /// `IOMMU_GET_HW_INFO` for this device: what its IOMMU can do (Linux >= 6.7). A driver
+    /// without driver data (virtio-iommu) answers with type NONE and no data, capabilities
+    /// still set. Errors: Unsupported for a no-IOMMU device (EOPNOTSUPP) or on kernels without
+    /// the ioctl (ENOTTY).
     #[doc(alias = "IOMMU_GET_HW_INFO")]
     pub fn hw_info(&self) -> Result<crate::HwInfo> {
+        if self.emulated {
+            return Err(Error::unsupported(
+                "IOMMU_GET_HW_INFO",
+                self.name(),
+                "an emulated-IOMMU (mediated) device has no IOMMU: its bind id names an iommufd access",
+            ));
+        }
         self.iommufd.hw_info(self.devid)
     }
 

@@ -8,7 +8,10 @@
 //! [`dma`](crate::dma) module); and [`Container::map_dma_raw`], `unsafe`, takes any memory by
 //! address and leaves its lifetime to the caller.
 
-use crate::{Addressing, Device, DmaAccess, DmaBuffer, HotResetInfo, Interface, Mode, PciAddress, Result};
+use crate::{
+    Addressing, Device, DeviceRef, DmaAccess, DmaBuffer, Error, HotResetInfo, Interface, Mode, Owner, PciAddress,
+    Result, Uuid,
+};
 
 /// The most IOVA ranges vfio-rs accepts from the kernel (`IOMMU_IOAS_IOVA_RANGES`, the type1
 /// IOVA-range capability). Real IOMMUs report a handful (the aperture minus reserved regions);
@@ -59,6 +62,48 @@ pub trait Container: Send + Sync {
     /// elsewhere; EPERM: no MSI isolation without `allow_unsafe_interrupts`; ENOENT: no such
     /// device). A kernel without the mode: Unsupported.
     fn assign_device(&self, addr: &PciAddress) -> Result<Device>;
+
+    /// Assigns any VFIO device, named by [`DeviceRef`]: a PCI function (as
+    /// [`Container::assign_device`]), a mediated device by UUID, or any device by its sysfs
+    /// directory. Group mode finds its group from its `iommu_group` link and passes its name
+    /// (a mediated device's lowercase UUID) to `VFIO_GROUP_GET_DEVICE_FD`; cdev mode opens its
+    /// `vfio-dev/vfioN`. A mediated device sits in an emulated-IOMMU group, which joins only an
+    /// IOVA container (type1, or iommufd's compatibility container), on machines without an
+    /// IOMMU too; a no-IOMMU group container refuses it with InvalidArgument naming the group.
+    /// Devices that are not PCI answer IRQ requests only after `VFIO_DEVICE_GET_INFO` (mtty,
+    /// mdpy): call [`Device::info`] first ([`crate::Mdev::open_in`] does). Errors: those of
+    /// [`Container::assign_device`]; Path (ENOENT) naming the device's directory when it does
+    /// not exist. The provided implementation takes PCI devices only (Unsupported otherwise).
+    fn assign(&self, device: &DeviceRef) -> Result<Device> {
+        match device {
+            DeviceRef::Pci(a) => self.assign_device(a),
+            other => Err(crate::Error::unsupported(
+                "assigning a device that is not PCI",
+                other,
+                "this container implementation takes PCI devices only",
+            )),
+        }
+    }
+
+    /// As [`Container::assign_device`], with options: the SR-IOV VF token to present (a VF
+    /// whose PF is owned through vfio-pci, or that PF again while its VFs are open), and an
+    /// object the device keeps alive until its fd closes. Group mode sends
+    /// `"<addr> vf_token=<uuid>"` to `VFIO_GROUP_GET_DEVICE_FD` (Linux 5.7); cdev mode binds with
+    /// `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux 6.17: Unsupported before, found by a probe). Errors:
+    /// those of `assign_device`, and EACCES (Kernel) when the token is missing or wrong, the
+    /// message naming the VF and its PF; EINVAL when a token is given for a function that is
+    /// neither a VF of a vfio-pci PF nor a PF. The default implementation, for containers that
+    /// know no options, calls `assign_device` when none are set and is Unsupported otherwise.
+    fn assign_device_with(&self, addr: &PciAddress, opts: &AssignOptions) -> Result<Device> {
+        if opts.vf_token.is_some() || opts.hold.is_some() {
+            return Err(Error::unsupported(
+                "assign options (VF token, hold)",
+                addr,
+                "this container implements only assign_device",
+            ));
+        }
+        self.assign_device(addr)
+    }
 
     /// Maps the whole `buffer` at `iova` with the given access and returns the address the
     /// device must use (the IOVA, or the physical address without an IOMMU): the safe building
@@ -113,4 +158,46 @@ pub trait Container: Send + Sync {
     /// Returns what was reset. Errors: ENODEV when no bus or slot reset reaches the device (a
     /// root-bus device); the kernel's errno otherwise.
     fn hot_reset(&self, device: &Device) -> Result<HotResetInfo>;
+}
+
+/// Options of [`Container::assign_device_with`]; `AssignOptions::default()` is what
+/// [`Container::assign_device`] does.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct AssignOptions {
+    /// The SR-IOV VF token to present: the UUID the PF's owner set with
+    /// [`Device::set_vf_token`]. Needed to open a VF whose PF is on vfio-pci, and to open the PF
+    /// again while any of its VFs is open.
+    pub vf_token: Option<Uuid>,
+    /// Kept alive until the device fd closes, and released after it (e.g. the
+    /// [`SriovVfs`](crate::SriovVfs) owning the VFs, which must outlive every VF fd).
+    pub hold: Option<Owner>,
+}
+
+impl AssignOptions {
+    /// No options: as [`Container::assign_device`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Presents `token` as the VF token.
+    pub fn vf_token(mut self, token: Uuid) -> Self {
+        self.vf_token = Some(token);
+        self
+    }
+
+    /// Keeps `owner` alive until the device fd closes.
+    pub fn hold(mut self, owner: Owner) -> Self {
+        self.hold = Some(owner);
+        self
+    }
+}
+
+impl std::fmt::Debug for AssignOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssignOptions")
+            .field("vf_token", &self.vf_token)
+            .field("hold", &self.hold.is_some())
+            .finish()
+    }
 }

@@ -42,7 +42,7 @@ pub mod host;
 pub mod ioctl;
 pub mod mmio;
 
-pub use container::{Container, IovaRange};
+pub use container::{AssignOptions, Container, IovaRange};
 pub use device::migration::{
     self, Chunk, DataStream, MigFlags, MigState, Migration, PrecopyInfo, ResumeStream, SaveStream,
 };
@@ -51,6 +51,7 @@ pub use device::{
     IrqAction, IrqData, IrqFlags, IrqInfo, IrqSet, Owner, RegionCap, RegionFlags, RegionInfo, SparseArea,
 };
 pub use device::{DirtyBitmap, DmaLogRange, DmaLogging, MAX_LOG_RANGES};
+pub use device::{DmaBuf, DmaBufMapping, DmabufId, DrmPlaneType, GfxPlane, PlaneKind, PlaneSource};
 pub use dma::{
     Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
     SharedContainer, page_size,
@@ -63,4 +64,6 @@ pub use host::{
     PciIdentity, SharedFd, Sysfs, Uuid, detect, detect_in, open_node, preferred, recv_fds, recv_request, request,
     send_fds, send_refusal, send_request,
 };
+pub use host::{DeviceRef, Mdev, MdevParent, MdevType, mdev_parents};
+pub use host::{SriovVfs, explain_vf_token_refusal};
 pub use mmio::{MappedRegion, Register, RegisterWidth};

@@ -640,9 +640,13 @@ impl Container {
 
     /// Opens the device at `addr` through its group, joining the group first unless it is in
     /// the container already; a group that joined here leaves again if the device fd is refused.
-    fn open_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
-        let name = addr.to_string();
+    fn open_device(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
         let id = self.sysfs.iommu_group(addr)?;
+        self.open_device_in(addr.to_string(), id, opts)
+    }
+
+    /// Opens device `name` (its `dev_name`) through group `id`, as [`Container::open_device`].
+    fn open_device_in(&self, name: String, id: u32, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
         let mut state = self.lock();
         Self::forget_detached_locked(&mut state);
         let (pos, joined) = match state.position(id) {
@@ -658,7 +662,11 @@ impl Container {
                 (state.groups.len() - 1, true)
             }
         };
-        let fd = match state.groups[pos].group.device_fd(&name) {
+        let fetched = match &opts.vf_token {
+            None => state.groups[pos].group.device_fd(&name),
+            Some(token) => state.groups[pos].group.device_fd_with_token(&name, token),
+        };
+        let fd = match fetched {
             Ok(fd) => fd,
             Err(e) => {
                 // Undo the join: a refused open must not keep the group (another process
@@ -673,7 +681,12 @@ impl Container {
         };
         let lease = self.lease_locked(&mut state, pos);
         drop(state);
-        Ok(vfio_core::Device::from_fd(fd, name, Some(lease)))
+        let owner: vfio_core::Owner = match &opts.hold {
+            None => lease,
+            // Tuple fields drop in order: the group's lease, then what the caller holds.
+            Some(hold) => Arc::new((lease, hold.clone())),
+        };
+        Ok(vfio_core::Device::from_fd(fd, name, Some(owner)))
     }
 
     /// The lease of group `pos`'s open devices: the live one, or a new one.
@@ -784,8 +797,46 @@ impl vfio_core::Container for Container {
         alias = "VFIO_GROUP_GET_DEVICE_FD"
     )]
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
-        self.open_device(addr)
-            .map_err(|e| self.sysfs.explain_open_failure(addr).unwrap_or(e))
+        self.assign_device_with(addr, &vfio_core::AssignOptions::default())
+    }
+
+    /// `VFIO_GROUP_GET_DEVICE_FD` with the name `"<addr> vf_token=<uuid>"` when a VF token is
+    /// given (Linux 5.7); EACCES and EINVAL refusals are explained (naming the PF) by
+    /// [`vfio_core::explain_vf_token_refusal`].
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+    fn assign_device_with(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
+        self.open_device(addr, opts)
+            .map_err(|e| match self.sysfs.explain_open_failure(addr) {
+                Some(better) => better,
+                None => vfio_core::explain_vf_token_refusal(&self.sysfs, addr, opts.vf_token.is_some(), e),
+            })
+    }
+
+    /// As [`vfio_core::Container::assign_device`], for any device: its group from its
+    /// `iommu_group` link, its name (a mediated device's lowercase UUID) for
+    /// `VFIO_GROUP_GET_DEVICE_FD`. An emulated-IOMMU group (a mediated device's) joins only an
+    /// IOVA container: a no-IOMMU container refuses it, before opening anything, with
+    /// InvalidArgument naming the group.
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+    fn assign(&self, device: &vfio_core::DeviceRef) -> Result<vfio_core::Device> {
+        if let vfio_core::DeviceRef::Pci(a) = device {
+            return vfio_core::Container::assign_device(self, a);
+        }
+        let id = self.sysfs.device_iommu_group(device)?;
+        if self.is_noiommu() && self.sysfs.is_emulated_group(id) {
+            return Err(Error::invalid(
+                "assign device",
+                format!("IOMMU group {id} of {device}"),
+                "an emulated-IOMMU group (a mediated device's) joins only an IOVA container \
+                 (type1 or iommufd's compatibility container), never a no-IOMMU one: open the \
+                 container with Addressing::Iova, which works without an IOMMU too",
+            ));
+        }
+        self.open_device_in(device.vfio_name(), id, &vfio_core::AssignOptions::default())
+            .map_err(|e| match self.sysfs.require_device_ref(device) {
+                Err(gone) => gone,
+                Ok(_) => e,
+            })
     }
 
     /// Collects the fds of the groups of every affected device; a group outside this container

@@ -104,6 +104,102 @@ pub fn describe(sysfs: &Sysfs, address: &PciAddress) -> Result<DeviceSummary> {
     })
 }
 
+/// One type of mediated device a parent offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdevTypeSummary {
+    /// Its id (`mtty-1`).
+    pub id: String,
+    /// Its `name`.
+    pub name: String,
+    /// Its `description`, if the driver gives one.
+    pub description: Option<String>,
+    /// Its `device_api` (`vfio-pci`).
+    pub device_api: String,
+    /// `available_instances` now.
+    pub available: u32,
+}
+
+/// One mediated device instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdevSummary {
+    /// Its UUID.
+    pub uuid: vfio_core::Uuid,
+    /// Its type id.
+    pub type_id: String,
+    /// The driver bound (the parent's mdev driver, e.g. `mtty`).
+    pub driver: Option<String>,
+    /// Its (emulated) IOMMU group.
+    pub iommu_group: Option<u32>,
+    /// Its VFIO cdev.
+    pub cdev: Option<CdevNode>,
+    /// The modes that could open it now: always IOVA ones (a mediated device needs no IOMMU:
+    /// it opens through an IOVA container on machines without one too).
+    pub modes: Vec<Mode>,
+}
+
+/// A mediated-device parent with its types and instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdevParentSummary {
+    /// Its name (`mtty`, or a PCI address).
+    pub name: String,
+    /// Its types.
+    pub types: Vec<MdevTypeSummary>,
+    /// The instances of all its types, sorted by type then UUID.
+    pub instances: Vec<MdevSummary>,
+}
+
+/// Every mediated-device parent with its types and instances (empty without
+/// `CONFIG_VFIO_MDEV`). Errors: Path or Malformed from a sysfs file that cannot be read.
+pub fn mdev_parents(sysfs: &Sysfs) -> Result<Vec<MdevParentSummary>> {
+    let dev = sysfs.dev_dir();
+    vfio_core::mdev_parents(sysfs)?
+        .into_iter()
+        .map(|p| {
+            let mut types = Vec::new();
+            let mut instances = Vec::new();
+            for t in p.types()? {
+                types.push(MdevTypeSummary {
+                    id: t.id().to_owned(),
+                    name: t.name()?,
+                    description: t.description()?,
+                    device_api: t.device_api()?,
+                    available: t.available_instances()?,
+                });
+                for uuid in t.instances()? {
+                    let r = vfio_core::DeviceRef::Mdev(uuid);
+                    let iommu_group = sysfs.device_iommu_group(&r).ok();
+                    let cdev = sysfs.device_vfio_cdev(&r).ok().filter(|c| c.path.exists());
+                    let mut modes = Vec::new();
+                    if cdev.is_some() && dev.join("iommu").exists() {
+                        modes.push(Mode::CDEV);
+                    }
+                    if iommu_group.is_some_and(|g| dev.join("vfio").join(g.to_string()).exists())
+                        && dev.join("vfio/vfio").exists()
+                    {
+                        modes.push(Mode::GROUP);
+                    }
+                    let driver = std::fs::read_link(r.sysfs_dir(sysfs).join("driver"))
+                        .ok()
+                        .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()));
+                    instances.push(MdevSummary {
+                        uuid,
+                        type_id: t.id().to_owned(),
+                        driver,
+                        iommu_group,
+                        cdev,
+                        modes,
+                    });
+                }
+            }
+            Ok(MdevParentSummary {
+                name: p.name().to_owned(),
+                types,
+                instances,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

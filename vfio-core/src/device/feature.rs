@@ -134,13 +134,28 @@ impl Device {
 
     /// `VFIO_DEVICE_FEATURE_PCI_VF_TOKEN` SET (Linux 5.7): the VF token of this SR-IOV PF,
     /// which whoever opens one of its VFs (or, while VFs exist, the PF again) must present.
-    /// Only a PF owned by vfio-pci with `vfio-pci.enable_sriov=1` takes one. Errors: ENOTTY
-    /// (Kernel) when the device is not such a PF (or the kernel has no device features).
+    /// Every SR-IOV PF on vfio-pci takes one, before or after its VFs are enabled (vfio-pci's
+    /// `enable_sriov=1` gates only enabling them); the PF starts with a random token that it
+    /// keeps across closes. There is no GET. [`SriovVfs`](crate::SriovVfs) sets it and enables
+    /// the VFs in the safe order. Errors: ENOTTY (Kernel) when the device is not an SR-IOV PF
+    /// (or the kernel has no device features); EINVAL for a payload of the wrong size.
     #[doc(alias = "VFIO_DEVICE_FEATURE_PCI_VF_TOKEN")]
     pub fn set_vf_token(&self, token: &Uuid) -> Result<()> {
         let mut bytes = *token.as_bytes();
         // SAFETY: the payload is the 16-byte UUID, no pointer.
-        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, &mut bytes) }.map(drop)
+        match unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, &mut bytes) } {
+            Ok(_) => Ok(()),
+            Err(Error::Kernel {
+                op,
+                target,
+                errno: errno @ crate::Errno::NOTTY,
+            }) => Err(Error::Kernel {
+                op,
+                target: format!("{target} (ENOTTY: not an SR-IOV PF on vfio-pci, so it has no VF token)"),
+                errno,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// `VFIO_DEVICE_FEATURE_BUS_MASTER` SET (Linux 6.17): turns the device's bus mastering on

@@ -16,8 +16,10 @@ use vfio_sys as sys;
 use crate::ioctl::{self, requests as req};
 use crate::{Error, MappedRegion, Result};
 
+mod dma_buf;
 mod dma_logging;
 mod feature;
+mod gfx;
 mod hot_reset;
 mod info;
 mod ioeventfd;
@@ -25,8 +27,10 @@ mod irq;
 pub mod migration;
 mod region;
 
+pub use dma_buf::{DmaBuf, DmaBufMapping};
 pub use dma_logging::{DirtyBitmap, DmaLogRange, DmaLogging, MAX_LOG_RANGES};
 pub use feature::{FeatureAccess, FeatureSupport};
+pub use gfx::{DmabufId, DrmPlaneType, GfxPlane, PlaneKind, PlaneSource};
 pub use hot_reset::{DependentDevice, HotResetInfo, MAX_DEPENDENTS};
 pub use info::{DeviceFlags, DeviceInfo};
 pub use ioeventfd::{IoValue, Ioeventfd};
@@ -78,6 +82,25 @@ impl Device {
                 _owner: owner,
             }),
         }
+    }
+
+    /// Keeps `owner` alive until the device fd is closed, after the owner the device has
+    /// already (its group or IOAS): e.g. the [`crate::Mdev`] it was opened from, so that the
+    /// instance is removed only once its fd is closed. Only a fresh device takes it. Errors:
+    /// InvalidArgument when the device is shared already (a clone or a mapping of it exists).
+    pub fn keep_alive(&mut self, owner: Owner) -> Result<()> {
+        let name = self.inner.name.clone();
+        let inner = Arc::get_mut(&mut self.inner).ok_or_else(|| {
+            Error::invalid(
+                "keep an owner alive with the device",
+                name,
+                "the device is shared already (a clone or a mapping of it exists)",
+            )
+        })?;
+        // A tuple drops in field order: the existing owner (group lease, IOAS) goes first.
+        let previous = inner._owner.take();
+        inner._owner = Some(Arc::new((previous, owner)));
+        Ok(())
     }
 
     /// The name used in errors (normally the PCI address).

@@ -150,14 +150,16 @@ pub fn detect_in(sysfs: &Sysfs) -> Modes {
     let container = dev.join("vfio/vfio").exists();
     // Group nodes tell best: `/dev/vfio/<N>` are IOMMU groups, `/dev/vfio/noiommu-<N>` are not.
     // Before any device is bound, fall back to whether an IOMMU is registered at all.
+    // Mediated devices prove nothing: their emulated-IOMMU groups (sysfs name `vfio-noiommu`,
+    // node `/dev/vfio/<N>`) and their `vfioN` cdevs exist with or without an IOMMU.
     let (mut iommu_groups, mut noiommu_groups) = (false, false);
     for name in dir_names(&dev.join("vfio")) {
-        iommu_groups |= name.bytes().all(|b| b.is_ascii_digit());
+        iommu_groups |= name.bytes().all(|b| b.is_ascii_digit()) && !is_emulated_group(sysfs, &name);
         noiommu_groups |= name.starts_with("noiommu-");
     }
     let (mut iommu_cdevs, mut noiommu_cdevs) = (false, false);
     for name in dir_names(&dev.join("vfio/devices")) {
-        iommu_cdevs |= name.starts_with("vfio");
+        iommu_cdevs |= name.starts_with("vfio") && !is_mdev_cdev(sysfs, &name);
         noiommu_cdevs |= name.starts_with("noiommu-vfio");
     }
     let has_iommu = std::fs::read_dir(sysfs.root().join("class/iommu"))
@@ -173,6 +175,19 @@ pub fn detect_in(sysfs: &Sysfs) -> Modes {
         group_noiommu: container && noiommu,
         cdev_noiommu: cdev_nodes && noiommu && (noiommu_cdevs || !noiommu_groups),
     }
+}
+
+/// Whether IOMMU group `name` is an emulated one (a mediated device's: `vfio-noiommu` in its
+/// sysfs `name`, drivers/vfio/group.c).
+fn is_emulated_group(sysfs: &Sysfs, name: &str) -> bool {
+    std::fs::read_to_string(sysfs.root().join("kernel/iommu_groups").join(name).join("name"))
+        .is_ok_and(|n| n.trim() == "vfio-noiommu")
+}
+
+/// Whether cdev `name` belongs to a mediated device (its device's subsystem is `mdev`).
+fn is_mdev_cdev(sysfs: &Sysfs, name: &str) -> bool {
+    std::fs::read_link(sysfs.root().join("class/vfio-dev").join(name).join("device/subsystem"))
+        .is_ok_and(|t| t.file_name().is_some_and(|n| n == "mdev"))
 }
 
 fn dir_names(dir: &std::path::Path) -> Vec<String> {
@@ -367,6 +382,36 @@ mod tests {
         );
         let m = detect_in(&sysfs);
         assert!(m.group && m.cdev && m.group_noiommu && !m.cdev_noiommu, "{m:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn mediated_devices_are_no_evidence_of_an_iommu() {
+        // A no-IOMMU boot with one mtty instance: its emulated group is `/dev/vfio/7` and its
+        // cdev `vfio1`, but neither says an IOMMU is there.
+        let (root, sysfs) = tree(
+            "mdev",
+            false,
+            &[
+                "vfio/vfio",
+                "vfio/noiommu-0",
+                "vfio/7",
+                "vfio/devices/noiommu-vfio0",
+                "vfio/devices/vfio1",
+                "iommu",
+            ],
+        );
+        let group = root.join("sys/kernel/iommu_groups/7");
+        std::fs::create_dir_all(&group).unwrap();
+        std::fs::write(group.join("name"), "vfio-noiommu\n").unwrap();
+        let cdev = root.join("sys/class/vfio-dev/vfio1/device");
+        std::fs::create_dir_all(&cdev).unwrap();
+        std::os::unix::fs::symlink("../../../../bus/mdev", cdev.join("subsystem")).unwrap();
+        let m = detect_in(&sysfs);
+        assert!(!m.group && !m.cdev && m.group_noiommu && m.cdev_noiommu, "{m:?}");
+        // The same group without the emulated name is a real IOMMU group.
+        std::fs::write(group.join("name"), "\n").unwrap();
+        assert!(detect_in(&sysfs).group);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -4,10 +4,18 @@
 //! lsvfio [-v] [--json] [ADDRESS...]   list functions: ids, class, driver, IOMMU group, nodes,
 //!                                      and the modes that could open each one now
 //!                                      (-v: open each vfio-pci device and show its regions,
-//!                                      IRQ indexes and capabilities)
+//!                                      IRQ indexes and capabilities); an SR-IOV VF
+//!                                      gets a line `physfn ADDRESS`, a PF one
+//!                                      `sriov numvfs N/totalvfs M` (JSON: `physfn`, `sriov`)
 //! lsvfio bind ADDRESS                 bind to vfio-pci (driver_override), print the old driver
 //! lsvfio unbind ADDRESS [DRIVER]      leave vfio-pci; bind DRIVER, or let the kernel choose
+//! lsvfio mdev create TYPE [UUID]      create a mediated device of TYPE (e.g. mtty-1; any
+//!                                      parent that has the type), print its UUID; it stays
+//! lsvfio mdev remove UUID             remove a mediated device
 //! ```
+//!
+//! After the PCI functions, the text listing shows the mediated-device parents, their types
+//! (with the instances still available) and their instances; `-v` opens each instance too.
 //!
 //! `bind` and `unbind` print the driver the function ends on and exit non-zero when it is not
 //! the one asked for (vfio-pci; DRIVER; for `unbind` without DRIVER, anything but vfio-pci).
@@ -22,7 +30,9 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: lsvfio [-v] [--json] [ADDRESS...]
        lsvfio bind ADDRESS
-       lsvfio unbind ADDRESS [DRIVER]";
+       lsvfio unbind ADDRESS [DRIVER]
+       lsvfio mdev create TYPE [UUID]
+       lsvfio mdev remove UUID";
 
 fn main() -> ExitCode {
     match run() {
@@ -70,8 +80,128 @@ fn run() -> Res<()> {
                 _ => Ok(()),
             }
         }
+        Some("mdev") => mdev_command(&sysfs, &args[1..]),
         _ => list(&sysfs, &args),
     }
+}
+
+/// `lsvfio mdev create TYPE [UUID]` and `lsvfio mdev remove UUID`.
+fn mdev_command(sysfs: &Sysfs, args: &[String]) -> Res<()> {
+    match (args.first().map(String::as_str), args.get(1)) {
+        (Some("create"), Some(ty)) => {
+            let uuid = match args.get(2) {
+                Some(u) => u.parse()?,
+                None => vfio_core::Uuid::random()?,
+            };
+            let t = vfio_core::mdev_parents(sysfs)?
+                .into_iter()
+                .find_map(|p| p.mdev_type(ty).ok())
+                .ok_or_else(|| format!("no mdev parent has a type {ty:?}"))?;
+            let m = t.create(uuid)?;
+            println!("{}: created, type {} on {}", m.uuid(), t.id(), t.parent());
+            m.into_kept();
+            Ok(())
+        }
+        (Some("remove"), Some(u)) => {
+            let uuid: vfio_core::Uuid = u.parse()?;
+            vfio_core::Mdev::find(sysfs, uuid)?.remove()?;
+            println!("{uuid}: removed");
+            Ok(())
+        }
+        _ => Err(USAGE.into()),
+    }
+}
+
+/// The mediated-device section of the text listing (nothing without mdev parents).
+fn render_mdevs(sysfs: &Sysfs, verbose: bool) -> Res<String> {
+    let mut out = String::new();
+    let parents = inventory::mdev_parents(sysfs)?;
+    if parents.is_empty() {
+        return Ok(out);
+    }
+    let _ = writeln!(out, "mediated devices:");
+    for p in &parents {
+        let _ = writeln!(out, "  parent {}", p.name);
+        for t in &p.types {
+            let _ = writeln!(
+                out,
+                "    type {:<14} {:<8} {:>3} available  {:?}{}",
+                t.id,
+                t.device_api,
+                t.available,
+                t.name,
+                t.description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+            );
+        }
+        for m in &p.instances {
+            let modes: Vec<String> = m.modes.iter().map(|m| m.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "    {} {:<14} driver {:<8} group {:<4} cdev {:<8} {}",
+                m.uuid,
+                m.type_id,
+                m.driver.as_deref().unwrap_or("-"),
+                m.iommu_group.map_or("-".into(), |g| g.to_string()),
+                m.cdev.as_ref().map_or("-", |c| c.name.as_str()),
+                if modes.is_empty() { "-".into() } else { modes.join(",") }
+            );
+            if verbose && !m.modes.is_empty() {
+                match open_mdev(sysfs, m) {
+                    Ok(text) => out.push_str(&text),
+                    Err(e) => {
+                        let _ = writeln!(out, "      cannot open: {e}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Opens an instance in its first mode (cdev first) and describes its regions and IRQs.
+fn open_mdev(sysfs: &Sysfs, m: &inventory::MdevSummary) -> Res<String> {
+    let mode = m.modes[0];
+    let c: Box<dyn vfio_core::Container> = match mode.interface() {
+        vfio_core::Interface::Cdev => Box::new(vfio_cdev::Container::new()?),
+        vfio_core::Interface::Group => Box::new(vfio_group::Container::open(vfio_core::Addressing::Iova)?),
+    };
+    let dev = vfio_core::Mdev::find(sysfs, m.uuid)?.open_in(c.as_ref())?;
+    let info = dev.info()?;
+    let mut out = String::new();
+    let _ = writeln!(out, "      opened in {mode} mode: {:?}", info.flags);
+    for i in 0..info.num_regions {
+        match dev.region_info(i) {
+            Ok(r) if r.size > 0 => {
+                let _ = writeln!(
+                    out,
+                    "      {:<7} {:>#12x} bytes {}",
+                    region_name(i),
+                    r.size,
+                    region_flags(&r)
+                );
+            }
+            Ok(_) => {}
+            Err(e) if e.errno() == Some(vfio_core::Errno::INVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for i in 0..info.num_irqs {
+        match dev.irq_info(i) {
+            Ok(q) if q.count > 0 => {
+                let _ = writeln!(
+                    out,
+                    "      {:<7} {:>3} vector(s) {}",
+                    irq_name(i),
+                    q.count,
+                    irq_flags(q.flags)
+                );
+            }
+            Ok(_) => {}
+            Err(e) if e.errno() == Some(vfio_core::Errno::INVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
 }
 
 fn list(sysfs: &Sysfs, args: &[String]) -> Res<()> {
@@ -95,13 +225,34 @@ fn list(sysfs: &Sysfs, args: &[String]) -> Res<()> {
         .iter()
         .map(|d| (verbose && !d.modes.is_empty()).then(|| Details::read(d)))
         .collect();
-    let out = if json {
-        render_json(&devices, &details)
+    let sriov: Vec<Sriov> = devices.iter().map(|d| Sriov::read(sysfs, &d.address)).collect();
+    let mut out = if json {
+        render_json(&devices, &details, &sriov)
     } else {
-        render_text(&devices, &details)
+        render_text(&devices, &details, &sriov)
     };
+    if !json && only.is_empty() {
+        out.push_str(&render_mdevs(sysfs, verbose)?);
+    }
     print!("{out}");
     Ok(())
+}
+
+/// SR-IOV from sysfs: a VF's PF, a PF's `sriov_numvfs`/`sriov_totalvfs`.
+#[derive(Default)]
+struct Sriov {
+    physfn: Option<PciAddress>,
+    counts: Option<(u16, u16)>,
+}
+
+impl Sriov {
+    fn read(sysfs: &Sysfs, addr: &PciAddress) -> Self {
+        let total = sysfs.sriov_totalvfs(addr).ok().flatten();
+        Sriov {
+            physfn: sysfs.physfn(addr).ok().flatten(),
+            counts: total.map(|t| (sysfs.sriov_numvfs(addr).ok().flatten().unwrap_or(0), t)),
+        }
+    }
 }
 
 /// What opening a device reveals.
@@ -111,6 +262,22 @@ struct Details {
     regions: Vec<vfio_core::RegionInfo>,
     irqs: Vec<vfio_core::IrqInfo>,
     caps: Vec<vfio_pci::Capability>,
+    /// What `IOMMU_GET_HW_INFO` says about the device's IOMMU (cdev devices only).
+    iommu: Option<String>,
+}
+
+/// The device's IOMMU as `IOMMU_GET_HW_INFO` reports it, asked through a fresh iommufd the
+/// device's cdev is bound to for the query; None without a cdev.
+fn iommu_hw_info(d: &DeviceSummary) -> Option<String> {
+    d.cdev.as_ref()?;
+    let info = vfio_cdev::Iommufd::open().and_then(|iommufd| {
+        let bound = vfio_cdev::UnboundDevice::open(&Sysfs::default(), &d.address)?.bind(&iommufd)?;
+        if bound.is_noiommu() {
+            return Ok("none (no-IOMMU)".to_string());
+        }
+        bound.hw_info().map(|i| i.to_string())
+    });
+    Some(info.unwrap_or_else(|e| format!("unknown ({e})")))
 }
 
 impl Details {
@@ -133,12 +300,16 @@ impl Details {
             .map(|i| dev.device().irq_info(i))
             .filter(|r| !matches!(r, Err(e) if e.errno() == Some(vfio_core::Errno::INVAL)))
             .collect::<vfio_core::Result<Vec<_>>>()?;
+        let caps = dev.capabilities()?;
+        // The cdev is bound anew for the query: close this open first.
+        drop(dev);
         Ok(Details {
             mode,
             flags: format!("{:?}", info.flags),
             regions: regions.into_iter().filter(|r| r.size > 0).collect(),
             irqs,
-            caps: dev.capabilities()?,
+            caps,
+            iommu: iommu_hw_info(d),
         })
     }
 }
@@ -215,14 +386,14 @@ fn modes_text(d: &DeviceSummary) -> String {
     d.modes.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",")
 }
 
-fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> String {
+fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>], sriov: &[Sriov]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{:<13} {:<9} {:<6} {:<12} {:<5} {:<16} MODES",
         "ADDRESS", "ID", "CLASS", "DRIVER", "GROUP", "CDEV"
     );
-    for (d, det) in devices.iter().zip(details) {
+    for ((d, det), sr) in devices.iter().zip(details).zip(sriov) {
         let _ = writeln!(
             out,
             "{:<13} {:04x}:{:04x} {:06x} {:<12} {:<5} {:<16} {}",
@@ -235,6 +406,12 @@ fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> S
             d.cdev.as_ref().map_or("-", |c| c.name.as_str()),
             modes_text(d)
         );
+        if let Some(pf) = sr.physfn {
+            let _ = writeln!(out, "    physfn {pf}");
+        }
+        if let Some((num, total)) = sr.counts {
+            let _ = writeln!(out, "    sriov numvfs {num}/totalvfs {total}");
+        }
         match det {
             None => {}
             Some(Err(e)) => {
@@ -242,6 +419,9 @@ fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> S
             }
             Some(Ok(x)) => {
                 let _ = writeln!(out, "    opened in {} mode: {}", x.mode, x.flags);
+                if let Some(iommu) = &x.iommu {
+                    let _ = writeln!(out, "    IOMMU   {iommu}");
+                }
                 for r in &x.regions {
                     let _ = write!(
                         out,
@@ -338,11 +518,12 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or("null".into(), |v| v.to_string())
 }
 
-fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> String {
+fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>], sriov: &[Sriov]) -> String {
     let items: Vec<String> = devices
         .iter()
         .zip(details)
-        .map(|(d, det)| {
+        .zip(sriov)
+        .map(|((d, det), sr)| {
             let modes: Vec<String> = d.modes.iter().map(|m| js(&m.to_string())).collect();
             let mut o = format!(
                 "{{\"address\":{},\"vendor\":{},\"device\":{},\"class\":{},\"driver\":{},\"iommu_group\":{},\"group_node\":{},\"group_viable\":{},\"cdev\":{},\"modes\":[{}]",
@@ -356,6 +537,14 @@ fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> S
                 d.group_viable,
                 opt(d.cdev.as_ref().map(|c| js(&c.path.display().to_string()))),
                 modes.join(",")
+            );
+            let _ = write!(
+                o,
+                ",\"physfn\":{},\"sriov\":{}",
+                opt(sr.physfn.map(|a| js(&a.to_string()))),
+                opt(sr
+                    .counts
+                    .map(|(n, t)| format!("{{\"numvfs\":{n},\"totalvfs\":{t}}}")))
             );
             match det {
                 None => {}
@@ -413,6 +602,7 @@ fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> S
                         irqs.join(","),
                         caps.join(",")
                     );
+                    let _ = write!(o, ",\"iommu_hw_info\":{}", opt(x.iommu.as_deref().map(js)));
                 }
             }
             o.push('}');

@@ -646,6 +646,7 @@ fn report_tests(boots: &[Boot]) -> Report {
                     ["lsvfio", "unbind", addr, driver] => Some(format!("{addr}: left vfio-pci, now {driver}")),
                     ["lsvfio", "bind", addr] => Some(format!("{addr}: bound to vfio-pci (was ")),
                     ["lsvfio", "bind" | "unbind", ..] => None,
+                    ["lsvfio", "mdev", ..] => None,
                     ["lsvfio", args @ ..] if !args.contains(&"--json") && args.iter().any(|a| !a.starts_with('-')) => {
                         let n = args.iter().filter(|a| !a.starts_with('-')).count();
                         Some(format!("lsvfio: {n} PCI function(s), {n} usable through VFIO now"))
