@@ -65,6 +65,9 @@ pub use veventq::{Vevent, VeventData, Veventq};
 pub use viommu::{Viommu, ViommuData};
 pub use viommu_mmap::ViommuMapping;
 
+// `impl Iommufd` for IOMMU_IOAS_CHANGE_PROCESS (a live iommufd handed to a new process).
+mod change_process;
+
 use vfio_core::ioctl::{Errno, Request};
 
 /// The error of a refused request `R`, with its target formatted only now: kept out of line so

@@ -40,6 +40,7 @@ mod info;
 pub mod legacy;
 mod noiommu;
 mod peer;
+mod vaddr;
 
 pub use container::{Backend, Container, IommuType};
 pub use group::{Group, GroupStatus};

@@ -18,6 +18,7 @@ mod measure;
 mod migration;
 mod mmio;
 mod open;
+mod restart;
 mod scale;
 
 use std::process::ExitCode;
@@ -159,7 +160,7 @@ fn main() -> ExitCode {
     meta.str("quick", if ctx.quick { "yes" } else { "no" });
     println!("@@BENCH-META {}", meta.finish());
 
-    const PER_MODE: &[&str] = &["P1", "P2", "P3", "P4", "P5", "P6", "P8"];
+    const PER_MODE: &[&str] = &["P1", "P2", "P3", "P4", "P5", "P6", "P8", "R1"];
     for mode in [Mode::GROUP, Mode::CDEV] {
         let m = mode.to_string();
         if let Some(why) = mode_unavailable(mode) {
@@ -187,6 +188,7 @@ fn main() -> ExitCode {
         ctx.section(&["P6"], &m, |c| open::p6_secondary(c, mode, &addr));
         ctx.section(&["P6"], &m, |c| mmio::p6_irq(c, mode, &addr));
         ctx.section(&["P8"], &m, |c| mmio::p8_ioeventfd(c, mode, &addr));
+        ctx.section(&["R1"], &m, |c| restart::r1(c, mode, &addr));
     }
 
     const MIGRATION: &[&str] = &["M1", "M2"];
