@@ -108,6 +108,9 @@ impl Fault {
     }
 }
 
+/// The most records a read takes into a buffer on the stack (no allocation): 160 bytes.
+pub const STACK_RECORDS: usize = 4;
+
 /// The most records one read asks for after growing its buffer for a large fault group.
 const MAX_READ_RECORDS: usize = 1 << 16;
 
@@ -184,14 +187,31 @@ impl FaultQueue {
     /// first group is larger: the buffer grows until it fits). Never blocks: empty when nothing
     /// is queued. Errors: InvalidArgument for `max` 0; read's errno (Kernel).
     pub fn read(&self, max: usize) -> Result<Vec<Fault>> {
+        let mut out = Vec::new();
+        self.read_into(&mut out, max)?;
+        Ok(out)
+    }
+
+    /// [`FaultQueue::read`] appending to `out` (reusing its allocation); returns how many faults
+    /// were appended. A read of up to [`STACK_RECORDS`] records allocates nothing beyond `out`.
+    pub fn read_into(&self, out: &mut Vec<Fault>, max: usize) -> Result<usize> {
         if max == 0 {
             return Err(Error::invalid("read", self.name(), "max is 0 records"));
         }
         let mut records = max.min(MAX_READ_RECORDS);
+        if records <= STACK_RECORDS {
+            let mut buf = [0u8; STACK_RECORDS * FAULT_RECORD_LEN];
+            match self.read_raw(&mut buf[..records * FAULT_RECORD_LEN]) {
+                Ok(n) => return self.parse_into(&buf[..n], out),
+                // The first group does not fit: the growing read below.
+                Err(e) if e.errno() == Some(Errno::INVAL) => records = STACK_RECORDS * 2,
+                Err(e) => return Err(e),
+            }
+        }
         loop {
             let mut buf = vec![0u8; records * FAULT_RECORD_LEN];
             match self.read_raw(&mut buf) {
-                Ok(n) => return self.parse(&buf[..n]),
+                Ok(n) => return self.parse_into(&buf[..n], out),
                 // The first group does not fit: read a larger buffer.
                 Err(e) if e.errno() == Some(Errno::INVAL) && records < MAX_READ_RECORDS => {
                     records = (records * 2).min(MAX_READ_RECORDS);
@@ -201,7 +221,7 @@ impl FaultQueue {
         }
     }
 
-    fn parse(&self, bytes: &[u8]) -> Result<Vec<Fault>> {
+    fn parse_into(&self, bytes: &[u8], out: &mut Vec<Fault>) -> Result<usize> {
         if bytes.len() % FAULT_RECORD_LEN != 0 {
             return Err(Error::malformed(
                 "read",
@@ -212,13 +232,11 @@ impl FaultQueue {
                 ),
             ));
         }
-        Ok(bytes
-            .chunks_exact(FAULT_RECORD_LEN)
-            .map(|c| {
-                let r = sys::iommu_hwpt_pgfault::read_from_bytes(c).expect("a chunk is one record long");
-                Fault::from_record(&r)
-            })
-            .collect())
+        out.extend(bytes.chunks_exact(FAULT_RECORD_LEN).map(|c| {
+            let r = sys::iommu_hwpt_pgfault::read_from_bytes(c).expect("a chunk is one record long");
+            Fault::from_record(&r)
+        }));
+        Ok(bytes.len() / FAULT_RECORD_LEN)
     }
 
     /// [`FaultQueue::wait`] for up to `timeout`, then [`FaultQueue::read`]: empty when nothing
@@ -237,7 +255,11 @@ impl FaultQueue {
     /// Writes the page response `code` for the group of `cookie`. Errors: EINVAL (Kernel) for a
     /// cookie that is not outstanding (never read, already answered, unknown).
     pub fn respond(&self, cookie: FaultCookie, code: PageResponseCode) -> Result<()> {
-        self.respond_all(&[(cookie, code)]).map(|_| ())
+        let r = sys::iommu_hwpt_page_response {
+            cookie: cookie.0,
+            code: code as u32,
+        };
+        self.write_raw(r.as_bytes()).map(|_| ())
     }
 
     /// Writes page responses in one `write(2)`; returns how many the kernel accepted. The kernel

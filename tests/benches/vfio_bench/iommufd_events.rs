@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use iommufd_sys as isys;
 use vfio_cdev::{
-    FaultPerm, FaultQueue, Hwpt, HwptFlags, Iommufd, NestedFlags, PageResponseCode, Vevent, Veventq,
+    Fault, FaultPerm, FaultQueue, Hwpt, HwptFlags, Iommufd, NestedFlags, PageResponseCode, Vevent, Veventq,
 };
 use vfio_tests::iommufd_mock::{self as mock, MockDomain};
 use vfio_tests::iommufd_mock_ops::{
@@ -87,17 +87,34 @@ fn raise_fault(f: &MockFixture) -> BenchResult {
     Ok(())
 }
 
-/// One round trip through [`FaultQueue`]: the typed read of one record, its page response.
+/// One round trip through [`FaultQueue`]: the typed read of one record into `out` (reused),
+/// its page response.
 #[inline]
-fn typed_fault(f: &MockFixture, q: &FaultQueue) -> BenchResult {
+fn typed_fault(f: &MockFixture, q: &FaultQueue, out: &mut Vec<Fault>) -> BenchResult {
+    raise_fault(f)?;
+    out.clear();
+    q.read_into(out, 1)?;
+    check_fault(out.first())?;
+    q.respond(out[0].cookie, PageResponseCode::Success)?;
+    Ok(())
+}
+
+/// One round trip through [`FaultQueue::read`] (a new vector per read).
+#[inline]
+fn typed_fault_alloc(f: &MockFixture, q: &FaultQueue) -> BenchResult {
     raise_fault(f)?;
     let faults = q.read(1)?;
-    let flt = faults.first().ok_or("no fault queued after the trigger")?;
-    if flt.addr != FAULT_ADDR || !flt.last_page {
-        return Err(format!("unexpected fault {flt:?}").into());
-    }
-    q.respond(flt.cookie, PageResponseCode::Success)?;
+    check_fault(faults.first())?;
+    q.respond(faults[0].cookie, PageResponseCode::Success)?;
     Ok(())
+}
+
+#[inline]
+fn check_fault(flt: Option<&Fault>) -> BenchResult {
+    match flt {
+        Some(flt) if flt.addr == FAULT_ADDR && flt.last_page => Ok(()),
+        other => Err(format!("unexpected fault {other:?}").into()),
+    }
 }
 
 /// One round trip with bare libc `read(2)` and `write(2)` on the queue's fd: the floor.
@@ -135,25 +152,29 @@ pub fn q1(ctx: &mut Ctx, iommufd: &Arc<Iommufd>) -> BenchResult {
         .parent
         .alloc_nested(f.md.idev_id, NestedFlags::default(), Some(&fault), &selftest_data())?;
     f.replace(iopf.id())?;
-    let plan = ctx.plan(201, 50);
-    let iters = 16;
+    let plan = ctx.plan(201, 64);
+    // The kernel's cookies count up and its xarray takes a new node every 64: 64 round trips
+    // per round give every round the same share of that work.
+    let iters = 64;
     let fd = fault.as_fd().as_raw_fd();
     let (fr, qr) = (&f, &*fault);
+    let raw = move |n: u64| {
+        let t = Instant::now();
+        for _ in 0..n {
+            raw_fault(fr, fd)?;
+        }
+        Ok(t.elapsed())
+    };
     let mut sides = [
-        Side::new("FaultQueue", iters, move |n| {
+        Side::new("FaultQueue::read_into", iters, move |n| {
+            let mut out = Vec::with_capacity(1);
             let t = Instant::now();
             for _ in 0..n {
-                typed_fault(fr, qr)?;
+                typed_fault(fr, qr, &mut out)?;
             }
             Ok(t.elapsed())
         }),
-        Side::new("raw read/write", iters, move |n| {
-            let t = Instant::now();
-            for _ in 0..n {
-                raw_fault(fr, fd)?;
-            }
-            Ok(t.elapsed())
-        }),
+        Side::new("raw read/write", iters, raw),
     ];
     let res = interleave(plan, &mut sides);
     drop(sides);
@@ -161,8 +182,26 @@ pub fn q1(ctx: &mut Ctx, iommufd: &Arc<Iommufd>) -> BenchResult {
     ctx.emit(
         Record::new("Q1", "fault round trip: trigger, read record, write response", "cdev")
             .goal(Goal::AtMost(1.01))
-            .compare(plan, ("FaultQueue", &t[0]), ("raw read/write", &t[1]), iters)
-            .note("FaultQueue::read(1) + respond vs libc read/write of one record on the same fd; trigger by the same IOMMU_TEST_OP_TRIGGER_IOPF on both sides"),
+            .compare(plan, ("FaultQueue::read_into", &t[0]), ("raw read/write", &t[1]), iters)
+            .note("FaultQueue::read_into(1) (vector reused) + respond vs libc read/write of one record on the same fd; trigger by the same IOMMU_TEST_OP_TRIGGER_IOPF on both sides"),
+    );
+    let mut sides = [
+        Side::new("FaultQueue::read", iters, move |n| {
+            let t = Instant::now();
+            for _ in 0..n {
+                typed_fault_alloc(fr, qr)?;
+            }
+            Ok(t.elapsed())
+        }),
+        Side::new("raw read/write", iters, raw),
+    ];
+    let res = interleave(plan, &mut sides);
+    drop(sides);
+    let t = res?;
+    ctx.emit(
+        Record::new("Q1", "fault round trip (FaultQueue::read, a new Vec each)", "cdev")
+            .compare(plan, ("FaultQueue::read", &t[0]), ("raw read/write", &t[1]), iters)
+            .note("the allocating convenience read"),
     );
     // Nothing may be left outstanding: a read now finds the queue empty.
     if !fault.read(1)?.is_empty() {
@@ -260,9 +299,37 @@ pub fn q2(ctx: &mut Ctx, iommufd: &Arc<Iommufd>) -> BenchResult {
     drop(sides);
     let t = res?;
     ctx.emit(
-        Record::new("Q2", "vEVENTQ: trigger, read one event (Veventq::read, a new Vec each)", "cdev")
-            .compare(plan, ("Veventq::read", &t[0]), ("raw read", &t[1]), iters)
-            .note("the allocating convenience read"),
+        Record::new(
+            "Q2",
+            "vEVENTQ: trigger, read one event (Veventq::read, a new Vec each)",
+            "cdev",
+        )
+        .compare(plan, ("Veventq::read", &t[0]), ("raw read", &t[1]), iters)
+        .note("the allocating convenience read"),
+    );
+    let mut sides = [
+        Side::new("Veventq::read_raw", iters, move |n| {
+            let q = qr.borrow();
+            let t = Instant::now();
+            for _ in 0..n {
+                raise_vevent(fr)?;
+                let mut buf = [0u8; 16];
+                let got = q.read_raw(&mut buf[..record_len])?;
+                if black_box(got) != record_len {
+                    return Err(format!("read_raw: {got} bytes").into());
+                }
+            }
+            Ok(t.elapsed())
+        }),
+        Side::new("raw read", iters, raw_side),
+    ];
+    let res = interleave(plan, &mut sides);
+    drop(sides);
+    let t = res?;
+    ctx.emit(
+        Record::new("Q2", "vEVENTQ layer: Veventq::read_raw (rustix read, no parse)", "cdev")
+            .compare(plan, ("Veventq::read_raw", &t[0]), ("raw read", &t[1]), iters)
+            .note("the fd layer alone: what parsing adds is the headline minus this"),
     );
     if !q.borrow_mut().read(1)?.is_empty() {
         return Err("an event was left on the queue".into());

@@ -215,7 +215,10 @@ fn main() -> ExitCode {
         match vfio_tests::iommufd_mock::open() {
             Err(why) => ctx.skip_all(QUEUES, "cdev", &format!("no iommufd selftest mock: {why}")),
             Ok(iommufd) => {
-                println!("==> iommufd fault and event queues (selftest mock), pinned to CPU {}", ctx.cpu);
+                println!(
+                    "==> iommufd fault and event queues (selftest mock), pinned to CPU {}",
+                    ctx.cpu
+                );
                 ctx.section(&["Q1"], "cdev", |c| iommufd_events::q1(c, &iommufd));
                 ctx.section(&["Q2"], "cdev", |c| iommufd_events::q2(c, &iommufd));
             }
