@@ -40,9 +40,6 @@ impl VeventData for sys::iommu_vevent_tegra241_cmdqv {
 /// The largest depth the kernel takes (`1 << 19`).
 pub const MAX_VEVENTQ_DEPTH: u32 = 1 << 19;
 
-/// Reads of up to this many bytes use a buffer on the stack.
-const STACK_READ_LEN: usize = 256;
-
 const HEADER_LEN: usize = size_of::<sys::iommufd_vevent_header>();
 const SEQ_MASK: u32 = i32::MAX as u32;
 
@@ -182,18 +179,12 @@ impl<T: VeventData> Veventq<T> {
     }
 
     /// [`Veventq::read`] appending to `out` (reusing its allocation); returns how many records
-    /// were appended. A read of up to 256 bytes of records allocates nothing beyond `out`.
+    /// were appended.
     pub fn read_into(&mut self, out: &mut Vec<Vevent<T>>, max: usize) -> Result<usize> {
         if max == 0 {
             return Err(Error::invalid("read", self.fd().name(), "max is 0 records"));
         }
         let len = max.saturating_mul(Self::RECORD_LEN).min(1 << 24);
-        if len <= STACK_READ_LEN {
-            // A few records (the usual read): through the stack, no buffer to manage.
-            let mut buf = [0u8; STACK_READ_LEN];
-            let n = self.read_raw(&mut buf[..len])?;
-            return self.parse(&buf[..n], out);
-        }
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(len, 0);
         let res = self.read_raw(&mut buf);
