@@ -221,6 +221,7 @@ impl FaultQueue {
         }
     }
 
+    #[inline]
     fn parse_into(&self, bytes: &[u8], out: &mut Vec<Fault>) -> Result<usize> {
         if bytes.len() % FAULT_RECORD_LEN != 0 {
             return Err(Error::malformed(
@@ -279,18 +280,20 @@ impl FaultQueue {
 
     /// `read(2)` of the fd into `buf` as is. Errors: the kernel's errno: ESPIPE for a length
     /// that is not a multiple of 40, EINVAL when the first group does not fit.
+    #[inline]
     pub fn read_raw(&self, buf: &mut [u8]) -> Result<usize> {
         let len = buf.len();
         let res = rustix::io::read(self.fd(), buf);
-        log::debug!(target: "vfio", "read({}, {}) = {res:?}", self.name(), len);
+        log_io("read", self.fd(), len, &res);
         res.map_err(|e| Error::kernel("read", self.name(), e))
     }
 
     /// `write(2)` of `bytes` to the fd as is (page responses, 8 bytes each). Errors: the kernel's
     /// errno: ESPIPE for a length not a multiple of 8, EINVAL for a bad first response.
+    #[inline]
     pub fn write_raw(&self, bytes: &[u8]) -> Result<usize> {
         let res = rustix::io::write(self.fd(), bytes);
-        log::debug!(target: "vfio", "write({}, {}) = {res:?}", self.name(), bytes.len());
+        log_io("write", self.fd(), bytes.len(), &res);
         res.map_err(|e| Error::kernel("write", self.name(), e))
     }
 }
@@ -307,6 +310,20 @@ impl Drop for FaultQueue {
         if let Err(e) = self.iommufd.destroy(self.id) {
             log::warn!(target: "vfio", "dropping fault queue {} of {}: {e}", self.id, self.iommufd.target());
         }
+    }
+}
+
+/// Logs a queue fd's `read`/`write` at debug level. The formatting lives out of line, so the
+/// read and write paths (a few records per event) carry only the level check.
+#[inline]
+pub(crate) fn log_io(op: &str, fd: &NamedFd, len: usize, res: &rustix::io::Result<usize>) {
+    #[cold]
+    #[inline(never)]
+    fn emit(op: &str, fd: &NamedFd, len: usize, res: &rustix::io::Result<usize>) {
+        log::debug!(target: "vfio", "{op}({}, {len}) = {res:?}", fd.name());
+    }
+    if log::log_enabled!(target: "vfio", log::Level::Debug) {
+        emit(op, fd, len, res);
     }
 }
 
