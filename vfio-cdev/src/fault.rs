@@ -108,6 +108,9 @@ impl Fault {
     }
 }
 
+/// The most records a read takes into a buffer on the stack (no allocation): 160 bytes.
+pub const STACK_RECORDS: usize = 4;
+
 /// The most records one read asks for after growing its buffer for a large fault group.
 const MAX_READ_RECORDS: usize = 1 << 16;
 
@@ -184,14 +187,31 @@ impl FaultQueue {
     /// first group is larger: the buffer grows until it fits). Never blocks: empty when nothing
     /// is queued. Errors: InvalidArgument for `max` 0; read's errno (Kernel).
     pub fn read(&self, max: usize) -> Result<Vec<Fault>> {
+        let mut out = Vec::new();
+        self.read_into(&mut out, max)?;
+        Ok(out)
+    }
+
+    /// [`FaultQueue::read`] appending to `out` (reusing its allocation); returns how many faults
+    /// were appended. A read of up to [`STACK_RECORDS`] records allocates nothing beyond `out`.
+    pub fn read_into(&self, out: &mut Vec<Fault>, max: usize) -> Result<usize> {
         if max == 0 {
             return Err(Error::invalid("read", self.name(), "max is 0 records"));
         }
         let mut records = max.min(MAX_READ_RECORDS);
+        if records <= STACK_RECORDS {
+            let mut buf = [0u8; STACK_RECORDS * FAULT_RECORD_LEN];
+            match self.read_raw(&mut buf[..records * FAULT_RECORD_LEN]) {
+                Ok(n) => return self.parse_into(&buf[..n], out),
+                // The first group does not fit: the growing read below.
+                Err(e) if e.errno() == Some(Errno::INVAL) => records = STACK_RECORDS * 2,
+                Err(e) => return Err(e),
+            }
+        }
         loop {
             let mut buf = vec![0u8; records * FAULT_RECORD_LEN];
             match self.read_raw(&mut buf) {
-                Ok(n) => return self.parse(&buf[..n]),
+                Ok(n) => return self.parse_into(&buf[..n], out),
                 // The first group does not fit: read a larger buffer.
                 Err(e) if e.errno() == Some(Errno::INVAL) && records < MAX_READ_RECORDS => {
                     records = (records * 2).min(MAX_READ_RECORDS);
@@ -201,7 +221,8 @@ impl FaultQueue {
         }
     }
 
-    fn parse(&self, bytes: &[u8]) -> Result<Vec<Fault>> {
+    #[inline]
+    fn parse_into(&self, bytes: &[u8], out: &mut Vec<Fault>) -> Result<usize> {
         if bytes.len() % FAULT_RECORD_LEN != 0 {
             return Err(Error::malformed(
                 "read",
@@ -212,13 +233,11 @@ impl FaultQueue {
                 ),
             ));
         }
-        Ok(bytes
-            .chunks_exact(FAULT_RECORD_LEN)
-            .map(|c| {
-                let r = sys::iommu_hwpt_pgfault::read_from_bytes(c).expect("a chunk is one record long");
-                Fault::from_record(&r)
-            })
-            .collect())
+        out.extend(bytes.chunks_exact(FAULT_RECORD_LEN).map(|c| {
+            let r = sys::iommu_hwpt_pgfault::read_from_bytes(c).expect("a chunk is one record long");
+            Fault::from_record(&r)
+        }));
+        Ok(bytes.len() / FAULT_RECORD_LEN)
     }
 
     /// [`FaultQueue::wait`] for up to `timeout`, then [`FaultQueue::read`]: empty when nothing
@@ -237,7 +256,11 @@ impl FaultQueue {
     /// Writes the page response `code` for the group of `cookie`. Errors: EINVAL (Kernel) for a
     /// cookie that is not outstanding (never read, already answered, unknown).
     pub fn respond(&self, cookie: FaultCookie, code: PageResponseCode) -> Result<()> {
-        self.respond_all(&[(cookie, code)]).map(|_| ())
+        let r = sys::iommu_hwpt_page_response {
+            cookie: cookie.0,
+            code: code as u32,
+        };
+        self.write_raw(r.as_bytes()).map(|_| ())
     }
 
     /// Writes page responses in one `write(2)`; returns how many the kernel accepted. The kernel
@@ -257,18 +280,20 @@ impl FaultQueue {
 
     /// `read(2)` of the fd into `buf` as is. Errors: the kernel's errno: ESPIPE for a length
     /// that is not a multiple of 40, EINVAL when the first group does not fit.
+    #[inline]
     pub fn read_raw(&self, buf: &mut [u8]) -> Result<usize> {
         let len = buf.len();
         let res = rustix::io::read(self.fd(), buf);
-        log::debug!(target: "vfio", "read({}, {}) = {res:?}", self.name(), len);
+        log_io("read", self.fd(), len, &res);
         res.map_err(|e| Error::kernel("read", self.name(), e))
     }
 
     /// `write(2)` of `bytes` to the fd as is (page responses, 8 bytes each). Errors: the kernel's
     /// errno: ESPIPE for a length not a multiple of 8, EINVAL for a bad first response.
+    #[inline]
     pub fn write_raw(&self, bytes: &[u8]) -> Result<usize> {
         let res = rustix::io::write(self.fd(), bytes);
-        log::debug!(target: "vfio", "write({}, {}) = {res:?}", self.name(), bytes.len());
+        log_io("write", self.fd(), bytes.len(), &res);
         res.map_err(|e| Error::kernel("write", self.name(), e))
     }
 }
@@ -285,6 +310,20 @@ impl Drop for FaultQueue {
         if let Err(e) = self.iommufd.destroy(self.id) {
             log::warn!(target: "vfio", "dropping fault queue {} of {}: {e}", self.id, self.iommufd.target());
         }
+    }
+}
+
+/// Logs a queue fd's `read`/`write` at debug level. The formatting lives out of line, so the
+/// read and write paths (a few records per event) carry only the level check.
+#[inline]
+pub(crate) fn log_io(op: &str, fd: &NamedFd, len: usize, res: &rustix::io::Result<usize>) {
+    #[cold]
+    #[inline(never)]
+    fn emit(op: &str, fd: &NamedFd, len: usize, res: &rustix::io::Result<usize>) {
+        log::debug!(target: "vfio", "{op}({}, {len}) = {res:?}", fd.name());
+    }
+    if log::log_enabled!(target: "vfio", log::Level::Debug) {
+        emit(op, fd, len, res);
     }
 }
 

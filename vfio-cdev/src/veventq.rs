@@ -19,7 +19,7 @@ use vfio_core::ioctl::{self, Request, requests as req};
 use vfio_core::{Errno, Error, NamedFd, Result};
 use zerocopy::{FromBytes, Immutable, KnownLayout};
 
-use crate::fault::poll_in;
+use crate::fault::{log_io, poll_in};
 use crate::{VeventqId, Viommu, refused};
 
 /// The data of a vEVENTQ type (`enum iommu_veventq_type`): the fixed-size struct following each
@@ -185,20 +185,15 @@ impl<T: VeventData> Veventq<T> {
             return Err(Error::invalid("read", self.fd().name(), "max is 0 records"));
         }
         let len = max.saturating_mul(Self::RECORD_LEN).min(1 << 24);
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(len, 0);
-        let res = self.read_raw(&mut buf);
-        let res = res.and_then(|n| self.parse(&buf[..n], out));
-        self.buf = buf;
-        res
-    }
-
-    fn parse(&mut self, bytes: &[u8], out: &mut Vec<Vevent<T>>) -> Result<usize> {
-        parse_records(&mut self.next, bytes, out).map_err(|why| self.malformed(why))
-    }
-
-    fn malformed(&self, why: String) -> Error {
-        Error::malformed("read", self.fd().name(), why)
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        // Field by field: the fd, the reused buffer and the sequence tracking are borrowed apart.
+        let fd = self.fd.as_ref().expect("the fd is taken only in drop");
+        let res = rustix::io::read(fd, &mut self.buf[..len]);
+        log_io("read", fd, len, &res);
+        let n = res.map_err(|e| Error::kernel("read", fd.name(), e))?;
+        parse_records(&mut self.next, &self.buf[..n], out).map_err(|why| Error::malformed("read", fd.name(), why))
     }
 
     /// [`Veventq::wait`] for up to `timeout`, then [`Veventq::read`]: empty when nothing came.
@@ -216,16 +211,18 @@ impl<T: VeventData> Veventq<T> {
     /// `read(2)` of the fd into `buf` as is (the records are not parsed, and the sequence
     /// tracking of [`Veventq::read`] does not see them). Errors: the kernel's errno: EINVAL for
     /// a buffer shorter than a header, or too short for the first queued record.
+    #[inline]
     pub fn read_raw(&self, buf: &mut [u8]) -> Result<usize> {
         let len = buf.len();
         let res = rustix::io::read(self.fd(), buf);
-        log::debug!(target: "vfio", "read({}, {}) = {res:?}", self.fd().name(), len);
+        log_io("read", self.fd(), len, &res);
         res.map_err(|e| Error::kernel("read", self.fd().name(), e))
     }
 }
 
 /// Parses the records of one read, tracking the sequence expected next in `next`; Err says
 /// what was malformed (records before it are in `out`).
+#[inline]
 fn parse_records<T: VeventData>(
     next: &mut u32,
     mut bytes: &[u8],

@@ -6,7 +6,8 @@
 //! under TCG. Each result is printed twice: a `@@BENCH {json}` line for `cargo xtask bench` and a
 //! line for people. A case that cannot run here prints `skipped: <reason>`.
 //!
-//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P6, P8, X1, X2, S1, S2, M1, M2),
+//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P6, P8, X1, X2, S1, S2,
+//! M1, M2, Q1, Q2, R1),
 //! `--reserve-hugepages` (raise the 2 MiB pool as needed, put back afterwards; needs root),
 //! `--cpu N` (the vCPU to pin to; default the last one).
 //! Devices: `VFIO_TEST_EDU` (QEMU edu, required), `VFIO_TEST_NVME` (a second device, for the runs
@@ -14,6 +15,7 @@
 
 mod dma;
 mod fixtures;
+mod iommufd_events;
 mod measure;
 mod migration;
 mod mmio;
@@ -219,6 +221,22 @@ fn main() -> ExitCode {
             ctx.section(&["X2"], "cdev/group", |c| scale::x2(c, &edu, &nvme));
             ctx.section(&["S1"], "cdev/group", |c| scale::s1(c, &edu, &nvme));
             ctx.section(&["S2"], "cdev/group", scale::s2);
+        }
+    }
+
+    // Issue #16: iommufd fault and event queues, against the selftest mock (cdev mode only).
+    const QUEUES: &[&str] = &["Q1", "Q2"];
+    if QUEUES.iter().any(|id| ctx.wants(id)) {
+        match vfio_tests::iommufd_mock::open() {
+            Err(why) => ctx.skip_all(QUEUES, "cdev", &format!("no iommufd selftest mock: {why}")),
+            Ok(iommufd) => {
+                println!(
+                    "==> iommufd fault and event queues (selftest mock), pinned to CPU {}",
+                    ctx.cpu
+                );
+                ctx.section(&["Q1"], "cdev", |c| iommufd_events::q1(c, &iommufd));
+                ctx.section(&["Q2"], "cdev", |c| iommufd_events::q2(c, &iommufd));
+            }
         }
     }
 
