@@ -6,12 +6,13 @@
 //! under TCG. Each result is printed twice: a `@@BENCH {json}` line for `cargo xtask bench` and a
 //! line for people. A case that cannot run here prints `skipped: <reason>`.
 //!
-//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P6, P8, X1, X2, S1, S2,
+//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P8, X1, X2, S1, S2,
 //! M1, M2, Q1, Q2, R1),
 //! `--reserve-hugepages` (raise the 2 MiB pool as needed, put back afterwards; needs root),
 //! `--cpu N` (the vCPU to pin to; default the last one).
 //! Devices: `VFIO_TEST_EDU` (QEMU edu, required), `VFIO_TEST_NVME` (a second device, for the runs
-//! that need both modes live at once). M1 and M2 create their own mtty instances.
+//! that need both modes live at once). M1 and M2 create their own mtty instances. P7 also needs
+//! `VFIO_TEST_NVME_CMB` (an nvme with a CMB in BAR2).
 
 mod dma;
 mod fixtures;
@@ -19,7 +20,9 @@ mod iommufd_events;
 mod measure;
 mod migration;
 mod mmio;
+mod nvme_io;
 mod open;
+mod p2p;
 mod restart;
 mod scale;
 
@@ -239,6 +242,7 @@ fn main() -> ExitCode {
             }
         }
     }
+    p2p::all(&mut ctx);
 
     let count = |v: &str| ctx.records.iter().filter(|r| r.verdict() == v).count();
     let failed = count("FAILED");
