@@ -19,9 +19,10 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.owned.load(Ordering::Relaxed)
-            && let Err(e) = write_remove(&self.dir, self.uuid)
-        {
+        if !self.owned.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = write_remove(&self.dir, self.uuid) {
             log::warn!(target: "vfio", "removing mediated device {} (type {} on {}): {e}", self.uuid, self.type_id, self.parent);
         }
     }
