@@ -21,7 +21,7 @@ pub enum Severity {
 
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Severity::Info => "info",
             Severity::Warning => "warning",
             Severity::Blocker => "blocker",
@@ -335,7 +335,10 @@ impl fmt::Display for Finding {
                 write!(f, "type1 allows {limit} DMA mappings per container (dma_entry_limit)")
             }
             Finding::NoCdev { kernel } => match kernel {
-                Some(k) => write!(f, "cdev mode is not offered (Linux {k}: no VFIO device cdev)"),
+                Some(k) => write!(
+                    f,
+                    "cdev mode is not offered (Linux {k}: no VFIO device cdev, or iommufd not loaded)"
+                ),
                 None => write!(f, "cdev mode is not offered (no VFIO device cdev)"),
             },
             Finding::KernelTooOld {
