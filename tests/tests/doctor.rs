@@ -158,12 +158,11 @@ fn edu_is_usable_in_the_offered_modes() -> TestResult {
         "{:?}",
         d.findings
     );
-    let offered = vfio_core::detect().offered();
-    ensure!(
-        d.usable_modes(&r.machine) == offered,
-        "usable {:?}, offered {offered:?}",
-        d.usable_modes(&r.machine)
-    );
+    let mut offered = vfio_core::detect().offered();
+    let mut usable = d.usable_modes(&r.machine);
+    offered.sort();
+    usable.sort();
+    ensure!(usable == offered, "usable {usable:?}, offered {offered:?}");
     match iommu().as_str() {
         // iommu.strict=1: translated, strict invalidation.
         "intel" => ensure!(d.domain == Some(DomainType::Dma), "{:?}", d.domain),
@@ -386,6 +385,56 @@ fn json_and_text_carry_the_verdicts() -> TestResult {
     Ok(vfio_tests::Outcome::Pass)
 }
 
+/// The `lsvfio` binary (in the initramfs under /examples when the run builds the examples):
+/// `lsvfio doctor --json ADDR` exits 0 for the edu and 1 for the non-viable edu (intel boots),
+/// and its JSON says so.
+fn lsvfio_doctor_exit_status() -> TestResult {
+    const LSVFIO: &str = "/examples/lsvfio";
+    let addr = match device_from_env("VFIO_TEST_EDU") {
+        Err(why) => return skip(why),
+        Ok(a) => a,
+    };
+    if !std::path::Path::new(LSVFIO).exists() {
+        return skip(format!("{LSVFIO} is not in this initramfs (the run built no examples)"));
+    }
+    let run = |args: &[&str]| std::process::Command::new(LSVFIO).arg("doctor").args(args).output();
+    let out = run(&["--json", &addr.to_string()])?;
+    let json = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "exit {:?}: {json}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        json.contains(&format!("\"address\":\"{addr}\"")) && json.contains("\"blocked\":false"),
+        "{json}"
+    );
+    let text = run(&[&addr.to_string()])?;
+    ensure!(text.status.success(), "{:?}", text.status);
+    ensure!(
+        String::from_utf8_lossy(&text.stdout).contains("lsvfio doctor: 1 device(s), 0 blocked"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    if let Ok(nv) = device_from_env("VFIO_TEST_EDU_NONVIABLE") {
+        let out = run(&["--json", &nv.to_string()])?;
+        let json = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.code() == Some(1),
+            "exit {:?} for the non-viable edu",
+            out.status
+        );
+        ensure!(
+            json.contains("\"code\":\"group-not-viable\"") && json.contains("\"blocked\":true"),
+            "{json}"
+        );
+    }
+    let bad = run(&["0000:0f:1f.7"])?;
+    ensure!(!bad.status.success(), "a missing device passed");
+    Ok(vfio_tests::Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         ("machine_matches_the_boot", machine_matches_the_boot),
@@ -398,5 +447,6 @@ fn main() -> ExitCode {
             nobody_is_told_about_node_permissions,
         ),
         ("json_and_text_carry_the_verdicts", json_and_text_carry_the_verdicts),
+        ("lsvfio_doctor_exit_status", lsvfio_doctor_exit_status),
     ])
 }
