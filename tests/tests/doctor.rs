@@ -385,6 +385,50 @@ fn json_and_text_carry_the_verdicts() -> TestResult {
     Ok(vfio_tests::Outcome::Pass)
 }
 
+/// Without interrupt remapping (virtio-iommu) and with both `allow_unsafe_interrupts` turned
+/// off at run time, the doctor calls it a blocker, names both parameters in the fix and
+/// blocks the edu; turned back on, a warning again.
+fn no_remapping_without_unsafe_interrupts_blocks() -> TestResult {
+    if iommu() != "virtio" {
+        return skip("only virtio-iommu boots lack interrupt remapping and turn allow_unsafe_interrupts on");
+    }
+    let addr = match device_from_env("VFIO_TEST_EDU") {
+        Err(why) => return skip(why),
+        Ok(a) => a,
+    };
+    let params: Vec<String> = ["vfio_iommu_type1", "iommufd"]
+        .iter()
+        .map(|m| format!("/sys/module/{m}/parameters/allow_unsafe_interrupts"))
+        .filter(|p| std::path::Path::new(p).exists())
+        .collect();
+    for p in &params {
+        std::fs::write(p, "0")?;
+    }
+    let r = doctor::diagnose(&Sysfs::default(), &[addr]);
+    for p in &params {
+        std::fs::write(p, "1")?;
+    }
+    let r = r?;
+    print!("{}", doctor::render::text(&r));
+    let f = r
+        .machine
+        .findings
+        .iter()
+        .find(|f| matches!(f, Finding::NoInterruptRemapping { .. }))
+        .ok_or("no NoInterruptRemapping")?;
+    ensure!(f.severity() == Severity::Blocker, "{f:?}");
+    ensure!(f.fix().contains("iommufd.allow_unsafe_interrupts=1"), "{}", f.fix());
+    ensure!(
+        (variant() == "a") == f.fix().contains("vfio_iommu_type1.allow_unsafe_interrupts=1"),
+        "{}",
+        f.fix()
+    );
+    ensure!(r.blocked() && r.devices[0].blocked(&r.machine), "edu not blocked");
+    let again = core_doctor::examine(&Sysfs::default());
+    ensure!(again.worst() != Some(Severity::Blocker), "{:?}", again.findings);
+    Ok(vfio_tests::Outcome::Pass)
+}
+
 /// The `lsvfio` binary (in the initramfs under /examples when the run builds the examples):
 /// `lsvfio doctor --json ADDR` exits 0 for the edu and 1 for the non-viable edu (intel boots),
 /// and its JSON says so.
@@ -448,5 +492,9 @@ fn main() -> ExitCode {
         ),
         ("json_and_text_carry_the_verdicts", json_and_text_carry_the_verdicts),
         ("lsvfio_doctor_exit_status", lsvfio_doctor_exit_status),
+        (
+            "no_remapping_without_unsafe_interrupts_blocks",
+            no_remapping_without_unsafe_interrupts_blocks,
+        ),
     ])
 }

@@ -303,7 +303,7 @@ impl fmt::Display for Finding {
                 if on.is_empty() {
                     write!(f, ": VFIO refuses devices (EPERM)")
                 } else {
-                    write!(f, "; allowed by {}.allow_unsafe_interrupts", on.join(", "))
+                    write!(f, "; allowed by allow_unsafe_interrupts of {}", on.join(" and "))
                 }
             }
             Finding::GroupNotViable { group, blockers } => {
