@@ -123,7 +123,11 @@ fn doctor_command(sysfs: &Sysfs, args: &[String]) -> Res<()> {
         .map(|a| a.parse::<PciAddress>())
         .collect::<vfio_core::Result<Vec<_>>>()?;
     let report = vfio_pci::doctor::diagnose(sysfs, &addrs)?;
-    let render = if json { vfio_pci::doctor::render::json } else { vfio_pci::doctor::render::text };
+    let render = if json {
+        vfio_pci::doctor::render::json
+    } else {
+        vfio_pci::doctor::render::text
+    };
     print!("{}", render(&report));
     if report.blocked() {
         return Err("something blocks VFIO here (see the findings above)".into());

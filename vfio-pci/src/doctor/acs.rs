@@ -56,7 +56,11 @@ impl Acs {
             return Acs::Unknown;
         }
         let u16_at = |o: usize| config.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-        let u32_at = |o: usize| config.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let u32_at = |o: usize| {
+            config
+                .get(o..o + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
         let mut offset = 0x100usize;
         // At most (4096 - 256) / 4 headers: a loop in a broken list ends.
         for _ in 0..960 {

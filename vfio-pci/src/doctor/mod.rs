@@ -52,9 +52,10 @@ impl DeviceReport {
     /// blocks every device, of severity [`Severity::Blocker`], or no mode to open it.
     pub fn blocked(&self, machine: &MachineReport) -> bool {
         self.findings.iter().any(|f| f.severity() == Severity::Blocker)
-            || machine.findings.iter().any(|f| {
-                f.severity() == Severity::Blocker && !matches!(f, Finding::NodeNotAccessible { .. })
-            })
+            || machine
+                .findings
+                .iter()
+                .any(|f| f.severity() == Severity::Blocker && !matches!(f, Finding::NodeNotAccessible { .. }))
     }
 
     /// The modes that open it now for this user: the inventory's, less those whose nodes
@@ -78,7 +79,10 @@ impl DeviceReport {
                 }
                 vfio_core::Interface::Cdev => {
                     s.cdev.as_ref().is_some_and(|c| ok(&c.path))
-                        && machine.nodes.iter().any(|n| n.path.ends_with("iommu") && n.access.is_ok())
+                        && machine
+                            .nodes
+                            .iter()
+                            .any(|n| n.path.ends_with("iommu") && n.access.is_ok())
                 }
             })
             .collect()

@@ -27,11 +27,7 @@ fn finding_line(out: &mut String, indent: &str, f: &Finding) {
 }
 
 fn machine_text(out: &mut String, m: &MachineReport) {
-    let _ = writeln!(
-        out,
-        "kernel       {}",
-        m.kernel_release.as_deref().unwrap_or("unknown")
-    );
+    let _ = writeln!(out, "kernel       {}", m.kernel_release.as_deref().unwrap_or("unknown"));
     let units: Vec<String> = m
         .iommus
         .iter()
@@ -47,7 +43,11 @@ fn machine_text(out: &mut String, m: &MachineReport) {
     let _ = writeln!(
         out,
         "iommu        {}",
-        if units.is_empty() { "none".into() } else { units.join(", ") }
+        if units.is_empty() {
+            "none".into()
+        } else {
+            units.join(", ")
+        }
     );
     let _ = writeln!(
         out,
@@ -56,16 +56,16 @@ fn machine_text(out: &mut String, m: &MachineReport) {
         m.unsafe_interrupts.type1.map_or("-", |v| if v { "Y" } else { "N" }),
         m.unsafe_interrupts.iommufd.map_or("-", |v| if v { "Y" } else { "N" })
     );
-    let _ = writeln!(
-        out,
-        "noiommu      {}",
-        if m.noiommu_mode { "enabled" } else { "off" }
-    );
+    let _ = writeln!(out, "noiommu      {}", if m.noiommu_mode { "enabled" } else { "off" });
     let offered: Vec<String> = m.modes.offered().iter().map(|m| m.to_string()).collect();
     let _ = writeln!(
         out,
         "modes        {}",
-        if offered.is_empty() { "none".into() } else { offered.join(", ") }
+        if offered.is_empty() {
+            "none".into()
+        } else {
+            offered.join(", ")
+        }
     );
     for n in &m.nodes {
         let _ = writeln!(out, "node         {} {}", n.path.display(), access_text(&n.access));
@@ -88,7 +88,11 @@ fn machine_text(out: &mut String, m: &MachineReport) {
     let _ = writeln!(
         out,
         "hugepages    {}",
-        if pools.is_empty() { "none".into() } else { pools.join("; ") }
+        if pools.is_empty() {
+            "none".into()
+        } else {
+            pools.join("; ")
+        }
     );
     let missing: Vec<String> = m
         .features
@@ -123,7 +127,11 @@ fn acs_text(a: &Acs) -> String {
     match a {
         Acs::Present { control, .. } => format!(
             "ACS ctrl {control:#06x} ({})",
-            if a.isolates() == Some(true) { "isolating" } else { "not isolating" }
+            if a.isolates() == Some(true) {
+                "isolating"
+            } else {
+                "not isolating"
+            }
         ),
         Acs::Absent => "no ACS".into(),
         Acs::Unknown => "ACS unknown".into(),
@@ -245,10 +253,7 @@ fn nodes_json(ns: &[super::NodeAccess]) -> String {
                 "{{\"path\":{},\"accessible\":{},\"errno\":{}}}",
                 js(&n.path.display().to_string()),
                 n.access.is_ok(),
-                n.access
-                    .err()
-                    .and_then(vfio_core::errno_name)
-                    .map_or("null".into(), js)
+                n.access.err().and_then(vfio_core::errno_name).map_or("null".into(), js)
             )
         })
         .collect();
@@ -276,7 +281,12 @@ pub fn json(r: &Report) -> String {
     let pools: Vec<String> = m
         .hugepages
         .iter()
-        .map(|p| format!("{{\"size_kb\":{},\"total\":{},\"free\":{}}}", p.size_kb, p.total, p.free))
+        .map(|p| {
+            format!(
+                "{{\"size_kb\":{},\"total\":{},\"free\":{}}}",
+                p.size_kb, p.total, p.free
+            )
+        })
         .collect();
     let features: Vec<String> = m
         .features
@@ -290,7 +300,13 @@ pub fn json(r: &Report) -> String {
             )
         })
         .collect();
-    let lim = |v: u64| if v == u64::MAX { "null".to_string() } else { v.to_string() };
+    let lim = |v: u64| {
+        if v == u64::MAX {
+            "null".to_string()
+        } else {
+            v.to_string()
+        }
+    };
     let machine = format!(
         "{{\"kernel\":{},\"iommus\":[{}],\"has_iommu\":{},\"interrupt_remapping\":{},\"allow_unsafe_interrupts\":{{\"type1\":{},\"iommufd\":{}}},\"noiommu_mode\":{},\"modes\":[{}],\"nodes\":{},\"memlock\":{{\"soft\":{},\"hard\":{},\"cap_ipc_lock\":{}}},\"dma_entry_limit\":{},\"hugepages\":[{}],\"features\":[{}],\"findings\":{}}}",
         m.kernel_release.as_deref().map_or("null".into(), js),

@@ -204,9 +204,11 @@ impl Finding {
             Finding::NoIommuMode => "only for trusted devices: nothing stops a device's DMA; enable an IOMMU \
                  (intel_iommu=on or amd_iommu=on) for isolation"
                 .into(),
-            Finding::IommuPassthrough { .. } => "nothing for VFIO; for translated host DMA boot with iommu.passthrough=0 \
+            Finding::IommuPassthrough { .. } => {
+                "nothing for VFIO; for translated host DMA boot with iommu.passthrough=0 \
                  (or without iommu=pt)"
-                .into(),
+                    .into()
+            }
             Finding::NoInterruptRemapping {
                 type1_allowed,
                 iommufd_allowed,
@@ -292,14 +294,11 @@ impl fmt::Display for Finding {
                 iommufd_allowed,
             } => {
                 write!(f, "the IOMMU does not remap interrupts (no MSI isolation)")?;
-                let on: Vec<&str> = [
-                    (type1_allowed, "vfio_iommu_type1"),
-                    (iommufd_allowed, "iommufd"),
-                ]
-                .into_iter()
-                .filter(|(v, _)| **v == Some(true))
-                .map(|(_, n)| n)
-                .collect();
+                let on: Vec<&str> = [(type1_allowed, "vfio_iommu_type1"), (iommufd_allowed, "iommufd")]
+                    .into_iter()
+                    .filter(|(v, _)| **v == Some(true))
+                    .map(|(_, n)| n)
+                    .collect();
                 if on.is_empty() {
                     write!(f, ": VFIO refuses devices (EPERM)")
                 } else {
@@ -311,7 +310,10 @@ impl fmt::Display for Finding {
                 write!(f, "IOMMU group {group} is not viable: {}", b.join(", "))
             }
             Finding::AcsMissing { bridge } => {
-                write!(f, "bridge {bridge} has no ACS isolation: functions below it share an IOMMU group")
+                write!(
+                    f,
+                    "bridge {bridge} has no ACS isolation: functions below it share an IOMMU group"
+                )
             }
             Finding::NotOnVfioPci { device, driver } => match driver {
                 Some(d) => write!(f, "{device} is bound to {d}, not vfio-pci"),
@@ -329,7 +331,11 @@ impl fmt::Display for Finding {
                 f,
                 "RLIMIT_MEMLOCK is {} KiB{}",
                 limit / 1024,
-                if *exempt { " (CAP_IPC_LOCK exempts this process)" } else { "" }
+                if *exempt {
+                    " (CAP_IPC_LOCK exempts this process)"
+                } else {
+                    ""
+                }
             ),
             Finding::DmaEntryLimit { limit } => {
                 write!(f, "type1 allows {limit} DMA mappings per container (dma_entry_limit)")

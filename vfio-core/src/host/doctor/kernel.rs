@@ -66,7 +66,12 @@ pub const KERNEL_FEATURES: &[KernelFeature] = &[
     row("VFIO migration v2", "Device::migration", 5, 18),
     row("low-power entry/exit", "Device::low_power_enter", 6, 0),
     row("device DMA logging", "Device::start_dma_logging", 6, 1),
-    row("iommufd, IOAS, HWPT, compat container", "vfio_cdev::{Iommufd, Ioas, Hwpt}", 6, 2),
+    row(
+        "iommufd, IOAS, HWPT, compat container",
+        "vfio_cdev::{Iommufd, Ioas, Hwpt}",
+        6,
+        2,
+    ),
     row("PRE_COPY, MIG_DATA_SIZE", "SaveStream::precopy_info", 6, 2),
     row("MSI-X vectors added while enabled", "PciDevice::set_msix_vectors", 6, 5),
     row("device cdev (cdev mode)", "Mode::CDEV, vfio_cdev", 6, 6),
@@ -106,6 +111,9 @@ mod tests {
         for f in KERNEL_FEATURES {
             assert_eq!(kernel_feature(f.name), Some(f));
         }
-        assert_eq!(kernel_feature("device cdev (cdev mode)").unwrap().since.to_string(), "6.6");
+        assert_eq!(
+            kernel_feature("device cdev (cdev mode)").unwrap().since.to_string(),
+            "6.6"
+        );
     }
 }

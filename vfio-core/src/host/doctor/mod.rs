@@ -116,14 +116,24 @@ impl fmt::Display for DomainType {
 /// The default domain type of IOMMU group `group`; `None` when the group or its `type` file
 /// does not exist.
 pub fn group_domain_type(sysfs: &Sysfs, group: u32) -> Option<DomainType> {
-    let p = sysfs.root().join("kernel/iommu_groups").join(group.to_string()).join("type");
+    let p = sysfs
+        .root()
+        .join("kernel/iommu_groups")
+        .join(group.to_string())
+        .join("type");
     std::fs::read_to_string(p).ok().map(|s| DomainType::parse(&s))
 }
 
 /// Whether IOMMU group `group` is a no-IOMMU one made by VFIO (its `name` is `vfio-noiommu`).
 pub fn group_is_noiommu(sysfs: &Sysfs, group: u32) -> bool {
-    std::fs::read_to_string(sysfs.root().join("kernel/iommu_groups").join(group.to_string()).join("name"))
-        .is_ok_and(|n| n.trim() == "vfio-noiommu")
+    std::fs::read_to_string(
+        sysfs
+            .root()
+            .join("kernel/iommu_groups")
+            .join(group.to_string())
+            .join("name"),
+    )
+    .is_ok_and(|n| n.trim() == "vfio-noiommu")
 }
 
 /// A `/dev` node and whether this user may open it read-write.
@@ -251,7 +261,11 @@ fn param_bool(sysfs: &Sysfs, module: &str, param: &str) -> Option<bool> {
 pub fn iommu_units(sysfs: &Sysfs) -> Vec<IommuUnit> {
     let dir = sysfs.root().join("class/iommu");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -363,8 +377,7 @@ pub fn examine(sysfs: &Sysfs) -> MachineReport {
     }
     let memlock = memlock_limit();
     let cap_ipc_lock = std::fs::read_to_string(proc_.join("self/status")).is_ok_and(|s| status_has_ipc_lock(&s));
-    let dma_entry_limit =
-        module_param(sysfs, "vfio_iommu_type1", "dma_entry_limit").and_then(|s| s.parse().ok());
+    let dma_entry_limit = module_param(sysfs, "vfio_iommu_type1", "dma_entry_limit").and_then(|s| s.parse().ok());
     let hugepages = hugepage_pools(sysfs);
     let features = KERNEL_FEATURES
         .iter()

@@ -61,7 +61,10 @@ fn intel_with_remapping() {
     let m = examine(&s);
     assert_eq!(m.kernel, Some(KernelVersion::new(7, 3)));
     assert_eq!(m.iommus.len(), 2);
-    assert_eq!((&m.iommus[0].kind, m.iommus[0].remap_capable), (&IommuKind::Intel, Some(true)));
+    assert_eq!(
+        (&m.iommus[0].kind, m.iommus[0].remap_capable),
+        (&IommuKind::Intel, Some(true))
+    );
     assert_eq!(m.iommus[1].kind, IommuKind::Mock);
     assert!(m.has_iommu());
     assert_eq!(m.interrupt_remapping, Some(true));
@@ -136,7 +139,11 @@ fn virtio_without_remapping_is_a_warning_only_when_allowed() {
         .find(|f| matches!(f, Finding::NoInterruptRemapping { .. }))
         .unwrap();
     assert_eq!(f.severity(), Severity::Blocker);
-    assert!(f.fix().contains("vfio_iommu_type1.allow_unsafe_interrupts=1"), "{}", f.fix());
+    assert!(
+        f.fix().contains("vfio_iommu_type1.allow_unsafe_interrupts=1"),
+        "{}",
+        f.fix()
+    );
 }
 
 #[test]
@@ -183,7 +190,10 @@ fn node_access_names_missing_nodes() {
         path: "/dev/vfio/3".into(),
         errno: Errno::ACCESS,
     };
-    assert!(f.to_string().contains("/dev/vfio/3") && f.to_string().contains("EACCES"), "{f}");
+    assert!(
+        f.to_string().contains("/dev/vfio/3") && f.to_string().contains("EACCES"),
+        "{f}"
+    );
     assert_eq!(f.severity(), Severity::Blocker);
 }
 
@@ -222,7 +232,10 @@ fn every_finding_has_a_code_and_a_fix() {
         },
     ];
     for f in &all {
-        assert!(!f.code().is_empty() && !f.fix().is_empty() && !f.to_string().is_empty(), "{f:?}");
+        assert!(
+            !f.code().is_empty() && !f.fix().is_empty() && !f.to_string().is_empty(),
+            "{f:?}"
+        );
     }
     assert!(all[4].to_string().contains("0000:01:02.0 on virtio-pci"), "{}", all[4]);
     assert!(all[4].fix().contains("lsvfio bind 0000:01:02.0"), "{}", all[4].fix());
