@@ -105,7 +105,7 @@ fn machine_matches_the_boot() -> TestResult {
     let cdev = m.modes.cdev || m.modes.cdev_noiommu;
     ensure!(cdev == (variant != "debian61"), "cdev offered: {cdev} on {variant}");
     ensure!(
-        has(f, |x| matches!(x, Finding::NoCdev { .. })) == !cdev,
+        has(f, |x| matches!(x, Finding::NoCdev { .. })) != cdev,
         "NoCdev finding vs cdev {cdev}: {f:?}"
     );
     let cdev_feature = m
