@@ -139,15 +139,15 @@ pub fn diagnose_device(sysfs: &Sysfs, machine: &MachineReport, addr: &PciAddress
             if domain == Some(DomainType::Identity) {
                 findings.push(Finding::IommuPassthrough { group });
             }
-            if !summary.blockers.is_empty() {
-                findings.push(Finding::GroupNotViable {
-                    group,
-                    blockers: summary
-                        .blockers
-                        .iter()
-                        .map(|(a, d)| (a.to_string(), d.clone()))
-                        .collect(),
-                });
+            // The device itself on a host driver is NotOnVfioPci, not a blocker of its group.
+            let blockers: Vec<(String, String)> = summary
+                .blockers
+                .iter()
+                .filter(|(a, _)| a != addr)
+                .map(|(a, d)| (a.to_string(), d.clone()))
+                .collect();
+            if !blockers.is_empty() {
+                findings.push(Finding::GroupNotViable { group, blockers });
                 // Why the group is shared: the nearest bridge that does not isolate.
                 if let Some(h) = acs_path.iter().find(|h| h.acs.isolates() == Some(false)) {
                     findings.push(Finding::AcsMissing {
@@ -221,4 +221,133 @@ pub fn diagnose(sysfs: &Sysfs, addrs: &[PciAddress]) -> Result<Report> {
         devices,
         asked,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::path::{Path, PathBuf};
+
+    /// A scratch directory removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A function at `pci0000:00/<parent>/<addr>` (or on the root bus) in group `group`.
+    fn add_fn(root: &Path, parent: Option<&str>, addr: &str, class: &str, driver: Option<&str>, group: u32) {
+        let mut real = root.join("sys/devices/pci0000:00");
+        if let Some(p) = parent {
+            real = real.join(p);
+        }
+        let dir = real.join(addr);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("vendor"), "0x1234").unwrap();
+        fs::write(dir.join("device"), "0x11e8").unwrap();
+        fs::write(dir.join("class"), class).unwrap();
+        fs::create_dir_all(root.join("sys/bus/pci/devices")).unwrap();
+        symlink(&dir, root.join("sys/bus/pci/devices").join(addr)).unwrap();
+        let g = root.join(format!("sys/kernel/iommu_groups/{group}"));
+        fs::create_dir_all(g.join("devices").join(addr)).unwrap();
+        fs::write(g.join("type"), "DMA-FQ\n").unwrap();
+        symlink(&g, dir.join("iommu_group")).unwrap();
+        if let Some(d) = driver {
+            let drv = root.join("sys/bus/pci/drivers").join(d);
+            fs::create_dir_all(&drv).unwrap();
+            symlink(drv, dir.join("driver")).unwrap();
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Sysfs::vfio_cdev opens directories with O_DIRECTORY and openat, which Miri cannot run"
+    )]
+    fn findings_for_viable_blocked_and_foreign_devices() {
+        let root = std::env::temp_dir().join(format!("vfio-pci-doctor-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let _scratch = Scratch(root.clone());
+        // A bridge without ACS (a 4 KiB config space with no extended capability) above an edu
+        // on vfio-pci and a function on a host driver, in one group.
+        add_fn(&root, None, "0000:00:08.0", "0x060400", Some("pcieport"), 4);
+        fs::write(root.join("sys/devices/pci0000:00/0000:00:08.0/config"), vec![0u8; 4096]).unwrap();
+        add_fn(
+            &root,
+            Some("0000:00:08.0"),
+            "0000:01:01.0",
+            "0x00ff00",
+            Some("vfio-pci"),
+            4,
+        );
+        add_fn(
+            &root,
+            Some("0000:00:08.0"),
+            "0000:01:02.0",
+            "0x00ff00",
+            Some("virtio-pci"),
+            4,
+        );
+        // An edu alone in group 3 with its node; an nvme on its host driver.
+        add_fn(&root, None, "0000:00:03.0", "0x00ff00", Some("vfio-pci"), 3);
+        add_fn(&root, None, "0000:00:04.0", "0x010802", Some("nvme"), 5);
+        fs::create_dir_all(root.join("dev/vfio")).unwrap();
+        for n in ["dev/vfio/vfio", "dev/vfio/3", "dev/vfio/4"] {
+            fs::write(root.join(n), "").unwrap();
+        }
+        fs::create_dir_all(root.join("sys/class/iommu/dmar0/intel-iommu")).unwrap();
+        let s = Sysfs::at(root.join("sys"), root.join("dev"));
+        let addrs: Vec<PciAddress> = ["0000:00:03.0", "0000:01:01.0", "0000:00:04.0"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let r = diagnose(&s, &addrs).unwrap();
+        assert!(r.asked && r.blocked());
+        let ok = r.device(&addrs[0]).unwrap();
+        assert_eq!(ok.domain, Some(DomainType::DmaFq));
+        assert!(ok.findings.is_empty(), "{:?}", ok.findings);
+        assert!(!ok.blocked(&r.machine));
+        assert_eq!(ok.usable_modes(&r.machine), vec![Mode::GROUP]);
+        let shared = r.device(&addrs[1]).unwrap();
+        assert_eq!(shared.acs_path.len(), 1);
+        assert_eq!(shared.acs_path[0].acs, acs::Acs::Absent);
+        assert_eq!(
+            shared.findings,
+            vec![
+                Finding::GroupNotViable {
+                    group: 4,
+                    blockers: vec![("0000:01:02.0".into(), "virtio-pci".into())]
+                },
+                Finding::AcsMissing {
+                    bridge: "0000:00:08.0".into()
+                }
+            ]
+        );
+        assert!(shared.blocked(&r.machine));
+        let nvme = r.device(&addrs[2]).unwrap();
+        assert_eq!(
+            nvme.findings,
+            vec![Finding::NotOnVfioPci {
+                device: "0000:00:04.0".into(),
+                driver: Some("nvme".into())
+            }]
+        );
+        let text = render::text(&r);
+        assert!(text.contains("lsvfio doctor: 3 device(s), 2 blocked"), "{text}");
+        assert!(text.contains("0000:01:02.0 on virtio-pci"), "{text}");
+        let json = render::json(&r);
+        assert!(
+            json.contains("\"code\":\"acs-missing\"") && json.contains("\"blocked\":true"),
+            "{json}"
+        );
+        // Without addresses: the two vfio-pci functions, and only a machine blocker counts.
+        let all = diagnose(&s, &[]).unwrap();
+        assert_eq!(all.devices.len(), 2);
+        assert!(!all.asked && !all.blocked());
+        assert!(diagnose(&s, &["0000:09:00.0".parse().unwrap()]).is_err());
+    }
 }
