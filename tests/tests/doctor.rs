@@ -405,10 +405,28 @@ fn no_remapping_without_unsafe_interrupts_blocks() -> TestResult {
         std::fs::write(p, "0")?;
     }
     let r = doctor::diagnose(&Sysfs::default(), &[addr]);
+    // The refusal the kernel gives now (EPERM at SET_IOMMU, GET_DEVICE_FD or BIND_IOMMUFD),
+    // and the doctor's explanation of it.
+    let refused = vfio_tests::new_container(vfio_core::preferred()?)
+        .and_then(|c| vfio_pci::PciDevice::open_in(c.as_ref(), &addr).map(|_| ()));
+    let explained = refused
+        .as_ref()
+        .err()
+        .map(|e| doctor::explain(&Sysfs::default(), &addr, e));
     for p in &params {
         std::fs::write(p, "1")?;
     }
     let r = r?;
+    let e = refused
+        .err()
+        .ok_or("the edu opened without interrupt remapping or allow_unsafe_interrupts")?;
+    ensure!(e.errno() == Some(rustix::io::Errno::PERM), "{e}");
+    let explained = explained.ok_or("no explanation")??;
+    println!("    refused: {e}\n    explained: {explained:?}");
+    ensure!(
+        matches!(explained.as_slice(), [Finding::NoInterruptRemapping { .. }]),
+        "{explained:?}"
+    );
     print!("{}", doctor::render::text(&r));
     let f = r
         .machine
@@ -426,6 +444,39 @@ fn no_remapping_without_unsafe_interrupts_blocks() -> TestResult {
     ensure!(r.blocked() && r.devices[0].blocked(&r.machine), "edu not blocked");
     let again = core_doctor::examine(&Sysfs::default());
     ensure!(again.worst() != Some(Severity::Blocker), "{:?}", again.findings);
+    Ok(vfio_tests::Outcome::Pass)
+}
+
+/// The refusal of a non-viable group (cdev mode: `VFIO_DEVICE_BIND_IOMMUFD` EPERM; group mode
+/// where cdev is not offered) is explained by the member that blocks it.
+fn explains_the_refusal_of_a_non_viable_group() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_EDU_NONVIABLE") {
+        Err(why) => return skip(why),
+        Ok(a) => a,
+    };
+    let mode = if vfio_tests::offered(vfio_core::Mode::CDEV) {
+        vfio_core::Mode::CDEV
+    } else {
+        vfio_core::Mode::GROUP
+    };
+    let c = vfio_tests::new_container(mode)?;
+    let e = match vfio_pci::PciDevice::open_in(c.as_ref(), &addr) {
+        Ok(_) => return Err("the non-viable edu opened".into()),
+        Err(e) => e,
+    };
+    let explained = doctor::explain(&Sysfs::default(), &addr, &e)?;
+    println!("    {mode}: {e}\n    explained: {explained:?}");
+    if mode == vfio_core::Mode::CDEV {
+        ensure!(e.errno() == Some(rustix::io::Errno::PERM), "{e}");
+    }
+    if e.errno().is_some() {
+        ensure!(
+            explained
+                .iter()
+                .any(|f| matches!(f, Finding::GroupNotViable { blockers, .. } if blockers.iter().any(|(_, d)| d == "virtio-pci"))),
+            "{explained:?}"
+        );
+    }
     Ok(vfio_tests::Outcome::Pass)
 }
 
@@ -492,6 +543,10 @@ fn main() -> ExitCode {
         ),
         ("json_and_text_carry_the_verdicts", json_and_text_carry_the_verdicts),
         ("lsvfio_doctor_exit_status", lsvfio_doctor_exit_status),
+        (
+            "explains_the_refusal_of_a_non_viable_group",
+            explains_the_refusal_of_a_non_viable_group,
+        ),
         (
             "no_remapping_without_unsafe_interrupts_blocks",
             no_remapping_without_unsafe_interrupts_blocks,

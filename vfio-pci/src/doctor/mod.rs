@@ -223,6 +223,49 @@ pub fn diagnose(sysfs: &Sysfs, addrs: &[PciAddress]) -> Result<Report> {
     })
 }
 
+/// The findings that explain a refused open of `addr` (`err` from `PciDevice::open`,
+/// `Container::assign` and the like), by its errno: EPERM from `VFIO_SET_IOMMU`,
+/// `VFIO_GROUP_GET_DEVICE_FD` or `VFIO_DEVICE_BIND_IOMMUFD` (a group member on a host driver;
+/// no interrupt remapping without `allow_unsafe_interrupts`), EACCES (a node this user may not
+/// open), ENOENT (a missing node or group, the wrong driver), ENOMEM (`RLIMIT_MEMLOCK`), ENOSPC
+/// (type1's `dma_entry_limit`). Empty when the error has no errno or the doctor finds no such
+/// cause. Errors: those of [`diagnose`] (the device does not exist).
+pub fn explain(sysfs: &Sysfs, addr: &PciAddress, err: &vfio_core::Error) -> Result<Vec<Finding>> {
+    use vfio_core::Errno;
+    let Some(errno) = err.errno() else {
+        return Ok(Vec::new());
+    };
+    let machine = vfio_core::host::doctor::examine(sysfs);
+    let device = diagnose_device(sysfs, &machine, addr)?;
+    let fits = |f: &Finding| match errno {
+        Errno::PERM => {
+            matches!(
+                f,
+                Finding::GroupNotViable { .. } | Finding::NotOnVfioPci { .. } | Finding::NoIommu
+            ) || (matches!(f, Finding::NoInterruptRemapping { .. }) && f.severity() == Severity::Blocker)
+        }
+        Errno::ACCESS => matches!(f, Finding::NodeNotAccessible { .. }),
+        Errno::NOENT | Errno::NODEV => matches!(
+            f,
+            Finding::NodeMissing { .. }
+                | Finding::NoIommuGroup { .. }
+                | Finding::NotOnVfioPci { .. }
+                | Finding::NoModeOffered { .. }
+                | Finding::NoIommu
+        ),
+        Errno::NOMEM => matches!(f, Finding::MemlockLow { exempt: false, .. }),
+        Errno::NOSPC => matches!(f, Finding::DmaEntryLimit { .. }),
+        _ => false,
+    };
+    Ok(device
+        .findings
+        .iter()
+        .chain(&machine.findings)
+        .filter(|f| fits(f))
+        .cloned()
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
