@@ -519,7 +519,10 @@
 //!   `doctor::lsvfio_doctor_exit_status`.
 //! - With both `allow_unsafe_interrupts` off and no remapping, `NoInterruptRemapping` blocks and
 //!   its fix names the parameters -> `doctor::no_remapping_without_unsafe_interrupts_blocks`
-//!   (virtio boots).
+//!   (virtio boots); `doctor::explain` of the EPERM that open gets then is that finding alone.
+//! - The non-viable edu's refused open (cdev: `VFIO_DEVICE_BIND_IOMMUFD` EPERM) is explained by
+//!   `GroupNotViable` naming the virtio device on virtio-pci ->
+//!   `doctor::explains_the_refusal_of_a_non_viable_group` (intel boots).
 //!
 //! ## Benchmarks
 //!
