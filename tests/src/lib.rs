@@ -336,10 +336,75 @@
 //! - `VFIO_DEVICE_FEATURE` probe: migration and an unknown feature probe as unsupported; a feature
 //!   number above 16 bits is `InvalidArgument` ->
 //!   `core::feature_probe_reports_unsupported_as_false`, `bad_input::feature_number_above_16_bits`.
-//! - Low-power entry is SET-only (the probe says so): GET is EINVAL, entering twice is EINVAL,
-//!   entry with a wakeup eventfd works and eventfd -1 is EINVAL; after the exit a BAR mapping made
-//!   before still reads and config space answers ->
+//! - Low-power entry is SET-only (the probe says so): GET is EINVAL, entry while a BAR mapping
+//!   is live is `InvalidArgument`, entering twice is EINVAL, entry with a wakeup eventfd works and
+//!   eventfd -1 is EINVAL; after the exit a new BAR mapping reads and config space answers ->
 //!   `core::low_power_feature_set_and_get_contracts`.
+//! - Low power on the edu (issue #17): config space reads in low power, a second entry is
+//!   EINVAL, BAR0 maps and answers after the exit; a memfd as the wakeup fd is EINVAL and enters
+//!   nothing; the wakeup eventfd is never signalled without runtime PM (7.3 test kernels) and is
+//!   by the exit's resume with it (Debian's 6.1); entry with a live mapping is `InvalidArgument`
+//!   naming the count, and the mapping still works -> `low_power::enter_and_exit`,
+//!   `low_power::enter_with_wakeup_eventfd`, `low_power::entry_refused_while_mmapped`.
+//!
+//! ## Peer-to-peer DMA (issue #17)
+//!
+//! edu DMAs into and out of the CMB of `VFIO_TEST_NVME_CMB` (BAR2, 2 MiB, 64-bit prefetchable),
+//! read back through the CMB's own mapping byte for byte.
+//!
+//! - BAR2 is 2 MiB, mmappable, 64-bit prefetchable, and reads back at both ends ->
+//!   `p2p::cmb_bar_is_a_2mib_prefetchable_mmap`.
+//! - `Device::export_dma_buf` / `PciDevice::export_bar`: the fd is CLOEXEC, its fdinfo says its
+//!   size and `exp_name: vfio_pci_core`, mmap of it is EINVAL; two ranges export ->
+//!   `p2p::dma_buf_export_contract`; Linux 6.1 says `Unsupported` naming 6.19 and
+//!   `CONFIG_VFIO_PCI_DMABUF`, and `PeerMapping` takes the mmap route there ->
+//!   `p2p::dma_buf_refused_clearly_without_kernel_support`.
+//! - RAM -> edu -> CMB and CMB -> edu -> RAM through a `PeerMapping`, by dma-buf on iommufd (cdev,
+//!   compat, no-IOMMU cdev), by the mmap on type1, by the sysfs physical address in a no-IOMMU
+//!   group; without an IOMMU the address is BAR2's physical one ->
+//!   `p2p::edu_cmb_round_trip_{group,cdev}`.
+//! - iommufd revokes an import for good on `VFIO_DEVICE_RESET`, COMMAND.MEM off/on and low-power
+//!   entry/exit: the DMA lands nowhere, the IOVA is EEXIST, its unmap works, the same dma-buf
+//!   imported again lands -> `p2p::import_revoked_by_reset_{cdev,group}`,
+//!   `p2p::import_revoked_by_memory_disable_cdev`, `p2p::low_power_revokes_the_import_cdev`;
+//!   after the exporter closed, re-importing is ENODEV and a new export lands ->
+//!   `p2p::import_revoked_by_close_cdev`. The type1 mapping of the mmap survives a reset ->
+//!   `p2p::type1_bar_mapping_outlives_reset`.
+//! - Mapping a BAR's mmap by address on iommufd is EFAULT; `map_mmio_raw` is `Unsupported` there
+//!   and `PeerMapping` takes the dma-buf route -> `p2p::bar_mmap_map_is_efault_on_iommufd_{cdev,group}`.
+//! - Bad input: a range outside the BAR or not page aligned (`InvalidArgument`; raw EINVAL), an
+//!   I/O-port BAR (`InvalidArgument`; raw EINVAL), the config region (`InvalidArgument`; raw
+//!   ENODEV), a dma-buf into a type1 container (`Unsupported`), a two-range dma-buf into an IOAS
+//!   (`Unsupported` from EOPNOTSUPP, nothing mapped) -> `p2p::bad_dma_buf_*`.
+//!
+//! ## SR-IOV and VF tokens
+//!
+//! All on the QEMU nvme PF `VFIO_TEST_NVME_SRIOV` (two VFs); "group"/"cdev" run the IOMMU mode
+//! where offered, else the no-IOMMU one.
+//!
+//! - `SriovVfs::enable(2)` sets a token and `sriov_numvfs` 2: VFs PF.1 and PF.2, on vfio-pci,
+//!   8086:5845 class 010802, `physfn` the PF, with a group; `lsvfio` prints `physfn` and
+//!   `sriov numvfs 2/totalvfs 2`; dropping the owner sets numvfs 0 and the VFs are gone;
+//!   `keep()` leaves them -> `sriov::numvfs_owner_enables_and_restores`.
+//! - A VF opens with the token (group: `vf_token=`, cdev: `VFIO_DEVICE_BIND_FLAG_TOKEN`, whose
+//!   probe says yes on 7.3): ids 8086:5845, BAR0 16 KiB, CAP 0 and CSTS 0x2 (an offline secondary
+//!   controller), a `DmaBuffer` maps in its container, VF reset works; the VFs go with the last
+//!   VF -> `sriov::vf_open_with_token_{group,cdev}`.
+//! - Without the token or with a wrong one: Kernel EACCES naming the VF, its PF and "missing" or
+//!   "wrong" (never the token itself), no fd left, the VF opens with the token afterwards ->
+//!   `sriov::vf_open_without_token_is_eacces_{group,cdev}`,
+//!   `sriov::vf_open_with_wrong_token_is_eacces_{group,cdev}`.
+//! - While a VF is open the PF opens again only with the token: EACCES without; group mode opens
+//!   a second fd with it, cdev refuses the second bind with EINVAL ->
+//!   `sriov::pf_reopen_while_a_vf_is_open_needs_the_token_{group,cdev}`.
+//! - Bad input: numvfs 3 above totalvfs 2 is InvalidArgument (the raw sysfs write ERANGE); with
+//!   vfio-pci's `enable_sriov` off, Unsupported naming `vfio_pci.enable_sriov=1` (restored after);
+//!   a token on edu's group open is EINVAL ("neither an SR-IOV VF nor a PF"); `set_vf_token` on
+//!   edu is ENOTTY ("not an SR-IOV PF"); the same ioeventfd (offset, width, value) twice is EEXIST
+//!   saying so, while another value at the same place is accepted ->
+//!   `sriov::bad_numvfs_above_totalvfs`, `sriov::bad_sriov_without_enable_sriov`,
+//!   `sriov::bad_vf_token_on_a_non_vf_group`, `sriov::bad_set_vf_token_on_a_non_pf`,
+//!   `sriov::bad_ioeventfd_registered_twice`.
 //!
 //! ## Reset and hot reset
 //!
@@ -560,6 +625,7 @@
 
 pub mod edu;
 pub mod iommufd_mock;
+pub mod iommufd_mock_ops;
 pub mod mtty;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -1,16 +1,12 @@
-//! The kernel's sample mediated device `mtty` (samples/vfio-mdev/mtty.c), made and opened with
-//! plain sysfs writes and the low-level group/cdev APIs, for the migration tests (until the
-//! library's own mdev management lands).
+//! The kernel's sample mediated device `mtty` (samples/vfio-mdev/mtty.c), made and opened
+//! through the library's mdev API (`vfio_core::Mdev`), for the migration tests and benchmarks.
 //!
 //! Hazards (docs/design/issue-15.md §0) this helper keeps to: UART access is one byte (H3),
-//! never more than 15 chars in the FIFO (H11), `Device::info()` right after opening (H9), and
-//! an instance is removed only after every fd of it is closed (H10): each opened `Device`
-//! keeps its instance alive through its owner, which drops after the device fd closes.
+//! never more than 15 chars in the FIFO (H11), `Device::info()` right after opening (H9, done
+//! by `Mdev::open_in`), and an instance is removed only after every fd of it is closed (H10):
+//! each opened `Device` keeps its instance alive.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use vfio_core::{Device, RegionInfo};
+use vfio_core::{Addressing, Device, Mdev, MdevParent, RegionInfo, Sysfs, Uuid};
 
 /// The mtty parent in sysfs.
 pub const PARENT: &str = "/sys/class/mdev_bus/mtty";
@@ -47,101 +43,45 @@ impl std::fmt::Display for Via {
     }
 }
 
-struct Inner {
-    uuid: String,
-    keep: bool,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
-        let remove = format!("/sys/bus/mdev/devices/{}/remove", self.uuid);
-        if let Err(e) = std::fs::write(&remove, "1") {
-            println!("    (removing mtty {}: {e})", self.uuid);
-        }
-    }
-}
-
-/// An mtty instance, removed when the last handle and the last device opened from it are gone.
+/// An mtty instance, removed when the last handle and the last device opened from it are gone
+/// (or, from [`Mtty::borrowed`], never removed here).
 #[derive(Clone)]
-pub struct Mtty(Arc<Inner>);
+pub struct Mtty {
+    mdev: Mdev,
+    uuid: String,
+}
 
 impl Mtty {
     /// Creates an instance of `ty` (`mtty-1`: one port, `mtty-2`: two) with a random UUID.
     pub fn create(ty: &str) -> Result<Self, BoxError> {
-        let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")?
-            .trim()
-            .to_lowercase();
-        let create = format!("{PARENT}/mdev_supported_types/{ty}/create");
-        std::fs::write(&create, &uuid).map_err(|e| format!("write {uuid} to {create}: {e}"))?;
-        Ok(Mtty(Arc::new(Inner { uuid, keep: false })))
+        let mdev = MdevParent::open(&Sysfs::default(), "mtty")?
+            .mdev_type(ty)?
+            .create(Uuid::random()?)?;
+        Ok(Mtty::from_mdev(mdev))
     }
 
     /// A handle on an instance that another process owns (not removed here).
-    pub fn borrowed(uuid: &str) -> Self {
-        Mtty(Arc::new(Inner {
-            uuid: uuid.to_string(),
-            keep: true,
-        }))
+    pub fn borrowed(uuid: &str) -> Result<Self, BoxError> {
+        Ok(Mtty::from_mdev(Mdev::find(&Sysfs::default(), uuid.parse()?)?))
+    }
+
+    fn from_mdev(mdev: Mdev) -> Self {
+        let uuid = mdev.uuid().to_string();
+        Mtty { mdev, uuid }
     }
 
     /// The instance's UUID (lowercase: the name `VFIO_GROUP_GET_DEVICE_FD` wants).
     pub fn uuid(&self) -> &str {
-        &self.0.uuid
+        &self.uuid
     }
 
-    /// `/sys/bus/mdev/devices/<uuid>`.
-    pub fn dir(&self) -> PathBuf {
-        PathBuf::from(format!("/sys/bus/mdev/devices/{}", self.0.uuid))
-    }
-
-    /// Its (emulated) IOMMU group number.
-    pub fn group_id(&self) -> Result<u32, BoxError> {
-        let link = std::fs::read_link(self.dir().join("iommu_group"))?;
-        let name = link
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or("iommu_group link has no name")?;
-        Ok(name.parse()?)
-    }
-
-    /// Its cdev node, `/dev/vfio/devices/vfioN`.
-    pub fn cdev(&self) -> Result<PathBuf, BoxError> {
-        let dir = self.dir().join("vfio-dev");
-        for e in std::fs::read_dir(&dir)? {
-            let name = e?.file_name();
-            if let Some(n) = name.to_str().filter(|n| n.starts_with("vfio")) {
-                return Ok(PathBuf::from(format!("/dev/vfio/devices/{n}")));
-            }
-        }
-        Err(format!("no vfioN under {}", dir.display()).into())
-    }
-
-    /// Opens the instance, then calls `Device::info()` (H9). The device keeps the instance
-    /// (and its container or IOAS) alive.
+    /// Opens the instance in a container of its own (`Mdev::open_in`, which asks
+    /// `VFIO_DEVICE_GET_INFO` first). The device keeps the instance and its container alive.
     pub fn open(&self, via: Via) -> Result<Device, BoxError> {
-        let dev = match via {
-            Via::Group => {
-                let container = vfio_group::Container::open(vfio_core::Addressing::Iova)?;
-                let group = container.add_group(self.group_id()?)?;
-                let fd = group.device_fd(self.uuid())?;
-                Device::from_fd(fd, self.uuid(), Some(Arc::new(((container, group), self.clone()))))
-            }
-            Via::Cdev => {
-                let node = self.cdev()?;
-                let fd = vfio_core::open_node(&node)?;
-                let unbound = vfio_cdev::UnboundDevice::from_fd(fd, self.uuid(), false);
-                let iommufd = vfio_cdev::Iommufd::open()?;
-                let bound = unbound.bind(&iommufd)?;
-                let ioas = iommufd.alloc_ioas()?;
-                bound.attach(ioas.id())?;
-                bound.into_device(Some(Arc::new((ioas, self.clone()))))
-            }
-        };
-        dev.info()?;
-        Ok(dev)
+        Ok(match via {
+            Via::Group => self.mdev.open_in(&vfio_group::Container::open(Addressing::Iova)?)?,
+            Via::Cdev => self.mdev.open_in(&vfio_cdev::Container::new()?)?,
+        })
     }
 }
 

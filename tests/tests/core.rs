@@ -243,14 +243,23 @@ fn low_power_feature_set_and_get_contracts() -> TestResult {
         .err()
         .ok_or("GET of a SET-only feature succeeded")?;
     ensure!(e.errno() == Some(rustix::io::Errno::INVAL), "GET gave {e}");
+    // Entry is refused while a BAR mapping is live (its accesses would SIGBUS until the exit).
+    let e = d.low_power_enter().err().ok_or("entered low power with BAR0 mapped")?;
+    ensure!(
+        matches!(e, vfio_core::Error::InvalidArgument { .. }),
+        "entry while mapped gave {e}"
+    );
+    drop(bar0);
     d.low_power_enter()?;
     let e = d.low_power_enter().err().ok_or("entered low power twice")?;
     ensure!(e.errno() == Some(rustix::io::Errno::INVAL), "second entry gave {e}");
     d.low_power_exit()?;
+    let bar0 = dev.map_bar(0)?;
     ensure!(
         bar0.read32(0)? == 0x010000ed,
-        "edu id through the mapping after low power"
+        "edu id through a new mapping after low power"
     );
+    drop(bar0);
     // With a wakeup eventfd (borrowed: the typed call takes no raw fd number).
     let wake = EventFd::new()?;
     d.low_power_enter_with_wakeup(wake.as_fd())?;

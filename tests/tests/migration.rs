@@ -325,7 +325,7 @@ fn uart_state_moves_across_processes(via: Via) -> TestResult {
             // socket, which nothing in the child uses.)
             libc::close(tx_fd);
             let mut rx = rx;
-            let db = Mtty::borrowed(&b_uuid).open(via)?;
+            let db = Mtty::borrowed(&b_uuid)?.open(via)?;
             let mb = db.migration()?;
             let got = transfer::receive(&mb, &mut rx)?;
             ensure_child(mb.state()? == MigState::Running, format!("child: B in {}", mb.state()?))?;

@@ -54,6 +54,8 @@ struct Assignment {
     _ioas: Arc<Ioas>,
     assigned: Arc<Mutex<HashSet<String>>>,
     name: String,
+    // Last: what the caller holds (e.g. an SR-IOV owner) goes after the IOAS.
+    _hold: Option<vfio_core::Owner>,
 }
 
 impl Drop for Assignment {
@@ -190,9 +192,64 @@ impl Container {
     /// attach.
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     pub fn bind_device(&self, addr: &PciAddress) -> Result<BoundDevice> {
-        let dev = UnboundDevice::open(&self.sysfs, addr)?.bind(self.ioas.iommufd())?;
+        self.bind_device_inner(addr, None)
+    }
+
+    /// As [`Container::bind_device`], presenting the SR-IOV VF token `token` (Linux >= 6.17,
+    /// [`UnboundDevice::bind_with_vf_token`]). Errors: those of `bind_with_vf_token` (EACCES
+    /// for a wrong token, naming the VF's PF) and of attach.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
+    pub fn bind_device_with_vf_token(&self, addr: &PciAddress, token: &vfio_core::Uuid) -> Result<BoundDevice> {
+        self.bind_device_inner(addr, Some(token))
+    }
+
+    fn bind_device_inner(&self, addr: &PciAddress, token: Option<&vfio_core::Uuid>) -> Result<BoundDevice> {
+        let unbound = UnboundDevice::open(&self.sysfs, addr)?;
+        let bound = match token {
+            None => unbound.bind(self.ioas.iommufd()),
+            Some(t) => unbound.bind_with_vf_token(self.ioas.iommufd(), t),
+        };
+        let dev = bound.map_err(|e| vfio_core::explain_vf_token_refusal(&self.sysfs, addr, token.is_some(), e))?;
         self.attach(&dev)?;
         Ok(dev)
+    }
+
+    /// Assigns `device` (see [`vfio_core::Container::assign`]) presenting `token` at bind (PCI
+    /// functions only) and keeping `hold` alive until the device fd closes.
+    fn assign_ref(
+        &self,
+        device: &vfio_core::DeviceRef,
+        token: Option<&vfio_core::Uuid>,
+        hold: Option<vfio_core::Owner>,
+    ) -> Result<vfio_core::Device> {
+        let name = device.vfio_name();
+        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        if assigned.contains(&name) {
+            return Err(Error::invalid(
+                "assign device",
+                device,
+                "already assigned to this container",
+            ));
+        }
+        let dev = match device {
+            vfio_core::DeviceRef::Pci(addr) => self.bind_device_inner(addr, token)?,
+            other if token.is_some() => {
+                return Err(Error::invalid(
+                    "assign device",
+                    other,
+                    "a VF token is presented by PCI functions only",
+                ));
+            }
+            other => self.bind_device_ref(other)?,
+        };
+        assigned.insert(name.clone());
+        let owner = Assignment {
+            _ioas: self.ioas.clone(),
+            assigned: self.assigned.clone(),
+            name,
+            _hold: hold,
+        };
+        Ok(dev.into_device(Some(Arc::new(owner))))
     }
 
     /// As [`Container::bind_device`], for any device ([`UnboundDevice::open_ref`]).
@@ -268,7 +325,19 @@ impl vfio_core::Container for Container {
     /// [`UnboundDevice::open`], bind and attach.
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
-        self.assign(&vfio_core::DeviceRef::Pci(*addr))
+        self.assign_device_with(addr, &vfio_core::AssignOptions::default())
+    }
+
+    /// Binds with `VFIO_DEVICE_BIND_FLAG_TOKEN` when a VF token is given (Linux >= 6.17,
+    /// Unsupported before: see [`UnboundDevice::vf_token_bind_supported`]); EACCES names the
+    /// VF's PF. A held object is released after the device fd closes.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
+    fn assign_device_with(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
+        self.assign_ref(
+            &vfio_core::DeviceRef::Pci(*addr),
+            opts.vf_token.as_ref(),
+            opts.hold.clone(),
+        )
     }
 
     /// As [`vfio_core::Container::assign_device`], for any device
@@ -276,23 +345,7 @@ impl vfio_core::Container for Container {
     /// attached to the IOAS, on machines without an IOMMU too.
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
     fn assign(&self, device: &vfio_core::DeviceRef) -> Result<vfio_core::Device> {
-        let name = device.vfio_name();
-        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
-        if assigned.contains(&name) {
-            return Err(Error::invalid(
-                "assign device",
-                device,
-                "already assigned to this container",
-            ));
-        }
-        let dev = self.bind_device_ref(device)?;
-        assigned.insert(name.clone());
-        let owner = Assignment {
-            _ioas: self.ioas.clone(),
-            assigned: self.assigned.clone(),
-            name,
-        };
-        Ok(dev.into_device(Some(Arc::new(owner))))
+        self.assign_ref(device, None, None)
     }
 
     /// The zero-length form: the kernel checks every affected device is bound to this iommufd;
@@ -370,6 +423,28 @@ impl vfio_core::Container for Container {
     #[doc(alias = "IOMMU_IOAS_UNMAP")]
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
         self.ioas.unmap(iova, size)
+    }
+
+    /// [`Ioas::import_dma_buf`] at a fixed IOVA; in no-IOMMU mode returns the BAR's physical
+    /// address (`IOMMU_IOAS_NOIOMMU_GET_PA`; the import is unmapped again if there is none).
+    #[doc(alias = "IOMMU_IOAS_MAP_FILE", alias = "IOMMU_IOAS_NOIOMMU_GET_PA")]
+    fn map_dma_buf(&self, buf: &vfio_core::DmaBuf, iova: u64, access: DmaAccess) -> Result<u64> {
+        let iova = self.ioas.import_dma_buf(buf, IovaPlacement::Fixed(iova), access)?;
+        self.device_address(iova, buf.len())
+    }
+
+    /// Unsupported, without asking the kernel: iommufd pins the pages of what it maps by
+    /// address, and a BAR's mmap has none (`IOMMU_IOAS_MAP` would fail with EFAULT once a
+    /// device is attached): import a dma-buf of the BAR ([`vfio_core::Container::map_dma_buf`]).
+    unsafe fn map_mmio_raw(
+        &self,
+        region: &vfio_core::MappedRegion,
+        _offset: u64,
+        _len: u64,
+        _iova: u64,
+        _access: DmaAccess,
+    ) -> Result<u64> {
+        Err(crate::ioas_dma_buf::mmio_refusal(region))
     }
 }
 

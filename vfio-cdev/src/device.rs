@@ -118,13 +118,59 @@ impl UnboundDevice {
     }
 
     /// `VFIO_DEVICE_BIND_IOMMUFD` with `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux >= 6.17): binds an
-    /// SR-IOV VF (or a PF with VFs) presenting the VF token `uuid` shared with the PF's owner.
-    /// Errors: EACCES for a missing or wrong token (the kernel does not name the PF); EINVAL
-    /// for a device that is neither a PF nor a VF, or on kernels that do not know the flag;
-    /// otherwise those of [`UnboundDevice::bind`].
+    /// SR-IOV VF whose PF is on vfio-pci (or that PF while any of its VFs is open), presenting
+    /// the VF token `token` set on the PF. The kernel checks the token before anything else of
+    /// the bind. Errors: Unsupported, before the bind, when the kernel does not know the flag
+    /// (see [`UnboundDevice::vf_token_bind_supported`]; the device is closed then too); EACCES
+    /// (Kernel) for a wrong token (a plain [`UnboundDevice::bind`] of such a VF is EACCES as
+    /// well; the kernel names no PF: [`vfio_core::explain_vf_token_refusal`] does); EINVAL for
+    /// a device that is neither a VF of a vfio-pci PF nor a PF, and for a PF that is bound
+    /// already (a cdev binds once); otherwise those of [`UnboundDevice::bind`].
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
     pub fn bind_with_vf_token(self, iommufd: &Arc<Iommufd>, token: &vfio_core::Uuid) -> Result<BoundDevice> {
+        // A probe that cannot tell (e.g. EBUSY) leaves the answer to the bind itself.
+        if !self.vf_token_bind_supported().unwrap_or(true) {
+            return Err(Error::unsupported(
+                "VFIO_DEVICE_BIND_FLAG_TOKEN (cdev bind with a VF token)",
+                self.fd.name(),
+                "the kernel does not know the flag (added in Linux 6.17); open the VF in group mode, \
+                 which takes the token from Linux 5.7 on",
+            ));
+        }
         self.bind_inner(iommufd, Some(token.as_bytes()))
+    }
+
+    /// Whether the kernel takes `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux >= 6.17), probed without
+    /// binding: `VFIO_DEVICE_BIND_IOMMUFD` with the flag and a null token pointer. A kernel that
+    /// knows the flag reads the token first and fails with EFAULT (it blocks the device's group
+    /// for the moment of the call, nothing stays); 6.6 to 6.16 refuse any flag with EINVAL. A
+    /// VFIO driver without VF tokens (not vfio-pci) answers EINVAL too: it takes no token.
+    /// Errors: any other errno (Kernel), e.g. EBUSY while the device's group is open in group
+    /// mode.
+    #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD", alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
+    pub fn vf_token_bind_supported(&self) -> Result<bool> {
+        let mut b = sys::vfio_device_bind_iommufd {
+            flags: sys::VFIO_DEVICE_BIND_FLAG_TOKEN,
+            // Any open fd: the token is read, and fails, before the iommufd is looked at.
+            iommufd: self.fd.as_fd().as_raw_fd(),
+            token_uuid_ptr: 0,
+            ..Default::default()
+        };
+        // SAFETY: a null token pointer makes the kernel's copy_from_user fail (EFAULT) before it
+        // binds anything; the argument holds no other pointer.
+        match unsafe { ioctl::call_unchecked::<req::DeviceBindIommufd>(self.ioctl_fd(), &mut b) } {
+            Err(Errno::FAULT) => Ok(true),
+            Err(Errno::INVAL) => Ok(false),
+            Ok(_) => Err(Error::malformed(
+                "VFIO_DEVICE_BIND_IOMMUFD (token probe)",
+                self.fd.name(),
+                "the kernel accepted a null VF token pointer",
+            )),
+            Err(e) => Err(refused::<req::DeviceBindIommufd>(
+                || format!("{} (VF token probe)", self.fd.name()),
+                e,
+            )),
+        }
     }
 
     fn bind_inner(self, iommufd: &Arc<Iommufd>, token: Option<&[u8; 16]>) -> Result<BoundDevice> {
@@ -266,9 +312,10 @@ impl BoundDevice {
         &self.iommufd
     }
 
-    /// `IOMMU_GET_HW_INFO` for this device: what its IOMMU can do (Linux >= 6.7). Errors:
-    /// EOPNOTSUPP (Kernel) when the IOMMU driver reports nothing (virtio-iommu, no-IOMMU),
-    /// ENOTTY on kernels without the ioctl.
+    /// `IOMMU_GET_HW_INFO` for this device: what its IOMMU can do (Linux >= 6.7). A driver
+    /// without driver data (virtio-iommu) answers with type NONE and no data, capabilities
+    /// still set. Errors: Unsupported for a no-IOMMU device (EOPNOTSUPP) or on kernels without
+    /// the ioctl (ENOTTY).
     #[doc(alias = "IOMMU_GET_HW_INFO")]
     pub fn hw_info(&self) -> Result<crate::HwInfo> {
         if self.emulated {

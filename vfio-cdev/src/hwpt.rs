@@ -7,8 +7,9 @@ use std::sync::Arc;
 use iommufd_sys as sys;
 use vfio_core::ioctl::{self, Request, requests as req};
 use vfio_core::{Errno, Error, Result};
+use zerocopy::{Immutable, IntoBytes};
 
-use crate::{HwptId, Iommufd, refused};
+use crate::{DeviceId, FaultId, FaultQueue, HwptId, IoasId, Iommufd, ObjectId, refused};
 
 /// Flags of [`Iommufd::alloc_hwpt`] (`enum iommufd_hwpt_alloc_flags`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub struct HwptFlags {
     pub dirty_tracking: bool,
     /// `IOMMU_HWPT_ALLOC_NEST_PARENT`: the domain may be the stage-2 parent of nested domains.
     pub nest_parent: bool,
+    /// `IOMMU_HWPT_ALLOC_PASID` (Linux >= 6.15): the domain can be attached to a PASID of a
+    /// device (and, while PASIDs are attached, the device's RID must be on such a domain too).
+    pub pasid: bool,
 }
 
 impl HwptFlags {
@@ -29,7 +33,135 @@ impl HwptFlags {
         if self.nest_parent {
             f |= sys::IOMMU_HWPT_ALLOC_NEST_PARENT;
         }
+        if self.pasid {
+            f |= sys::IOMMU_HWPT_ALLOC_PASID;
+        }
         f
+    }
+}
+
+/// Driver data of `IOMMU_HWPT_ALLOC`: the uapi struct of HWPT data type
+/// [`HwptData::DATA_TYPE`] (`enum iommu_hwpt_data_type`), e.g. a VT-d stage-1 page table
+/// description for a nested HWPT. The kernel copies `size_of::<Self>()` bytes of it.
+///
+/// # Safety
+/// `Self` lays out the uapi struct of `DATA_TYPE`, and the kernel follows no user pointer inside
+/// it (addresses in it are guest addresses, translated through the nesting parent).
+pub unsafe trait HwptData: IntoBytes + Immutable {
+    /// The `data_type` of `IOMMU_HWPT_ALLOC`.
+    const DATA_TYPE: u32;
+}
+
+// SAFETY: struct iommu_hwpt_vtd_s1, IOMMU_HWPT_DATA_VTD_S1; pgtbl_addr is a guest physical
+// address the IOMMU walks through the stage-2 parent.
+unsafe impl HwptData for sys::iommu_hwpt_vtd_s1 {
+    const DATA_TYPE: u32 = sys::IOMMU_HWPT_DATA_VTD_S1;
+}
+
+// SAFETY: struct iommu_hwpt_arm_smmuv3, IOMMU_HWPT_DATA_ARM_SMMUV3: a guest STE, no user pointer.
+unsafe impl HwptData for sys::iommu_hwpt_arm_smmuv3 {
+    const DATA_TYPE: u32 = sys::IOMMU_HWPT_DATA_ARM_SMMUV3;
+}
+
+// SAFETY: struct iommu_hwpt_amd_guest, IOMMU_HWPT_DATA_AMD_GUEST: a guest DTE, no user pointer.
+unsafe impl HwptData for sys::iommu_hwpt_amd_guest {
+    const DATA_TYPE: u32 = sys::IOMMU_HWPT_DATA_AMD_GUEST;
+}
+
+impl Iommufd {
+    /// `IOMMU_HWPT_ALLOC` with everything raw: the one place the ioctl is issued with data.
+    /// Errors: Unsupported for EOPNOTSUPP/ENOTTY, else the kernel's errno (Kernel).
+    pub(crate) fn hwpt_alloc_bytes(
+        &self,
+        dev: DeviceId,
+        pt: ObjectId,
+        flags: u32,
+        fault: Option<FaultId>,
+        data_type: u32,
+        data: &[u8],
+    ) -> Result<HwptId> {
+        let (dev_id, pt_id) = (dev.get(), pt.get());
+        let target = || {
+            format!(
+                "{} device {dev_id} pt {pt_id} flags {flags:#x} data type {data_type:#x} ({} bytes){}",
+                self.target(),
+                data.len(),
+                fault.map(|f| format!(" fault {f}")).unwrap_or_default()
+            )
+        };
+        let Ok(data_len) = u32::try_from(data.len()) else {
+            return Err(Error::invalid(
+                req::HwptAlloc::NAME,
+                target(),
+                "driver data above 4 GiB",
+            ));
+        };
+        let mut a = sys::iommu_hwpt_alloc {
+            flags: flags
+                | if fault.is_some() {
+                    sys::IOMMU_HWPT_FAULT_ID_VALID
+                } else {
+                    0
+                },
+            dev_id,
+            pt_id,
+            data_type,
+            data_len,
+            data_uptr: if data.is_empty() { 0 } else { data.as_ptr() as u64 },
+            fault_id: fault.map_or(0, FaultId::get),
+            ..Default::default()
+        };
+        // SAFETY: data_uptr is 0 (with data_len 0) or points at data_len readable bytes alive for
+        // the call, which the kernel copies and does not keep. Whatever the data describes, the
+        // domain translates only to what the IOAS under it maps, which its callers vouched for.
+        let res = unsafe { ioctl::call_unchecked::<req::HwptAlloc>(self.ioctl_fd(), &mut a) };
+        match res {
+            Ok(_) => Ok(HwptId::from(a.out_hwpt_id)),
+            Err(e @ (Errno::NOTTY | Errno::OPNOTSUPP)) => Err(Error::unsupported(req::HwptAlloc::NAME, target(), e)),
+            Err(e) => Err(refused::<req::HwptAlloc>(target, e)),
+        }
+    }
+
+    /// `IOMMU_HWPT_ALLOC` (Linux >= 6.7) of a paging HWPT over IOAS `ioas` for device `dev`, as
+    /// [`Iommufd::alloc_hwpt`], with driver data `data` (e.g. a driver's page-table format) and,
+    /// with `fault` (Linux >= 6.11, `IOMMU_HWPT_FAULT_ID_VALID`), I/O page faults of devices
+    /// attached to it reported on that queue (the HWPT keeps the queue alive). Errors:
+    /// Unsupported (EOPNOTSUPP) when the driver refuses the flags or data type, or `fault` with
+    /// `nest_parent`; EINVAL for data the driver's type does not match in size, or `ioas` not an
+    /// IOAS; ENOENT for an unknown device or fault queue.
+    #[doc(alias = "IOMMU_HWPT_ALLOC", alias = "IOMMU_HWPT_FAULT_ID_VALID")]
+    pub fn alloc_hwpt_with<D: HwptData>(
+        self: &Arc<Self>,
+        dev: DeviceId,
+        ioas: IoasId,
+        flags: HwptFlags,
+        fault: Option<&Arc<FaultQueue>>,
+        data: Option<&D>,
+    ) -> Result<Hwpt> {
+        let (ty, bytes) = data.map_or((sys::IOMMU_HWPT_DATA_NONE, &[][..]), |d| (D::DATA_TYPE, d.as_bytes()));
+        self.alloc_hwpt_raw(dev, ioas, flags.raw(), fault, ty, bytes)
+    }
+
+    /// `IOMMU_HWPT_ALLOC` with raw flags (`enum iommufd_hwpt_alloc_flags`; `FAULT_ID_VALID` is
+    /// set from `fault`), any page-table object `pt` (an IOAS, a paging HWPT for a nested one, a
+    /// vIOMMU) and untyped driver data: for data types without a Rust type, and to see how the
+    /// kernel answers odd requests. The HWPT is destroyed on drop; it keeps `fault` alive but not
+    /// `pt` (drop it first). Errors: as [`Iommufd::alloc_hwpt_with`]; EINVAL for data with type
+    /// NONE, a non-NONE type without data, or `pt` a nested HWPT or a device.
+    #[doc(alias = "IOMMU_HWPT_ALLOC")]
+    pub fn alloc_hwpt_raw(
+        self: &Arc<Self>,
+        dev: DeviceId,
+        pt: impl Into<ObjectId>,
+        flags: u32,
+        fault: Option<&Arc<FaultQueue>>,
+        data_type: u32,
+        data: &[u8],
+    ) -> Result<Hwpt> {
+        let id = self.hwpt_alloc_bytes(dev, pt.into(), flags, fault.map(|f| f.id()), data_type, data)?;
+        let mut hwpt = Hwpt::from_id(self.clone(), id);
+        hwpt.fault = fault.cloned();
+        Ok(hwpt)
     }
 }
 
@@ -43,6 +175,8 @@ pub struct Hwpt {
     iommufd: Arc<Iommufd>,
     /// Still to be destroyed on drop (cleared by [`Hwpt::destroy`]).
     live: bool,
+    /// The fault queue the HWPT reports to (`fault_id`), kept until the HWPT is destroyed.
+    fault: Option<Arc<FaultQueue>>,
 }
 
 impl Hwpt {
@@ -51,7 +185,13 @@ impl Hwpt {
             id,
             iommufd,
             live: true,
+            fault: None,
         }
+    }
+
+    /// The fault queue faults of devices attached to the HWPT go to, if it was allocated with one.
+    pub fn fault_queue(&self) -> Option<&Arc<FaultQueue>> {
+        self.fault.as_ref()
     }
 
     /// `IOMMU_DESTROY` of the HWPT now, returning the kernel's answer instead of logging it as

@@ -58,6 +58,17 @@ ids! {
     PtId;
     /// Any object of an iommufd (what `IOMMU_DESTROY` takes). Made from the typed ids.
     ObjectId;
+    /// The id of a vIOMMU ([`crate::Viommu::id`], `IOMMU_VIOMMU_ALLOC`).
+    ViommuId;
+    /// The id of a vDEVICE ([`crate::Vdevice::id`], `IOMMU_VDEVICE_ALLOC`).
+    VdeviceId;
+    /// The id of a fault queue ([`crate::FaultQueue::id`], `IOMMU_FAULT_QUEUE_ALLOC`; what
+    /// `IOMMU_HWPT_ALLOC`'s `fault_id` takes).
+    FaultId;
+    /// The id of a vEVENTQ ([`crate::Veventq::id`], `IOMMU_VEVENTQ_ALLOC`).
+    VeventqId;
+    /// The id of a hardware queue ([`crate::HwQueue::id`], `IOMMU_HW_QUEUE_ALLOC`).
+    HwQueueId;
 }
 
 macro_rules! widen {
@@ -77,6 +88,11 @@ widen! {
     IoasId => ObjectId,
     HwptId => ObjectId,
     PtId => ObjectId,
+    ViommuId => ObjectId,
+    VdeviceId => ObjectId,
+    FaultId => ObjectId,
+    VeventqId => ObjectId,
+    HwQueueId => ObjectId,
 }
 
 #[cfg(test)]

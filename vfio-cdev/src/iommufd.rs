@@ -214,18 +214,54 @@ impl Iommufd {
     }
 
     /// `IOMMU_GET_HW_INFO` (Linux >= 6.7) for device `dev` (a [`crate::BoundDevice::devid`]),
-    /// with up to 256 bytes of driver-specific data. Errors: ENOENT for an unknown device;
-    /// Unsupported on kernels without the ioctl (ENOTTY) or a driver without info (EOPNOTSUPP).
+    /// with up to 256 bytes of driver-specific data, typed by [`HwInfo::kind`] and
+    /// [`HwInfo::get`]. A driver without driver data (virtio-iommu) answers type NONE with no
+    /// data. Errors: ENOENT for an unknown device; Unsupported on kernels without the ioctl
+    /// (ENOTTY) or for a device without an IOMMU (no-IOMMU cdev, EOPNOTSUPP).
     #[doc(alias = "IOMMU_GET_HW_INFO")]
     pub fn hw_info(&self, dev: DeviceId) -> Result<HwInfo> {
+        self.hw_info_request(dev, None)
+    }
+
+    /// `IOMMU_GET_HW_INFO` with `IOMMU_HW_INFO_FLAG_INPUT_TYPE` (Linux >= 6.17): the info of
+    /// type `T` for device `dev` (for IOMMUs that can report more than one type, e.g. SMMUv3
+    /// with a Tegra241 CMDQV), with its typed data. Errors: Unsupported when the driver does not
+    /// report `T` (EOPNOTSUPP) or the kernel lacks the flag; otherwise as [`Iommufd::hw_info`].
+    #[doc(alias = "IOMMU_GET_HW_INFO", alias = "IOMMU_HW_INFO_FLAG_INPUT_TYPE")]
+    pub fn hw_info_as<T: crate::hw_info::HwInfoType>(&self, dev: DeviceId) -> Result<(HwInfo, T)> {
+        let info = self.hw_info_request(dev, Some(T::TYPE))?;
+        match info.get::<T>() {
+            Some(t) => Ok((info, t)),
+            None => Err(Error::malformed(
+                req::GetHwInfo::NAME,
+                format!("{} device {dev}", self.target()),
+                format!("asked for type {:#x}, got type {:#x}", T::TYPE, info.data_type),
+            )),
+        }
+    }
+
+    /// `IOMMU_GET_HW_INFO` with `in_type` as the input type when given (the caller names the
+    /// type's number: for types without a Rust type and for the bad-input tests).
+    #[doc(alias = "IOMMU_GET_HW_INFO")]
+    pub fn hw_info_of_type(&self, dev: DeviceId, in_type: u32) -> Result<HwInfo> {
+        self.hw_info_request(dev, Some(in_type))
+    }
+
+    fn hw_info_request(&self, dev: DeviceId, in_type: Option<u32>) -> Result<HwInfo> {
         let dev_id = dev.get();
         let mut data = vec![0u8; 256];
         let mut h = sys::iommu_hw_info {
             dev_id,
             data_len: data.len() as u32,
             data_uptr: data.as_mut_ptr() as u64,
+            flags: if in_type.is_some() {
+                sys::IOMMU_HW_INFO_FLAG_INPUT_TYPE
+            } else {
+                0
+            },
             ..Default::default()
         };
+        h.__bindgen_anon_1.in_data_type = in_type.unwrap_or(0);
         // SAFETY: data_uptr points at data_len writable bytes, alive for the call; the kernel
         // writes at most data_len bytes there.
         let res = unsafe { ioctl::call_unchecked::<req::GetHwInfo>(self.ioctl_fd(), &mut h) };

@@ -24,21 +24,49 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "tokio")]
+pub mod async_queue;
 pub mod container;
 pub mod device;
+pub mod fault;
 pub mod hw_info;
+pub mod hw_queue;
 pub mod hwpt;
 pub mod id;
+pub mod invalidation;
 pub mod ioas;
+pub mod ioas_dma_buf;
 pub mod iommufd;
+pub mod nested_hwpt;
+pub mod vdevice;
+pub mod veventq;
+pub mod viommu;
+pub mod viommu_mmap;
 
+#[cfg(feature = "tokio")]
+pub use async_queue::{AsyncFaultQueue, AsyncVeventq};
 pub use container::Container;
 pub use device::{BoundDevice, UnboundDevice};
+pub use fault::{Fault, FaultCookie, FaultPerm, FaultQueue, PageResponseCode};
 pub use hw_info::HwInfo;
+pub use hw_info::{HwInfoKind, HwInfoType};
+pub use hw_queue::{HwQueue, HwQueueType};
+pub use hwpt::HwptData;
 pub use hwpt::{Hwpt, HwptFlags};
 pub use id::{DeviceId, HwptId, IoasId, ObjectId, PtId};
+pub use id::{FaultId, HwQueueId, VdeviceId, VeventqId, ViommuId};
+pub use invalidation::{Invalidation, InvalidationEntry};
 pub use ioas::{Ioas, IoasCopy, IovaPlacement};
+pub use ioas_dma_buf::IoasDmaBuf;
 pub use iommufd::Iommufd;
+pub use nested_hwpt::{NestParent, NestedFlags, NestedHwpt};
+pub use vdevice::Vdevice;
+pub use veventq::{Vevent, VeventData, Veventq};
+pub use viommu::{Viommu, ViommuData};
+pub use viommu_mmap::ViommuMapping;
+
+// `impl Iommufd` for IOMMU_IOAS_CHANGE_PROCESS (a live iommufd handed to a new process).
+mod change_process;
 
 use vfio_core::ioctl::{Errno, Request};
 

@@ -8,7 +8,10 @@
 //! [`dma`](crate::dma) module); and [`Container::map_dma_raw`], `unsafe`, takes any memory by
 //! address and leaves its lifetime to the caller.
 
-use crate::{Addressing, Device, DeviceRef, DmaAccess, DmaBuffer, HotResetInfo, Interface, Mode, PciAddress, Result};
+use crate::{
+    Addressing, Device, DeviceRef, DmaAccess, DmaBuf, DmaBuffer, Error, HotResetInfo, Interface, MappedRegion, Mode,
+    Owner, PciAddress, Result, Uuid,
+};
 
 /// The most IOVA ranges vfio-rs accepts from the kernel (`IOMMU_IOAS_IOVA_RANGES`, the type1
 /// IOVA-range capability). Real IOMMUs report a handful (the aperture minus reserved regions);
@@ -82,6 +85,26 @@ pub trait Container: Send + Sync {
         }
     }
 
+    /// As [`Container::assign_device`], with options: the SR-IOV VF token to present (a VF
+    /// whose PF is owned through vfio-pci, or that PF again while its VFs are open), and an
+    /// object the device keeps alive until its fd closes. Group mode sends
+    /// `"<addr> vf_token=<uuid>"` to `VFIO_GROUP_GET_DEVICE_FD` (Linux 5.7); cdev mode binds with
+    /// `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux 6.17: Unsupported before, found by a probe). Errors:
+    /// those of `assign_device`, and EACCES (Kernel) when the token is missing or wrong, the
+    /// message naming the VF and its PF; EINVAL when a token is given for a function that is
+    /// neither a VF of a vfio-pci PF nor a PF. The default implementation, for containers that
+    /// know no options, calls `assign_device` when none are set and is Unsupported otherwise.
+    fn assign_device_with(&self, addr: &PciAddress, opts: &AssignOptions) -> Result<Device> {
+        if opts.vf_token.is_some() || opts.hold.is_some() {
+            return Err(Error::unsupported(
+                "assign options (VF token, hold)",
+                addr,
+                "this container implements only assign_device",
+            ));
+        }
+        self.assign_device(addr)
+    }
+
     /// Maps the whole `buffer` at `iova` with the given access and returns the address the
     /// device must use (the IOVA, or the physical address without an IOMMU): the safe building
     /// block of [`DmaMapping`](crate::DmaMapping). Remove it with [`Container::unmap_dma`].
@@ -135,4 +158,112 @@ pub trait Container: Send + Sync {
     /// Returns what was reset. Errors: ENODEV when no bus or slot reset reaches the device (a
     /// root-bus device); the kernel's errno otherwise.
     fn hot_reset(&self, device: &Device) -> Result<HotResetInfo>;
+
+    /// Imports a dma-buf of a peer device's BAR ([`Device::export_dma_buf`]) at `iova`, whole,
+    /// so that devices of this container can DMA into that BAR (peer-to-peer); returns the
+    /// address the device must use (the IOVA, or without an IOMMU the BAR's physical address).
+    /// Remove it with [`Container::unmap_dma`]. [`PeerMapping`](crate::dma::PeerMapping) picks
+    /// this route or [`Container::map_mmio_raw`], whichever the container offers.
+    ///
+    /// Safe: the container holds the dma-buf (the kernel's reference), not an address, and the
+    /// exporter revokes it when its BAR stops decoding or its device closes (see [`DmaBuf`]):
+    /// the mapping then reaches nothing, and stays so (unmap it and import again).
+    ///
+    /// | backend | how |
+    /// |---|---|
+    /// | iommufd IOAS (cdev), iommufd's compat `/dev/vfio/vfio` | `IOMMU_IOAS_MAP_FILE` of the dma-buf (Linux >= 6.19) |
+    /// | no-IOMMU cdev | the same, then `IOMMU_IOAS_NOIOMMU_GET_PA` (Linux >= 7.3) |
+    /// | type1 driver, no-IOMMU group | Unsupported: map the BAR's mmap ([`Container::map_mmio_raw`]) |
+    ///
+    /// Errors: Unsupported where the backend cannot import one, and for a dma-buf of several
+    /// ranges (iommufd imports single-range vfio-pci dma-bufs: EOPNOTSUPP); ENODEV (Kernel)
+    /// while it is revoked or after its exporter closed; EEXIST for an IOVA in use; EINVAL for
+    /// an unaligned IOVA.
+    #[doc(alias = "IOMMU_IOAS_MAP_FILE")]
+    fn map_dma_buf(&self, buf: &DmaBuf, iova: u64, access: DmaAccess) -> Result<u64> {
+        let _ = (iova, access);
+        Err(Error::unsupported(
+            "dma-buf import",
+            buf.name(),
+            format!("this container ({}) cannot import dma-bufs", self.mode()),
+        ))
+    }
+
+    /// Maps `len` bytes at `offset` of an mmapped device region (a peer's BAR) at `iova`, for
+    /// peer-to-peer DMA where the container cannot import a dma-buf; returns the address the
+    /// device must use (the IOVA, or without an IOMMU the BAR's physical address). Remove it
+    /// with [`Container::unmap_dma`].
+    ///
+    /// | backend | how |
+    /// |---|---|
+    /// | type1 driver | `VFIO_IOMMU_MAP_DMA` of the mmap: the kernel resolves the BAR's pages (PFNMAP) at map time and maps them until the unmap, through resets, memory-decode changes and `munmap` of the region (no revocation) |
+    /// | no-IOMMU group | nothing is mapped: the BAR's physical address from sysfs `resource`, plus `offset` |
+    /// | iommufd (cdev, compat) | Unsupported without asking the kernel: iommufd pins user memory, and a BAR mmap has no pages to pin (EFAULT): import a dma-buf ([`Container::map_dma_buf`]) |
+    ///
+    /// # Safety
+    /// The mapping reaches the BAR's physical address for as long as it exists, whatever
+    /// happens to the region's device: the caller keeps that device open (a clone of its
+    /// [`Device`]) until the range is unmapped, so that the address stays that BAR's.
+    /// [`PeerMapping`](crate::dma::PeerMapping) is the safe form.
+    ///
+    /// Errors: InvalidArgument for a range outside the mapping or not page aligned; those of
+    /// [`Container::map_dma_raw`]; Unsupported as above.
+    #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
+    unsafe fn map_mmio_raw(
+        &self,
+        region: &MappedRegion,
+        offset: u64,
+        len: u64,
+        iova: u64,
+        access: DmaAccess,
+    ) -> Result<u64> {
+        let _ = (offset, len, iova, access);
+        Err(Error::unsupported(
+            "BAR mapping for peer-to-peer DMA",
+            region.device().name(),
+            format!("this container ({}) cannot map device memory", self.mode()),
+        ))
+    }
+}
+
+/// Options of [`Container::assign_device_with`]; `AssignOptions::default()` is what
+/// [`Container::assign_device`] does.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct AssignOptions {
+    /// The SR-IOV VF token to present: the UUID the PF's owner set with
+    /// [`Device::set_vf_token`]. Needed to open a VF whose PF is on vfio-pci, and to open the PF
+    /// again while any of its VFs is open.
+    pub vf_token: Option<Uuid>,
+    /// Kept alive until the device fd closes, and released after it (e.g. the
+    /// [`SriovVfs`](crate::SriovVfs) owning the VFs, which must outlive every VF fd).
+    pub hold: Option<Owner>,
+}
+
+impl AssignOptions {
+    /// No options: as [`Container::assign_device`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Presents `token` as the VF token.
+    pub fn vf_token(mut self, token: Uuid) -> Self {
+        self.vf_token = Some(token);
+        self
+    }
+
+    /// Keeps `owner` alive until the device fd closes.
+    pub fn hold(mut self, owner: Owner) -> Self {
+        self.hold = Some(owner);
+        self
+    }
+}
+
+impl std::fmt::Debug for AssignOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssignOptions")
+            .field("vf_token", &self.vf_token)
+            .field("hold", &self.hold.is_some())
+            .finish()
+    }
 }

@@ -42,7 +42,7 @@ pub mod host;
 pub mod ioctl;
 pub mod mmio;
 
-pub use container::{Container, IovaRange};
+pub use container::{AssignOptions, Container, IovaRange};
 pub use device::migration::{
     self, Chunk, DataStream, MigFlags, MigState, Migration, PrecopyInfo, ResumeStream, SaveStream,
 };
@@ -56,6 +56,7 @@ pub use dma::{
     Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
     SharedContainer, page_size,
 };
+pub use dma::{PeerMapping, PeerRoute};
 pub use error::{Errno, Error, Result, errno_name};
 #[cfg(feature = "tokio")]
 pub use host::AsyncEventFd;
@@ -65,4 +66,5 @@ pub use host::{
     send_fds, send_refusal, send_request,
 };
 pub use host::{DeviceRef, Mdev, MdevParent, MdevType, mdev_parents};
+pub use host::{SriovVfs, explain_vf_token_refusal};
 pub use mmio::{MappedRegion, Register, RegisterWidth};

@@ -640,13 +640,13 @@ impl Container {
 
     /// Opens the device at `addr` through its group, joining the group first unless it is in
     /// the container already; a group that joined here leaves again if the device fd is refused.
-    fn open_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
+    fn open_device(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
         let id = self.sysfs.iommu_group(addr)?;
-        self.open_device_in(addr.to_string(), id)
+        self.open_device_in(addr.to_string(), id, opts)
     }
 
     /// Opens device `name` (its `dev_name`) through group `id`, as [`Container::open_device`].
-    fn open_device_in(&self, name: String, id: u32) -> Result<vfio_core::Device> {
+    fn open_device_in(&self, name: String, id: u32, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
         let mut state = self.lock();
         Self::forget_detached_locked(&mut state);
         let (pos, joined) = match state.position(id) {
@@ -662,7 +662,11 @@ impl Container {
                 (state.groups.len() - 1, true)
             }
         };
-        let fd = match state.groups[pos].group.device_fd(&name) {
+        let fetched = match &opts.vf_token {
+            None => state.groups[pos].group.device_fd(&name),
+            Some(token) => state.groups[pos].group.device_fd_with_token(&name, token),
+        };
+        let fd = match fetched {
             Ok(fd) => fd,
             Err(e) => {
                 // Undo the join: a refused open must not keep the group (another process
@@ -677,7 +681,12 @@ impl Container {
         };
         let lease = self.lease_locked(&mut state, pos);
         drop(state);
-        Ok(vfio_core::Device::from_fd(fd, name, Some(lease)))
+        let owner: vfio_core::Owner = match &opts.hold {
+            None => lease,
+            // Tuple fields drop in order: the group's lease, then what the caller holds.
+            Some(hold) => Arc::new((lease, hold.clone())),
+        };
+        Ok(vfio_core::Device::from_fd(fd, name, Some(owner)))
     }
 
     /// The lease of group `pos`'s open devices: the live one, or a new one.
@@ -788,8 +797,19 @@ impl vfio_core::Container for Container {
         alias = "VFIO_GROUP_GET_DEVICE_FD"
     )]
     fn assign_device(&self, addr: &PciAddress) -> Result<vfio_core::Device> {
-        self.open_device(addr)
-            .map_err(|e| self.sysfs.explain_open_failure(addr).unwrap_or(e))
+        self.assign_device_with(addr, &vfio_core::AssignOptions::default())
+    }
+
+    /// `VFIO_GROUP_GET_DEVICE_FD` with the name `"<addr> vf_token=<uuid>"` when a VF token is
+    /// given (Linux 5.7); EACCES and EINVAL refusals are explained (naming the PF) by
+    /// [`vfio_core::explain_vf_token_refusal`].
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+    fn assign_device_with(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
+        self.open_device(addr, opts)
+            .map_err(|e| match self.sysfs.explain_open_failure(addr) {
+                Some(better) => better,
+                None => vfio_core::explain_vf_token_refusal(&self.sysfs, addr, opts.vf_token.is_some(), e),
+            })
     }
 
     /// As [`vfio_core::Container::assign_device`], for any device: its group from its
@@ -812,7 +832,7 @@ impl vfio_core::Container for Container {
                  container with Addressing::Iova, which works without an IOMMU too",
             ));
         }
-        self.open_device_in(device.vfio_name(), id)
+        self.open_device_in(device.vfio_name(), id, &vfio_core::AssignOptions::default())
             .map_err(|e| match self.sysfs.require_device_ref(device) {
                 Err(gone) => gone,
                 Ok(_) => e,
@@ -902,6 +922,30 @@ impl vfio_core::Container for Container {
             Ok(n) => Ok(n),
             Err(e) => Err(self.unmap_refused(e, iova, size)),
         }
+    }
+
+    /// iommufd's compat container: `IOMMU_IOAS_MAP_FILE` of the dma-buf into its compat IOAS
+    /// (Linux >= 6.19). The type1 driver and no-IOMMU containers: Unsupported (use
+    /// `map_mmio_raw`). See the crate's `peer.rs`.
+    #[doc(alias = "IOMMU_IOAS_MAP_FILE")]
+    fn map_dma_buf(&self, buf: &vfio_core::DmaBuf, iova: u64, access: DmaAccess) -> Result<u64> {
+        self.import_dma_buf(buf, iova, access)
+    }
+
+    /// The type1 driver: `VFIO_IOMMU_MAP_DMA` of the mmap (never revoked); no IOMMU: the BAR's
+    /// physical address from sysfs `resource` (nothing mapped); iommufd's compat container:
+    /// Unsupported (use `map_dma_buf`). See the crate's `peer.rs`.
+    #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
+    unsafe fn map_mmio_raw(
+        &self,
+        region: &vfio_core::MappedRegion,
+        offset: u64,
+        len: u64,
+        iova: u64,
+        access: DmaAccess,
+    ) -> Result<u64> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.map_peer_mmio(region, offset, len, iova, access) }
     }
 }
 

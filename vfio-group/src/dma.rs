@@ -48,7 +48,7 @@ pub(crate) struct DmaGate {
 
 /// How the safe map maps, by backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SafePath {
+pub(crate) enum SafePath {
     /// The type1 driver: by address, pinned at map time.
     Type1,
     /// iommufd's compat container: by file, into this compat IOAS.
@@ -209,7 +209,7 @@ impl Container {
 
     /// Which way the safe map goes, learned once (one ioctl) at the first safe map.
     #[inline]
-    fn safe_path(&self) -> Result<SafePath> {
+    pub(crate) fn safe_path(&self) -> Result<SafePath> {
         match self.dma.path.get() {
             Some(p) => Ok(*p),
             None => self.resolve_safe_path(),
@@ -262,7 +262,7 @@ impl Container {
     /// `IOMMU_IOAS_MAP_FILE` are issued on it, the latter only once the former proved the fd an
     /// iommufd.
     #[inline]
-    fn iommufd_fd(&self) -> ioctl::Fd<'_, kind::Iommufd> {
+    pub(crate) fn iommufd_fd(&self) -> ioctl::Fd<'_, kind::Iommufd> {
         let fd: BorrowedFd<'_> = self.ioctl_fd().borrow();
         // SAFETY: a container fd is either iommufd's compat container, which is an iommufd
         // (`iommufd_fops`: it takes every iommufd request), or a VFIO container, which answers

@@ -168,7 +168,13 @@ impl Group {
     /// `VFIO_SET_IOMMU` succeeded), said so in the error.
     #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
     pub fn device_fd(&self, name: &str) -> Result<OwnedFd> {
-        let cname = CString::new(name)
+        self.get_device_fd(name, name)
+    }
+
+    /// `VFIO_GROUP_GET_DEVICE_FD` with the string `request`; errors show `shown` instead (a VF
+    /// token is a secret: it stays out of error messages and logs).
+    fn get_device_fd(&self, request: &str, name: &str) -> Result<OwnedFd> {
+        let cname = CString::new(request)
             .map_err(|_| Error::invalid("VFIO_GROUP_GET_DEVICE_FD", self.target(), "device name has a NUL byte"))?;
         // SAFETY: VFIO_GROUP_GET_DEVICE_FD reads a NUL-terminated string; `cname` is one and
         // outlives the call.
@@ -181,10 +187,22 @@ impl Group {
         // SAFETY: on success the ioctl returns a new fd that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
     }
+
+    /// `VFIO_GROUP_GET_DEVICE_FD` for the device named `name`, presenting the SR-IOV VF token
+    /// `token` (Linux 5.7): the kernel is sent `"<name> vf_token=<uuid>"`. Needed for a VF whose
+    /// PF is on vfio-pci, and for that PF while any of its VFs is open. Errors: EACCES (Kernel)
+    /// when the token is wrong; EINVAL when the device is neither a VF of a vfio-pci PF nor a
+    /// PF (vfio-pci refuses a token there), or for a device not in this group; otherwise those
+    /// of [`Group::device_fd`]. The token never appears in errors.
+    #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+    pub fn device_fd_with_token(&self, name: &str, token: &vfio_core::Uuid) -> Result<OwnedFd> {
+        self.get_device_fd(
+            &format!("{name} vf_token={token}"),
+            &format!("{name} vf_token=<the token>"),
+        )
+    }
 }
 
-/// What an EPERM from joining a container, setting its IOMMU or getting a device fd means, to
-/// append to the error's target (empty for any other errno): the kernel says why only in dmesg.
 /// Why a group joins a container, for errors: `" (opening 0000:00:01.0)"`, or nothing. Written
 /// only when an error is built, so that a successful join formats nothing.
 #[derive(Debug, Clone, Copy)]
@@ -199,6 +217,8 @@ impl std::fmt::Display for Purpose<'_> {
     }
 }
 
+/// What an EPERM from joining a container, setting its IOMMU or getting a device fd means, to
+/// append to the error's target (empty for any other errno): the kernel says why only in dmesg.
 pub(crate) fn eperm_hint(errno: Errno) -> &'static str {
     if errno != Errno::PERM {
         return "";

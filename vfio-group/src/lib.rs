@@ -39,6 +39,8 @@ pub mod group;
 mod info;
 pub mod legacy;
 mod noiommu;
+mod peer;
+mod vaddr;
 
 pub use container::{Backend, Container, IommuType};
 pub use group::{Group, GroupStatus};

@@ -8,15 +8,14 @@
 //! `transfer::receive`; the parent opens instance A, writes "hello, mtty" into its UART (mtty
 //! loops the characters back into its receive FIFO) and saves it with `transfer::send` (pre-copy
 //! rounds while A runs, then STOP_COPY). The child succeeds only when B's UART reads the same
-//! characters. Both instances are removed at the end, after every fd of them closed.
+//! characters. Both instances (`vfio_core::Mdev`) are removed at the end, after every fd of them
+//! closed.
 
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use vfio_core::migration::transfer::{self, PrecopyPolicy};
-use vfio_core::{Device, MigState};
+use vfio_core::{Addressing, Device, Mdev, MdevParent, MigState, Sysfs, Uuid};
 
 mod common;
 
@@ -33,57 +32,22 @@ fn main() -> ExitCode {
     common::finish("migrate_mtty", run())
 }
 
-/// An mtty instance made through sysfs, removed on drop.
-struct Instance(String);
-
-impl Instance {
-    fn create() -> Res<Self> {
-        let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")?
-            .trim()
-            .to_lowercase();
-        std::fs::write(format!("{PARENT}/mdev_supported_types/mtty-1/create"), &uuid)?;
-        Ok(Instance(uuid))
-    }
-
-    fn dir(&self) -> PathBuf {
-        PathBuf::from(format!("/sys/bus/mdev/devices/{}", self.0))
-    }
-
-    /// Opens the instance in group or cdev mode and reads its info (mtty answers IRQ requests
-    /// only after `VFIO_DEVICE_GET_INFO`).
-    fn open(&self, cdev: bool) -> Res<Device> {
-        let dev = if cdev {
-            let dir = self.dir().join("vfio-dev");
-            let name = std::fs::read_dir(&dir)?
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .find(|n| n.starts_with("vfio"))
-                .ok_or("no vfio-dev/vfioN")?;
-            let fd = vfio_core::open_node(&PathBuf::from(format!("/dev/vfio/devices/{name}")))?;
-            let iommufd = vfio_cdev::Iommufd::open()?;
-            let bound = vfio_cdev::UnboundDevice::from_fd(fd, &self.0, false).bind(&iommufd)?;
-            let ioas = iommufd.alloc_ioas()?;
-            bound.attach(ioas.id())?;
-            bound.into_device(Some(Arc::new(ioas)))
-        } else {
-            let link = std::fs::read_link(self.dir().join("iommu_group"))?;
-            let group_id: u32 = link.file_name().and_then(|n| n.to_str()).ok_or("no group")?.parse()?;
-            let container = vfio_group::Container::open(vfio_core::Addressing::Iova)?;
-            let group = container.add_group(group_id)?;
-            let fd = group.device_fd(&self.0)?;
-            Device::from_fd(fd, &self.0, Some(Arc::new((container, group))))
-        };
-        dev.info()?;
-        Ok(dev)
-    }
+/// Creates an `mtty-1` instance; it is removed when the last handle (and the last device
+/// opened from it) is gone.
+fn create() -> Res<Mdev> {
+    let parent = MdevParent::open(&Sysfs::default(), "mtty")?;
+    Ok(parent.mdev_type("mtty-1")?.create(Uuid::random()?)?)
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(self.dir().join("remove"), "1") {
-            eprintln!("removing mtty {}: {e}", self.0);
-        }
-    }
+/// Opens `instance` in a container of its own, group or cdev mode (`Mdev::open_in` reads its
+/// info first: mtty answers IRQ requests only after `VFIO_DEVICE_GET_INFO`). The device keeps
+/// the instance and the container alive.
+fn open(instance: &Mdev, cdev: bool) -> Res<Device> {
+    Ok(if cdev {
+        instance.open_in(&vfio_cdev::Container::new()?)?
+    } else {
+        instance.open_in(&vfio_group::Container::open(Addressing::Iova)?)?
+    })
 }
 
 /// Writes `chars` one byte at a time at BAR0 offset 0 (the UART's TX).
@@ -110,8 +74,8 @@ fn uart_read(dev: &Device) -> Res<Vec<u8>> {
     }
 }
 
-fn destination(b: &Instance, cdev: bool, mut rx: UnixStream) -> Res<String> {
-    let dev = b.open(cdev)?;
+fn destination(b: &Mdev, cdev: bool, mut rx: UnixStream) -> Res<String> {
+    let dev = open(b, cdev)?;
     let m = dev.migration()?;
     let got = transfer::receive(&m, &mut rx)?;
     let state = m.state()?;
@@ -137,7 +101,7 @@ fn run() -> Res<String> {
             _ => return Err("usage: migrate_mtty [--mode group|cdev]".into()),
         }
     }
-    let (a, b) = (Instance::create()?, Instance::create()?);
+    let (a, b) = (create()?, create()?);
     let (mut tx, rx) = UnixStream::pair()?;
     let tx_fd = std::os::fd::AsRawFd::as_raw_fd(&tx);
     // SAFETY: the process has one thread; the child ends in _exit.
@@ -165,12 +129,12 @@ fn run() -> Res<String> {
     }
     drop(rx);
     let sent = (|| -> Res<transfer::SendReport> {
-        let dev = a.open(cdev)?;
+        let dev = open(&a, cdev)?;
         uart_write(&dev, MESSAGE)?;
         let m = dev.migration()?;
         println!(
             "  A: {} offers {:?}, {}-byte state",
-            a.0,
+            a.uuid(),
             m.flags(),
             m.stop_copy_size()?
         );

@@ -2,7 +2,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use vfio_core::{Container, Device, Error, EventFd, IrqSet, MappedRegion, Mode, PciAddress, RegionInfo, Result};
+use vfio_core::{
+    Container, Device, Error, EventFd, IrqSet, MappedRegion, Mode, PciAddress, RegionInfo, Result, SriovVfs,
+};
 use vfio_sys as sys;
 
 use crate::config::{Command, Status, offset};
@@ -65,6 +67,40 @@ impl PciDevice {
         // VFIO_DEVICE_GET_INFO check needed, unlike for a device fd of unknown origin.
         let device = container.assign_device(address)?;
         Ok(Self::new(device, *address, container.mode()))
+    }
+
+    /// Opens VF `index` of `vfs` (in [`SriovVfs::vfs`] order) in `mode` (or
+    /// [`vfio_core::preferred`]) through that mode's default container, presenting the VF token
+    /// ([`SriovVfs::open_vf`]); the VF holds `vfs`, so the VFs stay enabled and the PF open (not
+    /// reset) until the VF is closed. Errors: as [`PciDevice::open_vf_in`].
+    pub fn open_vf(vfs: &Arc<SriovVfs>, index: usize, mode: Option<Mode>) -> Result<Self> {
+        let mode = match mode {
+            Some(m) => m,
+            None => vfio_core::preferred()?,
+        };
+        Self::open_vf_in(crate::default_container(mode)?, vfs, index)
+    }
+
+    /// Opens VF `index` of `vfs` in `container`, presenting the VF token: group mode sends
+    /// `"<vf> vf_token=<uuid>"` to `VFIO_GROUP_GET_DEVICE_FD` (Linux 5.7), cdev mode binds with
+    /// `VFIO_DEVICE_BIND_FLAG_TOKEN` (Linux 6.17). Errors: InvalidArgument for an index past
+    /// the VFs; Unsupported for cdev mode before Linux 6.17; EACCES (Kernel, naming the VF and
+    /// its PF) when the kernel refuses the token; otherwise those of [`PciDevice::open_in`].
+    pub fn open_vf_in(container: &dyn Container, vfs: &Arc<SriovVfs>, index: usize) -> Result<Self> {
+        let device = vfs.open_vf(container, index)?;
+        Ok(Self::new(device, vfs.vfs()[index], container.mode()))
+    }
+
+    /// Whether this function is an SR-IOV VF (sysfs has a `physfn` link for it). Errors: those
+    /// of [`vfio_core::Sysfs::physfn`].
+    pub fn is_virtfn(&self) -> Result<bool> {
+        Ok(self.physfn()?.is_some())
+    }
+
+    /// The PF of this SR-IOV VF (its sysfs `physfn` link), or `None` when it is not a VF.
+    /// Errors: those of [`vfio_core::Sysfs::physfn`].
+    pub fn physfn(&self) -> Result<Option<PciAddress>> {
+        vfio_core::Sysfs::default().physfn(&self.address)
     }
 
     fn new(device: Device, address: PciAddress, mode: Mode) -> Self {

@@ -39,6 +39,7 @@ pub mod doctor;
 #[cfg(test)]
 mod fake;
 pub mod inventory;
+pub mod peer;
 
 pub use bar::{Bar, BarInfo, BarKind};
 pub use binding::VfioPciBinding;

@@ -6,17 +6,21 @@
 //! under TCG. Each result is printed twice: a `@@BENCH {json}` line for `cargo xtask bench` and a
 //! line for people. A case that cannot run here prints `skipped: <reason>`.
 //!
-//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P6, P8, X1, X2, S1, S2),
+//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P6, P8, X1, X2, S1, S2,
+//! M1, M2, Q1, Q2, R1),
 //! `--reserve-hugepages` (raise the 2 MiB pool as needed, put back afterwards; needs root),
 //! `--cpu N` (the vCPU to pin to; default the last one).
 //! Devices: `VFIO_TEST_EDU` (QEMU edu, required), `VFIO_TEST_NVME` (a second device, for the runs
-//! that need both modes live at once).
+//! that need both modes live at once). M1 and M2 create their own mtty instances.
 
 mod dma;
 mod fixtures;
+mod iommufd_events;
 mod measure;
+mod migration;
 mod mmio;
 mod open;
+mod restart;
 mod scale;
 
 use std::process::ExitCode;
@@ -158,7 +162,7 @@ fn main() -> ExitCode {
     meta.str("quick", if ctx.quick { "yes" } else { "no" });
     println!("@@BENCH-META {}", meta.finish());
 
-    const PER_MODE: &[&str] = &["P1", "P2", "P3", "P4", "P5", "P6", "P8"];
+    const PER_MODE: &[&str] = &["P1", "P2", "P3", "P4", "P5", "P6", "P8", "R1"];
     for mode in [Mode::GROUP, Mode::CDEV] {
         let m = mode.to_string();
         if let Some(why) = mode_unavailable(mode) {
@@ -186,6 +190,19 @@ fn main() -> ExitCode {
         ctx.section(&["P6"], &m, |c| open::p6_secondary(c, mode, &addr));
         ctx.section(&["P6"], &m, |c| mmio::p6_irq(c, mode, &addr));
         ctx.section(&["P8"], &m, |c| mmio::p8_ioeventfd(c, mode, &addr));
+        ctx.section(&["R1"], &m, |c| restart::r1(c, mode, &addr));
+    }
+
+    const MIGRATION: &[&str] = &["M1", "M2"];
+    for mode in [Mode::GROUP, Mode::CDEV] {
+        let m = mode.to_string();
+        if let Some(why) = mode_unavailable(mode).or_else(vfio_tests::mtty::unavailable) {
+            ctx.skip_all(MIGRATION, &m, &why);
+            continue;
+        }
+        println!("==> {m} mode, mtty, pinned to CPU {}", ctx.cpu);
+        ctx.section(&["M1"], &m, |c| migration::m1(c, mode));
+        ctx.section(&["M2"], &m, |c| migration::m2(c, mode));
     }
 
     const CROSS: &[&str] = &["X1", "X2", "S1", "S2"];
@@ -204,6 +221,22 @@ fn main() -> ExitCode {
             ctx.section(&["X2"], "cdev/group", |c| scale::x2(c, &edu, &nvme));
             ctx.section(&["S1"], "cdev/group", |c| scale::s1(c, &edu, &nvme));
             ctx.section(&["S2"], "cdev/group", scale::s2);
+        }
+    }
+
+    // Issue #16: iommufd fault and event queues, against the selftest mock (cdev mode only).
+    const QUEUES: &[&str] = &["Q1", "Q2"];
+    if QUEUES.iter().any(|id| ctx.wants(id)) {
+        match vfio_tests::iommufd_mock::open() {
+            Err(why) => ctx.skip_all(QUEUES, "cdev", &format!("no iommufd selftest mock: {why}")),
+            Ok(iommufd) => {
+                println!(
+                    "==> iommufd fault and event queues (selftest mock), pinned to CPU {}",
+                    ctx.cpu
+                );
+                ctx.section(&["Q1"], "cdev", |c| iommufd_events::q1(c, &iommufd));
+                ctx.section(&["Q2"], "cdev", |c| iommufd_events::q2(c, &iommufd));
+            }
         }
     }
 

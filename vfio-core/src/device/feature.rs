@@ -1,7 +1,5 @@
 //! Device features (`VFIO_DEVICE_FEATURE`, Linux 5.17 and later): probe, get and set.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
-
 use bitflags::bitflags;
 use vfio_sys as sys;
 
@@ -86,39 +84,6 @@ impl Device {
         unsafe { self.feature_raw("VFIO_DEVICE_FEATURE set", feature, sys::VFIO_DEVICE_FEATURE_SET, data) }
     }
 
-    /// `VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY` (Linux 6.0): puts the device in D3cold (or D3hot)
-    /// while nothing uses it; the kernel wakes it on the next access through the device fd, and
-    /// zaps BAR mappings until then. Errors: EINVAL when already in low power; ENOTTY/EINVAL
-    /// when not offered.
-    #[doc(alias = "VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY")]
-    pub fn low_power_enter(&self) -> Result<()> {
-        // SAFETY: the feature has no payload.
-        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY, &mut []) }.map(drop)
-    }
-
-    /// `VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP` (Linux 6.0): as
-    /// [`Device::low_power_enter`], and the kernel signals `wakeup` when the device asks to wake
-    /// (PME). Errors: EINVAL when already in low power or for an fd that is not an eventfd.
-    #[doc(alias = "VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP")]
-    pub fn low_power_enter_with_wakeup(&self, wakeup: BorrowedFd<'_>) -> Result<()> {
-        let payload = sys::vfio_device_low_power_entry_with_wakeup {
-            wakeup_eventfd: wakeup.as_raw_fd(),
-            reserved: 0,
-        };
-        let mut bytes = zerocopy::IntoBytes::as_bytes(&payload).to_vec();
-        // SAFETY: the payload holds an eventfd number (borrowed, so open for the call) and no
-        // pointer; the kernel takes its own reference to the eventfd.
-        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, &mut bytes) }.map(drop)
-    }
-
-    /// `VFIO_DEVICE_FEATURE_LOW_POWER_EXIT` (Linux 6.0): brings the device back to D0. Errors:
-    /// ENOTTY/EINVAL when not offered.
-    #[doc(alias = "VFIO_DEVICE_FEATURE_LOW_POWER_EXIT")]
-    pub fn low_power_exit(&self) -> Result<()> {
-        // SAFETY: the feature has no payload.
-        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT, &mut []) }.map(drop)
-    }
-
     /// `VFIO_DEVICE_FEATURE` probe, answered three ways: [`FeatureSupport::Supported`],
     /// [`FeatureSupport::NotOffered`] (ENOTTY from kernels before 5.17 or devices without
     /// features, EOPNOTSUPP, or the EINVAL the kernel gives for a feature it does not know), or
@@ -134,13 +99,28 @@ impl Device {
 
     /// `VFIO_DEVICE_FEATURE_PCI_VF_TOKEN` SET (Linux 5.7): the VF token of this SR-IOV PF,
     /// which whoever opens one of its VFs (or, while VFs exist, the PF again) must present.
-    /// Only a PF owned by vfio-pci with `vfio-pci.enable_sriov=1` takes one. Errors: ENOTTY
-    /// (Kernel) when the device is not such a PF (or the kernel has no device features).
+    /// Every SR-IOV PF on vfio-pci takes one, before or after its VFs are enabled (vfio-pci's
+    /// `enable_sriov=1` gates only enabling them); the PF starts with a random token that it
+    /// keeps across closes. There is no GET. [`SriovVfs`](crate::SriovVfs) sets it and enables
+    /// the VFs in the safe order. Errors: ENOTTY (Kernel) when the device is not an SR-IOV PF
+    /// (or the kernel has no device features); EINVAL for a payload of the wrong size.
     #[doc(alias = "VFIO_DEVICE_FEATURE_PCI_VF_TOKEN")]
     pub fn set_vf_token(&self, token: &Uuid) -> Result<()> {
         let mut bytes = *token.as_bytes();
         // SAFETY: the payload is the 16-byte UUID, no pointer.
-        unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, &mut bytes) }.map(drop)
+        match unsafe { self.feature_set(sys::VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, &mut bytes) } {
+            Ok(_) => Ok(()),
+            Err(Error::Kernel {
+                op,
+                target,
+                errno: errno @ crate::Errno::NOTTY,
+            }) => Err(Error::Kernel {
+                op,
+                target: format!("{target} (ENOTTY: not an SR-IOV PF on vfio-pci, so it has no VF token)"),
+                errno,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// `VFIO_DEVICE_FEATURE_BUS_MASTER` SET (Linux 6.17): turns the device's bus mastering on

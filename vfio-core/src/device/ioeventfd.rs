@@ -71,8 +71,9 @@ impl Device {
     /// whenever `eventfd` is signalled. vfio-pci takes up to 1000 per device. Errors:
     /// InvalidArgument, before the kernel is asked, for an access past the region's end; EINVAL
     /// (Kernel) for a region that is not a BAR, an access overlapping the MSI-X table, or an
-    /// 8-byte write the kernel cannot do; EEXIST when the same offset, width and value are
-    /// registered already; ENOSPC past the limit; ENOTTY on devices without ioeventfds.
+    /// 8-byte write the kernel cannot do; EEXIST, said so in the error, when the same offset,
+    /// width and value are registered already (the same place with another value is a second,
+    /// separate ioeventfd); ENOSPC past the limit; ENOTTY on devices without ioeventfds.
     #[doc(alias = "VFIO_DEVICE_IOEVENTFD")]
     pub fn add_ioeventfd(
         &self,
@@ -84,7 +85,14 @@ impl Device {
         let file_offset = region.file_offset("ioeventfd", self.name(), offset, value.width() as usize)?;
         self.ioeventfd_raw(file_offset, value, eventfd.as_raw_fd())
             .map_err(|e| {
-                ioctl::kernel_error::<req::DeviceIoeventfd>(self.ioeventfd_target(region.index, offset, value), e)
+                let mut target = self.ioeventfd_target(region.index, offset, value);
+                if e == crate::Errno::EXIST {
+                    target.push_str(
+                        " (EEXIST: an ioeventfd with this offset, width and value is registered on the \
+                         device already; remove it first)",
+                    );
+                }
+                ioctl::kernel_error::<req::DeviceIoeventfd>(target, e)
             })?;
         Ok(Ioeventfd {
             device: self.clone(),

@@ -12,12 +12,14 @@
 //! [`Migration::reset`]; the library never resets on its own.
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vfio_sys as sys;
 use zerocopy::IntoBytes;
 
-use crate::{Device, Error, NamedFd, Result};
+use crate::ioctl::{self, requests as req};
+use crate::{Device, Errno, Error, NamedFd, Result};
 
 mod state;
 mod stream;
@@ -33,6 +35,9 @@ use state::flag_names;
 #[derive(Debug)]
 pub(crate) struct Clock {
     inner: Mutex<ClockState>,
+    /// `epoch << 32 | state`, published whenever a lock is released: what a data stream checks
+    /// on every read or write, without taking the lock.
+    seen: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -41,15 +46,89 @@ pub(crate) struct ClockState {
     pub(crate) epoch: u64,
     /// The last state this handle set or read.
     pub(crate) state: MigState,
-    /// The arc that ended the last session, for errors.
-    pub(crate) ended_by: String,
+    /// What ended the last session, for errors.
+    pub(crate) ended_by: EndedBy,
     /// Whether `MIG_PRECOPY_INFOv2` was enabled through this handle.
     pub(crate) v2: bool,
 }
 
+/// What ended a session: kept as states and formatted only when an error names it, so that
+/// leaving a session costs no allocation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EndedBy {
+    /// No session has ended.
+    Nothing,
+    /// A state change, seen as this arc.
+    Arc(MigState, MigState),
+    /// `VFIO_DEVICE_RESET`.
+    Reset,
+}
+
+impl std::fmt::Display for EndedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndedBy::Nothing => f.write_str("(nothing)"),
+            EndedBy::Arc(from, to) => write!(f, "{from} -> {to}"),
+            EndedBy::Reset => f.write_str("VFIO_DEVICE_RESET"),
+        }
+    }
+}
+
 impl Clock {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, ClockState> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn new(state: ClockState) -> Self {
+        let seen = AtomicU64::new(Self::pack(&state));
+        Clock {
+            inner: Mutex::new(state),
+            seen,
+        }
+    }
+
+    fn pack(state: &ClockState) -> u64 {
+        (state.epoch << 32) | u64::from(state.state.raw())
+    }
+
+    /// The state, under the lock; what it holds when the guard drops is published to the
+    /// streams' lock-free check ([`Clock::current`]).
+    pub(crate) fn lock(&self) -> ClockGuard<'_> {
+        ClockGuard {
+            guard: self.inner.lock().unwrap_or_else(|p| p.into_inner()),
+            seen: &self.seen,
+        }
+    }
+
+    /// The last published state, if the epoch is still `epoch` (a session's check).
+    #[inline]
+    pub(crate) fn current(&self, epoch: u64) -> Option<MigState> {
+        let v = self.seen.load(Ordering::Acquire);
+        if v >> 32 != epoch & 0xffff_ffff {
+            return None;
+        }
+        MigState::from_raw(v as u32)
+    }
+}
+
+/// The locked [`ClockState`]; publishes it on drop.
+pub(crate) struct ClockGuard<'a> {
+    guard: MutexGuard<'a, ClockState>,
+    seen: &'a AtomicU64,
+}
+
+impl std::ops::Deref for ClockGuard<'_> {
+    type Target = ClockState;
+    fn deref(&self) -> &ClockState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for ClockGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ClockState {
+        &mut self.guard
+    }
+}
+
+impl Drop for ClockGuard<'_> {
+    fn drop(&mut self) {
+        self.seen.store(Clock::pack(&self.guard), Ordering::Release);
     }
 }
 
@@ -87,14 +166,12 @@ impl Device {
         let m = Migration {
             device: self.clone(),
             flags,
-            clock: Arc::new(Clock {
-                inner: Mutex::new(ClockState {
-                    epoch: 0,
-                    state: MigState::Running,
-                    ended_by: String::new(),
-                    v2: false,
-                }),
-            }),
+            clock: Arc::new(Clock::new(ClockState {
+                epoch: 0,
+                state: MigState::Running,
+                ended_by: EndedBy::Nothing,
+                v2: false,
+            })),
         };
         let now = m.state()?;
         m.clock.lock().state = now;
@@ -117,12 +194,17 @@ impl Migration {
     /// kernel's errno; Malformed for a state number outside the uapi.
     #[doc(alias = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE")]
     pub fn state(&self) -> Result<MigState> {
-        let mut mig = sys::vfio_device_feature_mig_state::default();
-        // SAFETY: the payload is two integers the kernel fills; a GET returns no fd.
-        unsafe {
-            self.device
-                .feature_get(sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, mig.as_mut_bytes())
-        }?;
+        let mig = self.mig_state_call(sys::VFIO_DEVICE_FEATURE_GET, 0).map_err(|e| {
+            Error::kernel(
+                "VFIO_DEVICE_FEATURE get",
+                format!(
+                    "{} feature {}",
+                    self.device.name(),
+                    sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE
+                ),
+                e,
+            )
+        })?;
         MigState::from_raw(mig.device_state).ok_or_else(|| {
             Error::malformed(
                 "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
@@ -177,32 +259,23 @@ impl Migration {
                 format!("the device is in ERROR: reset() it (VFIO_DEVICE_RESET) before asking for {to}"),
             ));
         }
-        let path = MigState::path(self.flags, from, to)
+        let (path, len) = path_of(self.flags, from, to)
             .ok_or_else(|| Error::invalid(OP, dev, format!("the kernel has no path from {from} to {to}")))?;
         let mut cur = from;
         let mut opened = None;
-        for &step in &path {
-            let mut mig = sys::vfio_device_feature_mig_state {
-                device_state: step.raw(),
-                data_fd: -1,
-            };
-            // SAFETY: the payload is two integers, no pointer; an fd the kernel installs in
-            // `data_fd` is adopted below, so it is closed on every path.
-            let res = unsafe {
-                self.device
-                    .feature_set(sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, mig.as_mut_bytes())
-            };
-            let fd = (res.is_ok() && mig.data_fd >= 0).then(|| {
+        for &step in &path[..len] {
+            let res = self.mig_state_call(sys::VFIO_DEVICE_FEATURE_SET, step.raw());
+            let fd = match &res {
                 // SAFETY: the kernel installed this fd for this process on this call
                 // (vfio_ioct_mig_return_fd, O_CLOEXEC) and nothing else owns it.
-                unsafe { OwnedFd::from_raw_fd(mig.data_fd) }
-            });
-            if let Err(e) = res {
+                Ok(mig) if mig.data_fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(mig.data_fd) }),
+                _ => None,
+            };
+            if let Err(errno) = res {
                 let now = self.state().ok();
                 if let Some(now) = now {
                     self.observe(now);
                 }
-                let errno = e.errno().unwrap_or(crate::Errno::INVAL);
                 return Err(Error::kernel(
                     OP,
                     format!(
@@ -212,19 +285,26 @@ impl Migration {
                     errno,
                 ));
             }
-            if MigState::arc_ends_session(cur, step) {
-                self.end_session(format!("{cur} -> {step}"));
-            }
-            self.clock.lock().state = step;
-            match (MigState::arc_opens(cur, step), fd) {
+            let kind = MigState::arc_opens(cur, step);
+            let epoch = {
+                let mut c = self.clock.lock();
+                if MigState::arc_ends_session(cur, step) {
+                    c.epoch += 1;
+                    c.ended_by = EndedBy::Arc(cur, step);
+                }
+                c.state = step;
+                if kind.is_some() && fd.is_some() {
+                    c.epoch += 1;
+                }
+                c.epoch
+            };
+            match (kind, fd) {
                 (Some(kind), Some(fd)) => {
-                    let epoch = {
-                        let mut c = self.clock.lock();
-                        c.epoch += 1;
-                        c.epoch
-                    };
-                    let fd = NamedFd::new(fd, format!("{dev} migration data"));
-                    opened = Some(DataStream::new(kind, fd, dev, self.clock.clone(), epoch));
+                    let mut name = String::with_capacity(dev.len() + 15);
+                    name.push_str(dev);
+                    name.push_str(" migration data");
+                    let fd = NamedFd::new(fd, name);
+                    opened = Some(DataStream::new(kind, fd, dev.len(), self.clock.clone(), epoch));
                 }
                 (None, None) => {}
                 (kind, fd) => {
@@ -299,7 +379,7 @@ impl Migration {
         {
             let mut c = self.clock.lock();
             c.epoch += 1;
-            c.ended_by = "VFIO_DEVICE_RESET".to_string();
+            c.ended_by = EndedBy::Reset;
             c.state = MigState::Running;
         }
         let now = self.state()?;
@@ -316,18 +396,45 @@ impl Migration {
 
     /// Records a state read from the kernel: leaving a session this handle knew of ends it.
     fn observe(&self, now: MigState) {
-        let before = self.clock.lock().state;
+        let mut c = self.clock.lock();
+        let before = c.state;
         if before != now && MigState::arc_ends_session(before, now) {
-            self.end_session(format!("{before} -> {now}"));
+            c.epoch += 1;
+            c.ended_by = EndedBy::Arc(before, now);
         }
-        self.clock.lock().state = now;
+        c.state = now;
     }
 
-    fn end_session(&self, why: String) {
-        let mut c = self.clock.lock();
-        c.epoch += 1;
-        c.ended_by = why;
+    /// `VFIO_DEVICE_FEATURE` (`flags`: GET or SET) of `MIG_DEVICE_STATE` with `state`: the
+    /// payload as the kernel left it. A SET's data fd in it is the caller's.
+    fn mig_state_call(&self, flags: u32, state: u32) -> std::result::Result<sys::vfio_device_feature_mig_state, Errno> {
+        let mut arg = req::FeatureMigState {
+            argsz: 0,
+            flags: flags | sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+            state: sys::vfio_device_feature_mig_state {
+                device_state: state,
+                data_fd: -1,
+            },
+        };
+        ioctl::call::<req::DeviceFeatureMigState>(self.device.ioctl_fd(), &mut arg)?;
+        Ok(arg.state)
     }
+}
+
+/// [`MigState::path`] without an allocation: the steps and how many there are.
+fn path_of(flags: MigFlags, from: MigState, to: MigState) -> Option<([MigState; ALL_STATES.len()], usize)> {
+    if !from.offered_by(flags) || !to.offered_by(flags) {
+        return None;
+    }
+    let mut steps = [MigState::Error; ALL_STATES.len()];
+    let mut len = 0;
+    let mut cur = from;
+    while cur != to {
+        cur = MigState::next_step(flags, cur, to)?;
+        *steps.get_mut(len)? = cur;
+        len += 1;
+    }
+    Some((steps, len))
 }
 
 /// The kernel's `VFIO_PRECOPY_INFO_REINIT`.
@@ -342,14 +449,12 @@ mod tests {
         Migration {
             device: Device::from_fd(fd, "mdev-x", None),
             flags,
-            clock: Arc::new(Clock {
-                inner: Mutex::new(ClockState {
-                    epoch: 0,
-                    state: MigState::Running,
-                    ended_by: String::new(),
-                    v2: false,
-                }),
-            }),
+            clock: Arc::new(Clock::new(ClockState {
+                epoch: 0,
+                state: MigState::Running,
+                ended_by: EndedBy::Nothing,
+                v2: false,
+            })),
         }
     }
 

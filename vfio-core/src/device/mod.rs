@@ -24,6 +24,7 @@ mod hot_reset;
 mod info;
 mod ioeventfd;
 mod irq;
+mod low_power;
 pub mod migration;
 mod region;
 
@@ -46,6 +47,8 @@ struct DeviceFd {
     fd: OwnedFd,
     name: String,
     _owner: Option<Owner>,
+    /// Live [`MappedRegion`]s of the device (made through any clone), for the low-power checks.
+    mmaps: std::sync::atomic::AtomicUsize,
 }
 
 /// An open VFIO device. Cloning is cheap and shares the fd; the fd closes when the last clone and
@@ -80,6 +83,7 @@ impl Device {
                 fd,
                 name: name.into(),
                 _owner: owner,
+                mmaps: Default::default(),
             }),
         }
     }
@@ -106,6 +110,22 @@ impl Device {
     /// The name used in errors (normally the PCI address).
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// How many [`MappedRegion`]s of this device are live (made through this handle or any
+    /// clone; a leaked one counts for ever). A device fd adopted twice counts each separately.
+    pub fn live_mappings(&self) -> usize {
+        self.inner.mmaps.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a [`MappedRegion`] made (`true`) or unmapped (`false`).
+    pub(crate) fn note_mapping(&self, live: bool) {
+        use std::sync::atomic::Ordering;
+        if live {
+            self.inner.mmaps.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.inner.mmaps.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The device fd, typed for device requests (see [`ioctl`]).

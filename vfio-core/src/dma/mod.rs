@@ -64,12 +64,14 @@ mod iova;
 pub(crate) mod mapping;
 mod owned;
 pub mod pagemap;
+mod peer;
 mod pool;
 
 pub use buffer::{Backing, DmaBuffer, page_size};
 pub use iova::{IovaAllocator, IovaCache};
 pub use mapping::{DmaAccess, DmaMapping};
 pub use owned::{OwnedDmaMapping, SharedContainer};
+pub use peer::{PeerMapping, PeerRoute};
 pub use pool::{DmaHandle, DmaPool};
 
 use crate::{Error, Result};

@@ -12,6 +12,7 @@ mod mode;
 mod named_fd;
 mod node;
 mod pci_address;
+mod sriov;
 mod sysfs;
 mod uuid;
 
@@ -27,5 +28,6 @@ pub use mode::{Addressing, Interface, MODE_ENV, Mode, Modes, detect, detect_in, 
 pub use named_fd::NamedFd;
 pub use node::open_node;
 pub use pci_address::PciAddress;
+pub use sriov::{SriovVfs, explain_vf_token_refusal};
 pub use sysfs::{CdevNode, PciIdentity, Sysfs};
 pub use uuid::Uuid;

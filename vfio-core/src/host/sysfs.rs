@@ -498,3 +498,134 @@ mod tests {
         assert!(e.to_string().starts_with("list vfio-dev"), "{e}");
     }
 }
+
+/// SR-IOV: the PF's VF count (`sriov_totalvfs`, `sriov_numvfs`) and the links between a PF and
+/// its VFs (`virtfnN`, `physfn`). The kernel creates these attributes (Linux 3.8) on every
+/// function with an SR-IOV capability; they are absent on any other function.
+impl Sysfs {
+    fn read_u16_attr(&self, addr: &PciAddress, attr: &str) -> Result<Option<u16>> {
+        let path = self.pci_device_dir(addr).join(attr);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.require_device(addr)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::path("read", path, e)),
+        };
+        let t = text.trim();
+        t.parse()
+            .map(Some)
+            .map_err(|_| Error::malformed("read", path.display(), format!("{t:?} is not a VF count")))
+    }
+
+    /// How many VFs the SR-IOV PF at `addr` can have (`sriov_totalvfs`), or `None` when the
+    /// function is not a PF (no SR-IOV capability). Errors: Path (ENOENT) naming the device
+    /// directory when the function does not exist; Malformed for a file that is not a number.
+    pub fn sriov_totalvfs(&self, addr: &PciAddress) -> Result<Option<u16>> {
+        self.read_u16_attr(addr, "sriov_totalvfs")
+    }
+
+    /// How many VFs the PF at `addr` has enabled now (`sriov_numvfs`), or `None` when the
+    /// function is not a PF. Errors: as [`Sysfs::sriov_totalvfs`].
+    pub fn sriov_numvfs(&self, addr: &PciAddress) -> Result<Option<u16>> {
+        self.read_u16_attr(addr, "sriov_numvfs")
+    }
+
+    /// Writes `count` to the PF's `sriov_numvfs`: the PCI core asks the PF's driver
+    /// (`sriov_configure`) to enable that many VFs, or to disable them all for 0. The raw write;
+    /// [`SriovVfs`](crate::SriovVfs) is the owner that checks first and undoes it. Errors:
+    /// Path with the kernel's errno: ERANGE above `sriov_totalvfs`; EBUSY when VFs are enabled
+    /// already and `count` is not 0; ENOENT when the driver does not configure SR-IOV (vfio-pci
+    /// without its module parameter `enable_sriov=1`); EACCES without root. Disabling blocks
+    /// until every VFIO fd of every VF is closed (the VFs' driver unbinds).
+    pub fn set_sriov_numvfs(&self, addr: &PciAddress, count: u16) -> Result<()> {
+        self.write_attr(&self.pci_device_dir(addr).join("sriov_numvfs"), &count.to_string())
+    }
+
+    /// The PF of the SR-IOV VF at `addr` (the target of its `physfn` link), or `None` when the
+    /// function is not a VF. Errors: Path (ENOENT) naming the device directory when the
+    /// function does not exist; Malformed for a link that does not end in a PCI address.
+    pub fn physfn(&self, addr: &PciAddress) -> Result<Option<PciAddress>> {
+        let link = self.pci_device_dir(addr).join("physfn");
+        match fs::read_link(&link) {
+            Ok(t) => parse_link_address(&link, &t).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.require_device(addr)?;
+                Ok(None)
+            }
+            Err(e) => Err(Error::path("read physfn link", link, e)),
+        }
+    }
+
+    /// The VFs the PF at `pf` has enabled now, from its `virtfn0`, `virtfn1`... links, in VF
+    /// order (empty for a function that is not a PF or has none enabled). Errors: Path naming
+    /// the device directory when it cannot be listed (ENOENT: no such function); Malformed
+    /// for a link that does not end in a PCI address.
+    pub fn virtfns(&self, pf: &PciAddress) -> Result<Vec<PciAddress>> {
+        let dir = self.pci_device_dir(pf);
+        let entries = fs::read_dir(&dir).map_err(|e| Error::path("find PCI device", &dir, e))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(n) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("virtfn")?.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let link = entry.path();
+            let target = fs::read_link(&link).map_err(|e| Error::path("read virtfn link", &link, e))?;
+            out.push((n, parse_link_address(&link, &target)?));
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, a)| a).collect())
+    }
+}
+
+fn parse_link_address(link: &Path, target: &Path) -> Result<PciAddress> {
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.parse()
+        .map_err(|_| Error::malformed("read link", link.display(), format!("{name:?} is not a PCI address")))
+}
+
+#[cfg(test)]
+mod sriov_tests {
+    use super::*;
+
+    #[test]
+    fn sriov_counts_and_links() {
+        let root = std::env::temp_dir().join(format!("vfio-core-sysfs-sriov-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let devs = root.join("sys/bus/pci/devices");
+        let real = root.join("sys/devices/pci0000:00");
+        for a in ["0000:00:0c.0", "0000:00:0c.1", "0000:00:0c.2", "0000:00:03.0"] {
+            fs::create_dir_all(real.join(a)).unwrap();
+            fs::create_dir_all(&devs).unwrap();
+            std::os::unix::fs::symlink(real.join(a), devs.join(a)).unwrap();
+        }
+        let pf = real.join("0000:00:0c.0");
+        fs::write(pf.join("sriov_totalvfs"), "2\n").unwrap();
+        fs::write(pf.join("sriov_numvfs"), "2\n").unwrap();
+        // Listed in VF order whatever order the directory gives.
+        std::os::unix::fs::symlink("../0000:00:0c.2", pf.join("virtfn1")).unwrap();
+        std::os::unix::fs::symlink("../0000:00:0c.1", pf.join("virtfn0")).unwrap();
+        std::os::unix::fs::symlink("../0000:00:0c.0", real.join("0000:00:0c.1/physfn")).unwrap();
+        let s = Sysfs::at(root.join("sys"), root.join("dev"));
+        let a = |t: &str| t.parse::<PciAddress>().unwrap();
+        assert_eq!(s.sriov_totalvfs(&a("00:0c.0")).unwrap(), Some(2));
+        assert_eq!(s.sriov_numvfs(&a("00:0c.0")).unwrap(), Some(2));
+        assert_eq!(s.sriov_totalvfs(&a("00:03.0")).unwrap(), None);
+        assert_eq!(s.virtfns(&a("00:0c.0")).unwrap(), vec![a("00:0c.1"), a("00:0c.2")]);
+        assert!(s.virtfns(&a("00:03.0")).unwrap().is_empty());
+        assert_eq!(s.physfn(&a("00:0c.1")).unwrap(), Some(a("00:0c.0")));
+        assert_eq!(s.physfn(&a("00:0c.0")).unwrap(), None);
+        let e = s.physfn(&a("00:0d.0")).unwrap_err();
+        assert_eq!(e.errno(), Some(crate::Errno::NOENT), "{e}");
+        assert!(s.sriov_totalvfs(&a("00:0d.0")).is_err());
+        fs::write(pf.join("sriov_numvfs"), "two\n").unwrap();
+        let e = s.sriov_numvfs(&a("00:0c.0")).unwrap_err();
+        assert!(matches!(e, Error::Malformed { .. }), "{e}");
+        fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -25,6 +25,21 @@ pub struct HotResetInfoHeader {
 }
 static_assertions::const_assert_eq!(size_of::<HotResetInfoHeader>(), size_of::<vfio_pci_hot_reset_info>());
 
+/// `struct vfio_device_feature` with the `MIG_DEVICE_STATE` payload in place of its flexible
+/// array: a fixed-size argument, so a migration state change costs no allocation (each is a
+/// GET and a SET per arc).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FeatureMigState {
+    /// `argsz`.
+    pub argsz: u32,
+    /// `flags`: `VFIO_DEVICE_FEATURE_GET` or `_SET` with `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE`.
+    pub flags: u32,
+    /// The payload.
+    pub state: vfio_device_feature_mig_state,
+}
+static_assertions::const_assert_eq!(size_of::<FeatureMigState>(), 16);
+
 crate::request! {
     // === containers (`/dev/vfio/vfio`) ===
     /// `VFIO_GET_API_VERSION`.
@@ -79,6 +94,9 @@ crate::request! {
     /// "no such feature" with ENOTTY (before 5.17), EOPNOTSUPP or EINVAL.
     pub DeviceFeature = VFIO_DEVICE_FEATURE on Device, vfio_device_feature, size argsz, unchecked,
         unsupported [NOTTY, OPNOTSUPP, INVAL];
+    /// `VFIO_DEVICE_FEATURE` with the `MIG_DEVICE_STATE` payload (two integers, no pointer;
+    /// the handler reads and writes `argsz` = 16 bytes).
+    pub DeviceFeatureMigState = VFIO_DEVICE_FEATURE on Device, FeatureMigState, size argsz, plain;
     /// `VFIO_DEVICE_BIND_IOMMUFD`: `token_uuid_ptr` points at a VF token.
     pub DeviceBindIommufd = VFIO_DEVICE_BIND_IOMMUFD on Device, vfio_device_bind_iommufd, size argsz, unchecked;
     /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.

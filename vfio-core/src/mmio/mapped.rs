@@ -80,6 +80,7 @@ impl MappedRegion {
         log::debug!(target: "vfio", "mmap({} offset {offset:#x}, {len:#x} bytes) = {ptr:p}", target());
         let ptr = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| Error::malformed("mmap region", target(), "mmap returned NULL"))?;
+        device.note_mapping(true);
         Ok(MappedRegion {
             ptr,
             len: len as usize,
@@ -102,6 +103,11 @@ impl MappedRegion {
     /// Where the mapping starts inside its region.
     pub fn region_offset(&self) -> u64 {
         self.region_offset
+    }
+
+    /// The index of the region it maps (for PCI: the BAR number).
+    pub fn region(&self) -> u32 {
+        self.region
     }
 
     /// The device the mapping belongs to.
@@ -314,6 +320,7 @@ impl Drop for MappedRegion {
     fn drop(&mut self) {
         // SAFETY: ptr/len are exactly the mapping made in `new`, and no reference into it exists.
         let res = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        self.device.note_mapping(false);
         log::debug!(target: "vfio", "munmap({} region {}, {:#x} bytes) = {res:?}", self.device.name(), self.region, self.len);
     }
 }

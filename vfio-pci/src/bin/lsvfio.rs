@@ -4,7 +4,9 @@
 //! lsvfio [-v] [--json] [ADDRESS...]   list functions: ids, class, driver, IOMMU group, nodes,
 //!                                      and the modes that could open each one now
 //!                                      (-v: open each vfio-pci device and show its regions,
-//!                                      IRQ indexes and capabilities)
+//!                                      IRQ indexes and capabilities); an SR-IOV VF
+//!                                      gets a line `physfn ADDRESS`, a PF one
+//!                                      `sriov numvfs N/totalvfs M` (JSON: `physfn`, `sriov`)
 //! lsvfio bind ADDRESS                 bind to vfio-pci (driver_override), print the old driver
 //! lsvfio unbind ADDRESS [DRIVER]      leave vfio-pci; bind DRIVER, or let the kernel choose
 //! lsvfio mdev create TYPE [UUID]      create a mediated device of TYPE (e.g. mtty-1; any
@@ -248,16 +250,34 @@ fn list(sysfs: &Sysfs, args: &[String]) -> Res<()> {
         .iter()
         .map(|d| (verbose && !d.modes.is_empty()).then(|| Details::read(d)))
         .collect();
+    let sriov: Vec<Sriov> = devices.iter().map(|d| Sriov::read(sysfs, &d.address)).collect();
     let mut out = if json {
-        render_json(&devices, &details)
+        render_json(&devices, &details, &sriov)
     } else {
-        render_text(&devices, &details)
+        render_text(&devices, &details, &sriov)
     };
     if !json && only.is_empty() {
         out.push_str(&render_mdevs(sysfs, verbose)?);
     }
     print!("{out}");
     Ok(())
+}
+
+/// SR-IOV from sysfs: a VF's PF, a PF's `sriov_numvfs`/`sriov_totalvfs`.
+#[derive(Default)]
+struct Sriov {
+    physfn: Option<PciAddress>,
+    counts: Option<(u16, u16)>,
+}
+
+impl Sriov {
+    fn read(sysfs: &Sysfs, addr: &PciAddress) -> Self {
+        let total = sysfs.sriov_totalvfs(addr).ok().flatten();
+        Sriov {
+            physfn: sysfs.physfn(addr).ok().flatten(),
+            counts: total.map(|t| (sysfs.sriov_numvfs(addr).ok().flatten().unwrap_or(0), t)),
+        }
+    }
 }
 
 /// What opening a device reveals.
@@ -267,6 +287,22 @@ struct Details {
     regions: Vec<vfio_core::RegionInfo>,
     irqs: Vec<vfio_core::IrqInfo>,
     caps: Vec<vfio_pci::Capability>,
+    /// What `IOMMU_GET_HW_INFO` says about the device's IOMMU (cdev devices only).
+    iommu: Option<String>,
+}
+
+/// The device's IOMMU as `IOMMU_GET_HW_INFO` reports it, asked through a fresh iommufd the
+/// device's cdev is bound to for the query; None without a cdev.
+fn iommu_hw_info(d: &DeviceSummary) -> Option<String> {
+    d.cdev.as_ref()?;
+    let info = vfio_cdev::Iommufd::open().and_then(|iommufd| {
+        let bound = vfio_cdev::UnboundDevice::open(&Sysfs::default(), &d.address)?.bind(&iommufd)?;
+        if bound.is_noiommu() {
+            return Ok("none (no-IOMMU)".to_string());
+        }
+        bound.hw_info().map(|i| i.to_string())
+    });
+    Some(info.unwrap_or_else(|e| format!("unknown ({e})")))
 }
 
 impl Details {
@@ -289,12 +325,16 @@ impl Details {
             .map(|i| dev.device().irq_info(i))
             .filter(|r| !matches!(r, Err(e) if e.errno() == Some(vfio_core::Errno::INVAL)))
             .collect::<vfio_core::Result<Vec<_>>>()?;
+        let caps = dev.capabilities()?;
+        // The cdev is bound anew for the query: close this open first.
+        drop(dev);
         Ok(Details {
             mode,
             flags: format!("{:?}", info.flags),
             regions: regions.into_iter().filter(|r| r.size > 0).collect(),
             irqs,
-            caps: dev.capabilities()?,
+            caps,
+            iommu: iommu_hw_info(d),
         })
     }
 }
@@ -371,14 +411,14 @@ fn modes_text(d: &DeviceSummary) -> String {
     d.modes.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",")
 }
 
-fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> String {
+fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>], sriov: &[Sriov]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{:<13} {:<9} {:<6} {:<12} {:<5} {:<16} MODES",
         "ADDRESS", "ID", "CLASS", "DRIVER", "GROUP", "CDEV"
     );
-    for (d, det) in devices.iter().zip(details) {
+    for ((d, det), sr) in devices.iter().zip(details).zip(sriov) {
         let _ = writeln!(
             out,
             "{:<13} {:04x}:{:04x} {:06x} {:<12} {:<5} {:<16} {}",
@@ -391,6 +431,12 @@ fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> S
             d.cdev.as_ref().map_or("-", |c| c.name.as_str()),
             modes_text(d)
         );
+        if let Some(pf) = sr.physfn {
+            let _ = writeln!(out, "    physfn {pf}");
+        }
+        if let Some((num, total)) = sr.counts {
+            let _ = writeln!(out, "    sriov numvfs {num}/totalvfs {total}");
+        }
         match det {
             None => {}
             Some(Err(e)) => {
@@ -398,6 +444,9 @@ fn render_text(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> S
             }
             Some(Ok(x)) => {
                 let _ = writeln!(out, "    opened in {} mode: {}", x.mode, x.flags);
+                if let Some(iommu) = &x.iommu {
+                    let _ = writeln!(out, "    IOMMU   {iommu}");
+                }
                 for r in &x.regions {
                     let _ = write!(
                         out,
@@ -494,11 +543,12 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or("null".into(), |v| v.to_string())
 }
 
-fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> String {
+fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>], sriov: &[Sriov]) -> String {
     let items: Vec<String> = devices
         .iter()
         .zip(details)
-        .map(|(d, det)| {
+        .zip(sriov)
+        .map(|((d, det), sr)| {
             let modes: Vec<String> = d.modes.iter().map(|m| js(&m.to_string())).collect();
             let mut o = format!(
                 "{{\"address\":{},\"vendor\":{},\"device\":{},\"class\":{},\"driver\":{},\"iommu_group\":{},\"group_node\":{},\"group_viable\":{},\"cdev\":{},\"modes\":[{}]",
@@ -512,6 +562,14 @@ fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> S
                 d.group_viable,
                 opt(d.cdev.as_ref().map(|c| js(&c.path.display().to_string()))),
                 modes.join(",")
+            );
+            let _ = write!(
+                o,
+                ",\"physfn\":{},\"sriov\":{}",
+                opt(sr.physfn.map(|a| js(&a.to_string()))),
+                opt(sr
+                    .counts
+                    .map(|(n, t)| format!("{{\"numvfs\":{n},\"totalvfs\":{t}}}")))
             );
             match det {
                 None => {}
@@ -569,6 +627,7 @@ fn render_json(devices: &[DeviceSummary], details: &[Option<Res<Details>>]) -> S
                         irqs.join(","),
                         caps.join(",")
                     );
+                    let _ = write!(o, ",\"iommu_hw_info\":{}", opt(x.iommu.as_deref().map(js)));
                 }
             }
             o.push('}');

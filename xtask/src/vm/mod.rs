@@ -34,7 +34,7 @@ usage: cargo xtask vm [test] [OPTIONS]    run the vfio-tests binaries (and examp
        cargo xtask vm kernel [--variant V] build (or find cached) the guest kernels only
        cargo xtask vm replay LOG           judge the saved output of an earlier `vm test` again
                                            (result matrix and coverage), without booting
-       cargo xtask demo [OPTIONS]         run the vfio-pci demo examples (edu, nvme_identify, migrate_mtty)
+       cargo xtask demo [OPTIONS]         run the vfio-pci demo examples (edu, nvme_identify, migrate_mtty, p2p_copy)
 
 options:
   --variant a|b|debian61     kernel variant(s), repeatable or comma separated
@@ -359,7 +359,7 @@ fn example_row(name: &str, args: &str) -> String {
 }
 
 /// The examples `cargo xtask demo` runs, each in group and in cdev mode on every boot.
-const DEMO_EXAMPLES: &[&str] = &["edu", "nvme_identify", "migrate_mtty"];
+const DEMO_EXAMPLES: &[&str] = &["edu", "nvme_identify", "migrate_mtty", "p2p_copy"];
 
 /// `lsvfio` first (what the guest offers), then `lsvfio unbind` and `bind` moving a function off
 /// vfio-pci and back (and listing it, openable again), then every demo example in group and in
@@ -386,7 +386,7 @@ fn demo_runs() -> Vec<(String, String)> {
     runs
 }
 
-/// `cargo xtask demo`: the `edu`, `nvme_identify` and `migrate_mtty` examples in group and cdev mode on every
+/// `cargo xtask demo`: the `edu`, `nvme_identify`, `migrate_mtty` and `p2p_copy` examples in group and cdev mode on every
 /// boot.
 pub fn demo(args: &[String]) -> crate::Result {
     let mut opts = parse_options(args, &[Variant::A, Variant::B], &[Iommu::Intel, Iommu::None])?;

@@ -204,6 +204,9 @@ pub struct Boot {
     pub runs: Vec<Run>,
     pub done: bool,
     pub panic: bool,
+    /// The kernel could not unpack the whole initramfs (out of memory): files after that point
+    /// are missing, so tests and examples silently do not run.
+    pub initramfs_failed: bool,
     pub timed_out: bool,
     /// QEMU's exit status, if it exited by itself.
     pub exit: Option<String>,
@@ -225,6 +228,9 @@ impl Boot {
         if self.panic {
             p.push("guest kernel panic".to_owned());
         }
+        if self.initramfs_failed {
+            p.push("the kernel could not unpack the whole initramfs (guest memory too small for it)".to_owned());
+        }
         if self.timed_out {
             p.push("timed out (QEMU killed)".to_owned());
         }
@@ -245,6 +251,9 @@ impl Boot {
         self.console.push(line.to_owned());
         if line.contains("Kernel panic") {
             self.panic = true;
+        }
+        if line.contains("Initramfs unpacking failed") {
+            self.initramfs_failed = true;
         }
         let t = line.trim();
         if self.in_dmesg {

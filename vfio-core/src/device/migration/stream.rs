@@ -21,10 +21,11 @@ pub enum DataStream {
 }
 
 impl DataStream {
-    pub(crate) fn new(kind: SessionKind, fd: NamedFd, dev: &str, clock: Arc<Clock>, epoch: u64) -> Self {
+    /// `fd` is named "DEVICE migration data", of which the device's name is `dev_len` bytes.
+    pub(crate) fn new(kind: SessionKind, fd: NamedFd, dev_len: usize, clock: Arc<Clock>, epoch: u64) -> Self {
         let s = Session {
             fd,
-            device: dev.to_string(),
+            dev_len,
             clock,
             epoch,
         };
@@ -40,7 +41,7 @@ impl DataStream {
             DataStream::Save(s) => Ok(s),
             DataStream::Resume(r) => Err(Error::invalid(
                 "migration data stream",
-                r.0.device,
+                r.0.device(),
                 "a resume stream is not a save stream",
             )),
         }
@@ -52,7 +53,7 @@ impl DataStream {
             DataStream::Resume(r) => Ok(r),
             DataStream::Save(s) => Err(Error::invalid(
                 "migration data stream",
-                s.0.device,
+                s.0.device(),
                 "a save stream is not a resume stream",
             )),
         }
@@ -61,24 +62,48 @@ impl DataStream {
 
 #[derive(Debug)]
 struct Session {
+    /// Named "DEVICE migration data" (one allocation per stream, no formatting).
     fd: NamedFd,
-    device: String,
+    /// The length of DEVICE in that name.
+    dev_len: usize,
     clock: Arc<Clock>,
     epoch: u64,
 }
 
 impl Session {
+    /// The device's name.
+    fn device(&self) -> &str {
+        self.fd.name().get(..self.dev_len).unwrap_or(self.fd.name())
+    }
+
     /// The state the session is in, or the typed error when the state machine left it.
+    #[inline]
     fn check(&self, op: &'static str) -> Result<MigState> {
+        match self.clock.current(self.epoch) {
+            Some(state) => Ok(state),
+            None => Err(self.ended(op)),
+        }
+    }
+
+    /// The error of a check that found the session over (or the epoch moving under it).
+    #[cold]
+    #[inline(never)]
+    fn ended(&self, op: &'static str) -> Error {
         let c = self.clock.lock();
         if c.epoch != self.epoch {
-            return Err(Error::invalid(
+            return Error::invalid(
                 op,
-                &self.device,
+                self.device(),
                 format!("the data stream's session ended at {}", c.ended_by),
-            ));
+            );
         }
-        Ok(c.state)
+        // Published and locked state agree once the writer's guard dropped: a reader that saw
+        // a stale epoch races a change still under way, which ends a session as well.
+        Error::invalid(
+            op,
+            self.device(),
+            "the data stream's session is ending (a state change is under way)",
+        )
     }
 
     /// The kernel's ENODEV for a data fd whose session ended behind this handle's back (a
@@ -87,11 +112,11 @@ impl Session {
         if e == Errno::NODEV {
             Error::invalid(
                 op,
-                &self.device,
+                self.device(),
                 "the data stream's session ended (ENODEV: the device left the session's states or was reset)",
             )
         } else {
-            Error::kernel(op, format!("{} migration data", self.device), e)
+            Error::kernel(op, self.fd.name(), e)
         }
     }
 }
@@ -188,7 +213,7 @@ impl ResumeStream {
         self.0.check(OP)?;
         while !data.is_empty() {
             match rustix::io::write(self.0.fd.as_fd(), data) {
-                Ok(0) => return Err(Error::malformed(OP, &self.0.device, "the data fd took 0 bytes")),
+                Ok(0) => return Err(Error::malformed(OP, self.0.device(), "the data fd took 0 bytes")),
                 Ok(n) => data = &data[n..],
                 Err(Errno::INTR) => {}
                 Err(e) => return Err(self.0.refused(OP, e)),

@@ -20,8 +20,18 @@ use crate::{Error, Result};
 pub const MAGIC: [u8; 8] = *b"VFIOMIG\x01";
 /// The largest payload a frame carries; the receiver refuses larger ones.
 pub const MAX_FRAME: usize = 1 << 20;
-/// How much the sender reads from the data fd per frame.
+/// How much the sender reads from the data fd per frame, at most.
 const CHUNK: usize = 64 << 10;
+/// Its first read buffer: enough for small devices (mtty's state is 60-96 bytes), grown to
+/// [`CHUNK`] after a read fills it, so small states do not pay for zeroing 64 KiB.
+const FIRST_CHUNK: usize = 4 << 10;
+
+/// After a read of `n` bytes into `buf`: a full buffer grows to [`CHUNK`].
+fn grow(buf: &mut Vec<u8>, n: usize) {
+    if n == buf.len() && buf.len() < CHUNK {
+        buf.resize(CHUNK, 0);
+    }
+}
 
 /// A frame's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +101,7 @@ pub fn send(src: &Migration, out: &mut impl Write, policy: &PrecopyPolicy) -> Re
     let precopy = src.flags().contains(MigFlags::PRE_COPY)
         && policy.max_rounds > 0
         && matches!(from, MigState::Running | MigState::RunningP2p);
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; FIRST_CHUNK];
     let mut stream = None;
     if precopy {
         let mut s = src
@@ -108,6 +118,7 @@ pub fn send(src: &Migration, out: &mut impl Write, policy: &PrecopyPolicy) -> Re
             while let Chunk::Data(n) = s.read_chunk(&mut buf)? {
                 w.frame(FrameKind::PreCopy, &buf[..n])?;
                 report.precopy_bytes += n as u64;
+                grow(&mut buf, n);
             }
         }
         stream = Some(s);
@@ -121,6 +132,7 @@ pub fn send(src: &Migration, out: &mut impl Write, policy: &PrecopyPolicy) -> Re
             Chunk::Data(n) => {
                 w.frame(FrameKind::StopCopy, &buf[..n])?;
                 report.stop_copy_bytes += n as u64;
+                grow(&mut buf, n);
             }
             Chunk::End => break,
             Chunk::NotYet => {
