@@ -558,6 +558,37 @@
 //!   after a `fork` stays at the physical address the device was given (`MADV_DONTFORK`) ->
 //!   `soundness::noiommu_group_mapping_survives_fork`.
 //!
+//! ## `lsvfio doctor` (issue #18)
+//!
+//! - The machine report matches the boot: kernel 7.3 or 6.1; intel: a VT-d unit capable of and
+//!   using interrupt remapping, no IOMMU finding; virtio: a virtio-iommu without remapping, a
+//!   `NoInterruptRemapping` warning naming the `allow_unsafe_interrupts` that are on; none: no
+//!   real IOMMU (the selftest mock does not count), `NoIommuMode`; modes equal `detect()`, cdev
+//!   and its feature-table row exactly on 7.3, `NoCdev` and `KernelTooOld` on 6.1; type1's
+//!   `dma_entry_limit` 65535 where type1 is loaded; the 2 MiB pool as `/proc` says; every node
+//!   opens for root -> `doctor::machine_matches_the_boot`.
+//! - The edu is not blocked, usable in exactly the offered modes, its group's domain is DMA
+//!   (intel, strict), DMA or DMA-FQ (virtio), a no-IOMMU group (none) ->
+//!   `doctor::edu_is_usable_in_the_offered_modes`.
+//! - The non-viable edu is blocked by `GroupNotViable` naming the virtio device on virtio-pci,
+//!   and `AcsMissing` names the PCIe-to-PCI bridge above it -> `doctor::non_viable_group_names_the_blocker`
+//!   (intel boots).
+//! - ACS along the path: the edu behind a root port has one hop, the root port, with its ACS
+//!   read from config space; a root-bus device has none -> `doctor::acs_along_the_path`.
+//! - A 64 KiB `RLIMIT_MEMLOCK` is `MemlockLow` with the limit -> `doctor::small_memlock_is_reported`.
+//! - User nobody gets `NodeNotAccessible` (EACCES) for the group node and the edu blocked; root
+//!   gets none -> `doctor::nobody_is_told_about_node_permissions`.
+//! - The JSON carries every finding's code and the verdict; without addresses every vfio-pci
+//!   device is examined -> `doctor::json_and_text_carry_the_verdicts`; `lsvfio doctor` exits 0
+//!   for the edu, 1 for the non-viable edu and for a missing device ->
+//!   `doctor::lsvfio_doctor_exit_status`.
+//! - With both `allow_unsafe_interrupts` off and no remapping, `NoInterruptRemapping` blocks and
+//!   its fix names the parameters -> `doctor::no_remapping_without_unsafe_interrupts_blocks`
+//!   (virtio boots); `doctor::explain` of the EPERM that open gets then is that finding alone.
+//! - The non-viable edu's refused open (cdev: `VFIO_DEVICE_BIND_IOMMUFD` EPERM) is explained by
+//!   `GroupNotViable` naming the virtio device on virtio-pci ->
+//!   `doctor::explains_the_refusal_of_a_non_viable_group` (intel boots).
+//!
 //! ## Benchmarks
 //!
 //! `benches/vfio_bench` (run by `cargo xtask bench`, not by `cargo xtask vm test`; BENCHMARKS.md)

@@ -35,6 +35,7 @@ pub mod capability;
 pub mod config;
 pub mod containers;
 pub mod device;
+pub mod doctor;
 #[cfg(test)]
 mod fake;
 pub mod inventory;

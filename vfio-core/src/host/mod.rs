@@ -2,6 +2,7 @@
 //! addresses, eventfds, and passing fds between processes.
 
 mod device_ref;
+pub mod doctor;
 mod eventfd;
 #[cfg(feature = "tokio")]
 mod eventfd_async;

@@ -12,6 +12,8 @@
 //! lsvfio mdev create TYPE [UUID]      create a mediated device of TYPE (e.g. mtty-1; any
 //!                                      parent that has the type), print its UUID; it stays
 //! lsvfio mdev remove UUID             remove a mediated device
+//! lsvfio doctor [--json] [ADDRESS...]  whether and how this machine can use VFIO, device by
+//!                                      device (exit status 1 when an ADDRESS is blocked)
 //! ```
 //!
 //! After the PCI functions, the text listing shows the mediated-device parents, their types
@@ -32,7 +34,8 @@ const USAGE: &str = "usage: lsvfio [-v] [--json] [ADDRESS...]
        lsvfio bind ADDRESS
        lsvfio unbind ADDRESS [DRIVER]
        lsvfio mdev create TYPE [UUID]
-       lsvfio mdev remove UUID";
+       lsvfio mdev remove UUID
+       lsvfio doctor [--json] [ADDRESS...]";
 
 fn main() -> ExitCode {
     match run() {
@@ -81,6 +84,7 @@ fn run() -> Res<()> {
             }
         }
         Some("mdev") => mdev_command(&sysfs, &args[1..]),
+        Some("doctor") => doctor_command(&sysfs, &args[1..]),
         _ => list(&sysfs, &args),
     }
 }
@@ -110,6 +114,27 @@ fn mdev_command(sysfs: &Sysfs, args: &[String]) -> Res<()> {
         }
         _ => Err(USAGE.into()),
     }
+}
+
+/// `lsvfio doctor [--json] [ADDRESS...]` (vfio_pci::doctor): fails when an ADDRESS is blocked.
+fn doctor_command(sysfs: &Sysfs, args: &[String]) -> Res<()> {
+    let json = args.iter().any(|a| a == "--json");
+    let addrs = args
+        .iter()
+        .filter(|a| *a != "--json")
+        .map(|a| a.parse::<PciAddress>())
+        .collect::<vfio_core::Result<Vec<_>>>()?;
+    let report = vfio_pci::doctor::diagnose(sysfs, &addrs)?;
+    let render = if json {
+        vfio_pci::doctor::render::json
+    } else {
+        vfio_pci::doctor::render::text
+    };
+    print!("{}", render(&report));
+    if report.blocked() {
+        return Err("something blocks VFIO here (see the findings above)".into());
+    }
+    Ok(())
 }
 
 /// The mediated-device section of the text listing (nothing without mdev parents).
