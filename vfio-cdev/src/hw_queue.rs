@@ -10,6 +10,7 @@ use iommufd_sys as sys;
 use vfio_core::ioctl::{self, Request, requests as req};
 use vfio_core::{Errno, Error, Result};
 
+use crate::object::Object;
 use crate::{HwQueueId, Viommu, refused};
 
 /// A hardware queue type (`enum iommu_hw_queue_type`).
@@ -30,12 +31,13 @@ impl HwQueueType for Tegra241Vcmdq {
 /// (EBUSY while a queue of a higher index depends on it: logged). It holds its vIOMMU.
 #[derive(Debug)]
 pub struct HwQueue {
+    /// Destroys the queue (first, before its vIOMMU goes).
+    object: Object,
     id: HwQueueId,
     viommu: Arc<Viommu>,
     index: u32,
     iova: u64,
     len: u64,
-    live: bool,
 }
 
 impl Viommu {
@@ -83,12 +85,12 @@ impl Viommu {
         let res = unsafe { ioctl::call_unchecked::<req::HwQueueAlloc>(iommufd.ioctl_fd(), &mut a) };
         match res {
             Ok(_) => Ok(HwQueue {
+                object: Object::new(iommufd.clone(), HwQueueId::from(a.out_hw_queue_id), "hw queue"),
                 id: HwQueueId::from(a.out_hw_queue_id),
                 viommu: self.clone(),
                 index,
                 iova,
                 len,
-                live: true,
             }),
             Err(e @ (Errno::NOTTY | Errno::OPNOTSUPP)) => Err(Error::unsupported(req::HwQueueAlloc::NAME, target(), e)),
             Err(e) => Err(refused::<req::HwQueueAlloc>(target, e)),
@@ -120,18 +122,7 @@ impl HwQueue {
     /// `IOMMU_DESTROY` of the queue now (its IOVA range can then be unmapped). Errors: EBUSY
     /// (Kernel) while the queue with the next index exists.
     #[doc(alias = "IOMMU_DESTROY")]
-    pub fn destroy(mut self) -> Result<()> {
-        self.live = false;
-        self.viommu.iommufd().destroy(self.id)
-    }
-}
-
-impl Drop for HwQueue {
-    fn drop(&mut self) {
-        if self.live {
-            if let Err(e) = self.viommu.iommufd().destroy(self.id) {
-                log::warn!(target: "vfio", "dropping hw queue {} (index {}): {e}", self.id, self.index);
-            }
-        }
+    pub fn destroy(self) -> Result<()> {
+        self.object.destroy()
     }
 }

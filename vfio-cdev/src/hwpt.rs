@@ -9,6 +9,7 @@ use vfio_core::ioctl::{self, Request, requests as req};
 use vfio_core::{Errno, Error, Result};
 use zerocopy::{Immutable, IntoBytes};
 
+use crate::object::Object;
 use crate::{DeviceId, FaultId, FaultQueue, HwptId, IoasId, Iommufd, ObjectId, refused};
 
 /// Flags of [`Iommufd::alloc_hwpt`] (`enum iommufd_hwpt_alloc_flags`).
@@ -171,10 +172,9 @@ impl Iommufd {
 /// with the HWPT and errno; [`Hwpt::destroy`] returns it instead.
 #[derive(Debug)]
 pub struct Hwpt {
+    /// Destroys the HWPT (first, before the fault queue goes).
+    object: Object,
     id: HwptId,
-    iommufd: Arc<Iommufd>,
-    /// Still to be destroyed on drop (cleared by [`Hwpt::destroy`]).
-    live: bool,
     /// The fault queue the HWPT reports to (`fault_id`), kept until the HWPT is destroyed.
     fault: Option<Arc<FaultQueue>>,
 }
@@ -182,9 +182,8 @@ pub struct Hwpt {
 impl Hwpt {
     pub(crate) fn from_id(iommufd: Arc<Iommufd>, id: HwptId) -> Self {
         Hwpt {
+            object: Object::new(iommufd, id, "hwpt"),
             id,
-            iommufd,
-            live: true,
             fault: None,
         }
     }
@@ -198,9 +197,8 @@ impl Hwpt {
     /// the drop does. Errors: EBUSY (Kernel) while a device is attached to it (the HWPT then
     /// stays, and nothing is retried on drop); ENOENT when it is gone already.
     #[doc(alias = "IOMMU_DESTROY")]
-    pub fn destroy(mut self) -> Result<()> {
-        self.live = false;
-        self.iommufd.destroy(self.id)
+    pub fn destroy(self) -> Result<()> {
+        self.object.destroy()
     }
 
     /// The object id (what `VFIO_DEVICE_ATTACH_IOMMUFD_PT` takes).
@@ -210,7 +208,7 @@ impl Hwpt {
 
     /// The iommufd the HWPT lives in.
     pub fn iommufd(&self) -> &Arc<Iommufd> {
-        &self.iommufd
+        self.object.iommufd()
     }
 
     /// `IOMMU_HWPT_SET_DIRTY_TRACKING` (Linux >= 6.7): starts or stops recording DMA writes.
@@ -226,8 +224,8 @@ impl Hwpt {
             hwpt_id: self.id.get(),
             ..Default::default()
         };
-        let res = ioctl::call::<req::HwptSetDirtyTracking>(self.iommufd.ioctl_fd(), &mut s);
-        let target = || format!("{} hwpt {}", self.iommufd.target(), self.id);
+        let res = ioctl::call::<req::HwptSetDirtyTracking>(self.iommufd().ioctl_fd(), &mut s);
+        let target = || format!("{} hwpt {}", self.iommufd().target(), self.id);
         match res {
             Ok(_) => Ok(()),
             Err(e @ Errno::OPNOTSUPP) => Err(Error::unsupported(req::HwptSetDirtyTracking::NAME, target(), e)),
@@ -245,7 +243,7 @@ impl Hwpt {
         let target = || {
             format!(
                 "{} hwpt {} iova {iova:#x} length {len:#x}",
-                self.iommufd.target(),
+                self.iommufd().target(),
                 self.id
             )
         };
@@ -280,21 +278,11 @@ impl Hwpt {
         };
         // SAFETY: data points at ceil(len / page_size / 64) writable u64s, alive for the call:
         // one bit per page of the range, all the kernel writes.
-        let res = unsafe { ioctl::call_unchecked::<req::HwptGetDirtyBitmap>(self.iommufd.ioctl_fd(), &mut g) };
+        let res = unsafe { ioctl::call_unchecked::<req::HwptGetDirtyBitmap>(self.iommufd().ioctl_fd(), &mut g) };
         match res {
             Ok(_) => Ok(bitmap),
             Err(e @ Errno::OPNOTSUPP) => Err(Error::unsupported(req::HwptGetDirtyBitmap::NAME, target(), e)),
             Err(e) => Err(refused::<req::HwptGetDirtyBitmap>(target, e)),
-        }
-    }
-}
-
-impl Drop for Hwpt {
-    fn drop(&mut self) {
-        if self.live {
-            if let Err(e) = self.iommufd.destroy(self.id) {
-                log::warn!(target: "vfio", "dropping hwpt {} of {}: {e}", self.id, self.iommufd.target());
-            }
         }
     }
 }

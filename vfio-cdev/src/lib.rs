@@ -67,6 +67,7 @@ pub use viommu_mmap::ViommuMapping;
 
 // `impl Iommufd` for IOMMU_IOAS_CHANGE_PROCESS (a live iommufd handed to a new process).
 mod change_process;
+mod object;
 
 use vfio_core::ioctl::{Errno, Request};
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use iommufd_sys as sys;
 use vfio_core::Result;
 
+use crate::object::Object;
 use crate::{DeviceId, FaultQueue, Hwpt, HwptData, HwptId, Invalidation, InvalidationEntry, Iommufd, ObjectId, Viommu};
 
 /// Flags of a nested HWPT allocation ([`Hwpt::alloc_nested`], [`Viommu::alloc_nested`]).
@@ -54,10 +55,11 @@ impl NestParent {
 /// while a device is attached is EBUSY (logged on drop, returned by [`NestedHwpt::destroy`]).
 #[derive(Debug)]
 pub struct NestedHwpt {
+    /// Destroys the HWPT (first, before its parent and fault queue go).
+    object: Object,
     id: HwptId,
     parent: NestParent,
     fault: Option<Arc<FaultQueue>>,
-    live: bool,
 }
 
 impl NestedHwpt {
@@ -74,10 +76,10 @@ impl NestedHwpt {
             .iommufd()
             .hwpt_alloc_bytes(dev, parent.id(), flags, fault.map(|f| f.id()), data_type, data)?;
         Ok(NestedHwpt {
+            object: Object::new(parent.iommufd().clone(), id, "nested hwpt"),
             id,
             parent,
             fault: fault.cloned(),
-            live: true,
         })
     }
 
@@ -115,19 +117,8 @@ impl NestedHwpt {
     /// Errors: EBUSY (Kernel) while a device or PASID is attached (the HWPT then stays, and
     /// nothing is retried on drop).
     #[doc(alias = "IOMMU_DESTROY")]
-    pub fn destroy(mut self) -> Result<()> {
-        self.live = false;
-        self.iommufd().destroy(self.id)
-    }
-}
-
-impl Drop for NestedHwpt {
-    fn drop(&mut self) {
-        if self.live {
-            if let Err(e) = self.iommufd().destroy(self.id) {
-                log::warn!(target: "vfio", "dropping nested hwpt {}: {e}", self.id);
-            }
-        }
+    pub fn destroy(self) -> Result<()> {
+        self.object.destroy()
     }
 }
 

@@ -8,6 +8,7 @@ use iommufd_sys as sys;
 use vfio_core::ioctl::{self, Request, requests as req};
 use vfio_core::{Errno, Error, Result};
 
+use crate::object::Object;
 use crate::{DeviceId, VdeviceId, Viommu, refused};
 
 /// A vDEVICE, from [`Viommu::alloc_vdevice`]; destroyed (`IOMMU_DESTROY`) on drop. It holds its
@@ -15,11 +16,12 @@ use crate::{DeviceId, VdeviceId, Viommu, refused};
 /// destroy then answers ENOENT, which drop logs at debug level only.
 #[derive(Debug)]
 pub struct Vdevice {
+    /// Destroys the vDEVICE (first, before its vIOMMU goes).
+    object: Object,
     id: VdeviceId,
     virt_id: u64,
     dev: DeviceId,
     viommu: Arc<Viommu>,
-    live: bool,
 }
 
 impl Viommu {
@@ -46,11 +48,11 @@ impl Viommu {
         };
         match ioctl::call::<req::VdeviceAlloc>(iommufd.ioctl_fd(), &mut a) {
             Ok(_) => Ok(Vdevice {
+                object: Object::new(iommufd.clone(), VdeviceId::from(a.out_vdevice_id), "vdevice").gone_ok(),
                 id: VdeviceId::from(a.out_vdevice_id),
                 virt_id,
                 dev,
                 viommu: self.clone(),
-                live: true,
             }),
             Err(e @ Errno::NOTTY) => Err(Error::unsupported(req::VdeviceAlloc::NAME, target(), e)),
             Err(e) => Err(refused::<req::VdeviceAlloc>(target, e)),
@@ -82,22 +84,7 @@ impl Vdevice {
     /// `IOMMU_DESTROY` of the vDEVICE now. Errors: ENOENT (Kernel) when the device was unbound
     /// (or unplugged) first, which removed it already; EBUSY while in use.
     #[doc(alias = "IOMMU_DESTROY")]
-    pub fn destroy(mut self) -> Result<()> {
-        self.live = false;
-        self.viommu.iommufd().destroy(self.id)
-    }
-}
-
-impl Drop for Vdevice {
-    fn drop(&mut self) {
-        if self.live {
-            match self.viommu.iommufd().destroy(self.id) {
-                Ok(()) => {}
-                Err(e) if e.errno() == Some(Errno::NOENT) => {
-                    log::debug!(target: "vfio", "dropping vdevice {}: already gone with its device: {e}", self.id)
-                }
-                Err(e) => log::warn!(target: "vfio", "dropping vdevice {}: {e}", self.id),
-            }
-        }
+    pub fn destroy(self) -> Result<()> {
+        self.object.destroy()
     }
 }

@@ -12,6 +12,7 @@ use vfio_core::{Errno, Error, Result};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::nested_hwpt::NestParent;
+use crate::object::Object;
 use crate::{
     DeviceId, FaultQueue, Hwpt, HwptData, Invalidation, InvalidationEntry, Iommufd, NestedFlags, NestedHwpt, ViommuId,
     refused,
@@ -40,10 +41,11 @@ unsafe impl ViommuData for sys::iommu_viommu_tegra241_cmdqv {
 /// it (the kernel refuses, EBUSY, to destroy a vIOMMU still in use).
 #[derive(Debug)]
 pub struct Viommu {
+    /// Destroys the vIOMMU (first, before its parent goes).
+    object: Object,
     id: ViommuId,
     ty: u32,
     parent: Arc<Hwpt>,
-    live: bool,
 }
 
 impl Hwpt {
@@ -83,10 +85,10 @@ impl Hwpt {
         let res = unsafe { ioctl::call_unchecked::<req::ViommuAlloc>(iommufd.ioctl_fd(), &mut a) };
         match res {
             Ok(_) => Ok(Viommu {
+                object: Object::new(iommufd.clone(), ViommuId::from(a.out_viommu_id), "viommu"),
                 id: ViommuId::from(a.out_viommu_id),
                 ty,
                 parent: self.clone(),
-                live: true,
             }),
             Err(e @ (Errno::NOTTY | Errno::OPNOTSUPP)) => Err(Error::unsupported(req::ViommuAlloc::NAME, target(), e)),
             Err(e) => Err(refused::<req::ViommuAlloc>(target, e)),
@@ -155,18 +157,7 @@ impl Viommu {
     /// `IOMMU_DESTROY` of the vIOMMU now. Errors: EBUSY (Kernel) while a nested HWPT, vDEVICE,
     /// vEVENTQ, hardware queue or mmap of it exists (it then stays; nothing is retried on drop).
     #[doc(alias = "IOMMU_DESTROY")]
-    pub fn destroy(mut self) -> Result<()> {
-        self.live = false;
-        self.iommufd().destroy(self.id)
-    }
-}
-
-impl Drop for Viommu {
-    fn drop(&mut self) {
-        if self.live {
-            if let Err(e) = self.iommufd().destroy(self.id) {
-                log::warn!(target: "vfio", "dropping viommu {} of {}: {e}", self.id, self.iommufd().target());
-            }
-        }
+    pub fn destroy(self) -> Result<()> {
+        self.object.destroy()
     }
 }
