@@ -12,7 +12,11 @@ use vfio_core::migration::transfer::check_stream;
 fuzz_target!(|stream: &[u8]| {
     let first = check_stream(&mut &stream[..], "fuzz");
     if let Ok(bytes) = first {
-        assert!(bytes <= stream.len() as u64, "{bytes} data bytes in a {}-byte stream", stream.len());
+        assert!(
+            bytes <= stream.len() as u64,
+            "{bytes} data bytes in a {}-byte stream",
+            stream.len()
+        );
     }
     assert_eq!(check_stream(&mut &stream[..], "fuzz").ok(), first.ok());
 });
