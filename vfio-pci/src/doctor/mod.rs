@@ -307,6 +307,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "access(2), getrlimit and /proc reads are not supported by Miri")]
     #[cfg_attr(
         miri,
         ignore = "Sysfs::vfio_cdev opens directories with O_DIRECTORY and openat, which Miri cannot run"

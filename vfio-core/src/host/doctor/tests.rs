@@ -41,6 +41,7 @@ const INTERRUPTS_PLAIN: &str = "           CPU0       CPU1
 ";
 
 #[test]
+#[cfg_attr(miri, ignore = "access(2), getrlimit and /proc reads are not supported by Miri")]
 fn intel_with_remapping() {
     let t = Tree::new("intel");
     t.write("proc/sys/kernel/osrelease", "7.3.4\n");
@@ -97,6 +98,7 @@ fn intel_with_remapping() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "access(2), getrlimit and /proc reads are not supported by Miri")]
 fn virtio_without_remapping_is_a_warning_only_when_allowed() {
     let t = Tree::new("virtio");
     t.write("proc/sys/kernel/osrelease", "6.1.0-28-amd64\n");
@@ -147,6 +149,7 @@ fn virtio_without_remapping_is_a_warning_only_when_allowed() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "access(2), getrlimit and /proc reads are not supported by Miri")]
 fn no_iommu_with_and_without_noiommu_mode() {
     let t = Tree::new("none");
     t.write("proc/interrupts", INTERRUPTS_PLAIN);
@@ -165,6 +168,7 @@ fn no_iommu_with_and_without_noiommu_mode() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "access(2), getrlimit and /proc reads are not supported by Miri")]
 fn interrupts_and_capabilities_parse() {
     assert!(interrupts_show_remapping(INTERRUPTS_IR));
     assert!(!interrupts_show_remapping(INTERRUPTS_PLAIN));
@@ -177,6 +181,7 @@ fn interrupts_and_capabilities_parse() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "access(2), getrlimit and /proc reads are not supported by Miri")]
 fn node_access_names_missing_nodes() {
     let t = Tree::new("nodes");
     let n = NodeAccess::check(t.0.join("dev/vfio/vfio"));
@@ -198,6 +203,7 @@ fn node_access_names_missing_nodes() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "access(2), getrlimit and /proc reads are not supported by Miri")]
 fn every_finding_has_a_code_and_a_fix() {
     let all = [
         Finding::NoIommu,
