@@ -844,11 +844,11 @@ fn as_nobody(f: impl FnOnce() -> Result<(), Error>) -> Result<Result<(), Error>,
     }
     let (errno, text) = msg.split_once('|').ok_or(msg.clone())?;
     let errno: i32 = errno.parse().map_err(|_| msg.clone())?;
-    Ok(Err(Error::Path {
-        op: "as nobody",
-        path: text.into(),
-        source: std::io::Error::from_raw_os_error(errno),
-    }))
+    Ok(Err(Error::path(
+        "as nobody",
+        text,
+        std::io::Error::from_raw_os_error(errno),
+    )))
 }
 
 fn main() -> ExitCode {

@@ -5,12 +5,14 @@ use std::path::PathBuf;
 
 pub use rustix::io::Errno;
 
+use crate::host::doctor::Finding;
+
 /// A failed VFIO or iommufd operation.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The kernel refused a syscall or ioctl.
-    #[error("{op} on {target}: {}", ErrnoName(*errno))]
+    #[error("{op} on {target}: {}{}", ErrnoName(*errno), CauseText(cause))]
     Kernel {
         /// The ioctl or syscall, e.g. `VFIO_DEVICE_GET_INFO`.
         op: &'static str,
@@ -18,9 +20,11 @@ pub enum Error {
         target: String,
         /// What the kernel answered.
         errno: Errno,
+        /// Why, where the library could find it out (see [`Error::cause`]).
+        cause: Option<Box<Finding>>,
     },
     /// A file under sysfs or /dev could not be read, written or opened.
-    #[error("{op} {path}: {}", IoErrorName(source))]
+    #[error("{op} {path}: {}{}", IoErrorName(source), CauseText(cause))]
     Path {
         /// What was being done, e.g. `open` or `read`.
         op: &'static str,
@@ -28,6 +32,8 @@ pub enum Error {
         path: PathBuf,
         /// The underlying I/O error (carries the errno).
         source: std::io::Error,
+        /// Why, where the library could find it out (see [`Error::cause`]).
+        cause: Option<Box<Finding>>,
     },
     /// The caller asked for something that cannot be right, detected before any kernel call.
     #[error("{op} on {target}: {reason}")]
@@ -71,12 +77,34 @@ impl Error {
         }
     }
 
+    /// Why the kernel refused, where the library could find it out: the same typed
+    /// [`Finding`] `lsvfio doctor` reports (a group that is not viable and the members that block
+    /// it, no interrupt remapping, type1's mapping limit, `RLIMIT_MEMLOCK`, a node the user may
+    /// not open, another process holding the group, ...). [`Finding::fix`] says what to do.
+    pub fn cause(&self) -> Option<&Finding> {
+        match self {
+            Error::Kernel { cause, .. } | Error::Path { cause, .. } => cause.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Attaches the cause of a kernel or file refusal (kept by [`Error::Kernel`] and
+    /// [`Error::Path`]; other kinds already say why and are returned unchanged).
+    #[cold]
+    pub fn with_cause(mut self, finding: Finding) -> Self {
+        if let Error::Kernel { cause, .. } | Error::Path { cause, .. } = &mut self {
+            *cause = Some(Box::new(finding));
+        }
+        self
+    }
+
     /// Builds [`Error::Kernel`].
     pub fn kernel(op: &'static str, target: impl ToString, errno: Errno) -> Self {
         Error::Kernel {
             op,
             target: target.to_string(),
             errno,
+            cause: None,
         }
     }
 
@@ -86,6 +114,7 @@ impl Error {
             op,
             path: path.into(),
             source,
+            cause: None,
         }
     }
 
@@ -183,6 +212,18 @@ impl std::fmt::Display for ErrnoName {
     }
 }
 
+/// Displays a cause and its fix after the errno: `: <cause>; fix: <fix>`.
+struct CauseText<'a>(&'a Option<Box<Finding>>);
+
+impl std::fmt::Display for CauseText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, ": {c}; fix: {}", c.fix()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Displays an I/O error with its errno's name where it has one.
 struct IoErrorName<'a>(&'a std::io::Error);
 
@@ -217,5 +258,30 @@ mod tests {
         let p = Error::path("open", "/dev/vfio/7", std::io::Error::from_raw_os_error(16));
         assert!(p.to_string().contains("/dev/vfio/7: EBUSY: "), "{p}");
         assert_eq!(errno_name(Errno::NOTTY), Some("ENOTTY"));
+    }
+
+    #[test]
+    fn a_cause_is_kept_typed_and_printed_with_its_fix() {
+        let e = Error::kernel("VFIO_SET_IOMMU", "/dev/vfio/vfio", Errno::NOSPC)
+            .with_cause(Finding::DmaEntryLimit { limit: 64 });
+        assert_eq!(e.cause(), Some(&Finding::DmaEntryLimit { limit: 64 }));
+        assert_eq!(e.errno(), Some(Errno::NOSPC));
+        let text = e.to_string();
+        assert!(
+            text.contains("ENOSPC") && text.contains("64") && text.contains("fix: "),
+            "{text}"
+        );
+        assert!(
+            Error::invalid("x", "y", "z")
+                .with_cause(Finding::NoIommu)
+                .cause()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn result_stays_small() {
+        // The hot paths return `Result<(), Error>`; a cause must not make it bigger.
+        assert!(std::mem::size_of::<Result<()>>() <= 80);
     }
 }

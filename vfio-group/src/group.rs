@@ -51,14 +51,15 @@ impl Group {
         };
         let path = dev.join("vfio").join(name);
         let fd = vfio_core::open_node(&path).map_err(|e| match e {
-            vfio_core::Error::Path { path, source, .. } if source.raw_os_error() == Some(libc::EBUSY) => {
-                vfio_core::Error::Path {
-                    op: "open (the group is already open in another container or process, or a \
-                         device of it is open through its cdev)",
-                    path,
-                    source,
-                }
-            }
+            vfio_core::Error::Path {
+                path, source, cause, ..
+            } if source.raw_os_error() == Some(libc::EBUSY) => vfio_core::Error::Path {
+                op: "open (the group is already open in another container or process, or a \
+                     device of it is open through its cdev)",
+                path,
+                source,
+                cause,
+            },
             e => e,
         })?;
         Ok(Group {

@@ -114,10 +114,12 @@ impl Device {
                 op,
                 target,
                 errno: errno @ crate::Errno::NOTTY,
+                cause,
             }) => Err(Error::Kernel {
                 op,
                 target: format!("{target} (ENOTTY: not an SR-IOV PF on vfio-pci, so it has no VF token)"),
                 errno,
+                cause,
             }),
             Err(e) => Err(e),
         }

@@ -188,7 +188,13 @@ impl Drop for SriovVfs {
 /// `token_given` says the function is neither a VF nor a PF. Any other error is returned as
 /// it is.
 pub fn explain_vf_token_refusal(sysfs: &Sysfs, addr: &PciAddress, token_given: bool, err: Error) -> Error {
-    let Error::Kernel { op, target, errno } = err else {
+    let Error::Kernel {
+        op,
+        target,
+        errno,
+        cause,
+    } = err
+    else {
         return err;
     };
     let hint = match errno {
@@ -226,6 +232,7 @@ pub fn explain_vf_token_refusal(sysfs: &Sysfs, addr: &PciAddress, token_given: b
         op,
         target: format!("{target}{hint}"),
         errno,
+        cause,
     }
 }
 
