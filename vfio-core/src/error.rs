@@ -373,6 +373,14 @@ mod tests {
             d.contains("source: EINVAL (os error 22)") && !d.contains("Os {"),
             "{d}"
         );
+        let n = Error::path("open", "/dev/vfio/7", std::io::Error::from_raw_os_error(13)).with_cause(
+            Finding::NodeNotAccessible {
+                path: "/dev/vfio/7".into(),
+                errno: Errno::ACCESS,
+            },
+        );
+        let d = format!("{n:?}");
+        assert!(d.contains("errno: EACCES") && !d.contains("Os {"), "{d}");
         let other = Error::path("read", "/x", std::io::Error::other("short"));
         assert!(format!("{other:?}").contains("short"));
     }

@@ -30,8 +30,9 @@ impl fmt::Display for Severity {
 }
 
 /// One cause, with the facts that name it. [`Finding::severity`] says how much it matters,
-/// [`Finding::fix`] what to do; `Display` says what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// [`Finding::fix`] what to do; `Display` says what is wrong. `Debug` shows the fields, errnos
+/// by name.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Finding {
     /// No IOMMU is registered (`/sys/class/iommu` is empty) and no-IOMMU mode is off: VFIO
@@ -151,6 +152,85 @@ pub enum Finding {
         /// What the node is (`None`: not a character device).
         found: Option<(u32, u32)>,
     },
+}
+
+impl fmt::Debug for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::NoIommu => f.write_str("NoIommu"),
+            Finding::NoIommuMode => f.write_str("NoIommuMode"),
+            Finding::IommuPassthrough { group } => {
+                f.debug_struct("IommuPassthrough").field("group", group).finish()
+            }
+            Finding::NoInterruptRemapping {
+                type1_allowed,
+                iommufd_allowed,
+            } => f
+                .debug_struct("NoInterruptRemapping")
+                .field("type1_allowed", type1_allowed)
+                .field("iommufd_allowed", iommufd_allowed)
+                .finish(),
+            Finding::GroupNotViable { group, blockers } => f
+                .debug_struct("GroupNotViable")
+                .field("group", group)
+                .field("blockers", blockers)
+                .finish(),
+            Finding::AcsMissing { bridge } => f.debug_struct("AcsMissing").field("bridge", bridge).finish(),
+            Finding::NotOnVfioPci { device, driver } => f
+                .debug_struct("NotOnVfioPci")
+                .field("device", device)
+                .field("driver", driver)
+                .finish(),
+            Finding::NoIommuGroup { device } => f.debug_struct("NoIommuGroup").field("device", device).finish(),
+            Finding::NodeMissing { path } => f.debug_struct("NodeMissing").field("path", path).finish(),
+            Finding::NodeNotAccessible { path, errno } => f
+                .debug_struct("NodeNotAccessible")
+                .field("path", path)
+                .field("errno", &ErrnoDebug(*errno))
+                .finish(),
+            Finding::MemlockLow { limit, exempt } => f
+                .debug_struct("MemlockLow")
+                .field("limit", limit)
+                .field("exempt", exempt)
+                .finish(),
+            Finding::DmaEntryLimit { limit } => f.debug_struct("DmaEntryLimit").field("limit", limit).finish(),
+            Finding::NoCdev { kernel } => f.debug_struct("NoCdev").field("kernel", kernel).finish(),
+            Finding::KernelTooOld {
+                feature,
+                needs,
+                running,
+            } => f
+                .debug_struct("KernelTooOld")
+                .field("feature", feature)
+                .field("needs", needs)
+                .field("running", running)
+                .finish(),
+            Finding::NoModeOffered { device } => f.debug_struct("NoModeOffered").field("device", device).finish(),
+            Finding::Busy { path, holder } => f
+                .debug_struct("Busy")
+                .field("path", path)
+                .field("holder", holder)
+                .finish(),
+            Finding::CdevMismatch { path, expected, found } => f
+                .debug_struct("CdevMismatch")
+                .field("path", path)
+                .field("expected", expected)
+                .field("found", found)
+                .finish(),
+        }
+    }
+}
+
+/// An errno by name in `Debug` output.
+struct ErrnoDebug(Errno);
+
+impl fmt::Debug for ErrnoDebug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match crate::errno_name(self.0) {
+            Some(n) => f.write_str(n),
+            None => write!(f, "errno {}", self.0.raw_os_error()),
+        }
+    }
 }
 
 /// A process that holds a VFIO node open.
