@@ -342,9 +342,11 @@ fn node_not_accessible_as_nobody() -> TestResult {
                 },
             };
             let errno = e.errno();
-            let f = check(&e, errno, |f| {
-                matches!(f, Finding::NodeNotAccessible { errno: en, .. } if Some(*en) == errno)
-            })?;
+            let f = check(
+                &e,
+                errno,
+                |f| matches!(f, Finding::NodeNotAccessible { errno: en, .. } if Some(*en) == errno),
+            )?;
             if !matches!(errno, Some(Errno::ACCESS | Errno::PERM)) {
                 return Err(format!("{mode}: errno {errno:?}").into());
             }

@@ -363,16 +363,10 @@ mod tests {
     fn debug_names_errnos() {
         let e = Error::kernel("VFIO_SET_IOMMU", "/dev/vfio/vfio", Errno::PERM).with_cause(Finding::NoIommu);
         let d = format!("{e:?}");
-        assert!(
-            d.contains("errno: EPERM") && d.contains("cause: Some(NoIommu)"),
-            "{d}"
-        );
+        assert!(d.contains("errno: EPERM") && d.contains("cause: Some(NoIommu)"), "{d}");
         let p = Error::path("open", "/dev/vfio/7", std::io::Error::from_raw_os_error(22));
         let d = format!("{p:?}");
-        assert!(
-            d.contains("source: EINVAL (os error 22)") && !d.contains("Os {"),
-            "{d}"
-        );
+        assert!(d.contains("source: EINVAL (os error 22)") && !d.contains("Os {"), "{d}");
         let n = Error::path("open", "/dev/vfio/7", std::io::Error::from_raw_os_error(13)).with_cause(
             Finding::NodeNotAccessible {
                 path: "/dev/vfio/7".into(),

@@ -6,9 +6,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use vfio_core::host::doctor::diagnose;
 #[cfg(doc)]
 use vfio_core::host::doctor::Finding;
+use vfio_core::host::doctor::diagnose;
 use vfio_core::ioctl::{self, requests as req};
 use vfio_core::{Errno, Error, NamedFd, Result, Sysfs};
 use vfio_sys as sys;
@@ -147,9 +147,7 @@ impl Group {
     ) -> Result<()> {
         let mut fd: i32 = container.as_fd().as_raw_fd();
         ioctl::call::<req::GroupSetContainer>(self.ioctl_fd(), &mut fd).map_err(|e| {
-            explained::<req::GroupSetContainer>(sysfs, self.id, e, |hint| {
-                format!("{}{purpose}{hint}", self.target())
-            })
+            explained::<req::GroupSetContainer>(sysfs, self.id, e, |hint| format!("{}{purpose}{hint}", self.target()))
         })?;
         self.container = Some(container.clone());
         Ok(())
@@ -251,7 +249,9 @@ fn open_refused(dev: &Path, e: Error) -> Error {
         return e;
     };
     let errno = source.raw_os_error().map(Errno::from_raw_os_error);
-    let proc_ = dev.parent().map_or_else(|| Path::new("/").join("proc"), |p| p.join("proc"));
+    let proc_ = dev
+        .parent()
+        .map_or_else(|| Path::new("/").join("proc"), |p| p.join("proc"));
     let found = errno.and_then(|e| diagnose::node_refusal(&proc_, &path, e));
     let op = if errno == Some(Errno::BUSY) {
         "open (the group is already open in another container or process, or a device of it is \

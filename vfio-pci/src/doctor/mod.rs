@@ -20,11 +20,11 @@
 pub mod acs;
 pub mod render;
 
+use vfio_core::host::doctor::diagnose;
 pub use vfio_core::host::doctor::{
     DomainType, Finding, Holder, KernelVersion, MachineReport, NodeAccess, Severity, group_domain_type,
     group_is_noiommu,
 };
-use vfio_core::host::doctor::diagnose;
 
 use vfio_core::{Mode, PciAddress, Result, Sysfs};
 

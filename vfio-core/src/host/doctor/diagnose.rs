@@ -91,7 +91,9 @@ pub fn bind_refusal(sysfs: &Sysfs, cdev: BorrowedFd<'_>, errno: Errno) -> Option
     if errno == Errno::INVAL {
         let link = PathBuf::from(format!("/proc/self/fd/{}", cdev.as_raw_fd()));
         let path = std::fs::read_link(link).ok()?;
-        let holder = holders(&proc_dir(sysfs), &path, Some(cdev.as_raw_fd())).into_iter().next()?;
+        let holder = holders(&proc_dir(sysfs), &path, Some(cdev.as_raw_fd()))
+            .into_iter()
+            .next()?;
         return Some(Finding::Busy {
             path,
             holder: Some(holder),
@@ -150,7 +152,7 @@ pub fn group_blockers(sysfs: &Sysfs, group: u32) -> Vec<(String, String)> {
 /// last; `except` leaves out one fd of this process (the one being refused).
 pub fn holders(proc_: &Path, path: &Path, except: Option<i32>) -> Vec<Holder> {
     let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir(&proc_) else {
+    let Ok(dir) = std::fs::read_dir(proc_) else {
         return Vec::new();
     };
     let mut found: Vec<Holder> = dir

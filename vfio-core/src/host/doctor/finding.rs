@@ -159,9 +159,7 @@ impl fmt::Debug for Finding {
         match self {
             Finding::NoIommu => f.write_str("NoIommu"),
             Finding::NoIommuMode => f.write_str("NoIommuMode"),
-            Finding::IommuPassthrough { group } => {
-                f.debug_struct("IommuPassthrough").field("group", group).finish()
-            }
+            Finding::IommuPassthrough { group } => f.debug_struct("IommuPassthrough").field("group", group).finish(),
             Finding::NoInterruptRemapping {
                 type1_allowed,
                 iommufd_allowed,
