@@ -469,7 +469,18 @@ mod tests {
         // A regular file where the character device should be.
         let (root, sysfs) = tree("file", "511:0", |p| fs::write(p, "").unwrap());
         let e = UnboundDevice::open(&sysfs, &addr).unwrap_err();
-        assert!(matches!(e, Error::Malformed { .. }), "{e:?}");
+        assert!(matches!(e, Error::Path { .. }) && e.errno().is_none(), "{e:?}");
+        assert!(
+            matches!(
+                e.cause(),
+                Some(Finding::CdevMismatch {
+                    found: None,
+                    expected: (511, 0),
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("char device: false"), "{e}");
         assert!(e.to_string().contains("vfio/devices/vfio0"), "{e}");
         fs::remove_dir_all(root).unwrap();
@@ -480,6 +491,16 @@ mod tests {
         assert!(
             e.to_string().contains("node is 1:3") && e.to_string().contains("511:0"),
             "{e}"
+        );
+        assert!(
+            matches!(
+                e.cause(),
+                Some(Finding::CdevMismatch {
+                    found: Some((1, 3)),
+                    ..
+                })
+            ),
+            "{e:?}"
         );
         fs::remove_dir_all(root).unwrap();
         // Numbers that match are accepted.
