@@ -20,7 +20,7 @@
 pub mod acs;
 pub mod render;
 
-use vfio_core::host::doctor::diagnose;
+use vfio_core::host::doctor::diagnose as causes;
 pub use vfio_core::host::doctor::{
     DomainType, Finding, Holder, KernelVersion, MachineReport, NodeAccess, Severity, group_domain_type,
     group_is_noiommu,
@@ -176,10 +176,7 @@ pub fn diagnose_device(sysfs: &Sysfs, machine: &MachineReport, addr: &PciAddress
     let proc_ = vfio_core::host::doctor::proc_dir(sysfs);
     for n in nodes.iter().filter(|n| n.access.is_ok()) {
         let me = std::process::id();
-        if let Some(h) = diagnose::holders(&proc_, &n.path, None)
-            .into_iter()
-            .find(|h| h.pid != me)
-        {
+        if let Some(h) = causes::holders(&proc_, &n.path, None).into_iter().find(|h| h.pid != me) {
             findings.push(Finding::Busy {
                 path: n.path.clone(),
                 holder: Some(h),
@@ -247,7 +244,8 @@ pub fn diagnose(sysfs: &Sysfs, addrs: &[PciAddress]) -> Result<Report> {
 /// open), ENOENT (a missing node or group, the wrong driver), ENOMEM (`RLIMIT_MEMLOCK`), ENOSPC
 /// (type1's `dma_entry_limit`), EBUSY or EINVAL (another process holds the group or device:
 /// `Busy`). The error's own [`vfio_core::Error::cause`] comes first. Empty when the error has no
-/// cause nor errno or the doctor finds no such cause. Errors: those of [`diagnose`] (the device does not exist).
+/// cause nor errno and the doctor finds no such cause. Errors: those of [`diagnose`] (the device
+/// does not exist).
 pub fn explain(sysfs: &Sysfs, addr: &PciAddress, err: &vfio_core::Error) -> Result<Vec<Finding>> {
     use vfio_core::Errno;
     // The cause the library found when it was refused comes first; the doctor adds what else
