@@ -288,14 +288,9 @@ pub(crate) fn eperm_hint(errno: Errno) -> &'static str {
 /// `pcieport`, which the kernel tolerates, are left out). Read from
 /// `<sysfs>/kernel/iommu_groups/<id>/devices`; empty if that cannot be read.
 pub(crate) fn non_viable_devices(sysfs: &Sysfs, id: u32) -> Vec<String> {
-    let members = sysfs.group_devices(id).unwrap_or_default();
-    members
+    diagnose::group_blockers(sysfs, id)
         .into_iter()
-        .filter_map(|addr| {
-            let driver = sysfs.driver(&addr).ok()??;
-            let tolerated = driver.starts_with("vfio") || driver == "pci-stub" || driver == "pcieport";
-            (!tolerated).then(|| format!("{addr} (driver {driver})"))
-        })
+        .map(|(addr, driver)| format!("{addr} (driver {driver})"))
         .collect()
 }
 

@@ -207,4 +207,53 @@ mod tests {
         ));
         assert_eq!(node_refusal(s, &p, Errno::NOTTY), None);
     }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads a fake sysfs tree")]
+    fn a_refused_attach_names_the_members_on_host_drivers() {
+        let tmp = std::env::temp_dir().join(format!("vfio-diagnose-group-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let devs = tmp.join("sys/kernel/iommu_groups/7/devices");
+        std::fs::create_dir_all(&devs).unwrap();
+        for (addr, driver) in [
+            ("0000:00:03.0", Some("vfio-pci")),
+            ("0000:00:03.1", Some("e1000e")),
+            ("0000:00:03.2", Some("pcieport")),
+            ("0000:00:03.3", None),
+        ] {
+            let d = tmp.join("sys/devices/pci0000:00").join(addr);
+            std::fs::create_dir_all(&d).unwrap();
+            if let Some(drv) = driver {
+                let dd = tmp.join("sys/bus/pci/drivers").join(drv);
+                std::fs::create_dir_all(&dd).unwrap();
+                std::os::unix::fs::symlink(dd, d.join("driver")).unwrap();
+            }
+            std::os::unix::fs::symlink(&d, devs.join(addr)).unwrap();
+            let bus = tmp.join("sys/bus/pci/devices");
+            std::fs::create_dir_all(&bus).unwrap();
+            std::os::unix::fs::symlink(&d, bus.join(addr)).unwrap();
+        }
+        let sysfs = Sysfs::at(tmp.join("sys"), tmp.join("dev"));
+        let want = Finding::GroupNotViable {
+            group: 7,
+            blockers: vec![("0000:00:03.1".into(), "e1000e".into())],
+        };
+        assert_eq!(
+            group_refusal(&sysfs, 7, Errno::PERM, Backend::Group),
+            Some(want.clone())
+        );
+        assert_eq!(group_refusal(&sysfs, 7, Errno::INVAL, Backend::Iommufd), Some(want));
+        // A viable group and no IOMMU at all: nothing to name for EPERM.
+        assert_eq!(group_refusal(&sysfs, 8, Errno::PERM, Backend::Group), None);
+        assert_eq!(group_refusal(&sysfs, 7, Errno::NOTTY, Backend::Group), None);
+        assert_eq!(no_group(&sysfs, "0000:00:03.0"), Finding::NoIommu);
+        std::fs::create_dir_all(tmp.join("sys/class/iommu/dmar0/intel-iommu")).unwrap();
+        assert_eq!(
+            no_group(&sysfs, "0000:00:03.0"),
+            Finding::NoIommuGroup {
+                device: "0000:00:03.0".into()
+            }
+        );
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }
