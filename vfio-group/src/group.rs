@@ -137,7 +137,9 @@ impl Group {
     /// container; EPERM when a member of the group is on a host driver (Linux >= 5.19 claims DMA
     /// ownership here: [`Finding::GroupNotViable`]) or the group's IOMMU lacks interrupt
     /// isolation and unsafe interrupts are not allowed (type1, when the container already has
-    /// an IOMMU type: [`Finding::NoInterruptRemapping`]), as the error's cause. `purpose` follows the group's name in errors (e.g. the device it is joined for).
+    /// an IOMMU type: [`Finding::NoInterruptRemapping`]), as the error's cause; a cause is looked
+    /// for in `sysfs`. `purpose` follows the group's name in errors (e.g. the device it is
+    /// joined for).
     #[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
     pub(crate) fn set_container(
         &mut self,
