@@ -41,7 +41,7 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 fn open_and_drop(mode: Mode, addr: &PciAddress, order: &[usize]) -> Result<(), Box<dyn std::error::Error>> {
     let container = vfio_tests::new_container(mode)?;
     let dev = PciDevice::open_in(container.as_ref(), addr)?;
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     ensure!(bar0.read32(0)? == EDU_ID, "edu ID through the fresh mapping");
     let irq = EventFd::new()?;
     dev.enable_bus_master()?;
@@ -150,7 +150,7 @@ fn another_process_opens(addr: PciAddress, mode: Mode) -> Result<(), String> {
     let child = move || -> Result<(), Box<dyn std::error::Error>> {
         let c = vfio_tests::new_container(mode)?;
         let dev = PciDevice::open_in(c.as_ref(), &addr)?;
-        ensure!(dev.map_bar(0)?.read32(0)? == EDU_ID, "edu ID in the other process");
+        ensure!(dev.bar(0)?.read32(0)? == EDU_ID, "edu ID in the other process");
         Ok(())
     };
     // SAFETY: the test binary runs one test at a time on its main thread.
@@ -172,7 +172,7 @@ fn default_container_lets_go(mode: Mode) -> TestResult {
     drop(PciDevice::open(&addr, Some(mode))?);
     let before = resources()?;
     let dev = PciDevice::open(&addr, Some(mode))?;
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     let clone = dev.clone();
     let buf = DmaBuffer::new(4096)?;
     let map = DmaMapping::new(
@@ -202,7 +202,7 @@ fn default_container_lets_go(mode: Mode) -> TestResult {
         "left (fds, mappings, VmLck kB, VmPin kB) {before:?} -> {after:?}"
     );
     let again = PciDevice::open(&addr, Some(mode))?;
-    ensure!(again.map_bar(0)?.read32(0)? == EDU_ID, "edu ID after reopening");
+    ensure!(again.bar(0)?.read32(0)? == EDU_ID, "edu ID after reopening");
     drop(again);
     another_process_opens(addr, mode).map_err(|e| format!("after the reopened device went: {e}"))?;
     println!("    {mode}: held while a handle lived, released with the last");
@@ -291,7 +291,7 @@ fn explicit_close_reports_what_stays() -> TestResult {
             another_process_opens(addr, mode).is_err(),
             "another process opened {addr} while it was open here"
         );
-        ensure!(dev.map_bar(0)?.read32(0)? == EDU_ID, "edu ID with its container closed");
+        ensure!(dev.bar(0)?.read32(0)? == EDU_ID, "edu ID with its container closed");
         drop(dev);
         another_process_opens(addr, mode).map_err(|e| format!("after the device of a closed container went: {e}"))?;
         let c = vfio_group::Container::open(mode.addressing())?;
