@@ -41,7 +41,11 @@ fn pread64_agrees(dev: &PciDevice, bar: &Bar, offset: u64, v: u64) -> vfio_core:
 fn edu_bar_mmapped_whole_agrees_with_pread() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_EDU");
     let bar = dev.bar(0)?;
-    ensure!(bar.info().kind == BarKind::Memory32, "edu BAR0 is {:?}", bar.info().kind);
+    ensure!(
+        bar.info().kind == BarKind::Memory32,
+        "edu BAR0 is {:?}",
+        bar.info().kind
+    );
     ensure!(
         bar.mappings().len() == 1 && bar.mappings()[0].region_offset() == 0,
         "edu BAR0 is not one mapping at 0: {bar:?}"
@@ -74,10 +78,16 @@ fn edu_bar_mmapped_whole_agrees_with_pread() -> TestResult {
     // Registers taken from the Bar reach the same bytes.
     let liveness = bar.register::<u32>(reg::LIVENESS)?;
     liveness.write(0x0f0f_0f0f);
-    ensure!(bar.read32(reg::LIVENESS)? == 0xf0f0_f0f0, "Register::write then Bar::read32");
+    ensure!(
+        bar.read32(reg::LIVENESS)? == 0xf0f0_f0f0,
+        "Register::write then Bar::read32"
+    );
     let src = bar.register::<u64>(reg::DMA_SRC)?;
     src.write(0x55);
-    ensure!(bar.read64(reg::DMA_SRC)? == 0x55, "Register<u64>::write then Bar::read64");
+    ensure!(
+        bar.read64(reg::DMA_SRC)? == 0x55,
+        "Register<u64>::write then Bar::read64"
+    );
     bar.write64(reg::DMA_SRC, 0)?;
     // Checked: past the end, misaligned, for accesses and for registers alike.
     for (e, what) in [
@@ -166,7 +176,10 @@ fn io_port_bar_through_pread_and_read64_refused() -> TestResult {
         "the I/O BAR claims to be mmappable"
     );
     let bar = dev.bar(info.index)?;
-    ensure!(bar.mappings().is_empty() && !bar.is_mapped(0, 4), "the I/O BAR has mappings");
+    ensure!(
+        bar.mappings().is_empty() && !bar.is_mapped(0, 4),
+        "the I/O BAR has mappings"
+    );
     bar.write8(0, 0)?; // select test 0
     let (width, offset) = (bar.read8(1)?, u64::from(bar.read32(4)?));
     let data = bar.read32(8)?;

@@ -244,10 +244,7 @@ fn cmb_bar_is_a_2mib_prefetchable_mmap() -> TestResult {
     for at in [0, CMB_SIZE - 8] {
         bar2.write64(at, 0x0123_4567_89ab_cdef ^ at)?;
         let back = bar2.read64(at)?;
-        ensure!(
-            back == 0x0123_4567_89ab_cdef ^ at,
-            "CMB at {at:#x} read back {back:#x}"
-        );
+        ensure!(back == 0x0123_4567_89ab_cdef ^ at, "CMB at {at:#x} read back {back:#x}");
     }
     println!(
         "    {addr} BAR2: {:#x} bytes, 64-bit prefetchable, mmapped, written and read back at both ends",

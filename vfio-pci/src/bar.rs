@@ -586,4 +586,69 @@ mod tests {
             assert!(e.to_string().contains("fake BAR 0"), "{e}");
         }
     }
+
+    /// An I/O-port BAR (no mappings): 8/16/32-bit accesses go through the fd, 64-bit ones and
+    /// registers are refused before the kernel is asked.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd and pread, which Miri cannot run")]
+    fn io_bar_refuses_64_bit_accesses_and_registers() {
+        let dev = fake::device(fake::memfd(REGION_AT as usize + 0x100, 0x5a));
+        let region = fake::region(1, REGION_AT, 0x40, None);
+        let info = BarInfo {
+            index: 1,
+            kind: BarKind::Io,
+            prefetchable: false,
+            size: 0x40,
+            region,
+        };
+        let bar = Bar::new(info, Vec::new(), dev.clone());
+        assert_eq!(bar.read32(4).unwrap(), 0x5a5a_5a5a);
+        bar.write16(8, 0x1234).unwrap();
+        assert_eq!(fake::read_at(&dev, REGION_AT + 8, 2), [0x34, 0x12]);
+        for e in [bar.read64(8).unwrap_err(), bar.write64(8, 0).unwrap_err()] {
+            assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+            assert!(
+                e.to_string().contains("I/O-port") && e.to_string().contains("fake BAR 1"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            fake::read_at(&dev, REGION_AT + 8, 8),
+            [0x34, 0x12, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a]
+        );
+        let e = bar.register::<u32>(0).unwrap_err();
+        assert!(
+            matches!(e, Error::Unsupported { .. }) && e.to_string().contains("I/O-port"),
+            "{e}"
+        );
+        assert!(matches!(bar.read32(0x40), Err(Error::InvalidArgument { .. })));
+    }
+
+    /// Registers come from the mapped areas only, checked once.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd and mmap, which Miri cannot run")]
+    fn registers_come_from_mapped_areas() {
+        let page = rustix::param::page_size();
+        let dev = fake::device(fake::memfd(REGION_AT as usize + 4 * page, 0));
+        let (bar, page) = holey_bar(dev.clone(), &dev);
+        let r = bar.register::<u32>(0x10).unwrap();
+        r.write(0xcafe_f00d);
+        assert_eq!(bar.read32(0x10).unwrap(), 0xcafe_f00d);
+        assert_eq!(fake::read_at(&dev, REGION_AT + 0x10, 4), 0xcafe_f00du32.to_le_bytes());
+        // The second area (not at offset 0) hands out registers too.
+        let far = bar.register::<u64>(2 * page + 8).unwrap();
+        far.write(7);
+        assert_eq!(bar.read64(2 * page + 8).unwrap(), 7);
+        let hole = bar.register::<u32>(page + 4).unwrap_err();
+        assert!(
+            matches!(hole, Error::Unsupported { .. }) && hole.to_string().contains("hole"),
+            "{hole}"
+        );
+        for e in [
+            bar.register::<u32>(2).unwrap_err(),
+            bar.register::<u8>(3 * page).unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+        }
+    }
 }

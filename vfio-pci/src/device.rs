@@ -2,9 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use vfio_core::{
-    Container, Device, Error, EventFd, IrqSet, Mode, PciAddress, RegionInfo, Result, SriovVfs,
-};
+use vfio_core::{Container, Device, Error, EventFd, IrqSet, Mode, PciAddress, RegionInfo, Result, SriovVfs};
 use vfio_sys as sys;
 
 use crate::config::{Command, Status, offset};

@@ -50,5 +50,5 @@ pub use config::{Command, Status};
 pub use containers::default_container;
 pub use device::{CONFIG_REGION, ERR_IRQ, INTX_IRQ, MSI_IRQ, MSIX_IRQ, PciDevice, REQ_IRQ, ROM_REGION};
 pub use inventory::DeviceSummary;
-pub use vfio_core::{Mode, PciAddress};
 pub use vfio_core::{MappedRegion, Register, RegisterWidth};
+pub use vfio_core::{Mode, PciAddress};

@@ -26,7 +26,11 @@ const EDU_ID: u32 = 0x010000ed;
 
 /// The start of `bar`'s mapping at offset 0, for the raw-pointer sides.
 fn base_of(bar: &Bar) -> BenchResult<*mut u8> {
-    Ok(bar.mapping_at(0, 0x100).ok_or("edu BAR0 is not mmapped at offset 0")?.0.as_ptr())
+    Ok(bar
+        .mapping_at(0, 0x100)
+        .ok_or("edu BAR0 is not mmapped at offset 0")?
+        .0
+        .as_ptr())
 }
 
 /// A register width P3 measures.
