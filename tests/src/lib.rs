@@ -309,6 +309,15 @@
 //!   `bad_input::rom_of_a_device_without_one`.
 //! - A BAR mapping keeps its device open: it reads the ID after device and container are dropped ->
 //!   `teardown::every_drop_order_{group,cdev,noiommu}`.
+//! - One BAR handle (issue #19): edu's BAR0 is one mapping covering the whole BAR; 32- and
+//!   64-bit accesses and `Register`s taken from the `Bar` agree with the kernel's pread/pwrite;
+//!   past the end and misaligned are refused, for accesses and registers alike ->
+//!   `bar_access::edu_bar_mmapped_whole_agrees_with_pread`. NVMe BAR0 at 8/16/32/64 bits, and its
+//!   MSI-X table reached at `MsixCap::table_offset` (`u64`) as it is; where the table is mapped,
+//!   the kernel's pread of it reads all ones (vfio-pci excludes it from region reads) ->
+//!   `bar_access::nvme_bar_widths_and_msix_table`. The I/O-port BAR through pread/pwrite, with
+//!   `read64`/`write64` refused (Unsupported: vfio-pci's 8-byte pread of ports is two 32-bit port
+//!   reads) and no `Register` handed out -> `bar_access::io_port_bar_through_pread_and_read64_refused`.
 //!
 //! ## Config space and capabilities
 //!
