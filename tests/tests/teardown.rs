@@ -12,9 +12,7 @@
 use std::any::Any;
 use std::process::ExitCode;
 
-use vfio_core::{
-    DmaAccess, DmaBuffer, DmaMapping, EventFd, MappedRegion, Mode, OwnedDmaMapping, PciAddress, SharedContainer, Sysfs,
-};
+use vfio_core::{DmaAccess, DmaBuffer, DmaMapping, EventFd, Mode, OwnedDmaMapping, PciAddress, SharedContainer, Sysfs};
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, EDU_ID, Edu};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, mapping_count, open_fds, skip, status_kb};
@@ -62,8 +60,8 @@ fn open_and_drop(mode: Mode, addr: &PciAddress, order: &[usize]) -> Result<(), B
     for &i in order {
         // The BAR mapping holds the device open: with device and container gone it still reads.
         if ITEMS[i] == "BAR mapping" && items[0].is_none() && items[1].is_none() {
-            let bar = items[i].as_ref().and_then(|b| b.downcast_ref::<MappedRegion>());
-            let id = bar.ok_or("the BAR mapping is not a MappedRegion")?.read32(0)?;
+            let bar = items[i].as_ref().and_then(|b| b.downcast_ref::<vfio_pci::Bar>());
+            let id = bar.ok_or("the BAR mapping is not a Bar")?.read32(0)?;
             ensure!(id == EDU_ID, "edu ID {id:#x} through a mapping outliving its device");
         }
         drop(items[i].take());
