@@ -2,29 +2,29 @@
 
 use std::time::{Duration, Instant};
 
-use vfio_core::{EventFd, MappedRegion};
-use vfio_pci::PciDevice;
+use vfio_core::EventFd;
+use vfio_pci::{Bar, PciDevice};
 
 /// Register offsets in BAR0.
 pub mod reg {
     /// Identification, 0x010000ed.
-    pub const ID: usize = 0x00;
+    pub const ID: u64 = 0x00;
     /// Liveness check: reads back the bitwise NOT of what was written.
-    pub const LIVENESS: usize = 0x04;
+    pub const LIVENESS: u64 = 0x04;
     /// Interrupt status.
-    pub const IRQ_STATUS: usize = 0x24;
+    pub const IRQ_STATUS: u64 = 0x24;
     /// Interrupt raise: ORs the written value into the status and raises the interrupt.
-    pub const IRQ_RAISE: usize = 0x60;
+    pub const IRQ_RAISE: u64 = 0x60;
     /// Interrupt acknowledge.
-    pub const IRQ_ACK: usize = 0x64;
+    pub const IRQ_ACK: u64 = 0x64;
     /// DMA source address.
-    pub const DMA_SRC: usize = 0x80;
+    pub const DMA_SRC: u64 = 0x80;
     /// DMA destination address.
-    pub const DMA_DST: usize = 0x88;
+    pub const DMA_DST: u64 = 0x88;
     /// DMA byte count.
-    pub const DMA_COUNT: usize = 0x90;
+    pub const DMA_COUNT: u64 = 0x90;
     /// DMA command: bit 0 start, bit 1 device->RAM, bit 2 interrupt when done.
-    pub const DMA_CMD: usize = 0x98;
+    pub const DMA_CMD: u64 = 0x98;
 }
 
 /// The edu identification register value.
@@ -44,7 +44,7 @@ pub struct Edu {
     /// The PCI device.
     pub pci: PciDevice,
     /// BAR0.
-    pub bar0: MappedRegion,
+    pub bar0: Bar,
 }
 
 /// Direction of an edu DMA.
@@ -59,7 +59,7 @@ pub enum Direction {
 impl Edu {
     /// Maps BAR0 and checks the ID register.
     pub fn new(pci: PciDevice) -> Result<Self, Box<dyn std::error::Error>> {
-        let bar0 = pci.map_bar(0)?;
+        let bar0 = pci.bar(0)?;
         let id = bar0.read32(reg::ID)?;
         if id != EDU_ID {
             return Err(format!("{}: ID register is {id:#x}, not {EDU_ID:#x}", pci.address()).into());

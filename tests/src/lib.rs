@@ -279,7 +279,7 @@
 //! - The edu's BARs: BAR0 is 1 MiB, 32-bit memory; BAR1 is unimplemented; BAR index 6 is refused ->
 //!   `pci::edu_capabilities_and_bars`. The nvme's BAR0 is 64-bit memory ->
 //!   `pci::nvme_capabilities_msix_pcie`.
-//! - `map_bar(7)` is `InvalidArgument` naming BAR 7; `map_bar(1)` of the absent BAR1 is
+//! - `bar(7)` is `InvalidArgument` naming BAR 7; `bar(1)` of the absent BAR1 is
 //!   `Unsupported` -> `bad_input::bar_index_7`, `bad_input::absent_bar`.
 //! - The nvme BAR0's mmappable areas avoid the MSI-X table when it is not mappable, the first area
 //!   starts at offset 0, and the NVMe CAP register reads through it ->
@@ -291,13 +291,13 @@
 //!   `core::region_info_of_a_missing_index_is_einval`, `bad_input::region_info_for_index_42`.
 //! - BAR access through the mapping agrees with pread (NVMe CAP); reads past the end or misaligned
 //!   are refused; MSI-X vector 0 starts masked ->
-//!   `pci::bar_access_checks_bounds_and_matches_pread`. The same refusals on a `MappedRegion`
+//!   `pci::bar_access_checks_bounds_and_matches_pread`. The same refusals on a `Bar`
 //!   (`InvalidArgument` "past the end", "aligned") -> `bad_input::mmio_past_the_bar_end`,
 //!   `bad_input::misaligned_mmio`.
 //! - Bulk BAR copies (`write_bytes`, `read_bytes`) reach the registers and agree with pread (only
 //!   the low dwords on kernels that split region reads, 6.1); a copy past the end is refused ->
 //!   `pci_io::bar_bulk_copy_reaches_registers`, `bad_input::bulk_bar_copy_past_the_end`.
-//! - An I/O-port BAR (pci-testdev) is not mmappable (`map_bar` fails, the `Bar` has no mappings)
+//! - An I/O-port BAR (pci-testdev) is not mmappable (the `Bar` has no mappings, `register` is refused)
 //!   and is read and written through pread/pwrite: the device counts the write; past the end and
 //!   misaligned are refused -> `pci_io::io_port_bar_reads_and_writes`.
 //! - Every implemented BAR of every harness device reads (mmap or pread) ->
@@ -309,6 +309,15 @@
 //!   `bad_input::rom_of_a_device_without_one`.
 //! - A BAR mapping keeps its device open: it reads the ID after device and container are dropped ->
 //!   `teardown::every_drop_order_{group,cdev,noiommu}`.
+//! - One BAR handle (issue #19): edu's BAR0 is one mapping covering the whole BAR; 32- and
+//!   64-bit accesses and `Register`s taken from the `Bar` agree with the kernel's pread/pwrite;
+//!   past the end and misaligned are refused, for accesses and registers alike ->
+//!   `bar_access::edu_bar_mmapped_whole_agrees_with_pread`. NVMe BAR0 at 8/16/32/64 bits, and its
+//!   MSI-X table reached at `MsixCap::table_offset` (`u64`) as it is; where the table is mapped,
+//!   the kernel's pread of it reads all ones (vfio-pci excludes it from region reads) ->
+//!   `bar_access::nvme_bar_widths_and_msix_table`. The I/O-port BAR through pread/pwrite, with
+//!   `read64`/`write64` refused (Unsupported: vfio-pci's 8-byte pread of ports is two 32-bit port
+//!   reads) and no `Register` handed out -> `bar_access::io_port_bar_through_pread_and_read64_refused`.
 //!
 //! ## Config space and capabilities
 //!

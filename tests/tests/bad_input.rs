@@ -446,8 +446,8 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             PREFERRED_EDU,
             Box::new(|| {
                 let d = edu()?;
-                let bar = d.map_bar(0).map_err(|e| e.to_string())?;
-                Ok(bar.read32(bar.len()).map(|_| ()))
+                let bar = d.bar(0).map_err(|e| e.to_string())?;
+                Ok(bar.read32(bar.size()).map(|_| ()))
             }),
         ),
         (
@@ -456,7 +456,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             PREFERRED_EDU,
             Box::new(|| {
                 let d = edu()?;
-                let bar = d.map_bar(0).map_err(|e| e.to_string())?;
+                let bar = d.bar(0).map_err(|e| e.to_string())?;
                 Ok(bar.read32(2).map(|_| ()))
             }),
         ),
@@ -486,13 +486,13 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             "bar_index_7",
             Want::Invalid("BAR 7"),
             PREFERRED_EDU,
-            Box::new(|| Ok(edu()?.map_bar(7).map(|_| ()))),
+            Box::new(|| Ok(edu()?.bar(7).map(|_| ()))),
         ),
         (
             "absent_bar",
             Want::Unsupported("BAR 1"),
             PREFERRED_EDU,
-            Box::new(|| Ok(edu()?.map_bar(1).map(|_| ()))),
+            Box::new(|| Ok(edu()?.bar(1).map(|_| ()))),
         ),
         (
             "rom_of_a_device_without_one",

@@ -177,7 +177,7 @@ fn map_errors(mode: Mode) -> TestResult {
 fn intx_mask_unmask(mode: Mode) -> TestResult {
     let (addr, c) = setup_or_skip!("VFIO_TEST_EDU", mode);
     let dev = PciDevice::open_in(c.as_ref(), &addr)?;
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     let irq = EventFd::new()?;
     dev.enable_intx(&irq)?;
     for round in 1..=2u32 {
@@ -197,7 +197,7 @@ fn intx_mask_unmask(mode: Mode) -> TestResult {
 fn nvme_reset(mode: Mode) -> TestResult {
     let (addr, c) = setup_or_skip!("VFIO_TEST_NVME", mode);
     let dev = PciDevice::open_in(c.as_ref(), &addr)?;
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     bar0.write32(0x14, 0x0046_0000)?;
     dev.reset()?;
     ensure!(bar0.read32(0x14)? == 0, "CC not cleared by the reset");
@@ -210,7 +210,7 @@ fn reopen_after_close(mode: Mode) -> TestResult {
     let (addr, c) = setup_or_skip!("VFIO_TEST_EDU", mode);
     for _ in 0..3 {
         let dev = PciDevice::open_in(c.as_ref(), &addr)?;
-        ensure!(dev.map_bar(0)?.read32(0)? == EDU_ID, "ID");
+        ensure!(dev.bar(0)?.read32(0)? == EDU_ID, "ID");
     }
     drop(c);
     let c = mode.container()?;

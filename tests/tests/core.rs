@@ -139,7 +139,7 @@ fn edu_irq_info_has_intx_and_one_msi() -> TestResult {
 
 fn edu_intx_is_automasked_until_unmasked() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_EDU");
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     let irq = EventFd::new()?;
     dev.device()
         .set_irqs(&IrqSet::eventfds(vfio_pci::INTX_IRQ, 0, &[Some(irq.as_fd())]))?;
@@ -236,7 +236,7 @@ fn low_power_feature_set_and_get_contracts() -> TestResult {
         !d.feature_probe(ENTRY, FeatureAccess::GET)?,
         "LOW_POWER_ENTRY GET offered"
     );
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     ensure!(bar0.read32(0)? == 0x010000ed, "edu id before low power");
     // SAFETY: LOW_POWER_ENTRY has no payload.
     let e = unsafe { d.feature_get(ENTRY, &mut []) }
@@ -254,7 +254,7 @@ fn low_power_feature_set_and_get_contracts() -> TestResult {
     let e = d.low_power_enter().err().ok_or("entered low power twice")?;
     ensure!(e.errno() == Some(rustix::io::Errno::INVAL), "second entry gave {e}");
     d.low_power_exit()?;
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     ensure!(
         bar0.read32(0)? == 0x010000ed,
         "edu id through a new mapping after low power"
@@ -498,7 +498,7 @@ fn nvme_function_reset_clears_registers() -> TestResult {
         info.flags.contains(vfio_core::DeviceFlags::RESET),
         "nvme does not offer VFIO_DEVICE_RESET: {info:?}"
     );
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     // CC (controller configuration) takes queue entry sizes while the controller is disabled;
     // a function reset returns it to 0.
     bar0.write32(0x14, 0x0046_0000)?;
@@ -553,7 +553,7 @@ fn ioeventfd_writes_the_register_when_signalled() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_EDU");
     let d = dev.device();
     let bar0_info = d.region_info(0)?;
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     let wait_for = |want: u32| -> Result<bool, vfio_core::Error> {
         let t = std::time::Instant::now();
         while t.elapsed() < Duration::from_secs(5) {

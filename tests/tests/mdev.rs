@@ -422,7 +422,7 @@ fn mdpy_region_plane(iface: Interface) -> TestResult {
     let gradient_ok = |fb: &vfio_core::MappedRegion| -> vfio_core::Result<bool> {
         for y in [0usize, 1, 240, 479] {
             let mut row = [0u8; 16];
-            fb.read_bytes(y * 2560, &mut row)?;
+            fb.read_bytes(y as u64 * 2560, &mut row)?;
             if row != [(y * 255 / 480) as u8; 16] {
                 return Ok(false);
             }

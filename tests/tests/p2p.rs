@@ -78,7 +78,7 @@ struct Rig {
     irq: EventFd,
     ram: OwnedDmaMapping,
     cmb: PciDevice,
-    bar2: Option<MappedRegion>,
+    bar2: Option<vfio_pci::Bar>,
 }
 
 impl Rig {
@@ -93,7 +93,7 @@ impl Rig {
         let edu = Edu::new(pci)?;
         let cmb = PciDevice::open_in(c.as_ref(), &cmb_addr)?;
         cmb.set_command(cmb.command()? | Command::MEMORY_SPACE)?;
-        let bar2 = cmb.map_bar(2)?;
+        let bar2 = cmb.bar(2)?;
         let ram = OwnedDmaMapping::new(
             c.clone(),
             DmaBuffer::new(PEER_LEN as usize)?,
@@ -129,8 +129,13 @@ impl Rig {
             .is_some_and(|g| matches!(g.backend(), Ok(vfio_group::Backend::Type1)))
     }
 
-    fn bar2(&self) -> &MappedRegion {
+    fn bar2(&self) -> &vfio_pci::Bar {
         self.bar2.as_ref().expect("BAR2 mapped")
+    }
+
+    /// The mmap of BAR2 (the CMB is mappable whole), for the container's raw MMIO calls.
+    fn bar2_map(&self) -> &MappedRegion {
+        self.bar2().mapping_at(0, CMB_SIZE).expect("BAR2 mmapped whole").0
     }
 
     fn map_peer(&self, iova: u64) -> vfio_core::Result<PeerMapping> {
@@ -167,12 +172,12 @@ impl Rig {
     /// The CMB's bytes of the peer range, read through the BAR mapping.
     fn cmb_bytes(&self) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
         let mut out = vec![0u8; LEN];
-        self.bar2().read_bytes(PEER_OFF as usize, &mut out)?;
+        self.bar2().read_bytes(PEER_OFF, &mut out)?;
         Ok(out)
     }
 
     fn cmb_fill(&self, data: &[u8]) -> vfio_core::Result<()> {
-        self.bar2().write_bytes(PEER_OFF as usize, data)
+        self.bar2().write_bytes(PEER_OFF, data)
     }
 
     /// Whether a DMA of a fresh pattern to `addr` lands in the CMB: the CMB is first set to
@@ -235,14 +240,11 @@ fn cmb_bar_is_a_2mib_prefetchable_mmap() -> TestResult {
         info.prefetchable
     );
     cmb.set_command(cmb.command()? | Command::MEMORY_SPACE)?;
-    let bar2 = cmb.map_bar(2)?;
-    for at in [0usize, CMB_SIZE as usize - 8] {
-        bar2.write64(at, 0x0123_4567_89ab_cdef ^ at as u64)?;
+    let bar2 = cmb.bar(2)?;
+    for at in [0, CMB_SIZE - 8] {
+        bar2.write64(at, 0x0123_4567_89ab_cdef ^ at)?;
         let back = bar2.read64(at)?;
-        ensure!(
-            back == 0x0123_4567_89ab_cdef ^ at as u64,
-            "CMB at {at:#x} read back {back:#x}"
-        );
+        ensure!(back == 0x0123_4567_89ab_cdef ^ at, "CMB at {at:#x} read back {back:#x}");
     }
     println!(
         "    {addr} BAR2: {:#x} bytes, 64-bit prefetchable, mmapped, written and read back at both ends",
@@ -476,7 +478,7 @@ fn import_revoked_by_close() -> TestResult {
     rig.dma_to(peer.device_addr(), &late)?;
     rig.cmb = PciDevice::open_in(rig.c.as_ref(), &cmb_addr)?;
     rig.cmb.set_command(rig.cmb.command()? | Command::MEMORY_SPACE)?;
-    rig.bar2 = Some(rig.cmb.map_bar(2)?);
+    rig.bar2 = Some(rig.cmb.bar(2)?);
     let now = rig.cmb_bytes()?;
     ensure!(
         now != late[..LEN],
@@ -518,7 +520,7 @@ fn low_power_revokes_the_import() -> TestResult {
     rig.bar2 = None;
     rig.cmb.device().low_power_enter()?;
     rig.cmb.device().low_power_exit()?;
-    rig.bar2 = Some(rig.cmb.map_bar(2)?);
+    rig.bar2 = Some(rig.cmb.bar(2)?);
     check_revoked_then_reimport(&rig, peer, "low-power entry and exit")
 }
 
@@ -542,7 +544,7 @@ fn type1_bar_mapping_outlives_reset() -> TestResult {
     // SAFETY: the BAR mapping and its device stay alive until the unmap below.
     let addr = unsafe {
         rig.c
-            .map_dma_raw(rig.bar2().as_ptr(), PEER_LEN, OTHER_IOVA, DmaAccess::READ_WRITE)?
+            .map_dma_raw(rig.bar2_map().as_ptr(), PEER_LEN, OTHER_IOVA, DmaAccess::READ_WRITE)?
     };
     ensure!(addr == OTHER_IOVA, "raw map returned {addr:#x}");
     rig.c.unmap_dma(OTHER_IOVA, PEER_LEN)?;
@@ -555,7 +557,7 @@ fn bar_mmap_map_is_efault_on_iommufd(interface: Interface) -> TestResult {
     // SAFETY: expected to be refused; unmapped below if it is not.
     let raw = unsafe {
         rig.c
-            .map_dma_raw(rig.bar2().as_ptr(), PEER_LEN, OTHER_IOVA, DmaAccess::READ_WRITE)
+            .map_dma_raw(rig.bar2_map().as_ptr(), PEER_LEN, OTHER_IOVA, DmaAccess::READ_WRITE)
     };
     match raw {
         Err(e) if e.errno() == Some(Errno::FAULT) => println!("    {}: map_dma_raw of the BAR mmap: {e}", rig.mode),
@@ -568,7 +570,7 @@ fn bar_mmap_map_is_efault_on_iommufd(interface: Interface) -> TestResult {
     // SAFETY: refused without a kernel call.
     let mmio = unsafe {
         rig.c
-            .map_mmio_raw(rig.bar2(), PEER_OFF, PEER_LEN, OTHER_IOVA, DmaAccess::READ_WRITE)
+            .map_mmio_raw(rig.bar2_map(), PEER_OFF, PEER_LEN, OTHER_IOVA, DmaAccess::READ_WRITE)
     };
     let e = mmio.err().ok_or("map_mmio_raw accepted on iommufd")?;
     ensure!(

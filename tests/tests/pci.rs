@@ -184,7 +184,7 @@ fn binding_helper_binds_and_gives_back() -> TestResult {
 
 fn edu_intx_through_pci_device() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_EDU");
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     let irq = EventFd::new()?;
     dev.enable_intx(&irq)?;
     for round in 1..=3u32 {
@@ -403,7 +403,7 @@ fn check_extended(name: &str, dev: &PciDevice, ext: &[Capability], raw: &[u8]) -
 /// register shows the device asserting it, and `unmask_intx` delivers it.
 fn edu_intx_masked_is_held_until_unmask() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_EDU");
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     // Nothing left pending by an earlier test.
     let stale = bar0.read32(reg::IRQ_STATUS)?;
     bar0.write32(reg::IRQ_ACK, stale)?;
@@ -460,7 +460,7 @@ fn hot_reset_behind_a_root_port() -> TestResult {
         }
         let dev = PciDevice::open(&addr, Some(mode))?;
         let container = vfio_pci::default_container(mode)?;
-        let bar0 = dev.map_bar(0)?;
+        let bar0 = dev.bar(0)?;
         dev.enable_bus_master()?;
         bar0.write32(0x14, 0x0046_0000)?;
         ensure!(bar0.read32(0x14)? == 0x0046_0000, "CC did not take the write");

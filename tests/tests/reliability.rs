@@ -87,7 +87,7 @@ fn open_close_cycles_keep_fds_flat() -> TestResult {
         let once = || -> TestResult {
             let c = vfio_tests::new_container(mode)?;
             let dev = PciDevice::open_in(c.as_ref(), &addr)?;
-            dev.map_bar(0)?.read32(0)?;
+            dev.bar(0)?.read32(0)?;
             Ok(Outcome::Pass)
         };
         once()?;
@@ -183,7 +183,7 @@ fn every_fd_is_cloexec() -> TestResult {
         };
         let Ok(a) = device_from_env(var) else { continue };
         let dev = PciDevice::open_in(c.as_ref(), &a)?;
-        keep.push(Box::new(dev.map_bar(0)?));
+        keep.push(Box::new(dev.bar(0)?));
         let irq = EventFd::new()?;
         keep.push(Box::new(dev));
         keep.push(Box::new(irq));

@@ -200,7 +200,7 @@ fn secondary_adopts_passed_fds_and_dmas_its_own_memory() -> TestResult {
             .map_err(|e| format!("{mode}: the child's IOVA {CHILD_IOVA:#x} is still taken: {e}"))?;
         drop(again);
         ensure!(
-            dev.map_bar(0)?.read32(0)? == vfio_tests::edu::EDU_ID,
+            dev.bar(0)?.read32(0)? == vfio_tests::edu::EDU_ID,
             "{mode}: edu ID changed after the child"
         );
         report.push(format!("{mode}: child got {}", served[0]));

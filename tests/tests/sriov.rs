@@ -212,7 +212,7 @@ fn vf_open_with_token(mode: Result<Mode, String>) -> TestResult {
     let bar0 = vf.device().region_info(0)?;
     ensure!(bar0.size == 16 * 1024, "VF BAR0 is {:#x} bytes, not 16 KiB", bar0.size);
     vf.enable_bus_master()?;
-    let regs = vf.map_bar(0)?;
+    let regs = vf.bar(0)?;
     let (cap_lo, cap_hi, csts) = (regs.read32(0)?, regs.read32(4)?, regs.read32(0x1c)?);
     // An offline secondary controller (no virtualization management): CAP reads 0, CSTS.CFS.
     ensure!(

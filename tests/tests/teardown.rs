@@ -12,9 +12,7 @@
 use std::any::Any;
 use std::process::ExitCode;
 
-use vfio_core::{
-    DmaAccess, DmaBuffer, DmaMapping, EventFd, MappedRegion, Mode, OwnedDmaMapping, PciAddress, SharedContainer, Sysfs,
-};
+use vfio_core::{DmaAccess, DmaBuffer, DmaMapping, EventFd, Mode, OwnedDmaMapping, PciAddress, SharedContainer, Sysfs};
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, EDU_ID, Edu};
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, mapping_count, open_fds, skip, status_kb};
@@ -41,7 +39,7 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 fn open_and_drop(mode: Mode, addr: &PciAddress, order: &[usize]) -> Result<(), Box<dyn std::error::Error>> {
     let container = vfio_tests::new_container(mode)?;
     let dev = PciDevice::open_in(container.as_ref(), addr)?;
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     ensure!(bar0.read32(0)? == EDU_ID, "edu ID through the fresh mapping");
     let irq = EventFd::new()?;
     dev.enable_bus_master()?;
@@ -62,8 +60,8 @@ fn open_and_drop(mode: Mode, addr: &PciAddress, order: &[usize]) -> Result<(), B
     for &i in order {
         // The BAR mapping holds the device open: with device and container gone it still reads.
         if ITEMS[i] == "BAR mapping" && items[0].is_none() && items[1].is_none() {
-            let bar = items[i].as_ref().and_then(|b| b.downcast_ref::<MappedRegion>());
-            let id = bar.ok_or("the BAR mapping is not a MappedRegion")?.read32(0)?;
+            let bar = items[i].as_ref().and_then(|b| b.downcast_ref::<vfio_pci::Bar>());
+            let id = bar.ok_or("the BAR mapping is not a Bar")?.read32(0)?;
             ensure!(id == EDU_ID, "edu ID {id:#x} through a mapping outliving its device");
         }
         drop(items[i].take());
@@ -150,7 +148,7 @@ fn another_process_opens(addr: PciAddress, mode: Mode) -> Result<(), String> {
     let child = move || -> Result<(), Box<dyn std::error::Error>> {
         let c = vfio_tests::new_container(mode)?;
         let dev = PciDevice::open_in(c.as_ref(), &addr)?;
-        ensure!(dev.map_bar(0)?.read32(0)? == EDU_ID, "edu ID in the other process");
+        ensure!(dev.bar(0)?.read32(0)? == EDU_ID, "edu ID in the other process");
         Ok(())
     };
     // SAFETY: the test binary runs one test at a time on its main thread.
@@ -172,7 +170,7 @@ fn default_container_lets_go(mode: Mode) -> TestResult {
     drop(PciDevice::open(&addr, Some(mode))?);
     let before = resources()?;
     let dev = PciDevice::open(&addr, Some(mode))?;
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     let clone = dev.clone();
     let buf = DmaBuffer::new(4096)?;
     let map = DmaMapping::new(
@@ -202,7 +200,7 @@ fn default_container_lets_go(mode: Mode) -> TestResult {
         "left (fds, mappings, VmLck kB, VmPin kB) {before:?} -> {after:?}"
     );
     let again = PciDevice::open(&addr, Some(mode))?;
-    ensure!(again.map_bar(0)?.read32(0)? == EDU_ID, "edu ID after reopening");
+    ensure!(again.bar(0)?.read32(0)? == EDU_ID, "edu ID after reopening");
     drop(again);
     another_process_opens(addr, mode).map_err(|e| format!("after the reopened device went: {e}"))?;
     println!("    {mode}: held while a handle lived, released with the last");
@@ -291,7 +289,7 @@ fn explicit_close_reports_what_stays() -> TestResult {
             another_process_opens(addr, mode).is_err(),
             "another process opened {addr} while it was open here"
         );
-        ensure!(dev.map_bar(0)?.read32(0)? == EDU_ID, "edu ID with its container closed");
+        ensure!(dev.bar(0)?.read32(0)? == EDU_ID, "edu ID with its container closed");
         drop(dev);
         another_process_opens(addr, mode).map_err(|e| format!("after the device of a closed container went: {e}"))?;
         let c = vfio_group::Container::open(mode.addressing())?;

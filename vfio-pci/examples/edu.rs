@@ -61,7 +61,7 @@ fn run() -> Res<String> {
     let mode = dev.mode();
     println!("edu: {addr} opened in {mode} mode in {opened:?}");
 
-    let bar0 = dev.map_bar(0)?;
+    let bar0 = dev.bar(0)?;
     let id = bar0.read32(0x00)?;
     if id != 0x010000ed {
         return Err(format!("ID register {id:#x} is not 0x010000ed").into());

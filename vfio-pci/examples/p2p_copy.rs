@@ -76,7 +76,7 @@ fn checksum(b: &[u8]) -> u64 {
 
 /// One edu DMA of LEN bytes between `from` and `to` (one of them the device buffer 0x40000),
 /// waiting for its completion MSI.
-fn edu_dma(bar0: &vfio_core::MappedRegion, irq: &EventFd, from: u64, to: u64, cmd: u64) -> Res<()> {
+fn edu_dma(bar0: &vfio_pci::Bar, irq: &EventFd, from: u64, to: u64, cmd: u64) -> Res<()> {
     bar0.write64(0x80, from)?;
     bar0.write64(0x88, to)?;
     bar0.write64(0x90, LEN as u64)?;
@@ -101,7 +101,7 @@ fn run() -> Res<String> {
     let container = vfio_pci::default_container(mode)?;
     println!("p2p_copy: edu {edu_addr} and nvme {cmb_addr} opened in {mode} mode");
 
-    let bar0 = edu.map_bar(0)?;
+    let bar0 = edu.bar(0)?;
     if bar0.read32(0)? != 0x010000ed {
         return Err(format!("{edu_addr} is not an edu (ID {:#x})", bar0.read32(0)?).into());
     }
@@ -109,7 +109,7 @@ fn run() -> Res<String> {
     let irq = EventFd::new()?;
     edu.enable_msi(&[&irq])?;
     cmb.set_command(cmb.command()? | Command::MEMORY_SPACE)?;
-    let cmb_bar = cmb.map_bar(2)?;
+    let cmb_bar = cmb.bar(2)?;
 
     let ram = DmaBuffer::new(PAGE as usize)?;
     let ram_map = DmaMapping::new(container, &ram, RAM_IOVA, DmaAccess::READ_WRITE)?;
@@ -131,12 +131,12 @@ fn run() -> Res<String> {
     // RAM -> edu's buffer -> the CMB (the second DMA is the peer-to-peer one).
     let pattern: Vec<u8> = (0..LEN as u32).map(|i| (i * 13 + 7) as u8).collect();
     ram.write(0, &pattern)?;
-    cmb_bar.write_bytes(CMB_OFFSET as usize, &vec![0u8; LEN])?;
+    cmb_bar.write_bytes(CMB_OFFSET, &vec![0u8; LEN])?;
     let t = Instant::now();
     edu_dma(&bar0, &irq, ram_map.device_addr(), 0x40000, 0b101)?;
     edu_dma(&bar0, &irq, 0x40000, peer.device_addr(), 0b111)?;
     let mut in_cmb = vec![0u8; LEN];
-    cmb_bar.read_bytes(CMB_OFFSET as usize, &mut in_cmb)?;
+    cmb_bar.read_bytes(CMB_OFFSET, &mut in_cmb)?;
     if in_cmb != pattern {
         return Err("edu -> CMB: the CMB does not hold the pattern".into());
     }
@@ -149,7 +149,7 @@ fn run() -> Res<String> {
 
     // The CMB (written by the CPU) -> edu -> RAM.
     let back: Vec<u8> = pattern.iter().map(|b| !b).collect();
-    cmb_bar.write_bytes(CMB_OFFSET as usize, &back)?;
+    cmb_bar.write_bytes(CMB_OFFSET, &back)?;
     ram.fill(0);
     let t = Instant::now();
     edu_dma(&bar0, &irq, peer.device_addr(), 0x40000, 0b101)?;

@@ -2,7 +2,9 @@
 //! all of it: mmapped where the kernel allows (honouring sparse areas such as the MSI-X table
 //! hole), `pread`/`pwrite` on the device fd elsewhere and for I/O-port BARs.
 
-use vfio_core::{Error, MappedRegion, RegionFlags, RegionInfo, Result};
+use std::ptr::NonNull;
+
+use vfio_core::{Error, MappedRegion, RegionFlags, RegionInfo, Register, RegisterWidth, Result};
 
 use crate::PciDevice;
 
@@ -32,17 +34,49 @@ pub struct BarInfo {
     pub region: RegionInfo,
 }
 
-/// A BAR reachable as a whole: mmapped areas plus pread/pwrite for the rest.
-#[derive(Debug)]
+/// A BAR, the one handle a driver holds for it ([`PciDevice::bar`]): every mmappable area is
+/// mapped, and each access goes to the mapping when it falls inside one, through
+/// `pread`/`pwrite` on the device fd otherwise (a sparse BAR's holes, a region without
+/// `VFIO_REGION_INFO_FLAG_MMAP`, I/O-port BARs). Offsets are `u64` from the start of the BAR,
+/// as in [`crate::MsixCap`] and [`vfio_core::RegionInfo`].
+///
+/// Every access is bounds- and alignment-checked. An access inside the area mapped at BAR
+/// offset 0 (the whole BAR on most devices) costs one comparison before the volatile load or
+/// store, which the compiler folds for a constant offset; everything else (other areas, holes,
+/// errors) takes an out-of-line path. A hot register can be taken once as a [`Register`]
+/// ([`Bar::register`]): no check at all per access.
+///
+/// A value is little-endian on the bus; the accessors return it in host order.
 pub struct Bar {
+    /// Start of the mmapped area at BAR offset 0 (dangling when there is none).
+    base: NonNull<u8>,
+    /// Length of that area in bytes; 0 when there is none, so every access takes the slow path.
+    base_len: u64,
     info: BarInfo,
     maps: Vec<MappedRegion>,
     device: vfio_core::Device,
 }
 
+// SAFETY: `base` points into one of `maps`, which are Send and Sync (device memory reached only
+// through volatile accesses); the rest of the fields are Send and Sync.
+unsafe impl Send for Bar {}
+// SAFETY: as above: every access through `&Bar` is a single volatile load or store, a pread or
+// a pwrite.
+unsafe impl Sync for Bar {}
+
+impl std::fmt::Debug for Bar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bar")
+            .field("device", &self.device.name())
+            .field("info", &self.info)
+            .field("maps", &self.maps)
+            .finish()
+    }
+}
+
 /// Part of a bulk copy: its start relative to the copy, its length, and the mapped area (with
 /// the offset in it) that holds it, if any.
-type Piece<'a> = (u64, u64, Option<(&'a MappedRegion, usize)>);
+type Piece<'a> = (u64, u64, Option<(&'a MappedRegion, u64)>);
 
 impl PciDevice {
     /// Decodes BAR `index`: `None` for an unimplemented BAR or the upper half of a 64-bit one.
@@ -90,14 +124,19 @@ impl PciDevice {
         Ok(out)
     }
 
-    /// Opens BAR `index` for access: every mmappable area is mapped, the rest goes through the
-    /// device fd. Errors: Unsupported for an unimplemented BAR.
+    /// Opens BAR `index` (0-5) for access: `VFIO_DEVICE_GET_REGION_INFO`, then `mmap(2)` of
+    /// every area the kernel lets user space map (the whole BAR, or its sparse areas); the rest
+    /// is reached through the device fd. Each mapping keeps the device open and is unmapped
+    /// when the [`Bar`] drops. Errors: InvalidArgument for an index past 5; Unsupported for an
+    /// unimplemented BAR (or the upper half of a 64-bit one); the errno of the region query or
+    /// of mmap.
+    #[doc(alias = "map_bar")]
     pub fn bar(&self, index: u32) -> Result<Bar> {
         let info = self.bar_info(index)?.ok_or_else(|| {
             Error::unsupported(
                 "BAR access",
                 format!("{} BAR {index}", self.address()),
-                "the BAR is not implemented",
+                "the BAR is not implemented (or is the upper half of a 64-bit BAR)",
             )
         })?;
         let maps = if info.region.flags.contains(RegionFlags::MMAP) {
@@ -105,51 +144,77 @@ impl PciDevice {
         } else {
             Vec::new()
         };
-        Ok(Bar {
-            info,
-            maps,
-            device: self.device().clone(),
-        })
+        Ok(Bar::new(info, maps, self.device().clone()))
     }
 }
 
-/// One naturally aligned access per call (little-endian, as PCI is): a volatile load or store
-/// where the BAR is mapped, one pread/pwrite elsewhere (unmapped areas, I/O ports).
+/// One naturally aligned access per call: a volatile load or store where the BAR is mapped,
+/// one pread/pwrite elsewhere.
 macro_rules! bar_access {
     ($($read:ident $write:ident $t:ty),*) => {$(
-        #[doc = concat!("`", stringify!($t), "` read at `offset` (volatile MMIO where mapped, pread otherwise).")]
+        #[doc = concat!("`", stringify!($t), "` read at `offset` (", stringify!($read),
+            "-aligned): one volatile load where the BAR is mapped, one `pread(2)` elsewhere.",
+            " Errors: InvalidArgument for an access past the BAR or misaligned; the pread's errno.")]
         #[inline]
         pub fn $read(&self, offset: u64) -> Result<$t> {
-            const N: usize = size_of::<$t>();
-            self.check(offset, N as u64)?;
-            if let Some((m, at)) = self.area(offset, N as u64) {
-                return m.$read(at);
+            match self.fast::<$t>(offset) {
+                // SAFETY: `fast` checked the access lies inside the live base mapping, aligned.
+                Some(p) => Ok(<$t>::from_le(unsafe { p.read_volatile() })),
+                None => self.read_slow(offset).map(<$t>::from_le_bytes),
             }
-            Ok(<$t>::from_le_bytes(self.pread::<N>(offset)?))
         }
 
-        #[doc = concat!("`", stringify!($t), "` write at `offset` (volatile MMIO where mapped, pwrite otherwise).")]
+        #[doc = concat!("`", stringify!($t), "` write at `offset`: one volatile store where the",
+            " BAR is mapped, one `pwrite(2)` elsewhere. Errors: as for [`Bar::", stringify!($read), "`].")]
         #[inline]
         pub fn $write(&self, offset: u64, value: $t) -> Result<()> {
-            const N: usize = size_of::<$t>();
-            self.check(offset, N as u64)?;
-            if let Some((m, at)) = self.area(offset, N as u64) {
-                return m.$write(at, value);
+            match self.fast::<$t>(offset) {
+                Some(p) => {
+                    // SAFETY: `fast` checked the access lies inside the live base mapping, aligned.
+                    unsafe { p.write_volatile(value.to_le()) };
+                    Ok(())
+                }
+                None => self.write_slow(offset, value.to_le_bytes()),
             }
-            self.pwrite(offset, &value.to_le_bytes())
         }
     )*};
 }
 
 impl Bar {
+    fn new(info: BarInfo, maps: Vec<MappedRegion>, device: vfio_core::Device) -> Self {
+        let (base, base_len) = maps
+            .iter()
+            .find(|m| m.region_offset() == 0)
+            .and_then(|m| Some((NonNull::new(m.as_ptr())?, m.len() as u64)))
+            .unwrap_or((NonNull::dangling(), 0));
+        Bar {
+            base,
+            base_len,
+            info,
+            maps,
+            device,
+        }
+    }
+
     /// What the BAR is.
     pub fn info(&self) -> &BarInfo {
         &self.info
     }
 
-    /// The mmapped areas.
+    /// The BAR's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.info.size
+    }
+
+    /// The mmapped areas (none for an I/O-port BAR or a region without the MMAP flag).
     pub fn mappings(&self) -> &[MappedRegion] {
         &self.maps
+    }
+
+    /// The mmapped area holding `[offset, offset + len)`, if one does, with the offset inside
+    /// it.
+    pub fn mapping_at(&self, offset: u64, len: u64) -> Option<(&MappedRegion, u64)> {
+        self.area(offset, len)
     }
 
     /// Whether `[offset, offset + len)` is inside one mmapped area.
@@ -157,51 +222,141 @@ impl Bar {
         self.area(offset, len).is_some()
     }
 
-    #[inline]
-    fn area(&self, offset: u64, len: u64) -> Option<(&MappedRegion, usize)> {
-        self.maps.iter().find_map(|m| {
-            let start = m.region_offset();
-            (offset >= start && offset + len <= start + m.len() as u64).then(|| (m, (offset - start) as usize))
-        })
+    /// The `T`-wide register at `offset`, checked once here: its reads and writes are then a
+    /// single volatile access each, at a raw pointer's cost, for as long as the BAR is
+    /// borrowed. Errors: InvalidArgument for an offset past the BAR or misaligned; Unsupported
+    /// when the offset is not inside an mmapped area (an I/O-port BAR, a sparse BAR's hole, a
+    /// region without the MMAP flag: use the read/write methods, which reach it by pread/pwrite).
+    pub fn register<T: RegisterWidth>(&self, offset: u64) -> Result<Register<'_, T>> {
+        let n = size_of::<T>() as u64;
+        self.check(offset, n)?;
+        match self.area(offset, n) {
+            Some((m, at)) => m.register(at),
+            None => Err(Error::unsupported(
+                "BAR register",
+                self.target(),
+                format!(
+                    "offset {offset:#x} is not in an mmapped area ({}): access it with read/write",
+                    if self.info.kind == BarKind::Io {
+                        "an I/O-port BAR"
+                    } else if self.maps.is_empty() {
+                        "the kernel offers no mmap of this BAR"
+                    } else {
+                        "a hole of the sparse BAR"
+                    }
+                ),
+            )),
+        }
+    }
+
+    /// The fast path: a `T` at `offset` inside the area mapped at offset 0.
+    #[inline(always)]
+    fn fast<T>(&self, offset: u64) -> Option<*mut T> {
+        let n = size_of::<T>() as u64;
+        if offset.checked_add(n).is_some_and(|end| end <= self.base_len) && offset % n == 0 {
+            // SAFETY: offset + n <= base_len: inside the base mapping (so offset fits a usize).
+            Some(unsafe { self.base.as_ptr().add(offset as usize) }.cast())
+        } else {
+            None
+        }
     }
 
     #[inline]
+    fn area(&self, offset: u64, len: u64) -> Option<(&MappedRegion, u64)> {
+        self.maps.iter().find_map(|m| {
+            let start = m.region_offset();
+            (offset >= start && offset.checked_add(len)? <= start + m.len() as u64).then(|| (m, offset - start))
+        })
+    }
+
     fn check(&self, offset: u64, len: u64) -> Result<()> {
         if offset.checked_add(len).is_none_or(|e| e > self.info.size) || offset % len != 0 {
             return Err(self.access_error(offset, len));
         }
+        if len == 8 && self.info.kind == BarKind::Io {
+            return Err(Error::unsupported(
+                "BAR access",
+                self.target(),
+                "an I/O-port BAR has no 64-bit access: vfio-pci would make it two 32-bit port \
+                 accesses (low, then high) with no atomicity; make the two 32-bit accesses explicitly",
+            ));
+        }
         Ok(())
+    }
+
+    fn target(&self) -> String {
+        format!("{} BAR {}", self.device.name(), self.info.index)
     }
 
     #[cold]
     #[inline(never)]
     fn access_error(&self, offset: u64, len: u64) -> Error {
-        Error::invalid(
-            "BAR access",
-            format!("{} BAR {}", self.device.name(), self.info.index),
+        let reason = if offset.checked_add(len).is_none_or(|e| e > self.info.size) {
             format!(
-                "{len}-byte access at {offset:#x}: outside the {:#x}-byte BAR or misaligned",
+                "{len}-byte access at {offset:#x} is past the end of the {:#x}-byte BAR",
                 self.info.size
-            ),
-        )
+            )
+        } else {
+            format!("{len}-byte access at {offset:#x} is not {len}-byte aligned")
+        };
+        Error::invalid("BAR access", self.target(), reason)
     }
 
-    /// pread of `N` bytes at `offset`, for the parts of the BAR that are not mmapped (the
-    /// kernel turns an aligned 1/2/4/8-byte pread into one access of that size).
+    /// The slow path of an `N`-byte read: checks, then another mapped area (one volatile
+    /// access of `N` bytes) or a pread (the kernel turns an aligned 1/2/4/8-byte pread into
+    /// one access of that size; 8 on an I/O BAR is refused by `check`).
+    #[cold]
     #[inline(never)]
-    fn pread<const N: usize>(&self, offset: u64) -> Result<[u8; N]> {
+    fn read_slow<const N: usize>(&self, offset: u64) -> Result<[u8; N]> {
+        self.check(offset, N as u64)?;
         let mut b = [0u8; N];
-        self.device.read_region(&self.info.region, offset, &mut b)?;
+        match self.area(offset, N as u64) {
+            Some((m, at)) => m.read_bytes(at, &mut b)?,
+            None => self.device.read_region(&self.info.region, offset, &mut b)?,
+        }
         Ok(b)
     }
 
-    /// pwrite of `bytes` at `offset`, for the parts of the BAR that are not mmapped.
+    /// The slow path of an `N`-byte write (see [`Bar::read_slow`]).
+    #[cold]
     #[inline(never)]
-    fn pwrite(&self, offset: u64, bytes: &[u8]) -> Result<()> {
-        self.device.write_region(&self.info.region, offset, bytes)
+    fn write_slow<const N: usize>(&self, offset: u64, bytes: [u8; N]) -> Result<()> {
+        self.check(offset, N as u64)?;
+        match self.area(offset, N as u64) {
+            Some((m, at)) => m.write_bytes(at, &bytes),
+            None => self.device.write_region(&self.info.region, offset, &bytes),
+        }
     }
 
-    bar_access!(read8 write8 u8, read16 write16 u16, read32 write32 u32, read64 write64 u64);
+    bar_access!(read8 write8 u8, read16 write16 u16, read32 write32 u32);
+
+    /// `u64` read at `offset` (8-byte aligned): one volatile load where the BAR is mapped, one
+    /// `pread(2)` elsewhere (vfio-pci makes it one 64-bit access on memory BARs). Errors:
+    /// InvalidArgument for an access past the BAR or misaligned; Unsupported on an I/O-port
+    /// BAR, where the kernel would build the value from two 32-bit port reads; the pread's
+    /// errno.
+    #[inline]
+    pub fn read64(&self, offset: u64) -> Result<u64> {
+        match self.fast::<u64>(offset) {
+            // SAFETY: `fast` checked the access lies inside the live base mapping, aligned.
+            Some(p) => Ok(u64::from_le(unsafe { p.read_volatile() })),
+            None => self.read_slow(offset).map(u64::from_le_bytes),
+        }
+    }
+
+    /// `u64` write at `offset`: one volatile store where the BAR is mapped, one `pwrite(2)`
+    /// elsewhere. Errors: as for [`Bar::read64`] (Unsupported on an I/O-port BAR).
+    #[inline]
+    pub fn write64(&self, offset: u64, value: u64) -> Result<()> {
+        match self.fast::<u64>(offset) {
+            Some(p) => {
+                // SAFETY: `fast` checked the access lies inside the live base mapping, aligned.
+                unsafe { p.write_volatile(value.to_le()) };
+                Ok(())
+            }
+            None => self.write_slow(offset, value.to_le_bytes()),
+        }
+    }
 
     /// Splits `[offset, offset + len)` into pieces that are each inside one mapped area
     /// (`Some(area, offset in it)`) or in no area (`None`: the device fd serves them).
@@ -209,7 +364,7 @@ impl Bar {
         if offset.checked_add(len).is_none_or(|e| e > self.info.size) {
             return Err(Error::invalid(
                 "BAR copy",
-                format!("{} BAR {}", self.device.name(), self.info.index),
+                self.target(),
                 format!("{len} bytes at {offset:#x} exceed the {:#x}-byte BAR", self.info.size),
             ));
         }
@@ -223,7 +378,7 @@ impl Bar {
             let (n, area) = match inside {
                 Some(m) => {
                     let s = m.region_offset();
-                    ((s + m.len() as u64).min(end) - at, Some((m, (at - s) as usize)))
+                    ((s + m.len() as u64).min(end) - at, Some((m, at - s)))
                 }
                 None => {
                     let next = self
@@ -243,7 +398,8 @@ impl Bar {
     }
 
     /// Copies BAR bytes at `offset` into `out`: volatile loads (widest aligned first) where the
-    /// BAR is mapped, pread on the device fd elsewhere (unmapped areas, I/O ports).
+    /// BAR is mapped, pread on the device fd elsewhere (vfio-pci then uses the widest aligned
+    /// access too; on an I/O-port BAR an aligned 8-byte run is two 32-bit port reads).
     pub fn read_bytes(&self, offset: u64, out: &mut [u8]) -> Result<()> {
         for (rel, n, area) in self.pieces(offset, out.len() as u64)? {
             let dst = &mut out[rel as usize..(rel + n) as usize];
@@ -300,7 +456,7 @@ mod tests {
             size: region.size,
             region,
         };
-        (Bar { info, maps, device }, page)
+        (Bar::new(info, maps, device), page)
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -428,6 +584,71 @@ mod tests {
         ] {
             assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
             assert!(e.to_string().contains("fake BAR 0"), "{e}");
+        }
+    }
+
+    /// An I/O-port BAR (no mappings): 8/16/32-bit accesses go through the fd, 64-bit ones and
+    /// registers are refused before the kernel is asked.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd and pread, which Miri cannot run")]
+    fn io_bar_refuses_64_bit_accesses_and_registers() {
+        let dev = fake::device(fake::memfd(REGION_AT as usize + 0x100, 0x5a));
+        let region = fake::region(1, REGION_AT, 0x40, None);
+        let info = BarInfo {
+            index: 1,
+            kind: BarKind::Io,
+            prefetchable: false,
+            size: 0x40,
+            region,
+        };
+        let bar = Bar::new(info, Vec::new(), dev.clone());
+        assert_eq!(bar.read32(4).unwrap(), 0x5a5a_5a5a);
+        bar.write16(8, 0x1234).unwrap();
+        assert_eq!(fake::read_at(&dev, REGION_AT + 8, 2), [0x34, 0x12]);
+        for e in [bar.read64(8).unwrap_err(), bar.write64(8, 0).unwrap_err()] {
+            assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+            assert!(
+                e.to_string().contains("I/O-port") && e.to_string().contains("fake BAR 1"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            fake::read_at(&dev, REGION_AT + 8, 8),
+            [0x34, 0x12, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a]
+        );
+        let e = bar.register::<u32>(0).unwrap_err();
+        assert!(
+            matches!(e, Error::Unsupported { .. }) && e.to_string().contains("I/O-port"),
+            "{e}"
+        );
+        assert!(matches!(bar.read32(0x40), Err(Error::InvalidArgument { .. })));
+    }
+
+    /// Registers come from the mapped areas only, checked once.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd and mmap, which Miri cannot run")]
+    fn registers_come_from_mapped_areas() {
+        let page = rustix::param::page_size();
+        let dev = fake::device(fake::memfd(REGION_AT as usize + 4 * page, 0));
+        let (bar, page) = holey_bar(dev.clone(), &dev);
+        let r = bar.register::<u32>(0x10).unwrap();
+        r.write(0xcafe_f00d);
+        assert_eq!(bar.read32(0x10).unwrap(), 0xcafe_f00d);
+        assert_eq!(fake::read_at(&dev, REGION_AT + 0x10, 4), 0xcafe_f00du32.to_le_bytes());
+        // The second area (not at offset 0) hands out registers too.
+        let far = bar.register::<u64>(2 * page + 8).unwrap();
+        far.write(7);
+        assert_eq!(bar.read64(2 * page + 8).unwrap(), 7);
+        let hole = bar.register::<u32>(page + 4).unwrap_err();
+        assert!(
+            matches!(hole, Error::Unsupported { .. }) && hole.to_string().contains("hole"),
+            "{hole}"
+        );
+        for e in [
+            bar.register::<u32>(2).unwrap_err(),
+            bar.register::<u8>(3 * page).unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
         }
     }
 }

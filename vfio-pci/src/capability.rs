@@ -58,12 +58,12 @@ pub struct MsixCap {
     pub table_size: u32,
     /// BAR holding the table.
     pub table_bar: u32,
-    /// Offset of the table in that BAR.
-    pub table_offset: u32,
+    /// Offset of the table in that BAR (a [`crate::Bar`] offset, as every BAR offset is `u64`).
+    pub table_offset: u64,
     /// BAR holding the pending-bit array.
     pub pba_bar: u32,
-    /// Offset of the PBA in that BAR.
-    pub pba_offset: u32,
+    /// Offset of the PBA in that BAR (`u64`, as [`MsixCap::table_offset`]).
+    pub pba_offset: u64,
     /// MSI-X enabled now.
     pub enabled: bool,
 }
@@ -332,9 +332,9 @@ impl PciDevice {
             offset: off,
             table_size: (ctrl & 0x7ff) as u32 + 1,
             table_bar: table & 7,
-            table_offset: table & !7,
+            table_offset: u64::from(table & !7),
             pba_bar: pba & 7,
-            pba_offset: pba & !7,
+            pba_offset: u64::from(pba & !7),
             enabled: ctrl & (1 << 15) != 0,
         }))
     }

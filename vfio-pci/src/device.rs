@@ -2,9 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use vfio_core::{
-    Container, Device, Error, EventFd, IrqSet, MappedRegion, Mode, PciAddress, RegionInfo, Result, SriovVfs,
-};
+use vfio_core::{Container, Device, Error, EventFd, IrqSet, Mode, PciAddress, RegionInfo, Result, SriovVfs};
 use vfio_sys as sys;
 
 use crate::config::{Command, Status, offset};
@@ -302,27 +300,6 @@ impl PciDevice {
     pub fn enable_bus_master(&self) -> Result<()> {
         let cmd = self.command()? | Command::MEMORY_SPACE | Command::BUS_MASTER;
         self.config_write16(offset::COMMAND, cmd.bits())
-    }
-
-    /// Maps BAR `bar` (0-5) whole. Errors: Unsupported for a BAR that cannot be mmapped (absent,
-    /// I/O ports, or no MMAP flag).
-    pub fn map_bar(&self, bar: u32) -> Result<MappedRegion> {
-        if bar > 5 {
-            return Err(Error::invalid(
-                "map BAR",
-                self.address,
-                format!("BAR {bar} does not exist (0-5)"),
-            ));
-        }
-        let info = self.device.region_info(bar)?;
-        if info.size == 0 {
-            return Err(Error::unsupported(
-                "BAR mmap",
-                format!("{} BAR {bar}", self.address),
-                "the BAR is not implemented",
-            ));
-        }
-        self.device.map_region(&info)
     }
 
     /// Enables MSI with one eventfd per vector (`VFIO_DEVICE_SET_IRQS`, MSI index, trigger).

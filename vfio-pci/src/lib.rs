@@ -5,7 +5,7 @@
 //! access to its config space, BARs and interrupts.
 //!
 //! ```text
-//!   vfio-pci   <- you are here: PciDevice (config space, BAR mmap, MSI)
+//!   vfio-pci   <- you are here: PciDevice (config space, BARs, MSI)
 //!   vfio-group | vfio-cdev    (the container of each mode)
 //!   vfio-core                 (device fd, regions, IRQs, DMA memory)
 //! ```
@@ -16,8 +16,10 @@
 //! # fn demo() -> vfio_core::Result<()> {
 //! let addr = "0000:00:03.0".parse()?;
 //! let dev = PciDevice::open(&addr, None)?;
-//! let bar0 = dev.map_bar(0)?;
+//! let bar0 = dev.bar(0)?; // mmapped where the kernel allows, pread/pwrite elsewhere
 //! println!("id {:#x}", bar0.read32(0)?);
+//! let doorbell = bar0.register::<u32>(0x04)?; // checked once: a raw pointer's cost per access
+//! doorbell.write(1);
 //! dev.enable_bus_master()?;
 //! let irq = EventFd::new()?;
 //! dev.enable_msi(&[&irq])?;
@@ -48,4 +50,5 @@ pub use config::{Command, Status};
 pub use containers::default_container;
 pub use device::{CONFIG_REGION, ERR_IRQ, INTX_IRQ, MSI_IRQ, MSIX_IRQ, PciDevice, REQ_IRQ, ROM_REGION};
 pub use inventory::DeviceSummary;
+pub use vfio_core::{MappedRegion, Register, RegisterWidth};
 pub use vfio_core::{Mode, PciAddress};

@@ -1,9 +1,9 @@
 //! Peer-to-peer DMA with a PCI device's BARs: exporting a BAR range as a dma-buf, and mapping a
 //! BAR for another device's DMA (see [`vfio_core::PeerMapping`]).
 
-use vfio_core::{DmaAccess, DmaBuf, Error, MappedRegion, PeerMapping, Result, SharedContainer};
+use vfio_core::{DmaAccess, DmaBuf, Error, PeerMapping, Result, SharedContainer};
 
-use crate::{BarKind, PciDevice};
+use crate::{Bar, BarKind, PciDevice};
 
 impl PciDevice {
     /// Exports `[offset, offset + len)` of BAR `bar` as a dma-buf
@@ -38,30 +38,36 @@ impl PciDevice {
         }
     }
 
-    /// Maps `[offset, offset + len)` of `bar`, a mapping of one of this device's BARs (from
-    /// [`PciDevice::map_bar`]), at `iova` in `container` for the DMA of the devices there
+    /// Maps `[offset, offset + len)` of `bar`, one of this device's BARs (from
+    /// [`PciDevice::bar`]), at `iova` in `container` for the DMA of the devices there
     /// (peer-to-peer): a [`PeerMapping`], by dma-buf where the container imports one (iommufd),
-    /// by the mmap or the physical address elsewhere. Errors: InvalidArgument when `bar` maps
-    /// another device; those of [`PeerMapping::new`].
+    /// by the BAR's mmap or the physical address elsewhere. Errors: InvalidArgument when `bar`
+    /// belongs to another device or the range is not inside one mmapped area of it; those of
+    /// [`PeerMapping::new`].
     pub fn map_peer_bar(
         &self,
         container: impl Into<SharedContainer>,
-        bar: &MappedRegion,
+        bar: &Bar,
         offset: u64,
         len: u64,
         iova: u64,
         access: DmaAccess,
     ) -> Result<PeerMapping> {
-        if bar.device().name() != self.device().name() {
+        let target = || format!("{} BAR {}", self.address(), bar.info().index);
+        let Some((area, at)) = bar.mapping_at(offset, len) else {
             return Err(Error::invalid(
                 "peer-to-peer mapping",
-                self.address(),
-                format!(
-                    "the mapped region belongs to {}, not to this device",
-                    bar.device().name()
-                ),
+                target(),
+                format!("{len:#x} bytes at {offset:#x} are not inside one mmapped area of the BAR"),
+            ));
+        };
+        if area.device().name() != self.device().name() {
+            return Err(Error::invalid(
+                "peer-to-peer mapping",
+                target(),
+                format!("the BAR belongs to {}, not to this device", area.device().name()),
             ));
         }
-        PeerMapping::new(container, bar, offset, len, iova, access)
+        PeerMapping::new(container, area, at, len, iova, access)
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
-use vfio_core::{EventFd, FdKind, MappedRegion, Mode, PciAddress};
+use vfio_core::{EventFd, FdKind, Mode, PciAddress};
 use vfio_pci::PciDevice;
 use vfio_sys as sys;
 
@@ -19,7 +19,7 @@ use crate::measure::{BenchResult, Goal, Record, Side, fmt_ns, interleave};
 /// What a ready device holds; dropping it closes everything.
 struct Ready {
     // Drop order: mapping, device, container, eventfd.
-    _bar: MappedRegion,
+    _bar: vfio_pci::Bar,
     _pci: PciDevice,
     _container: Option<Box<dyn vfio_core::Container>>,
     _irq: EventFd,
@@ -48,7 +48,7 @@ fn ours_ready(mode: Mode, addr: &PciAddress) -> BenchResult<(Steps, Ready)> {
     let t1 = Instant::now();
     let pci = PciDevice::open_in(container.as_ref(), addr)?;
     let t2 = Instant::now();
-    let bar = pci.map_bar(0)?;
+    let bar = pci.bar(0)?;
     let t3 = Instant::now();
     let irq = EventFd::new()?;
     pci.enable_msi(&[&irq])?;
@@ -320,7 +320,7 @@ fn secondary(sock: BorrowedFd<'_>, addr: PciAddress, mode: Mode) -> BenchResult 
         let device = vfio_core::Device::from_fd(device.ok_or("no device fd")?, addr.to_string(), container);
         let pci = PciDevice::from_device(device, addr, mode)?;
         let t_device = t.elapsed();
-        let bar = pci.map_bar(0)?;
+        let bar = pci.bar(0)?;
         let t_bar = t.elapsed();
         let irq = match irq {
             Some(passed) => passed,

@@ -5,7 +5,7 @@
 //!   `nvme_io`) straight to the CMB's IOVA, a [`vfio_core::PeerMapping`] (dma-buf import on
 //!   iommufd, the BAR's mmap on type1);
 //! - B, "ram+copy": the same reads into a RAM `DmaBuffer`, then the CPU copies the 1 MiB into
-//!   the CMB's mmap (`MappedRegion::write_bytes`, after a `DmaBuffer::read` into a heap buffer).
+//!   the CMB's mmap (`Bar::write_bytes`, after a `DmaBuffer::read` into a heap buffer).
 //!
 //! - and, to split B, the read into RAM alone (its time is in the note).
 //!
@@ -81,9 +81,9 @@ pub fn p7(ctx: &mut Ctx, mode: Mode, nvme_addr: &PciAddress, cmb_addr: &PciAddre
     let dev = PciDevice::open_in(&*container, nvme_addr)?;
     let peer = PciDevice::open_in(&*container, cmb_addr)?;
     peer.set_command(peer.command()? | Command::MEMORY_SPACE)?;
-    let cmb = peer.map_bar(2)?;
-    if cmb.len() < CMB_OFFSET as usize + LEN {
-        return Err(format!("{cmb_addr} BAR2 maps {:#x} bytes, less than {LEN:#x}", cmb.len()).into());
+    let cmb = peer.bar(2)?;
+    if !cmb.is_mapped(CMB_OFFSET, LEN as u64) {
+        return Err(format!("{cmb_addr} BAR2 does not map {LEN:#x} bytes at {CMB_OFFSET:#x}: {cmb:?}").into());
     }
 
     let queues = DmaBuffer::new(Nvme::MEM_BYTES)?;
@@ -115,7 +115,7 @@ pub fn p7(ctx: &mut Ctx, mode: Mode, nvme_addr: &PciAddress, cmb_addr: &PciAddre
         let checks = std::cell::Cell::new(0u32);
         let verify = |side: &str| -> BenchResult {
             let mut got = vec![0u8; LEN];
-            cmb.read_bytes(CMB_OFFSET as usize, &mut got)?;
+            cmb.read_bytes(CMB_OFFSET, &mut got)?;
             if got != pattern {
                 return Err(format!(
                     "{side}: the CMB's checksum {:#018x} is not the namespace data's {sum:#018x}",
@@ -132,7 +132,7 @@ pub fn p7(ctx: &mut Ctx, mode: Mode, nvme_addr: &PciAddress, cmb_addr: &PciAddre
             Side::new("p2p", 1, |n| {
                 let mut spent = Duration::ZERO;
                 for _ in 0..n {
-                    cmb.write_bytes(CMB_OFFSET as usize, &zeros)?;
+                    cmb.write_bytes(CMB_OFFSET, &zeros)?;
                     let t = Instant::now();
                     nvme.borrow_mut().transfer(OPC_READ, NS_OFFSET, peer_addr, LEN)?;
                     spent += t.elapsed();
@@ -143,12 +143,12 @@ pub fn p7(ctx: &mut Ctx, mode: Mode, nvme_addr: &PciAddress, cmb_addr: &PciAddre
             Side::new("ram+copy", 1, |n| {
                 let mut spent = Duration::ZERO;
                 for _ in 0..n {
-                    cmb.write_bytes(CMB_OFFSET as usize, &zeros)?;
+                    cmb.write_bytes(CMB_OFFSET, &zeros)?;
                     ram.fill(0);
                     let t = Instant::now();
                     nvme.borrow_mut().transfer(OPC_READ, NS_OFFSET, ram_addr, LEN)?;
                     ram.read(0, &mut copy)?;
-                    cmb.write_bytes(CMB_OFFSET as usize, &copy)?;
+                    cmb.write_bytes(CMB_OFFSET, &copy)?;
                     spent += t.elapsed();
                     verify("ram+copy")?;
                 }

@@ -37,7 +37,7 @@ pub struct PeerMapping {
 
 impl PeerMapping {
     /// Maps `[offset, offset + len)` of `bar` (a mapping of a peer device's BAR, e.g. from
-    /// `PciDevice::map_bar`) at `iova` in `container`, whose devices may then DMA into it with
+    /// `PciDevice::bar`) at `iova` in `container`, whose devices may then DMA into it with
     /// `access`:
     ///
     /// - where the container imports dma-bufs ([`Container::map_dma_buf`](crate::Container::map_dma_buf):

@@ -125,26 +125,27 @@ impl MappedRegion {
     /// constant offset leaves one comparison against the mapping's length on the fast path; the
     /// error is built out of line.
     #[inline]
-    pub(crate) fn checked_ptr<T>(&self, offset: usize) -> Result<*mut T> {
+    pub(crate) fn checked_ptr<T>(&self, offset: u64) -> Result<*mut T> {
         self.check(offset)
     }
 
-    #[inline]
-    fn check<T>(&self, offset: usize) -> Result<*mut T> {
-        let size = std::mem::size_of::<T>();
-        if offset.checked_add(size).is_none_or(|end| end > self.len) || offset % size != 0 {
+    #[inline(always)]
+    fn check<T>(&self, offset: u64) -> Result<*mut T> {
+        let size = std::mem::size_of::<T>() as u64;
+        if offset.checked_add(size).is_none_or(|end| end > self.len as u64) || offset % size != 0 {
             return Err(self.access_error(offset, size));
         }
-        // SAFETY: offset + size <= len, so the result stays inside the mapping.
-        Ok(unsafe { self.ptr.as_ptr().add(offset) }.cast())
+        // SAFETY: offset + size <= len, so the result stays inside the mapping (and offset fits
+        // a usize).
+        Ok(unsafe { self.ptr.as_ptr().add(offset as usize) }.cast())
     }
 
     /// Copies `out.len()` bytes at `offset` out of the mapping with volatile loads, each the
     /// widest naturally aligned access (8, 4, 2 or 1 bytes) that fits: what MMIO registers and
     /// device memory expect, never a byte-wise `memcpy` the compiler may reshape. No syscall.
     /// Errors: InvalidArgument when the range passes the mapping's end.
-    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<()> {
-        self.check_range(offset, out.len())?;
+    pub fn read_bytes(&self, offset: u64, out: &mut [u8]) -> Result<()> {
+        let offset = self.check_range(offset, out.len())?;
         let mut done = 0;
         while done < out.len() {
             let at = offset + done;
@@ -169,8 +170,8 @@ impl MappedRegion {
     /// Copies `data` into the mapping at `offset` with volatile stores, widest aligned first
     /// (see [`MappedRegion::read_bytes`]). Errors: InvalidArgument when the range passes the
     /// mapping's end.
-    pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
-        self.check_range(offset, data.len())?;
+    pub fn write_bytes(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let offset = self.check_range(offset, data.len())?;
         let mut done = 0;
         while done < data.len() {
             let at = offset + done;
@@ -206,22 +207,23 @@ impl MappedRegion {
             .unwrap_or(1)
     }
 
-    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
-        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+    /// Checks `[offset, offset + len)` lies inside the mapping; returns `offset` as a `usize`.
+    fn check_range(&self, offset: u64, len: usize) -> Result<usize> {
+        if offset.checked_add(len as u64).is_none_or(|end| end > self.len as u64) {
             return Err(Error::invalid(
                 "MMIO copy",
                 format!("{} region {}", self.device.name(), self.region),
                 format!("{len} bytes at {offset:#x} exceed the {:#x}-byte mapping", self.len),
             ));
         }
-        Ok(())
+        Ok(offset as usize)
     }
 
     #[cold]
     #[inline(never)]
-    fn access_error(&self, offset: usize, size: usize) -> Error {
+    fn access_error(&self, offset: u64, size: u64) -> Error {
         let target = format!("{} region {}", self.device.name(), self.region);
-        if offset.checked_add(size).is_none_or(|end| end > self.len) {
+        if offset.checked_add(size).is_none_or(|end| end > self.len as u64) {
             Error::invalid(
                 "MMIO access",
                 target,
@@ -242,7 +244,7 @@ impl MappedRegion {
     /// Volatile 8-bit read at `offset`.
     /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
-    pub fn read8(&self, offset: usize) -> Result<u8> {
+    pub fn read8(&self, offset: u64) -> Result<u8> {
         let p = self.check::<u8>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
         Ok(unsafe { p.read_volatile() })
@@ -251,7 +253,7 @@ impl MappedRegion {
     /// Volatile 16-bit read at `offset` (2-byte aligned).
     /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
-    pub fn read16(&self, offset: usize) -> Result<u16> {
+    pub fn read16(&self, offset: u64) -> Result<u16> {
         let p = self.check::<u16>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
         Ok(unsafe { p.read_volatile() })
@@ -260,7 +262,7 @@ impl MappedRegion {
     /// Volatile 32-bit read at `offset` (4-byte aligned).
     /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
-    pub fn read32(&self, offset: usize) -> Result<u32> {
+    pub fn read32(&self, offset: u64) -> Result<u32> {
         let p = self.check::<u32>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
         Ok(unsafe { p.read_volatile() })
@@ -269,7 +271,7 @@ impl MappedRegion {
     /// Volatile 64-bit read at `offset` (8-byte aligned).
     /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
-    pub fn read64(&self, offset: usize) -> Result<u64> {
+    pub fn read64(&self, offset: u64) -> Result<u64> {
         let p = self.check::<u64>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
         Ok(unsafe { p.read_volatile() })
@@ -278,7 +280,7 @@ impl MappedRegion {
     /// Volatile 8-bit write at `offset`.
     /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
-    pub fn write8(&self, offset: usize, value: u8) -> Result<()> {
+    pub fn write8(&self, offset: u64, value: u8) -> Result<()> {
         let p = self.check::<u8>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
         unsafe { p.write_volatile(value) };
@@ -288,7 +290,7 @@ impl MappedRegion {
     /// Volatile 16-bit write at `offset` (2-byte aligned).
     /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
-    pub fn write16(&self, offset: usize, value: u16) -> Result<()> {
+    pub fn write16(&self, offset: u64, value: u16) -> Result<()> {
         let p = self.check::<u16>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
         unsafe { p.write_volatile(value) };
@@ -298,7 +300,7 @@ impl MappedRegion {
     /// Volatile 32-bit write at `offset` (4-byte aligned).
     /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
-    pub fn write32(&self, offset: usize, value: u32) -> Result<()> {
+    pub fn write32(&self, offset: u64, value: u32) -> Result<()> {
         let p = self.check::<u32>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
         unsafe { p.write_volatile(value) };
@@ -308,7 +310,7 @@ impl MappedRegion {
     /// Volatile 64-bit write at `offset` (8-byte aligned).
     /// No syscall. Errors: InvalidArgument for an access past the mapping or misaligned.
     #[inline]
-    pub fn write64(&self, offset: usize, value: u64) -> Result<()> {
+    pub fn write64(&self, offset: u64, value: u64) -> Result<()> {
         let p = self.check::<u64>(offset)?;
         // SAFETY: p is inside the live mapping and aligned (checked).
         unsafe { p.write_volatile(value) };

@@ -58,7 +58,7 @@ impl MappedRegion {
     /// The `T`-wide register at `offset`, checked once here. Errors: InvalidArgument for an
     /// offset past the mapping or not aligned to `T`.
     #[inline]
-    pub fn register<T: RegisterWidth>(&self, offset: usize) -> Result<Register<'_, T>> {
+    pub fn register<T: RegisterWidth>(&self, offset: u64) -> Result<Register<'_, T>> {
         Ok(Register {
             ptr: self.checked_ptr::<T>(offset)?,
             _region: PhantomData,
