@@ -28,7 +28,7 @@ pub mod transfer;
 pub use state::{ALL_STATES, MigFlags, MigState, SessionKind};
 pub use stream::{Chunk, DataStream, PrecopyInfo, ResumeStream, SaveStream};
 
-use state::flag_names;
+use state::{ARCS, ENDS, OPENS_RESUME, OPENS_SAVE, Walk, flag_names};
 
 /// What the streams of one [`Migration`] share with it: the device (for their errors' names),
 /// and what they check before each syscall: whether the session they belong to is still the
@@ -128,7 +128,7 @@ impl ClockGuard<'_> {
     #[inline]
     fn observe(&mut self, now: MigState) {
         let before = self.state;
-        if before != now && MigState::arc_ends_session(before, now) {
+        if ARCS[before as usize][now as usize] & ENDS != 0 {
             self.epoch += 1;
             self.ended_by = EndedBy::Arc(before, now);
         }
@@ -218,11 +218,19 @@ impl Migration {
     /// `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` GET: the state the device is in. Errors: the
     /// kernel's errno; Malformed for a state number outside the uapi.
     #[doc(alias = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE")]
+    #[inline]
     pub fn state(&self) -> Result<MigState> {
+        self.get().map_err(|e| self.get_failed(e))
+    }
+
+    /// [`Migration::state`] with its error kept small (built by [`Migration::get_failed`]).
+    #[inline(always)]
+    fn get(&self) -> std::result::Result<MigState, GetError> {
         let raw = self
             .mig_state_call(sys::VFIO_DEVICE_FEATURE_GET, 0)
-            .map_err(|e| self.get_refused(e))?;
-        MigState::from_raw(raw.device_state).ok_or_else(|| self.not_a_state(raw.device_state))
+            .map_err(GetError::Kernel)?
+            .device_state;
+        MigState::from_raw(raw).ok_or(GetError::NotAState(raw))
     }
 
     /// Moves the device to `to`, one `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` SET per arc of the
@@ -247,33 +255,35 @@ impl Migration {
         // Held for the whole walk: walks through one handle do not interleave, and each arc
         // is published to the streams as it is taken.
         let mut c = self.clock.lock();
-        let from = self.state()?;
+        let from = self.get().map_err(|e| self.get_failed(e))?;
         c.observe(from);
-        let Some((path, len)) = path_of(self.flags, from, to) else {
+        let Some(walk) = Walk::new(self.flags, from, to) else {
             return Err(self.no_path(from, to));
         };
         let mut cur = from;
         let mut opened = None;
-        for &step in &path[..len] {
+        for step in walk {
             let mig = match self.mig_state_call(sys::VFIO_DEVICE_FEATURE_SET, step.raw()) {
                 Ok(mig) => mig,
                 Err(errno) => return Err(self.arc_refused(&mut c, from, to, cur, step, errno)),
             };
-            // SAFETY: the kernel installed this fd for this process on this call
-            // (vfio_ioct_mig_return_fd, O_CLOEXEC) and nothing else owns it.
-            let fd = (mig.data_fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(mig.data_fd) });
-            if MigState::arc_ends_session(cur, step) {
+            let arc = ARCS[cur as usize][step as usize];
+            if arc & ENDS != 0 {
                 c.epoch += 1;
                 c.ended_by = EndedBy::Arc(cur, step);
             }
             c.state = step;
-            match (MigState::arc_opens(cur, step), fd) {
-                (Some(kind), Some(fd)) => {
-                    c.epoch += 1;
-                    opened = Some(DataStream::new(kind, fd, self.clock.clone(), c.epoch));
-                }
-                (None, None) => {}
-                (kind, fd) => return Err(self.fd_mismatch(cur, step, kind.is_some(), fd.is_some())),
+            let opens = arc & (OPENS_SAVE | OPENS_RESUME) != 0;
+            if opens != (mig.data_fd >= 0) {
+                return Err(self.fd_mismatch(cur, step, opens, mig.data_fd));
+            }
+            if opens {
+                // SAFETY: the kernel installed this fd for this process on this call
+                // (vfio_ioct_mig_return_fd, O_CLOEXEC) and nothing else owns it.
+                let fd = unsafe { OwnedFd::from_raw_fd(mig.data_fd) };
+                let kind = if arc & OPENS_SAVE != 0 { SessionKind::Save } else { SessionKind::Resume };
+                c.epoch += 1;
+                opened = Some(DataStream::new(kind, fd, self.clock.clone(), c.epoch));
             }
             c.publish();
             cur = step;
@@ -348,10 +358,16 @@ impl Migration {
         )
     }
 
-    /// An arc that returned a data fd where the uapi says none, or none where it says one.
+    /// An arc that returned a data fd where the uapi says none (closed here), or none where it
+    /// says one.
     #[cold]
     #[inline(never)]
-    fn fd_mismatch(&self, cur: MigState, step: MigState, opens: bool, returned: bool) -> Error {
+    fn fd_mismatch(&self, cur: MigState, step: MigState, opens: bool, data_fd: i32) -> Error {
+        let returned = data_fd >= 0;
+        if returned {
+            // SAFETY: as in set_state: the kernel's new fd, owned by nothing else; closed here.
+            drop(unsafe { OwnedFd::from_raw_fd(data_fd) });
+        }
         Error::malformed(
             "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
             self.clock.device.name(),
@@ -363,30 +379,26 @@ impl Migration {
         )
     }
 
-    /// The refused `MIG_DEVICE_STATE` GET.
+    /// The error of a failed `MIG_DEVICE_STATE` GET.
     #[cold]
     #[inline(never)]
-    fn get_refused(&self, e: Errno) -> Error {
-        Error::kernel(
-            "VFIO_DEVICE_FEATURE get",
-            format!(
-                "{} feature {}",
-                self.clock.device.name(),
-                sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE
+    fn get_failed(&self, e: GetError) -> Error {
+        match e {
+            GetError::Kernel(e) => Error::kernel(
+                "VFIO_DEVICE_FEATURE get",
+                format!(
+                    "{} feature {}",
+                    self.clock.device.name(),
+                    sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE
+                ),
+                e,
             ),
-            e,
-        )
-    }
-
-    /// A GET that answered a number outside the uapi's states.
-    #[cold]
-    #[inline(never)]
-    fn not_a_state(&self, raw: u32) -> Error {
-        Error::malformed(
-            "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
-            self.clock.device.name(),
-            format!("state {raw} is not a uapi migration state"),
-        )
+            GetError::NotAState(raw) => Error::malformed(
+                "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
+                self.clock.device.name(),
+                format!("state {raw} is not a uapi migration state"),
+            ),
+        }
     }
 
     /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE` GET (Linux 6.2): how many bytes the device
@@ -478,21 +490,13 @@ impl Migration {
     }
 }
 
-/// [`MigState::path`] without an allocation: the steps and how many there are.
-#[inline]
-fn path_of(flags: MigFlags, from: MigState, to: MigState) -> Option<([MigState; ALL_STATES.len()], usize)> {
-    if !from.offered_by(flags) || !to.offered_by(flags) {
-        return None;
-    }
-    let mut steps = [MigState::Error; ALL_STATES.len()];
-    let mut len = 0;
-    let mut cur = from;
-    while cur != to {
-        cur = MigState::next_step(flags, cur, to)?;
-        *steps.get_mut(len)? = cur;
-        len += 1;
-    }
-    Some((steps, len))
+/// How a `MIG_DEVICE_STATE` GET failed, before it becomes an [`Error`].
+#[derive(Debug, Clone, Copy)]
+enum GetError {
+    /// The kernel's errno.
+    Kernel(Errno),
+    /// A state number outside the uapi.
+    NotAState(u32),
 }
 
 /// The kernel's `VFIO_PRECOPY_INFO_REINIT`.
