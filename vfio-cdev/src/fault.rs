@@ -237,7 +237,12 @@ impl FaultQueue {
         };
         let fd = self.fd();
         let res = rustix::io::read(fd, buf);
-        log_io("read", fd, FAULT_RECORD_LEN, &res.as_ref().map(|(f, _)| f.len()).map_err(|e| *e));
+        log_io(
+            "read",
+            fd,
+            FAULT_RECORD_LEN,
+            &res.as_ref().map(|(f, _)| f.len()).map_err(|e| *e),
+        );
         let filled = match res {
             Ok((filled, _)) => &*filled,
             Err(e) => return Err(self.read_failed(e)),

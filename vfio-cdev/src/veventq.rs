@@ -206,10 +206,16 @@ impl<T: VeventData> Veventq<T> {
         let mut rec = MaybeUninit::<OneRecord<T>>::uninit();
         // SAFETY: `rec` is `size_of::<OneRecord<T>>()` >= RECORD_LEN writable bytes (header
         // and data, in that order, repr(C)), and any content is valid for MaybeUninit<u8>.
-        let buf = unsafe { std::slice::from_raw_parts_mut(rec.as_mut_ptr().cast::<MaybeUninit<u8>>(), Self::RECORD_LEN) };
+        let buf =
+            unsafe { std::slice::from_raw_parts_mut(rec.as_mut_ptr().cast::<MaybeUninit<u8>>(), Self::RECORD_LEN) };
         let fd = self.fd.as_ref().expect("the fd is taken only in drop");
         let res = rustix::io::read(fd, buf);
-        log_io("read", fd, Self::RECORD_LEN, &res.as_ref().map(|(f, _)| f.len()).map_err(|e| *e));
+        log_io(
+            "read",
+            fd,
+            Self::RECORD_LEN,
+            &res.as_ref().map(|(f, _)| f.len()).map_err(|e| *e),
+        );
         let filled = match res {
             Ok((filled, _)) => &*filled,
             Err(e) => return Err(read_failed(fd, e)),

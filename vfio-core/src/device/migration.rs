@@ -191,8 +191,8 @@ impl Device {
             clock: Arc::new(Clock::new(
                 self.clone(),
                 ClockState {
-                epoch: 0,
-                state: MigState::Running,
+                    epoch: 0,
+                    state: MigState::Running,
                     ended_by: EndedBy::Nothing,
                     v2: false,
                 },
@@ -281,7 +281,11 @@ impl Migration {
                 // SAFETY: the kernel installed this fd for this process on this call
                 // (vfio_ioct_mig_return_fd, O_CLOEXEC) and nothing else owns it.
                 let fd = unsafe { OwnedFd::from_raw_fd(mig.data_fd) };
-                let kind = if arc & OPENS_SAVE != 0 { SessionKind::Save } else { SessionKind::Resume };
+                let kind = if arc & OPENS_SAVE != 0 {
+                    SessionKind::Save
+                } else {
+                    SessionKind::Resume
+                };
                 c.epoch += 1;
                 opened = Some(DataStream::new(kind, fd, self.clock.clone(), c.epoch));
             }
