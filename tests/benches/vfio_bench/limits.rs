@@ -1,6 +1,6 @@
 //! P9 (issue #20): many small buffers. N 4 KiB buffers made DMA-ready through [`DmaPool`] (its
-//! public API as it is: `alloc`, then dropping the pool) against one [`DmaMapping`] per buffer,
-//! each side timed over the buffers' whole life (allocate, map, unmap, free), per buffer.
+//! public API as it is: `alloc`, then dropping the pool) against one mapping per buffer (by
+//! address, `Container::map_dma_raw`, as the pool maps), each side timed over the buffers' whole life (allocate, map, unmap, free), per buffer.
 //!
 //! type1 keeps one `vfio_dma` entry per mapping and refuses more than its `dma_entry_limit`
 //! (65,535 by default; ENOSPC): one mapping per buffer cannot reach 100,000 there, and neither
@@ -11,7 +11,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use vfio_core::{Backing, Container, DmaAccess, DmaBuffer, DmaMapping, DmaPool, Mode, PciAddress};
+use vfio_core::{Backing, Container, DmaAccess, DmaBuffer, DmaPool, Mode, PciAddress};
 
 use crate::Ctx;
 use crate::fixtures::Ours;
@@ -38,22 +38,35 @@ fn pool_side(c: &dyn Container, n: u64) -> Result<Duration, String> {
     Ok(t.elapsed())
 }
 
-/// `n` anonymous buffers, one safe mapping each; dropped mappings first, then the buffers.
+/// `n` anonymous buffers, one mapping each, by address as the pool maps
+/// ([`Container::map_dma_raw`]; the safe `DmaMapping` of a cdev container takes only memfd
+/// buffers, and 100,000 memfds are past the fd and mapping-count limits); unmapped, then freed.
 fn each_side(c: &dyn Container, n: u64) -> Result<Duration, String> {
     let t = Instant::now();
     let mut bufs = Vec::with_capacity(n as usize);
     for i in 0..n {
         bufs.push(DmaBuffer::with_backing(4096, Backing::Anonymous).map_err(|e| format!("buffer {i}: {e}"))?);
     }
-    let mut maps = Vec::with_capacity(n as usize);
+    let mut mapped = 0;
+    let mut res = Ok(());
     for (i, b) in bufs.iter().enumerate() {
-        let m = DmaMapping::new(c, b, IOVA_BASE + 4096 * i as u64, DmaAccess::READ_WRITE)
-            .map_err(|e| format!("mapping {i}: {e}"))?;
-        maps.push(m);
+        let iova = IOVA_BASE + 4096 * i as u64;
+        // SAFETY: `b` stays allocated and untouched until every mapping is removed below (a
+        // failed unmap leaks all the buffers instead of freeing them).
+        if let Err(e) = unsafe { c.map_dma_raw(b.as_ptr(), 4096, iova, DmaAccess::READ_WRITE) } {
+            res = Err(format!("mapping {i}: {e}"));
+            break;
+        }
+        mapped += 1;
     }
-    drop(maps);
+    for i in 0..mapped {
+        if let Err(e) = c.unmap_dma(IOVA_BASE + 4096 * i as u64, 4096) {
+            std::mem::forget(bufs);
+            return Err(format!("unmap {i}: {e}"));
+        }
+    }
     drop(bufs);
-    Ok(t.elapsed())
+    res.map(|()| t.elapsed())
 }
 
 /// P9 in `mode`: the 100,000 attempt of each side, then the timed comparison.
