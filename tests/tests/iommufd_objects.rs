@@ -419,6 +419,16 @@ fn fault_queue_iopf_round_trip() -> TestResult {
         Errno::INVAL,
         "second response to the same fault",
     )?;
+    // read_one: a second fault through a record on the stack, then nothing left.
+    trigger_iopf(iommufd, idev, 1, 2, rw, 0xdead_beaf)?;
+    ensure!(fault.wait(Some(Duration::from_secs(2)))?, "no second fault within 2 s");
+    let one = fault.read_one()?.ok_or("read_one found no fault")?;
+    ensure!(
+        one.dev == idev && one.pasid == Some(1) && one.grpid == 2 && one.addr == 0xdead_beaf && one.last_page,
+        "read_one: {one:?}"
+    );
+    ensure!(fault.read_one()?.is_none(), "read_one read the fault twice");
+    fault.respond(one.cookie, PageResponseCode::Success)?;
     refused(fault.write_raw(&[0u8; 7]), Errno::SPIPE, "write of 7 bytes")?;
     let mut small = [0u8; 39];
     refused(fault.read_raw(&mut small), Errno::SPIPE, "read of 39 bytes")?;
@@ -683,6 +693,10 @@ fn veventq_sequence_and_overflow() -> TestResult {
         }],
         "first event: {ev:?}"
     );
+    ensure!(
+        q.read_one()?.is_none(),
+        "read_one found an event after the queue was read"
+    );
     f.replace(f.ioas.id())?;
     vd.destroy()?;
     let vd = viommu.alloc_vdevice(idev, 0x88)?;
@@ -719,6 +733,19 @@ fn veventq_sequence_and_overflow() -> TestResult {
         }],
         "after the overflow: {ev:?}"
     );
+    // read_one: one event through a record on the stack, sequence tracked as read's.
+    trigger_vevent(iommufd, idev)?;
+    ensure!(q.wait(Some(Duration::from_secs(2)))?, "no event within 2 s");
+    let one = q.read_one()?;
+    ensure!(
+        one == Some(Vevent::Event {
+            sequence: 5,
+            lost_before: 0,
+            data
+        }),
+        "read_one: {one:?}"
+    );
+    ensure!(q.read_one()?.is_none(), "read_one read the event twice");
     refused(
         iommufd.destroy(q.id()),
         Errno::BUSY,

@@ -93,6 +93,7 @@ pub struct Fault {
 }
 
 impl Fault {
+    #[inline]
     fn from_record(r: &sys::iommu_hwpt_pgfault) -> Self {
         Fault {
             dev: DeviceId::from(r.dev_id),
@@ -221,6 +222,63 @@ impl FaultQueue {
         }
     }
 
+    /// Reads the first queued fault into a record on the stack: no vector, no allocation;
+    /// `None` when nothing is queued. Never blocks. For groups of one fault (a single page
+    /// request, as with PRI's last-page requests); Errors: EINVAL (Kernel) when the first
+    /// queued group holds more faults (read it with [`FaultQueue::read_into`]); read's errno
+    /// (Kernel); Malformed for a partial record.
+    #[inline]
+    pub fn read_one(&self) -> Result<Option<Fault>> {
+        let mut rec = std::mem::MaybeUninit::<sys::iommu_hwpt_pgfault>::uninit();
+        // SAFETY: `rec` is FAULT_RECORD_LEN writable bytes, and any content is valid for
+        // MaybeUninit<u8>.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(rec.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(), FAULT_RECORD_LEN)
+        };
+        let fd = self.fd();
+        let res = rustix::io::read(fd, buf);
+        log_io(
+            "read",
+            fd,
+            FAULT_RECORD_LEN,
+            &res.as_ref().map(|(f, _)| f.len()).map_err(|e| *e),
+        );
+        let filled = match res {
+            Ok((filled, _)) => &*filled,
+            Err(e) => return Err(self.read_failed(e)),
+        };
+        match sys::iommu_hwpt_pgfault::read_from_bytes(filled) {
+            Ok(r) => Ok(Some(Fault::from_record(&r))),
+            Err(_) if filled.is_empty() => Ok(None),
+            Err(_) => Err(self.partial(filled.len())),
+        }
+    }
+
+    /// A refused read.
+    #[cold]
+    #[inline(never)]
+    fn read_failed(&self, e: Errno) -> Error {
+        Error::kernel("read", self.name(), e)
+    }
+
+    /// A refused write.
+    #[cold]
+    #[inline(never)]
+    fn write_failed(&self, e: Errno) -> Error {
+        Error::kernel("write", self.name(), e)
+    }
+
+    /// A read that returned part of a record.
+    #[cold]
+    #[inline(never)]
+    fn partial(&self, n: usize) -> Error {
+        Error::malformed(
+            "read",
+            self.name(),
+            format!("{n} bytes are not whole {FAULT_RECORD_LEN}-byte fault records"),
+        )
+    }
+
     #[inline]
     fn parse_into(&self, bytes: &[u8], out: &mut Vec<Fault>) -> Result<usize> {
         if bytes.len() % FAULT_RECORD_LEN != 0 {
@@ -285,7 +343,7 @@ impl FaultQueue {
         let len = buf.len();
         let res = rustix::io::read(self.fd(), buf);
         log_io("read", self.fd(), len, &res);
-        res.map_err(|e| Error::kernel("read", self.name(), e))
+        res.map_err(|e| self.read_failed(e))
     }
 
     /// `write(2)` of `bytes` to the fd as is (page responses, 8 bytes each). Errors: the kernel's
@@ -294,7 +352,7 @@ impl FaultQueue {
     pub fn write_raw(&self, bytes: &[u8]) -> Result<usize> {
         let res = rustix::io::write(self.fd(), bytes);
         log_io("write", self.fd(), bytes.len(), &res);
-        res.map_err(|e| Error::kernel("write", self.name(), e))
+        res.map_err(|e| self.write_failed(e))
     }
 }
 

@@ -10,6 +10,7 @@
 //! nothing; [`Veventq::wait`] polls.
 
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,6 +197,39 @@ impl<T: VeventData> Veventq<T> {
         parse_records(&mut self.next, &self.buf[..n], out).map_err(|why| Error::malformed("read", fd.name(), why))
     }
 
+    /// Reads one queued record (an event or a lost-events marker) into a record on the stack:
+    /// no vector, no allocation; `None` when nothing is queued. Never blocks. The sequence
+    /// tracking is [`Veventq::read`]'s. Errors: read's errno (Kernel); Malformed when the
+    /// kernel returns a partial record.
+    #[inline]
+    pub fn read_one(&mut self) -> Result<Option<Vevent<T>>> {
+        let mut rec = MaybeUninit::<OneRecord<T>>::uninit();
+        // SAFETY: `rec` is `size_of::<OneRecord<T>>()` >= RECORD_LEN writable bytes (header
+        // and data, in that order, repr(C)), and any content is valid for MaybeUninit<u8>.
+        let buf =
+            unsafe { std::slice::from_raw_parts_mut(rec.as_mut_ptr().cast::<MaybeUninit<u8>>(), Self::RECORD_LEN) };
+        let fd = self.fd.as_ref().expect("the fd is taken only in drop");
+        let res = rustix::io::read(fd, buf);
+        log_io(
+            "read",
+            fd,
+            Self::RECORD_LEN,
+            &res.as_ref().map(|(f, _)| f.len()).map_err(|e| *e),
+        );
+        let filled = match res {
+            Ok((filled, _)) => &*filled,
+            Err(e) => return Err(read_failed(fd, e)),
+        };
+        if filled.is_empty() {
+            return Ok(None);
+        }
+        match parse_record(&mut self.next, filled) {
+            Ok((ev, [])) => Ok(Some(ev)),
+            Ok((_, rest)) => Err(one_malformed(fd, format!("{} bytes after one record", rest.len()))),
+            Err(why) => Err(one_malformed(fd, why)),
+        }
+    }
+
     /// [`Veventq::wait`] for up to `timeout`, then [`Veventq::read`]: empty when nothing came.
     pub fn read_timeout(&mut self, max: usize, timeout: Duration) -> Result<Vec<Vevent<T>>> {
         let deadline = Instant::now() + timeout;
@@ -216,8 +250,66 @@ impl<T: VeventData> Veventq<T> {
         let len = buf.len();
         let res = rustix::io::read(self.fd(), buf);
         log_io("read", self.fd(), len, &res);
-        res.map_err(|e| Error::kernel("read", self.fd().name(), e))
+        res.map_err(|e| read_failed(self.fd(), e))
     }
+}
+
+/// One record as the kernel writes it, for [`Veventq::read_one`]'s stack buffer.
+#[repr(C)]
+struct OneRecord<T> {
+    header: sys::iommufd_vevent_header,
+    data: T,
+}
+
+/// A refused read of a vEVENTQ fd.
+#[cold]
+#[inline(never)]
+fn read_failed(fd: &NamedFd, e: Errno) -> Error {
+    Error::kernel("read", fd.name(), e)
+}
+
+/// A malformed record of [`Veventq::read_one`].
+#[cold]
+#[inline(never)]
+fn one_malformed(fd: &NamedFd, why: String) -> Error {
+    Error::malformed("read", fd.name(), why)
+}
+
+/// Parses the first record of `bytes`, tracking the sequence expected next in `next`; returns
+/// it and the bytes after it, or what was malformed.
+#[inline]
+fn parse_record<'a, T: VeventData>(
+    next: &mut u32,
+    bytes: &'a [u8],
+) -> std::result::Result<(Vevent<T>, &'a [u8]), String> {
+    let Ok((h, rest)) = sys::iommufd_vevent_header::read_from_prefix(bytes) else {
+        return Err(format!("{} bytes left, less than a header", bytes.len()));
+    };
+    let seq = h.sequence & SEQ_MASK;
+    let (ev, rest) = if h.flags & sys::IOMMU_VEVENTQ_FLAG_LOST_EVENTS != 0 {
+        // The marker carries the sequence of the newest dropped event.
+        let lost = seq.wrapping_sub(*next).wrapping_add(1) & SEQ_MASK;
+        (Vevent::Lost { sequence: seq, lost }, rest)
+    } else {
+        let Ok((data, rest)) = T::read_from_prefix(rest) else {
+            return Err(format!(
+                "event {seq} has {} data bytes, less than {}",
+                rest.len(),
+                size_of::<T>()
+            ));
+        };
+        let lost_before = seq.wrapping_sub(*next) & SEQ_MASK;
+        (
+            Vevent::Event {
+                sequence: seq,
+                lost_before,
+                data,
+            },
+            rest,
+        )
+    };
+    *next = seq.wrapping_add(1) & SEQ_MASK;
+    Ok((ev, rest))
 }
 
 /// Parses the records of one read, tracking the sequence expected next in `next`; Err says
@@ -230,32 +322,9 @@ fn parse_records<T: VeventData>(
 ) -> std::result::Result<usize, String> {
     let mut count = 0;
     while !bytes.is_empty() {
-        let Ok((h, rest)) = sys::iommufd_vevent_header::read_from_prefix(bytes) else {
-            return Err(format!("{} bytes left, less than a header", bytes.len()));
-        };
-        let seq = h.sequence & SEQ_MASK;
-        if h.flags & sys::IOMMU_VEVENTQ_FLAG_LOST_EVENTS != 0 {
-            // The marker carries the sequence of the newest dropped event.
-            let lost = seq.wrapping_sub(*next).wrapping_add(1) & SEQ_MASK;
-            out.push(Vevent::Lost { sequence: seq, lost });
-            bytes = rest;
-        } else {
-            let Ok((data, rest)) = T::read_from_prefix(rest) else {
-                return Err(format!(
-                    "event {seq} has {} data bytes, less than {}",
-                    rest.len(),
-                    size_of::<T>()
-                ));
-            };
-            let lost_before = seq.wrapping_sub(*next) & SEQ_MASK;
-            out.push(Vevent::Event {
-                sequence: seq,
-                lost_before,
-                data,
-            });
-            bytes = rest;
-        }
-        *next = seq.wrapping_add(1) & SEQ_MASK;
+        let (ev, rest) = parse_record(next, bytes)?;
+        out.push(ev);
+        bytes = rest;
         count += 1;
     }
     Ok(count)

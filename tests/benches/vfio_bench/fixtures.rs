@@ -207,6 +207,7 @@ impl RawDma {
     ///
     /// # Safety
     /// As [`RawDma::map`].
+    #[inline]
     pub unsafe fn map_rustix(&self, vaddr: *mut u8, iova: u64, size: u64) -> io::Result<()> {
         let fd = self.fd.as_fd();
         let r = match self.ioas {
@@ -241,6 +242,7 @@ impl RawDma {
     }
 
     /// As [`RawDma::unmap`], through vfio-core's ioctl helper.
+    #[inline]
     pub fn unmap_rustix(&self, iova: u64, size: u64) -> io::Result<()> {
         let fd = self.fd.as_fd();
         let r = match self.ioas {

@@ -6,7 +6,7 @@
 //! under TCG. Each result is printed twice: a `@@BENCH {json}` line for `cargo xtask bench` and a
 //! line for people. A case that cannot run here prints `skipped: <reason>`.
 //!
-//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P8, X1, X2, S1, S2,
+//! Options: `--quick` (a fifth of the rounds), `--only ID[,ID...]` (P1..P9, X1, X2, S1, S2,
 //! M1, M2, Q1, Q2, R1),
 //! `--reserve-hugepages` (raise the 2 MiB pool as needed, put back afterwards; needs root),
 //! `--cpu N` (the vCPU to pin to; default the last one).
@@ -17,6 +17,7 @@
 mod dma;
 mod fixtures;
 mod iommufd_events;
+mod limits;
 mod measure;
 mod migration;
 mod mmio;
@@ -165,7 +166,7 @@ fn main() -> ExitCode {
     meta.str("quick", if ctx.quick { "yes" } else { "no" });
     println!("@@BENCH-META {}", meta.finish());
 
-    const PER_MODE: &[&str] = &["P1", "P2", "P3", "P4", "P5", "P6", "P8", "R1"];
+    const PER_MODE: &[&str] = &["P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9", "R1"];
     for mode in [Mode::GROUP, Mode::CDEV] {
         let m = mode.to_string();
         if let Some(why) = mode_unavailable(mode) {
@@ -194,6 +195,7 @@ fn main() -> ExitCode {
         ctx.section(&["P6"], &m, |c| mmio::p6_irq(c, mode, &addr));
         ctx.section(&["P8"], &m, |c| mmio::p8_ioeventfd(c, mode, &addr));
         ctx.section(&["R1"], &m, |c| restart::r1(c, mode, &addr));
+        ctx.section(&["P9"], &m, |c| limits::p9(c, mode, &addr));
     }
 
     const MIGRATION: &[&str] = &["M1", "M2"];

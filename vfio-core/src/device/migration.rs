@@ -19,7 +19,7 @@ use vfio_sys as sys;
 use zerocopy::IntoBytes;
 
 use crate::ioctl::{self, requests as req};
-use crate::{Device, Errno, Error, NamedFd, Result};
+use crate::{Device, Errno, Error, Result};
 
 mod state;
 mod stream;
@@ -28,12 +28,15 @@ pub mod transfer;
 pub use state::{ALL_STATES, MigFlags, MigState, SessionKind};
 pub use stream::{Chunk, DataStream, PrecopyInfo, ResumeStream, SaveStream};
 
-use state::flag_names;
+use state::{ARCS, ENDS, OPENS_RESUME, OPENS_SAVE, Walk, flag_names};
 
-/// What the streams of one [`Migration`] check before each syscall: whether the session they
-/// belong to is still the current one, and the state it is in.
+/// What the streams of one [`Migration`] share with it: the device (for their errors' names),
+/// and what they check before each syscall: whether the session they belong to is still the
+/// current one, and the state it is in.
 #[derive(Debug)]
 pub(crate) struct Clock {
+    /// The device: errors name it, and a stream keeps the handle's state machine reachable.
+    pub(crate) device: Device,
     inner: Mutex<ClockState>,
     /// `epoch << 32 | state`, published whenever a lock is released: what a data stream checks
     /// on every read or write, without taking the lock.
@@ -75,9 +78,10 @@ impl std::fmt::Display for EndedBy {
 }
 
 impl Clock {
-    pub(crate) fn new(state: ClockState) -> Self {
+    pub(crate) fn new(device: Device, state: ClockState) -> Self {
         let seen = AtomicU64::new(Self::pack(&state));
         Clock {
+            device,
             inner: Mutex::new(state),
             seen,
         }
@@ -113,6 +117,25 @@ pub(crate) struct ClockGuard<'a> {
     seen: &'a AtomicU64,
 }
 
+impl ClockGuard<'_> {
+    /// Publishes the state now, while the lock is still held (a walk publishes each arc).
+    #[inline]
+    fn publish(&self) {
+        self.seen.store(Clock::pack(&self.guard), Ordering::Release);
+    }
+
+    /// Records a state read from the kernel: leaving a session this handle knew of ends it.
+    #[inline]
+    fn observe(&mut self, now: MigState) {
+        let before = self.state;
+        if ARCS[before as usize][now as usize] & ENDS != 0 {
+            self.epoch += 1;
+            self.ended_by = EndedBy::Arc(before, now);
+        }
+        self.state = now;
+    }
+}
+
 impl std::ops::Deref for ClockGuard<'_> {
     type Target = ClockState;
     fn deref(&self) -> &ClockState {
@@ -127,8 +150,9 @@ impl std::ops::DerefMut for ClockGuard<'_> {
 }
 
 impl Drop for ClockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
-        self.seen.store(Clock::pack(&self.guard), Ordering::Release);
+        self.publish();
     }
 }
 
@@ -137,7 +161,6 @@ impl Drop for ClockGuard<'_> {
 /// this handle (a typed InvalidArgument naming the arc); use one handle per device.
 #[derive(Debug)]
 pub struct Migration {
-    device: Device,
     flags: MigFlags,
     clock: Arc<Clock>,
 }
@@ -164,14 +187,16 @@ impl Device {
         }
         let flags = MigFlags::from_bits_retain(payload.flags);
         let m = Migration {
-            device: self.clone(),
             flags,
-            clock: Arc::new(Clock::new(ClockState {
-                epoch: 0,
-                state: MigState::Running,
-                ended_by: EndedBy::Nothing,
-                v2: false,
-            })),
+            clock: Arc::new(Clock::new(
+                self.clone(),
+                ClockState {
+                    epoch: 0,
+                    state: MigState::Running,
+                    ended_by: EndedBy::Nothing,
+                    v2: false,
+                },
+            )),
         };
         let now = m.state()?;
         m.clock.lock().state = now;
@@ -182,7 +207,7 @@ impl Device {
 impl Migration {
     /// The device.
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.clock.device
     }
 
     /// What the device offers.
@@ -193,25 +218,19 @@ impl Migration {
     /// `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` GET: the state the device is in. Errors: the
     /// kernel's errno; Malformed for a state number outside the uapi.
     #[doc(alias = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE")]
+    #[inline]
     pub fn state(&self) -> Result<MigState> {
-        let mig = self.mig_state_call(sys::VFIO_DEVICE_FEATURE_GET, 0).map_err(|e| {
-            Error::kernel(
-                "VFIO_DEVICE_FEATURE get",
-                format!(
-                    "{} feature {}",
-                    self.device.name(),
-                    sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE
-                ),
-                e,
-            )
-        })?;
-        MigState::from_raw(mig.device_state).ok_or_else(|| {
-            Error::malformed(
-                "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
-                self.device.name(),
-                format!("state {} is not a uapi migration state", mig.device_state),
-            )
-        })
+        self.get().map_err(|e| self.get_failed(e))
+    }
+
+    /// [`Migration::state`] with its error kept small (built by [`Migration::get_failed`]).
+    #[inline(always)]
+    fn get(&self) -> std::result::Result<MigState, GetError> {
+        let raw = self
+            .mig_state_call(sys::VFIO_DEVICE_FEATURE_GET, 0)
+            .map_err(GetError::Kernel)?
+            .device_state;
+        MigState::from_raw(raw).ok_or(GetError::NotAState(raw))
     }
 
     /// Moves the device to `to`, one `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` SET per arc of the
@@ -230,98 +249,160 @@ impl Migration {
     /// or in ERROR).
     #[doc(alias = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE")]
     pub fn set_state(&self, to: MigState) -> Result<Option<DataStream>> {
-        const OP: &str = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE";
-        let dev = self.device.name();
-        if to == MigState::Error {
-            return Err(Error::invalid(
-                OP,
-                dev,
-                "ERROR is not a state to ask for: the driver enters it when an arc fails",
-            ));
+        if to == MigState::Error || !to.offered_by(self.flags) {
+            return Err(self.bad_target(to));
         }
-        if !to.offered_by(self.flags) {
-            return Err(Error::unsupported(
-                "migration state",
-                dev,
-                format!(
-                    "{to} needs {} and the device offers {}",
-                    flag_names(to.needs()),
-                    flag_names(self.flags)
-                ),
-            ));
-        }
-        let from = self.state()?;
-        self.observe(from);
-        if from == MigState::Error {
-            return Err(Error::invalid(
-                OP,
-                dev,
-                format!("the device is in ERROR: reset() it (VFIO_DEVICE_RESET) before asking for {to}"),
-            ));
-        }
-        let (path, len) = path_of(self.flags, from, to)
-            .ok_or_else(|| Error::invalid(OP, dev, format!("the kernel has no path from {from} to {to}")))?;
+        // Held for the whole walk: walks through one handle do not interleave, and each arc
+        // is published to the streams as it is taken.
+        let mut c = self.clock.lock();
+        let from = self.get().map_err(|e| self.get_failed(e))?;
+        c.observe(from);
+        let Some(walk) = Walk::new(self.flags, from, to) else {
+            return Err(self.no_path(from, to));
+        };
         let mut cur = from;
         let mut opened = None;
-        for &step in &path[..len] {
-            let res = self.mig_state_call(sys::VFIO_DEVICE_FEATURE_SET, step.raw());
-            let fd = match &res {
+        for step in walk {
+            let mig = match self.mig_state_call(sys::VFIO_DEVICE_FEATURE_SET, step.raw()) {
+                Ok(mig) => mig,
+                Err(errno) => return Err(self.arc_refused(&mut c, from, to, cur, step, errno)),
+            };
+            let arc = ARCS[cur as usize][step as usize];
+            if arc & ENDS != 0 {
+                c.epoch += 1;
+                c.ended_by = EndedBy::Arc(cur, step);
+            }
+            c.state = step;
+            let opens = arc & (OPENS_SAVE | OPENS_RESUME) != 0;
+            if opens != (mig.data_fd >= 0) {
+                return Err(self.fd_mismatch(cur, step, opens, mig.data_fd));
+            }
+            if opens {
                 // SAFETY: the kernel installed this fd for this process on this call
                 // (vfio_ioct_mig_return_fd, O_CLOEXEC) and nothing else owns it.
-                Ok(mig) if mig.data_fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(mig.data_fd) }),
-                _ => None,
-            };
-            if let Err(errno) = res {
-                let now = self.state().ok();
-                if let Some(now) = now {
-                    self.observe(now);
-                }
-                return Err(Error::kernel(
-                    OP,
-                    format!(
-                        "{dev} ({from} -> {to}, refused at arc {cur} -> {step}; the device is now in {})",
-                        now.map_or("an unknown state".to_string(), |s| s.to_string())
-                    ),
-                    errno,
-                ));
+                let fd = unsafe { OwnedFd::from_raw_fd(mig.data_fd) };
+                let kind = if arc & OPENS_SAVE != 0 {
+                    SessionKind::Save
+                } else {
+                    SessionKind::Resume
+                };
+                c.epoch += 1;
+                opened = Some(DataStream::new(kind, fd, self.clock.clone(), c.epoch));
             }
-            let kind = MigState::arc_opens(cur, step);
-            let epoch = {
-                let mut c = self.clock.lock();
-                if MigState::arc_ends_session(cur, step) {
-                    c.epoch += 1;
-                    c.ended_by = EndedBy::Arc(cur, step);
-                }
-                c.state = step;
-                if kind.is_some() && fd.is_some() {
-                    c.epoch += 1;
-                }
-                c.epoch
-            };
-            match (kind, fd) {
-                (Some(kind), Some(fd)) => {
-                    let mut name = String::with_capacity(dev.len() + 15);
-                    name.push_str(dev);
-                    name.push_str(" migration data");
-                    let fd = NamedFd::new(fd, name);
-                    opened = Some(DataStream::new(kind, fd, dev.len(), self.clock.clone(), epoch));
-                }
-                (None, None) => {}
-                (kind, fd) => {
-                    return Err(Error::malformed(
-                        OP,
-                        dev,
-                        format!(
-                            "arc {cur} -> {step} {} a data fd, the uapi says it {}",
-                            if fd.is_some() { "returned" } else { "did not return" },
-                            if kind.is_some() { "opens one" } else { "opens none" }
-                        ),
-                    ));
-                }
-            }
+            c.publish();
             cur = step;
         }
         Ok(opened)
+    }
+
+    /// The refusal of a target state, before any ioctl.
+    #[cold]
+    #[inline(never)]
+    fn bad_target(&self, to: MigState) -> Error {
+        const OP: &str = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE";
+        let dev = self.clock.device.name();
+        if to == MigState::Error {
+            return Error::invalid(
+                OP,
+                dev,
+                "ERROR is not a state to ask for: the driver enters it when an arc fails",
+            );
+        }
+        Error::unsupported(
+            "migration state",
+            dev,
+            format!(
+                "{to} needs {} and the device offers {}",
+                flag_names(to.needs()),
+                flag_names(self.flags)
+            ),
+        )
+    }
+
+    /// No path from `from` (the device's state) to `to`: ERROR, or a move the kernel lacks.
+    #[cold]
+    #[inline(never)]
+    fn no_path(&self, from: MigState, to: MigState) -> Error {
+        const OP: &str = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE";
+        let dev = self.clock.device.name();
+        if from == MigState::Error {
+            return Error::invalid(
+                OP,
+                dev,
+                format!("the device is in ERROR: reset() it (VFIO_DEVICE_RESET) before asking for {to}"),
+            );
+        }
+        Error::invalid(OP, dev, format!("the kernel has no path from {from} to {to}"))
+    }
+
+    /// A refused arc: the device's state is read again (and recorded) to say where it is now.
+    #[cold]
+    #[inline(never)]
+    fn arc_refused(
+        &self,
+        c: &mut ClockGuard<'_>,
+        from: MigState,
+        to: MigState,
+        cur: MigState,
+        step: MigState,
+        errno: Errno,
+    ) -> Error {
+        let now = self.state().ok();
+        if let Some(now) = now {
+            c.observe(now);
+        }
+        Error::kernel(
+            "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
+            format!(
+                "{} ({from} -> {to}, refused at arc {cur} -> {step}; the device is now in {})",
+                self.clock.device.name(),
+                now.map_or("an unknown state".to_string(), |s| s.to_string())
+            ),
+            errno,
+        )
+    }
+
+    /// An arc that returned a data fd where the uapi says none (closed here), or none where it
+    /// says one.
+    #[cold]
+    #[inline(never)]
+    fn fd_mismatch(&self, cur: MigState, step: MigState, opens: bool, data_fd: i32) -> Error {
+        let returned = data_fd >= 0;
+        if returned {
+            // SAFETY: as in set_state: the kernel's new fd, owned by nothing else; closed here.
+            drop(unsafe { OwnedFd::from_raw_fd(data_fd) });
+        }
+        Error::malformed(
+            "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
+            self.clock.device.name(),
+            format!(
+                "arc {cur} -> {step} {} a data fd, the uapi says it {}",
+                if returned { "returned" } else { "did not return" },
+                if opens { "opens one" } else { "opens none" }
+            ),
+        )
+    }
+
+    /// The error of a failed `MIG_DEVICE_STATE` GET.
+    #[cold]
+    #[inline(never)]
+    fn get_failed(&self, e: GetError) -> Error {
+        match e {
+            GetError::Kernel(e) => Error::kernel(
+                "VFIO_DEVICE_FEATURE get",
+                format!(
+                    "{} feature {}",
+                    self.clock.device.name(),
+                    sys::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE
+                ),
+                e,
+            ),
+            GetError::NotAState(raw) => Error::malformed(
+                "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE",
+                self.clock.device.name(),
+                format!("state {raw} is not a uapi migration state"),
+            ),
+        }
     }
 
     /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE` GET (Linux 6.2): how many bytes the device
@@ -332,7 +413,8 @@ impl Migration {
         let mut size = sys::vfio_device_feature_mig_data_size::default();
         // SAFETY: the payload is a u64 the kernel fills, no pointer.
         unsafe {
-            self.device
+            self.clock
+                .device
                 .feature_get(sys::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, size.as_mut_bytes())
         }?;
         Ok(size.stop_copy_length)
@@ -348,13 +430,14 @@ impl Migration {
         if !self.flags.contains(MigFlags::PRE_COPY) {
             return Err(Error::unsupported(
                 "MIG_PRECOPY_INFOv2",
-                self.device.name(),
+                self.clock.device.name(),
                 format!("the device offers no PRE_COPY (flags {})", flag_names(self.flags)),
             ));
         }
         // SAFETY: the feature has no payload.
         match unsafe {
-            self.device
+            self.clock
+                .device
                 .feature_set(sys::VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2, &mut [])
         } {
             Ok(_) => {
@@ -363,7 +446,7 @@ impl Migration {
             }
             Err(e) if e.errno() == Some(crate::Errno::NOTTY) => Err(Error::unsupported(
                 "MIG_PRECOPY_INFOv2",
-                self.device.name(),
+                self.clock.device.name(),
                 "the kernel predates Linux 7.1 (ENOTTY)",
             )),
             Err(e) => Err(e),
@@ -375,38 +458,28 @@ impl Migration {
     /// reset's errno; Malformed when the device is not RUNNING after it.
     #[doc(alias = "VFIO_DEVICE_RESET")]
     pub fn reset(&self) -> Result<()> {
-        self.device.reset()?;
-        {
-            let mut c = self.clock.lock();
-            c.epoch += 1;
-            c.ended_by = EndedBy::Reset;
-            c.state = MigState::Running;
-        }
+        let mut c = self.clock.lock();
+        self.clock.device.reset()?;
+        c.epoch += 1;
+        c.ended_by = EndedBy::Reset;
+        c.state = MigState::Running;
+        c.publish();
         let now = self.state()?;
-        self.observe(now);
+        c.observe(now);
+        drop(c);
         if now != MigState::Running {
             return Err(Error::malformed(
                 "VFIO_DEVICE_RESET",
-                self.device.name(),
+                self.clock.device.name(),
                 format!("the device is in {now} after a reset, the uapi says RUNNING"),
             ));
         }
         Ok(())
     }
 
-    /// Records a state read from the kernel: leaving a session this handle knew of ends it.
-    fn observe(&self, now: MigState) {
-        let mut c = self.clock.lock();
-        let before = c.state;
-        if before != now && MigState::arc_ends_session(before, now) {
-            c.epoch += 1;
-            c.ended_by = EndedBy::Arc(before, now);
-        }
-        c.state = now;
-    }
-
     /// `VFIO_DEVICE_FEATURE` (`flags`: GET or SET) of `MIG_DEVICE_STATE` with `state`: the
     /// payload as the kernel left it. A SET's data fd in it is the caller's.
+    #[inline]
     fn mig_state_call(&self, flags: u32, state: u32) -> std::result::Result<sys::vfio_device_feature_mig_state, Errno> {
         let mut arg = req::FeatureMigState {
             argsz: 0,
@@ -416,25 +489,18 @@ impl Migration {
                 data_fd: -1,
             },
         };
-        ioctl::call::<req::DeviceFeatureMigState>(self.device.ioctl_fd(), &mut arg)?;
+        ioctl::call::<req::DeviceFeatureMigState>(self.clock.device.ioctl_fd(), &mut arg)?;
         Ok(arg.state)
     }
 }
 
-/// [`MigState::path`] without an allocation: the steps and how many there are.
-fn path_of(flags: MigFlags, from: MigState, to: MigState) -> Option<([MigState; ALL_STATES.len()], usize)> {
-    if !from.offered_by(flags) || !to.offered_by(flags) {
-        return None;
-    }
-    let mut steps = [MigState::Error; ALL_STATES.len()];
-    let mut len = 0;
-    let mut cur = from;
-    while cur != to {
-        cur = MigState::next_step(flags, cur, to)?;
-        *steps.get_mut(len)? = cur;
-        len += 1;
-    }
-    Some((steps, len))
+/// How a `MIG_DEVICE_STATE` GET failed, before it becomes an [`Error`].
+#[derive(Debug, Clone, Copy)]
+enum GetError {
+    /// The kernel's errno.
+    Kernel(Errno),
+    /// A state number outside the uapi.
+    NotAState(u32),
 }
 
 /// The kernel's `VFIO_PRECOPY_INFO_REINIT`.
@@ -447,14 +513,16 @@ mod tests {
     fn fake(flags: MigFlags) -> Migration {
         let fd = rustix::fs::memfd_create("dev", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
         Migration {
-            device: Device::from_fd(fd, "mdev-x", None),
             flags,
-            clock: Arc::new(Clock::new(ClockState {
-                epoch: 0,
-                state: MigState::Running,
-                ended_by: EndedBy::Nothing,
-                v2: false,
-            })),
+            clock: Arc::new(Clock::new(
+                Device::from_fd(fd, "mdev-x", None),
+                ClockState {
+                    epoch: 0,
+                    state: MigState::Running,
+                    ended_by: EndedBy::Nothing,
+                    v2: false,
+                },
+            )),
         }
     }
 

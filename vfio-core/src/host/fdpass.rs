@@ -105,12 +105,30 @@ pub fn send_fds(socket: BorrowedFd<'_>, items: &[(FdKind, &str, BorrowedFd<'_>)]
 /// Receives one message sent by [`send_fds`]. Errors: the errno of recvmsg; Malformed for a
 /// truncated message or one whose tags and fds do not match (every fd received is closed then).
 pub fn recv_fds(socket: BorrowedFd<'_>) -> Result<Vec<SharedFd>> {
-    let mut payload = vec![0u8; MAX_PAYLOAD];
+    thread_local! {
+        /// The receive buffer, zeroed once per thread: recvmsg overwrites it and only the bytes
+        /// it received are read, so a receive does not zero 16 KiB again (under QEMU's TCG a
+        /// `rep stosb` of 16 KiB is most of a receive's instructions and wall time).
+        static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    PAYLOAD.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut payload) => {
+            if payload.len() < MAX_PAYLOAD {
+                payload.resize(MAX_PAYLOAD, 0);
+            }
+            recv_into(socket, &mut payload)
+        }
+        Err(_) => recv_into(socket, &mut vec![0u8; MAX_PAYLOAD]),
+    })
+}
+
+/// [`recv_fds`] into `payload`.
+fn recv_into(socket: BorrowedFd<'_>, payload: &mut [u8]) -> Result<Vec<SharedFd>> {
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = rustix::net::recvmsg(
         socket,
-        &mut [IoSliceMut::new(&mut payload)],
+        &mut [IoSliceMut::new(payload)],
         &mut control,
         RecvFlags::CMSG_CLOEXEC,
     );

@@ -26,7 +26,7 @@ options:
   --quick                    fewer rounds (a smoke run; the ratios are noisier)
   --icount                   count instructions, not time: QEMU -icount shift=0 (1 ns of guest
                                time per emulated instruction; immune to host load, slower)
-  --only IDS                 only these benchmarks, comma separated (P1..P8, M1, M2, Q1, Q2, R1, X1, X2, S1, S2)
+  --only IDS                 only these benchmarks, comma separated (P1..P9, M1, M2, Q1, Q2, R1, X1, X2, S1, S2)
   --memory SIZE              guest memory (default: 4G)
   --timeout SECS             per-boot timeout (default: 1800)
   --append ARGS              extra kernel command line

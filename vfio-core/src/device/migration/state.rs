@@ -99,12 +99,16 @@ impl MigState {
     /// The flags a device must offer for this state to exist (`state_flags_table`); ERROR
     /// needs every flag there is, so it is never a target.
     pub fn needs(self) -> MigFlags {
+        self.needs_const()
+    }
+
+    const fn needs_const(self) -> MigFlags {
         match self {
             E => MigFlags::from_bits_retain(u64::MAX),
             S | R | SC | RES => MigFlags::STOP_COPY,
-            RP => MigFlags::STOP_COPY | MigFlags::P2P,
-            PC => MigFlags::STOP_COPY | MigFlags::PRE_COPY,
-            PCP => MigFlags::STOP_COPY | MigFlags::P2P | MigFlags::PRE_COPY,
+            RP => MigFlags::STOP_COPY.union(MigFlags::P2P),
+            PC => MigFlags::STOP_COPY.union(MigFlags::PRE_COPY),
+            PCP => MigFlags::STOP_COPY.union(MigFlags::P2P).union(MigFlags::PRE_COPY),
         }
     }
 
@@ -156,6 +160,10 @@ impl MigState {
     /// save; STOP -> RESUMING for a resume). PRE_COPY(_P2P) -> STOP_COPY goes on with the fd
     /// of the pre-copy.
     pub fn arc_opens(from: MigState, to: MigState) -> Option<SessionKind> {
+        Self::arc_opens_const(from, to)
+    }
+
+    const fn arc_opens_const(from: MigState, to: MigState) -> Option<SessionKind> {
         match (from, to) {
             (R, PC) | (RP, PCP) | (S, SC) => Some(SessionKind::Save),
             (S, RES) => Some(SessionKind::Resume),
@@ -166,7 +174,11 @@ impl MigState {
     /// Whether a single arc ends the session `from` belongs to: it leaves the saving states
     /// (PRE_COPY, PRE_COPY_P2P, STOP_COPY) or RESUMING.
     pub fn arc_ends_session(from: MigState, to: MigState) -> bool {
-        (from.is_saving() && !to.is_saving()) || (from == RES && to != RES)
+        Self::arc_ends_session_const(from, to)
+    }
+
+    const fn arc_ends_session_const(from: MigState, to: MigState) -> bool {
+        (matches!(from, PC | PCP | SC) && !matches!(to, PC | PCP | SC)) || (matches!(from, RES) && !matches!(to, RES))
     }
 
     /// The session a whole path from `from` opens: the kind of its last arc, if that arc opens
@@ -177,6 +189,141 @@ impl MigState {
         Self::arc_opens(before, last)
     }
 }
+
+/// `needs()` by uapi number, for the const tables below.
+const NEEDS: [u64; 8] = {
+    let mut n = [0u64; 8];
+    let mut i = 0;
+    while i < 8 {
+        n[i] = ALL_STATES[i].needs_const().bits();
+        i += 1;
+    }
+    n
+};
+
+/// [`MigState::next_step`] on uapi numbers, usable in const context.
+const fn next_raw(flags: u64, from: usize, to: usize) -> Option<usize> {
+    if !offered_raw(flags, from) || !offered_raw(flags, to) {
+        return None;
+    }
+    let mut next = NEXT[from][to] as usize;
+    while next != E as usize && !offered_raw(flags, next) {
+        next = NEXT[next][to] as usize;
+    }
+    if next == E as usize { None } else { Some(next) }
+}
+
+/// [`MigState::offered_by`] on uapi numbers.
+const fn offered_raw(flags: u64, s: usize) -> bool {
+    flags & NEEDS[s] == NEEDS[s]
+}
+
+/// A whole walk packed in a `u32`: the number of steps in bits 0-3, then one state per 4 bits
+/// (the first step in bits 4-7). [`NO_WALK`] where the kernel has no path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Walk(u32);
+
+/// The packed "no path".
+const NO_WALK: u32 = 0xf;
+
+/// The walk of every `[flags & 7][from][to]`, computed at compile time from the kernel's table:
+/// `set_state` looks its path up instead of stepping through `next_step`.
+const WALKS: [[[u32; 8]; 8]; 8] = {
+    let mut t = [[[NO_WALK; 8]; 8]; 8];
+    let mut f = 0;
+    while f < 8 {
+        let mut from = 0;
+        while from < 8 {
+            let mut to = 0;
+            while to < 8 {
+                let flags = f as u64;
+                if offered_raw(flags, from) && offered_raw(flags, to) {
+                    let mut packed = 0u32;
+                    let mut len = 0;
+                    let mut cur = from;
+                    let mut ok = true;
+                    while cur != to {
+                        match next_raw(flags, cur, to) {
+                            Some(n) if len < 7 => {
+                                packed |= (n as u32) << (4 + 4 * len);
+                                len += 1;
+                                cur = n;
+                            }
+                            _ => {
+                                ok = false;
+                                break;
+                            }
+                        }
+                    }
+                    if ok {
+                        t[f][from][to] = packed | len as u32;
+                    }
+                }
+                to += 1;
+            }
+            from += 1;
+        }
+        f += 1;
+    }
+    t
+};
+
+impl Walk {
+    /// The kernel's path from `from` to `to` on a device offering `flags` ([`MigState::path`]).
+    #[inline]
+    pub(crate) fn new(flags: MigFlags, from: MigState, to: MigState) -> Option<Walk> {
+        let w = WALKS[(flags.bits() & 7) as usize][from as usize][to as usize];
+        (w != NO_WALK).then_some(Walk(w))
+    }
+}
+
+impl Iterator for Walk {
+    type Item = MigState;
+
+    #[inline]
+    fn next(&mut self) -> Option<MigState> {
+        let len = self.0 & 0xf;
+        if len == 0 {
+            return None;
+        }
+        let step = ALL_STATES[((self.0 >> 4) & 7) as usize];
+        self.0 = ((self.0 >> 8) << 4) | (len - 1);
+        Some(step)
+    }
+}
+
+/// What a single arc does to sessions, `[from][to]`: [`ENDS`], [`OPENS_SAVE`], [`OPENS_RESUME`]
+/// ([`MigState::arc_ends_session`], [`MigState::arc_opens`] as one table load).
+pub(crate) const ARCS: [[u8; 8]; 8] = {
+    let mut t = [[0u8; 8]; 8];
+    let mut from = 0;
+    while from < 8 {
+        let mut to = 0;
+        while to < 8 {
+            let (f, d) = (ALL_STATES[from], ALL_STATES[to]);
+            let mut bits = 0;
+            if MigState::arc_ends_session_const(f, d) {
+                bits |= ENDS;
+            }
+            bits |= match MigState::arc_opens_const(f, d) {
+                Some(SessionKind::Save) => OPENS_SAVE,
+                Some(SessionKind::Resume) => OPENS_RESUME,
+                None => 0,
+            };
+            t[from][to] = bits;
+            to += 1;
+        }
+        from += 1;
+    }
+    t
+};
+
+/// [`ARCS`]: the arc ends the session its source state is in.
+pub(crate) const ENDS: u8 = 1;
+/// [`ARCS`]: the arc opens a save session (the kernel returns a data fd).
+pub(crate) const OPENS_SAVE: u8 = 2;
+/// [`ARCS`]: the arc opens a resume session (the kernel returns a data fd).
+pub(crate) const OPENS_RESUME: u8 = 4;
 
 impl std::fmt::Display for MigState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -253,6 +400,33 @@ mod tests {
                         cur = step;
                     }
                 }
+            }
+        }
+    }
+
+    /// The compile-time tables say what `path`, `arc_opens` and `arc_ends_session` say, for
+    /// every flag set (unknown bits included) and pair of states.
+    #[test]
+    fn packed_tables_match_the_walk() {
+        for bits in 0..16u64 {
+            let flags = MigFlags::from_bits_retain(bits | (1 << 40));
+            for from in ALL_STATES {
+                for to in ALL_STATES {
+                    let walk = Walk::new(flags, from, to).map(|w| w.collect::<Vec<_>>());
+                    assert_eq!(walk, MigState::path(flags, from, to), "{flags:?} {from} -> {to}");
+                }
+            }
+        }
+        for from in ALL_STATES {
+            for to in ALL_STATES {
+                let bits = ARCS[from as usize][to as usize];
+                assert_eq!(bits & ENDS != 0, MigState::arc_ends_session(from, to));
+                let opens = match MigState::arc_opens(from, to) {
+                    Some(SessionKind::Save) => OPENS_SAVE,
+                    Some(SessionKind::Resume) => OPENS_RESUME,
+                    None => 0,
+                };
+                assert_eq!(bits & (OPENS_SAVE | OPENS_RESUME), opens, "{from} -> {to}");
             }
         }
     }

@@ -2,14 +2,15 @@
 //! write-only stream, and `VFIO_MIG_GET_PRECOPY_INFO` on the former.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
 
 use vfio_sys as sys;
 
 use super::{Clock, MigState, PRECOPY_REINIT, SessionKind};
 use crate::ioctl::{self, requests as req};
-use crate::{Errno, Error, NamedFd, Result};
+use crate::{Errno, Error, Result};
 
 /// The data fd a state change opened.
 #[derive(Debug)]
@@ -21,11 +22,11 @@ pub enum DataStream {
 }
 
 impl DataStream {
-    /// `fd` is named "DEVICE migration data", of which the device's name is `dev_len` bytes.
-    pub(crate) fn new(kind: SessionKind, fd: NamedFd, dev_len: usize, clock: Arc<Clock>, epoch: u64) -> Self {
+    /// The data fd `fd` of the session `epoch` of `clock`.
+    #[inline]
+    pub(crate) fn new(kind: SessionKind, fd: OwnedFd, clock: Arc<Clock>, epoch: u64) -> Self {
         let s = Session {
-            fd,
-            dev_len,
+            fd: ManuallyDrop::new(fd),
             clock,
             epoch,
         };
@@ -60,20 +61,54 @@ impl DataStream {
     }
 }
 
+/// A data fd and the session it belongs to. Errors and logs name it "DEVICE migration data",
+/// formatted only when they are made: a session costs no allocation.
 #[derive(Debug)]
 struct Session {
-    /// Named "DEVICE migration data" (one allocation per stream, no formatting).
-    fd: NamedFd,
-    /// The length of DEVICE in that name.
-    dev_len: usize,
+    /// Closed (and a failed close logged) by the drop.
+    fd: ManuallyDrop<OwnedFd>,
+    /// The handle's clock, which also holds the device.
     clock: Arc<Clock>,
     epoch: u64,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // SAFETY: drop runs once and nothing else takes the fd, which is not used afterwards.
+        let raw = unsafe { ManuallyDrop::take(&mut self.fd) }.into_raw_fd();
+        // SAFETY: `raw` was an OwnedFd given up just above: open, and closed by nothing else.
+        let rc = unsafe { libc::close(raw) };
+        if rc != 0 || log::max_level() >= log::LevelFilter::Debug {
+            self.log_close(raw, rc);
+        }
+    }
 }
 
 impl Session {
     /// The device's name.
     fn device(&self) -> &str {
-        self.fd.name().get(..self.dev_len).unwrap_or(self.fd.name())
+        self.clock.device.name()
+    }
+
+    /// What errors call the data fd.
+    fn name(&self) -> String {
+        format!("{} migration data", self.device())
+    }
+
+    /// The close's debug line, as every kernel call has, and a warning when it failed (the fd
+    /// is closed anyway: Linux releases it first).
+    #[cold]
+    #[inline(never)]
+    fn log_close(&self, raw: i32, rc: i32) {
+        let res = match rc {
+            0 => Ok(()),
+            _ => Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::IO)),
+        };
+        let name = self.name();
+        log::debug!(target: "vfio", "close({name}, fd {raw}) = {res:?}");
+        if let Err(e) = res {
+            log::warn!(target: "vfio", "dropping {name}: {}", Error::kernel("close", &name, e));
+        }
     }
 
     /// The state the session is in, or the typed error when the state machine left it.
@@ -106,8 +141,17 @@ impl Session {
         )
     }
 
+    /// A write the kernel took no byte of.
+    #[cold]
+    #[inline(never)]
+    fn took_nothing(&self, op: &'static str) -> Error {
+        Error::malformed(op, self.device(), "the data fd took 0 bytes")
+    }
+
     /// The kernel's ENODEV for a data fd whose session ended behind this handle's back (a
     /// reset through another handle, the device closed), typed like [`Session::check`].
+    #[cold]
+    #[inline(never)]
     fn refused(&self, op: &'static str, e: Errno) -> Error {
         if e == Errno::NODEV {
             Error::invalid(
@@ -116,7 +160,7 @@ impl Session {
                 "the data stream's session ended (ENODEV: the device left the session's states or was reset)",
             )
         } else {
-            Error::kernel(op, self.fd.name(), e)
+            Error::kernel(op, self.name(), e)
         }
     }
 }
@@ -155,6 +199,7 @@ impl SaveStream {
     /// `read(2)` on the data fd. In PRE_COPY(_P2P) a 0-byte read or ENOMSG means no data for
     /// now ([`Chunk::NotYet`]); in STOP_COPY 0 bytes is [`Chunk::End`]. Errors: InvalidArgument
     /// after the session ended; the kernel's errno (EFAULT, EINVAL).
+    #[inline]
     pub fn read_chunk(&mut self, buf: &mut [u8]) -> Result<Chunk> {
         const OP: &str = "read migration data";
         let state = self.0.check(OP)?;
@@ -208,12 +253,13 @@ impl ResumeStream {
     /// Writes all of `data` with `write(2)`. Errors: InvalidArgument after the session ended;
     /// the driver's errno (mtty: EFAULT for a header that is not its own, ENOMEM past its
     /// state's size); Malformed when the kernel takes 0 bytes.
+    #[inline]
     pub fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
         const OP: &str = "write migration data";
         self.0.check(OP)?;
         while !data.is_empty() {
             match rustix::io::write(self.0.fd.as_fd(), data) {
-                Ok(0) => return Err(Error::malformed(OP, self.0.device(), "the data fd took 0 bytes")),
+                Ok(0) => return Err(self.0.took_nothing(OP)),
                 Ok(n) => data = &data[n..],
                 Err(Errno::INTR) => {}
                 Err(e) => return Err(self.0.refused(OP, e)),
