@@ -587,7 +587,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             Box::new(|| {
                 let d = nvme()?;
                 let c = vfio_pci::default_container(d.mode()).map_err(|e| e.to_string())?;
-                Ok(d.hot_reset(c).map(|_| ()))
+                Ok(d.hot_reset(&*c).map(|_| ()))
             }),
         ),
         (

@@ -292,7 +292,7 @@ fn dma_pool_translates_per_io_without_mapping() -> TestResult {
             last: r.last.min(0x0fff_ffff),
         })
         .collect();
-    let mut pool = DmaPool::with_ranges(container, &ranges);
+    let mut pool = DmaPool::with_ranges(&*container, &ranges);
     let src = pool.alloc(4096, DmaAccess::READ)?;
     // One page each: without an IOMMU a buffer must be physically contiguous.
     let dst = pool.alloc(4096, DmaAccess::WRITE)?;
@@ -370,7 +370,7 @@ fn hugetlb_2m_buffer_takes_dma() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_EDU");
     let container = vfio_pci::default_container(dev.mode())?;
     let mut pool = DmaPool::with_ranges(
-        container,
+        &*container,
         &[IovaRange {
             start: 0,
             last: 0x0fff_ffff,

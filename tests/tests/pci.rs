@@ -465,7 +465,7 @@ fn hot_reset_behind_a_root_port() -> TestResult {
         bar0.write32(0x14, 0x0046_0000)?;
         ensure!(bar0.read32(0x14)? == 0x0046_0000, "CC did not take the write");
         let before = dev.command()?;
-        let reset = dev.hot_reset(container)?;
+        let reset = dev.hot_reset(&*container)?;
         ensure!(reset == vec![addr], "{mode:?}: reset reported {reset:?}");
         let cc = bar0.read32(0x14)?;
         ensure!(cc == 0, "{mode:?}: CC is {cc:#x} after the hot reset");
@@ -501,7 +501,7 @@ fn hot_reset_on_the_root_bus_is_enodev() -> TestResult {
         return skip("the nvme is not on a root bus here");
     }
     let e = dev
-        .hot_reset(vfio_pci::default_container(dev.mode())?)
+        .hot_reset(&*vfio_pci::default_container(dev.mode())?)
         .err()
         .ok_or("hot reset on the root bus succeeded")?;
     ensure!(e.errno() == Some(rustix::io::Errno::NODEV), "{e}");

@@ -168,15 +168,17 @@ fn default_container_lets_go(mode: Mode) -> TestResult {
         Err(why) => return skip(why),
         Ok(a) => a,
     };
-    // Warm-up: the default container itself is process-wide state, opened once.
+    // Warm-up: process-wide state opened once (the default container is not: it closes with
+    // its last holder, see driver_api::default_container_is_dropped_with_its_last_holder).
     drop(PciDevice::open(&addr, Some(mode))?);
     let before = resources()?;
     let dev = PciDevice::open(&addr, Some(mode))?;
     let bar0 = dev.map_bar(0)?;
     let clone = dev.clone();
     let buf = DmaBuffer::new(4096)?;
+    let container = vfio_pci::default_container(mode)?;
     let map = DmaMapping::new(
-        vfio_pci::default_container(mode)?,
+        &*container,
         &buf,
         0x30_0000,
         DmaAccess::READ_WRITE,
@@ -196,6 +198,7 @@ fn default_container_lets_go(mode: Mode) -> TestResult {
     another_process_opens(addr, mode).map_err(|e| format!("after the last handle went: {e}"))?;
     drop(map);
     drop(buf);
+    drop(container);
     let after = resources()?;
     ensure!(
         after == before,

@@ -112,9 +112,9 @@ fn run() -> Res<String> {
     let cmb_bar = cmb.map_bar(2)?;
 
     let ram = DmaBuffer::new(PAGE as usize)?;
-    let ram_map = DmaMapping::new(container, &ram, RAM_IOVA, DmaAccess::READ_WRITE)?;
+    let ram_map = DmaMapping::new(&*container, &ram, RAM_IOVA, DmaAccess::READ_WRITE)?;
     let peer = cmb.map_peer_bar(
-        SharedContainer::Static(container),
+        SharedContainer::from(container.clone()),
         &cmb_bar,
         CMB_OFFSET,
         PAGE,
