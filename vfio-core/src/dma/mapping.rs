@@ -47,7 +47,7 @@ impl<'a> DmaMapping<'a> {
     /// The IOVA rules are checked so that a refusal says which one was broken, instead of the
     /// kernel's bare EINVAL: before the kernel is asked, `iova` must be a multiple of the CPU
     /// page size (every backend maps whole pages; a no-IOMMU group container would otherwise
-    /// accept it) and `iova + len` must not pass 2^64; when the kernel refuses, the container's
+    /// accept it) and the last byte's IOVA must not pass 2^64 - 1; when the kernel refuses, the container's
     /// IOMMU page sizes ([`Container::page_sizes`]) and IOVA ranges
     /// ([`Container::iova_ranges`]) are asked, and a broken rule is reported as
     /// InvalidArgument naming the IOVA, the size and the page size or the ranges. The success
@@ -60,7 +60,7 @@ impl<'a> DmaMapping<'a> {
     #[inline]
     pub fn new(container: &'a dyn Container, buffer: &'a DmaBuffer, iova: u64, access: DmaAccess) -> Result<Self> {
         let len = buffer.len() as u64;
-        if iova & (crate::page_size() as u64 - 1) != 0 || iova.checked_add(len).is_none() {
+        if iova & (crate::page_size() as u64 - 1) != 0 || iova.checked_add(len.saturating_sub(1)).is_none() {
             return Err(refused_iova(container, iova, len, None));
         }
         let device_addr = match container.map_dma(buffer, iova, access) {
@@ -109,7 +109,7 @@ impl Drop for DmaMapping<'_> {
 /// IOVA ranges (asked now: this runs only on refusal).
 pub(crate) fn broken_iova_rule(container: &dyn Container, iova: u64, len: u64) -> Option<String> {
     let cpu_page = crate::page_size() as u64;
-    let Some(end) = iova.checked_add(len) else {
+    let Some(last) = iova.checked_add(len.saturating_sub(1)) else {
         return Some(format!(
             "iova {iova:#x} + size {len:#x} passes the end of the 64-bit IOVA space"
         ));
@@ -126,7 +126,6 @@ pub(crate) fn broken_iova_rule(container: &dyn Container, iova: u64, len: u64) -
         ));
     }
     let ranges = container.iova_ranges().ok()?;
-    let last = end - 1;
     if len > 0 && !ranges.iter().any(|r| r.start <= iova && last <= r.last) {
         let shown: Vec<String> = ranges
             .iter()
@@ -206,7 +205,7 @@ mod tests {
             Err(Error::unsupported("assign", addr, "fake"))
         }
         fn map_dma(&self, buffer: &DmaBuffer, iova: u64, _: DmaAccess) -> Result<u64> {
-            let last = iova + buffer.len() as u64 - 1;
+            let last = iova + (buffer.len() as u64 - 1);
             if iova % 0x1000 != 0 || iova < 0x10_0000 || last >= 0xfee0_0000 {
                 return Err(Error::kernel("IOMMU_IOAS_MAP_FILE", "fake", crate::Errno::INVAL));
             }
@@ -247,6 +246,9 @@ mod tests {
         assert!(e.contains("IOVA ranges"), "{e}");
         let e = refusal(u64::MAX - 0xfff);
         assert!(e.contains("passes the end of the 64-bit IOVA space"), "{e}");
+        // The last page of the space is not a wrap: its refusal names the ranges.
+        let e = refusal(u64::MAX - 0x1fff);
+        assert!(e.contains("IOVA ranges"), "{e}");
         let buf = DmaBuffer::new(0x2000).unwrap();
         let m = DmaMapping::new(&Fake, &buf, 0x20_0000, DmaAccess::READ).unwrap();
         assert_eq!(m.device_addr(), 0x20_0000);
