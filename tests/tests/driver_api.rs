@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use vfio_pci::{
-    DefaultContainer, DmaAccess, DmaBuffer, DmaMapping, Error, EventFd, Interface, IrqFlags, IrqMode, Mode,
-    PciAddress, PciDevice, Viability,
+    DefaultContainer, DmaAccess, DmaBuffer, DmaMapping, Error, EventFd, Interface, IrqFlags, IrqMode, Mode, PciAddress,
+    PciDevice, Viability,
 };
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, open_fds, skip};
 
@@ -74,10 +74,18 @@ fn msix_vector_fires_from_software() -> TestResult {
         println!("    MSI-X is NORESIZE here: no vectors added while enabled");
     }
     let past = dev.trigger_msix(info.count);
-    ensure!(past.is_err(), "trigger of vector {} of {} accepted", info.count, info.count);
+    ensure!(
+        past.is_err(),
+        "trigger of vector {} of {} accepted",
+        info.count,
+        info.count
+    );
     dev.disable_irq(vfio_pci::MSIX_IRQ)?;
     ensure!(dev.irq_mode() == IrqMode::None, "after disable: {:?}", dev.irq_mode());
-    ensure!(!dev.msix_cap()?.ok_or("no MSI-X")?.enabled, "MSI-X enable bit after disable");
+    ensure!(
+        !dev.msix_cap()?.ok_or("no MSI-X")?.enabled,
+        "MSI-X enable bit after disable"
+    );
     ensure!(dev.trigger_msix(0).is_err(), "trigger accepted after the disable");
     Ok(Outcome::Pass)
 }
@@ -95,7 +103,11 @@ fn irq_mode_follows_enable_and_disable() -> TestResult {
     let irq = EventFd::new()?;
     dev.enable_msi([&irq])?;
     ensure!(dev.irq_mode() == IrqMode::Msi { vectors: 1 }, "{:?}", dev.irq_mode());
-    ensure!(clone.irq_mode() == IrqMode::Msi { vectors: 1 }, "clone: {:?}", clone.irq_mode());
+    ensure!(
+        clone.irq_mode() == IrqMode::Msi { vectors: 1 },
+        "clone: {:?}",
+        clone.irq_mode()
+    );
     let cap = dev.msi_cap()?.ok_or("edu without MSI")?;
     println!("    MSI enable bit in config space with MSI on: {}", cap.enabled);
     ensure!(
@@ -106,7 +118,11 @@ fn irq_mode_follows_enable_and_disable() -> TestResult {
     ensure!(fired(&irq, Duration::from_secs(5))?, "MSI vector 0 did not fire");
     // INTx cannot be enabled while MSI is: refused, and the record keeps MSI.
     ensure!(dev.enable_intx(&irq).is_err(), "INTx accepted while MSI is on");
-    ensure!(dev.irq_mode().index() == Some(vfio_pci::MSI_IRQ), "{:?}", dev.irq_mode());
+    ensure!(
+        dev.irq_mode().index() == Some(vfio_pci::MSI_IRQ),
+        "{:?}",
+        dev.irq_mode()
+    );
     clone.disable_irq(vfio_pci::MSI_IRQ)?;
     ensure!(dev.irq_mode() == IrqMode::None, "after disable: {:?}", dev.irq_mode());
     dev.enable_intx(&irq)?;
@@ -114,7 +130,11 @@ fn irq_mode_follows_enable_and_disable() -> TestResult {
     dev.trigger_irq(vfio_pci::INTX_IRQ, 0)?;
     ensure!(fired(&irq, Duration::from_secs(5))?, "INTx trigger did not fire");
     dev.disable_irq(vfio_pci::INTX_IRQ)?;
-    ensure!(dev.irq_mode() == IrqMode::None, "after INTx disable: {:?}", dev.irq_mode());
+    ensure!(
+        dev.irq_mode() == IrqMode::None,
+        "after INTx disable: {:?}",
+        dev.irq_mode()
+    );
     Ok(Outcome::Pass)
 }
 
@@ -164,7 +184,9 @@ fn default_container_closes_with_its_last_holder(interface: Interface) -> TestRe
         ensure!(open_fds()?.len() > before.len(), "nothing open while the device is");
         match interface {
             Interface::Group => {
-                let g = c.group().ok_or("a group-mode default container without the group type")?;
+                let g = c
+                    .group()
+                    .ok_or("a group-mode default container without the group type")?;
                 let id = vfio_core::Sysfs::default().iommu_group(&addr)?;
                 ensure!(g.group_ids() == vec![id], "groups {:?}, expected [{id}]", g.group_ids());
                 ensure!(c.cdev().is_none(), "both concrete types");
@@ -182,11 +204,18 @@ fn default_container_closes_with_its_last_holder(interface: Interface) -> TestRe
             "a new default container while a handle is held"
         );
         if let Some(g) = c.group() {
-            ensure!(g.group_ids().is_empty(), "groups {:?} after the device closed", g.group_ids());
+            ensure!(
+                g.group_ids().is_empty(),
+                "groups {:?} after the device closed",
+                g.group_ids()
+            );
         }
     }
     let after = open_fds()?;
-    ensure!(after == before, "fds {before:?} -> {after:?} after the last holder went");
+    ensure!(
+        after == before,
+        "fds {before:?} -> {after:?} after the last holder went"
+    );
     // Nothing holds the group: a container of our own takes it, then the default again.
     let own = vfio_tests::new_container(mode)?;
     let dev = PciDevice::open_in(own.as_ref(), &addr)?;
@@ -198,7 +227,10 @@ fn default_container_closes_with_its_last_holder(interface: Interface) -> TestRe
     drop(dev);
     let end = open_fds()?;
     ensure!(end == before, "fds {before:?} -> {end:?} after reopening");
-    println!("    {mode}: default container closed with its last holder, fds back to {}", before.len());
+    println!(
+        "    {mode}: default container closed with its last holder, fds back to {}",
+        before.len()
+    );
     Ok(Outcome::Pass)
 }
 
@@ -227,8 +259,9 @@ fn viability_names_the_blockers() -> TestResult {
     let sysfs = vfio_core::Sysfs::default();
     ensure!(sysfs.iommu_group(&addr)? == *group, "group {group}");
     ensure!(
-        blockers.iter().any(|(dev, driver)| driver == "virtio-pci"
-            && sysfs.identity(dev).is_ok_and(|i| i.vendor == 0x1af4)),
+        blockers
+            .iter()
+            .any(|(dev, driver)| driver == "virtio-pci" && sysfs.identity(dev).is_ok_and(|i| i.vendor == 0x1af4)),
         "no virtio device among the blockers {blockers:?}"
     );
     ensure!(PciDevice::viability(&addr)? == v, "PciDevice::viability disagrees");
@@ -319,10 +352,19 @@ fn main() -> ExitCode {
             default_container_closes_with_its_last_holder_cdev,
         ),
         ("msix_vector_fires_from_software", msix_vector_fires_from_software),
-        ("irq_mode_follows_enable_and_disable", irq_mode_follows_enable_and_disable),
-        ("eventfds_are_borrowed_for_the_call_only", eventfds_are_borrowed_for_the_call_only),
+        (
+            "irq_mode_follows_enable_and_disable",
+            irq_mode_follows_enable_and_disable,
+        ),
+        (
+            "eventfds_are_borrowed_for_the_call_only",
+            eventfds_are_borrowed_for_the_call_only,
+        ),
         ("viability_names_the_blockers", viability_names_the_blockers),
         ("viability_of_a_usable_group", viability_of_a_usable_group),
-        ("dma_mapping_names_the_broken_iova_rule", dma_mapping_names_the_broken_iova_rule),
+        (
+            "dma_mapping_names_the_broken_iova_rule",
+            dma_mapping_names_the_broken_iova_rule,
+        ),
     ])
 }

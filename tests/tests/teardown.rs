@@ -177,12 +177,7 @@ fn default_container_lets_go(mode: Mode) -> TestResult {
     let clone = dev.clone();
     let buf = DmaBuffer::new(4096)?;
     let container = vfio_pci::default_container(mode)?;
-    let map = DmaMapping::new(
-        &*container,
-        &buf,
-        0x30_0000,
-        DmaAccess::READ_WRITE,
-    )?;
+    let map = DmaMapping::new(&*container, &buf, 0x30_0000, DmaAccess::READ_WRITE)?;
     drop(dev);
     ensure!(
         another_process_opens(addr, mode).is_err(),

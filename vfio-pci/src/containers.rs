@@ -136,9 +136,9 @@ pub fn default_container(mode: Mode) -> Result<DefaultContainer> {
         (Interface::Group, Addressing::Iova) => {
             Inner::Group(get_or_open(&GROUP, || vfio_group::Container::open(addressing))?)
         }
-        (Interface::Group, Addressing::Physical) => Inner::Group(get_or_open(&GROUP_NOIOMMU, || {
-            vfio_group::Container::open(addressing)
-        })?),
+        (Interface::Group, Addressing::Physical) => {
+            Inner::Group(get_or_open(&GROUP_NOIOMMU, || vfio_group::Container::open(addressing))?)
+        }
         (Interface::Cdev, Addressing::Iova) => Inner::Cdev(get_or_open(&CDEV, vfio_cdev::Container::new)?),
         (Interface::Cdev, Addressing::Physical) => {
             Inner::Cdev(get_or_open(&CDEV_NOIOMMU, vfio_cdev::Container::new_noiommu)?)

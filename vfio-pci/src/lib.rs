@@ -38,9 +38,9 @@ pub mod config;
 pub mod containers;
 pub mod device;
 pub mod doctor;
-pub mod guide;
 #[cfg(test)]
 mod fake;
+pub mod guide;
 pub mod inventory;
 pub mod peer;
 
@@ -57,8 +57,8 @@ pub use vfio_core::{Mode, PciAddress};
 // trait, modes and addresses.
 pub use vfio_core::{
     Addressing, Container, Device, DmaAccess, DmaBuffer, DmaMapping, DmaPool, Errno, Error, EventFd, Interface,
-    IovaRange, IrqFlags, IrqInfo, IrqSet, MappedRegion, OwnedDmaMapping, Register, RegionInfo, Result,
-    SharedContainer, SriovVfs,
+    IovaRange, IrqFlags, IrqInfo, IrqSet, MappedRegion, OwnedDmaMapping, RegionInfo, Register, Result, SharedContainer,
+    SriovVfs,
 };
 
 /// Whether the IOMMU group of the device at `address` can be opened now, with the members that

@@ -275,12 +275,15 @@ mod tests {
 
     /// Every constructor's header: the flags name the data type and action, `count` is the
     /// data's length, so the kernel reads exactly what was built.
+    /// argsz, flags, index, start, count.
+    type Header = (u32, u32, u32, u32, u32);
+
     #[test]
     fn every_constructor_builds_a_request_the_kernel_reads_as_meant() {
         use sys::{
             VFIO_IRQ_SET_ACTION_MASK as MASK, VFIO_IRQ_SET_ACTION_TRIGGER as TRIGGER,
-            VFIO_IRQ_SET_ACTION_UNMASK as UNMASK, VFIO_IRQ_SET_DATA_BOOL as BOOL,
-            VFIO_IRQ_SET_DATA_EVENTFD as EVENTFD, VFIO_IRQ_SET_DATA_NONE as NONE,
+            VFIO_IRQ_SET_ACTION_UNMASK as UNMASK, VFIO_IRQ_SET_DATA_BOOL as BOOL, VFIO_IRQ_SET_DATA_EVENTFD as EVENTFD,
+            VFIO_IRQ_SET_DATA_NONE as NONE,
         };
         let stdin = std::io::stdin();
         let fd = std::os::fd::AsFd::as_fd(&stdin);
@@ -291,12 +294,18 @@ mod tests {
             let u = |i: usize| u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
             (u(0), u(1), u(2), u(3), u(4))
         };
-        let cases: Vec<(IrqSet<'_>, (u32, u32, u32, u32, u32))> = vec![
+        let cases: Vec<(IrqSet<'_>, Header)> = vec![
             (IrqSet::trigger(2, 4, 3), (20, NONE | TRIGGER, 2, 4, 3)),
             (IrqSet::trigger_vector(2, 7), (20, NONE | TRIGGER, 2, 7, 1)),
-            (IrqSet::trigger_some(1, 0, &[true, false]), (22, BOOL | TRIGGER, 1, 0, 2)),
+            (
+                IrqSet::trigger_some(1, 0, &[true, false]),
+                (22, BOOL | TRIGGER, 1, 0, 2),
+            ),
             (IrqSet::eventfds(2, 1, &[Some(fd)]), (24, EVENTFD | TRIGGER, 2, 1, 1)),
-            (IrqSet::eventfds_from(2, 0, [fd, fd, fd]), (32, EVENTFD | TRIGGER, 2, 0, 3)),
+            (
+                IrqSet::eventfds_from(2, 0, [fd, fd, fd]),
+                (32, EVENTFD | TRIGGER, 2, 0, 3),
+            ),
             (IrqSet::disable(1), (20, NONE | TRIGGER, 1, 0, 0)),
             (IrqSet::mask(0, 0, 1), (20, NONE | MASK, 0, 0, 1)),
             (IrqSet::unmask(0, 0, 1), (20, NONE | UNMASK, 0, 0, 1)),

@@ -147,13 +147,20 @@ pub(crate) fn broken_iova_rule(container: &dyn Container, iova: u64, len: u64) -
 #[inline(never)]
 fn refused_iova(container: &dyn Container, iova: u64, len: u64, e: Option<Error>) -> Error {
     match (broken_iova_rule(container, iova, len), e) {
-        (Some(rule), Some(e)) => Error::invalid("DMA map", format!("{} container", container.mode()), format!("{rule} (the kernel said: {e})")),
+        (Some(rule), Some(e)) => Error::invalid(
+            "DMA map",
+            format!("{} container", container.mode()),
+            format!("{rule} (the kernel said: {e})"),
+        ),
         (Some(rule), None) => Error::invalid("DMA map", format!("{} container", container.mode()), rule),
         (None, Some(e)) => e,
         (None, None) => Error::invalid(
             "DMA map",
             format!("{} container", container.mode()),
-            format!("iova {iova:#x} is not a multiple of the CPU page size {:#x}", crate::page_size()),
+            format!(
+                "iova {iova:#x} is not a multiple of the CPU page size {:#x}",
+                crate::page_size()
+            ),
         ),
     }
 }
@@ -238,10 +245,19 @@ mod tests {
     #[cfg_attr(miri, ignore = "memfd, which Miri cannot run")]
     fn refused_iovas_name_the_rule() {
         let e = refusal(0x10_0800);
-        assert!(e.contains("iova is not a multiple of the page size 0x1000") && e.contains("0x100800"), "{e}");
+        assert!(
+            e.contains("iova is not a multiple of the page size 0x1000") && e.contains("0x100800"),
+            "{e}"
+        );
         let e = refusal(0x1000);
-        assert!(e.contains("not inside one of the container's IOVA ranges [0x100000..=0xfedfffff]"), "{e}");
-        assert!(e.contains("iova 0x1000..=0x2fff (size 0x2000)") && e.contains("EINVAL"), "{e}");
+        assert!(
+            e.contains("not inside one of the container's IOVA ranges [0x100000..=0xfedfffff]"),
+            "{e}"
+        );
+        assert!(
+            e.contains("iova 0x1000..=0x2fff (size 0x2000)") && e.contains("EINVAL"),
+            "{e}"
+        );
         let e = refusal(0xfedf_f000);
         assert!(e.contains("IOVA ranges"), "{e}");
         let e = refusal(u64::MAX - 0xfff);
