@@ -512,7 +512,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             Box::new(|| {
                 let d = nvme()?;
                 let e = EventFd::new().map_err(|e| e.to_string())?;
-                Ok(d.set_msix_vectors(200, &[&e]))
+                Ok(d.set_msix_vectors(200, [&e]))
             }),
         ),
         (
@@ -525,7 +525,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
                     EventFd::new().map_err(|e| e.to_string())?,
                     EventFd::new().map_err(|e| e.to_string())?,
                 );
-                Ok(d.enable_msi(&[&a, &b]))
+                Ok(d.enable_msi([&a, &b]))
             }),
         ),
         (
@@ -535,7 +535,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             Box::new(|| {
                 let d = edu()?;
                 let e = EventFd::new().map_err(|e| e.to_string())?;
-                Ok(d.enable_msix(&[&e]))
+                Ok(d.enable_msix([&e]))
             }),
         ),
         (
@@ -674,7 +674,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             Box::new(|| {
                 let d = edu()?;
                 let e = EventFd::new().map_err(|e| e.to_string())?;
-                d.enable_msi(&[&e]).map_err(|e| e.to_string())?;
+                d.enable_msi([&e]).map_err(|e| e.to_string())?;
                 d.disable_irq(vfio_pci::MSI_IRQ).map_err(|e| e.to_string())?;
                 let trigger = IrqSet::trigger(vfio_pci::MSI_IRQ, 0, 1);
                 Ok(d.device().set_irqs(&trigger))

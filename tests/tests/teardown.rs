@@ -45,7 +45,7 @@ fn open_and_drop(mode: Mode, addr: &PciAddress, order: &[usize]) -> Result<(), B
     ensure!(bar0.read32(0)? == EDU_ID, "edu ID through the fresh mapping");
     let irq = EventFd::new()?;
     dev.enable_bus_master()?;
-    dev.enable_msi(&[&irq])?;
+    dev.enable_msi([&irq])?;
     let dma = OwnedDmaMapping::new(
         SharedContainer::Shared(container.clone()),
         DmaBuffer::new(4096)?,
@@ -108,7 +108,7 @@ fn every_drop_order(mode: Mode) -> TestResult {
     let edu = Edu::new(PciDevice::open_in(container.as_ref(), &addr)?)?;
     edu.pci.enable_bus_master()?;
     let irq = EventFd::new()?;
-    edu.pci.enable_msi(&[&irq])?;
+    edu.pci.enable_msi([&irq])?;
     let buf = DmaBuffer::new(4096)?;
     let pattern: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
     buf.write(0, &pattern)?;

@@ -75,7 +75,7 @@ fn run() -> Res<String> {
 
     dev.enable_bus_master()?;
     let irq = EventFd::new()?;
-    dev.enable_msi(&[&irq])?;
+    dev.enable_msi([&irq])?;
 
     // Factorial of 10 with the "interrupt when done" status bit.
     bar0.write32(0x20, 0x80)?;

@@ -405,7 +405,7 @@ fn identify_all(dev: &PciDevice, regs: &Bar, cap: &Cap, pool: &mut DmaPool, args
 
     let irq = EventFd::new()?;
     dev.enable_bus_master()?;
-    dev.enable_msix(&[&irq])?;
+    dev.enable_msix([&irq])?;
 
     regs.write32(REG_AQA, (entries - 1) << 16 | (entries - 1))?;
     write64(regs, REG_ASQ, sq_addr)?;

@@ -107,7 +107,7 @@ fn run() -> Res<String> {
     }
     edu.enable_bus_master()?;
     let irq = EventFd::new()?;
-    edu.enable_msi(&[&irq])?;
+    edu.enable_msi([&irq])?;
     cmb.set_command(cmb.command()? | Command::MEMORY_SPACE)?;
     let cmb_bar = cmb.map_bar(2)?;
 

@@ -194,7 +194,7 @@ pub fn p6_irq(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
     let f = Ours::open(mode, addr)?;
     f.pci.enable_bus_master()?;
     let irq = EventFd::new()?;
-    f.pci.enable_msi(&[&irq])?;
+    f.pci.enable_msi([&irq])?;
     let region = f.pci.map_bar(0)?;
     let base = region.as_ptr();
     let efd = irq.as_fd().as_raw_fd();
