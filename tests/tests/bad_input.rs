@@ -548,7 +548,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
                     EventFd::new().map_err(|e| e.to_string())?,
                     EventFd::new().map_err(|e| e.to_string())?,
                 );
-                let set = IrqSet::eventfds(vfio_pci::INTX_IRQ, 0, &[Some(a.as_fd()), Some(b.as_fd())]);
+                let set = IrqSet::eventfds(vfio_pci::INTX_IRQ, 0, [a.as_fd(), b.as_fd()]);
                 Ok(d.device().set_irqs(&set))
             }),
         ),

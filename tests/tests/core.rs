@@ -142,7 +142,7 @@ fn edu_intx_is_automasked_until_unmasked() -> TestResult {
     let bar0 = dev.map_bar(0)?;
     let irq = EventFd::new()?;
     dev.device()
-        .set_irqs(&IrqSet::eventfds(vfio_pci::INTX_IRQ, 0, &[Some(irq.as_fd())]))?;
+        .set_irqs(&IrqSet::eventfds(vfio_pci::INTX_IRQ, 0, [irq.as_fd()]))?;
     // Raise, get it, acknowledge at the device: the kernel keeps the line masked.
     bar0.write32(0x60, 1)?;
     ensure!(

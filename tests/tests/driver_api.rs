@@ -243,14 +243,14 @@ fn default_container_closes_with_its_last_holder_cdev() -> TestResult {
 }
 
 /// The edu behind the PCIe-to-PCI bridge shares its group with a virtio device on its host
-/// driver (intel boots): `vfio_pci::viability` says NotViable and names it, before anything
+/// driver (intel boots): `PciDevice::viability` says NotViable and names it, before anything
 /// is opened; opening it then fails.
 fn viability_names_the_blockers() -> TestResult {
     let addr = match device_from_env("VFIO_TEST_EDU_NONVIABLE") {
         Err(why) => return skip(why),
         Ok(a) => a,
     };
-    let v = vfio_pci::viability(&addr)?;
+    let v = PciDevice::viability(&addr)?;
     println!("    {addr}: {v}");
     ensure!(!v.is_viable(), "{v:?}");
     let Viability::NotViable { group, blockers } = &v else {
@@ -264,7 +264,10 @@ fn viability_names_the_blockers() -> TestResult {
             .any(|(dev, driver)| driver == "virtio-pci" && sysfs.identity(dev).is_ok_and(|i| i.vendor == 0x1af4)),
         "no virtio device among the blockers {blockers:?}"
     );
-    ensure!(PciDevice::viability(&addr)? == v, "PciDevice::viability disagrees");
+    ensure!(
+        vfio_pci::inventory::viability(&sysfs, &addr)? == v,
+        "inventory::viability disagrees"
+    );
     ensure!(v.to_string().contains("virtio-pci"), "{v}");
     ensure!(PciDevice::open(&addr, None).is_err(), "the non-viable edu opened");
     Ok(Outcome::Pass)
@@ -277,13 +280,13 @@ fn viability_of_a_usable_group() -> TestResult {
         Err(why) => return skip(why),
         Ok(a) => a,
     };
-    let v = vfio_pci::viability(&addr)?;
+    let v = PciDevice::viability(&addr)?;
     println!("    {addr}: {v}");
     let group = vfio_core::Sysfs::default().iommu_group(&addr)?;
     ensure!(v == Viability::Viable { group }, "{v:?}");
     ensure!(v.blockers().is_empty(), "{v:?}");
     let nowhere: PciAddress = "0000:7f:1f.7".parse()?;
-    ensure!(vfio_pci::viability(&nowhere).is_err(), "an answer for {nowhere}");
+    ensure!(PciDevice::viability(&nowhere).is_err(), "an answer for {nowhere}");
     Ok(Outcome::Pass)
 }
 

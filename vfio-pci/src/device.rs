@@ -428,7 +428,7 @@ impl PciDevice {
     fn set_eventfds<F: AsFd>(&self, index: u32, start: u32, vectors: impl IntoIterator<Item = F>) -> Result<()> {
         // The items live in `held` for the whole call, so their borrowed fds stay open.
         let held: Vec<F> = vectors.into_iter().collect();
-        let set = IrqSet::eventfds_from(index, start, held.iter().map(AsFd::as_fd));
+        let set = IrqSet::eventfds(index, start, held.iter().map(AsFd::as_fd));
         self.device.set_irqs(&set)?;
         let count = start.saturating_add(set.count());
         let mut mode = self.irqs.lock().unwrap_or_else(|p| p.into_inner());
@@ -492,7 +492,7 @@ impl PciDevice {
     /// for VMMs injecting interrupts. Errors: EINVAL when the index is not enabled or the
     /// vector is past its vectors.
     pub fn trigger_irq(&self, index: u32, vector: u32) -> Result<()> {
-        self.device.set_irqs(&IrqSet::trigger_vector(index, vector))
+        self.device.set_irqs(&IrqSet::trigger(index, vector, 1))
     }
 
     /// Fires MSI-X vector `vector` from software ([`PciDevice::trigger_irq`] on [`MSIX_IRQ`]).

@@ -9,8 +9,8 @@
 //!
 //! VFIO opens a device bound to `vfio-pci`, and takes DMA ownership of its whole IOMMU group:
 //! every other function in that group must be on `vfio-pci` too, unbound, or a bridge.
-//! [`PciDevice::viability`] (or [`viability`](crate::viability)) asks sysfs, without opening
-//! anything, and names the members that block the group. [`VfioPciBinding`] moves a device
+//! [`PciDevice::viability`] asks sysfs, without opening anything, and names the members that
+//! block the group. [`VfioPciBinding`] moves a device
 //! to `vfio-pci` (and back when it is dropped, if asked to); `lsvfio doctor` explains
 //! everything else (permissions, IOMMU, interrupt remapping, memlock limits).
 //!

@@ -60,10 +60,3 @@ pub use vfio_core::{
     IovaRange, IrqFlags, IrqInfo, IrqSet, MappedRegion, OwnedDmaMapping, RegionInfo, Register, Result, SharedContainer,
     SriovVfs,
 };
-
-/// Whether the IOMMU group of the device at `address` can be opened now, with the members that
-/// block it ([`PciDevice::viability`]; [`inventory::viability`] for another sysfs root).
-/// Errors: the device does not exist.
-pub fn viability(address: &PciAddress) -> Result<Viability> {
-    PciDevice::viability(address)
-}

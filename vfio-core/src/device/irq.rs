@@ -96,11 +96,23 @@ impl<'fd> IrqSet<'fd> {
         }
     }
 
-    /// Routes vectors `start..` of `index` to the given eventfds (`None` de-assigns one): the
-    /// kernel signals them when the device raises the vectors. The first such request enables
-    /// the index.
-    pub fn eventfds(index: u32, start: u32, fds: &[Option<BorrowedFd<'fd>>]) -> Self {
-        Self::new(index, start, IrqAction::Trigger, IrqData::Eventfds(fds.to_vec()))
+    /// Routes vectors `start..` of `index` to the given eventfds, one per vector, taking what a
+    /// driver holds: [`BorrowedFd`]s (`fds.iter().map(AsFd::as_fd)`), or `Option<BorrowedFd>`s
+    /// where `None` de-assigns a vector. The kernel signals them when the device raises the
+    /// vectors; the first such request enables the index. The request borrows the fds until it
+    /// is issued; from then on the kernel holds its own reference to each eventfd (it takes one
+    /// with `eventfd_ctx_fdget` while handling `VFIO_DEVICE_SET_IRQS`), so closing an fd
+    /// afterwards does not stop the kernel from signalling its eventfd: disable or de-assign
+    /// the vectors for that.
+    ///
+    /// [`AsFd::as_fd`]: std::os::fd::AsFd::as_fd
+    pub fn eventfds<I>(index: u32, start: u32, fds: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<Option<BorrowedFd<'fd>>>,
+    {
+        let fds = fds.into_iter().map(Into::into).collect();
+        Self::new(index, start, IrqAction::Trigger, IrqData::Eventfds(fds))
     }
 
     /// Disables every vector of `index`.
@@ -118,26 +130,6 @@ impl<'fd> IrqSet<'fd> {
     /// Fires the vectors from `start` whose flag is true.
     pub fn trigger_some(index: u32, start: u32, which: &[bool]) -> Self {
         Self::new(index, start, IrqAction::Trigger, IrqData::Bool(which.to_vec()))
-    }
-
-    /// Routes vectors `start..` of `index` to the given eventfds, one per vector, taking what a
-    /// driver holds (`&[EventFd]`, `Vec<BorrowedFd>`, ...). The request borrows them until it
-    /// is issued; from then on the kernel holds its own reference to each eventfd (it takes one
-    /// with `eventfd_ctx_fdget` while handling `VFIO_DEVICE_SET_IRQS`), so closing an fd
-    /// afterwards does not stop the kernel from signalling its eventfd: disable or de-assign
-    /// the vectors for that.
-    pub fn eventfds_from<I>(index: u32, start: u32, fds: I) -> Self
-    where
-        I: IntoIterator<Item = BorrowedFd<'fd>>,
-    {
-        let fds = fds.into_iter().map(Some).collect();
-        Self::new(index, start, IrqAction::Trigger, IrqData::Eventfds(fds))
-    }
-
-    /// Fires vector `vector` of `index` from software (`DATA_NONE | ACTION_TRIGGER`, count 1):
-    /// [`IrqSet::trigger`] for one vector.
-    pub fn trigger_vector(index: u32, vector: u32) -> Self {
-        Self::trigger(index, vector, 1)
     }
 
     /// Unmasks the vectors from `start` whose flag is true (`DATA_BOOL | ACTION_UNMASK`).
@@ -247,7 +239,7 @@ mod tests {
     #[test]
     fn eventfd_request_layout() {
         let stdin = std::io::stdin();
-        let s = IrqSet::eventfds(2, 3, &[Some(std::os::fd::AsFd::as_fd(&stdin)), None]);
+        let s = IrqSet::eventfds(2, 3, [Some(std::os::fd::AsFd::as_fd(&stdin)), None]);
         let mut w = s.to_buf();
         w.set_argsz();
         let b = w.bytes();
@@ -296,16 +288,13 @@ mod tests {
         };
         let cases: Vec<(IrqSet<'_>, Header)> = vec![
             (IrqSet::trigger(2, 4, 3), (20, NONE | TRIGGER, 2, 4, 3)),
-            (IrqSet::trigger_vector(2, 7), (20, NONE | TRIGGER, 2, 7, 1)),
+            (IrqSet::trigger(2, 7, 1), (20, NONE | TRIGGER, 2, 7, 1)),
             (
                 IrqSet::trigger_some(1, 0, &[true, false]),
                 (22, BOOL | TRIGGER, 1, 0, 2),
             ),
-            (IrqSet::eventfds(2, 1, &[Some(fd)]), (24, EVENTFD | TRIGGER, 2, 1, 1)),
-            (
-                IrqSet::eventfds_from(2, 0, [fd, fd, fd]),
-                (32, EVENTFD | TRIGGER, 2, 0, 3),
-            ),
+            (IrqSet::eventfds(2, 1, [Some(fd)]), (24, EVENTFD | TRIGGER, 2, 1, 1)),
+            (IrqSet::eventfds(2, 0, [fd, fd, fd]), (32, EVENTFD | TRIGGER, 2, 0, 3)),
             (IrqSet::disable(1), (20, NONE | TRIGGER, 1, 0, 0)),
             (IrqSet::mask(0, 0, 1), (20, NONE | MASK, 0, 0, 1)),
             (IrqSet::unmask(0, 0, 1), (20, NONE | UNMASK, 0, 0, 1)),
