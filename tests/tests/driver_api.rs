@@ -209,6 +209,16 @@ fn default_container_closes_with_its_last_holder(interface: Interface) -> TestRe
                 "groups {:?} after the device closed",
                 g.group_ids()
             );
+            // The concrete container takes a group in and out by hand.
+            let id = vfio_core::Sysfs::default().iommu_group(&addr)?;
+            drop(g.add_group(id)?);
+            ensure!(g.group_ids() == vec![id], "groups {:?} after add_group", g.group_ids());
+            g.remove_group(id)?;
+            ensure!(
+                g.group_ids().is_empty(),
+                "groups {:?} after remove_group",
+                g.group_ids()
+            );
         }
     }
     let after = open_fds()?;
