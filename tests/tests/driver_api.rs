@@ -353,6 +353,44 @@ fn dma_mapping_names_the_broken_iova_rule() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// `PciDevice::open_vf` assigns the VF to the default container and the VF holds it: with no
+/// handle left, the container (the one holding the VF's group) lives on until the VF closes,
+/// and then goes with it.
+fn open_vf_holds_the_default_container() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_NVME_SRIOV") {
+        Err(why) => return skip(why),
+        Ok(a) => a,
+    };
+    let Some(mode) = offered(Interface::Group) else {
+        return skip(format!("no group mode here ({:?})", vfio_core::detect()));
+    };
+    let sysfs = vfio_core::Sysfs::default();
+    // The PF in a container of its own, so that only the VF can hold the default one.
+    let own = vfio_tests::new_container(mode)?;
+    let pf = PciDevice::open_in(own.as_ref(), &addr)?;
+    let vfs = vfio_pci::SriovVfs::enable(&sysfs, pf.device(), &addr, 1, &vfio_core::Uuid::random()?)?;
+    let vf = PciDevice::open_vf(&vfs, 0, Some(mode))?;
+    ensure!(vf.ids()?.0 == pf.ids()?.0, "VF vendor {:04x}", vf.ids()?.0);
+    let vf_group = sysfs.iommu_group(&vf.address())?;
+    let groups = || -> Result<Vec<u32>, Box<dyn std::error::Error>> {
+        let c = vfio_pci::default_container(mode)?;
+        Ok(c.group().ok_or("not a group container")?.group_ids())
+    };
+    ensure!(groups()? == vec![vf_group], "default container groups {:?}", groups()?);
+    // No handle was kept between the two calls: the VF kept the container.
+    ensure!(
+        groups()? == vec![vf_group],
+        "the default container did not outlive its handle"
+    );
+    drop(vf);
+    ensure!(groups()?.is_empty(), "groups {:?} after the VF closed", groups()?);
+    drop(vfs);
+    drop(pf);
+    drop(own);
+    ensure!(sysfs.sriov_numvfs(&addr)? == Some(0), "VFs left enabled");
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         // First: it counts the process's fds without any warm-up.
@@ -378,6 +416,10 @@ fn main() -> ExitCode {
         (
             "dma_mapping_names_the_broken_iova_rule",
             dma_mapping_names_the_broken_iova_rule,
+        ),
+        (
+            "open_vf_holds_the_default_container",
+            open_vf_holds_the_default_container,
         ),
     ])
 }
