@@ -513,7 +513,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             Box::new(|| {
                 let d = nvme()?;
                 let e = EventFd::new().map_err(|e| e.to_string())?;
-                Ok(d.set_msix_vectors(200, &[&e]))
+                Ok(d.set_msix_vectors(200, [&e]))
             }),
         ),
         (
@@ -526,7 +526,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
                     EventFd::new().map_err(|e| e.to_string())?,
                     EventFd::new().map_err(|e| e.to_string())?,
                 );
-                Ok(d.enable_msi(&[&a, &b]))
+                Ok(d.enable_msi([&a, &b]))
             }),
         ),
         (
@@ -536,7 +536,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             Box::new(|| {
                 let d = edu()?;
                 let e = EventFd::new().map_err(|e| e.to_string())?;
-                Ok(d.enable_msix(&[&e]))
+                Ok(d.enable_msix([&e]))
             }),
         ),
         (
@@ -549,7 +549,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
                     EventFd::new().map_err(|e| e.to_string())?,
                     EventFd::new().map_err(|e| e.to_string())?,
                 );
-                let set = IrqSet::eventfds(vfio_pci::INTX_IRQ, 0, &[Some(a.as_fd()), Some(b.as_fd())]);
+                let set = IrqSet::eventfds(vfio_pci::INTX_IRQ, 0, [a.as_fd(), b.as_fd()]);
                 Ok(d.device().set_irqs(&set))
             }),
         ),
@@ -588,7 +588,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             Box::new(|| {
                 let d = nvme()?;
                 let c = vfio_pci::default_container(d.mode()).map_err(|e| e.to_string())?;
-                Ok(d.hot_reset(c).map(|_| ()))
+                Ok(d.hot_reset(&*c).map(|_| ()))
             }),
         ),
         (
@@ -675,7 +675,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             Box::new(|| {
                 let d = edu()?;
                 let e = EventFd::new().map_err(|e| e.to_string())?;
-                d.enable_msi(&[&e]).map_err(|e| e.to_string())?;
+                d.enable_msi([&e]).map_err(|e| e.to_string())?;
                 d.disable_irq(vfio_pci::MSI_IRQ).map_err(|e| e.to_string())?;
                 let trigger = IrqSet::trigger(vfio_pci::MSI_IRQ, 0, 1);
                 Ok(d.device().set_irqs(&trigger))

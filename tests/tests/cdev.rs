@@ -52,7 +52,7 @@ fn edu_with_msi(device: vfio_core::Device, addr: PciAddress, irq: &EventFd) -> R
     };
     let pci = PciDevice::from_device(device, addr, Mode::new(vfio_core::Interface::Cdev, addressing))?;
     pci.enable_bus_master()?;
-    pci.enable_msi(&[irq])?;
+    pci.enable_msi([irq])?;
     Edu::new(pci)
 }
 

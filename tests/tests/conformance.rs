@@ -103,7 +103,7 @@ fn dma_round_trip_msi(mode: Mode) -> TestResult {
     let edu = Edu::new(PciDevice::open_in(c.as_ref(), &addr)?)?;
     edu.pci.enable_bus_master()?;
     let irq = EventFd::new()?;
-    edu.pci.enable_msi(&[&irq])?;
+    edu.pci.enable_msi([&irq])?;
     let buf = DmaBuffer::new(4096)?;
     let pattern: Vec<u8> = (0..EDU_MAX_DMA as u32).map(|i| (i * 11 + mode as u32) as u8).collect();
     buf.write(0, &pattern)?;

@@ -142,7 +142,7 @@ fn edu_intx_is_automasked_until_unmasked() -> TestResult {
     let bar0 = dev.bar(0)?;
     let irq = EventFd::new()?;
     dev.device()
-        .set_irqs(&IrqSet::eventfds(vfio_pci::INTX_IRQ, 0, &[Some(irq.as_fd())]))?;
+        .set_irqs(&IrqSet::eventfds(vfio_pci::INTX_IRQ, 0, [irq.as_fd()]))?;
     // Raise, get it, acknowledge at the device: the kernel keeps the line masked.
     bar0.write32(0x60, 1)?;
     ensure!(
@@ -171,7 +171,7 @@ fn msi_vectors_beyond_the_count_are_einval() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_EDU");
     let (a, b) = (EventFd::new()?, EventFd::new()?);
     let e = dev
-        .enable_msi(&[&a, &b])
+        .enable_msi([&a, &b])
         .err()
         .ok_or("enabling 2 MSI vectors on a 1-vector device succeeded")?;
     ensure!(e.errno() == Some(Errno::INVAL), "expected EINVAL, got {e}");
@@ -292,7 +292,7 @@ fn dma_pool_translates_per_io_without_mapping() -> TestResult {
             last: r.last.min(0x0fff_ffff),
         })
         .collect();
-    let mut pool = DmaPool::with_ranges(container, &ranges);
+    let mut pool = DmaPool::with_ranges(&*container, &ranges);
     let src = pool.alloc(4096, DmaAccess::READ)?;
     // One page each: without an IOMMU a buffer must be physically contiguous.
     let dst = pool.alloc(4096, DmaAccess::WRITE)?;
@@ -300,7 +300,7 @@ fn dma_pool_translates_per_io_without_mapping() -> TestResult {
     pool.buffer(src)?.write(0x100, &pattern)?;
     dev.enable_bus_master()?;
     let irq = EventFd::new()?;
-    dev.enable_msi(&[&irq])?;
+    dev.enable_msi([&irq])?;
     let edu = Edu::new(dev)?;
     // Per I/O only translations, no map/unmap: the buffers were mapped once by the pool.
     let from = pool
@@ -370,7 +370,7 @@ fn hugetlb_2m_buffer_takes_dma() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_EDU");
     let container = vfio_pci::default_container(dev.mode())?;
     let mut pool = DmaPool::with_ranges(
-        container,
+        &*container,
         &[IovaRange {
             start: 0,
             last: 0x0fff_ffff,
@@ -389,7 +389,7 @@ fn hugetlb_2m_buffer_takes_dma() -> TestResult {
     b.write(0x10_0000, &pattern)?;
     dev.enable_bus_master()?;
     let irq = EventFd::new()?;
-    dev.enable_msi(&[&irq])?;
+    dev.enable_msi([&irq])?;
     let edu = Edu::new(dev)?;
     edu.dma(
         Direction::ToDevice,
@@ -473,7 +473,7 @@ fn modes_match_the_machine() -> TestResult {
 fn irq_trigger_loopback_signals_the_eventfd() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_EDU");
     let irq = EventFd::new()?;
-    dev.enable_msi(&[&irq])?;
+    dev.enable_msi([&irq])?;
     // DATA_NONE + ACTION_TRIGGER: the kernel fires the vector itself (user-space loopback).
     let fire = vfio_core::IrqSet::trigger(vfio_pci::MSI_IRQ, 0, 1);
     dev.device().set_irqs(&fire)?;

@@ -40,7 +40,7 @@ fn dma_round_trip(mode: Mode) -> TestResult {
     let pci = PciDevice::open_in(c.as_ref(), &addr)?;
     pci.enable_bus_master()?;
     let irq = EventFd::new()?;
-    pci.enable_msi(&[&irq])?;
+    pci.enable_msi([&irq])?;
     let edu = Edu::new(pci)?;
 
     let src = DmaBuffer::new(4096)?;

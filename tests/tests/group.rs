@@ -303,7 +303,7 @@ fn open_edu(c: &dyn vfio_core::Container, addr: &PciAddress) -> Result<(Edu, Eve
     let pci = PciDevice::open_in(c, addr)?;
     pci.enable_bus_master()?;
     let irq = EventFd::new()?;
-    pci.enable_msi(&[&irq])?;
+    pci.enable_msi([&irq])?;
     Ok((Edu::new(pci)?, irq))
 }
 

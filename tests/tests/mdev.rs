@@ -585,7 +585,7 @@ fn mtty_rx_interrupt_on_intx() -> TestResult {
     let dev = m.open_in(c.as_ref())?;
     let bar0 = dev.region_info(0)?;
     let irq = EventFd::new()?;
-    dev.set_irqs(&IrqSet::eventfds(0, 0, &[Some(irq.as_fd())]))?;
+    dev.set_irqs(&IrqSet::eventfds(0, 0, [Some(irq.as_fd())]))?;
     // FCR: enable and clear the FIFO; this sets the trigger level to 1 (it is 0, so never
     // reached, until FCR is written).
     dev.write_region(&bar0, 2, &[0x07])?;

@@ -89,7 +89,7 @@ impl Rig {
         let pci = PciDevice::open_in(c.as_ref(), &edu_addr)?;
         pci.enable_bus_master()?;
         let irq = EventFd::new()?;
-        pci.enable_msi(&[&irq])?;
+        pci.enable_msi([&irq])?;
         let edu = Edu::new(pci)?;
         let cmb = PciDevice::open_in(c.as_ref(), &cmb_addr)?;
         cmb.set_command(cmb.command()? | Command::MEMORY_SPACE)?;

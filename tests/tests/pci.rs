@@ -123,11 +123,7 @@ fn msix_vectors_in_any_range() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_NVME");
     let fds = [EventFd::new()?, EventFd::new()?, EventFd::new()?];
     // Vectors 3..6 only, not starting from 0.
-    let set = IrqSet::eventfds(
-        vfio_pci::MSIX_IRQ,
-        3,
-        &fds.iter().map(|e| Some(e.as_fd())).collect::<Vec<_>>(),
-    );
+    let set = IrqSet::eventfds(vfio_pci::MSIX_IRQ, 3, fds.iter().map(|e| e.as_fd()));
     dev.device().set_irqs(&set)?;
     let fire = IrqSet::trigger(vfio_pci::MSIX_IRQ, 4, 1);
     dev.device().set_irqs(&fire)?;
@@ -139,7 +135,7 @@ fn msix_vectors_in_any_range() -> TestResult {
         fds[0].wait_timeout(Duration::from_millis(50))?.is_none(),
         "vector 3 fired too"
     );
-    let beyond = IrqSet::eventfds(vfio_pci::MSIX_IRQ, 64, &[Some(fds[0].as_fd()), Some(fds[1].as_fd())]);
+    let beyond = IrqSet::eventfds(vfio_pci::MSIX_IRQ, 64, [fds[0].as_fd(), fds[1].as_fd()]);
     ensure!(dev.device().set_irqs(&beyond).is_err(), "vectors 64..66 of 65 accepted");
     dev.disable_irq(vfio_pci::MSIX_IRQ)?;
     Ok(Outcome::Pass)
@@ -465,7 +461,7 @@ fn hot_reset_behind_a_root_port() -> TestResult {
         bar0.write32(0x14, 0x0046_0000)?;
         ensure!(bar0.read32(0x14)? == 0x0046_0000, "CC did not take the write");
         let before = dev.command()?;
-        let reset = dev.hot_reset(container)?;
+        let reset = dev.hot_reset(&*container)?;
         ensure!(reset == vec![addr], "{mode:?}: reset reported {reset:?}");
         let cc = bar0.read32(0x14)?;
         ensure!(cc == 0, "{mode:?}: CC is {cc:#x} after the hot reset");
@@ -501,7 +497,7 @@ fn hot_reset_on_the_root_bus_is_enodev() -> TestResult {
         return skip("the nvme is not on a root bus here");
     }
     let e = dev
-        .hot_reset(vfio_pci::default_container(dev.mode())?)
+        .hot_reset(&*vfio_pci::default_container(dev.mode())?)
         .err()
         .ok_or("hot reset on the root bus succeeded")?;
     ensure!(e.errno() == Some(rustix::io::Errno::NODEV), "{e}");

@@ -214,8 +214,8 @@ fn msix_grows_while_enabled() -> TestResult {
     let dev = open_or_skip!("VFIO_TEST_NVME");
     let info = dev.device().irq_info(vfio_pci::MSIX_IRQ)?;
     let fds = [EventFd::new()?, EventFd::new()?, EventFd::new()?];
-    dev.enable_msix(&[&fds[0], &fds[1]])?;
-    let grown = dev.set_msix_vectors(5, &[&fds[2]]);
+    dev.enable_msix([&fds[0], &fds[1]])?;
+    let grown = dev.set_msix_vectors(5, [&fds[2]]);
     if info.flags.contains(IrqFlags::NORESIZE) {
         let e = grown.err().ok_or("NORESIZE, yet vector 5 was added")?;
         ensure!(e.errno() == Some(rustix::io::Errno::INVAL), "{e}");
@@ -246,7 +246,7 @@ fn epoll_reports_the_vector_that_fired() -> TestResult {
     use rustix::event::epoll;
     let dev = open_or_skip!("VFIO_TEST_NVME");
     let fds = [EventFd::new()?, EventFd::new()?, EventFd::new()?];
-    dev.enable_msix(&fds.iter().collect::<Vec<_>>())?;
+    dev.enable_msix(&fds)?;
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
     for (i, fd) in fds.iter().enumerate() {
         epoll::add(
@@ -279,7 +279,7 @@ fn tokio_task_awaits_an_msi() -> TestResult {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let irq = vfio_core::AsyncEventFd::new(EventFd::new()?)?;
-        dev.enable_msi(&[irq.eventfd()])?;
+        dev.enable_msi([irq.eventfd()])?;
         let early = tokio::time::timeout(Duration::from_millis(50), irq.wait()).await;
         ensure!(early.is_err(), "an MSI arrived before edu raised one");
         bar0.write32(reg::IRQ_RAISE, 0x42)?;

@@ -222,7 +222,7 @@ fn eight_threads_share_one_container() -> TestResult {
     let edu = Edu::new(PciDevice::open_in(c.as_ref(), &addr)?)?;
     edu.pci.enable_bus_master()?;
     let irq = EventFd::new()?;
-    edu.pci.enable_msi(&[&irq])?;
+    edu.pci.enable_msi([&irq])?;
     let engine = Mutex::new((edu, irq));
     let t = Instant::now();
     std::thread::scope(|s| -> TestResult {
@@ -294,7 +294,7 @@ fn killed_dma_child_leaves_the_device_usable() -> TestResult {
             let edu = Edu::new(PciDevice::open_in(c.as_ref(), &addr)?)?;
             edu.pci.enable_bus_master()?;
             let irq = EventFd::new()?;
-            edu.pci.enable_msi(&[&irq])?;
+            edu.pci.enable_msi([&irq])?;
             let buf = DmaBuffer::new(4096)?;
             let m = DmaMapping::new(c.as_ref(), &buf, 0x10_0000, DmaAccess::READ_WRITE)?;
             rustix::net::send(&child, b"ready", SendFlags::empty())?;
@@ -344,7 +344,7 @@ fn killed_dma_child_leaves_the_device_usable() -> TestResult {
     edu.wait_idle(Duration::from_secs(5))?;
     edu.pci.enable_bus_master()?;
     let irq = EventFd::new()?;
-    edu.pci.enable_msi(&[&irq])?;
+    edu.pci.enable_msi([&irq])?;
     let data = DmaBuffer::new(4096)?;
     let pattern: Vec<u8> = (0..EDU_MAX_DMA as u32).map(|i| (i * 29 + 1) as u8).collect();
     data.write(0, &pattern)?;

@@ -286,7 +286,7 @@ fn successor(role: &str) -> ExitCode {
         let dev = vfio_core::Device::from_fd(device.fd, addr.to_string(), None);
         let edu = Edu::new(PciDevice::from_device(dev, addr, mode)?)?;
         let irq = EventFd::new()?;
-        edu.pci.enable_msi(&[&irq])?;
+        edu.pci.enable_msi([&irq])?;
         check_dma(&edu, &irq, mem.0, 1, 2)?;
         let took = start.elapsed();
         edu.pci.disable_irq(vfio_pci::MSI_IRQ)?;
@@ -378,7 +378,7 @@ fn restart_cdev_change_process() -> TestResult {
     );
     // Pattern 1 is left in the device's buffer for the successor.
     let irq = EventFd::new()?;
-    edu.pci.enable_msi(&[&irq])?;
+    edu.pci.enable_msi([&irq])?;
     buf.write(0, &pattern(1))?;
     edu.dma(Direction::ToDevice, IOVA, CHUNK as u64, &irq)?;
     edu.pci.disable_irq(vfio_pci::MSI_IRQ)?;
@@ -417,7 +417,7 @@ fn restart_cdev_change_process() -> TestResult {
         back == pattern(2),
         "the successor's writes are not in the primary's buffer"
     );
-    edu.pci.enable_msi(&[&irq])?;
+    edu.pci.enable_msi([&irq])?;
     edu.dma(Direction::FromDevice, IOVA + (LEN / 4) as u64, CHUNK as u64, &irq)?;
     buf.read(LEN / 4, &mut back)?;
     ensure!(back == pattern(2), "the device lost the successor's bytes");
@@ -466,7 +466,7 @@ fn restart_type1_update_vaddr() -> TestResult {
         mapped.1
     );
     let irq = EventFd::new()?;
-    edu.pci.enable_msi(&[&irq])?;
+    edu.pci.enable_msi([&irq])?;
     let len = LEN as u64;
     // Bad input: nothing is invalidated yet; then twice; then of another size or IOVA.
     let ptr = buf.as_ptr();
@@ -550,7 +550,7 @@ fn restart_type1_update_vaddr() -> TestResult {
         back == pattern(2),
         "the successor's writes are not in the primary's buffer"
     );
-    edu.pci.enable_msi(&[&irq])?;
+    edu.pci.enable_msi([&irq])?;
     edu.dma(Direction::FromDevice, IOVA + (LEN / 4) as u64, CHUNK as u64, &irq)?;
     buf.read(LEN / 4, &mut back)?;
     ensure!(back == pattern(2), "the device lost the successor's bytes");

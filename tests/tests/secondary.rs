@@ -117,7 +117,7 @@ fn secondary(
     let edu = Edu::new(PciDevice::from_device(dev, addr, mode)?)?;
     edu.pci.enable_bus_master()?;
     let irq = EventFd::new()?;
-    edu.pci.enable_msi(&[&irq])?;
+    edu.pci.enable_msi([&irq])?;
     // Memory only this process has: the primary never saw it.
     let buf = DmaBuffer::new(4096)?;
     let pattern: Vec<u8> = (0..LEN as u32).map(|i| (i * 13 + 5) as u8).collect();

@@ -57,7 +57,7 @@ macro_rules! edu_or_skip {
 fn edu_in(c: &dyn Container, addr: PciAddress, irq: &EventFd) -> Res<Edu> {
     let pci = PciDevice::open_in(c, &addr)?;
     pci.enable_bus_master()?;
-    pci.enable_msi(&[irq])?;
+    pci.enable_msi([irq])?;
     Edu::new(pci)
 }
 

@@ -43,7 +43,7 @@ fn open_and_drop(mode: Mode, addr: &PciAddress, order: &[usize]) -> Result<(), B
     ensure!(bar0.read32(0)? == EDU_ID, "edu ID through the fresh mapping");
     let irq = EventFd::new()?;
     dev.enable_bus_master()?;
-    dev.enable_msi(&[&irq])?;
+    dev.enable_msi([&irq])?;
     let dma = OwnedDmaMapping::new(
         SharedContainer::Shared(container.clone()),
         DmaBuffer::new(4096)?,
@@ -106,7 +106,7 @@ fn every_drop_order(mode: Mode) -> TestResult {
     let edu = Edu::new(PciDevice::open_in(container.as_ref(), &addr)?)?;
     edu.pci.enable_bus_master()?;
     let irq = EventFd::new()?;
-    edu.pci.enable_msi(&[&irq])?;
+    edu.pci.enable_msi([&irq])?;
     let buf = DmaBuffer::new(4096)?;
     let pattern: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
     buf.write(0, &pattern)?;
@@ -166,19 +166,16 @@ fn default_container_lets_go(mode: Mode) -> TestResult {
         Err(why) => return skip(why),
         Ok(a) => a,
     };
-    // Warm-up: the default container itself is process-wide state, opened once.
+    // Warm-up: process-wide state opened once (the default container is not: it closes with
+    // its last holder, see driver_api::default_container_is_dropped_with_its_last_holder).
     drop(PciDevice::open(&addr, Some(mode))?);
     let before = resources()?;
     let dev = PciDevice::open(&addr, Some(mode))?;
     let bar0 = dev.bar(0)?;
     let clone = dev.clone();
     let buf = DmaBuffer::new(4096)?;
-    let map = DmaMapping::new(
-        vfio_pci::default_container(mode)?,
-        &buf,
-        0x30_0000,
-        DmaAccess::READ_WRITE,
-    )?;
+    let container = vfio_pci::default_container(mode)?;
+    let map = DmaMapping::new(&*container, &buf, 0x30_0000, DmaAccess::READ_WRITE)?;
     drop(dev);
     ensure!(
         another_process_opens(addr, mode).is_err(),
@@ -194,6 +191,7 @@ fn default_container_lets_go(mode: Mode) -> TestResult {
     another_process_opens(addr, mode).map_err(|e| format!("after the last handle went: {e}"))?;
     drop(map);
     drop(buf);
+    drop(container);
     let after = resources()?;
     ensure!(
         after == before,

@@ -75,7 +75,7 @@ fn run() -> Res<String> {
 
     dev.enable_bus_master()?;
     let irq = EventFd::new()?;
-    dev.enable_msi(&[&irq])?;
+    dev.enable_msi([&irq])?;
 
     // Factorial of 10 with the "interrupt when done" status bit.
     bar0.write32(0x20, 0x80)?;
@@ -98,8 +98,8 @@ fn run() -> Res<String> {
         let dst = DmaBuffer::new(4096)?;
         let pattern: Vec<u8> = (0..4096u32).map(|i| (i ^ (i >> 8)) as u8).collect();
         src.write(0, &pattern)?;
-        let src_map = DmaMapping::new(container, &src, 0x10_0000, DmaAccess::READ)?;
-        let dst_map = DmaMapping::new(container, &dst, 0x20_0000, DmaAccess::WRITE)?;
+        let src_map = DmaMapping::new(&*container, &src, 0x10_0000, DmaAccess::READ)?;
+        let dst_map = DmaMapping::new(&*container, &dst, 0x20_0000, DmaAccess::WRITE)?;
         // QEMU 7.2 aborts on a DMA that ends exactly at the device buffer's end: stop one short.
         let len = 4095;
         let t = Instant::now();

@@ -353,7 +353,7 @@ fn run() -> Res<String> {
         return Err("the device has no MSI-X vectors".into());
     }
 
-    let mut pool = dma_pool(container, mode)?;
+    let mut pool = dma_pool(&*container, mode)?;
     let result = identify_all(&dev, &regs, &cap, &mut pool, &args);
     // Stop the controller before its queues and buffers are unmapped, whatever happened.
     let irq_off = dev.disable_irq(vfio_pci::MSIX_IRQ);
@@ -367,7 +367,7 @@ fn run() -> Res<String> {
 
 /// A pool over the container's IOVA ranges. A no-IOMMU group container has no IOVA space (its
 /// "IOVAs" only name pinned ranges), so any range will do there.
-fn dma_pool(container: &'static dyn Container, mode: Mode) -> Res<DmaPool<'static>> {
+fn dma_pool(container: &dyn Container, mode: Mode) -> Res<DmaPool<'_>> {
     match DmaPool::new(container) {
         Ok(p) => Ok(p),
         Err(_) if mode == Mode::GROUP_NOIOMMU => Ok(DmaPool::with_ranges(
@@ -405,7 +405,7 @@ fn identify_all(dev: &PciDevice, regs: &Bar, cap: &Cap, pool: &mut DmaPool, args
 
     let irq = EventFd::new()?;
     dev.enable_bus_master()?;
-    dev.enable_msix(&[&irq])?;
+    dev.enable_msix([&irq])?;
 
     regs.write32(REG_AQA, (entries - 1) << 16 | (entries - 1))?;
     write64(regs, REG_ASQ, sq_addr)?;

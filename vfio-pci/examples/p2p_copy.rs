@@ -107,14 +107,14 @@ fn run() -> Res<String> {
     }
     edu.enable_bus_master()?;
     let irq = EventFd::new()?;
-    edu.enable_msi(&[&irq])?;
+    edu.enable_msi([&irq])?;
     cmb.set_command(cmb.command()? | Command::MEMORY_SPACE)?;
     let cmb_bar = cmb.bar(2)?;
 
     let ram = DmaBuffer::new(PAGE as usize)?;
-    let ram_map = DmaMapping::new(container, &ram, RAM_IOVA, DmaAccess::READ_WRITE)?;
+    let ram_map = DmaMapping::new(&*container, &ram, RAM_IOVA, DmaAccess::READ_WRITE)?;
     let peer = cmb.map_peer_bar(
-        SharedContainer::Static(container),
+        SharedContainer::from(container.clone()),
         &cmb_bar,
         CMB_OFFSET,
         PAGE,

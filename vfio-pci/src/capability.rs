@@ -45,7 +45,10 @@ pub struct MsiCap {
     pub is_64bit: bool,
     /// Per-vector masking.
     pub per_vector_masking: bool,
-    /// MSI enabled now.
+    /// The MSI Enable bit (Message Control bit 0) as config space shows it. Under VFIO it does
+    /// not say whether MSI is on: vfio-pci virtualizes this bit, so it reads clear even after a
+    /// successful [`PciDevice::enable_msi`] (the kernel programs the real capability itself).
+    /// What the library enabled is [`PciDevice::irq_mode`].
     pub enabled: bool,
 }
 
@@ -64,7 +67,10 @@ pub struct MsixCap {
     pub pba_bar: u32,
     /// Offset of the PBA in that BAR (`u64`, as [`MsixCap::table_offset`]).
     pub pba_offset: u64,
-    /// MSI-X enabled now.
+    /// The MSI-X Enable bit (Message Control bit 15) as config space shows it: vfio-pci passes
+    /// this one through, so it reads set while MSI-X is enabled through
+    /// [`PciDevice::enable_msix`]. [`PciDevice::irq_mode`] says the same for every interrupt
+    /// type, with the number of vectors, without a config read.
     pub enabled: bool,
 }
 

@@ -1,8 +1,11 @@
 //! A PCI function owned through VFIO: the type drivers hold.
 
-use std::sync::{Arc, OnceLock};
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use vfio_core::{Container, Device, Error, EventFd, IrqSet, Mode, PciAddress, RegionInfo, Result, SriovVfs};
+use vfio_core::{
+    AssignOptions, Container, Device, Error, IrqSet, Mode, PciAddress, RegionInfo, Result, SriovVfs,
+};
 use vfio_sys as sys;
 
 use crate::config::{Command, Status, offset};
@@ -36,11 +39,60 @@ pub struct PciDevice {
     /// The config region's info, asked for on the first config access and shared by clones.
     config: Arc<OnceLock<RegionInfo>>,
     mode: Mode,
+    /// What the successful `VFIO_DEVICE_SET_IRQS` requests enabled, shared by clones.
+    irqs: Arc<Mutex<IrqMode>>,
+}
+
+/// Which of INTx, MSI and MSI-X a [`PciDevice`] has enabled (vfio-pci allows one at a time),
+/// as recorded from the successful `VFIO_DEVICE_SET_IRQS` requests it made
+/// ([`PciDevice::irq_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IrqMode {
+    /// None of them (the state after open, and after [`PciDevice::disable_irq`]).
+    #[default]
+    None,
+    /// INTx, with its eventfd.
+    Intx,
+    /// MSI, with eventfds for vectors `0..vectors`.
+    Msi {
+        /// How many vectors the kernel enabled.
+        vectors: u32,
+    },
+    /// MSI-X, with vectors `0..vectors` enabled (each with an eventfd, unless it was skipped by
+    /// a [`PciDevice::set_msix_vectors`] that started past the end).
+    Msix {
+        /// How many vectors the kernel enabled.
+        vectors: u32,
+    },
+}
+
+impl IrqMode {
+    /// The IRQ index enabled ([`INTX_IRQ`], [`MSI_IRQ`] or [`MSIX_IRQ`]), if any.
+    pub fn index(self) -> Option<u32> {
+        match self {
+            IrqMode::None => None,
+            IrqMode::Intx => Some(INTX_IRQ),
+            IrqMode::Msi { .. } => Some(MSI_IRQ),
+            IrqMode::Msix { .. } => Some(MSIX_IRQ),
+        }
+    }
+
+    /// How many vectors are enabled (1 for INTx, 0 for none).
+    pub fn vectors(self) -> u32 {
+        match self {
+            IrqMode::None => 0,
+            IrqMode::Intx => 1,
+            IrqMode::Msi { vectors } | IrqMode::Msix { vectors } => vectors,
+        }
+    }
 }
 
 impl PciDevice {
     /// Opens the device at `address` in `mode` (or [`vfio_core::preferred`] when `None`), through
-    /// that mode's default container ([`crate::default_container`]). Errors: the device is not
+    /// that mode's default container ([`crate::default_container`]), which the device holds
+    /// until it closes (every clone and BAR mapping dropped). To ask first whether its IOMMU
+    /// group can be opened at all, see [`PciDevice::viability`]. Errors: the device is not
     /// bound to vfio-pci (naming its driver), the mode is unavailable, or the kernel refused a
     /// step (with its errno, and the likely cause: EPERM when the IOMMU cannot isolate MSIs).
     /// A refused open undoes its steps: nothing of it stays held in the default container.
@@ -51,11 +103,25 @@ impl PciDevice {
         };
         let container = chosen.and_then(crate::default_container);
         match container {
-            Ok(c) => Self::open_in(c, address),
+            Ok(c) => {
+                // The device holds the default container until its fd closes (its group
+                // leaves first, then the container may close): `default_container(mode)`
+                // finds this same container for as long as the device is open.
+                let opts = AssignOptions::new().hold(Arc::new(c.clone()));
+                let device = c.assign_device_with(address, &opts)?;
+                Ok(Self::new(device, *address, c.mode()))
+            }
             // Without a usable mode, a problem with the device itself (missing, on another
             // driver) is the more useful error: check for one only on this failure path.
             Err(e) => Err(vfio_core::Sysfs::default().require_vfio_pci(address).err().unwrap_or(e)),
         }
+    }
+
+    /// Whether the IOMMU group of the device at `address` can be opened now, and if not, which
+    /// members on host drivers block it: [`inventory::viability`](crate::inventory::viability)
+    /// on the running system's sysfs. Nothing is opened. Errors: the device does not exist.
+    pub fn viability(address: &PciAddress) -> Result<crate::Viability> {
+        crate::inventory::viability(&vfio_core::Sysfs::default(), address)
     }
 
     /// Opens the device at `address` in a container the caller made (errors as
@@ -76,7 +142,20 @@ impl PciDevice {
             Some(m) => m,
             None => vfio_core::preferred()?,
         };
-        Self::open_vf_in(crate::default_container(mode)?, vfs, index)
+        let c = crate::default_container(mode)?;
+        let vf = vfs.vfs().get(index).copied().ok_or_else(|| {
+            Error::invalid(
+                "open SR-IOV VF",
+                vfs.pf_address(),
+                format!("VF index {index}, but the PF has {} VFs enabled", vfs.vfs().len()),
+            )
+        })?;
+        // As `SriovVfs::open_vf`, also holding the default container (see `open`). Tuple
+        // fields drop in order: the VFs' owner, then the container.
+        let hold: vfio_core::Owner = Arc::new((vfs.clone(), c.clone()));
+        let opts = AssignOptions::new().vf_token(*vfs.token()).hold(hold);
+        let device = c.assign_device_with(&vf, &opts)?;
+        Ok(Self::new(device, vf, c.mode()))
     }
 
     /// Opens VF `index` of `vfs` in `container`, presenting the VF token: group mode sends
@@ -107,6 +186,7 @@ impl PciDevice {
             address,
             config: Arc::default(),
             mode,
+            irqs: Arc::default(),
         }
     }
 
@@ -302,21 +382,48 @@ impl PciDevice {
         self.config_write16(offset::COMMAND, cmd.bits())
     }
 
-    /// Enables MSI with one eventfd per vector (`VFIO_DEVICE_SET_IRQS`, MSI index, trigger).
-    /// Errors: EINVAL when the device has fewer MSI vectors.
-    pub fn enable_msi(&self, vectors: &[&EventFd]) -> Result<()> {
-        self.set_eventfds(MSI_IRQ, vectors)
+    /// Enables MSI with one eventfd per vector (`VFIO_DEVICE_SET_IRQS`, MSI index,
+    /// `DATA_EVENTFD | ACTION_TRIGGER`), taking what a driver holds: `&[irq]`, `&vec_of_eventfds`,
+    /// an iterator of [`BorrowedFd`](std::os::fd::BorrowedFd)s. The fds are borrowed for the
+    /// call only, which is enough: the kernel takes its own reference to each eventfd, and keeps
+    /// signalling it until the index is disabled ([`PciDevice::disable_irq`]), even if the
+    /// caller closes its fd. Afterwards [`PciDevice::irq_mode`] reports MSI with that many
+    /// vectors (config space does not: vfio-pci virtualizes the MSI enable bit, see
+    /// [`MsiCap::enabled`](crate::MsiCap::enabled)). Errors: EINVAL when the device has fewer
+    /// MSI vectors, or INTx or MSI-X is enabled.
+    pub fn enable_msi<F: AsFd>(&self, vectors: impl IntoIterator<Item = F>) -> Result<()> {
+        self.set_eventfds(MSI_IRQ, 0, vectors)
     }
 
-    /// Enables MSI-X vectors `0..vectors.len()` with one eventfd each.
-    pub fn enable_msix(&self, vectors: &[&EventFd]) -> Result<()> {
-        self.set_eventfds(MSIX_IRQ, vectors)
+    /// Enables MSI-X vectors `0..n` with one eventfd each (as [`PciDevice::enable_msi`], on the
+    /// MSI-X index). Errors: EINVAL when the device has fewer MSI-X vectors, or INTx or MSI is
+    /// enabled.
+    pub fn enable_msix<F: AsFd>(&self, vectors: impl IntoIterator<Item = F>) -> Result<()> {
+        self.set_eventfds(MSIX_IRQ, 0, vectors)
     }
 
-    fn set_eventfds(&self, index: u32, vectors: &[&EventFd]) -> Result<()> {
-        use std::os::fd::AsFd;
-        let fds: Vec<_> = vectors.iter().map(|e| Some(e.as_fd())).collect();
-        self.device.set_irqs(&IrqSet::eventfds(index, 0, &fds))
+    /// `VFIO_DEVICE_SET_IRQS` routing vectors `start..` of `index` to `vectors`, recording the
+    /// interrupt mode on success.
+    fn set_eventfds<F: AsFd>(&self, index: u32, start: u32, vectors: impl IntoIterator<Item = F>) -> Result<()> {
+        // The items live in `held` for the whole call, so their borrowed fds stay open.
+        let held: Vec<F> = vectors.into_iter().collect();
+        let set = IrqSet::eventfds(index, start, held.iter().map(AsFd::as_fd));
+        self.device.set_irqs(&set)?;
+        let count = start.saturating_add(set.count());
+        let mut mode = self.irqs.lock().unwrap_or_else(|p| p.into_inner());
+        *mode = match (index, *mode) {
+            (INTX_IRQ, _) => IrqMode::Intx,
+            (MSI_IRQ, IrqMode::Msi { vectors }) => IrqMode::Msi {
+                vectors: vectors.max(count),
+            },
+            (MSI_IRQ, _) => IrqMode::Msi { vectors: count },
+            (MSIX_IRQ, IrqMode::Msix { vectors }) => IrqMode::Msix {
+                vectors: vectors.max(count),
+            },
+            (MSIX_IRQ, _) => IrqMode::Msix { vectors: count },
+            (_, m) => m,
+        };
+        Ok(())
     }
 
     /// Enables INTx with `eventfd` as its trigger (`VFIO_DEVICE_SET_IRQS`, INTx index,
@@ -325,8 +432,8 @@ impl PciDevice {
     /// once; after servicing the device (clearing its interrupt condition), call
     /// [`PciDevice::unmask_intx`]. Errors: EINVAL when the device has no INTx (interrupt pin 0,
     /// so the IRQ info count is 0) or MSI or MSI-X is enabled.
-    pub fn enable_intx(&self, eventfd: &EventFd) -> Result<()> {
-        self.set_eventfds(INTX_IRQ, &[eventfd])
+    pub fn enable_intx(&self, eventfd: impl AsFd) -> Result<()> {
+        self.set_eventfds(INTX_IRQ, 0, [eventfd])
     }
 
     /// Unmasks INTx (`VFIO_DEVICE_SET_IRQS`, INTx index, `DATA_NONE | ACTION_UNMASK`): after
@@ -350,24 +457,53 @@ impl PciDevice {
         self.device.set_irqs(&IrqSet::mask(INTX_IRQ, 0, 1))
     }
 
-    /// Adds MSI-X vectors `start..start + vectors.len()` (the index must already be enabled, and
-    /// the kernel must allow resizing: no `IrqFlags::NORESIZE`), or enables them when it is not.
-    pub fn set_msix_vectors(&self, start: u32, vectors: &[&EventFd]) -> Result<()> {
-        use std::os::fd::AsFd;
-        let fds: Vec<_> = vectors.iter().map(|e| Some(e.as_fd())).collect();
-        self.device.set_irqs(&IrqSet::eventfds(MSIX_IRQ, start, &fds))
+    /// Adds MSI-X vectors `start..start + n` with one eventfd each (the index must already be
+    /// enabled, and the kernel must allow resizing: no `IrqFlags::NORESIZE`), or enables
+    /// vectors `0..start + n` when it is not. The fds are borrowed for the call only, as for
+    /// [`PciDevice::enable_msi`].
+    pub fn set_msix_vectors<F: AsFd>(&self, start: u32, vectors: impl IntoIterator<Item = F>) -> Result<()> {
+        self.set_eventfds(MSIX_IRQ, start, vectors)
+    }
+
+    /// Fires vector `vector` of IRQ index `index` from software (`VFIO_DEVICE_SET_IRQS`,
+    /// `DATA_NONE | ACTION_TRIGGER`, count 1): the kernel signals the vector's eventfd as if the
+    /// device had raised it, without touching the device. For tests of an interrupt path and
+    /// for VMMs injecting interrupts. Errors: EINVAL when the index is not enabled or the
+    /// vector is past its vectors.
+    pub fn trigger_irq(&self, index: u32, vector: u32) -> Result<()> {
+        self.device.set_irqs(&IrqSet::trigger(index, vector, 1))
+    }
+
+    /// Fires MSI-X vector `vector` from software ([`PciDevice::trigger_irq`] on [`MSIX_IRQ`]).
+    pub fn trigger_msix(&self, vector: u32) -> Result<()> {
+        self.trigger_irq(MSIX_IRQ, vector)
+    }
+
+    /// Fires MSI vector `vector` from software ([`PciDevice::trigger_irq`] on [`MSI_IRQ`]).
+    pub fn trigger_msi(&self, vector: u32) -> Result<()> {
+        self.trigger_irq(MSI_IRQ, vector)
+    }
+
+    /// Which of INTx, MSI and MSI-X this device has enabled through `VFIO_DEVICE_SET_IRQS`, and
+    /// how many vectors: the library's record of the successful requests made through this
+    /// `PciDevice` and its clones (not asked of the kernel, which has no query for it; requests
+    /// sent through [`PciDevice::device`] directly are not seen). Unlike config space, it is
+    /// true for MSI: vfio-pci virtualizes the MSI enable bit, which reads clear while MSI is
+    /// enabled (see [`MsiCap::enabled`](crate::MsiCap::enabled)).
+    pub fn irq_mode(&self) -> IrqMode {
+        *self.irqs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Routes the error interrupt ([`ERR_IRQ`]) to `eventfd`. Errors: EINVAL where the device
     /// has none (count 0).
-    pub fn enable_err_irq(&self, eventfd: &EventFd) -> Result<()> {
-        self.set_eventfds(ERR_IRQ, &[eventfd])
+    pub fn enable_err_irq(&self, eventfd: impl AsFd) -> Result<()> {
+        self.set_eventfds(ERR_IRQ, 0, [eventfd])
     }
 
     /// Routes the request interrupt ([`REQ_IRQ`]) to `eventfd`: when it fires, release the
     /// device (drop every handle of it) so the kernel can unbind it.
-    pub fn enable_req_irq(&self, eventfd: &EventFd) -> Result<()> {
-        self.set_eventfds(REQ_IRQ, &[eventfd])
+    pub fn enable_req_irq(&self, eventfd: impl AsFd) -> Result<()> {
+        self.set_eventfds(REQ_IRQ, 0, [eventfd])
     }
 
     /// Reads the whole expansion ROM (region 6; an image starts with 0x55 0xAA). Errors:
@@ -389,8 +525,15 @@ impl PciDevice {
     }
 
     /// Disables every vector of an IRQ index (MSI_IRQ, MSIX_IRQ, INTX_IRQ, ERR_IRQ, REQ_IRQ).
+    /// Afterwards [`PciDevice::irq_mode`] is [`IrqMode::None`] when `index` was the enabled one
+    /// of INTx, MSI and MSI-X.
     pub fn disable_irq(&self, index: u32) -> Result<()> {
-        self.device.set_irqs(&IrqSet::disable(index))
+        self.device.set_irqs(&IrqSet::disable(index))?;
+        let mut mode = self.irqs.lock().unwrap_or_else(|p| p.into_inner());
+        if mode.index() == Some(index) {
+            *mode = IrqMode::None;
+        }
+        Ok(())
     }
 }
 
@@ -404,6 +547,7 @@ impl PciDevice {
             address: "0000:00:05.0".parse().expect("a valid address"),
             config: Arc::new(OnceLock::from(crate::fake::region(CONFIG_REGION, offset, size, None))),
             mode: Mode::GROUP,
+            irqs: Arc::default(),
         }
     }
 }

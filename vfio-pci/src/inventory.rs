@@ -104,6 +104,77 @@ pub fn describe(sysfs: &Sysfs, address: &PciAddress) -> Result<DeviceSummary> {
     })
 }
 
+/// Whether a device's IOMMU group can be opened through VFIO: both modes take DMA ownership
+/// of the whole group, which the kernel refuses while any member is on a host driver (group
+/// mode: `VFIO_GROUP_SET_CONTAINER` EPERM; cdev mode: `VFIO_DEVICE_BIND_IOMMUFD` EPERM).
+/// Answered by [`viability`] from sysfs alone, before anything is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Viability {
+    /// Every member of the group is on vfio-pci or pci-stub, unbound, or a bridge.
+    Viable {
+        /// The IOMMU group.
+        group: u32,
+    },
+    /// Members on host drivers block the group: bind them to vfio-pci (or unbind them) first.
+    NotViable {
+        /// The IOMMU group.
+        group: u32,
+        /// The members that block it, with their drivers.
+        blockers: Vec<(PciAddress, String)>,
+    },
+    /// The device has no IOMMU group (no IOMMU, and no-IOMMU mode is off or the device is not
+    /// on vfio-pci): VFIO cannot open it at all.
+    NoGroup,
+}
+
+impl Viability {
+    /// Whether the group can be opened.
+    pub fn is_viable(&self) -> bool {
+        matches!(self, Viability::Viable { .. })
+    }
+
+    /// The members that block the group (empty when it is viable or there is none).
+    pub fn blockers(&self) -> &[(PciAddress, String)] {
+        match self {
+            Viability::NotViable { blockers, .. } => blockers,
+            _ => &[],
+        }
+    }
+}
+
+impl std::fmt::Display for Viability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Viability::Viable { group } => write!(f, "IOMMU group {group} is viable"),
+            Viability::NotViable { group, blockers } => {
+                write!(f, "IOMMU group {group} is not viable: ")?;
+                for (i, (dev, driver)) in blockers.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{dev} is bound to {driver}")?;
+                }
+                Ok(())
+            }
+            Viability::NoGroup => write!(f, "no IOMMU group"),
+        }
+    }
+}
+
+/// Whether the IOMMU group of the device at `address` can be opened now, with the members that
+/// block it ([`describe`]'s `group_viable` and `blockers`). Reads sysfs only: unprivileged, and
+/// nothing is opened. Errors: the device does not exist (naming its sysfs path).
+pub fn viability(sysfs: &Sysfs, address: &PciAddress) -> Result<Viability> {
+    let d = describe(sysfs, address)?;
+    Ok(match d.iommu_group {
+        None => Viability::NoGroup,
+        Some(group) if d.blockers.is_empty() => Viability::Viable { group },
+        Some(group) => Viability::NotViable {
+            group,
+            blockers: d.blockers,
+        },
+    })
+}
+
 /// One type of mediated device a parent offers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MdevTypeSummary {
@@ -304,5 +375,23 @@ mod tests {
         assert_eq!((nvme.driver.as_deref(), nvme.class), (Some("nvme"), 0x010802));
         assert!(nvme.modes.is_empty());
         assert!(describe(&s, &"0000:09:00.0".parse().unwrap()).is_err());
+
+        // The same answers through `viability`, typed.
+        let v = |a: &str| viability(&s, &a.parse().unwrap()).unwrap();
+        assert_eq!(v("0000:00:03.0"), Viability::Viable { group: 3 });
+        let blocked = v("0000:01:01.0");
+        assert!(!blocked.is_viable());
+        assert_eq!(
+            blocked,
+            Viability::NotViable {
+                group: 4,
+                blockers: vec![("0000:01:02.0".parse().unwrap(), "virtio-pci".to_string())],
+            }
+        );
+        assert_eq!(
+            blocked.to_string(),
+            "IOMMU group 4 is not viable: 0000:01:02.0 is bound to virtio-pci"
+        );
+        assert!(viability(&s, &"0000:09:00.0".parse().unwrap()).is_err());
     }
 }

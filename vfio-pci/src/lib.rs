@@ -11,9 +11,8 @@
 //! ```
 //!
 //! ```no_run
-//! use vfio_core::{DmaAccess, DmaBuffer, DmaMapping, EventFd};
-//! use vfio_pci::PciDevice;
-//! # fn demo() -> vfio_core::Result<()> {
+//! use vfio_pci::{DmaAccess, DmaBuffer, DmaMapping, EventFd, PciDevice};
+//! # fn demo() -> vfio_pci::Result<()> {
 //! let addr = "0000:00:03.0".parse()?;
 //! let dev = PciDevice::open(&addr, None)?;
 //! let bar0 = dev.bar(0)?; // mmapped where the kernel allows, pread/pwrite elsewhere
@@ -22,12 +21,15 @@
 //! doorbell.write(1);
 //! dev.enable_bus_master()?;
 //! let irq = EventFd::new()?;
-//! dev.enable_msi(&[&irq])?;
+//! dev.enable_msi([&irq])?;
 //! let container = vfio_pci::default_container(dev.mode())?;
 //! let buf = DmaBuffer::new(4096)?;
-//! let map = DmaMapping::new(container, &buf, 0x10_0000, DmaAccess::READ_WRITE)?;
+//! let map = DmaMapping::new(&*container, &buf, 0x10_0000, DmaAccess::READ_WRITE)?;
 //! # Ok(()) }
 //! ```
+//!
+//! The [`guide`] walks through a whole driver: open, config space, BARs, DMA, interrupts and
+//! teardown, using this crate's re-exports only.
 
 #![deny(missing_docs)]
 
@@ -40,6 +42,7 @@ pub mod device;
 pub mod doctor;
 #[cfg(test)]
 mod fake;
+pub mod guide;
 pub mod inventory;
 pub mod peer;
 
@@ -47,8 +50,16 @@ pub use bar::{Bar, BarInfo, BarKind};
 pub use binding::VfioPciBinding;
 pub use capability::{Capability, MsiCap, MsixCap, PcieCap, PmCap, VendorCap};
 pub use config::{Command, Status};
-pub use containers::default_container;
-pub use device::{CONFIG_REGION, ERR_IRQ, INTX_IRQ, MSI_IRQ, MSIX_IRQ, PciDevice, REQ_IRQ, ROM_REGION};
-pub use inventory::DeviceSummary;
-pub use vfio_core::{MappedRegion, Register, RegisterWidth};
+pub use containers::{DefaultContainer, default_container};
+pub use device::{CONFIG_REGION, ERR_IRQ, INTX_IRQ, IrqMode, MSI_IRQ, MSIX_IRQ, PciDevice, REQ_IRQ, ROM_REGION};
+pub use inventory::{DeviceSummary, Viability};
+pub use vfio_core::RegisterWidth;
 pub use vfio_core::{Mode, PciAddress};
+// The vfio-core types a driver touches, so that a driver depends on `vfio_pci` alone: errors,
+// DMA memory and mappings, eventfds, mapped regions and registers, IRQ requests, the container
+// trait, modes and addresses.
+pub use vfio_core::{
+    Addressing, Container, Device, DmaAccess, DmaBuffer, DmaMapping, DmaPool, Errno, Error, EventFd, Interface,
+    IovaRange, IrqFlags, IrqInfo, IrqSet, MappedRegion, OwnedDmaMapping, RegionInfo, Register, Result, SharedContainer,
+    SriovVfs,
+};

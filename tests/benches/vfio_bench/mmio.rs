@@ -289,7 +289,7 @@ pub fn p6_irq(ctx: &mut Ctx, mode: Mode, addr: &PciAddress) -> BenchResult {
     let f = Ours::open(mode, addr)?;
     f.pci.enable_bus_master()?;
     let irq = EventFd::new()?;
-    f.pci.enable_msi(&[&irq])?;
+    f.pci.enable_msi([&irq])?;
     let region = f.pci.bar(0)?;
     let base = base_of(&region)?;
     let efd = irq.as_fd().as_raw_fd();

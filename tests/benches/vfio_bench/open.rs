@@ -51,7 +51,7 @@ fn ours_ready(mode: Mode, addr: &PciAddress) -> BenchResult<(Steps, Ready)> {
     let bar = pci.bar(0)?;
     let t3 = Instant::now();
     let irq = EventFd::new()?;
-    pci.enable_msi(&[&irq])?;
+    pci.enable_msi([&irq])?;
     let t4 = Instant::now();
     Ok((
         steps([t0, t1, t2, t3, t4]),
@@ -326,7 +326,7 @@ fn secondary(sock: BorrowedFd<'_>, addr: PciAddress, mode: Mode) -> BenchResult 
             Some(passed) => passed,
             None => {
                 let own = EventFd::new()?;
-                pci.enable_msi(&[&own])?;
+                pci.enable_msi([&own])?;
                 own
             }
         };
@@ -496,7 +496,7 @@ fn primary_open(mode: Mode, addr: &PciAddress) -> BenchResult<Primary> {
     };
     let pci = PciDevice::open_in(container.as_ref(), addr)?;
     let irq = EventFd::new()?;
-    pci.enable_msi(&[&irq])?;
+    pci.enable_msi([&irq])?;
     Ok(Primary {
         pci,
         _container: container,

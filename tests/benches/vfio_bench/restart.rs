@@ -70,7 +70,7 @@ fn open(mode: Mode, addr: &PciAddress) -> BenchResult<Open> {
     let edu = Edu::new(pci)?;
     edu.pci.enable_bus_master()?;
     let irq = EventFd::new()?;
-    edu.pci.enable_msi(&[&irq])?;
+    edu.pci.enable_msi([&irq])?;
     Ok(Open { edu, irq, buf, holder })
 }
 
@@ -139,7 +139,7 @@ fn successor(sock: BorrowedFd<'_>, addr: PciAddress, mode: Mode) -> BenchResult 
         let dev = vfio_core::Device::from_fd(device.ok_or("no device fd")?, addr.to_string(), None);
         let edu = Edu::new(PciDevice::from_device(dev, addr, mode)?)?;
         let irq = EventFd::new()?;
-        edu.pci.enable_msi(&[&irq])?;
+        edu.pci.enable_msi([&irq])?;
         let ready = t.elapsed();
         {
             // SAFETY: our own mapping of LEN bytes; the device writes the checked range only
@@ -210,7 +210,7 @@ fn handover(sock: BorrowedFd<'_>, mode: Mode, addr: &PciAddress) -> BenchResult<
     rustix::net::send(sock, b"back", SendFlags::NOSIGNAL)?;
     let mut c = [0u8; 8];
     rustix::net::recv(sock, &mut c, RecvFlags::empty())?;
-    o.edu.pci.enable_msi(&[&o.irq])?;
+    o.edu.pci.enable_msi([&o.irq])?;
     o.close()?;
     let at = |i: usize| Duration::from_nanos(u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or_default()));
     Ok((at(0), at(8)))

@@ -96,11 +96,23 @@ impl<'fd> IrqSet<'fd> {
         }
     }
 
-    /// Routes vectors `start..` of `index` to the given eventfds (`None` de-assigns one): the
-    /// kernel signals them when the device raises the vectors. The first such request enables
-    /// the index.
-    pub fn eventfds(index: u32, start: u32, fds: &[Option<BorrowedFd<'fd>>]) -> Self {
-        Self::new(index, start, IrqAction::Trigger, IrqData::Eventfds(fds.to_vec()))
+    /// Routes vectors `start..` of `index` to the given eventfds, one per vector, taking what a
+    /// driver holds: [`BorrowedFd`]s (`fds.iter().map(AsFd::as_fd)`), or `Option<BorrowedFd>`s
+    /// where `None` de-assigns a vector. The kernel signals them when the device raises the
+    /// vectors; the first such request enables the index. The request borrows the fds until it
+    /// is issued; from then on the kernel holds its own reference to each eventfd (it takes one
+    /// with `eventfd_ctx_fdget` while handling `VFIO_DEVICE_SET_IRQS`), so closing an fd
+    /// afterwards does not stop the kernel from signalling its eventfd: disable or de-assign
+    /// the vectors for that.
+    ///
+    /// [`AsFd::as_fd`]: std::os::fd::AsFd::as_fd
+    pub fn eventfds<I>(index: u32, start: u32, fds: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<Option<BorrowedFd<'fd>>>,
+    {
+        let fds = fds.into_iter().map(Into::into).collect();
+        Self::new(index, start, IrqAction::Trigger, IrqData::Eventfds(fds))
     }
 
     /// Disables every vector of `index`.
@@ -118,6 +130,16 @@ impl<'fd> IrqSet<'fd> {
     /// Fires the vectors from `start` whose flag is true.
     pub fn trigger_some(index: u32, start: u32, which: &[bool]) -> Self {
         Self::new(index, start, IrqAction::Trigger, IrqData::Bool(which.to_vec()))
+    }
+
+    /// Unmasks the vectors from `start` whose flag is true (`DATA_BOOL | ACTION_UNMASK`).
+    pub fn unmask_some(index: u32, start: u32, which: &[bool]) -> Self {
+        Self::new(index, start, IrqAction::Unmask, IrqData::Bool(which.to_vec()))
+    }
+
+    /// Masks the vectors from `start` whose flag is true (`DATA_BOOL | ACTION_MASK`).
+    pub fn mask_some(index: u32, start: u32, which: &[bool]) -> Self {
+        Self::new(index, start, IrqAction::Mask, IrqData::Bool(which.to_vec()))
     }
 
     /// Unmasks vectors `start..start+count` (e.g. INTx after servicing it).
@@ -217,7 +239,7 @@ mod tests {
     #[test]
     fn eventfd_request_layout() {
         let stdin = std::io::stdin();
-        let s = IrqSet::eventfds(2, 3, &[Some(std::os::fd::AsFd::as_fd(&stdin)), None]);
+        let s = IrqSet::eventfds(2, 3, [Some(std::os::fd::AsFd::as_fd(&stdin)), None]);
         let mut w = s.to_buf();
         w.set_argsz();
         let b = w.bytes();
@@ -241,6 +263,50 @@ mod tests {
         );
         assert_eq!(&b[20..23], &[1, 0, 1]);
         assert_eq!(b.len(), 23);
+    }
+
+    /// Every constructor's header: the flags name the data type and action, `count` is the
+    /// data's length, so the kernel reads exactly what was built.
+    /// argsz, flags, index, start, count.
+    type Header = (u32, u32, u32, u32, u32);
+
+    #[test]
+    fn every_constructor_builds_a_request_the_kernel_reads_as_meant() {
+        use sys::{
+            VFIO_IRQ_SET_ACTION_MASK as MASK, VFIO_IRQ_SET_ACTION_TRIGGER as TRIGGER,
+            VFIO_IRQ_SET_ACTION_UNMASK as UNMASK, VFIO_IRQ_SET_DATA_BOOL as BOOL, VFIO_IRQ_SET_DATA_EVENTFD as EVENTFD,
+            VFIO_IRQ_SET_DATA_NONE as NONE,
+        };
+        let stdin = std::io::stdin();
+        let fd = std::os::fd::AsFd::as_fd(&stdin);
+        let header = |s: &IrqSet<'_>| {
+            let mut w = s.to_buf();
+            w.set_argsz();
+            let b = w.bytes().to_vec();
+            let u = |i: usize| u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
+            (u(0), u(1), u(2), u(3), u(4))
+        };
+        let cases: Vec<(IrqSet<'_>, Header)> = vec![
+            (IrqSet::trigger(2, 4, 3), (20, NONE | TRIGGER, 2, 4, 3)),
+            (IrqSet::trigger(2, 7, 1), (20, NONE | TRIGGER, 2, 7, 1)),
+            (
+                IrqSet::trigger_some(1, 0, &[true, false]),
+                (22, BOOL | TRIGGER, 1, 0, 2),
+            ),
+            (IrqSet::eventfds(2, 1, [Some(fd)]), (24, EVENTFD | TRIGGER, 2, 1, 1)),
+            (IrqSet::eventfds(2, 0, [fd, fd, fd]), (32, EVENTFD | TRIGGER, 2, 0, 3)),
+            (IrqSet::disable(1), (20, NONE | TRIGGER, 1, 0, 0)),
+            (IrqSet::mask(0, 0, 1), (20, NONE | MASK, 0, 0, 1)),
+            (IrqSet::unmask(0, 0, 1), (20, NONE | UNMASK, 0, 0, 1)),
+            (IrqSet::mask_some(2, 3, &[true]), (21, BOOL | MASK, 2, 3, 1)),
+            (IrqSet::unmask_some(2, 3, &[false, true]), (22, BOOL | UNMASK, 2, 3, 2)),
+            (IrqSet::mask_on(0, 0, Some(fd)), (24, EVENTFD | MASK, 0, 0, 1)),
+            (IrqSet::unmask_on(0, 0, None), (24, EVENTFD | UNMASK, 0, 0, 1)),
+        ];
+        for (set, want) in cases {
+            assert_eq!(header(&set), want, "{set:?}");
+            assert_eq!(set.count(), want.4);
+        }
     }
 
     #[test]
