@@ -170,7 +170,9 @@ fn doctor_says_usable() -> TestResult {
     };
     let report = vfio_pci::doctor::diagnose(&Sysfs::default(), &devs)?;
     for addr in &devs {
-        let d = report.device(addr).ok_or_else(|| format!("{addr}: not in the doctor's report"))?;
+        let d = report
+            .device(addr)
+            .ok_or_else(|| format!("{addr}: not in the doctor's report"))?;
         ensure!(
             !d.blocked(&report.machine),
             "{addr}: the doctor says blocked: {:?} (machine: {:?})",
@@ -181,7 +183,10 @@ fn doctor_says_usable() -> TestResult {
         let mut want = offered.clone();
         usable.sort();
         want.sort();
-        ensure!(usable == want, "{addr}: usable in {usable:?}, the machine offers {want:?}");
+        ensure!(
+            usable == want,
+            "{addr}: usable in {usable:?}, the machine offers {want:?}"
+        );
         let codes: Vec<String> = d.findings.iter().map(|f| format!("{f:?}")).collect();
         println!("    {addr}: usable in {usable:?}; findings: [{}]", codes.join(", "));
     }
@@ -198,7 +203,11 @@ fn info_regions_and_irqs_in_every_mode() -> TestResult {
     per_device_and_mode(|dev, _| {
         let addr = dev.address();
         let info = dev.device().info()?;
-        ensure!(info.flags.contains(DeviceFlags::PCI), "not a PCI device: {:?}", info.flags);
+        ensure!(
+            info.flags.contains(DeviceFlags::PCI),
+            "not a PCI device: {:?}",
+            info.flags
+        );
         ensure!(info.num_regions >= 9, "{} regions", info.num_regions);
         ensure!(info.num_irqs >= 5, "{} IRQ indexes", info.num_irqs);
         let res = sysfs_resources(&addr)?;
@@ -230,7 +239,11 @@ fn info_regions_and_irqs_in_every_mode() -> TestResult {
             }
             if i < 6 {
                 let want = res.get(i as usize).copied().map(resource_len).unwrap_or(0);
-                ensure!(r.size == want, "BAR{i}: {:#x} bytes through VFIO, sysfs {want:#x}", r.size);
+                ensure!(
+                    r.size == want,
+                    "BAR{i}: {:#x} bytes through VFIO, sysfs {want:#x}",
+                    r.size
+                );
                 if let Some(bar) = dev.bar_info(i)? {
                     let flags = res[i as usize].2;
                     let io = bar.kind == BarKind::Io;
@@ -239,7 +252,11 @@ fn info_regions_and_irqs_in_every_mode() -> TestResult {
                         "BAR{i} is {:?}, sysfs flags {flags:#x}",
                         bar.kind
                     );
-                    ensure!(r.flags.contains(RegionFlags::READ), "BAR{i} is not readable: {:?}", r.flags);
+                    ensure!(
+                        r.flags.contains(RegionFlags::READ),
+                        "BAR{i} is not readable: {:?}",
+                        r.flags
+                    );
                 }
             }
             if i == vfio_pci::ROM_REGION {
@@ -273,11 +290,22 @@ fn info_regions_and_irqs_in_every_mode() -> TestResult {
         }
         let raw = sysfs_config(&addr)?;
         ensure!(counts[0] <= 1, "{} INTx lines", counts[0]);
-        ensure!(counts[0] == 0 || raw[0x3d] != 0, "INTx offered without an interrupt pin");
+        ensure!(
+            counts[0] == 0 || raw[0x3d] != 0,
+            "INTx offered without an interrupt pin"
+        );
         let msi = dev.msi_cap()?.map_or(0, |m| m.max_vectors);
-        ensure!(counts[1] == msi, "MSI: {} vectors, the capability says {msi}", counts[1]);
+        ensure!(
+            counts[1] == msi,
+            "MSI: {} vectors, the capability says {msi}",
+            counts[1]
+        );
         let msix = dev.msix_cap()?.map_or(0, |m| m.table_size);
-        ensure!(counts[2] == msix, "MSI-X: {} vectors, the capability says {msix}", counts[2]);
+        ensure!(
+            counts[2] == msix,
+            "MSI-X: {} vectors, the capability says {msix}",
+            counts[2]
+        );
         Ok(format!(
             "{} regions, IRQ counts {counts:?}, reset {}",
             info.num_regions,
@@ -312,7 +340,12 @@ fn config_space_matches_sysfs() -> TestResult {
             "class {class:#08x} through VFIO, {:#08x} on the device",
             u32_at(&raw, 8) >> 8
         );
-        ensure!(dev.revision_id()? == raw[8], "revision {:#x} vs {:#x}", dev.revision_id()?, raw[8]);
+        ensure!(
+            dev.revision_id()? == raw[8],
+            "revision {:#x} vs {:#x}",
+            dev.revision_id()?,
+            raw[8]
+        );
         let header = dev.header_type()?;
         ensure!(header == raw[0x0e], "header type {header:#x} vs {:#x}", raw[0x0e]);
         if header & 0x7f == 0 {
@@ -323,11 +356,14 @@ fn config_space_matches_sysfs() -> TestResult {
         let caps = dev.standard_capabilities()?;
         let status = dev.status()?;
         ensure!(
-            status.contains(Status::CAPABILITIES_LIST) == !caps.is_empty(),
+            status.contains(Status::CAPABILITIES_LIST) != caps.is_empty(),
             "status {status:?} but the standard walk found {} capabilities",
             caps.len()
         );
-        Ok(format!("{:04x}:{:04x} class {class:06x} header {header:#x}", ids.0, ids.1))
+        Ok(format!(
+            "{:04x}:{:04x} class {class:06x} header {header:#x}",
+            ids.0, ids.1
+        ))
     })
 }
 
@@ -387,7 +423,11 @@ fn capability_walks_stay_inside_config_space() -> TestResult {
                 c.offset % 4 == 0 && u64::from(c.offset) >= lo && u64::from(c.offset) + u64::from(len) <= hi,
                 "capability {c:?} of {len} bytes is outside [{lo:#x}, {hi:#x}) or misaligned"
             );
-            ensure!(all[..i].iter().all(|p| p.offset != c.offset), "{:#x} listed twice", c.offset);
+            ensure!(
+                all[..i].iter().all(|p| p.offset != c.offset),
+                "{:#x} listed twice",
+                c.offset
+            );
             let placeholder = c.extended && c.id == 0 && c.offset == 0x100;
             ensure!(
                 !full
@@ -425,12 +465,20 @@ fn capability_walks_stay_inside_config_space() -> TestResult {
                 );
             }
         }
-        let ids = |caps: &[Capability]| caps.iter().map(|c| format!("{:#x}@{:#x}", c.id, c.offset)).collect::<Vec<_>>();
+        let ids = |caps: &[Capability]| {
+            caps.iter()
+                .map(|c| format!("{:#x}@{:#x}", c.id, c.offset))
+                .collect::<Vec<_>>()
+        };
         Ok(format!(
             "std [{}] ext [{}]{}",
             ids(&std_caps).join(" "),
             ids(&ext_caps).join(" "),
-            if full { "" } else { " (sysfs config cut short: not compared)" }
+            if full {
+                ""
+            } else {
+                " (sysfs config cut short: not compared)"
+            }
         ))
     })
 }
@@ -454,8 +502,18 @@ fn bar_mmap_and_msix_table_reads() -> TestResult {
             );
             let mapped: u64 = bar.mappings().iter().map(|m| m.len() as u64).sum();
             let want: u64 = areas.iter().map(|a| a.size).sum();
-            ensure!(mapped == want && mapped <= info.size, "BAR{}: {mapped:#x} bytes mapped of {want:#x}", info.index);
-            said.push(format!("BAR{} {:?} {:#x} {} area(s)", info.index, info.kind, info.size, areas.len()));
+            ensure!(
+                mapped == want && mapped <= info.size,
+                "BAR{}: {mapped:#x} bytes mapped of {want:#x}",
+                info.index
+            );
+            said.push(format!(
+                "BAR{} {:?} {:#x} {} area(s)",
+                info.index,
+                info.kind,
+                info.size,
+                areas.len()
+            ));
         }
         if let Some(m) = dev.msix_cap()? {
             if !dev.command()?.contains(Command::MEMORY_SPACE) {
@@ -474,7 +532,11 @@ fn bar_mmap_and_msix_table_reads() -> TestResult {
             said.push(format!(
                 "MSI-X table ({} vectors, {}) and PBA read",
                 m.table_size,
-                if table.is_mapped(u64::from(m.table_offset), 16) { "mmap" } else { "pread" }
+                if table.is_mapped(u64::from(m.table_offset), 16) {
+                    "mmap"
+                } else {
+                    "pread"
+                }
             ));
         }
         Ok(said.join(", "))
@@ -512,7 +574,10 @@ fn check_unmapped(c: &dyn Container, iova: u64, size: u64) -> Res<()> {
             .unmap_dma(iova, size)
             .err()
             .ok_or_else(|| format!("IOVA {iova:#x} still mapped after its guard was dropped"))?;
-        ensure!(e.errno() == Some(rustix::io::Errno::NOENT), "unmap of a dropped mapping: {e}");
+        ensure!(
+            e.errno() == Some(rustix::io::Errno::NOENT),
+            "unmap of a dropped mapping: {e}"
+        );
     }
     Ok(())
 }
@@ -549,7 +614,11 @@ fn dma_map_unmap_every_buffer_kind() -> TestResult {
         let owned = OwnedDmaMapping::new(SharedContainer::Shared(c.clone()), anon, iova, DmaAccess::READ_WRITE)?;
         check_device_addr(c.as_ref(), iova, owned.device_addr())?;
         let back = owned.into_buffer()?;
-        ensure!(back.backing() == Backing::Anonymous, "into_buffer gave {:?}", back.backing());
+        ensure!(
+            back.backing() == Backing::Anonymous,
+            "into_buffer gave {:?}",
+            back.backing()
+        );
         check_unmapped(c.as_ref(), iova, page as u64)?;
         iovas.free(iova, page as u64)?;
         done.push("anonymous (owned)");
@@ -608,7 +677,10 @@ fn msi_and_msix_enable_and_disable() -> TestResult {
             let fd = EventFd::new()?;
             dev.enable_msi(&[&fd])?;
             dev.device().set_irqs(&IrqSet::trigger(vfio_pci::MSI_IRQ, 0, 1))?;
-            ensure!(fd.wait_timeout(wait)?.is_some(), "the MSI trigger did not reach the eventfd");
+            ensure!(
+                fd.wait_timeout(wait)?.is_some(),
+                "the MSI trigger did not reach the eventfd"
+            );
             dev.disable_irq(vfio_pci::MSI_IRQ)?;
             ensure!(
                 !dev.msi_cap()?.ok_or("MSI vectors without an MSI capability")?.enabled,
@@ -630,7 +702,10 @@ fn msi_and_msix_enable_and_disable() -> TestResult {
                 n - 1
             );
             dev.disable_irq(vfio_pci::MSIX_IRQ)?;
-            ensure!(!dev.msix_cap()?.is_some_and(|c| c.enabled), "MSI-X reads enabled after the disable");
+            ensure!(
+                !dev.msix_cap()?.is_some_and(|c| c.enabled),
+                "MSI-X reads enabled after the disable"
+            );
             said.push(format!("MSI-X {n}/{msix}"));
         }
         if said.is_empty() {
@@ -658,9 +733,21 @@ fn reset_leaves_config_space_sane() -> TestResult {
             "ids {:04x?} after the reset",
             dev.ids()?
         );
-        ensure!(dev.class()? == u32_at(&raw, 8) >> 8, "class {:#x} after the reset", dev.class()?);
-        ensure!(dev.header_type()? == raw[0x0e], "header type {:#x} after the reset", dev.header_type()?);
-        ensure!(dev.capabilities()? == caps, "capabilities {caps:?} became {:?}", dev.capabilities()?);
+        ensure!(
+            dev.class()? == u32_at(&raw, 8) >> 8,
+            "class {:#x} after the reset",
+            dev.class()?
+        );
+        ensure!(
+            dev.header_type()? == raw[0x0e],
+            "header type {:#x} after the reset",
+            dev.header_type()?
+        );
+        ensure!(
+            dev.capabilities()? == caps,
+            "capabilities {caps:?} became {:?}",
+            dev.capabilities()?
+        );
         ensure!(dev.command()? == cmd, "command {cmd:?} became {:?}", dev.command()?);
         Ok("reset".to_owned())
     })
@@ -784,7 +871,10 @@ fn nothing_left_after_drop() -> TestResult {
 fn main() -> ExitCode {
     vfio_tests::run(&[
         ("doctor_says_usable", doctor_says_usable),
-        ("info_regions_and_irqs_in_every_mode", info_regions_and_irqs_in_every_mode),
+        (
+            "info_regions_and_irqs_in_every_mode",
+            info_regions_and_irqs_in_every_mode,
+        ),
         ("config_space_matches_sysfs", config_space_matches_sysfs),
         (
             "capability_walks_stay_inside_config_space",
