@@ -50,8 +50,10 @@ fn devices() -> Result<Vec<PciAddress>, String> {
         .collect()
 }
 
-/// The modes this machine offers, or why none.
+/// The modes this machine offers, or why none (the missing devices first: that is what a
+/// user must fix first).
 fn modes() -> Result<Vec<Mode>, String> {
+    devices()?;
     let offered = vfio_core::detect().offered();
     if offered.is_empty() {
         return Err(format!("this kernel offers no VFIO mode ({:?})", vfio_core::detect()));
