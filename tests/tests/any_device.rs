@@ -553,8 +553,8 @@ fn bar_mmap_and_msix_table_reads() -> TestResult {
     })
 }
 
-/// How big, what page, and whether the kind was there: maps `buffer` borrowed at a fresh IOVA,
-/// checks the device address, unmaps and checks the range is gone.
+/// Maps `buf` through a borrowing [`DmaMapping`] at a fresh IOVA aligned to its page size,
+/// checks the device address, drops the mapping and checks the range is gone.
 fn map_borrowed(c: &dyn Container, iovas: &mut IovaAllocator, buf: &DmaBuffer, access: DmaAccess) -> Res<()> {
     let size = buf.len() as u64;
     let iova = iovas.alloc(size, buf.backing().page() as u64)?;
