@@ -11,6 +11,9 @@
 //!   `cmb_size_mb=2`), the peer-to-peer DMA target.
 //! - `VFIO_TEST_NVME_SRIOV`: an SR-IOV physical function on vfio-pci with VFs to enable (QEMU
 //!   nvme `sriov_max_vfs=2`, 8086:5845; the kernel needs `vfio_pci.enable_sriov=1`).
+//! - `VFIO_TEST_DEVICE`: any functions on vfio-pci, comma separated, for the device-agnostic
+//!   `any_device` suite (docs/hardware-runner.md); in the guest, every function `/init` bound to
+//!   vfio-pci whose group is viable.
 //!
 //! A test that cannot run (no device, a mode the kernel lacks) reports `skipped: <reason>`; it
 //! never passes silently. Each test binary prints `test <name> ... ok|FAILED|skipped: <reason>`
@@ -597,6 +600,40 @@
 //! - The non-viable edu's refused open (cdev: `VFIO_DEVICE_BIND_IOMMUFD` EPERM) is explained by
 //!   `GroupNotViable` naming the virtio device on virtio-pci ->
 //!   `doctor::explains_the_refusal_of_a_non_viable_group` (intel boots).
+//!
+//! ## The suite on any device (issue #18)
+//!
+//! `any_device` runs on every function in `VFIO_TEST_DEVICE` (in the guest: the edus, nvmes,
+//! pci-testdev and the virtio device on vfio-pci), in every offered mode, each in a fresh
+//! container; it writes no BAR and reads no BAR byte but the MSI-X table and PBA.
+//!
+//! - The doctor finds nothing blocking and calls it usable in exactly the offered modes ->
+//!   `any_device::doctor_says_usable`.
+//! - Device, region and IRQ info: a PCI device with at least 9 regions and 5 IRQ indexes, each
+//!   index answering for itself (VGA only on a VGA device, ERR only on PCIe where the kernel
+//!   refuses it otherwise); BAR sizes and kinds equal sysfs `resource`, the config region sysfs
+//!   `config`; mmappable areas page aligned inside their region; MSI and MSI-X counts equal the
+//!   capabilities', INTx at most one line and only with an interrupt pin ->
+//!   `any_device::info_regions_and_irqs_in_every_mode`.
+//! - Ids, revision, class, header type and subsystem ids through VFIO equal the device's own
+//!   config space and sysfs attributes; the capability-list bit matches the walk ->
+//!   `any_device::config_space_matches_sysfs`.
+//! - Every standard and extended capability lies inside config space, at least as long as its
+//!   kind needs, once, and in the device's own list; MSI-X table and PBA inside an implemented
+//!   memory BAR, as the device's config space says -> `any_device::capability_walks_stay_inside_config_space`.
+//! - Each mmappable BAR maps area by area; the MSI-X vector control words and PBA read ->
+//!   `any_device::bar_mmap_and_msix_table_reads`.
+//! - memfd (read-write, read-only), anonymous (owned), 2 MiB / 1 GiB hugetlb where reserved and
+//!   `DmaPool` buffers map and unmap, the device address is the IOVA (or a physical one without
+//!   an IOMMU), and unmapping again is ENOENT -> `any_device::dma_map_unmap_every_buffer_kind`.
+//! - MSI and up to 4 MSI-X vectors enable with eventfds, a user-space trigger reaches the
+//!   eventfd, MSI-X's enable bit follows, both read disabled after the disable ->
+//!   `any_device::msi_and_msix_enable_and_disable`.
+//! - After `VFIO_DEVICE_RESET` (where offered) ids, class, header type and capabilities read as
+//!   before and the command register is restored -> `any_device::reset_leaves_config_space_sane`.
+//! - Holding BARs, MSI(-X), borrowed, owned and pool DMA mappings and dropping them (container
+//!   first or last) leaves fds, mappings, VmLck and VmPin at their baseline and no VFIO fd, and
+//!   the device opens again in every mode -> `any_device::nothing_left_after_drop`.
 //!
 //! ## Benchmarks
 //!

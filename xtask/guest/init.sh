@@ -137,11 +137,26 @@ for dev in /sys/bus/pci/devices/*; do
     esac
     bind_vfio "$bdf"
 done
+# The device-agnostic suite (tests/tests/any_device.rs) runs on every function now on vfio-pci
+# whose IOMMU group is viable: each member on vfio-pci, on pcieport (a bridge) or on no driver.
+VFIO_TEST_DEVICE=
+for dev in /sys/bus/pci/drivers/vfio-pci/0000:*; do
+    [ -e "$dev" ] || continue
+    bdf=${dev##*/}
+    viable=1
+    for member in "/sys/bus/pci/devices/$bdf/iommu_group/devices/"*; do
+        [ -e "$member/driver" ] || continue
+        case "$(readlink "$member/driver")" in */vfio-pci | */pcieport) ;; *) viable= ;; esac
+    done
+    [ -n "$viable" ] && VFIO_TEST_DEVICE="${VFIO_TEST_DEVICE:+$VFIO_TEST_DEVICE,}$bdf"
+done
+export VFIO_TEST_DEVICE
 export VFIO_TEST_EDU VFIO_TEST_EDU_RESET VFIO_TEST_EDU_NONVIABLE VFIO_TEST_NVME VFIO_TEST_NVME_HOTRESET VFIO_TEST_TESTDEV VFIO_TEST_VIRTIO VFIO_TEST_NVME_CMB VFIO_TEST_NVME_SRIOV
 export VFIO_TEST_IOMMU="${VFIO_TEST_IOMMU:-none}"
 export VFIO_TEST_VARIANT="${VFIO_TEST_VARIANT:-?}"
 
 echo "@@VFIO-INFO variant=$VFIO_TEST_VARIANT iommu=$VFIO_TEST_IOMMU edu=$VFIO_TEST_EDU nvme=$VFIO_TEST_NVME kernel=$(uname -r)"
+echo "@@VFIO-INFO any_device=$VFIO_TEST_DEVICE"
 for bdf in $VFIO_TEST_EDU $VFIO_TEST_EDU_RESET $VFIO_TEST_EDU_NONVIABLE $VFIO_TEST_NVME $VFIO_TEST_NVME_HOTRESET $VFIO_TEST_TESTDEV $VFIO_TEST_VIRTIO $VFIO_TEST_NVME_CMB $VFIO_TEST_NVME_SRIOV; do
     drv=$(readlink "/sys/bus/pci/devices/$bdf/driver")
     echo "@@VFIO-INFO $bdf driver=${drv##*/} iommu_group=$(readlink "/sys/bus/pci/devices/$bdf/iommu_group" | sed 's|.*/||')"
