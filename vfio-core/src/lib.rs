@@ -57,6 +57,7 @@ pub use dma::{
     SharedContainer, page_size,
 };
 pub use dma::{PeerMapping, PeerRoute};
+pub use dma::PoolBuffer;
 pub use error::{Errno, Error, Result, errno_name};
 #[cfg(feature = "tokio")]
 pub use host::AsyncEventFd;

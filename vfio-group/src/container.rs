@@ -947,6 +947,16 @@ impl vfio_core::Container for Container {
         // SAFETY: forwarded to the caller.
         unsafe { self.map_peer_mmio(region, offset, len, iova, access) }
     }
+
+    /// [`IommuInfo::dma_avail`] (`VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL`, type1 driver, Linux >=
+    /// 5.10); `None` on iommufd's compat container (no mapping limit) and without an IOMMU.
+    #[doc(alias = "VFIO_IOMMU_GET_INFO", alias = "VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL")]
+    fn dma_avail(&self) -> Result<Option<u32>> {
+        if self.is_noiommu() {
+            return Ok(None);
+        }
+        Ok(self.info()?.dma_avail)
+    }
 }
 
 impl Container {

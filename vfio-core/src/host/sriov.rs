@@ -73,7 +73,16 @@ impl SriovVfs {
             ));
         }
         pf.set_vf_token(token)?;
-        sysfs.set_sriov_numvfs(pf_addr, count).map_err(|e| match e.errno() {
+        sysfs.set_sriov_numvfs(pf_addr, count).map_err(|e| {
+            // A refused write should leave no VF behind (the PCI core disables what the driver
+            // enabled); make sure of it.
+            if sysfs.sriov_numvfs(pf_addr).is_ok_and(|n| n.is_some_and(|n| n != 0)) {
+                if let Err(u) = sysfs.set_sriov_numvfs(pf_addr, 0) {
+                    log::warn!(target: "vfio", "{pf_addr}: disabling the VFs of a failed enable failed too: {u}");
+                }
+            }
+            e
+        }).map_err(|e| match e.errno() {
             Some(Errno::NOENT) => Error::unsupported(
                 "SR-IOV through vfio-pci",
                 pf_addr,
