@@ -23,9 +23,13 @@ const EDU: &str = "VFIO_TEST_EDU";
 const PARAM: &str = "/sys/module/vfio_iommu_type1/parameters/dma_entry_limit";
 const LIMIT: u32 = 64;
 const PAGE: usize = 4096;
-/// Below the edu's 28-bit DMA mask.
-const EDU_RANGE: IovaRange = IovaRange {
+/// Two pools' IOVA ranges, below the edu's 28-bit DMA mask.
+const FIRST_RANGE: IovaRange = IovaRange {
     start: 0x10_0000,
+    last: 0x07ff_ffff,
+};
+const SECOND_RANGE: IovaRange = IovaRange {
+    start: 0x0800_0000,
     last: 0x0fff_ffff,
 };
 
@@ -158,7 +162,7 @@ fn pool_serves_more_buffers_than_the_limit() -> TestResult {
         "DMA_AVAIL is {avail:?} (type1 driver: {type1})"
     );
     const N: usize = 1000;
-    let mut pool = DmaPool::with_ranges(c.as_ref(), &[EDU_RANGE]);
+    let mut pool = DmaPool::with_ranges(c.as_ref(), &[FIRST_RANGE]);
     let mut handles: Vec<DmaHandle> = Vec::with_capacity(N);
     for i in 0..N {
         let h = pool.alloc(PAGE, DmaAccess::READ_WRITE)?;
@@ -182,13 +186,16 @@ fn pool_serves_more_buffers_than_the_limit() -> TestResult {
     for &h in &handles {
         let b = pool.buffer(h)?;
         let a = pool.device_addr(h, 0)?;
-        ensure!(pool.translate(b.as_ptr(), PAGE) == Some(a), "translate disagrees for {h:?}");
+        ensure!(
+            pool.translate(b.as_ptr(), PAGE) == Some(a),
+            "translate disagrees for {h:?}"
+        );
         ensure!(
             pool.translate(b.as_ptr(), PAGE + 1).is_none(),
             "translate crosses the end of {h:?}"
         );
         ensure!(
-            (EDU_RANGE.start..=EDU_RANGE.last).contains(&a),
+            (FIRST_RANGE.start..=FIRST_RANGE.last).contains(&a),
             "{a:#x} is outside the pool's range"
         );
         addrs.insert(a);
@@ -219,7 +226,8 @@ fn pool_serves_more_buffers_than_the_limit() -> TestResult {
     if type1 {
         // One mapping per buffer: the pool refuses past what the container has left, naming
         // the limit, before the kernel would.
-        let mut small = DmaPool::with_ranges(c.as_ref(), &[EDU_RANGE]);
+        // IOVAs of its own: both pools map into the same container.
+        let mut small = DmaPool::with_ranges(c.as_ref(), &[SECOND_RANGE]);
         small.set_chunk_size(PAGE);
         let left = LIMIT as usize - pool.mappings();
         let mut n = 0;
@@ -230,7 +238,10 @@ fn pool_serves_more_buffers_than_the_limit() -> TestResult {
             }
             ensure!(n <= left, "{n} single-buffer mappings, only {left} were left");
         };
-        ensure!(n == left, "{n} single-buffer mappings before the refusal, {left} were left");
+        ensure!(
+            n == left,
+            "{n} single-buffer mappings before the refusal ({e}), {left} were left"
+        );
         ensure!(
             e.errno() == Some(Errno::NOSPC) && e.cause() == Some(&Finding::DmaEntryLimit { limit: LIMIT }),
             "the pool's refusal at the limit: {e}"
@@ -260,7 +271,10 @@ fn no_mapping_limit_without_type1() -> TestResult {
         }
         let (c, _dev) = open_edu(mode)?;
         let avail = c.dma_avail()?;
-        ensure!(avail.is_none(), "{mode}: DMA_AVAIL {avail:?}, but nothing caps its mappings");
+        ensure!(
+            avail.is_none(),
+            "{mode}: DMA_AVAIL {avail:?}, but nothing caps its mappings"
+        );
         checked.push(mode.to_string());
     }
     if checked.is_empty() {
@@ -382,6 +396,9 @@ fn main() -> ExitCode {
             "memlock_refusal_names_the_limit_group",
             memlock_refusal_names_the_limit_group,
         ),
-        ("memlock_refusal_names_the_limit_cdev", memlock_refusal_names_the_limit_cdev),
+        (
+            "memlock_refusal_names_the_limit_cdev",
+            memlock_refusal_names_the_limit_cdev,
+        ),
     ])
 }

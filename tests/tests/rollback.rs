@@ -38,7 +38,10 @@ fn failed_bind_of_a_bridge_changes_nothing() -> TestResult {
             before == after,
             "{b}: (driver_override, driver) was {before:?} before the failed bind, {after:?} after ({e})"
         );
-        ensure!(e.to_string().contains(&b.to_string()), "the error does not name {b}: {e}");
+        ensure!(
+            e.to_string().contains(&b.to_string()),
+            "the error does not name {b}: {e}"
+        );
         println!("    {b} (driver {:?}): {e}", before.1);
     }
     Ok(Outcome::Pass)
@@ -50,7 +53,9 @@ fn numvfs_beyond_totalvfs_changes_nothing() -> TestResult {
         Err(why) => return skip(why),
     };
     let sysfs = Sysfs::default();
-    let total = sysfs.sriov_totalvfs(&pf)?.ok_or("the SR-IOV nvme has no sriov_totalvfs")?;
+    let total = sysfs
+        .sriov_totalvfs(&pf)?
+        .ok_or("the SR-IOV nvme has no sriov_totalvfs")?;
     let before = (sysfs.sriov_numvfs(&pf)?, sysfs.virtfns(&pf)?, sysfs.driver(&pf)?);
     ensure!(before.0 == Some(0), "{pf}: VFs enabled before the test: {before:?}");
     let e = sysfs
@@ -59,7 +64,10 @@ fn numvfs_beyond_totalvfs_changes_nothing() -> TestResult {
         .ok_or("numvfs beyond totalvfs was taken")?;
     ensure!(e.errno() == Some(Errno::RANGE), "numvfs {}: {e}", total + 1);
     let after = (sysfs.sriov_numvfs(&pf)?, sysfs.virtfns(&pf)?, sysfs.driver(&pf)?);
-    ensure!(before == after, "{pf}: {before:?} before the refused write, {after:?} after");
+    ensure!(
+        before == after,
+        "{pf}: {before:?} before the refused write, {after:?} after"
+    );
     Ok(Outcome::Pass)
 }
 
@@ -112,6 +120,9 @@ fn main() -> ExitCode {
             "numvfs_beyond_totalvfs_changes_nothing",
             numvfs_beyond_totalvfs_changes_nothing,
         ),
-        ("refused_mdev_create_changes_nothing", refused_mdev_create_changes_nothing),
+        (
+            "refused_mdev_create_changes_nothing",
+            refused_mdev_create_changes_nothing,
+        ),
     ])
 }

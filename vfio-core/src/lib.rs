@@ -52,12 +52,12 @@ pub use device::{
 };
 pub use device::{DirtyBitmap, DmaLogRange, DmaLogging, MAX_LOG_RANGES};
 pub use device::{DmaBuf, DmaBufMapping, DmabufId, DrmPlaneType, GfxPlane, PlaneKind, PlaneSource};
+pub use dma::PoolBuffer;
 pub use dma::{
     Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
     SharedContainer, page_size,
 };
 pub use dma::{PeerMapping, PeerRoute};
-pub use dma::PoolBuffer;
 pub use error::{Errno, Error, Result, errno_name};
 #[cfg(feature = "tokio")]
 pub use host::AsyncEventFd;

@@ -27,8 +27,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use iommufd_sys as iosys;
-use vfio_core::ioctl::{self, Request, kind, requests as req};
 use vfio_core::dma::refusal::{MapBackend, explain_map_refusal};
+use vfio_core::ioctl::{self, Request, kind, requests as req};
 use vfio_core::{DmaAccess, DmaBuffer, Errno, Error, Result, Sysfs};
 use vfio_sys as sys;
 
