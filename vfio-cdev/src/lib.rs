@@ -80,10 +80,9 @@ pub(crate) fn refused<R: Request>(target: impl FnOnce() -> String, errno: Errno)
     use vfio_core::ioctl::requests as req;
     let err = vfio_core::ioctl::kernel_error::<R>(target(), errno);
     // A refused map: RLIMIT_MEMLOCK (ENOMEM) is the cause the library can find out.
-    match R::CODE {
-        req::IoasMap::CODE | req::IoasMapFile::CODE | req::IoasCopy::CODE => {
-            explain_map_refusal(err, MapBackend::Iommufd, &vfio_core::Sysfs::default())
-        }
-        _ => err,
+    if [req::IoasMap::NAME, req::IoasMapFile::NAME, req::IoasCopy::NAME].contains(&R::NAME) {
+        explain_map_refusal(err, MapBackend::Iommufd, &vfio_core::Sysfs::default())
+    } else {
+        err
     }
 }

@@ -337,9 +337,10 @@ impl Container {
     fn dma_error<R: Request>(&self, iova: u64, size: u64, errno: Errno) -> Error {
         let err = ioctl::kernel_error::<R>(self.dma_target(iova, size), errno);
         // A refused map: type1's mapping limit (ENOSPC), RLIMIT_MEMLOCK (ENOMEM).
-        let backend = match R::CODE {
-            req::IommuMapDma::CODE => MapBackend::Container,
-            req::IoasMapFile::CODE => MapBackend::Iommufd,
+        // (By name: VFIO reuses request numbers between fd kinds.)
+        let backend = match R::NAME {
+            n if n == req::IommuMapDma::NAME => MapBackend::Container,
+            n if n == req::IoasMapFile::NAME => MapBackend::Iommufd,
             _ => return err,
         };
         explain_map_refusal(err, backend, &self.sysfs)
