@@ -75,7 +75,7 @@ impl SriovVfs {
         pf.set_vf_token(token)?;
         sysfs
             .set_sriov_numvfs(pf_addr, count)
-            .map_err(|e| {
+            .inspect_err(|_| {
                 // A refused write should leave no VF behind (the PCI core disables what the driver
                 // enabled); make sure of it.
                 if sysfs.sriov_numvfs(pf_addr).is_ok_and(|n| n.is_some_and(|n| n != 0)) {
@@ -83,7 +83,6 @@ impl SriovVfs {
                         log::warn!(target: "vfio", "{pf_addr}: disabling the VFs of a failed enable failed too: {u}");
                     }
                 }
-                e
             })
             .map_err(|e| match e.errno() {
                 Some(Errno::NOENT) => Error::unsupported(
