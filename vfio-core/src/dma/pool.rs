@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// The chunk size of a pool over an IOVA container: one mapping serves 512 4 KiB buffers.
-pub const DEFAULT_CHUNK_SIZE: usize = 2 << 20;
+const DEFAULT_CHUNK_SIZE: usize = 2 << 20;
 
 /// A buffer of a [`DmaPool`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,7 +116,7 @@ impl<'c> DmaPool<'c> {
         self.chunk_size = bytes.max(page_size());
     }
 
-    /// The chunk size ([`DEFAULT_CHUNK_SIZE`], or one page without an IOMMU).
+    /// The chunk size (2 MiB, or one page without an IOMMU, unless set).
     pub fn chunk_size(&self) -> usize {
         self.chunk_size
     }
