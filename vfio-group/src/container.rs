@@ -949,13 +949,15 @@ impl vfio_core::Container for Container {
     }
 
     /// [`IommuInfo::dma_avail`] (`VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL`, type1 driver, Linux >=
-    /// 5.10); `None` on iommufd's compat container (no mapping limit) and without an IOMMU.
+    /// 5.10); `None` without an IOMMU, and on iommufd's compat container, which has no mapping
+    /// limit and reports `u32::MAX` (`iommufd_fill_cap_dma_avail`; a type1 `dma_entry_limit` of
+    /// `u32::MAX` is no limit either).
     #[doc(alias = "VFIO_IOMMU_GET_INFO", alias = "VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL")]
     fn dma_avail(&self) -> Result<Option<u32>> {
         if self.is_noiommu() {
             return Ok(None);
         }
-        Ok(self.info()?.dma_avail)
+        Ok(self.info()?.dma_avail.filter(|&a| a != u32::MAX))
     }
 }
 
