@@ -501,3 +501,133 @@ impl PoolBuffer<'_> {
 
     pool_volatile_access!(read8 write8 u8, read16 write16 u16, read32 write32 u32, read64 write64 u64);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{Device, HotResetInfo, Mode, PciAddress};
+
+    /// A container that records mappings and, like type1, refuses past `limit` with ENOSPC.
+    struct Fake {
+        maps: Mutex<BTreeMap<u64, u64>>,
+        limit: Option<u32>,
+    }
+
+    impl Fake {
+        fn new(limit: Option<u32>) -> Self {
+            Fake {
+                maps: Mutex::new(BTreeMap::new()),
+                limit,
+            }
+        }
+
+        fn count(&self) -> usize {
+            self.maps.lock().unwrap().len()
+        }
+    }
+
+    impl Container for Fake {
+        fn mode(&self) -> Mode {
+            Mode::GROUP
+        }
+        fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
+            Ok(vec![IovaRange {
+                start: 0,
+                last: u64::MAX,
+            }])
+        }
+        fn page_sizes(&self) -> Result<u64> {
+            Ok(!0xfff)
+        }
+        fn assign_device(&self, addr: &PciAddress) -> Result<Device> {
+            Err(Error::invalid("assign", addr, "fake"))
+        }
+        fn map_dma(&self, _: &DmaBuffer, _: u64, _: DmaAccess) -> Result<u64> {
+            Err(Error::invalid("map", "fake", "fake"))
+        }
+        unsafe fn map_dma_raw(&self, _: *mut u8, size: u64, iova: u64, _: DmaAccess) -> Result<u64> {
+            let mut m = self.maps.lock().unwrap();
+            if self.limit.is_some_and(|l| m.len() >= l as usize) {
+                return Err(Error::kernel("VFIO_IOMMU_MAP_DMA", "fake", Errno::NOSPC));
+            }
+            m.insert(iova, size);
+            Ok(iova)
+        }
+        fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
+            let mut m = self.maps.lock().unwrap();
+            match m.remove(&iova) {
+                Some(s) if s == size => Ok(s),
+                _ => Err(Error::kernel("VFIO_IOMMU_UNMAP_DMA", "fake", Errno::NOENT)),
+            }
+        }
+        fn hot_reset(&self, device: &Device) -> Result<HotResetInfo> {
+            Err(Error::invalid("hot reset", device.name(), "fake"))
+        }
+        fn dma_avail(&self) -> Result<Option<u32>> {
+            Ok(self.limit.map(|l| l - self.count() as u32))
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "allocates memfds and mmaps, which Miri does not support")]
+    fn many_small_buffers_share_few_mappings_and_come_back_zeroed() {
+        let c = Fake::new(Some(8));
+        let mut pool = DmaPool::new(&c).unwrap();
+        let page = page_size();
+        let hs: Vec<_> = (0..1000)
+            .map(|_| pool.alloc(page, DmaAccess::READ_WRITE).unwrap())
+            .collect();
+        assert_eq!(pool.dma_avail(), Some(8));
+        let per_chunk = DEFAULT_CHUNK_SIZE / page;
+        assert_eq!(c.count(), 1000usize.div_ceil(per_chunk));
+        assert_eq!(pool.mappings(), c.count());
+        for (i, &h) in hs.iter().enumerate() {
+            let b = pool.buffer(h).unwrap();
+            b.write32(8, i as u32).unwrap();
+            assert_eq!(pool.translate(b.as_ptr(), page), Some(pool.device_addr(h, 0).unwrap()));
+            assert_eq!(pool.translate(b.as_ptr(), page + 1), None);
+            assert!(b.write(page - 1, &[0, 0]).is_err(), "a write past the buffer");
+        }
+        assert_eq!(pool.buffer(hs[999]).unwrap().read32(8).unwrap(), 999);
+        // Different access: another chunk.
+        let r = pool.alloc(page, DmaAccess::READ).unwrap();
+        assert_eq!(c.count(), 1000usize.div_ceil(per_chunk) + 1);
+        pool.free(r).unwrap();
+        assert_eq!(c.count(), 1000usize.div_ceil(per_chunk), "an emptied chunk is unmapped");
+        pool.free(hs[3]).unwrap();
+        assert!(pool.buffer(hs[3]).is_err());
+        assert!(pool.free(hs[3]).is_err(), "double free");
+        let again = pool.alloc(page, DmaAccess::READ_WRITE).unwrap();
+        assert_eq!(
+            pool.buffer(again).unwrap().read32(8).unwrap(),
+            0,
+            "reused memory is zeroed"
+        );
+        drop(pool);
+        assert_eq!(c.count(), 0, "the pool unmaps everything on drop");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "allocates memfds and mmaps, which Miri does not support")]
+    fn the_pool_keeps_within_the_mapping_limit() {
+        let c = Fake::new(Some(3));
+        let mut pool = DmaPool::new(&c).unwrap();
+        pool.set_chunk_size(page_size());
+        let hs: Vec<_> = (0..3)
+            .map(|_| pool.alloc(page_size(), DmaAccess::READ).unwrap())
+            .collect();
+        let e = pool.alloc(page_size(), DmaAccess::READ).unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::NOSPC), "{e}");
+        assert_eq!(c.count(), 3);
+        pool.free(hs[0]).unwrap();
+        // A mapping went: the pool asks again and maps.
+        pool.alloc(page_size(), DmaAccess::READ).unwrap();
+        assert_eq!(c.count(), 3);
+        // Larger than a chunk: a mapping of its own.
+        let mut big = DmaPool::new(&c).unwrap();
+        assert!(big.alloc(4 * page_size(), DmaAccess::READ).is_err(), "no mapping left");
+    }
+}
