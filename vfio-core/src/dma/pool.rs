@@ -306,7 +306,7 @@ impl<'c> DmaPool<'c> {
             Some(limit) => Err(Error::kernel(
                 "VFIO_IOMMU_MAP_DMA",
                 format!(
-                    "DMA pool ({} mappings of its own; the container has {} left)",
+                    "DMA pool (refused before asking the kernel: {} mappings of its own, the container has {} left)",
                     self.iovas.allocations(),
                     self.dma_avail.unwrap_or(0)
                 ),
