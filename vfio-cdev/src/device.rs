@@ -4,6 +4,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+use vfio_core::host::doctor::{Finding, diagnose, proc_dir};
 use vfio_core::ioctl::{self, kind, requests as req};
 use vfio_core::{CdevNode, Errno, Error, PciAddress, Result, Sysfs};
 use vfio_sys as sys;
@@ -41,12 +42,14 @@ impl UnboundDevice {
     /// node close-on-exec and checks its major:minor against sysfs, so a stale or forged node is
     /// never used. Errors: the device is not bound to vfio-pci (naming its driver; checked only
     /// when the cdev cannot be found, so VFIO variant drivers work); Unsupported on kernels
-    /// without `CONFIG_VFIO_DEVICE_CDEV`; Malformed when the node does not match.
+    /// without `CONFIG_VFIO_DEVICE_CDEV`; Path with the cause [`Finding::CdevMismatch`] (and no
+    /// errno) when the node is not the device sysfs names; Path (EACCES, EPERM) with the cause
+    /// [`Finding::NodeNotAccessible`] when this user may not open it.
     pub fn open(sysfs: &Sysfs, addr: &PciAddress) -> Result<Self> {
         let node = sysfs
             .vfio_cdev(addr)
             .map_err(|e| sysfs.explain_open_failure(addr).unwrap_or(e))?;
-        let fd = NamedFd::new(vfio_core::open_node(&node.path)?, addr.to_string());
+        let fd = NamedFd::new(open_cdev(sysfs, &node)?, addr.to_string());
         check_node(&fd, &node)?;
         Ok(UnboundDevice {
             fd,
@@ -61,13 +64,14 @@ impl UnboundDevice {
     /// creates an iommufd access, not a device object: it needs no IOMMU, and `hw_info` on it
     /// gives ENOENT. Errors: Path (ENOENT) naming the device's directory when it does not
     /// exist (for a mediated device: removed?); Unsupported on kernels without
-    /// `CONFIG_VFIO_DEVICE_CDEV`; Malformed when the node does not match.
+    /// `CONFIG_VFIO_DEVICE_CDEV`; as [`UnboundDevice::open`] when the node does not match or may
+    /// not be opened.
     pub fn open_ref(sysfs: &Sysfs, device: &vfio_core::DeviceRef) -> Result<Self> {
         if let vfio_core::DeviceRef::Pci(a) = device {
             return Self::open(sysfs, a);
         }
         let node = sysfs.device_vfio_cdev(device)?;
-        let fd = NamedFd::new(vfio_core::open_node(&node.path)?, device.vfio_name());
+        let fd = NamedFd::new(open_cdev(sysfs, &node)?, device.vfio_name());
         check_node(&fd, &node)?;
         let emulated = sysfs
             .device_iommu_group(device)
@@ -108,10 +112,14 @@ impl UnboundDevice {
 
     /// `VFIO_DEVICE_BIND_IOMMUFD`: binds the device to `iommufd` and returns it with its device
     /// id. Errors: EBADF for a bad fd, EBADFD for an fd that is not an iommufd, EINVAL when
-    /// already bound, EPERM when the device's IOMMU group is not viable (a device of it is on a
-    /// host driver) or its IOMMU cannot isolate MSIs (unless
-    /// `iommufd.allow_unsafe_interrupts=1`), both named in the error. The device is consumed
-    /// even on error, its fd closed (nothing of the refused bind stays): reopen it.
+    /// already bound (or bound through another fd of the cdev: the cause [`Finding::Busy`] names
+    /// the process holding it), EBUSY while the device's group is open in group mode
+    /// ([`Finding::Busy`] naming the process holding the group node), EPERM when the device's
+    /// IOMMU group is not viable (a device of it is on a host driver:
+    /// [`Finding::GroupNotViable`] names the member and its driver) or its IOMMU cannot isolate
+    /// MSIs (unless `iommufd.allow_unsafe_interrupts=1`: [`Finding::NoInterruptRemapping`]), as
+    /// the error's typed [`Error::cause`] (looked for in `/sys` and `/proc`). The device is
+    /// consumed even on error, its fd closed (nothing of the refused bind stays): reopen it.
     #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
     pub fn bind(self, iommufd: &Arc<Iommufd>) -> Result<BoundDevice> {
         self.bind_inner(iommufd, None)
@@ -185,7 +193,7 @@ impl UnboundDevice {
         // SAFETY: token_uuid_ptr is 0 or points at the 16-byte uuid, alive for the call, which
         // the kernel only reads; the argument holds no other pointer.
         unsafe { ioctl::call_unchecked::<req::DeviceBindIommufd>(self.ioctl_fd(), &mut b) }
-            .map_err(|e| refused::<req::DeviceBindIommufd>(|| format!("{}{}", self.fd.name(), bind_hint(e)), e))?;
+            .map_err(|e| bind_refused(&self.fd, e))?;
         Ok(BoundDevice {
             fd: self.fd,
             devid: DeviceId::from(b.out_devid),
@@ -208,19 +216,46 @@ fn bind_hint(errno: Errno) -> &'static str {
      up that isolation)"
 }
 
+/// A refused `VFIO_DEVICE_BIND_IOMMUFD`, with its cause where `/sys` and `/proc` show one (else,
+/// for EPERM, the [`bind_hint`] in the target).
+#[cold]
+fn bind_refused(fd: &NamedFd, errno: Errno) -> Error {
+    match diagnose::bind_refusal(&Sysfs::default(), fd.as_fd(), errno) {
+        Some(cause) => refused::<req::DeviceBindIommufd>(|| fd.name().to_string(), errno).with_cause(cause),
+        None => refused::<req::DeviceBindIommufd>(|| format!("{}{}", fd.name(), bind_hint(errno)), errno),
+    }
+}
+
+/// Opens a cdev node; a refusal carries its cause (the node's permissions, who holds it).
+fn open_cdev(sysfs: &Sysfs, node: &CdevNode) -> Result<OwnedFd> {
+    vfio_core::open_node(&node.path).map_err(|e| match e.errno() {
+        Some(errno) => match diagnose::node_refusal(&proc_dir(sysfs), &node.path, errno) {
+            Some(cause) => e.with_cause(cause),
+            None => e,
+        },
+        None => e,
+    })
+}
+
 fn check_node(fd: &NamedFd, node: &CdevNode) -> Result<()> {
     let st = rustix::fs::fstat(fd).map_err(|e| Error::kernel("fstat", node.path.display(), e))?;
     let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
     let is_chr = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
     if !is_chr || (major, minor) != (node.major, node.minor) {
-        return Err(Error::malformed(
+        let cause = Finding::CdevMismatch {
+            path: node.path.clone(),
+            expected: (node.major, node.minor),
+            found: is_chr.then_some((major, minor)),
+        };
+        return Err(Error::path(
             "open VFIO cdev",
-            node.path.display(),
-            format!(
+            &node.path,
+            std::io::Error::other(format!(
                 "node is {major}:{minor} (char device: {is_chr}) but sysfs says {}:{}",
                 node.major, node.minor
-            ),
-        ));
+            )),
+        )
+        .with_cause(cause));
     }
     Ok(())
 }
@@ -434,7 +469,18 @@ mod tests {
         // A regular file where the character device should be.
         let (root, sysfs) = tree("file", "511:0", |p| fs::write(p, "").unwrap());
         let e = UnboundDevice::open(&sysfs, &addr).unwrap_err();
-        assert!(matches!(e, Error::Malformed { .. }), "{e:?}");
+        assert!(matches!(e, Error::Path { .. }) && e.errno().is_none(), "{e:?}");
+        assert!(
+            matches!(
+                e.cause(),
+                Some(Finding::CdevMismatch {
+                    found: None,
+                    expected: (511, 0),
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("char device: false"), "{e}");
         assert!(e.to_string().contains("vfio/devices/vfio0"), "{e}");
         fs::remove_dir_all(root).unwrap();
@@ -445,6 +491,16 @@ mod tests {
         assert!(
             e.to_string().contains("node is 1:3") && e.to_string().contains("511:0"),
             "{e}"
+        );
+        assert!(
+            matches!(
+                e.cause(),
+                Some(Finding::CdevMismatch {
+                    found: Some((1, 3)),
+                    ..
+                })
+            ),
+            "{e:?}"
         );
         fs::remove_dir_all(root).unwrap();
         // Numbers that match are accepted.

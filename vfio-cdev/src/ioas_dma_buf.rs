@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
 use iommufd_sys as sys;
-use vfio_core::ioctl::{self, Request, requests as req};
+use vfio_core::ioctl::{self, requests as req};
 use vfio_core::{DmaAccess, DmaBuf, Errno, Error, Result};
 
 use crate::{Ioas, IovaPlacement};
@@ -55,7 +55,7 @@ impl Ioas {
         let res = unsafe { ioctl::call_unchecked::<req::IoasMapFile>(self.iommufd().ioctl_fd(), &mut m) };
         match res {
             Ok(_) => Ok(m.iova),
-            Err(e) => Err(import_error(self.target(iova, len), buf, e)),
+            Err(e) => Err(buf.import_error(self.target(iova, len), e)),
         }
     }
 
@@ -69,33 +69,6 @@ impl Ioas {
             buf,
             iova,
         })
-    }
-}
-
-/// The error of a refused dma-buf import, with what the errno means for dma-bufs.
-#[cold]
-#[inline(never)]
-pub(crate) fn import_error(target: String, buf: &DmaBuf, errno: Errno) -> Error {
-    let from = format!("{target} (dma-buf of {}, {} range(s))", buf.name(), buf.ranges().len());
-    match errno {
-        Errno::OPNOTSUPP => Error::unsupported(
-            req::IoasMapFile::NAME,
-            from,
-            format!(
-                "iommufd imports single-range vfio-pci dma-bufs only (EOPNOTSUPP; this one has {} ranges)",
-                buf.ranges().len()
-            ),
-        ),
-        Errno::NOTTY => Error::unsupported(
-            req::IoasMapFile::NAME,
-            from,
-            "the kernel has no IOMMU_IOAS_MAP_FILE (ENOTTY; dma-bufs need Linux >= 6.19)",
-        ),
-        Errno::NODEV => ioctl::kernel_error::<req::IoasMapFile>(
-            format!("{from}: revoked: the exporter is closed, reset, in low power or has memory decode off"),
-            errno,
-        ),
-        _ => ioctl::kernel_error::<req::IoasMapFile>(from, errno),
     }
 }
 

@@ -34,7 +34,8 @@ impl Iommufd {
         Self::open_path(Path::new("/dev/iommu"))
     }
 
-    /// Opens the iommufd node at `path`. Errors: as [`Iommufd::open`] when it does not exist.
+    /// Opens the iommufd node at `path`. Errors: as [`Iommufd::open`] when it does not exist;
+    /// Path (EACCES, EPERM) with the cause `NodeNotAccessible` when this user may not open it.
     pub fn open_path(path: &Path) -> Result<Arc<Self>> {
         match vfio_core::open_node(path) {
             Ok(fd) => Ok(Arc::new(Iommufd {
@@ -50,7 +51,14 @@ impl Iommufd {
                     path.display()
                 ),
             )),
-            Err(e) => Err(e),
+            // EACCES / EPERM: the node's permissions, as the error's cause.
+            Err(e) => match e
+                .errno()
+                .and_then(|errno| vfio_core::host::doctor::diagnose::node_refusal(Path::new("/proc"), path, errno))
+            {
+                Some(cause) => Err(e.with_cause(cause)),
+                None => Err(e),
+            },
         }
     }
 

@@ -57,10 +57,12 @@ pub trait Container: Send + Sync {
     /// group joins the container and the device fd is fetched from the group; in cdev mode the
     /// device cdev is opened, bound to the iommufd and attached to the IOAS. Errors:
     /// InvalidArgument naming the driver when the device is not on a VFIO driver, or when the
-    /// group is not viable (naming the devices that make it so) or the device is already
-    /// assigned here; the kernel's errno otherwise (EBUSY: the group or device is open
-    /// elsewhere; EPERM: no MSI isolation without `allow_unsafe_interrupts`; ENOENT: no such
-    /// device). A kernel without the mode: Unsupported.
+    /// device is already assigned here; the kernel's errno otherwise, with its typed
+    /// [`Error::cause`](crate::Error::cause) where the library finds one (EPERM: the group is
+    /// not viable, naming the members that make it so, or no MSI isolation without
+    /// `allow_unsafe_interrupts`; EBUSY, or EINVAL from a cdev bind: the group or device is
+    /// open elsewhere, naming the process; EACCES: a node this user may not open; ENOENT: no
+    /// such device). A kernel without the mode: Unsupported.
     fn assign_device(&self, addr: &PciAddress) -> Result<Device>;
 
     /// Assigns any VFIO device, named by [`DeviceRef`]: a PCI function (as

@@ -7,8 +7,9 @@ pub use rustix::io::Errno;
 
 use crate::host::doctor::Finding;
 
-/// A failed VFIO or iommufd operation.
-#[derive(Debug, thiserror::Error)]
+/// A failed VFIO or iommufd operation. Its `Debug` form shows every field, with errnos by
+/// name (`errno: EPERM`, `source: EBUSY (os error 16)`).
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The kernel refused a syscall or ioctl.
@@ -146,6 +147,85 @@ impl Error {
     }
 }
 
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Kernel {
+                op,
+                target,
+                errno,
+                cause,
+            } => f
+                .debug_struct("Kernel")
+                .field("op", op)
+                .field("target", target)
+                .field("errno", &DebugErrno(*errno))
+                .field("cause", cause)
+                .finish(),
+            Error::Path {
+                op,
+                path,
+                source,
+                cause,
+            } => {
+                let mut d = f.debug_struct("Path");
+                d.field("op", op).field("path", path);
+                match source.raw_os_error() {
+                    Some(raw) => d.field("source", &DebugIoErrno(raw)),
+                    None => d.field("source", source),
+                };
+                d.field("cause", cause).finish()
+            }
+            Error::InvalidArgument { op, target, reason } => f
+                .debug_struct("InvalidArgument")
+                .field("op", op)
+                .field("target", target)
+                .field("reason", reason)
+                .finish(),
+            Error::Unsupported {
+                feature,
+                target,
+                reason,
+            } => f
+                .debug_struct("Unsupported")
+                .field("feature", feature)
+                .field("target", target)
+                .field("reason", reason)
+                .finish(),
+            Error::Malformed { op, target, reason } => f
+                .debug_struct("Malformed")
+                .field("op", op)
+                .field("target", target)
+                .field("reason", reason)
+                .finish(),
+        }
+    }
+}
+
+/// An errno in `Debug` form: its name (`EPERM`), or its number where it has no name here.
+struct DebugErrno(Errno);
+
+impl std::fmt::Debug for DebugErrno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match errno_name(self.0) {
+            Some(name) => f.write_str(name),
+            None => write!(f, "errno {}", self.0.raw_os_error()),
+        }
+    }
+}
+
+/// An I/O error's errno in `Debug` form: `EBUSY (os error 16)`.
+struct DebugIoErrno(i32);
+
+impl std::fmt::Debug for DebugIoErrno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match errno_name(Errno::from_raw_os_error(self.0)) {
+            Some(name) => write!(f, "{name} (os error {})", self.0),
+            None => write!(f, "os error {}", self.0),
+        }
+    }
+}
+
 /// The C name of an errno (`"EINVAL"`), for the common ones VFIO and iommufd answer with.
 pub fn errno_name(errno: Errno) -> Option<&'static str> {
     const NAMES: &[(Errno, &str)] = &[
@@ -277,6 +357,26 @@ mod tests {
                 .cause()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn debug_names_errnos() {
+        let e = Error::kernel("VFIO_SET_IOMMU", "/dev/vfio/vfio", Errno::PERM).with_cause(Finding::NoIommu);
+        let d = format!("{e:?}");
+        assert!(d.contains("errno: EPERM") && d.contains("cause: Some(NoIommu)"), "{d}");
+        let p = Error::path("open", "/dev/vfio/7", std::io::Error::from_raw_os_error(22));
+        let d = format!("{p:?}");
+        assert!(d.contains("source: EINVAL (os error 22)") && !d.contains("Os {"), "{d}");
+        let n = Error::path("open", "/dev/vfio/7", std::io::Error::from_raw_os_error(13)).with_cause(
+            Finding::NodeNotAccessible {
+                path: "/dev/vfio/7".into(),
+                errno: Errno::ACCESS,
+            },
+        );
+        let d = format!("{n:?}");
+        assert!(d.contains("errno: EACCES") && !d.contains("Os {"), "{d}");
+        let other = Error::path("read", "/x", std::io::Error::other("short"));
+        assert!(format!("{other:?}").contains("short"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use vfio_core::ioctl::{self, requests as req};
 use vfio_core::{Addressing, DmaAccess, Errno, Error, IovaRange, Mode, PciAddress, Result, Sysfs};
 use vfio_sys as sys;
 
-use crate::group::{Group, eperm_hint};
+use crate::group::Group;
 use crate::info::IommuInfo;
 use crate::noiommu::{self, PinTable};
 use vfio_core::NamedFd;
@@ -244,7 +244,16 @@ impl Container {
     #[doc(alias = "VFIO_GET_API_VERSION")]
     pub fn open_in(sysfs: Sysfs, addressing: Addressing) -> Result<Self> {
         let path = sysfs.dev_dir().join("vfio/vfio");
-        let fd = vfio_core::open_node(&path)?;
+        let fd = vfio_core::open_node(&path).map_err(|e| {
+            let proc_ = vfio_core::host::doctor::proc_dir(&sysfs);
+            match e
+                .errno()
+                .and_then(|errno| vfio_core::host::doctor::diagnose::node_refusal(&proc_, &path, errno))
+            {
+                Some(cause) => e.with_cause(cause),
+                None => e,
+            }
+        })?;
         let name = path
             .into_os_string()
             .into_string()
@@ -379,7 +388,8 @@ impl Container {
     /// InvalidArgument naming the devices that make the group non-viable; the kernel's errno
     /// from `VFIO_GROUP_SET_CONTAINER` / `VFIO_SET_IOMMU` (EINVAL for an IOMMU type the group's
     /// IOMMU cannot share with the container's other groups; EPERM when it cannot isolate
-    /// MSIs, said so). When neither type1v2 nor type1 is accepted, the error carries both
+    /// MSIs, with [`vfio_core::host::doctor::Finding::NoInterruptRemapping`] as the error's
+    /// [`Error::cause`]). When neither type1v2 nor type1 is accepted, the error carries both
     /// answers. A failed step undoes the steps before it: the group is left out and closed.
     ///
     /// Groups the kernel took out of the container since (see [`Container::forget_detached`])
@@ -413,8 +423,11 @@ impl Container {
     /// records the group in `state`.
     fn join(&self, state: &mut State, id: u32, device: Option<&str>) -> Result<Arc<Group>> {
         let mut group = Group::open(self.sysfs.dev_dir(), id, self.is_noiommu())?;
-        let status = group.status()?;
-        if !status.viable {
+        // Opening a device, the kernel's own refusal (EPERM from VFIO_GROUP_SET_CONTAINER, or
+        // from VFIO_GROUP_GET_DEVICE_FD in iommufd's compatibility container) says it, with the
+        // members that block it as its cause; a group joining on its own is checked first, as
+        // the compatibility container would take it.
+        if device.is_none() && !group.status()?.viable {
             let culprits = crate::group::non_viable_devices(&self.sysfs, id);
             return Err(Error::invalid(
                 "add group to container",
@@ -430,7 +443,7 @@ impl Container {
             ));
         }
         let purpose = crate::group::Purpose(device);
-        group.set_container(&self.fd, purpose)?;
+        group.set_container(&self.fd, purpose, &self.sysfs)?;
         if state.iommu.is_none() {
             match self.set_iommu_for(state, &group, purpose) {
                 Ok(ty) => {
@@ -463,13 +476,9 @@ impl Container {
                 .map_err(|e| (ty, e))
         };
         let refused = |tried: String, e: Errno| {
-            let target = format!(
-                "{} for group {}{purpose}: {tried}{}",
-                self.target(),
-                group.id(),
-                eperm_hint(e)
-            );
-            ioctl::kernel_error::<req::SetIommu>(target, e)
+            crate::group::explained::<req::SetIommu>(&self.sysfs, group.id(), e, |hint| {
+                format!("{} for group {}{purpose}: {tried}{hint}", self.target(), group.id())
+            })
         };
         match state.wanted {
             Some(t) => set(t).map_err(|(_, e)| refused(format!("{t:?} refused"), e)),
@@ -641,7 +650,14 @@ impl Container {
     /// Opens the device at `addr` through its group, joining the group first unless it is in
     /// the container already; a group that joined here leaves again if the device fd is refused.
     fn open_device(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
-        let id = self.sysfs.iommu_group(addr)?;
+        let id = self.sysfs.iommu_group(addr).map_err(|e| {
+            if e.errno() == Some(Errno::NOENT) && self.sysfs.pci_device_dir(addr).exists() {
+                let cause = vfio_core::host::doctor::diagnose::no_group(&self.sysfs, &addr.to_string());
+                e.with_cause(cause)
+            } else {
+                e
+            }
+        })?;
         self.open_device_in(addr.to_string(), id, opts)
     }
 
@@ -663,7 +679,7 @@ impl Container {
             }
         };
         let fetched = match &opts.vf_token {
-            None => state.groups[pos].group.device_fd(&name),
+            None => state.groups[pos].group.get_device_fd(&self.sysfs, &name, &name),
             Some(token) => state.groups[pos].group.device_fd_with_token(&name, token),
         };
         let fd = match fetched {
@@ -791,6 +807,13 @@ impl vfio_core::Container for Container {
     /// group leaves again when the last device opened through it closes, unless it joined
     /// through [`Container::add_group`]. The driver is looked at only when a step fails (for
     /// the clearer error), so devices on VFIO variant drivers can be assigned too.
+    ///
+    /// A refusal the library can explain carries its typed cause ([`Error::cause`], the
+    /// doctor's `Finding`): a member of the group on a host driver (`GroupNotViable`, EPERM
+    /// from `VFIO_GROUP_SET_CONTAINER`, or from `VFIO_GROUP_GET_DEVICE_FD` in the compatibility
+    /// container), no interrupt remapping (`NoInterruptRemapping`, EPERM), a group node this
+    /// user may not open (`NodeNotAccessible`), a group open elsewhere (`Busy`, EBUSY, naming the
+    /// process), a device without an IOMMU group (`NoIommu`, `NoIommuGroup`).
     #[doc(
         alias = "VFIO_GROUP_SET_CONTAINER",
         alias = "VFIO_SET_IOMMU",
@@ -1048,6 +1071,7 @@ mod tests {
 
     #[test]
     fn an_eperm_names_its_likely_cause_and_the_way_past_it() {
+        use crate::group::eperm_hint;
         let hint = eperm_hint(Errno::PERM);
         assert!(
             hint.contains("MSI") && hint.contains("allow_unsafe_interrupts"),

@@ -6,6 +6,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
+#[cfg(doc)]
+use vfio_core::host::doctor::Finding;
+use vfio_core::host::doctor::diagnose;
 use vfio_core::ioctl::{self, requests as req};
 use vfio_core::{Errno, Error, NamedFd, Result, Sysfs};
 use vfio_sys as sys;
@@ -40,9 +43,12 @@ impl AsFd for Group {
 
 impl Group {
     /// Opens group `id`: `/dev/vfio/<id>`, or `/dev/vfio/noiommu-<id>` when `noiommu`.
-    /// Errors: ENOENT when the node is missing (no device of the group on vfio-pci); EBUSY when
-    /// the group is already open (a group has one opener: another container or process holds
-    /// it), said so in the error.
+    /// Errors (Path, with a typed [`Error::cause`]): ENOENT when the node is missing (no device
+    /// of the group on vfio-pci: [`Finding::NodeMissing`]); EACCES or EPERM when this user may
+    /// not open it ([`Finding::NodeNotAccessible`]); EBUSY when the group is already open (a
+    /// group has one opener: another container or process holds it, or a device of it is
+    /// bound through its cdev): [`Finding::Busy`] names the process holding the node where
+    /// `/proc` shows it (the `/proc` next to `dev`).
     pub fn open(dev: &std::path::Path, id: u32, noiommu: bool) -> Result<Self> {
         let name = if noiommu {
             format!("noiommu-{id}")
@@ -50,18 +56,7 @@ impl Group {
             id.to_string()
         };
         let path = dev.join("vfio").join(name);
-        let fd = vfio_core::open_node(&path).map_err(|e| match e {
-            vfio_core::Error::Path {
-                path, source, cause, ..
-            } if source.raw_os_error() == Some(libc::EBUSY) => vfio_core::Error::Path {
-                op: "open (the group is already open in another container or process, or a \
-                     device of it is open through its cdev)",
-                path,
-                source,
-                cause,
-            },
-            e => e,
-        })?;
+        let fd = vfio_core::open_node(&path).map_err(|e| open_refused(dev, e))?;
         Ok(Group {
             fd: NamedFd::new(
                 fd,
@@ -139,15 +134,22 @@ impl Group {
     }
 
     /// `VFIO_GROUP_SET_CONTAINER`: joins `container`. Errors: EINVAL when the group already has a
-    /// container, EPERM when the group's IOMMU lacks interrupt isolation and unsafe interrupts
-    /// are not allowed (type1, when the container already has an IOMMU type), said so in the
-    /// error. `purpose` follows the group's name in errors (e.g. the device it is joined for).
+    /// container; EPERM when a member of the group is on a host driver (Linux >= 5.19 claims DMA
+    /// ownership here: [`Finding::GroupNotViable`]) or the group's IOMMU lacks interrupt
+    /// isolation and unsafe interrupts are not allowed (type1, when the container already has
+    /// an IOMMU type: [`Finding::NoInterruptRemapping`]), as the error's cause; a cause is looked
+    /// for in `sysfs`. `purpose` follows the group's name in errors (e.g. the device it is
+    /// joined for).
     #[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
-    pub(crate) fn set_container(&mut self, container: &Arc<ContainerFd>, purpose: Purpose<'_>) -> Result<()> {
+    pub(crate) fn set_container(
+        &mut self,
+        container: &Arc<ContainerFd>,
+        purpose: Purpose<'_>,
+        sysfs: &Sysfs,
+    ) -> Result<()> {
         let mut fd: i32 = container.as_fd().as_raw_fd();
         ioctl::call::<req::GroupSetContainer>(self.ioctl_fd(), &mut fd).map_err(|e| {
-            let target = format!("{}{purpose}{}", self.target(), eperm_hint(e));
-            ioctl::kernel_error::<req::GroupSetContainer>(target, e)
+            explained::<req::GroupSetContainer>(sysfs, self.id, e, |hint| format!("{}{purpose}{hint}", self.target()))
         })?;
         self.container = Some(container.clone());
         Ok(())
@@ -164,25 +166,29 @@ impl Group {
 
     /// `VFIO_GROUP_GET_DEVICE_FD` for the device named `name` (its PCI address). The kernel
     /// returns the fd close-on-exec. Errors: EINVAL/ENODEV for a device not in this group;
-    /// EPERM from iommufd's compatibility container when the IOMMU cannot isolate the device's
-    /// MSIs (there the refusal comes only now, after `VFIO_GROUP_SET_CONTAINER` and
-    /// `VFIO_SET_IOMMU` succeeded), said so in the error.
+    /// EPERM from iommufd's compatibility container when a member of the group is on a host
+    /// driver ([`Finding::GroupNotViable`]) or the IOMMU cannot isolate the device's MSIs
+    /// ([`Finding::NoInterruptRemapping`]): there the refusal comes only now, after
+    /// `VFIO_GROUP_SET_CONTAINER` and `VFIO_SET_IOMMU` succeeded. The cause is looked for in
+    /// the default sysfs (`/sys`).
     #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
     pub fn device_fd(&self, name: &str) -> Result<OwnedFd> {
-        self.get_device_fd(name, name)
+        self.get_device_fd(&Sysfs::default(), name, name)
     }
 
     /// `VFIO_GROUP_GET_DEVICE_FD` with the string `request`; errors show `shown` instead (a VF
-    /// token is a secret: it stays out of error messages and logs).
-    fn get_device_fd(&self, request: &str, name: &str) -> Result<OwnedFd> {
+    /// token is a secret: it stays out of error messages and logs). A refusal's cause is looked
+    /// for in `sysfs`.
+    pub(crate) fn get_device_fd(&self, sysfs: &Sysfs, request: &str, name: &str) -> Result<OwnedFd> {
         let cname = CString::new(request)
             .map_err(|_| Error::invalid("VFIO_GROUP_GET_DEVICE_FD", self.target(), "device name has a NUL byte"))?;
         // SAFETY: VFIO_GROUP_GET_DEVICE_FD reads a NUL-terminated string; `cname` is one and
         // outlives the call.
         let raw = unsafe { ioctl::call_ptr::<req::GroupGetDeviceFd>(self.ioctl_fd(), cname.as_ptr().cast()) }.map_err(
             |e| {
-                let target = format!("{} device {name}{}", self.target(), eperm_hint(e));
-                ioctl::kernel_error::<req::GroupGetDeviceFd>(target, e)
+                explained::<req::GroupGetDeviceFd>(sysfs, self.id, e, |hint| {
+                    format!("{} device {name}{hint}", self.target())
+                })
             },
         )?;
         // SAFETY: on success the ioctl returns a new fd that nothing else owns.
@@ -198,6 +204,7 @@ impl Group {
     #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
     pub fn device_fd_with_token(&self, name: &str, token: &vfio_core::Uuid) -> Result<OwnedFd> {
         self.get_device_fd(
+            &Sysfs::default(),
             &format!("{name} vf_token={token}"),
             &format!("{name} vf_token=<the token>"),
         )
@@ -218,6 +225,54 @@ impl std::fmt::Display for Purpose<'_> {
     }
 }
 
+/// The error for a refused `R` on group `group`, with its cause where `sysfs` shows one (else,
+/// for EPERM, the [`eperm_hint`] in the target, which `target` is given to place).
+#[cold]
+pub(crate) fn explained<R: ioctl::Request>(
+    sysfs: &Sysfs,
+    group: u32,
+    errno: Errno,
+    target: impl FnOnce(&str) -> String,
+) -> Error {
+    match diagnose::group_refusal(sysfs, group, errno, diagnose::Backend::Group) {
+        Some(cause) => ioctl::kernel_error::<R>(target(""), errno).with_cause(cause),
+        None => ioctl::kernel_error::<R>(target(eperm_hint(errno)), errno),
+    }
+}
+
+/// A refused open of a group node, with its cause (the holder of a busy group is looked for in
+/// the `/proc` next to `dev`).
+#[cold]
+fn open_refused(dev: &Path, e: Error) -> Error {
+    let Error::Path {
+        path, source, cause, ..
+    } = e
+    else {
+        return e;
+    };
+    let errno = source.raw_os_error().map(Errno::from_raw_os_error);
+    let proc_ = dev
+        .parent()
+        .map_or_else(|| Path::new("/").join("proc"), |p| p.join("proc"));
+    let found = errno.and_then(|e| diagnose::node_refusal(&proc_, &path, e));
+    let op = if errno == Some(Errno::BUSY) {
+        "open (the group is already open in another container or process, or a device of it is \
+         open through its cdev)"
+    } else {
+        "open"
+    };
+    let e = Error::Path {
+        op,
+        path,
+        source,
+        cause,
+    };
+    match found {
+        Some(f) => e.with_cause(f),
+        None => e,
+    }
+}
+
 /// What an EPERM from joining a container, setting its IOMMU or getting a device fd means, to
 /// append to the error's target (empty for any other errno): the kernel says why only in dmesg.
 pub(crate) fn eperm_hint(errno: Errno) -> &'static str {
@@ -235,14 +290,9 @@ pub(crate) fn eperm_hint(errno: Errno) -> &'static str {
 /// `pcieport`, which the kernel tolerates, are left out). Read from
 /// `<sysfs>/kernel/iommu_groups/<id>/devices`; empty if that cannot be read.
 pub(crate) fn non_viable_devices(sysfs: &Sysfs, id: u32) -> Vec<String> {
-    let members = sysfs.group_devices(id).unwrap_or_default();
-    members
+    diagnose::group_blockers(sysfs, id)
         .into_iter()
-        .filter_map(|addr| {
-            let driver = sysfs.driver(&addr).ok()??;
-            let tolerated = driver.starts_with("vfio") || driver == "pci-stub" || driver == "pcieport";
-            (!tolerated).then(|| format!("{addr} (driver {driver})"))
-        })
+        .map(|(addr, driver)| format!("{addr} (driver {driver})"))
         .collect()
 }
 

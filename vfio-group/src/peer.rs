@@ -16,8 +16,8 @@
 use std::os::fd::{AsFd, AsRawFd};
 
 use iommufd_sys as iosys;
-use vfio_core::ioctl::{self, Request, requests as req};
-use vfio_core::{DmaAccess, DmaBuf, Errno, Error, MappedRegion, PciAddress, Result};
+use vfio_core::ioctl::{self, requests as req};
+use vfio_core::{DmaAccess, DmaBuf, Error, MappedRegion, PciAddress, Result};
 
 use crate::Container;
 use crate::dma::SafePath;
@@ -68,7 +68,7 @@ impl Container {
         let res = unsafe { ioctl::call_unchecked::<req::IoasMapFile>(self.iommufd_fd(), &mut m) };
         match res {
             Ok(_) => Ok(iova),
-            Err(e) => Err(import_error(self.dma_target(iova, len), buf, e)),
+            Err(e) => Err(buf.import_error(self.dma_target(iova, len), e)),
         }
     }
 
@@ -162,30 +162,6 @@ fn resource_start(text: &str, index: u32) -> Option<u64> {
     let start = line.split_whitespace().next()?;
     let start = u64::from_str_radix(start.trim_start_matches("0x"), 16).ok()?;
     (start != 0).then_some(start)
-}
-
-/// The error of a refused dma-buf import into the compat IOAS.
-#[cold]
-#[inline(never)]
-fn import_error(target: String, buf: &DmaBuf, errno: Errno) -> Error {
-    let from = format!("{target} (dma-buf of {}, {} range(s))", buf.name(), buf.ranges().len());
-    match errno {
-        Errno::OPNOTSUPP => Error::unsupported(
-            req::IoasMapFile::NAME,
-            from,
-            "iommufd imports single-range vfio-pci dma-bufs only (EOPNOTSUPP)",
-        ),
-        Errno::NOTTY => Error::unsupported(
-            req::IoasMapFile::NAME,
-            from,
-            "the kernel has no IOMMU_IOAS_MAP_FILE (ENOTTY; dma-bufs need Linux >= 6.19)",
-        ),
-        Errno::NODEV => ioctl::kernel_error::<req::IoasMapFile>(
-            format!("{from}: revoked: the exporter is closed, reset, in low power or has memory decode off"),
-            errno,
-        ),
-        _ => ioctl::kernel_error::<req::IoasMapFile>(from, errno),
-    }
 }
 
 #[cfg(test)]

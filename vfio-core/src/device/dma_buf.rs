@@ -103,6 +103,42 @@ impl DmaBuf {
         self.bar.as_ref().map_or(&[], |(_, r)| r.as_slice())
     }
 
+    /// The error of a refused import of this dma-buf into an IOAS (`IOMMU_IOAS_MAP_FILE`, in cdev
+    /// mode or through iommufd's compat container), with what the errno means for dma-bufs:
+    /// EOPNOTSUPP (iommufd imports single-range vfio-pci dma-bufs only), ENOTTY (no
+    /// `IOMMU_IOAS_MAP_FILE`: Linux < 6.19), ENODEV (revoked: the exporter is closed, reset, in
+    /// low power or has memory decode off). `target` names the IOAS and the IOVA range.
+    #[cold]
+    #[inline(never)]
+    pub fn import_error(&self, target: impl std::fmt::Display, errno: Errno) -> Error {
+        use crate::ioctl::{Request, kernel_error, requests::IoasMapFile};
+        let from = format!(
+            "{target} (dma-buf of {}, {} range(s))",
+            self.name(),
+            self.ranges().len()
+        );
+        match errno {
+            Errno::OPNOTSUPP => Error::unsupported(
+                IoasMapFile::NAME,
+                from,
+                format!(
+                    "iommufd imports single-range vfio-pci dma-bufs only (EOPNOTSUPP; this one has {} ranges)",
+                    self.ranges().len()
+                ),
+            ),
+            Errno::NOTTY => Error::unsupported(
+                IoasMapFile::NAME,
+                from,
+                "the kernel has no IOMMU_IOAS_MAP_FILE (ENOTTY; dma-bufs need Linux >= 6.19)",
+            ),
+            Errno::NODEV => kernel_error::<IoasMapFile>(
+                format!("{from}: revoked: the exporter is closed, reset, in low power or has memory decode off"),
+                errno,
+            ),
+            _ => kernel_error::<IoasMapFile>(from, errno),
+        }
+    }
+
     /// A second handle on the same dma-buf (`dup` with `F_DUPFD_CLOEXEC`). Errors: the errno of
     /// fcntl (EMFILE).
     pub fn try_clone(&self) -> Result<Self> {

@@ -20,8 +20,10 @@
 pub mod acs;
 pub mod render;
 
+use vfio_core::host::doctor::diagnose as causes;
 pub use vfio_core::host::doctor::{
-    DomainType, Finding, KernelVersion, MachineReport, NodeAccess, Severity, group_domain_type, group_is_noiommu,
+    DomainType, Finding, Holder, KernelVersion, MachineReport, NodeAccess, Severity, group_domain_type,
+    group_is_noiommu,
 };
 
 use vfio_core::{Mode, PciAddress, Result, Sysfs};
@@ -169,6 +171,18 @@ pub fn diagnose_device(sysfs: &Sysfs, machine: &MachineReport, addr: &PciAddress
             findings.push(f);
         }
     }
+    // A group node or cdev another process holds: name it (this process holding it is no
+    // obstacle to itself).
+    let proc_ = vfio_core::host::doctor::proc_dir(sysfs);
+    for n in nodes.iter().filter(|n| n.access.is_ok()) {
+        let me = std::process::id();
+        if let Some(h) = causes::holders(&proc_, &n.path, None).into_iter().find(|h| h.pid != me) {
+            findings.push(Finding::Busy {
+                path: n.path.clone(),
+                holder: Some(h),
+            });
+        }
+    }
     // The machine's own nodes, for the modes this device would use.
     let report = DeviceReport {
         summary,
@@ -228,12 +242,17 @@ pub fn diagnose(sysfs: &Sysfs, addrs: &[PciAddress]) -> Result<Report> {
 /// `VFIO_GROUP_GET_DEVICE_FD` or `VFIO_DEVICE_BIND_IOMMUFD` (a group member on a host driver;
 /// no interrupt remapping without `allow_unsafe_interrupts`), EACCES (a node this user may not
 /// open), ENOENT (a missing node or group, the wrong driver), ENOMEM (`RLIMIT_MEMLOCK`), ENOSPC
-/// (type1's `dma_entry_limit`). Empty when the error has no errno or the doctor finds no such
-/// cause. Errors: those of [`diagnose`] (the device does not exist).
+/// (type1's `dma_entry_limit`), EBUSY or EINVAL (another process holds the group or device:
+/// `Busy`). The error's own [`vfio_core::Error::cause`] comes first. Empty when the error has no
+/// cause nor errno and the doctor finds no such cause. Errors: those of [`diagnose`] (the device
+/// does not exist).
 pub fn explain(sysfs: &Sysfs, addr: &PciAddress, err: &vfio_core::Error) -> Result<Vec<Finding>> {
     use vfio_core::Errno;
+    // The cause the library found when it was refused comes first; the doctor adds what else
+    // fits the errno.
+    let mut found: Vec<Finding> = err.cause().cloned().into_iter().collect();
     let Some(errno) = err.errno() else {
-        return Ok(Vec::new());
+        return Ok(found);
     };
     let machine = vfio_core::host::doctor::examine(sysfs);
     let device = diagnose_device(sysfs, &machine, addr)?;
@@ -255,15 +274,15 @@ pub fn explain(sysfs: &Sysfs, addr: &PciAddress, err: &vfio_core::Error) -> Resu
         ),
         Errno::NOMEM => matches!(f, Finding::MemlockLow { exempt: false, .. }),
         Errno::NOSPC => matches!(f, Finding::DmaEntryLimit { .. }),
+        Errno::BUSY | Errno::INVAL => matches!(f, Finding::Busy { .. }),
         _ => false,
     };
-    Ok(device
-        .findings
-        .iter()
-        .chain(&machine.findings)
-        .filter(|f| fits(f))
-        .cloned()
-        .collect())
+    for f in device.findings.iter().chain(&machine.findings).filter(|f| fits(f)) {
+        if !found.contains(f) {
+            found.push(f.clone());
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

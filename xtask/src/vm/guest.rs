@@ -136,11 +136,15 @@ fn cargo_json(workspace: &Path, args: &[&str]) -> crate::Result<Vec<Json>> {
         .current_dir(workspace)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        // Line tables only (as the release profile): full debuginfo made each test binary
-        // ~23 MB, and 20 of them no longer unpacked into a 1 GiB guest ("Initramfs unpacking
-        // failed: write error", and every file after that point silently missing).
+        // No debuginfo in the guest's binaries: with it (even line tables only, since std's
+        // own debuginfo is linked in) each test binary was ~22 MB, and 20 of them no longer
+        // unpacked into a 1 GiB guest ("Initramfs unpacking failed: write error", and every
+        // file after that point silently missing). Panics still name file and line (those are
+        // compiled in); backtraces keep the symbol names.
         .env("CARGO_PROFILE_DEV_DEBUG", "line-tables-only")
         .env("CARGO_PROFILE_TEST_DEBUG", "line-tables-only")
+        .env("CARGO_PROFILE_DEV_STRIP", "debuginfo")
+        .env("CARGO_PROFILE_TEST_STRIP", "debuginfo")
         .env("CARGO_TARGET_DIR", &target_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

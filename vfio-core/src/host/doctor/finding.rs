@@ -30,8 +30,9 @@ impl fmt::Display for Severity {
 }
 
 /// One cause, with the facts that name it. [`Finding::severity`] says how much it matters,
-/// [`Finding::fix`] what to do; `Display` says what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// [`Finding::fix`] what to do; `Display` says what is wrong. `Debug` shows the fields, errnos
+/// by name.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Finding {
     /// No IOMMU is registered (`/sys/class/iommu` is empty) and no-IOMMU mode is off: VFIO
@@ -131,6 +132,122 @@ pub enum Finding {
         /// The device.
         device: String,
     },
+    /// Another process (or another handle of this one) holds the group node or the device:
+    /// a group has one opener at a time (EBUSY), a device cdev binds once (EINVAL), and a
+    /// device whose group is open in group mode cannot bind through its cdev (EBUSY).
+    Busy {
+        /// The node that is held: `/dev/vfio/<N>`, or the device's cdev.
+        path: PathBuf,
+        /// Who holds it, found by reading the `/proc/<pid>/fd` links; `None` where `/proc`
+        /// does not show it (another user's processes, for an unprivileged caller).
+        holder: Option<Holder>,
+    },
+    /// A device cdev node is not the character device sysfs names for the device (a stale
+    /// or hand-made node): it is not used.
+    CdevMismatch {
+        /// The node.
+        path: PathBuf,
+        /// `major:minor` sysfs gives for the device (`vfio-dev/vfioN/dev`).
+        expected: (u32, u32),
+        /// What the node is (`None`: not a character device).
+        found: Option<(u32, u32)>,
+    },
+}
+
+impl fmt::Debug for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::NoIommu => f.write_str("NoIommu"),
+            Finding::NoIommuMode => f.write_str("NoIommuMode"),
+            Finding::IommuPassthrough { group } => f.debug_struct("IommuPassthrough").field("group", group).finish(),
+            Finding::NoInterruptRemapping {
+                type1_allowed,
+                iommufd_allowed,
+            } => f
+                .debug_struct("NoInterruptRemapping")
+                .field("type1_allowed", type1_allowed)
+                .field("iommufd_allowed", iommufd_allowed)
+                .finish(),
+            Finding::GroupNotViable { group, blockers } => f
+                .debug_struct("GroupNotViable")
+                .field("group", group)
+                .field("blockers", blockers)
+                .finish(),
+            Finding::AcsMissing { bridge } => f.debug_struct("AcsMissing").field("bridge", bridge).finish(),
+            Finding::NotOnVfioPci { device, driver } => f
+                .debug_struct("NotOnVfioPci")
+                .field("device", device)
+                .field("driver", driver)
+                .finish(),
+            Finding::NoIommuGroup { device } => f.debug_struct("NoIommuGroup").field("device", device).finish(),
+            Finding::NodeMissing { path } => f.debug_struct("NodeMissing").field("path", path).finish(),
+            Finding::NodeNotAccessible { path, errno } => f
+                .debug_struct("NodeNotAccessible")
+                .field("path", path)
+                .field("errno", &ErrnoDebug(*errno))
+                .finish(),
+            Finding::MemlockLow { limit, exempt } => f
+                .debug_struct("MemlockLow")
+                .field("limit", limit)
+                .field("exempt", exempt)
+                .finish(),
+            Finding::DmaEntryLimit { limit } => f.debug_struct("DmaEntryLimit").field("limit", limit).finish(),
+            Finding::NoCdev { kernel } => f.debug_struct("NoCdev").field("kernel", kernel).finish(),
+            Finding::KernelTooOld {
+                feature,
+                needs,
+                running,
+            } => f
+                .debug_struct("KernelTooOld")
+                .field("feature", feature)
+                .field("needs", needs)
+                .field("running", running)
+                .finish(),
+            Finding::NoModeOffered { device } => f.debug_struct("NoModeOffered").field("device", device).finish(),
+            Finding::Busy { path, holder } => f
+                .debug_struct("Busy")
+                .field("path", path)
+                .field("holder", holder)
+                .finish(),
+            Finding::CdevMismatch { path, expected, found } => f
+                .debug_struct("CdevMismatch")
+                .field("path", path)
+                .field("expected", expected)
+                .field("found", found)
+                .finish(),
+        }
+    }
+}
+
+/// An errno by name in `Debug` output.
+struct ErrnoDebug(Errno);
+
+impl fmt::Debug for ErrnoDebug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match crate::errno_name(self.0) {
+            Some(n) => f.write_str(n),
+            None => write!(f, "errno {}", self.0.raw_os_error()),
+        }
+    }
+}
+
+/// A process that holds a VFIO node open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Its pid.
+    pub pid: u32,
+    /// Its name (`/proc/<pid>/comm`), empty when it cannot be read.
+    pub comm: String,
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.pid == std::process::id() {
+            write!(f, "this process ({}, pid {})", self.comm, self.pid)
+        } else {
+            write!(f, "process {} ({})", self.pid, self.comm)
+        }
+    }
 }
 
 impl Finding {
@@ -145,7 +262,9 @@ impl Finding {
             | Finding::NoIommuGroup { .. }
             | Finding::NodeMissing { .. }
             | Finding::NodeNotAccessible { .. }
-            | Finding::NoModeOffered { .. } => Severity::Blocker,
+            | Finding::NoModeOffered { .. }
+            | Finding::Busy { .. }
+            | Finding::CdevMismatch { .. } => Severity::Blocker,
             Finding::NoInterruptRemapping {
                 type1_allowed,
                 iommufd_allowed,
@@ -191,6 +310,8 @@ impl Finding {
             Finding::NoCdev { .. } => "no-cdev",
             Finding::KernelTooOld { .. } => "kernel-too-old",
             Finding::NoModeOffered { .. } => "no-mode-offered",
+            Finding::Busy { .. } => "busy",
+            Finding::CdevMismatch { .. } => "cdev-mismatch",
         }
     }
 
@@ -274,6 +395,30 @@ impl Finding {
             Finding::NoModeOffered { .. } => {
                 "check that /dev/vfio and /dev/iommu exist (devtmpfs, udev) and the VFIO modules are loaded".into()
             }
+            Finding::Busy { path, holder } => {
+                let who = match holder {
+                    Some(h) if h.pid == std::process::id() => {
+                        "close the other handle this process holds (drop its container or device), or share \
+                         that container instead of opening the group twice"
+                            .to_string()
+                    }
+                    Some(h) => format!("stop process {} ({}) or let it close {}", h.pid, h.comm, path.display()),
+                    None => format!(
+                        "find the process that holds {} (fuser -v {}) and stop it",
+                        path.display(),
+                        path.display()
+                    ),
+                };
+                format!(
+                    "{who}; one process owns a group or device at a time (a second process takes \
+                     it over by fd passing: send_fds / Container::from_fd)"
+                )
+            }
+            Finding::CdevMismatch { path, .. } => format!(
+                "remove {} and let devtmpfs/udev create it (or open the node sysfs names under \
+                 /sys/bus/pci/devices/<address>/vfio-dev)",
+                path.display()
+            ),
         }
     }
 }
@@ -353,6 +498,18 @@ impl fmt::Display for Finding {
                 running,
             } => write!(f, "{feature} needs Linux >= {needs}; this is {running}"),
             Finding::NoModeOffered { device } => write!(f, "no VFIO mode can open {device} now"),
+            Finding::Busy { path, holder } => match holder {
+                Some(h) => write!(f, "{} is held by {h}", path.display()),
+                None => write!(f, "{} is held by another process", path.display()),
+            },
+            Finding::CdevMismatch { path, expected, found } => {
+                write!(f, "{} is ", path.display())?;
+                match found {
+                    Some((ma, mi)) => write!(f, "character device {ma}:{mi}")?,
+                    None => write!(f, "not a character device")?,
+                }
+                write!(f, " but sysfs says the device's cdev is {}:{}", expected.0, expected.1)
+            }
         }
     }
 }

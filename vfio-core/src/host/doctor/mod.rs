@@ -14,13 +14,14 @@
 //! }
 //! ```
 
+pub mod diagnose;
 mod finding;
 mod kernel;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use finding::{Finding, Severity};
+pub use finding::{Finding, Holder, Severity};
 pub use kernel::{KERNEL_FEATURES, KernelFeature, KernelVersion, kernel_feature};
 
 use crate::{Errno, Modes, Sysfs};
@@ -344,6 +345,35 @@ pub fn status_has_ipc_lock(status: &str) -> bool {
         .is_some_and(|caps| caps & (1 << 14) != 0)
 }
 
+/// Whether interrupts are remapped, as [`MachineReport::interrupt_remapping`] (reads the IOMMU
+/// units and `/proc/interrupts`).
+pub fn interrupt_remapping(sysfs: &Sysfs) -> Option<bool> {
+    remapping_of(sysfs, &iommu_units(sysfs))
+}
+
+fn remapping_of(sysfs: &Sysfs, iommus: &[IommuUnit]) -> Option<bool> {
+    let interrupts = std::fs::read_to_string(proc_dir(sysfs).join("interrupts")).ok();
+    if interrupts.as_deref().is_some_and(interrupts_show_remapping) {
+        Some(true)
+    } else if iommus
+        .iter()
+        .any(|u| matches!(u.kind, IommuKind::Intel | IommuKind::Amd | IommuKind::Virtio))
+        && interrupts.is_some()
+    {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The `allow_unsafe_interrupts` parameters of `vfio_iommu_type1` and `iommufd`.
+pub fn unsafe_interrupts(sysfs: &Sysfs) -> UnsafeInterrupts {
+    UnsafeInterrupts {
+        type1: param_bool(sysfs, "vfio_iommu_type1", "allow_unsafe_interrupts"),
+        iommufd: param_bool(sysfs, "iommufd", "allow_unsafe_interrupts"),
+    }
+}
+
 /// Looks at the machine through `sysfs` (and its `/proc` and `/dev`): see [`MachineReport`].
 /// Never fails: what cannot be read is reported as unknown.
 pub fn examine(sysfs: &Sysfs) -> MachineReport {
@@ -352,22 +382,8 @@ pub fn examine(sysfs: &Sysfs) -> MachineReport {
     let kernel = kernel_release.as_deref().and_then(KernelVersion::parse_release);
     let iommus = iommu_units(sysfs);
     let real: Vec<&IommuUnit> = iommus.iter().filter(|u| u.kind != IommuKind::Mock).collect();
-    let interrupts = std::fs::read_to_string(proc_.join("interrupts")).ok();
-    let interrupt_remapping = if interrupts.as_deref().is_some_and(interrupts_show_remapping) {
-        Some(true)
-    } else if real
-        .iter()
-        .any(|u| matches!(u.kind, IommuKind::Intel | IommuKind::Amd | IommuKind::Virtio))
-        && interrupts.is_some()
-    {
-        Some(false)
-    } else {
-        None
-    };
-    let unsafe_interrupts = UnsafeInterrupts {
-        type1: param_bool(sysfs, "vfio_iommu_type1", "allow_unsafe_interrupts"),
-        iommufd: param_bool(sysfs, "iommufd", "allow_unsafe_interrupts"),
-    };
+    let interrupt_remapping = remapping_of(sysfs, &iommus);
+    let unsafe_interrupts = unsafe_interrupts(sysfs);
     let noiommu_mode = sysfs.module_param_enabled("vfio", "enable_unsafe_noiommu_mode");
     let modes = crate::detect_in(sysfs);
     let dev = sysfs.dev_dir();

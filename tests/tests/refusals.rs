@@ -1,0 +1,416 @@
+//! Refusals while opening, attaching and binding (issues #18 and #19): each is provoked for
+//! real, and the error must keep the kernel's errno, carry the typed cause (`Error::cause`, the
+//! doctor's `Finding`) and print its fix.
+//!
+//! The boots: intel ones have an edu behind a PCIe-to-PCI bridge next to a virtio device on its
+//! host driver (`VFIO_TEST_EDU_NONVIABLE`, a non-viable group); virtio ones have no interrupt
+//! remapping and turn `allow_unsafe_interrupts` on, which the tests turn off for a moment.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use vfio_core::{Errno, Error, Mode, PciAddress, Sysfs};
+use vfio_pci::doctor::{self, Finding};
+use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
+
+fn variant() -> String {
+    std::env::var("VFIO_TEST_VARIANT").unwrap_or_default()
+}
+
+/// Opens `addr` in a fresh container of `mode`, expecting a refusal.
+fn refused(mode: Mode, addr: &PciAddress) -> Result<Error, String> {
+    let c = vfio_tests::new_container(mode).map_err(|e| format!("{mode} container: {e}"))?;
+    match c.assign_device(addr) {
+        Ok(_) => Err(format!("{mode}: {addr} opened")),
+        Err(e) => Ok(e),
+    }
+}
+
+/// The error keeps `errno` (if given), has a cause `want` accepts, and its text names the
+/// cause's fix.
+fn check(e: &Error, errno: Option<Errno>, want: impl Fn(&Finding) -> bool) -> Result<Finding, String> {
+    let text = e.to_string();
+    println!("    {text}");
+    if e.errno() != errno {
+        return Err(format!("errno {:?}, expected {errno:?}: {e:?}", e.errno()));
+    }
+    let cause = e.cause().ok_or_else(|| format!("no cause: {e:?}"))?;
+    if !want(cause) {
+        return Err(format!("unexpected cause {cause:?}"));
+    }
+    if !text.contains(&format!("fix: {}", cause.fix())) {
+        return Err(format!("the fix is not in the text: {text}"));
+    }
+    if format!("{e:?}").contains("Os {") {
+        return Err(format!("Debug shows a raw os error: {e:?}"));
+    }
+    Ok(cause.clone())
+}
+
+/// The cdev mode with the addressing of `group` (cdev for group, cdev-noiommu for
+/// group-noiommu), when offered.
+fn cdev_like(group: Mode) -> Option<Mode> {
+    let m = if group == Mode::GROUP {
+        Mode::CDEV
+    } else {
+        Mode::CDEV_NOIOMMU
+    };
+    vfio_tests::offered(m).then_some(m)
+}
+
+fn nonviable() -> Result<(PciAddress, u32), String> {
+    let addr = device_from_env("VFIO_TEST_EDU_NONVIABLE").map_err(|why| {
+        format!("{why}: the non-viable group (an edu next to a virtio device on its host driver) exists only on intel-iommu boots")
+    })?;
+    let group = Sysfs::default().iommu_group(&addr).map_err(|e| e.to_string())?;
+    Ok((addr, group))
+}
+
+fn names_the_virtio_blocker(group: u32) -> impl Fn(&Finding) -> bool {
+    move |f| {
+        matches!(f, Finding::GroupNotViable { group: g, blockers }
+            if *g == group && blockers.iter().any(|(_, d)| d == "virtio-pci"))
+    }
+}
+
+/// Group mode on the non-viable group: EPERM (from `VFIO_GROUP_SET_CONTAINER` on type1, from
+/// `VFIO_GROUP_GET_DEVICE_FD` in iommufd's compatibility container) with `GroupNotViable`
+/// naming the virtio device and its driver.
+fn not_viable_group_mode() -> TestResult {
+    let (addr, group) = match nonviable() {
+        Ok(v) => v,
+        Err(why) => return skip(why),
+    };
+    let e = refused(Mode::GROUP, &addr)?;
+    check(&e, Some(Errno::PERM), names_the_virtio_blocker(group))?;
+    ensure!(e.to_string().contains("lsvfio bind"), "{e}");
+    // Nothing is held: the group node opens again.
+    drop(vfio_group::Group::open(Sysfs::default().dev_dir(), group, false)?);
+    Ok(Outcome::Pass)
+}
+
+/// cdev mode on the non-viable group: `VFIO_DEVICE_BIND_IOMMUFD` EPERM, with the same cause
+/// group mode gives.
+fn not_viable_cdev_mode() -> TestResult {
+    let (addr, group) = match nonviable() {
+        Ok(v) => v,
+        Err(why) => return skip(why),
+    };
+    if !vfio_tests::offered(Mode::CDEV) {
+        return skip("cdev mode is not offered by this kernel");
+    }
+    let e = refused(Mode::CDEV, &addr)?;
+    check(&e, Some(Errno::PERM), names_the_virtio_blocker(group))?;
+    Ok(Outcome::Pass)
+}
+
+/// The `allow_unsafe_interrupts` parameters, turned off until dropped (then given back).
+struct UnsafeInterruptsOff(Vec<(PathBuf, String)>);
+
+impl UnsafeInterruptsOff {
+    fn new() -> Result<Self, String> {
+        let saved: Vec<(PathBuf, String)> = ["vfio_iommu_type1", "iommufd"]
+            .iter()
+            .map(|m| PathBuf::from(format!("/sys/module/{m}/parameters/allow_unsafe_interrupts")))
+            .filter_map(|p| Some((p.clone(), std::fs::read_to_string(&p).ok()?.trim().to_string())))
+            .collect();
+        if !saved.iter().any(|(_, v)| v == "Y") {
+            return Err(format!(
+                "unsafe interrupts are not allowed here ({saved:?}): the IOMMU remaps interrupts, or \
+                 there is none (only the virtio-iommu boots lack remapping and allow them)"
+            ));
+        }
+        let off = UnsafeInterruptsOff(saved);
+        for (p, v) in &off.0 {
+            if v == "Y" {
+                std::fs::write(p, "0").map_err(|e| format!("cannot write 0 to {}: {e}", p.display()))?;
+            }
+        }
+        Ok(off)
+    }
+}
+
+impl Drop for UnsafeInterruptsOff {
+    fn drop(&mut self) {
+        for (p, v) in &self.0 {
+            if let Err(e) = std::fs::write(p, v) {
+                println!("    could not restore {} to {v}: {e}", p.display());
+            }
+        }
+    }
+}
+
+/// Without interrupt remapping and with `allow_unsafe_interrupts` off: EPERM with
+/// `NoInterruptRemapping`, whose fix names the parameter of the backend in use.
+fn no_remapping(mode: Mode) -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_EDU") {
+        Ok(a) => a,
+        Err(why) => return skip(why),
+    };
+    if !vfio_tests::offered(mode) {
+        return skip(format!("{mode} mode is not offered by this kernel"));
+    }
+    let off = match UnsafeInterruptsOff::new() {
+        Ok(o) => o,
+        Err(why) => return skip(why),
+    };
+    let e = refused(mode, &addr);
+    drop(off);
+    let e = e?;
+    let f = check(&e, Some(Errno::PERM), |f| {
+        matches!(
+            f,
+            Finding::NoInterruptRemapping {
+                iommufd_allowed: Some(false),
+                ..
+            }
+        )
+    })?;
+    let param = if mode == Mode::GROUP && variant() != "b" {
+        "vfio_iommu_type1.allow_unsafe_interrupts=1"
+    } else {
+        "iommufd.allow_unsafe_interrupts=1"
+    };
+    ensure!(f.fix().contains(param), "{param} not in {}", f.fix());
+    // Back on: the open works again.
+    drop(vfio_tests::new_container(mode)?.assign_device(&addr)?);
+    Ok(Outcome::Pass)
+}
+
+fn no_remapping_group_mode() -> TestResult {
+    no_remapping(Mode::GROUP)
+}
+
+fn no_remapping_cdev_mode() -> TestResult {
+    no_remapping(Mode::CDEV)
+}
+
+/// Runs `hold` in a forked child, which keeps what it opened until `check` (run in this
+/// process with the child's pid) returns; then the child exits and is waited for.
+fn while_child_holds(
+    hold: impl FnOnce() -> Result<Box<dyn std::any::Any>, Box<dyn std::error::Error>>,
+    check: impl FnOnce(u32) -> TestResult,
+) -> TestResult {
+    let (mut parent, mut child) = UnixStream::pair()?;
+    let in_child = move || -> Result<(), Box<dyn std::error::Error>> {
+        let held = hold();
+        let ok = held.is_ok();
+        let _ = child.write_all(if ok { b"1" } else { b"0" });
+        let held = held?;
+        let mut b = [0u8; 1];
+        let _ = child.read(&mut b);
+        drop(held);
+        Ok(())
+    };
+    // SAFETY: the test binary is single-threaded; the child opens a device and waits.
+    let pid = unsafe { vfio_tests::fork_child(in_child) }?;
+    let mut b = [0u8; 1];
+    parent.read_exact(&mut b)?;
+    let r = if b[0] == b'1' {
+        check(pid as u32)
+    } else {
+        Err("the child could not open the device".into())
+    };
+    parent.write_all(b"x")?;
+    drop(parent);
+    vfio_tests::wait_child(pid)?;
+    r
+}
+
+/// `Busy` naming the child.
+fn busy_by(pid: u32) -> impl Fn(&Finding) -> bool {
+    move |f| matches!(f, Finding::Busy { holder: Some(h), .. } if h.pid == pid)
+}
+
+/// A group held by another process: opening it in group mode fails with EBUSY naming that
+/// process, binding the device's cdev fails with EBUSY naming it too, and the doctor (library
+/// and `lsvfio doctor`) names it.
+fn busy_group_names_the_holder() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_EDU") {
+        Ok(a) => a,
+        Err(why) => return skip(why),
+    };
+    let mode = match vfio_tests::group_mode() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    while_child_holds(
+        move || {
+            let c = vfio_tests::new_container(mode)?;
+            let d = c.assign_device(&addr)?;
+            Ok(Box::new((d, c)))
+        },
+        |pid| {
+            let e = refused(mode, &addr)?;
+            let f = check(&e, Some(Errno::BUSY), busy_by(pid))?;
+            ensure!(e.to_string().contains(&pid.to_string()), "{e}");
+            println!("    cause: {f:?}");
+            if let Some(cdev) = cdev_like(mode) {
+                let e = refused(cdev, &addr)?;
+                check(&e, Some(Errno::BUSY), busy_by(pid))?;
+            }
+            // The doctor names the holder too, and says the device is blocked.
+            let r = doctor::diagnose(&Sysfs::default(), &[addr])?;
+            let d = r.device(&addr).ok_or("not in the report")?;
+            ensure!(d.findings.iter().any(busy_by(pid)), "{:?}", d.findings);
+            ensure!(d.blocked(&r.machine), "not blocked: {:?}", d.findings);
+            let explained = doctor::explain(&Sysfs::default(), &addr, &e)?;
+            ensure!(explained.iter().any(busy_by(pid)), "{explained:?}");
+            let lsvfio = std::path::Path::new("/examples/lsvfio");
+            if lsvfio.exists() {
+                let out = std::process::Command::new(lsvfio)
+                    .args(["doctor", &addr.to_string()])
+                    .output()?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                ensure!(
+                    out.status.code() == Some(1) && text.contains(&format!("process {pid}")),
+                    "lsvfio doctor ({:?}) does not name {pid}: {text}",
+                    out.status
+                );
+            }
+            Ok(Outcome::Pass)
+        },
+    )
+}
+
+/// A device bound through its cdev in another process: the bind here fails (EINVAL: a cdev
+/// binds once) with `Busy` naming that process.
+fn busy_cdev_names_the_holder() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_EDU") {
+        Ok(a) => a,
+        Err(why) => return skip(why),
+    };
+    let mode = match [Mode::CDEV, Mode::CDEV_NOIOMMU]
+        .into_iter()
+        .find(|m| vfio_tests::offered(*m))
+    {
+        Some(m) => m,
+        None => return skip("cdev mode is not offered by this kernel"),
+    };
+    while_child_holds(
+        move || {
+            let c = vfio_tests::new_container(mode)?;
+            let d = c.assign_device(&addr)?;
+            Ok(Box::new((d, c)))
+        },
+        |pid| {
+            let e = refused(mode, &addr)?;
+            let errno = e.errno();
+            ensure!(
+                matches!(errno, Some(Errno::INVAL | Errno::BUSY)),
+                "errno {errno:?}: {e}"
+            );
+            check(&e, errno, busy_by(pid))?;
+            Ok(Outcome::Pass)
+        },
+    )
+}
+
+/// User nobody: the group node (group mode) and the cdev or `/dev/iommu` (cdev mode) are root's
+/// alone: EACCES (or EPERM) with `NodeNotAccessible` naming the node, whose fix says how to
+/// give access.
+fn node_not_accessible_as_nobody() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_EDU") {
+        Ok(a) => a,
+        Err(why) => return skip(why),
+    };
+    let mut modes = Vec::new();
+    if let Ok(m) = vfio_tests::group_mode() {
+        modes.push(m);
+        modes.extend(cdev_like(m));
+    }
+    if modes.is_empty() {
+        return skip("no mode is offered");
+    }
+    let child = move || -> Result<(), Box<dyn std::error::Error>> {
+        // SAFETY: plain syscalls in the forked child.
+        let dropped = unsafe {
+            libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(65534) == 0 && libc::setuid(65534) == 0
+        };
+        if !dropped {
+            return Err("cannot become nobody".into());
+        }
+        for mode in modes {
+            let e = match vfio_tests::new_container(mode) {
+                // /dev/iommu (or /dev/vfio/vfio) itself may be root's.
+                Err(e) => e,
+                Ok(c) => match c.assign_device(&addr) {
+                    Ok(_) => return Err(format!("{mode}: nobody opened {addr}").into()),
+                    Err(e) => e,
+                },
+            };
+            let errno = e.errno();
+            let f = check(
+                &e,
+                errno,
+                |f| matches!(f, Finding::NodeNotAccessible { errno: en, .. } if Some(*en) == errno),
+            )?;
+            if !matches!(errno, Some(Errno::ACCESS | Errno::PERM)) {
+                return Err(format!("{mode}: errno {errno:?}").into());
+            }
+            if !f.fix().contains("udev") {
+                return Err(f.fix().into());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the test binary is single-threaded; the child drops to nobody and opens nodes.
+    let pid = unsafe { vfio_tests::fork_child(child) }?;
+    vfio_tests::wait_child(pid)?;
+    Ok(Outcome::Pass)
+}
+
+/// A cdev node that is not the device sysfs names (a stale or hand-made node: here a /dev tree
+/// whose `vfio/devices/vfioN` is `/dev/null`'s 1:3): refused before use with `CdevMismatch`.
+fn cdev_node_that_does_not_match_sysfs() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_EDU") {
+        Ok(a) => a,
+        Err(why) => return skip(why),
+    };
+    let real = Sysfs::default();
+    let node = match real.vfio_cdev(&addr) {
+        Ok(n) => n,
+        Err(e) => return skip(format!("no VFIO cdev here: {e}")),
+    };
+    let dev = std::env::temp_dir().join(format!("refusals-dev-{}", std::process::id()));
+    let rel = node.path.strip_prefix(real.dev_dir()).map_err(|e| e.to_string())?;
+    let fake = dev.join(rel);
+    std::fs::create_dir_all(fake.parent().ok_or("no parent")?)?;
+    let c = std::ffi::CString::new(fake.as_os_str().as_encoded_bytes())?;
+    // SAFETY: mknod with a NUL-terminated path that outlives the call.
+    let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
+    let r = if made != 0 {
+        Err(format!("mknod {}: {}", fake.display(), std::io::Error::last_os_error()))
+    } else {
+        let sysfs = Sysfs::at(real.root(), &dev);
+        match vfio_cdev::UnboundDevice::open(&sysfs, &addr) {
+            Ok(_) => Err("a node that is /dev/null opened as the device".to_string()),
+            Err(e) => check(&e, None, |f| {
+                matches!(f, Finding::CdevMismatch { path, expected, found: Some((1, 3)) }
+                    if *path == fake && *expected == (node.major, node.minor))
+            })
+            .map(|_| ()),
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dev);
+    r?;
+    Ok(Outcome::Pass)
+}
+
+fn main() -> ExitCode {
+    vfio_tests::run(&[
+        ("not_viable_group_mode", not_viable_group_mode),
+        ("not_viable_cdev_mode", not_viable_cdev_mode),
+        ("no_remapping_group_mode", no_remapping_group_mode),
+        ("no_remapping_cdev_mode", no_remapping_cdev_mode),
+        ("busy_group_names_the_holder", busy_group_names_the_holder),
+        ("busy_cdev_names_the_holder", busy_cdev_names_the_holder),
+        ("node_not_accessible_as_nobody", node_not_accessible_as_nobody),
+        (
+            "cdev_node_that_does_not_match_sysfs",
+            cdev_node_that_does_not_match_sysfs,
+        ),
+    ])
+}
