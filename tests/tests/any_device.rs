@@ -458,8 +458,13 @@ fn capability_walks_stay_inside_config_space() -> TestResult {
                 let ctrl = u16_at(&raw, at + 2);
                 let (table, pba) = (u32_at(&raw, at + 4), u32_at(&raw, at + 8));
                 ensure!(
-                    (u32::from(ctrl & 0x7ff) + 1, table & 7, table & !7, pba & 7, pba & !7)
-                        == (m.table_size, m.table_bar, m.table_offset, m.pba_bar, m.pba_offset),
+                    (
+                        u32::from(ctrl & 0x7ff) + 1,
+                        table & 7,
+                        u64::from(table & !7),
+                        pba & 7,
+                        u64::from(pba & !7),
+                    ) == (m.table_size, m.table_bar, m.table_offset, m.pba_bar, m.pba_offset),
                     "MSI-X through VFIO {m:?}, device ctrl {ctrl:#x} table {table:#x} PBA {pba:#x}"
                 );
             }

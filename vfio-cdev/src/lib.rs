@@ -76,5 +76,13 @@ use vfio_core::ioctl::{Errno, Request};
 #[cold]
 #[inline(never)]
 pub(crate) fn refused<R: Request>(target: impl FnOnce() -> String, errno: Errno) -> vfio_core::Error {
-    vfio_core::ioctl::kernel_error::<R>(target(), errno)
+    use vfio_core::dma::refusal::{MapBackend, explain_map_refusal};
+    use vfio_core::ioctl::requests as req;
+    let err = vfio_core::ioctl::kernel_error::<R>(target(), errno);
+    // A refused map: RLIMIT_MEMLOCK (ENOMEM) is the cause the library can find out.
+    if [req::IoasMap::NAME, req::IoasMapFile::NAME, req::IoasCopy::NAME].contains(&R::NAME) {
+        explain_map_refusal(err, MapBackend::Iommufd, &vfio_core::Sysfs::default())
+    } else {
+        err
+    }
 }

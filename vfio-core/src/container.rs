@@ -226,6 +226,17 @@ pub trait Container: Send + Sync {
             format!("this container ({}) cannot map device memory", self.mode()),
         ))
     }
+
+    /// How many more DMA mappings the container accepts, where the kernel caps them: the type1
+    /// driver's `VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL` capability of `VFIO_IOMMU_GET_INFO` (Linux >=
+    /// 5.10; `vfio_iommu_type1.dma_entry_limit`, 65,535 by default, less the mappings made).
+    /// `None` where nothing caps them (iommufd, its compat container, no-IOMMU containers) or
+    /// the kernel does not say. [`DmaPool`](crate::DmaPool) reads it to keep within the limit.
+    /// Errors: those of the query (EINVAL before a group joined a type1 container).
+    #[doc(alias = "VFIO_IOMMU_GET_INFO", alias = "VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL")]
+    fn dma_avail(&self) -> Result<Option<u32>> {
+        Ok(None)
+    }
 }
 
 /// Options of [`Container::assign_device_with`]; `AssignOptions::default()` is what

@@ -52,6 +52,7 @@ pub use device::{
 };
 pub use device::{DirtyBitmap, DmaLogRange, DmaLogging, MAX_LOG_RANGES};
 pub use device::{DmaBuf, DmaBufMapping, DmabufId, DrmPlaneType, GfxPlane, PlaneKind, PlaneSource};
+pub use dma::PoolBuffer;
 pub use dma::{
     Backing, DmaAccess, DmaBuffer, DmaHandle, DmaMapping, DmaPool, IovaAllocator, IovaCache, OwnedDmaMapping,
     SharedContainer, page_size,

@@ -970,6 +970,18 @@ impl vfio_core::Container for Container {
         // SAFETY: forwarded to the caller.
         unsafe { self.map_peer_mmio(region, offset, len, iova, access) }
     }
+
+    /// [`IommuInfo::dma_avail`] (`VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL`, type1 driver, Linux >=
+    /// 5.10); `None` without an IOMMU, and on iommufd's compat container, which has no mapping
+    /// limit and reports `u32::MAX` (`iommufd_fill_cap_dma_avail`; a type1 `dma_entry_limit` of
+    /// `u32::MAX` is no limit either).
+    #[doc(alias = "VFIO_IOMMU_GET_INFO", alias = "VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL")]
+    fn dma_avail(&self) -> Result<Option<u32>> {
+        if self.is_noiommu() {
+            return Ok(None);
+        }
+        Ok(self.info()?.dma_avail.filter(|&a| a != u32::MAX))
+    }
 }
 
 impl Container {

@@ -27,6 +27,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use iommufd_sys as iosys;
+use vfio_core::dma::refusal::{MapBackend, explain_map_refusal};
 use vfio_core::ioctl::{self, Request, kind, requests as req};
 use vfio_core::{DmaAccess, DmaBuffer, Errno, Error, Result, Sysfs};
 use vfio_sys as sys;
@@ -334,7 +335,15 @@ impl Container {
     #[cold]
     #[inline(never)]
     fn dma_error<R: Request>(&self, iova: u64, size: u64, errno: Errno) -> Error {
-        ioctl::kernel_error::<R>(self.dma_target(iova, size), errno)
+        let err = ioctl::kernel_error::<R>(self.dma_target(iova, size), errno);
+        // A refused map: type1's mapping limit (ENOSPC), RLIMIT_MEMLOCK (ENOMEM).
+        // (By name: VFIO reuses request numbers between fd kinds.)
+        let backend = match R::NAME {
+            n if n == req::IommuMapDma::NAME => MapBackend::Container,
+            n if n == req::IoasMapFile::NAME => MapBackend::Iommufd,
+            _ => return err,
+        };
+        explain_map_refusal(err, backend, &self.sysfs)
     }
 }
 

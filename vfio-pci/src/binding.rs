@@ -4,8 +4,9 @@
 use vfio_core::{PciAddress, Result, Sysfs};
 
 /// A function bound to vfio-pci by this process. With `give_back`, dropping it unbinds the
-/// function from vfio-pci and rebinds its previous driver (errors on drop are ignored: call
-/// [`VfioPciBinding::release`] to see them).
+/// function from vfio-pci and rebinds its previous driver (errors on drop are logged, warn, target
+/// `vfio`: call [`VfioPciBinding::release`] to get them). A failed bind changes nothing
+/// ([`Sysfs::bind_vfio_pci`] undoes it).
 #[derive(Debug)]
 pub struct VfioPciBinding {
     sysfs: Sysfs,
@@ -44,7 +45,9 @@ impl VfioPciBinding {
 impl Drop for VfioPciBinding {
     fn drop(&mut self) {
         if self.give_back {
-            let _ = self.sysfs.restore_driver(&self.address, self.previous.as_deref());
+            if let Err(e) = self.sysfs.restore_driver(&self.address, self.previous.as_deref()) {
+                log::warn!(target: "vfio", "{}: giving the function back to {:?} failed on drop: {e}", self.address, self.previous);
+            }
         }
     }
 }

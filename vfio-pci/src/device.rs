@@ -3,9 +3,7 @@
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use vfio_core::{
-    AssignOptions, Container, Device, Error, IrqSet, Mode, PciAddress, RegionInfo, Result, SriovVfs,
-};
+use vfio_core::{AssignOptions, Container, Device, Error, IrqSet, Mode, PciAddress, RegionInfo, Result, SriovVfs};
 use vfio_sys as sys;
 
 use crate::config::{Command, Status, offset};

@@ -6,10 +6,19 @@ use std::collections::BTreeMap;
 use crate::{Error, IovaRange, Result};
 
 /// Hands out aligned IOVA ranges from a set of allowed ranges; freed ranges are reused.
+///
+/// Each range handed out usually becomes one mapping, and the type1 driver caps a container's
+/// mappings (`vfio_iommu_type1.dma_entry_limit`, 65,535 by default; what is left is
+/// [`Container::dma_avail`](crate::Container::dma_avail)): [`IovaAllocator::set_max_allocations`]
+/// makes the allocator refuse past such a count, before the kernel would (ENOSPC).
 #[derive(Debug, Clone)]
 pub struct IovaAllocator {
     /// Free ranges: start -> last (inclusive), never overlapping or adjacent.
     free: BTreeMap<u64, u64>,
+    /// Ranges handed out and not freed (one per `alloc`, less one per `free`).
+    allocations: usize,
+    /// At most this many live allocations, when set.
+    max_allocations: Option<usize>,
 }
 
 impl IovaAllocator {
@@ -23,7 +32,11 @@ impl IovaAllocator {
             .filter(|(start, last)| start <= last)
             .collect();
         sorted.sort_unstable();
-        let mut a = IovaAllocator { free: BTreeMap::new() };
+        let mut a = IovaAllocator {
+            free: BTreeMap::new(),
+            allocations: 0,
+            max_allocations: None,
+        };
         for (start, last) in sorted {
             // Sorted by start: a range overlapping or adjacent to one already in extends it.
             match a.free.last_key_value().map(|(&s, &l)| (s, l)) {
@@ -38,9 +51,28 @@ impl IovaAllocator {
         a
     }
 
+    /// Caps the live allocations at `max` (`None`: no cap), e.g. at the mappings a type1
+    /// container has left ([`Container::dma_avail`](crate::Container::dma_avail)) plus those
+    /// already counted here, when every range becomes one mapping. Lowering it below the live
+    /// count frees nothing; it only refuses further allocations.
+    pub fn set_max_allocations(&mut self, max: Option<usize>) {
+        self.max_allocations = max;
+    }
+
+    /// The cap set by [`IovaAllocator::set_max_allocations`].
+    pub fn max_allocations(&self) -> Option<usize> {
+        self.max_allocations
+    }
+
+    /// How many ranges are handed out and not freed.
+    pub fn allocations(&self) -> usize {
+        self.allocations
+    }
+
     /// Allocates `size` bytes aligned to `align` (a power of two), lowest address first.
-    /// Errors: InvalidArgument for a zero size or a bad alignment; Unsupported (naming the
-    /// size) when no free range fits.
+    /// Errors: InvalidArgument for a zero size or a bad alignment, when no free range fits
+    /// (naming the size), and when [`IovaAllocator::max_allocations`] ranges are live already
+    /// (naming the cap and type1's `dma_entry_limit`).
     pub fn alloc(&mut self, size: u64, align: u64) -> Result<u64> {
         if size == 0 || !align.is_power_of_two() {
             return Err(Error::invalid(
@@ -48,6 +80,9 @@ impl IovaAllocator {
                 "IOVA allocator",
                 format!("size {size:#x}, alignment {align:#x}"),
             ));
+        }
+        if self.max_allocations.is_some_and(|max| self.allocations >= max) {
+            return Err(self.cap_reached());
         }
         let found = self.free.iter().find_map(|(&start, &last)| {
             let base = start.checked_add(align - 1)? & !(align - 1);
@@ -68,7 +103,23 @@ impl IovaAllocator {
         if end < last {
             self.free.insert(end + 1, last);
         }
+        self.allocations += 1;
         Ok(base)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn cap_reached(&self) -> Error {
+        Error::invalid(
+            "allocate IOVA",
+            "IOVA allocator",
+            format!(
+                "{} ranges are live, the most the container has mappings for (type1's \
+                 vfio_iommu_type1.dma_entry_limit caps a container's mappings): free some, \
+                 coalesce buffers into fewer mappings (DmaPool), or raise the limit",
+                self.allocations
+            ),
+        )
     }
 
     /// Returns `[iova, iova + size)` to the free set. Errors: InvalidArgument when any of it is
@@ -91,6 +142,7 @@ impl IovaAllocator {
             ));
         }
         self.insert_free(iova, last);
+        self.allocations = self.allocations.saturating_sub(1);
         Ok(())
     }
 
@@ -227,6 +279,23 @@ mod tests {
             IovaRange { start: 5, last: 9 },
         ]);
         assert_eq!(full.free_bytes(), u64::MAX);
+    }
+
+    #[test]
+    fn counts_allocations_and_honours_the_mapping_cap() {
+        let mut a = IovaAllocator::new(&ranges());
+        a.set_max_allocations(Some(2));
+        let x = a.alloc(0x1000, 0x1000).unwrap();
+        let _y = a.alloc(0x1000, 0x1000).unwrap();
+        assert_eq!(a.allocations(), 2);
+        let e = a.alloc(0x1000, 0x1000).unwrap_err().to_string();
+        assert!(e.contains("dma_entry_limit") && e.contains("2 ranges"), "{e}");
+        a.free(x, 0x1000).unwrap();
+        assert_eq!(a.allocations(), 1);
+        assert_eq!(a.alloc(0x1000, 0x1000).unwrap(), x);
+        a.set_max_allocations(None);
+        a.alloc(0x1000, 0x1000).unwrap();
+        assert_eq!(a.allocations(), 3);
     }
 
     /// A pointer that is only an address (the cache never dereferences), without an

@@ -66,13 +66,14 @@ mod owned;
 pub mod pagemap;
 mod peer;
 mod pool;
+pub mod refusal;
 
 pub use buffer::{Backing, DmaBuffer, page_size};
 pub use iova::{IovaAllocator, IovaCache};
 pub use mapping::{DmaAccess, DmaMapping};
 pub use owned::{OwnedDmaMapping, SharedContainer};
 pub use peer::{PeerMapping, PeerRoute};
-pub use pool::{DmaHandle, DmaPool};
+pub use pool::{DmaHandle, DmaPool, PoolBuffer};
 
 use crate::{Error, Result};
 

@@ -73,16 +73,27 @@ impl SriovVfs {
             ));
         }
         pf.set_vf_token(token)?;
-        sysfs.set_sriov_numvfs(pf_addr, count).map_err(|e| match e.errno() {
-            Some(Errno::NOENT) => Error::unsupported(
-                "SR-IOV through vfio-pci",
-                pf_addr,
-                "vfio-pci refuses to enable VFs (ENOENT from sriov_numvfs) unless its module parameter \
+        sysfs
+            .set_sriov_numvfs(pf_addr, count)
+            .inspect_err(|_| {
+                // A refused write should leave no VF behind (the PCI core disables what the driver
+                // enabled); make sure of it.
+                if sysfs.sriov_numvfs(pf_addr).is_ok_and(|n| n.is_some_and(|n| n != 0)) {
+                    if let Err(u) = sysfs.set_sriov_numvfs(pf_addr, 0) {
+                        log::warn!(target: "vfio", "{pf_addr}: disabling the VFs of a failed enable failed too: {u}");
+                    }
+                }
+            })
+            .map_err(|e| match e.errno() {
+                Some(Errno::NOENT) => Error::unsupported(
+                    "SR-IOV through vfio-pci",
+                    pf_addr,
+                    "vfio-pci refuses to enable VFs (ENOENT from sriov_numvfs) unless its module parameter \
                  enable_sriov is set: boot with vfio_pci.enable_sriov=1, or write 1 to \
                  /sys/module/vfio_pci/parameters/enable_sriov",
-            ),
-            _ => e,
-        })?;
+                ),
+                _ => e,
+            })?;
         let mut vfs = Self {
             sysfs: sysfs.clone(),
             pf_addr: *pf_addr,

@@ -310,26 +310,75 @@ impl Sysfs {
 
     /// Binds the function to vfio-pci through `driver_override`: unbinds it from its current
     /// driver and asks the PCI core to probe it again. Returns the driver it had, to give it
-    /// back later with [`Sysfs::restore_driver`]. Needs root; errors name the sysfs file and errno.
+    /// back later with [`Sysfs::restore_driver`]. Needs root; errors name the sysfs file and
+    /// errno, or (InvalidArgument) the driver the function has after the probe when vfio-pci
+    /// would not take it (vfio-pci refuses bridges and other functions without a normal
+    /// header). A failed bind is undone: `driver_override` gets its old value back and the
+    /// function its old driver (an undo that fails too is logged, warn, target `vfio`).
     pub fn bind_vfio_pci(&self, addr: &PciAddress) -> Result<Option<String>> {
         let previous = self.driver(addr)?;
         if previous.as_deref() == Some("vfio-pci") {
             return Ok(previous);
         }
+        let old_override = self.driver_override(addr)?;
         let dir = self.pci_device_dir(addr);
         self.write_attr(&dir.join("driver_override"), "vfio-pci")?;
-        if previous.is_some() {
-            self.write_attr(&dir.join("driver/unbind"), &addr.to_string())?;
+        let bind = || -> Result<()> {
+            if previous.is_some() {
+                self.write_attr(&dir.join("driver/unbind"), &addr.to_string())?;
+            }
+            self.write_attr(&self.root.join("bus/pci/drivers_probe"), &addr.to_string())?;
+            match self.driver(addr)?.as_deref() {
+                Some("vfio-pci") => Ok(()),
+                other => Err(Error::invalid(
+                    "bind to vfio-pci",
+                    addr,
+                    format!("after probing, the driver is {other:?} (vfio-pci did not take the function)"),
+                )),
+            }
+        };
+        match bind() {
+            Ok(()) => Ok(previous),
+            Err(e) => Err(self.undo_bind(addr, old_override.as_deref(), previous.as_deref(), e)),
         }
-        self.write_attr(&self.root.join("bus/pci/drivers_probe"), &addr.to_string())?;
-        match self.driver(addr)?.as_deref() {
-            Some("vfio-pci") => Ok(previous),
-            other => Err(Error::invalid(
-                "bind to vfio-pci",
-                addr,
-                format!("after probing, the driver is {other:?}"),
-            )),
+    }
+
+    /// Undoes a failed [`Sysfs::bind_vfio_pci`]: unbinds whatever driver took the function
+    /// meanwhile, writes back the old `driver_override` and binds the old driver. Returns `err`.
+    #[cold]
+    #[inline(never)]
+    fn undo_bind(&self, addr: &PciAddress, old_override: Option<&str>, previous: Option<&str>, err: Error) -> Error {
+        let dir = self.pci_device_dir(addr);
+        let undo = || -> Result<()> {
+            let now = self.driver(addr)?;
+            if now.is_some() && now.as_deref() != previous {
+                self.write_attr(&dir.join("driver/unbind"), &addr.to_string())?;
+            }
+            self.write_attr(&dir.join("driver_override"), old_override.unwrap_or("\n"))?;
+            if let Some(prev) = previous {
+                if self.driver(addr)?.as_deref() != Some(prev) {
+                    self.write_attr(
+                        &self.root.join("bus/pci/drivers").join(prev).join("bind"),
+                        &addr.to_string(),
+                    )?;
+                }
+            }
+            Ok(())
+        };
+        if let Err(u) = undo() {
+            log::warn!(target: "vfio", "{addr}: undoing the failed bind to vfio-pci failed too, sysfs is left changed: {u}");
         }
+        err
+    }
+
+    /// The function's `driver_override` (the one driver the PCI core lets bind it), or `None`
+    /// when none is set (the kernel shows `(null)`). Errors: Path naming the file (ENOENT on
+    /// kernels before 3.16, which have none).
+    pub fn driver_override(&self, addr: &PciAddress) -> Result<Option<String>> {
+        let path = self.pci_device_dir(addr).join("driver_override");
+        let text = fs::read_to_string(&path).map_err(|e| Error::path("read", path, e))?;
+        let t = text.trim();
+        Ok((!t.is_empty() && t != "(null)").then(|| t.to_owned()))
     }
 
     /// Gives the function back: unbinds it from its driver, clears `driver_override` and binds
