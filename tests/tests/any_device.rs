@@ -477,7 +477,7 @@ fn capability_walks_stay_inside_config_space() -> TestResult {
                     .ok_or_else(|| format!("MSI-X {what} in unimplemented BAR{bar}"))?;
                 ensure!(info.kind != BarKind::Io, "MSI-X {what} in I/O BAR{bar}");
                 ensure!(
-                    u64::from(start) + len <= info.size,
+                    start + len <= info.size,
                     "MSI-X {what} [{start:#x}, +{len:#x}) past BAR{bar}'s {:#x} bytes",
                     info.size
                 );
@@ -540,17 +540,17 @@ fn bar_mmap_and_msix_table_reads() -> TestResult {
             }
             let table = dev.bar(m.table_bar)?;
             for v in 0..u64::from(m.table_size) {
-                table.read32(u64::from(m.table_offset) + 16 * v + 12)?;
+                table.read32(m.table_offset + 16 * v + 12)?;
             }
             let pba = dev.bar(m.pba_bar)?;
             for q in 0..u64::from(m.table_size.div_ceil(64)) {
-                pba.read32(u64::from(m.pba_offset) + 8 * q)?;
-                pba.read32(u64::from(m.pba_offset) + 8 * q + 4)?;
+                pba.read32(m.pba_offset + 8 * q)?;
+                pba.read32(m.pba_offset + 8 * q + 4)?;
             }
             said.push(format!(
                 "MSI-X table ({} vectors, {}) and PBA read",
                 m.table_size,
-                if table.is_mapped(u64::from(m.table_offset), 16) {
+                if table.is_mapped(m.table_offset, 16) {
                     "mmap"
                 } else {
                     "pread"
@@ -696,7 +696,7 @@ fn msi_and_msix_enable_and_disable() -> TestResult {
         let msi = dev.device().irq_info(vfio_pci::MSI_IRQ)?.count;
         if msi > 0 {
             let fd = EventFd::new()?;
-            dev.enable_msi(&[&fd])?;
+            dev.enable_msi([&fd])?;
             dev.device().set_irqs(&IrqSet::trigger(vfio_pci::MSI_IRQ, 0, 1))?;
             ensure!(
                 fd.wait_timeout(wait)?.is_some(),
@@ -713,7 +713,7 @@ fn msi_and_msix_enable_and_disable() -> TestResult {
         if msix > 0 {
             let n = msix.min(4);
             let fds: Vec<EventFd> = (0..n).map(|_| EventFd::new()).collect::<Result<_, _>>()?;
-            dev.enable_msix(&fds.iter().collect::<Vec<_>>())?;
+            dev.enable_msix(fds.iter().collect::<Vec<_>>())?;
             let cap = dev.msix_cap()?.ok_or("MSI-X vectors without an MSI-X capability")?;
             ensure!(cap.enabled, "MSI-X reads disabled after enabling {n} vectors");
             dev.device().set_irqs(&IrqSet::trigger(vfio_pci::MSIX_IRQ, n - 1, 1))?;
@@ -794,9 +794,9 @@ fn hold_and_drop(addr: &PciAddress, mode: Mode, container_first: bool) -> Res<()
         .collect::<Result<Vec<_>, _>>()?;
     let irq = EventFd::new()?;
     if dev.device().irq_info(vfio_pci::MSIX_IRQ)?.count > 0 {
-        dev.enable_msix(&[&irq])?;
+        dev.enable_msix([&irq])?;
     } else if dev.device().irq_info(vfio_pci::MSI_IRQ)?.count > 0 {
-        dev.enable_msi(&[&irq])?;
+        dev.enable_msi([&irq])?;
     }
     let mut iovas = IovaAllocator::new(&container.iova_ranges()?);
     let page = vfio_core::page_size() as u64;

@@ -204,7 +204,7 @@ fn pool_serves_more_buffers_than_the_limit() -> TestResult {
     // The device reaches them: copy buffer 7's pattern to the device and back into buffer 993.
     dev.enable_bus_master()?;
     let irq = EventFd::new()?;
-    dev.enable_msi(&[&irq])?;
+    dev.enable_msi([&irq])?;
     let edu = Edu::new(dev)?;
     let (src, dst) = (handles[7], handles[N - 7]);
     edu.dma(Direction::ToDevice, pool.device_addr(src, 0x100)?, 16, &irq)?;
