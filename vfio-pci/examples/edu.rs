@@ -8,9 +8,7 @@
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-
-use vfio_core::{DmaAccess, DmaBuffer, DmaMapping, EventFd, Mode, PciAddress};
-use vfio_pci::PciDevice;
+use vfio_pci::{DmaAccess, DmaBuffer, DmaMapping, EventFd, Mode, PciAddress, PciDevice};
 
 mod common;
 
@@ -36,10 +34,10 @@ fn parse_args() -> Res<(Option<Mode>, PciAddress)> {
     let addr = addr
         .ok_or("no device: pass a PCI address or set VFIO_TEST_EDU")?
         .parse()?;
-    let modes = vfio_core::detect();
+    let modes = vfio_pci::detect();
     // Without an IOMMU the interface asked for still serves, with physical addresses.
     if let Some(m) = mode.filter(|m| !modes.offers(*m)) {
-        let physical = Mode::new(m.interface(), vfio_core::Addressing::Physical);
+        let physical = Mode::new(m.interface(), vfio_pci::Addressing::Physical);
         if modes.offers(physical) {
             mode = Some(physical);
         }
@@ -52,7 +50,7 @@ fn run() -> Res<String> {
     let t0 = Instant::now();
     let dev = match PciDevice::open(&addr, mode) {
         // Only a mode the kernel does not offer is a skip; any other refusal is a failure.
-        Err(e @ vfio_core::Error::Unsupported { .. }) if mode.is_some_and(|m| !vfio_core::detect().offers(m)) => {
+        Err(e @ vfio_pci::Error::Unsupported { .. }) if mode.is_some_and(|m| !vfio_pci::detect().offers(m)) => {
             return Err(ModeMissing(e).into());
         }
         r => r?,

@@ -10,9 +10,7 @@
 use std::process::ExitCode;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
-
-use vfio_core::{Container, DmaAccess, DmaHandle, DmaPool, EventFd, IovaRange, Mode, PciAddress};
-use vfio_pci::{Bar, PciDevice};
+use vfio_pci::{Bar, Container, DmaAccess, DmaHandle, DmaPool, EventFd, IovaRange, Mode, PciAddress, PciDevice};
 
 mod common;
 
@@ -81,10 +79,10 @@ fn parse_args() -> Res<Args> {
         .ok_or("no device: pass a PCI address or set VFIO_TEST_NVME")?
         .parse()?;
     let harness = from_env && std::env::var_os("VFIO_TEST_IOMMU").is_some();
-    let modes = vfio_core::detect();
+    let modes = vfio_pci::detect();
     // Without an IOMMU the interface asked for still serves, with physical addresses.
     if let Some(m) = mode.filter(|m| !modes.offers(*m)) {
-        let physical = Mode::new(m.interface(), vfio_core::Addressing::Physical);
+        let physical = Mode::new(m.interface(), vfio_pci::Addressing::Physical);
         if modes.offers(physical) {
             mode = Some(physical);
         }
@@ -307,7 +305,7 @@ fn run() -> Res<String> {
     let t0 = Instant::now();
     let dev = match PciDevice::open(&args.addr, args.mode) {
         // Only a mode the kernel does not offer is a skip; any other refusal is a failure.
-        Err(e @ vfio_core::Error::Unsupported { .. }) if args.mode.is_some_and(|m| !vfio_core::detect().offers(m)) => {
+        Err(e @ vfio_pci::Error::Unsupported { .. }) if args.mode.is_some_and(|m| !vfio_pci::detect().offers(m)) => {
             return Err(ModeMissing(e).into());
         }
         r => r?,
@@ -322,7 +320,7 @@ fn run() -> Res<String> {
     let container = vfio_pci::default_container(mode)?;
     // Start from a clean function: a function-level reset (VFIO_DEVICE_RESET), with the command
     // register put back. Whatever a previous user left behind is gone.
-    if dev.device().info()?.flags.contains(vfio_core::DeviceFlags::RESET) {
+    if dev.device().info()?.flags.contains(vfio_pci::DeviceFlags::RESET) {
         let t = Instant::now();
         dev.reset()?;
         println!("nvme: function reset in {:?}", t.elapsed());

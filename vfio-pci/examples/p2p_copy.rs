@@ -7,15 +7,13 @@
 //! Asking for `group` or `cdev` on a machine without an IOMMU uses that interface's no-IOMMU
 //! form; a mode the kernel does not offer exits with status 77, skipped.
 //!
-//! The route depends on the container ([`vfio_core::PeerMapping`]): iommufd (cdev mode, the
+//! The route depends on the container (`PeerMapping` (vfio-core)): iommufd (cdev mode, the
 //! compat container, no-IOMMU cdev) imports a dma-buf of the CMB range (Linux 6.19); the type1
 //! driver maps the BAR's mmap; a no-IOMMU group gives the device the BAR's physical address.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-
-use vfio_core::{DmaAccess, DmaBuffer, DmaMapping, EventFd, Mode, PciAddress, SharedContainer};
-use vfio_pci::{Command, PciDevice};
+use vfio_pci::{Command, DmaAccess, DmaBuffer, DmaMapping, EventFd, Mode, PciAddress, PciDevice, SharedContainer};
 
 mod common;
 
@@ -57,9 +55,9 @@ fn parse_args() -> Res<(Option<Mode>, PciAddress, PciAddress)> {
         .or_else(|| std::env::var("VFIO_TEST_NVME_CMB").ok())
         .ok_or("no nvme with a CMB: pass its PCI address or set VFIO_TEST_NVME_CMB")?
         .parse()?;
-    let modes = vfio_core::detect();
+    let modes = vfio_pci::detect();
     if let Some(m) = mode.filter(|m| !modes.offers(*m)) {
-        let physical = Mode::new(m.interface(), vfio_core::Addressing::Physical);
+        let physical = Mode::new(m.interface(), vfio_pci::Addressing::Physical);
         if modes.offers(physical) {
             mode = Some(physical);
         }
@@ -91,7 +89,7 @@ fn edu_dma(bar0: &vfio_pci::Bar, irq: &EventFd, from: u64, to: u64, cmd: u64) ->
 fn run() -> Res<String> {
     let (mode, edu_addr, cmb_addr) = parse_args()?;
     let edu = match PciDevice::open(&edu_addr, mode) {
-        Err(e @ vfio_core::Error::Unsupported { .. }) if mode.is_some_and(|m| !vfio_core::detect().offers(m)) => {
+        Err(e @ vfio_pci::Error::Unsupported { .. }) if mode.is_some_and(|m| !vfio_pci::detect().offers(m)) => {
             return Err(ModeMissing(e).into());
         }
         r => r?,

@@ -63,3 +63,6 @@ pub use vfio_core::{
     IovaRange, IrqFlags, IrqInfo, IrqSet, MappedRegion, OwnedDmaMapping, RegionInfo, Register, Result, SharedContainer,
     SriovVfs,
 };
+// ... and what a driver asks the machine and the pool: which modes it offers (`detect`,
+// `Modes`), device flags (reset), pool handles and views.
+pub use vfio_core::{DeviceFlags, DmaHandle, Modes, PoolBuffer, detect};

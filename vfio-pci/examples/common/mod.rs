@@ -13,7 +13,7 @@ const SKIPPED: u8 = 77;
 /// The open in the mode asked for failed with Unsupported: the kernel does not offer that mode
 /// (e.g. `--mode cdev` on Linux 6.1, which has no iommufd).
 #[derive(Debug)]
-pub struct ModeMissing(pub vfio_core::Error);
+pub struct ModeMissing(pub vfio_pci::Error);
 
 impl std::fmt::Display for ModeMissing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
