@@ -171,7 +171,7 @@ impl<'c> DmaPool<'c> {
             match self.carve(size, page, backing, access) {
                 Some(found) => found,
                 None => {
-                    let c = self.map_chunk(chunk_size, backing, access, true)?;
+                    let c = self.map_shared_chunk(chunk_size, size, page, backing, access)?;
                     let found = self.carve_from(c, size, page);
                     found.map(|off| (c, off)).ok_or_else(|| {
                         Error::invalid("allocate DMA pool buffer", "DMA pool", "a new chunk has no room")
@@ -224,6 +224,29 @@ impl<'c> DmaPool<'c> {
         unsafe { std::ptr::write_bytes(c.buffer.as_ptr().add(offset), 0, size) };
         self.hint = Some(i);
         Some(offset)
+    }
+
+    /// Maps a shared chunk of `chunk_size` bytes, or, when the pool's IOVA ranges have no room
+    /// for one that big (a small window, or a fragmented one), of half that, down to `size`:
+    /// a pool over a window smaller than the chunk size still serves buffers.
+    fn map_shared_chunk(
+        &mut self,
+        chunk_size: usize,
+        size: usize,
+        page: usize,
+        backing: Backing,
+        access: DmaAccess,
+    ) -> Result<usize> {
+        let mut want = chunk_size;
+        loop {
+            match self.map_chunk(want, backing, access, true) {
+                // The IOVA allocator's refusal (no errno): try a smaller chunk.
+                Err(e) if want > size && e.errno().is_none() => {
+                    want = (want / 2).next_multiple_of(page).max(size);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Allocates and maps a chunk of `size` bytes; returns its index.
@@ -569,6 +592,31 @@ mod tests {
         fn dma_avail(&self) -> Result<Option<u32>> {
             Ok(self.limit.map(|l| l - self.count() as u32))
         }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "allocates memfds and mmaps, which Miri does not support")]
+    fn a_window_smaller_than_a_chunk_still_serves_buffers() {
+        let c = Fake::new(None);
+        let page = page_size() as u64;
+        let mut pool = DmaPool::with_ranges(
+            &c,
+            &[IovaRange {
+                start: 0x10_0000,
+                last: 0x10_0000 + 63 * page - 1,
+            }],
+        );
+        let hs: Vec<_> = (0..63)
+            .map(|_| pool.alloc(page as usize, DmaAccess::READ_WRITE).unwrap())
+            .collect();
+        for &h in &hs {
+            let a = pool.device_addr(h, 0).unwrap();
+            assert!((0x10_0000..0x10_0000 + 63 * page).contains(&a), "{a:#x}");
+        }
+        assert!(
+            pool.alloc(page as usize, DmaAccess::READ_WRITE).is_err(),
+            "the window is full"
+        );
     }
 
     #[test]
