@@ -651,11 +651,9 @@ impl Container {
     /// the container already; a group that joined here leaves again if the device fd is refused.
     fn open_device(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
         let id = self.sysfs.iommu_group(addr).map_err(|e| {
-            if e.errno() == Some(Errno::NOENT) && self.sysfs.pci_device_dir(addr).exists() {
-                let cause = vfio_core::host::doctor::diagnose::no_group(&self.sysfs, &addr.to_string());
-                e.with_cause(cause)
-            } else {
-                e
+            match vfio_core::host::doctor::diagnose::groupless(&self.sysfs, addr) {
+                Some(cause) if e.errno() == Some(Errno::NOENT) => e.with_cause(cause),
+                _ => e,
             }
         })?;
         self.open_device_in(addr.to_string(), id, opts)
