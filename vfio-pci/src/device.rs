@@ -86,24 +86,6 @@ impl IrqMode {
     }
 }
 
-/// Why no mode could open `address`: the device has no IOMMU group (no IOMMU, no-IOMMU mode
-/// off: a Path error (ENOENT) naming the missing `iommu_group` link, with the cause), or it is
-/// not on vfio-pci; else `e`.
-#[cold]
-fn no_mode_why(address: &PciAddress, e: vfio_core::Error) -> vfio_core::Error {
-    use vfio_core::host::doctor::{Finding, diagnose};
-    let sysfs = vfio_core::Sysfs::default();
-    match diagnose::groupless(&sysfs, address) {
-        Some(cause @ (Finding::NoIommu | Finding::NoIommuGroup { .. })) => vfio_core::Error::path(
-            "open VFIO device (no IOMMU group)",
-            sysfs.pci_device_dir(address).join("iommu_group"),
-            vfio_core::Errno::NOENT.into(),
-        )
-        .with_cause(cause),
-        _ => sysfs.require_vfio_pci(address).err().unwrap_or(e),
-    }
-}
-
 impl PciDevice {
     /// Opens the device at `address` in `mode` (or [`vfio_core::preferred`] when `None`), through
     /// that mode's default container ([`crate::default_container`]), which the device holds
@@ -129,7 +111,7 @@ impl PciDevice {
             }
             // Without a usable mode, a problem with the device itself (missing, on another
             // driver) is the more useful error: check for one only on this failure path.
-            Err(e) => Err(no_mode_why(address, e)),
+            Err(e) => Err(vfio_core::Sysfs::default().require_vfio_pci(address).err().unwrap_or(e)),
         }
     }
 
