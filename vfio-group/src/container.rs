@@ -826,11 +826,18 @@ impl vfio_core::Container for Container {
     /// [`vfio_core::explain_vf_token_refusal`].
     #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
     fn assign_device_with(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
-        self.open_device(addr, opts)
-            .map_err(|e| match self.sysfs.explain_open_failure(addr) {
+        self.open_device(addr, opts).map_err(|e| {
+            // No IOMMU group and no-IOMMU mode off: vfio-pci cannot take the device, whatever
+            // its driver; that cause says more than the driver does.
+            use vfio_core::host::doctor::Finding;
+            if matches!(e.cause(), Some(Finding::NoIommu | Finding::NoIommuGroup { .. })) {
+                return e;
+            }
+            match self.sysfs.explain_open_failure(addr) {
                 Some(better) => better,
                 None => vfio_core::explain_vf_token_refusal(&self.sysfs, addr, opts.vf_token.is_some(), e),
-            })
+            }
+        })
     }
 
     /// As [`vfio_core::Container::assign_device`], for any device: its group from its
