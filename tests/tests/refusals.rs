@@ -399,6 +399,109 @@ fn cdev_node_that_does_not_match_sysfs() -> TestResult {
     Ok(Outcome::Pass)
 }
 
+/// `vfio.enable_unsafe_noiommu_mode` turned off with `addr` taken off vfio-pci, until dropped:
+/// then the mode is on again and `addr` back on vfio-pci (with a new no-IOMMU group).
+struct NoIommuModeOff {
+    addr: PciAddress,
+}
+
+const NOIOMMU_PARAM: &str = "/sys/module/vfio/parameters/enable_unsafe_noiommu_mode";
+
+impl NoIommuModeOff {
+    fn new(addr: PciAddress) -> Result<Self, String> {
+        let off = NoIommuModeOff { addr };
+        Sysfs::default()
+            .restore_driver(&addr, None)
+            .map_err(|e| format!("unbind {addr}: {e}"))?;
+        std::fs::write(NOIOMMU_PARAM, "0").map_err(|e| format!("write 0 to {NOIOMMU_PARAM}: {e}"))?;
+        Ok(off)
+    }
+}
+
+impl Drop for NoIommuModeOff {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(NOIOMMU_PARAM, "1") {
+            println!("    could not write 1 to {NOIOMMU_PARAM}: {e}");
+        }
+        if let Err(e) = Sysfs::default().bind_vfio_pci(&self.addr) {
+            println!("    could not give {} back to vfio-pci: {e}", self.addr);
+        }
+    }
+}
+
+/// No IOMMU and no-IOMMU mode off (`vfio.enable_unsafe_noiommu_mode` written 0 at run time):
+/// a function newly bound to vfio-pci gets no group and vfio-pci's probe fails
+/// (`vfio_group_find_or_alloc`, EINVAL). Binding it (`Sysfs::bind_vfio_pci`) and opening it
+/// (`PciDevice::open` in group-noiommu and cdev-noiommu mode) fail with the
+/// cause `NoIommu`, whose fix names the IOMMU and the parameter. The bind is undone; with the
+/// mode on again it binds and opens. Uses pci-testdev, which no other test here needs.
+fn no_iommu_mode_off() -> TestResult {
+    let addr = match device_from_env("VFIO_TEST_TESTDEV") {
+        Ok(a) => a,
+        Err(why) => return skip(why),
+    };
+    let modes = vfio_core::detect();
+    if modes.group || modes.cdev || !modes.group_noiommu {
+        return skip(format!(
+            "an IOMMU is registered, or no-IOMMU mode is off ({modes:?}): only the no-IOMMU boots \
+             can provoke the refusal by turning no-IOMMU mode off"
+        ));
+    }
+    let cdev = modes.cdev_noiommu;
+    let sysfs = Sysfs::default();
+    ensure!(
+        sysfs.driver(&addr)?.as_deref() == Some("vfio-pci"),
+        "{addr} is not on vfio-pci"
+    );
+    let is_no_iommu = |f: &Finding| *f == Finding::NoIommu;
+    let off = NoIommuModeOff::new(addr)?;
+    let r = || -> TestResult {
+        ensure!(sysfs.iommu_group(&addr).is_err(), "{addr} kept its group off vfio-pci");
+        let e = match sysfs.bind_vfio_pci(&addr) {
+            Ok(_) => return Err(format!("{addr} bound to vfio-pci with no-IOMMU mode off").into()),
+            Err(e) => e,
+        };
+        let f = check(&e, Some(Errno::NOENT), is_no_iommu)?;
+        for want in ["enable_unsafe_noiommu_mode", "intel_iommu=on"] {
+            ensure!(f.fix().contains(want), "{want} not in {}", f.fix());
+        }
+        // The failed bind is undone.
+        ensure!(
+            sysfs.driver(&addr)?.is_none(),
+            "{addr} is on {:?}",
+            sysfs.driver(&addr)?
+        );
+        ensure!(sysfs.driver_override(&addr)?.is_none(), "driver_override left set");
+        let mut tries = vec![Mode::GROUP_NOIOMMU];
+        if cdev {
+            tries.push(Mode::CDEV_NOIOMMU);
+        }
+        for mode in tries {
+            println!("    open in {mode}:");
+            match vfio_pci::PciDevice::open(&addr, Some(mode)) {
+                Ok(_) => return Err(format!("{mode}: {addr} opened with no-IOMMU mode off").into()),
+                Err(e) => {
+                    check(&e, Some(Errno::NOENT), is_no_iommu)?;
+                }
+            }
+        }
+        Ok(Outcome::Pass)
+    };
+    let res = r();
+    drop(off);
+    res?;
+    // The mode on again: the function binds and opens (a new no-IOMMU group).
+    ensure!(
+        sysfs.driver(&addr)?.as_deref() == Some("vfio-pci"),
+        "{addr} not back on vfio-pci"
+    );
+    drop(vfio_pci::PciDevice::open(&addr, Some(Mode::GROUP_NOIOMMU))?);
+    if cdev {
+        drop(vfio_pci::PciDevice::open(&addr, Some(Mode::CDEV_NOIOMMU))?);
+    }
+    Ok(Outcome::Pass)
+}
+
 fn main() -> ExitCode {
     vfio_tests::run(&[
         ("not_viable_group_mode", not_viable_group_mode),
@@ -412,5 +515,6 @@ fn main() -> ExitCode {
             "cdev_node_that_does_not_match_sysfs",
             cdev_node_that_does_not_match_sysfs,
         ),
+        ("no_iommu_mode_off", no_iommu_mode_off),
     ])
 }

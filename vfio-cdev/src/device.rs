@@ -46,9 +46,7 @@ impl UnboundDevice {
     /// errno) when the node is not the device sysfs names; Path (EACCES, EPERM) with the cause
     /// [`Finding::NodeNotAccessible`] when this user may not open it.
     pub fn open(sysfs: &Sysfs, addr: &PciAddress) -> Result<Self> {
-        let node = sysfs
-            .vfio_cdev(addr)
-            .map_err(|e| sysfs.explain_open_failure(addr).unwrap_or(e))?;
+        let node = sysfs.vfio_cdev(addr).map_err(|e| no_cdev_why(sysfs, addr, e))?;
         let fd = NamedFd::new(open_cdev(sysfs, &node)?, addr.to_string());
         check_node(&fd, &node)?;
         Ok(UnboundDevice {
@@ -223,6 +221,17 @@ fn bind_refused(fd: &NamedFd, errno: Errno) -> Error {
     match diagnose::bind_refusal(&Sysfs::default(), fd.as_fd(), errno) {
         Some(cause) => refused::<req::DeviceBindIommufd>(|| fd.name().to_string(), errno).with_cause(cause),
         None => refused::<req::DeviceBindIommufd>(|| format!("{}{}", fd.name(), bind_hint(errno)), errno),
+    }
+}
+
+/// Why a PCI function has no cdev to open: no IOMMU group (no IOMMU, no-IOMMU mode off: vfio-pci
+/// could not take it), the cause attached to `e`; else its driver, when that is not a VFIO one;
+/// else `e` as it is.
+#[cold]
+fn no_cdev_why(sysfs: &Sysfs, addr: &PciAddress, e: Error) -> Error {
+    match diagnose::groupless(sysfs, addr) {
+        Some(cause @ (Finding::NoIommu | Finding::NoIommuGroup { .. })) => e.with_cause(cause),
+        _ => sysfs.explain_open_failure(addr).unwrap_or(e),
     }
 }
 

@@ -651,11 +651,9 @@ impl Container {
     /// the container already; a group that joined here leaves again if the device fd is refused.
     fn open_device(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
         let id = self.sysfs.iommu_group(addr).map_err(|e| {
-            if e.errno() == Some(Errno::NOENT) && self.sysfs.pci_device_dir(addr).exists() {
-                let cause = vfio_core::host::doctor::diagnose::no_group(&self.sysfs, &addr.to_string());
-                e.with_cause(cause)
-            } else {
-                e
+            match vfio_core::host::doctor::diagnose::groupless(&self.sysfs, addr) {
+                Some(cause) if e.errno() == Some(Errno::NOENT) => e.with_cause(cause),
+                _ => e,
             }
         })?;
         self.open_device_in(addr.to_string(), id, opts)
@@ -828,11 +826,18 @@ impl vfio_core::Container for Container {
     /// [`vfio_core::explain_vf_token_refusal`].
     #[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
     fn assign_device_with(&self, addr: &PciAddress, opts: &vfio_core::AssignOptions) -> Result<vfio_core::Device> {
-        self.open_device(addr, opts)
-            .map_err(|e| match self.sysfs.explain_open_failure(addr) {
+        self.open_device(addr, opts).map_err(|e| {
+            // No IOMMU group and no-IOMMU mode off: vfio-pci cannot take the device, whatever
+            // its driver; that cause says more than the driver does.
+            use vfio_core::host::doctor::Finding;
+            if matches!(e.cause(), Some(Finding::NoIommu | Finding::NoIommuGroup { .. })) {
+                return e;
+            }
+            match self.sysfs.explain_open_failure(addr) {
                 Some(better) => better,
                 None => vfio_core::explain_vf_token_refusal(&self.sysfs, addr, opts.vf_token.is_some(), e),
-            })
+            }
+        })
     }
 
     /// As [`vfio_core::Container::assign_device`], for any device: its group from its

@@ -330,16 +330,36 @@ impl Sysfs {
             self.write_attr(&self.root.join("bus/pci/drivers_probe"), &addr.to_string())?;
             match self.driver(addr)?.as_deref() {
                 Some("vfio-pci") => Ok(()),
-                other => Err(Error::invalid(
-                    "bind to vfio-pci",
-                    addr,
-                    format!("after probing, the driver is {other:?} (vfio-pci did not take the function)"),
-                )),
+                other => Err(self.bind_refused(addr, other)),
             }
         };
         match bind() {
             Ok(()) => Ok(previous),
             Err(e) => Err(self.undo_bind(addr, old_override.as_deref(), previous.as_deref(), e)),
+        }
+    }
+
+    /// Why vfio-pci did not take the function (it has driver `driver` after the probe): with no
+    /// IOMMU group and no-IOMMU mode off, vfio-pci's probe fails (EINVAL; the write to
+    /// `drivers_probe` succeeds all the same): a Path error (ENOENT) naming the missing
+    /// `iommu_group` link, with the cause ([`crate::host::doctor::diagnose::groupless`]).
+    /// Otherwise InvalidArgument naming the driver.
+    #[cold]
+    #[inline(never)]
+    fn bind_refused(&self, addr: &PciAddress, driver: Option<&str>) -> Error {
+        use crate::host::doctor::{Finding, diagnose};
+        match diagnose::groupless(self, addr) {
+            Some(cause @ (Finding::NoIommu | Finding::NoIommuGroup { .. })) => Error::path(
+                "bind to vfio-pci (its probe fails without an IOMMU group)",
+                self.pci_device_dir(addr).join("iommu_group"),
+                crate::Errno::NOENT.into(),
+            )
+            .with_cause(cause),
+            _ => Error::invalid(
+                "bind to vfio-pci",
+                addr,
+                format!("after probing, the driver is {driver:?} (vfio-pci did not take the function)"),
+            ),
         }
     }
 

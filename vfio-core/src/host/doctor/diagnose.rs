@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use super::{Finding, Holder, interrupt_remapping, proc_dir, unsafe_interrupts};
-use crate::{Errno, Sysfs};
+use crate::{Errno, PciAddress, Sysfs};
 
 /// Which backend's `allow_unsafe_interrupts` matters for a refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +128,28 @@ pub fn no_group(sysfs: &Sysfs, device: &str) -> Finding {
         Finding::NoIommuGroup {
             device: device.to_owned(),
         }
+    }
+}
+
+/// The cause of a PCI function that vfio-pci cannot take (or that has no VFIO group or cdev)
+/// because it has no IOMMU group: `<device>/iommu_group` is missing. With no-IOMMU mode off,
+/// vfio-pci's probe fails for such a device (EINVAL, `vfio_group_find_or_alloc`): [`no_group`]
+/// ([`Finding::NoIommu`] when no IOMMU is registered). With it on, vfio-pci makes a no-IOMMU
+/// group when it binds, so a missing group is no cause, and a device on another driver (or
+/// none) is [`Finding::NotOnVfioPci`]. `None` when the device does not exist or has a group.
+#[cold]
+pub fn groupless(sysfs: &Sysfs, addr: &PciAddress) -> Option<Finding> {
+    let dir = sysfs.pci_device_dir(addr);
+    if !dir.exists() || std::fs::symlink_metadata(dir.join("iommu_group")).is_ok() {
+        return None;
+    }
+    let device = addr.to_string();
+    if !sysfs.module_param_enabled("vfio", "enable_unsafe_noiommu_mode") {
+        return Some(no_group(sysfs, &device));
+    }
+    match sysfs.driver(addr).ok()? {
+        Some(d) if d.contains("vfio") => Some(no_group(sysfs, &device)),
+        driver => Some(Finding::NotOnVfioPci { device, driver }),
     }
 }
 
@@ -254,6 +276,36 @@ mod tests {
                 device: "0000:00:03.0".into()
             }
         );
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads a fake sysfs tree")]
+    fn a_device_without_a_group_is_no_iommu_unless_the_mode_is_on() {
+        let tmp = std::env::temp_dir().join(format!("vfio-diagnose-groupless-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let sysfs = Sysfs::at(tmp.join("sys"), tmp.join("dev"));
+        let addr: PciAddress = "0000:00:05.0".parse().unwrap();
+        assert_eq!(groupless(&sysfs, &addr), None, "no such device");
+        let dir = tmp.join("sys/bus/pci/devices/0000:00:05.0");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Off vfio-pci, no IOMMU, no-IOMMU mode off (or vfio not loaded).
+        assert_eq!(groupless(&sysfs, &addr), Some(Finding::NoIommu));
+        let params = tmp.join("sys/module/vfio/parameters");
+        std::fs::create_dir_all(&params).unwrap();
+        std::fs::write(params.join("enable_unsafe_noiommu_mode"), "N\n").unwrap();
+        assert_eq!(groupless(&sysfs, &addr), Some(Finding::NoIommu));
+        // The mode on: vfio-pci would make a group; what is missing is the driver.
+        std::fs::write(params.join("enable_unsafe_noiommu_mode"), "Y\n").unwrap();
+        assert_eq!(
+            groupless(&sysfs, &addr),
+            Some(Finding::NotOnVfioPci {
+                device: "0000:00:05.0".into(),
+                driver: None
+            })
+        );
+        std::os::unix::fs::symlink("../../../kernel/iommu_groups/3", dir.join("iommu_group")).unwrap();
+        assert_eq!(groupless(&sysfs, &addr), None, "a group (even a dangling link)");
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
