@@ -224,13 +224,16 @@ fn bind_refused(fd: &NamedFd, errno: Errno) -> Error {
     }
 }
 
-/// Why a PCI function has no cdev to open: no IOMMU group (no IOMMU, no-IOMMU mode off: vfio-pci
-/// could not take it), the cause attached to `e`; else its driver, when that is not a VFIO one;
-/// else `e` as it is.
+/// Why a PCI function has no cdev to open: its driver, when that is not a VFIO one; else no
+/// IOMMU group (no IOMMU, no-IOMMU mode off: vfio-pci could not take it), the cause attached to
+/// `e`; else no driver at all; else `e` as it is.
 #[cold]
 fn no_cdev_why(sysfs: &Sysfs, addr: &PciAddress, e: Error) -> Error {
+    // A device on another driver is told so first: that is what the user changes next (and a
+    // device without a group there, e.g. the virtio-iommu itself, was never meant for VFIO).
+    let on_other_driver = matches!(sysfs.driver(addr), Ok(Some(d)) if !d.contains("vfio"));
     match diagnose::groupless(sysfs, addr) {
-        Some(cause @ (Finding::NoIommu | Finding::NoIommuGroup { .. })) => e.with_cause(cause),
+        Some(cause @ (Finding::NoIommu | Finding::NoIommuGroup { .. })) if !on_other_driver => e.with_cause(cause),
         _ => sysfs.explain_open_failure(addr).unwrap_or(e),
     }
 }

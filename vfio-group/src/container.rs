@@ -830,7 +830,9 @@ impl vfio_core::Container for Container {
             // No IOMMU group and no-IOMMU mode off: vfio-pci cannot take the device, whatever
             // its driver; that cause says more than the driver does.
             use vfio_core::host::doctor::Finding;
-            if matches!(e.cause(), Some(Finding::NoIommu | Finding::NoIommuGroup { .. })) {
+            // A device on another driver is told so first (as in cdev mode).
+            let on_other_driver = matches!(self.sysfs.driver(addr), Ok(Some(d)) if !d.contains("vfio"));
+            if matches!(e.cause(), Some(Finding::NoIommu | Finding::NoIommuGroup { .. })) && !on_other_driver {
                 return e;
             }
             match self.sysfs.explain_open_failure(addr) {
