@@ -12,7 +12,6 @@
 //! [`Migration::reset`]; the library never resets on its own.
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vfio_sys as sys;
@@ -31,16 +30,13 @@ pub use stream::{Chunk, DataStream, PrecopyInfo, ResumeStream, SaveStream};
 use state::{ARCS, ENDS, OPENS_RESUME, OPENS_SAVE, Walk, flag_names};
 
 /// What the streams of one [`Migration`] share with it: the device (for their errors' names),
-/// and what they check before each syscall: whether the session they belong to is still the
-/// current one, and the state it is in.
+/// and what they look at when the kernel refuses them or a read comes back empty: whether the
+/// session they belong to is still the current one, and the state it is in.
 #[derive(Debug)]
 pub(crate) struct Clock {
     /// The device: errors name it, and a stream keeps the handle's state machine reachable.
     pub(crate) device: Device,
     inner: Mutex<ClockState>,
-    /// `epoch << 32 | state`, published whenever a lock is released: what a data stream checks
-    /// on every read or write, without taking the lock.
-    seen: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -79,51 +75,22 @@ impl std::fmt::Display for EndedBy {
 
 impl Clock {
     pub(crate) fn new(device: Device, state: ClockState) -> Self {
-        let seen = AtomicU64::new(Self::pack(&state));
         Clock {
             device,
             inner: Mutex::new(state),
-            seen,
         }
     }
 
-    fn pack(state: &ClockState) -> u64 {
-        (state.epoch << 32) | u64::from(state.state.raw())
-    }
-
-    /// The state, under the lock; what it holds when the guard drops is published to the
-    /// streams' lock-free check ([`Clock::current`]).
+    /// The state, under the lock (a walk holds it from its GET to its last arc).
     pub(crate) fn lock(&self) -> ClockGuard<'_> {
-        ClockGuard {
-            guard: self.inner.lock().unwrap_or_else(|p| p.into_inner()),
-            seen: &self.seen,
-        }
-    }
-
-    /// The last published state, if the epoch is still `epoch` (a session's check).
-    #[inline]
-    pub(crate) fn current(&self, epoch: u64) -> Option<MigState> {
-        let v = self.seen.load(Ordering::Acquire);
-        if v >> 32 != epoch & 0xffff_ffff {
-            return None;
-        }
-        MigState::from_raw(v as u32)
+        ClockGuard(self.inner.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
-/// The locked [`ClockState`]; publishes it on drop.
-pub(crate) struct ClockGuard<'a> {
-    guard: MutexGuard<'a, ClockState>,
-    seen: &'a AtomicU64,
-}
+/// The locked [`ClockState`].
+pub(crate) struct ClockGuard<'a>(MutexGuard<'a, ClockState>);
 
 impl ClockGuard<'_> {
-    /// Publishes the state now, while the lock is still held (a walk publishes each arc).
-    #[inline]
-    fn publish(&self) {
-        self.seen.store(Clock::pack(&self.guard), Ordering::Release);
-    }
-
     /// Records a state read from the kernel: leaving a session this handle knew of ends it.
     #[inline]
     fn observe(&mut self, now: MigState) {
@@ -139,20 +106,13 @@ impl ClockGuard<'_> {
 impl std::ops::Deref for ClockGuard<'_> {
     type Target = ClockState;
     fn deref(&self) -> &ClockState {
-        &self.guard
+        &self.0
     }
 }
 
 impl std::ops::DerefMut for ClockGuard<'_> {
     fn deref_mut(&mut self) -> &mut ClockState {
-        &mut self.guard
-    }
-}
-
-impl Drop for ClockGuard<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        self.publish();
+        &mut self.0
     }
 }
 
@@ -252,8 +212,8 @@ impl Migration {
         if to == MigState::Error || !to.offered_by(self.flags) {
             return Err(self.bad_target(to));
         }
-        // Held for the whole walk: walks through one handle do not interleave, and each arc
-        // is published to the streams as it is taken.
+        // Held for the whole walk: walks through one handle do not interleave, and a stream
+        // that asks where its session is waits for the walk's end.
         let mut c = self.clock.lock();
         let from = self.get().map_err(|e| self.get_failed(e))?;
         c.observe(from);
@@ -287,9 +247,8 @@ impl Migration {
                     SessionKind::Resume
                 };
                 c.epoch += 1;
-                opened = Some(DataStream::new(kind, fd, self.clock.clone(), c.epoch));
+                opened = Some(DataStream::new(kind, fd, self.clock.clone(), c.epoch, step));
             }
-            c.publish();
             cur = step;
         }
         Ok(opened)
@@ -463,7 +422,6 @@ impl Migration {
         c.epoch += 1;
         c.ended_by = EndedBy::Reset;
         c.state = MigState::Running;
-        c.publish();
         let now = self.state()?;
         c.observe(now);
         drop(c);

@@ -22,13 +22,14 @@ pub enum DataStream {
 }
 
 impl DataStream {
-    /// The data fd `fd` of the session `epoch` of `clock`.
+    /// The data fd `fd` of the session `epoch` of `clock`, opened by the arc into `to`.
     #[inline]
-    pub(crate) fn new(kind: SessionKind, fd: OwnedFd, clock: Arc<Clock>, epoch: u64) -> Self {
+    pub(crate) fn new(kind: SessionKind, fd: OwnedFd, clock: Arc<Clock>, epoch: u64, to: MigState) -> Self {
         let s = Session {
             fd: ManuallyDrop::new(fd),
             clock,
             epoch,
+            stop_copy: to == MigState::StopCopy,
         };
         match kind {
             SessionKind::Save => DataStream::Save(SaveStream(s)),
@@ -70,6 +71,9 @@ struct Session {
     /// The handle's clock, which also holds the device.
     clock: Arc<Clock>,
     epoch: u64,
+    /// Opened by STOP -> STOP_COPY: a read of 0 bytes is the end (the kernel refuses the fd
+    /// once the session is over), without looking at the state machine.
+    stop_copy: bool,
 }
 
 impl Drop for Session {
@@ -111,34 +115,30 @@ impl Session {
         }
     }
 
-    /// The state the session is in, or the typed error when the state machine left it.
-    #[inline]
+    /// The state the session is in, or the typed error naming what ended it.
     fn check(&self, op: &'static str) -> Result<MigState> {
-        match self.clock.current(self.epoch) {
-            Some(state) => Ok(state),
-            None => Err(self.ended(op)),
-        }
-    }
-
-    /// The error of a check that found the session over (or the epoch moving under it).
-    #[cold]
-    #[inline(never)]
-    fn ended(&self, op: &'static str) -> Error {
         let c = self.clock.lock();
         if c.epoch != self.epoch {
-            return Error::invalid(
+            return Err(Error::invalid(
                 op,
                 self.device(),
                 format!("the data stream's session ended at {}", c.ended_by),
-            );
+            ));
         }
-        // Published and locked state agree once the writer's guard dropped: a reader that saw
-        // a stale epoch races a change still under way, which ends a session as well.
-        Error::invalid(
-            op,
-            self.device(),
-            "the data stream's session is ending (a state change is under way)",
-        )
+        Ok(c.state)
+    }
+
+    /// What a read of 0 bytes (or ENOMSG) means in the session's state: the end in
+    /// STOP_COPY, no data for now elsewhere; the typed error once the session is over.
+    #[cold]
+    #[inline(never)]
+    fn nothing_read(&self, op: &'static str, asked: usize) -> Result<Chunk> {
+        let state = self.check(op)?;
+        Ok(match asked {
+            0 => Chunk::Data(0),
+            _ if state == MigState::StopCopy => Chunk::End,
+            _ => Chunk::NotYet,
+        })
     }
 
     /// A write the kernel took no byte of.
@@ -148,11 +148,16 @@ impl Session {
         Error::malformed(op, self.device(), "the data fd took 0 bytes")
     }
 
-    /// The kernel's ENODEV for a data fd whose session ended behind this handle's back (a
-    /// reset through another handle, the device closed), typed like [`Session::check`].
+    /// A refused read or write, typed: the session's end when the state machine left it
+    /// through this handle (the kernel's ENODEV, named with the arc or reset that ended it),
+    /// the kernel's ENODEV for a session that ended behind this handle's back (a reset through
+    /// another handle, the device closed), else the kernel's errno.
     #[cold]
     #[inline(never)]
     fn refused(&self, op: &'static str, e: Errno) -> Error {
+        if let Err(ended) = self.check(op) {
+            return ended;
+        }
         if e == Errno::NODEV {
             Error::invalid(
                 op,
@@ -189,26 +194,27 @@ pub struct PrecopyInfo {
     pub reinit: Option<bool>,
 }
 
-/// The read-only data fd of a save session. Reads are a stream (no offsets). It refuses use
-/// (InvalidArgument naming the arc) after its [`super::Migration`] left PRE_COPY,
-/// PRE_COPY_P2P and STOP_COPY, before asking the kernel (which would answer ENODEV).
+/// The read-only data fd of a save session. Reads are a stream (no offsets). Once its
+/// [`super::Migration`] left PRE_COPY, PRE_COPY_P2P and STOP_COPY the kernel refuses the fd
+/// (ENODEV) and so does this type (InvalidArgument naming the arc); the check is made on the
+/// kernel's refusal, so a read costs what `read(2)` costs.
 #[derive(Debug)]
 pub struct SaveStream(Session);
 
 impl SaveStream {
     /// `read(2)` on the data fd. In PRE_COPY(_P2P) a 0-byte read or ENOMSG means no data for
     /// now ([`Chunk::NotYet`]); in STOP_COPY 0 bytes is [`Chunk::End`]. Errors: InvalidArgument
-    /// after the session ended; the kernel's errno (EFAULT, EINVAL).
+    /// once the session ended (the kernel refuses the fd with ENODEV; the error names the arc
+    /// or reset that ended it when it went through this handle's [`super::Migration`]); the
+    /// kernel's errno (EFAULT, EINVAL).
     #[inline]
     pub fn read_chunk(&mut self, buf: &mut [u8]) -> Result<Chunk> {
         const OP: &str = "read migration data";
-        let state = self.0.check(OP)?;
-        match rustix::io::read(self.0.fd.as_fd(), &mut *buf) {
-            Ok(0) if buf.is_empty() => Ok(Chunk::Data(0)),
-            Ok(0) if state == MigState::StopCopy => Ok(Chunk::End),
-            Ok(0) => Ok(Chunk::NotYet),
-            Ok(n) => Ok(Chunk::Data(n)),
-            Err(Errno::NOMSG) => Ok(Chunk::NotYet),
+        let asked = buf.len();
+        match rustix::io::read(self.0.fd.as_fd(), buf) {
+            Ok(n) if n > 0 => Ok(Chunk::Data(n)),
+            Ok(_) if self.0.stop_copy && asked > 0 => Ok(Chunk::End),
+            Ok(_) | Err(Errno::NOMSG) => self.0.nothing_read(OP, asked),
             Err(e) => Err(self.0.refused(OP, e)),
         }
     }
@@ -244,19 +250,19 @@ impl io::Read for SaveStream {
     }
 }
 
-/// The write-only data fd of a resume session. It refuses use (InvalidArgument naming the
-/// arc) after its [`super::Migration`] left RESUMING.
+/// The write-only data fd of a resume session. Once its [`super::Migration`] left RESUMING
+/// the kernel refuses the fd (ENODEV) and so does this type (InvalidArgument naming the arc).
 #[derive(Debug)]
 pub struct ResumeStream(Session);
 
 impl ResumeStream {
-    /// Writes all of `data` with `write(2)`. Errors: InvalidArgument after the session ended;
+    /// Writes all of `data` with `write(2)`. Errors: InvalidArgument once the session ended
+    /// (the kernel refuses the fd with ENODEV; named as [`SaveStream::read_chunk`] names it);
     /// the driver's errno (mtty: EFAULT for a header that is not its own, ENOMEM past its
     /// state's size); Malformed when the kernel takes 0 bytes.
     #[inline]
     pub fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
         const OP: &str = "write migration data";
-        self.0.check(OP)?;
         while !data.is_empty() {
             match rustix::io::write(self.0.fd.as_fd(), data) {
                 Ok(0) => return Err(self.0.took_nothing(OP)),
