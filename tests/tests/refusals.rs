@@ -8,11 +8,11 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use vfio_core::{Errno, Error, Mode, PciAddress, Sysfs};
 use vfio_pci::doctor::{self, Finding};
+use vfio_tests::module_param::UnsafeInterruptsOff;
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
 
 fn variant() -> String {
@@ -106,42 +106,6 @@ fn not_viable_cdev_mode() -> TestResult {
     Ok(Outcome::Pass)
 }
 
-/// The `allow_unsafe_interrupts` parameters, turned off until dropped (then given back).
-struct UnsafeInterruptsOff(Vec<(PathBuf, String)>);
-
-impl UnsafeInterruptsOff {
-    fn new() -> Result<Self, String> {
-        let saved: Vec<(PathBuf, String)> = ["vfio_iommu_type1", "iommufd"]
-            .iter()
-            .map(|m| PathBuf::from(format!("/sys/module/{m}/parameters/allow_unsafe_interrupts")))
-            .filter_map(|p| Some((p.clone(), std::fs::read_to_string(&p).ok()?.trim().to_string())))
-            .collect();
-        if !saved.iter().any(|(_, v)| v == "Y") {
-            return Err(format!(
-                "unsafe interrupts are not allowed here ({saved:?}): the IOMMU remaps interrupts, or \
-                 there is none (only the virtio-iommu boots lack remapping and allow them)"
-            ));
-        }
-        let off = UnsafeInterruptsOff(saved);
-        for (p, v) in &off.0 {
-            if v == "Y" {
-                std::fs::write(p, "0").map_err(|e| format!("cannot write 0 to {}: {e}", p.display()))?;
-            }
-        }
-        Ok(off)
-    }
-}
-
-impl Drop for UnsafeInterruptsOff {
-    fn drop(&mut self) {
-        for (p, v) in &self.0 {
-            if let Err(e) = std::fs::write(p, v) {
-                println!("    could not restore {} to {v}: {e}", p.display());
-            }
-        }
-    }
-}
-
 /// Without interrupt remapping and with `allow_unsafe_interrupts` off: EPERM with
 /// `NoInterruptRemapping`, whose fix names the parameter of the backend in use.
 fn no_remapping(mode: Mode) -> TestResult {
@@ -152,7 +116,9 @@ fn no_remapping(mode: Mode) -> TestResult {
     if !vfio_tests::offered(mode) {
         return skip(format!("{mode} mode is not offered by this kernel"));
     }
-    let off = match UnsafeInterruptsOff::new() {
+    let off = match UnsafeInterruptsOff::new(
+        "the IOMMU remaps interrupts, or there is none (only the virtio-iommu boots lack remapping and allow them)",
+    ) {
         Ok(o) => o,
         Err(why) => return skip(why),
     };
@@ -325,13 +291,6 @@ fn node_not_accessible_as_nobody() -> TestResult {
         return skip("no mode is offered");
     }
     let child = move || -> Result<(), Box<dyn std::error::Error>> {
-        // SAFETY: plain syscalls in the forked child.
-        let dropped = unsafe {
-            libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(65534) == 0 && libc::setuid(65534) == 0
-        };
-        if !dropped {
-            return Err("cannot become nobody".into());
-        }
         for mode in modes {
             let e = match vfio_tests::new_container(mode) {
                 // /dev/iommu (or /dev/vfio/vfio) itself may be root's.
@@ -357,8 +316,7 @@ fn node_not_accessible_as_nobody() -> TestResult {
         Ok(())
     };
     // SAFETY: the test binary is single-threaded; the child drops to nobody and opens nodes.
-    let pid = unsafe { vfio_tests::fork_child(child) }?;
-    vfio_tests::wait_child(pid)?;
+    unsafe { vfio_tests::as_nobody(child) }?;
     Ok(Outcome::Pass)
 }
 
