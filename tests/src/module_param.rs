@@ -52,8 +52,9 @@ impl Drop for ParamGuard {
 /// The `allow_unsafe_interrupts` parameters of vfio_iommu_type1 and iommufd, turned off until
 /// dropped, which gives each its value back. The harness turns them on in the virtio-iommu
 /// boots, whose IOMMU cannot isolate MSIs; with them off the kernel refuses opens there with
-/// EPERM (at `VFIO_SET_IOMMU` on the type1 driver, at `VFIO_GROUP_GET_DEVICE_FD` on iommufd's
-/// compatibility container, at `VFIO_DEVICE_BIND_IOMMUFD` in cdev mode).
+/// EPERM (at `VFIO_SET_IOMMU` on the type1 driver; at `VFIO_GROUP_GET_DEVICE_FD` on iommufd's
+/// compatibility container, after `VFIO_GROUP_SET_CONTAINER` and `VFIO_SET_IOMMU` succeeded; at
+/// `VFIO_DEVICE_BIND_IOMMUFD` in cdev mode).
 #[derive(Debug)]
 pub struct UnsafeInterruptsOff {
     _restore: ParamGuard,
