@@ -153,12 +153,14 @@ fn no_remapping_cdev_mode() -> TestResult {
     no_remapping(Mode::CDEV)
 }
 
-/// Runs `hold` in a forked child, which keeps what it opened until `check` (run in this
-/// process with the child's pid) returns; then the child exits and is waited for.
-fn while_child_holds(
-    hold: impl FnOnce() -> Result<Box<dyn std::any::Any>, Box<dyn std::error::Error>>,
-    check: impl FnOnce(u32) -> TestResult,
-) -> TestResult {
+/// A forked child opens `addr` in a fresh container of `mode` and keeps both until `check`
+/// (run in this process with the child's pid) returns; then the child exits and is waited for.
+fn while_child_holds(mode: Mode, addr: PciAddress, check: impl FnOnce(u32) -> TestResult) -> TestResult {
+    let hold = move || -> Result<_, Box<dyn std::error::Error>> {
+        let c = vfio_tests::new_container(mode)?;
+        let d = c.assign_device(&addr)?;
+        Ok((d, c))
+    };
     let (mut parent, mut child) = UnixStream::pair()?;
     let in_child = move || -> Result<(), Box<dyn std::error::Error>> {
         let held = hold();
@@ -202,43 +204,36 @@ fn busy_group_names_the_holder() -> TestResult {
         Ok(m) => m,
         Err(why) => return skip(why),
     };
-    while_child_holds(
-        move || {
-            let c = vfio_tests::new_container(mode)?;
-            let d = c.assign_device(&addr)?;
-            Ok(Box::new((d, c)))
-        },
-        |pid| {
-            let e = refused(mode, &addr)?;
-            let f = check(&e, Some(Errno::BUSY), busy_by(pid))?;
-            ensure!(e.to_string().contains(&pid.to_string()), "{e}");
-            println!("    cause: {f:?}");
-            if let Some(cdev) = cdev_like(mode) {
-                let e = refused(cdev, &addr)?;
-                check(&e, Some(Errno::BUSY), busy_by(pid))?;
-            }
-            // The doctor names the holder too, and says the device is blocked.
-            let r = doctor::diagnose(&Sysfs::default(), &[addr])?;
-            let d = r.device(&addr).ok_or("not in the report")?;
-            ensure!(d.findings.iter().any(busy_by(pid)), "{:?}", d.findings);
-            ensure!(d.blocked(&r.machine), "not blocked: {:?}", d.findings);
-            let explained = doctor::explain(&Sysfs::default(), &addr, &e)?;
-            ensure!(explained.iter().any(busy_by(pid)), "{explained:?}");
-            let lsvfio = std::path::Path::new("/examples/lsvfio");
-            if lsvfio.exists() {
-                let out = std::process::Command::new(lsvfio)
-                    .args(["doctor", &addr.to_string()])
-                    .output()?;
-                let text = String::from_utf8_lossy(&out.stdout);
-                ensure!(
-                    out.status.code() == Some(1) && text.contains(&format!("process {pid}")),
-                    "lsvfio doctor ({:?}) does not name {pid}: {text}",
-                    out.status
-                );
-            }
-            Ok(Outcome::Pass)
-        },
-    )
+    while_child_holds(mode, addr, |pid| {
+        let e = refused(mode, &addr)?;
+        let f = check(&e, Some(Errno::BUSY), busy_by(pid))?;
+        ensure!(e.to_string().contains(&pid.to_string()), "{e}");
+        println!("    cause: {f:?}");
+        if let Some(cdev) = cdev_like(mode) {
+            let e = refused(cdev, &addr)?;
+            check(&e, Some(Errno::BUSY), busy_by(pid))?;
+        }
+        // The doctor names the holder too, and says the device is blocked.
+        let r = doctor::diagnose(&Sysfs::default(), &[addr])?;
+        let d = r.device(&addr).ok_or("not in the report")?;
+        ensure!(d.findings.iter().any(busy_by(pid)), "{:?}", d.findings);
+        ensure!(d.blocked(&r.machine), "not blocked: {:?}", d.findings);
+        let explained = doctor::explain(&Sysfs::default(), &addr, &e)?;
+        ensure!(explained.iter().any(busy_by(pid)), "{explained:?}");
+        let lsvfio = std::path::Path::new("/examples/lsvfio");
+        if lsvfio.exists() {
+            let out = std::process::Command::new(lsvfio)
+                .args(["doctor", &addr.to_string()])
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            ensure!(
+                out.status.code() == Some(1) && text.contains(&format!("process {pid}")),
+                "lsvfio doctor ({:?}) does not name {pid}: {text}",
+                out.status
+            );
+        }
+        Ok(Outcome::Pass)
+    })
 }
 
 /// A device bound through its cdev in another process: the bind here fails (EINVAL: a cdev
@@ -255,23 +250,16 @@ fn busy_cdev_names_the_holder() -> TestResult {
         Some(m) => m,
         None => return skip("cdev mode is not offered by this kernel"),
     };
-    while_child_holds(
-        move || {
-            let c = vfio_tests::new_container(mode)?;
-            let d = c.assign_device(&addr)?;
-            Ok(Box::new((d, c)))
-        },
-        |pid| {
-            let e = refused(mode, &addr)?;
-            let errno = e.errno();
-            ensure!(
-                matches!(errno, Some(Errno::INVAL | Errno::BUSY)),
-                "errno {errno:?}: {e}"
-            );
-            check(&e, errno, busy_by(pid))?;
-            Ok(Outcome::Pass)
-        },
-    )
+    while_child_holds(mode, addr, |pid| {
+        let e = refused(mode, &addr)?;
+        let errno = e.errno();
+        ensure!(
+            matches!(errno, Some(Errno::INVAL | Errno::BUSY)),
+            "errno {errno:?}: {e}"
+        );
+        check(&e, errno, busy_by(pid))?;
+        Ok(Outcome::Pass)
+    })
 }
 
 /// User nobody: the group node (group mode) and the cdev or `/dev/iommu` (cdev mode) are root's
