@@ -669,10 +669,18 @@
 //!   -> `X1`, `X2`, `S1`, `S2` (`scale::x1`, `scale::x2`, `scale::s1`, `scale::s2`; need both modes
 //!   and both devices).
 
+pub mod caps;
+pub mod child;
 pub mod edu;
+pub mod fds;
 pub mod iommufd_mock;
 pub mod iommufd_mock_ops;
+pub mod module_param;
 pub mod mtty;
+
+pub use child::as_nobody;
+pub use fds::{FdSnapshot, Resources};
+pub use module_param::ParamGuard;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;

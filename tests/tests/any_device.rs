@@ -23,7 +23,7 @@ use vfio_core::{
     IovaAllocator, IrqFlags, IrqSet, Mode, OwnedDmaMapping, PciAddress, RegionFlags, SharedContainer, Sysfs,
 };
 use vfio_pci::{BarKind, Capability, Command, PciDevice, Status};
-use vfio_tests::{Outcome, TestResult, ensure, mapping_count, open_fds, skip, status_kb};
+use vfio_tests::{Outcome, Resources, TestResult, ensure, open_fds, skip};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -774,13 +774,6 @@ fn reset_leaves_config_space_sane() -> TestResult {
     })
 }
 
-/// What a teardown must give back: open fds, memory mappings, locked and pinned memory (kB).
-type Resources = (Vec<i32>, usize, u64, u64);
-
-fn resources() -> Res<Resources> {
-    Ok((open_fds()?, mapping_count()?, status_kb("VmLck")?, status_kb("VmPin")?))
-}
-
 /// Opens the device in a fresh container of `mode` and holds everything this suite uses (every
 /// BAR opened, MSI-X or MSI on eventfds, a borrowed and an owned DMA mapping, a pool buffer),
 /// then drops it all, the container first when `container_first`, else last.
@@ -866,16 +859,14 @@ fn nothing_left_after_drop() -> TestResult {
                 hold_and_drop(addr, mode, false).map_err(|e| format!("({mode}): {e}"))?;
                 warm.borrow_mut().push(mode);
             }
-            let before = resources()?;
+            let before = Resources::now()?;
             let held = vfio_fds()?;
             for container_first in [false, true] {
                 hold_and_drop(addr, mode, container_first).map_err(|e| format!("({mode}): {e}"))?;
-                let after = resources()?;
-                ensure!(
-                    after == before,
-                    "({mode}, container dropped {}): (fds, mappings, VmLck kB, VmPin kB) {before:?} -> {after:?}",
+                before.check(format!(
+                    "({mode}, container dropped {})",
                     if container_first { "first" } else { "last" }
-                );
+                ))?;
             }
             let left = vfio_fds()?;
             ensure!(left == held, "({mode}): VFIO fds {held:?} -> {left:?}");

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use vfio_core::{Container, DmaAccess, DmaBuffer, Errno, Error, EventFd, IrqSet, Mode, PciAddress};
 use vfio_pci::PciDevice;
-use vfio_tests::{Outcome, TestResult, device_from_env, mapping_count, open_fds, skip};
+use vfio_tests::module_param::UnsafeInterruptsOff;
+use vfio_tests::{FdSnapshot, Outcome, TestResult, device_from_env, mapping_count, skip};
 
 /// What a case expects.
 enum Want {
@@ -52,7 +53,7 @@ const PREFERRED_NVME: After = After::Reopen(NVME, None);
 fn judge(want: &Want, after: After, case: &Case) -> TestResult {
     // Warm-up: lazily opened process-wide state (default containers) is not a leak.
     let _ = case();
-    let (fds, maps) = (open_fds()?, mapping_count()?);
+    let (fds, maps) = (FdSnapshot::take()?, mapping_count()?);
     let got = match case() {
         Err(why) => return skip(why),
         Ok(Ok(())) => return Err("accepted".into()),
@@ -77,10 +78,8 @@ fn judge(want: &Want, after: After, case: &Case) -> TestResult {
         };
         return Err(format!("expected {what}, got {got:?} ({text})").into());
     }
-    let (fds_after, maps_after) = (open_fds()?, mapping_count()?);
-    if fds_after != fds {
-        return Err(format!("fds leaked: {fds:?} -> {fds_after:?} ({text})").into());
-    }
+    fds.check(format!("fds leaked ({text})"))?;
+    let maps_after = mapping_count()?;
     if maps_after != maps {
         return Err(format!("mappings leaked: {maps} -> {maps_after} ({text})").into());
     }
@@ -136,48 +135,6 @@ fn broken(what: impl ToString) -> Error {
     Error::malformed("test", "the case", what)
 }
 
-/// The `allow_unsafe_interrupts` module parameters of vfio_iommu_type1 and iommufd, turned
-/// off until this is dropped, which gives each its value back (whatever the case did, panics
-/// included). The harness sets them on the virtio-iommu boots, whose IOMMU cannot isolate
-/// MSIs: with them off, the kernel refuses opens with EPERM there (at `VFIO_SET_IOMMU` on the
-/// type1 driver, at `VFIO_GROUP_GET_DEVICE_FD` on iommufd's compatibility container, after
-/// `VFIO_GROUP_SET_CONTAINER` and `VFIO_SET_IOMMU` succeeded, at `VFIO_DEVICE_BIND_IOMMUFD` in
-/// cdev mode).
-struct UnsafeInterruptsOff(Vec<(PathBuf, String)>);
-
-impl UnsafeInterruptsOff {
-    fn new() -> Result<Self, String> {
-        let saved: Vec<(PathBuf, String)> = ["vfio_iommu_type1", "iommufd"]
-            .iter()
-            .map(|m| PathBuf::from(format!("/sys/module/{m}/parameters/allow_unsafe_interrupts")))
-            .filter_map(|p| Some((p.clone(), std::fs::read_to_string(&p).ok()?.trim().to_string())))
-            .collect();
-        if !saved.iter().any(|(_, v)| v == "Y") {
-            return Err(format!(
-                "unsafe interrupts are not allowed here ({saved:?}): the IOMMU isolates MSIs (or there \
-                 is none), so no open is refused for want of it"
-            ));
-        }
-        let off = UnsafeInterruptsOff(saved);
-        for (p, v) in &off.0 {
-            if v == "Y" {
-                std::fs::write(p, "0").map_err(|e| format!("cannot write 0 to {}: {e}", p.display()))?;
-            }
-        }
-        Ok(off)
-    }
-}
-
-impl Drop for UnsafeInterruptsOff {
-    fn drop(&mut self) {
-        for (p, v) in &self.0 {
-            if let Err(e) = std::fs::write(p, v) {
-                println!("    could not restore {} to {v}: {e}", p.display());
-            }
-        }
-    }
-}
-
 /// Opens the edu in `mode` through the default container with unsafe interrupts off: the
 /// kernel refuses (EPERM), and the refusal must leave nothing held.
 fn open_without_msi_isolation(mode: Mode) -> Result<Result<(), Error>, String> {
@@ -185,7 +142,8 @@ fn open_without_msi_isolation(mode: Mode) -> Result<Result<(), Error>, String> {
     if !vfio_tests::offered(mode) {
         return Err(format!("{mode} mode is not offered"));
     }
-    let off = UnsafeInterruptsOff::new()?;
+    let off =
+        UnsafeInterruptsOff::new("the IOMMU isolates MSIs (or there is none), so no open is refused for want of it")?;
     let r = PciDevice::open(&a, Some(mode));
     drop(off);
     match r {
@@ -816,17 +774,12 @@ fn as_nobody(f: impl FnOnce() -> Result<(), Error>) -> Result<Result<(), Error>,
         rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
             .map_err(|e| e.to_string())?;
     let in_child = || {
-        // SAFETY: plain syscalls in the forked child.
-        let dropped = unsafe {
-            libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(65534) == 0 && libc::setuid(65534) == 0
-        };
-        let msg = if !dropped {
-            "setup: cannot become nobody".to_string()
-        } else {
-            match f() {
+        let msg = match vfio_tests::child::become_nobody() {
+            Err(e) => format!("setup: {e}"),
+            Ok(()) => match f() {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!("{}|{e}", e.errno().map_or(0, |n| n.raw_os_error())),
-            }
+            },
         };
         rustix::net::send(&child, msg.as_bytes(), rustix::net::SendFlags::empty())?;
         Ok(())

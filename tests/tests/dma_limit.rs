@@ -17,7 +17,7 @@ use vfio_core::{
 };
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, Edu};
-use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
+use vfio_tests::{Outcome, ParamGuard, TestResult, device_from_env, ensure, skip};
 
 const EDU: &str = "VFIO_TEST_EDU";
 const PARAM: &str = "/sys/module/vfio_iommu_type1/parameters/dma_entry_limit";
@@ -33,24 +33,12 @@ const SECOND_RANGE: IovaRange = IovaRange {
     last: 0x0fff_ffff,
 };
 
-/// Writes a `dma_entry_limit` and writes the old one back on drop (also when a test fails or
-/// panics: the harness unwinds).
-struct LimitGuard(String);
-
-impl LimitGuard {
-    fn set(limit: u32) -> Result<Self, Box<dyn std::error::Error>> {
-        let old = std::fs::read_to_string(PARAM)?;
-        std::fs::write(PARAM, limit.to_string())?;
-        Ok(LimitGuard(old.trim().to_owned()))
-    }
-}
-
-impl Drop for LimitGuard {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(PARAM, &self.0) {
-            println!("    could not restore {PARAM} to {}: {e}", self.0);
-        }
-    }
+/// Writes a `dma_entry_limit`; the guard writes the old one back on drop (also when a test
+/// fails or panics: the harness unwinds).
+fn set_limit(limit: u32) -> Result<ParamGuard, String> {
+    let mut guard = ParamGuard::new();
+    guard.set(PARAM, &limit.to_string())?;
+    Ok(guard)
 }
 
 /// The edu open in a fresh container of `mode`.
@@ -81,7 +69,7 @@ fn type1_dma_avail_is_the_limit_and_enospc_names_it() -> TestResult {
         Ok(false) => return skip("no type1 driver behind /dev/vfio/vfio (iommufd compat, or no IOMMU)"),
         Err(why) => return skip(why),
     }
-    let _guard = LimitGuard::set(LIMIT)?;
+    let _guard = set_limit(LIMIT)?;
     let (c, _dev) = open_edu(Mode::GROUP)?;
     ensure!(
         c.dma_avail()? == Some(LIMIT),
@@ -154,7 +142,7 @@ fn pool_serves_more_buffers_than_the_limit() -> TestResult {
         return skip("group mode with an IOMMU is not offered (no-IOMMU pools map page by page)");
     }
     let type1 = type1_here().map_err(|e| e.to_string())?;
-    let _guard = if type1 { Some(LimitGuard::set(LIMIT)?) } else { None };
+    let _guard = if type1 { Some(set_limit(LIMIT)?) } else { None };
     let (c, dev) = open_edu(Mode::GROUP)?;
     let avail = c.dma_avail()?;
     ensure!(
@@ -286,40 +274,6 @@ fn no_mapping_limit_without_type1() -> TestResult {
 
 // ---- RLIMIT_MEMLOCK --------------------------------------------------------------------------
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// Drops `CAP_IPC_LOCK` (bit 14) from this thread's effective and permitted sets.
-fn drop_ipc_lock() -> std::io::Result<()> {
-    let mut h = CapHeader {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let mut d = [CapData::default(); 2];
-    // SAFETY: capget writes one header and two data structs, which both pointers name.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut h as *mut CapHeader, d.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    d[0].effective &= !(1 << 14);
-    d[0].permitted &= !(1 << 14);
-    // SAFETY: capset reads the header and two data structs, which both pointers name.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut CapHeader, d.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// In a child: opens the edu in `mode`, then drops `CAP_IPC_LOCK`, lowers `RLIMIT_MEMLOCK` to
 /// 64 KiB and maps 1 MiB: the kernel refuses (ENOMEM) and the error names the limit.
 fn memlock_refusal(mode: Mode) -> TestResult {
@@ -333,7 +287,7 @@ fn memlock_refusal(mode: Mode) -> TestResult {
     const LIMIT: u64 = 64 << 10;
     let child = move || -> Result<(), Box<dyn std::error::Error>> {
         let (c, _dev) = open_edu(mode)?;
-        drop_ipc_lock()?;
+        vfio_tests::caps::drop_ipc_lock()?;
         let lim = libc::rlimit {
             rlim_cur: LIMIT,
             rlim_max: LIMIT,

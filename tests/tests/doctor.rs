@@ -314,11 +314,6 @@ fn nobody_is_told_about_node_permissions() -> TestResult {
         root.devices[0].findings
     );
     let child = move || -> Result<(), Box<dyn std::error::Error>> {
-        // SAFETY: plain syscalls in the forked child.
-        let dropped = unsafe {
-            libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(65534) == 0 && libc::setuid(65534) == 0
-        };
-        ensure_child(dropped, "cannot become nobody".into())?;
         let r = doctor::diagnose(&Sysfs::default(), &[addr])?;
         let d = &r.devices[0];
         let denied: Vec<&Finding> = d
@@ -347,8 +342,7 @@ fn nobody_is_told_about_node_permissions() -> TestResult {
         Ok(())
     };
     // SAFETY: the test binary is single-threaded; the child drops to nobody and reads sysfs.
-    let pid = unsafe { vfio_tests::fork_child(child) }?;
-    vfio_tests::wait_child(pid)?;
+    unsafe { vfio_tests::as_nobody(child) }?;
     Ok(vfio_tests::Outcome::Pass)
 }
 
@@ -396,13 +390,13 @@ fn no_remapping_without_unsafe_interrupts_blocks() -> TestResult {
         Err(why) => return skip(why),
         Ok(a) => a,
     };
-    let params: Vec<String> = ["vfio_iommu_type1", "iommufd"]
-        .iter()
-        .map(|m| format!("/sys/module/{m}/parameters/allow_unsafe_interrupts"))
-        .filter(|p| std::path::Path::new(p).exists())
-        .collect();
-    for p in &params {
-        std::fs::write(p, "0")?;
+    // Both off until `off` drops (also when the test fails), then given back.
+    let mut off = vfio_tests::ParamGuard::new();
+    for m in ["vfio_iommu_type1", "iommufd"] {
+        let p = vfio_tests::module_param::path(m, "allow_unsafe_interrupts");
+        if p.exists() {
+            off.set(p, "0")?;
+        }
     }
     let r = doctor::diagnose(&Sysfs::default(), &[addr]);
     // The refusal the kernel gives now (EPERM at SET_IOMMU, GET_DEVICE_FD or BIND_IOMMUFD),
@@ -413,9 +407,7 @@ fn no_remapping_without_unsafe_interrupts_blocks() -> TestResult {
         .as_ref()
         .err()
         .map(|e| doctor::explain(&Sysfs::default(), &addr, e));
-    for p in &params {
-        std::fs::write(p, "1")?;
-    }
+    drop(off);
     let r = r?;
     let e = refused
         .err()

@@ -11,7 +11,7 @@ use vfio_pci::{
     DefaultContainer, DmaAccess, DmaBuffer, DmaMapping, Error, EventFd, Interface, IrqFlags, IrqMode, Mode, PciAddress,
     PciDevice, Viability,
 };
-use vfio_tests::{Outcome, TestResult, device_from_env, ensure, open_fds, skip};
+use vfio_tests::{FdSnapshot, Outcome, TestResult, device_from_env, ensure, open_fds, skip};
 
 const EDU_ID: u32 = 0x010000ed;
 
@@ -173,7 +173,7 @@ fn default_container_closes_with_its_last_holder(interface: Interface) -> TestRe
     let Some(mode) = offered(interface) else {
         return skip(format!("no {interface:?} mode here ({:?})", vfio_core::detect()));
     };
-    let before = open_fds()?;
+    let before = FdSnapshot::take()?;
     {
         let dev = PciDevice::open(&addr, Some(mode))?;
         let c = vfio_pci::default_container(mode)?;
@@ -221,11 +221,7 @@ fn default_container_closes_with_its_last_holder(interface: Interface) -> TestRe
             );
         }
     }
-    let after = open_fds()?;
-    ensure!(
-        after == before,
-        "fds {before:?} -> {after:?} after the last holder went"
-    );
+    before.check("fds after the last holder went")?;
     // Nothing holds the group: a container of our own takes it, then the default again.
     let own = vfio_tests::new_container(mode)?;
     let dev = PciDevice::open_in(own.as_ref(), &addr)?;
@@ -235,8 +231,7 @@ fn default_container_closes_with_its_last_holder(interface: Interface) -> TestRe
     let dev = PciDevice::open(&addr, Some(mode))?;
     ensure!(dev.bar(0)?.read32(0)? == EDU_ID, "edu ID after reopening");
     drop(dev);
-    let end = open_fds()?;
-    ensure!(end == before, "fds {before:?} -> {end:?} after reopening");
+    before.check("fds after reopening")?;
     println!(
         "    {mode}: default container closed with its last holder, fds back to {}",
         before.len()

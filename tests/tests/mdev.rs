@@ -163,7 +163,7 @@ fn create_lists_and_drop_removes() -> TestResult {
 
 fn mtty_info_regions_irqs(iface: Interface) -> TestResult {
     let m = need!(new_mtty()?);
-    let fds = vfio_tests::open_fds()?;
+    let fds = vfio_tests::FdSnapshot::take()?;
     let c = container(iface)?;
     let dev = m.open_in(c.as_ref())?;
     let info = dev.info()?;
@@ -200,11 +200,7 @@ fn mtty_info_regions_irqs(iface: Interface) -> TestResult {
     drop(dev);
     drop(c);
     drop(m);
-    ensure!(
-        vfio_tests::open_fds()? == fds,
-        "fds leaked: {:?} vs {fds:?}",
-        vfio_tests::open_fds()?
-    );
+    fds.check("fds leaked")?;
     println!("    {iface}: 9 regions, 5 IRQs, config 4348:3253 class 0x070002");
     Ok(Outcome::Pass)
 }
@@ -221,7 +217,7 @@ fn uart_read(dev: &Device, bar0: &vfio_core::RegionInfo, reg: u64) -> vfio_core:
 
 fn mtty_uart_loopback(iface: Interface) -> TestResult {
     let m = need!(new_mtty()?);
-    let fds = vfio_tests::open_fds()?;
+    let fds = vfio_tests::FdSnapshot::take()?;
     let c = container(iface)?;
     let dev = m.open_in(c.as_ref())?;
     let bar0 = dev.region_info(0)?;
@@ -243,7 +239,7 @@ fn mtty_uart_loopback(iface: Interface) -> TestResult {
     drop(dev);
     drop(c);
     drop(m);
-    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    fds.check("fds leaked")?;
     println!("    {iface}: {:?} looped back TX -> RX", String::from_utf8_lossy(text));
     Ok(Outcome::Pass)
 }
@@ -281,7 +277,7 @@ fn emulated_devices_do_not_change_detected_modes() -> TestResult {
 
 fn physical_container_refuses_an_mdev() -> TestResult {
     let m = need!(new_mtty()?);
-    let fds = vfio_tests::open_fds()?;
+    let fds = vfio_tests::FdSnapshot::take()?;
     let c = vfio_group::Container::open(Addressing::Physical)?;
     let group = Sysfs::default().device_iommu_group(&m.device_ref())?;
     let e = m.open_in(&c).unwrap_err();
@@ -290,7 +286,7 @@ fn physical_container_refuses_an_mdev() -> TestResult {
         "{e}"
     );
     drop(c);
-    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    fds.check("fds leaked")?;
     Ok(Outcome::Pass)
 }
 
@@ -378,13 +374,13 @@ fn mdev_removed_instance() -> TestResult {
     );
     for iface in [Interface::Group, Interface::Cdev] {
         let c = container(iface)?;
-        let fds = vfio_tests::open_fds()?;
+        let fds = vfio_tests::FdSnapshot::take()?;
         let e = c.assign(&DeviceRef::Mdev(u)).unwrap_err();
         ensure!(
             e.errno() == Some(Errno::NOENT) && e.to_string().contains(&u.to_string()),
             "{iface}: {e}"
         );
-        ensure!(vfio_tests::open_fds()? == fds, "{iface}: fds leaked");
+        fds.check(format!("{iface}: fds leaked"))?;
     }
     let raw = std::fs::write(dir.join("remove"), "1").unwrap_err();
     ensure!(raw.raw_os_error() == Some(libc::ENOENT), "raw second remove: {raw}");
@@ -396,7 +392,7 @@ const XR24: u32 = 0x3432_5258;
 fn mdpy_region_plane(iface: Interface) -> TestResult {
     let p = need!(parent("mdpy"));
     let m = p.mdev_type("mdpy-vga")?.create(Uuid::random()?)?;
-    let (fds, maps) = (vfio_tests::open_fds()?, vfio_tests::mapping_count()?);
+    let (fds, maps) = (vfio_tests::FdSnapshot::take()?, vfio_tests::mapping_count()?);
     let c = container(iface)?;
     let dev = m.open_in(c.as_ref())?;
     ensure!(
@@ -441,7 +437,7 @@ fn mdpy_region_plane(iface: Interface) -> TestResult {
     let e = dev.gfx_dmabuf(DmabufId(std::num::NonZeroU32::MIN)).unwrap_err();
     ensure!(e.errno() == Some(Errno::NOTTY), "mdpy dma-buf: {e}");
     drop((fb, bar0, dev, c, m));
-    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    fds.check("fds leaked")?;
     ensure!(vfio_tests::mapping_count()? == maps, "mappings leaked");
     println!(
         "    {iface}: {}x{} XR24 in region 16, gradient, BAR0 alias, reset",
@@ -457,7 +453,7 @@ fn mmio16(dev: &Device, r: &vfio_core::RegionInfo, at: u64, v: u16) -> vfio_core
 fn mbochs_dmabuf_plane(iface: Interface) -> TestResult {
     let p = need!(parent("mbochs"));
     let m = p.mdev_type("mbochs-small")?.create(Uuid::random()?)?;
-    let (fds, maps) = (vfio_tests::open_fds()?, vfio_tests::mapping_count()?);
+    let (fds, maps) = (vfio_tests::FdSnapshot::take()?, vfio_tests::mapping_count()?);
     let c = container(iface)?;
     let dev = m.open_in(c.as_ref())?;
     ensure!(
@@ -524,7 +520,7 @@ fn mbochs_dmabuf_plane(iface: Interface) -> TestResult {
         .unwrap_err();
     ensure!(e.errno() == Some(Errno::NOENT), "unknown dma-buf id: {e}");
     drop((buf, vram, dev, c, m));
-    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    fds.check("fds leaked")?;
     ensure!(vfio_tests::mapping_count()? == maps, "mappings leaked");
     println!(
         "    {iface}: 64x64 XR24 plane, read-only dma-buf {} (cloexec, {:#x} bytes; no CPU mapping: Unsupported)",
@@ -579,7 +575,7 @@ fn mtty_rx_interrupt_on_intx() -> TestResult {
     use std::time::Duration;
     use vfio_core::{EventFd, IrqSet};
     let m = need!(new_mtty()?);
-    let fds = vfio_tests::open_fds()?;
+    let fds = vfio_tests::FdSnapshot::take()?;
     let c = container(Interface::Cdev)?;
     // open_in asked GET_INFO first: without it mtty refuses every IRQ request (H9).
     let dev = m.open_in(c.as_ref())?;
@@ -610,13 +606,13 @@ fn mtty_rx_interrupt_on_intx() -> TestResult {
     ensure!(uart_read(&dev, &bar0, UART_RX_TX)? == b'c', "RX");
     dev.set_irqs(&IrqSet::disable(0))?;
     drop((dev, c, m, irq));
-    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    fds.check("fds leaked")?;
     Ok(Outcome::Pass)
 }
 
 fn cdev_bind_gives_an_access() -> TestResult {
     let m = need!(new_mtty()?);
-    let fds = vfio_tests::open_fds()?;
+    let fds = vfio_tests::FdSnapshot::take()?;
     let c = vfio_cdev::Container::new()?;
     let dev = c.bind_device_ref(&m.device_ref())?;
     ensure!(
@@ -645,7 +641,7 @@ fn cdev_bind_gives_an_access() -> TestResult {
     let d = dev.device(None)?;
     ensure!(d.info()?.num_irqs == 5, "GET_INFO after re-attach");
     drop((d, dev, c2, c, m));
-    ensure!(vfio_tests::open_fds()? == fds, "fds leaked");
+    fds.check("fds leaked")?;
     Ok(Outcome::Pass)
 }
 

@@ -636,10 +636,9 @@ fn edu_has_no_migration_nor_logging() -> TestResult {
 /// Runs `test` and checks it left no fd open (devices, groups, containers, iommufds, data
 /// fds, sockets).
 fn no_leak(test: fn() -> TestResult) -> TestResult {
-    let before = vfio_tests::open_fds()?;
+    let before = vfio_tests::FdSnapshot::take()?;
     let outcome = test()?;
-    let after = vfio_tests::open_fds()?;
-    ensure!(before == after, "fds before {before:?}, after {after:?}");
+    before.check("fds leaked")?;
     Ok(outcome)
 }
 

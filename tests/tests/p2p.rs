@@ -17,7 +17,7 @@ use vfio_core::{
 };
 use vfio_pci::{Command, PciDevice};
 use vfio_tests::edu::{Direction, EDU_MAX_DMA, Edu};
-use vfio_tests::{Outcome, TestResult, device_from_env, ensure, open_fds, skip};
+use vfio_tests::{FdSnapshot, Outcome, TestResult, device_from_env, ensure, skip};
 
 /// Where the peer range starts in the CMB, and its length (one page).
 const PEER_OFF: u64 = 0x10_0000;
@@ -621,10 +621,9 @@ fn bad(var: &str, case: impl Fn(&PciDevice) -> Result<Result<(), String>, Box<dy
         return skip("the kernel has no dma-buf export (dma_buf_refused_clearly_without_kernel_support)");
     }
     let _ = case(&dev)?;
-    let fds = open_fds()?;
+    let fds = FdSnapshot::take()?;
     let verdict = case(&dev)?;
-    let after = open_fds()?;
-    ensure!(after == fds, "fds leaked: {fds:?} -> {after:?}");
+    fds.check("fds leaked")?;
     verdict?;
     Ok(Outcome::Pass)
 }
@@ -733,9 +732,9 @@ fn bad_dma_buf_into_a_type1_container() -> TestResult {
         Err(e @ Error::Unsupported { .. }) => return skip(format!("no dma-buf export: {e}")),
         r => r?,
     };
-    let fds = open_fds()?;
+    let fds = FdSnapshot::take()?;
     let got = rig.c.map_dma_buf(&buf, PEER_IOVA, DmaAccess::READ_WRITE);
-    ensure!(open_fds()? == fds, "fds changed");
+    fds.check("fds changed")?;
     want(got, false, &["type1", "mmap"])?;
     Ok(Outcome::Pass)
 }
@@ -743,9 +742,9 @@ fn bad_dma_buf_into_a_type1_container() -> TestResult {
 fn bad_dma_buf_of_two_ranges_into_an_ioas() -> TestResult {
     let rig = revocable_rig!(Interface::Cdev);
     let buf = rig.cmb.device().export_dma_buf(2, &[(0, 0x1000), (0x2000, 0x1000)])?;
-    let fds = open_fds()?;
+    let fds = FdSnapshot::take()?;
     let got = rig.c.map_dma_buf(&buf, PEER_IOVA, DmaAccess::READ_WRITE);
-    ensure!(open_fds()? == fds, "fds changed");
+    fds.check("fds changed")?;
     want(got, false, &["single-range", "2 range"])?;
     // Nothing stayed mapped there.
     let e = rig.c.unmap_dma(PEER_IOVA, 0x2000).unwrap_err();

@@ -8,11 +8,11 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use vfio_core::{Errno, Error, Mode, PciAddress, Sysfs};
 use vfio_pci::doctor::{self, Finding};
+use vfio_tests::module_param::UnsafeInterruptsOff;
 use vfio_tests::{Outcome, TestResult, device_from_env, ensure, skip};
 
 fn variant() -> String {
@@ -106,42 +106,6 @@ fn not_viable_cdev_mode() -> TestResult {
     Ok(Outcome::Pass)
 }
 
-/// The `allow_unsafe_interrupts` parameters, turned off until dropped (then given back).
-struct UnsafeInterruptsOff(Vec<(PathBuf, String)>);
-
-impl UnsafeInterruptsOff {
-    fn new() -> Result<Self, String> {
-        let saved: Vec<(PathBuf, String)> = ["vfio_iommu_type1", "iommufd"]
-            .iter()
-            .map(|m| PathBuf::from(format!("/sys/module/{m}/parameters/allow_unsafe_interrupts")))
-            .filter_map(|p| Some((p.clone(), std::fs::read_to_string(&p).ok()?.trim().to_string())))
-            .collect();
-        if !saved.iter().any(|(_, v)| v == "Y") {
-            return Err(format!(
-                "unsafe interrupts are not allowed here ({saved:?}): the IOMMU remaps interrupts, or \
-                 there is none (only the virtio-iommu boots lack remapping and allow them)"
-            ));
-        }
-        let off = UnsafeInterruptsOff(saved);
-        for (p, v) in &off.0 {
-            if v == "Y" {
-                std::fs::write(p, "0").map_err(|e| format!("cannot write 0 to {}: {e}", p.display()))?;
-            }
-        }
-        Ok(off)
-    }
-}
-
-impl Drop for UnsafeInterruptsOff {
-    fn drop(&mut self) {
-        for (p, v) in &self.0 {
-            if let Err(e) = std::fs::write(p, v) {
-                println!("    could not restore {} to {v}: {e}", p.display());
-            }
-        }
-    }
-}
-
 /// Without interrupt remapping and with `allow_unsafe_interrupts` off: EPERM with
 /// `NoInterruptRemapping`, whose fix names the parameter of the backend in use.
 fn no_remapping(mode: Mode) -> TestResult {
@@ -152,7 +116,9 @@ fn no_remapping(mode: Mode) -> TestResult {
     if !vfio_tests::offered(mode) {
         return skip(format!("{mode} mode is not offered by this kernel"));
     }
-    let off = match UnsafeInterruptsOff::new() {
+    let off = match UnsafeInterruptsOff::new(
+        "the IOMMU remaps interrupts, or there is none (only the virtio-iommu boots lack remapping and allow them)",
+    ) {
         Ok(o) => o,
         Err(why) => return skip(why),
     };
@@ -187,12 +153,14 @@ fn no_remapping_cdev_mode() -> TestResult {
     no_remapping(Mode::CDEV)
 }
 
-/// Runs `hold` in a forked child, which keeps what it opened until `check` (run in this
-/// process with the child's pid) returns; then the child exits and is waited for.
-fn while_child_holds(
-    hold: impl FnOnce() -> Result<Box<dyn std::any::Any>, Box<dyn std::error::Error>>,
-    check: impl FnOnce(u32) -> TestResult,
-) -> TestResult {
+/// A forked child opens `addr` in a fresh container of `mode` and keeps both until `check`
+/// (run in this process with the child's pid) returns; then the child exits and is waited for.
+fn while_child_holds(mode: Mode, addr: PciAddress, check: impl FnOnce(u32) -> TestResult) -> TestResult {
+    let hold = move || -> Result<_, Box<dyn std::error::Error>> {
+        let c = vfio_tests::new_container(mode)?;
+        let d = c.assign_device(&addr)?;
+        Ok((d, c))
+    };
     let (mut parent, mut child) = UnixStream::pair()?;
     let in_child = move || -> Result<(), Box<dyn std::error::Error>> {
         let held = hold();
@@ -236,43 +204,36 @@ fn busy_group_names_the_holder() -> TestResult {
         Ok(m) => m,
         Err(why) => return skip(why),
     };
-    while_child_holds(
-        move || {
-            let c = vfio_tests::new_container(mode)?;
-            let d = c.assign_device(&addr)?;
-            Ok(Box::new((d, c)))
-        },
-        |pid| {
-            let e = refused(mode, &addr)?;
-            let f = check(&e, Some(Errno::BUSY), busy_by(pid))?;
-            ensure!(e.to_string().contains(&pid.to_string()), "{e}");
-            println!("    cause: {f:?}");
-            if let Some(cdev) = cdev_like(mode) {
-                let e = refused(cdev, &addr)?;
-                check(&e, Some(Errno::BUSY), busy_by(pid))?;
-            }
-            // The doctor names the holder too, and says the device is blocked.
-            let r = doctor::diagnose(&Sysfs::default(), &[addr])?;
-            let d = r.device(&addr).ok_or("not in the report")?;
-            ensure!(d.findings.iter().any(busy_by(pid)), "{:?}", d.findings);
-            ensure!(d.blocked(&r.machine), "not blocked: {:?}", d.findings);
-            let explained = doctor::explain(&Sysfs::default(), &addr, &e)?;
-            ensure!(explained.iter().any(busy_by(pid)), "{explained:?}");
-            let lsvfio = std::path::Path::new("/examples/lsvfio");
-            if lsvfio.exists() {
-                let out = std::process::Command::new(lsvfio)
-                    .args(["doctor", &addr.to_string()])
-                    .output()?;
-                let text = String::from_utf8_lossy(&out.stdout);
-                ensure!(
-                    out.status.code() == Some(1) && text.contains(&format!("process {pid}")),
-                    "lsvfio doctor ({:?}) does not name {pid}: {text}",
-                    out.status
-                );
-            }
-            Ok(Outcome::Pass)
-        },
-    )
+    while_child_holds(mode, addr, |pid| {
+        let e = refused(mode, &addr)?;
+        let f = check(&e, Some(Errno::BUSY), busy_by(pid))?;
+        ensure!(e.to_string().contains(&pid.to_string()), "{e}");
+        println!("    cause: {f:?}");
+        if let Some(cdev) = cdev_like(mode) {
+            let e = refused(cdev, &addr)?;
+            check(&e, Some(Errno::BUSY), busy_by(pid))?;
+        }
+        // The doctor names the holder too, and says the device is blocked.
+        let r = doctor::diagnose(&Sysfs::default(), &[addr])?;
+        let d = r.device(&addr).ok_or("not in the report")?;
+        ensure!(d.findings.iter().any(busy_by(pid)), "{:?}", d.findings);
+        ensure!(d.blocked(&r.machine), "not blocked: {:?}", d.findings);
+        let explained = doctor::explain(&Sysfs::default(), &addr, &e)?;
+        ensure!(explained.iter().any(busy_by(pid)), "{explained:?}");
+        let lsvfio = std::path::Path::new("/examples/lsvfio");
+        if lsvfio.exists() {
+            let out = std::process::Command::new(lsvfio)
+                .args(["doctor", &addr.to_string()])
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            ensure!(
+                out.status.code() == Some(1) && text.contains(&format!("process {pid}")),
+                "lsvfio doctor ({:?}) does not name {pid}: {text}",
+                out.status
+            );
+        }
+        Ok(Outcome::Pass)
+    })
 }
 
 /// A device bound through its cdev in another process: the bind here fails (EINVAL: a cdev
@@ -289,23 +250,16 @@ fn busy_cdev_names_the_holder() -> TestResult {
         Some(m) => m,
         None => return skip("cdev mode is not offered by this kernel"),
     };
-    while_child_holds(
-        move || {
-            let c = vfio_tests::new_container(mode)?;
-            let d = c.assign_device(&addr)?;
-            Ok(Box::new((d, c)))
-        },
-        |pid| {
-            let e = refused(mode, &addr)?;
-            let errno = e.errno();
-            ensure!(
-                matches!(errno, Some(Errno::INVAL | Errno::BUSY)),
-                "errno {errno:?}: {e}"
-            );
-            check(&e, errno, busy_by(pid))?;
-            Ok(Outcome::Pass)
-        },
-    )
+    while_child_holds(mode, addr, |pid| {
+        let e = refused(mode, &addr)?;
+        let errno = e.errno();
+        ensure!(
+            matches!(errno, Some(Errno::INVAL | Errno::BUSY)),
+            "errno {errno:?}: {e}"
+        );
+        check(&e, errno, busy_by(pid))?;
+        Ok(Outcome::Pass)
+    })
 }
 
 /// User nobody: the group node (group mode) and the cdev or `/dev/iommu` (cdev mode) are root's
@@ -325,13 +279,6 @@ fn node_not_accessible_as_nobody() -> TestResult {
         return skip("no mode is offered");
     }
     let child = move || -> Result<(), Box<dyn std::error::Error>> {
-        // SAFETY: plain syscalls in the forked child.
-        let dropped = unsafe {
-            libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(65534) == 0 && libc::setuid(65534) == 0
-        };
-        if !dropped {
-            return Err("cannot become nobody".into());
-        }
         for mode in modes {
             let e = match vfio_tests::new_container(mode) {
                 // /dev/iommu (or /dev/vfio/vfio) itself may be root's.
@@ -357,8 +304,7 @@ fn node_not_accessible_as_nobody() -> TestResult {
         Ok(())
     };
     // SAFETY: the test binary is single-threaded; the child drops to nobody and opens nodes.
-    let pid = unsafe { vfio_tests::fork_child(child) }?;
-    vfio_tests::wait_child(pid)?;
+    unsafe { vfio_tests::as_nobody(child) }?;
     Ok(Outcome::Pass)
 }
 

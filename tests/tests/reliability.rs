@@ -10,7 +10,7 @@ use static_assertions::{assert_impl_all, assert_not_impl_any};
 use vfio_core::{DmaAccess, DmaBuffer, DmaMapping, EventFd, Mode, PciAddress};
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, EDU_MAX_DMA, Edu};
-use vfio_tests::{Outcome, TestResult, device_from_env, ensure, mapping_count, open_fds, skip, status_kb};
+use vfio_tests::{FdSnapshot, Outcome, TestResult, device_from_env, ensure, mapping_count, open_fds, skip, status_kb};
 
 // Every handle may move between threads and be shared: the kernel serializes what it must on
 // each fd (ioctls on one container, device or iommufd are safe from several threads), MMIO is
@@ -91,16 +91,13 @@ fn open_close_cycles_keep_fds_flat() -> TestResult {
             Ok(Outcome::Pass)
         };
         once()?;
-        let (fds, maps) = (open_fds()?, mapping_count()?);
+        let (fds, maps) = (FdSnapshot::take()?, mapping_count()?);
         let t = Instant::now();
         for i in 0..n {
             once().map_err(|e| format!("{mode} cycle {i}: {e}"))?;
         }
-        let (fds_after, maps_after) = (open_fds()?, mapping_count()?);
-        ensure!(
-            fds_after == fds,
-            "{mode}: fds {fds:?} -> {fds_after:?} after {n} cycles"
-        );
+        fds.check(format!("{mode}: fds after {n} cycles"))?;
+        let maps_after = mapping_count()?;
         ensure!(
             maps_after == maps,
             "{mode}: mappings {maps} -> {maps_after} after {n} cycles"

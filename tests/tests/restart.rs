@@ -23,6 +23,7 @@ use vfio_core::{
     SharedFd,
 };
 use vfio_pci::PciDevice;
+use vfio_tests::caps::set_ipc_lock;
 use vfio_tests::edu::{Direction, Edu};
 use vfio_tests::{Outcome, TestResult, device_in, ensure, skip};
 
@@ -54,48 +55,6 @@ fn pin_lck(pid: &str) -> Result<(u64, u64), Box<dyn std::error::Error>> {
             .unwrap_or(0)
     };
     Ok((kb("VmPin"), kb("VmLck")))
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAP_VERSION_3: u32 = 0x2008_0522;
-const CAP_IPC_LOCK: u32 = 14;
-
-/// Sets or clears `CAP_IPC_LOCK` in this thread's effective set; returns whether it was set.
-fn set_ipc_lock(on: bool) -> std::io::Result<bool> {
-    let mut h = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    let mut d = [CapData::default(); 2];
-    // SAFETY: capget writes one header and two data structs, which both pointers name.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut h as *mut CapHeader, d.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let bit = 1u32 << CAP_IPC_LOCK;
-    let was = d[0].effective & bit != 0;
-    if on {
-        d[0].effective |= bit & d[0].permitted;
-    } else {
-        d[0].effective &= !bit;
-    }
-    // SAFETY: capset reads the header and two data structs, which both pointers name.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut CapHeader, d.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(was)
 }
 
 /// Without `CAP_IPC_LOCK` while alive: iommufd does not account pages pinned by a process that

@@ -16,7 +16,7 @@ use vfio_core::{
     SriovVfs, Sysfs, Uuid,
 };
 use vfio_pci::PciDevice;
-use vfio_tests::{Outcome, TestResult, device_from_env, ensure, open_fds, skip};
+use vfio_tests::{FdSnapshot, Outcome, TestResult, device_from_env, ensure, skip};
 
 const PF: &str = "VFIO_TEST_NVME_SRIOV";
 const EDU: &str = "VFIO_TEST_EDU";
@@ -258,7 +258,7 @@ fn vf_open_refused(mode: Result<Mode, String>, wrong_token: bool) -> TestResult 
     } else {
         AssignOptions::new()
     };
-    let fds = open_fds()?;
+    let fds = FdSnapshot::take()?;
     let err = match pf.c.assign_device_with(&vf, &opts) {
         Ok(_) => return Err(format!("{vf} opened without the right VF token").into()),
         Err(e) => e,
@@ -282,8 +282,7 @@ fn vf_open_refused(mode: Result<Mode, String>, wrong_token: bool) -> TestResult 
         text.contains(&vf.to_string()) && text.contains(&pf.addr.to_string()) && text.contains(word),
         "the error does not name VF, PF and '{word}': {text}"
     );
-    let after = open_fds()?;
-    ensure!(after == fds, "fds leaked by the refusal: {fds:?} -> {after:?}");
+    fds.check("fds leaked by the refusal")?;
     // Nothing of the refused open stays: the same container opens it with the token.
     let dev = vfs.open_vf(pf.c.as_ref(), 0)?;
     drop(dev);
@@ -304,7 +303,7 @@ fn pf_reopen_needs_the_token(mode: Result<Mode, String>) -> TestResult {
         vfio_core::Interface::Group => pf.c.clone(),
         vfio_core::Interface::Cdev => vfio_tests::new_container(pf.c.mode())?,
     };
-    let fds = open_fds()?;
+    let fds = FdSnapshot::take()?;
     let err = match c2.assign_device(&pf.addr) {
         Ok(_) => return Err("the PF opened again without the token while a VF is open".into()),
         Err(e) => e,
@@ -314,7 +313,7 @@ fn pf_reopen_needs_the_token(mode: Result<Mode, String>) -> TestResult {
         err.to_string().contains("PF with VFs open") && err.to_string().contains(&pf.addr.to_string()),
         "{err}"
     );
-    ensure!(open_fds()? == fds, "fds leaked by the refusal");
+    fds.check("fds leaked by the refusal")?;
     println!("    without token: {err}");
     let with = c2.assign_device_with(&pf.addr, &AssignOptions::new().vf_token(*vfs.token()));
     match pf.c.mode().interface() {
@@ -335,22 +334,19 @@ fn pf_reopen_needs_the_token(mode: Result<Mode, String>) -> TestResult {
             println!("    with the token: {e}");
         }
     }
-    ensure!(open_fds()? == fds, "fds leaked by the second PF open");
+    fds.check("fds leaked by the second PF open")?;
     drop(vf);
     Ok(Outcome::Pass)
 }
 
 /// Runs `f` and checks that it returns an error and leaves the fds as they were.
 fn refused<T>(what: &str, f: impl FnOnce() -> vfio_core::Result<T>) -> Result<Error, String> {
-    let fds = open_fds().map_err(|e| e.to_string())?;
+    let fds = FdSnapshot::take().map_err(|e| e.to_string())?;
     let e = match f() {
         Ok(_) => return Err(format!("{what}: accepted")),
         Err(e) => e,
     };
-    let after = open_fds().map_err(|e| e.to_string())?;
-    if after != fds {
-        return Err(format!("{what}: fds leaked: {fds:?} -> {after:?} ({e})"));
-    }
+    fds.check(format!("{what}: fds leaked ({e})"))?;
     println!("    {e}");
     Ok(e)
 }
@@ -377,37 +373,14 @@ fn bad_numvfs_above_totalvfs() -> TestResult {
     Ok(Outcome::Pass)
 }
 
-/// Sets vfio-pci's `enable_sriov` parameter and puts the old value back on drop (also when the
-/// test fails).
-struct EnableSriovParam {
-    path: &'static str,
-    old: String,
-}
-
-impl EnableSriovParam {
-    fn set(value: &str) -> std::io::Result<Self> {
-        let path = "/sys/module/vfio_pci/parameters/enable_sriov";
-        let old = std::fs::read_to_string(path)?.trim().to_string();
-        std::fs::write(path, value)?;
-        Ok(Self { path, old })
-    }
-}
-
-impl Drop for EnableSriovParam {
-    fn drop(&mut self) {
-        let value = if self.old == "Y" { "1" } else { "0" };
-        if let Err(e) = std::fs::write(self.path, value) {
-            eprintln!("    could not restore {} to {}: {e}", self.path, self.old);
-        }
-    }
-}
-
 fn bad_sriov_without_enable_sriov() -> TestResult {
     let pf = match open_pf(any_mode()) {
         Ok(p) => p,
         Err(why) => return skip(why),
     };
-    let param = EnableSriovParam::set("0")?;
+    // Given back when dropped, also when the test fails.
+    let mut param = vfio_tests::ParamGuard::new();
+    param.set(vfio_tests::module_param::path("vfio_pci", "enable_sriov"), "0")?;
     let token = Uuid::random()?;
     let e = refused("enable VFs with enable_sriov=0", || {
         SriovVfs::enable(&pf.sysfs, pf.dev.device(), &pf.addr, 2, &token)

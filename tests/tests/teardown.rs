@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use vfio_core::{DmaAccess, DmaBuffer, DmaMapping, EventFd, Mode, OwnedDmaMapping, PciAddress, SharedContainer, Sysfs};
 use vfio_pci::PciDevice;
 use vfio_tests::edu::{Direction, EDU_ID, Edu};
-use vfio_tests::{Outcome, TestResult, device_from_env, ensure, mapping_count, open_fds, skip, status_kb};
+use vfio_tests::{Outcome, Resources, TestResult, device_from_env, ensure, skip};
 
 const ITEMS: [&str; 5] = ["container", "device", "BAR mapping", "DMA mapping", "eventfd"];
 
@@ -69,13 +69,6 @@ fn open_and_drop(mode: Mode, addr: &PciAddress, order: &[usize]) -> Result<(), B
     Ok(())
 }
 
-/// What an order must give back: open fds, memory mappings, locked and pinned memory (kB).
-type Resources = (Vec<i32>, usize, u64, u64);
-
-fn resources() -> Result<Resources, Box<dyn std::error::Error>> {
-    Ok((open_fds()?, mapping_count()?, status_kb("VmLck")?, status_kb("VmPin")?))
-}
-
 fn every_drop_order(mode: Mode) -> TestResult {
     let addr = match device_from_env("VFIO_TEST_EDU") {
         Err(why) => return skip(why),
@@ -90,16 +83,11 @@ fn every_drop_order(mode: Mode) -> TestResult {
     let orders = permutations(ITEMS.len());
     // Warm-up: lazily created process-wide state is not a leak.
     open_and_drop(mode, &addr, &orders[0])?;
-    let before = resources()?;
+    let before = Resources::now()?;
     for order in &orders {
         let names = || order.iter().map(|&i| ITEMS[i]).collect::<Vec<_>>();
         open_and_drop(mode, &addr, order).map_err(|e| format!("after dropping in the order {:?}: {e}", names()))?;
-        let after = resources()?;
-        ensure!(
-            after == before,
-            "dropping in the order {:?} left (fds, mappings, VmLck kB, VmPin kB) {before:?} -> {after:?}",
-            names()
-        );
+        before.check(format!("dropping in the order {:?} left", names()))?;
     }
     // Still usable: a DMA round trip in a fresh container.
     let container = vfio_tests::new_container(mode)?;
@@ -169,7 +157,7 @@ fn default_container_lets_go(mode: Mode) -> TestResult {
     // Warm-up: process-wide state opened once (the default container is not: it closes with
     // its last holder, see driver_api::default_container_is_dropped_with_its_last_holder).
     drop(PciDevice::open(&addr, Some(mode))?);
-    let before = resources()?;
+    let before = Resources::now()?;
     let dev = PciDevice::open(&addr, Some(mode))?;
     let bar0 = dev.bar(0)?;
     let clone = dev.clone();
@@ -192,11 +180,7 @@ fn default_container_lets_go(mode: Mode) -> TestResult {
     drop(map);
     drop(buf);
     drop(container);
-    let after = resources()?;
-    ensure!(
-        after == before,
-        "left (fds, mappings, VmLck kB, VmPin kB) {before:?} -> {after:?}"
-    );
+    before.check("left")?;
     let again = PciDevice::open(&addr, Some(mode))?;
     ensure!(again.bar(0)?.read32(0)? == EDU_ID, "edu ID after reopening");
     drop(again);
@@ -231,7 +215,7 @@ fn added_group_stays_until_removed() -> TestResult {
         Err(why) => return skip(why),
         Ok(a) => a,
     };
-    let before = resources()?;
+    let before = Resources::now()?;
     let c = vfio_group::Container::open(mode.addressing())?;
     let id = Sysfs::default().iommu_group(&addr)?;
     c.add_group(id)?;
@@ -255,11 +239,7 @@ fn added_group_stays_until_removed() -> TestResult {
         c.group_ids()
     );
     c.close()?;
-    let after = resources()?;
-    ensure!(
-        after == before,
-        "left (fds, mappings, VmLck kB, VmPin kB) {before:?} -> {after:?}"
-    );
+    before.check("left")?;
     Ok(Outcome::Pass)
 }
 
@@ -273,7 +253,7 @@ fn explicit_close_reports_what_stays() -> TestResult {
         Ok(a) => a,
     };
     let mut done = Vec::new();
-    let before = resources()?;
+    let before = Resources::now()?;
     if let Ok(mode) = vfio_tests::group_mode() {
         let c = vfio_group::Container::open(mode.addressing())?;
         let dev = PciDevice::open_in(&c, &addr)?;
@@ -320,11 +300,7 @@ fn explicit_close_reports_what_stays() -> TestResult {
     if done.is_empty() {
         return skip("neither group nor cdev mode is offered by this kernel");
     }
-    let after = resources()?;
-    ensure!(
-        after == before,
-        "left (fds, mappings, VmLck kB, VmPin kB) {before:?} -> {after:?}"
-    );
+    before.check("left")?;
     println!("    {}", done.join(", "));
     Ok(Outcome::Pass)
 }
