@@ -65,7 +65,9 @@ fn cdev_vs_group(pair: &Pair, plan: Plan, iters: u64, buf: &DmaBuffer, iova: u64
     interleave(plan, &mut sides)
 }
 
-/// X2: map + unmap per size and backing, cdev vs group.
+/// X2: map + unmap per size and backing, cdev vs group, through the safe `DmaMapping` (4 KiB
+/// pages of a memfd, as `DmaBuffer::new` allocates: iommufd maps a file, never anonymous memory,
+/// through the safe API; and 2 MiB hugetlb pages).
 pub fn x2(ctx: &mut Ctx, edu: &PciAddress, nvme: &PciAddress) -> BenchResult {
     let pair = Pair::open(edu, nvme)?;
     let backend = match pair.group.backend {
@@ -74,11 +76,11 @@ pub fn x2(ctx: &mut Ctx, edu: &PciAddress, nvme: &PciAddress) -> BenchResult {
         _ => "?",
     };
     let cases: [(usize, Backing, u64, usize); 8] = [
-        (4 << 10, Backing::Anonymous, 16, 201),
-        (64 << 10, Backing::Anonymous, 4, 101),
-        (2 << 20, Backing::Anonymous, 1, 51),
-        (64 << 20, Backing::Anonymous, 1, 11),
-        (1 << 30, Backing::Anonymous, 1, 7),
+        (4 << 10, Backing::Memfd, 16, 201),
+        (64 << 10, Backing::Memfd, 4, 101),
+        (2 << 20, Backing::Memfd, 1, 51),
+        (64 << 20, Backing::Memfd, 1, 11),
+        (1 << 30, Backing::Memfd, 1, 7),
         (2 << 20, Backing::Huge2M, 4, 101),
         (64 << 20, Backing::Huge2M, 1, 21),
         (1 << 30, Backing::Huge2M, 1, 7),
@@ -87,8 +89,8 @@ pub fn x2(ctx: &mut Ctx, edu: &PciAddress, nvme: &PciAddress) -> BenchResult {
         let what = format!(
             "map + unmap {} {}",
             crate::dma::size_text(len),
-            if backing == Backing::Anonymous {
-                "anonymous"
+            if backing == Backing::Memfd {
+                "4 KiB pages (memfd)"
             } else {
                 "2 MiB pages"
             }
