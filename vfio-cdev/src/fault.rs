@@ -335,7 +335,7 @@ impl FaultQueue {
     /// Writes the page response `code` for the group of `cookie`. Errors: EINVAL (Kernel) for a
     /// cookie that is not outstanding (never read, already answered, unknown); Malformed when
     /// the kernel takes part of the response.
-    #[inline]
+    #[inline(always)]
     pub fn respond(&self, cookie: FaultCookie, code: PageResponseCode) -> Result<()> {
         const LEN: usize = size_of::<sys::iommu_hwpt_page_response>();
         let r = sys::iommu_hwpt_page_response {
@@ -347,24 +347,27 @@ impl FaultQueue {
                 log_io("write", &self.fd, LEN, Ok(LEN));
                 Ok(())
             }
-            // Boxed for the reason of `read_one`'s errors.
-            res => Err(*self.respond_failed(res)),
+            // Boxed for the reason of `read_one`'s errors; the arguments are scalars (a
+            // `Result` would be stored for the call on the hot path).
+            Ok(n) => Err(*self.respond_failed(None, n)),
+            Err(e) => Err(*self.respond_failed(Some(e), 0)),
         }
     }
 
-    /// A refused or partial write of [`FaultQueue::respond`], logged as the fd layer logs.
+    /// A refused (`e`) or partial (`n` bytes taken) write of [`FaultQueue::respond`], logged as
+    /// the fd layer logs.
     #[cold]
     #[inline(never)]
-    fn respond_failed(&self, res: rustix::io::Result<usize>) -> Box<Error> {
+    fn respond_failed(&self, e: Option<Errno>, n: usize) -> Box<Error> {
         const LEN: usize = size_of::<sys::iommu_hwpt_page_response>();
-        log_io("write", &self.fd, LEN, res);
-        Box::new(match res {
-            Ok(n) => Error::malformed(
+        log_io("write", &self.fd, LEN, e.map_or(Ok(n), Err));
+        Box::new(match e {
+            None => Error::malformed(
                 "write",
                 self.name(),
                 format!("the kernel took {n} of the {LEN} bytes of one page response"),
             ),
-            Err(e) => self.write_failed(e),
+            Some(e) => self.write_failed(e),
         })
     }
 
