@@ -217,7 +217,12 @@ impl<T: VeventData> Veventq<T> {
     /// kernel returns a partial record.
     #[inline]
     pub fn read_one(&mut self) -> Result<Option<Vevent<T>>> {
-        const { assert!(size_of::<OneRecord<T>>() == Self::RECORD_LEN, "a record is its header and data, unpadded") };
+        const {
+            assert!(
+                size_of::<OneRecord<T>>() == Self::RECORD_LEN,
+                "a record is its header and data, unpadded"
+            )
+        };
         let mut rec = MaybeUninit::<OneRecord<T>>::uninit();
         // SAFETY: `rec` is RECORD_LEN (its size, asserted above) writable bytes, and any
         // content is valid for MaybeUninit<u8>.
