@@ -217,15 +217,9 @@ impl<T: VeventData> Veventq<T> {
     /// kernel returns a partial record.
     #[inline]
     pub fn read_one(&mut self) -> Result<Option<Vevent<T>>> {
-        const {
-            assert!(
-                size_of::<OneRecord<T>>() == Self::RECORD_LEN,
-                "a record is its header and data, unpadded"
-            )
-        };
         let mut rec = MaybeUninit::<OneRecord<T>>::uninit();
-        // SAFETY: `rec` is RECORD_LEN (its size, asserted above) writable bytes, and any
-        // content is valid for MaybeUninit<u8>.
+        // SAFETY: `rec` is at least RECORD_LEN writable bytes (repr(C): the data follows the
+        // header), and any content is valid for MaybeUninit<u8>.
         let buf =
             unsafe { std::slice::from_raw_parts_mut(rec.as_mut_ptr().cast::<MaybeUninit<u8>>(), Self::RECORD_LEN) };
         let filled = match rustix::io::read(&self.fd, buf) {
@@ -239,19 +233,21 @@ impl<T: VeventData> Veventq<T> {
         // The common case inline: one whole event, no flags (one length compare, one flags
         // compare, the sequence arithmetic). The empty queue, the lost-events marker, unknown
         // flags and partial records are `read_one_rare`'s.
-        match OneRecord::<T>::read_from_bytes(filled) {
-            Ok(OneRecord { header, data }) if header.flags == 0 => {
-                let sequence = header.sequence & SEQ_MASK;
-                let lost_before = sequence.wrapping_sub(self.next) & SEQ_MASK;
-                self.next = sequence.wrapping_add(1) & SEQ_MASK;
-                Ok(Some(Vevent::Event {
-                    sequence,
-                    lost_before,
-                    data,
-                }))
-            }
-            _ => self.read_one_rare(filled).map_err(|e| *e),
+        if filled.len() == Self::RECORD_LEN
+            && let Ok((header, data)) = sys::iommufd_vevent_header::read_from_prefix(filled)
+            && header.flags == 0
+            && let Ok(data) = T::read_from_bytes(data)
+        {
+            let sequence = header.sequence & SEQ_MASK;
+            let lost_before = sequence.wrapping_sub(self.next) & SEQ_MASK;
+            self.next = sequence.wrapping_add(1) & SEQ_MASK;
+            return Ok(Some(Vevent::Event {
+                sequence,
+                lost_before,
+                data,
+            }));
         }
+        self.read_one_rare(filled).map_err(|e| *e)
     }
 
     /// [`Veventq::read_one`] of anything but one whole event without flags.
@@ -304,7 +300,6 @@ impl<T: VeventData> Veventq<T> {
 }
 
 /// One record as the kernel writes it, for [`Veventq::read_one`]'s stack buffer.
-#[derive(FromBytes, KnownLayout, Immutable)]
 #[repr(C)]
 struct OneRecord<T> {
     header: sys::iommufd_vevent_header,
