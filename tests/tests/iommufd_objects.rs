@@ -746,6 +746,41 @@ fn veventq_sequence_and_overflow() -> TestResult {
         "read_one: {one:?}"
     );
     ensure!(q.read_one()?.is_none(), "read_one read the event twice");
+    // read_one through an overflow: the events, then the lost-events marker (its cold path).
+    for _ in 0..3 {
+        trigger_vevent(iommufd, idev)?;
+    }
+    ensure!(q.wait(Some(Duration::from_secs(2)))?, "no event within 2 s");
+    let got = [q.read_one()?, q.read_one()?, q.read_one()?, q.read_one()?];
+    println!("    read_one after 3 events into a depth-2 queue: {got:?}");
+    ensure!(
+        got == [
+            Some(Vevent::Event {
+                sequence: 6,
+                lost_before: 0,
+                data
+            }),
+            Some(Vevent::Event {
+                sequence: 7,
+                lost_before: 0,
+                data
+            }),
+            Some(Vevent::Lost { sequence: 8, lost: 1 }),
+            None,
+        ],
+        "read_one through an overflow: {got:?}"
+    );
+    trigger_vevent(iommufd, idev)?;
+    ensure!(q.wait(Some(Duration::from_secs(2)))?, "no event within 2 s");
+    let one = q.read_one()?;
+    ensure!(
+        one == Some(Vevent::Event {
+            sequence: 9,
+            lost_before: 0,
+            data
+        }),
+        "read_one after the overflow: {one:?}"
+    );
     refused(
         iommufd.destroy(q.id()),
         Errno::BUSY,

@@ -6,6 +6,7 @@
 //! for `POLLIN`. A read returns whole fault groups only (all faults up to the one flagged last
 //! page, sharing a cookie); answer each group once, with its cookie.
 
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,14 +122,31 @@ const MAX_READ_RECORDS: usize = 1 << 16;
 /// it in an `Arc` held by those HWPTs, as the allocation APIs do); a failure is logged.
 #[derive(Debug)]
 pub struct FaultQueue {
+    // Fields drop in declaration order: the fd (a failed close is logged by `NamedFd`) before
+    // `obj` destroys the object.
+    fd: NamedFd,
+    obj: FaultObject,
+}
+
+/// A fault queue's object id and iommufd: destroys the object when dropped (after the fd
+/// closed).
+#[derive(Debug)]
+struct FaultObject {
     id: FaultId,
-    fd: Option<NamedFd>,
     iommufd: Arc<Iommufd>,
+}
+
+impl Drop for FaultObject {
+    fn drop(&mut self) {
+        if let Err(e) = self.iommufd.destroy(self.id) {
+            log::warn!(target: "vfio", "dropping fault queue {} of {}: {e}", self.id, self.iommufd.target());
+        }
+    }
 }
 
 impl AsFd for FaultQueue {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd().as_fd()
+        self.fd.as_fd()
     }
 }
 
@@ -149,12 +167,11 @@ impl Iommufd {
         // owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(a.out_fault_fd as i32) };
         Ok(Arc::new(FaultQueue {
-            id: FaultId::from(a.out_fault_id),
-            fd: Some(NamedFd::new(
-                fd,
-                format!("fault queue {} of {}", a.out_fault_id, self.target()),
-            )),
-            iommufd: self.clone(),
+            fd: NamedFd::new(fd, format!("fault queue {} of {}", a.out_fault_id, self.target())),
+            obj: FaultObject {
+                id: FaultId::from(a.out_fault_id),
+                iommufd: self.clone(),
+            },
         }))
     }
 }
@@ -162,26 +179,22 @@ impl Iommufd {
 impl FaultQueue {
     /// The object id.
     pub fn id(&self) -> FaultId {
-        self.id
+        self.obj.id
     }
 
     /// The iommufd the queue lives in.
     pub fn iommufd(&self) -> &Arc<Iommufd> {
-        &self.iommufd
-    }
-
-    fn fd(&self) -> &NamedFd {
-        self.fd.as_ref().expect("the fd is taken only in drop")
+        &self.obj.iommufd
     }
 
     fn name(&self) -> &str {
-        self.fd().name()
+        self.fd.name()
     }
 
     /// `poll(2)` for `POLLIN` for up to `timeout` (forever with `None`): true when a fault is
     /// queued. Interrupted polls are retried. Errors: poll's errno (Kernel).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        poll_in(self.fd(), timeout)
+        poll_in(&self.fd, timeout)
     }
 
     /// `read(2)` of the queued faults, whole groups only, up to `max` records (more when the
@@ -229,29 +242,37 @@ impl FaultQueue {
     /// (Kernel); Malformed for a partial record.
     #[inline]
     pub fn read_one(&self) -> Result<Option<Fault>> {
-        let mut rec = std::mem::MaybeUninit::<sys::iommu_hwpt_pgfault>::uninit();
-        // SAFETY: `rec` is FAULT_RECORD_LEN writable bytes, and any content is valid for
-        // MaybeUninit<u8>.
-        let buf = unsafe {
-            std::slice::from_raw_parts_mut(rec.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(), FAULT_RECORD_LEN)
-        };
-        let fd = self.fd();
-        let res = rustix::io::read(fd, buf);
-        log_io(
-            "read",
-            fd,
-            FAULT_RECORD_LEN,
-            &res.as_ref().map(|(f, _)| f.len()).map_err(|e| *e),
-        );
-        let filled = match res {
+        let mut buf = [MaybeUninit::<u8>::uninit(); FAULT_RECORD_LEN];
+        let filled = match rustix::io::read(&self.fd, &mut buf) {
             Ok((filled, _)) => &*filled,
-            Err(e) => return Err(self.read_failed(e)),
+            // The errors come boxed from their cold functions and are moved out here: built in
+            // place instead, they would share the caller's `Result` slot with the fault, and the
+            // hot path would pass the fault through memory.
+            Err(e) => return Err(*self.read_one_failed(e)),
         };
+        log_io("read", &self.fd, FAULT_RECORD_LEN, Ok(filled.len()));
         match sys::iommu_hwpt_pgfault::read_from_bytes(filled) {
             Ok(r) => Ok(Some(Fault::from_record(&r))),
-            Err(_) if filled.is_empty() => Ok(None),
-            Err(_) => Err(self.partial(filled.len())),
+            Err(_) => self.read_one_rare(filled.len()).map_err(|e| *e),
         }
+    }
+
+    /// [`FaultQueue::read_one`] of anything but one whole record: nothing queued, or a part.
+    #[cold]
+    #[inline(never)]
+    fn read_one_rare(&self, n: usize) -> std::result::Result<Option<Fault>, Box<Error>> {
+        match n {
+            0 => Ok(None),
+            n => Err(Box::new(self.partial(n))),
+        }
+    }
+
+    /// A refused read of [`FaultQueue::read_one`], logged as the fd layer logs.
+    #[cold]
+    #[inline(never)]
+    fn read_one_failed(&self, e: Errno) -> Box<Error> {
+        log_io("read", &self.fd, FAULT_RECORD_LEN, Err(e));
+        Box::new(self.read_failed(e))
     }
 
     /// A refused read.
@@ -312,13 +333,42 @@ impl FaultQueue {
     }
 
     /// Writes the page response `code` for the group of `cookie`. Errors: EINVAL (Kernel) for a
-    /// cookie that is not outstanding (never read, already answered, unknown).
+    /// cookie that is not outstanding (never read, already answered, unknown); Malformed when
+    /// the kernel takes part of the response.
+    #[inline(always)]
     pub fn respond(&self, cookie: FaultCookie, code: PageResponseCode) -> Result<()> {
+        const LEN: usize = size_of::<sys::iommu_hwpt_page_response>();
         let r = sys::iommu_hwpt_page_response {
             cookie: cookie.0,
             code: code as u32,
         };
-        self.write_raw(r.as_bytes()).map(|_| ())
+        match rustix::io::write(&self.fd, r.as_bytes()) {
+            Ok(LEN) => {
+                log_io("write", &self.fd, LEN, Ok(LEN));
+                Ok(())
+            }
+            // Boxed for the reason of `read_one`'s errors; the arguments are scalars (a
+            // `Result` would be stored for the call on the hot path).
+            Ok(n) => Err(*self.respond_failed(None, n)),
+            Err(e) => Err(*self.respond_failed(Some(e), 0)),
+        }
+    }
+
+    /// A refused (`e`) or partial (`n` bytes taken) write of [`FaultQueue::respond`], logged as
+    /// the fd layer logs.
+    #[cold]
+    #[inline(never)]
+    fn respond_failed(&self, e: Option<Errno>, n: usize) -> Box<Error> {
+        const LEN: usize = size_of::<sys::iommu_hwpt_page_response>();
+        log_io("write", &self.fd, LEN, e.map_or(Ok(n), Err));
+        Box::new(match e {
+            None => Error::malformed(
+                "write",
+                self.name(),
+                format!("the kernel took {n} of the {LEN} bytes of one page response"),
+            ),
+            Some(e) => self.write_failed(e),
+        })
     }
 
     /// Writes page responses in one `write(2)`; returns how many the kernel accepted. The kernel
@@ -341,8 +391,8 @@ impl FaultQueue {
     #[inline]
     pub fn read_raw(&self, buf: &mut [u8]) -> Result<usize> {
         let len = buf.len();
-        let res = rustix::io::read(self.fd(), buf);
-        log_io("read", self.fd(), len, &res);
+        let res = rustix::io::read(&self.fd, buf);
+        log_io("read", &self.fd, len, res);
         res.map_err(|e| self.read_failed(e))
     }
 
@@ -350,38 +400,33 @@ impl FaultQueue {
     /// errno: ESPIPE for a length not a multiple of 8, EINVAL for a bad first response.
     #[inline]
     pub fn write_raw(&self, bytes: &[u8]) -> Result<usize> {
-        let res = rustix::io::write(self.fd(), bytes);
-        log_io("write", self.fd(), bytes.len(), &res);
+        let res = rustix::io::write(&self.fd, bytes);
+        log_io("write", &self.fd, bytes.len(), res);
         res.map_err(|e| self.write_failed(e))
-    }
-}
-
-impl Drop for FaultQueue {
-    fn drop(&mut self) {
-        // The fd holds the object: close it first, then destroy the id.
-        if let Some(fd) = self.fd.take() {
-            let name = fd.name().to_string();
-            if let Err(e) = fd.close() {
-                log::warn!(target: "vfio", "closing {name}: {e}");
-            }
-        }
-        if let Err(e) = self.iommufd.destroy(self.id) {
-            log::warn!(target: "vfio", "dropping fault queue {} of {}: {e}", self.id, self.iommufd.target());
-        }
     }
 }
 
 /// Logs a queue fd's `read`/`write` at debug level. The formatting lives out of line, so the
 /// read and write paths (a few records per event) carry only the level check.
 #[inline]
-pub(crate) fn log_io(op: &str, fd: &NamedFd, len: usize, res: &rustix::io::Result<usize>) {
+pub(crate) fn log_io(op: &str, fd: &NamedFd, len: usize, res: rustix::io::Result<usize>) {
+    /// `ret` is the syscall's: a count or a negated errno (scalars: passing the `Result`
+    /// would store it for the call ahead of the level check, on the hot path).
     #[cold]
     #[inline(never)]
-    fn emit(op: &str, fd: &NamedFd, len: usize, res: &rustix::io::Result<usize>) {
+    fn emit(op: &str, fd: &NamedFd, len: usize, ret: isize) {
+        let res = match ret {
+            0.. => Ok(ret as usize),
+            _ => Err(Errno::from_raw_os_error(-ret as i32)),
+        };
         log::debug!(target: "vfio", "{op}({}, {len}) = {res:?}", fd.name());
     }
     if log::log_enabled!(target: "vfio", log::Level::Debug) {
-        emit(op, fd, len, res);
+        let ret = match res {
+            Ok(n) => n as isize,
+            Err(e) => -(e.raw_os_error() as isize),
+        };
+        emit(op, fd, len, ret);
     }
 }
 

@@ -72,18 +72,34 @@ pub enum Vevent<T> {
 /// while the fd is open); a failure is logged. It holds its vIOMMU.
 #[derive(Debug)]
 pub struct Veventq<T: VeventData> {
-    id: VeventqId,
-    fd: Option<NamedFd>,
-    viommu: Arc<Viommu>,
+    // Fields drop in declaration order: the fd (a failed close is logged by `NamedFd`) before
+    // `obj` destroys the object.
+    fd: NamedFd,
     /// The sequence number expected next.
     next: u32,
     buf: Vec<u8>,
+    obj: VeventqObject,
     _data: PhantomData<fn() -> T>,
+}
+
+/// A vEVENTQ's object id and vIOMMU: destroys the object when dropped (after the fd closed).
+#[derive(Debug)]
+struct VeventqObject {
+    id: VeventqId,
+    viommu: Arc<Viommu>,
+}
+
+impl Drop for VeventqObject {
+    fn drop(&mut self) {
+        if let Err(e) = self.viommu.iommufd().destroy(self.id) {
+            log::warn!(target: "vfio", "dropping veventq {}: {e}", self.id);
+        }
+    }
 }
 
 impl<T: VeventData> AsFd for Veventq<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd().as_fd()
+        self.fd.as_fd()
     }
 }
 
@@ -128,8 +144,7 @@ impl Viommu {
         // (O_CLOEXEC), owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(a.out_veventq_fd as i32) };
         Ok(Veventq {
-            id: VeventqId::from(a.out_veventq_id),
-            fd: Some(NamedFd::new(
+            fd: NamedFd::new(
                 fd,
                 format!(
                     "veventq {} of viommu {} of {}",
@@ -137,10 +152,13 @@ impl Viommu {
                     self.id(),
                     iommufd.target()
                 ),
-            )),
-            viommu: self.clone(),
+            ),
             next: 0,
             buf: Vec::new(),
+            obj: VeventqObject {
+                id: VeventqId::from(a.out_veventq_id),
+                viommu: self.clone(),
+            },
             _data: PhantomData,
         })
     }
@@ -152,22 +170,18 @@ impl<T: VeventData> Veventq<T> {
 
     /// The object id.
     pub fn id(&self) -> VeventqId {
-        self.id
+        self.obj.id
     }
 
     /// The vIOMMU it belongs to.
     pub fn viommu(&self) -> &Arc<Viommu> {
-        &self.viommu
-    }
-
-    fn fd(&self) -> &NamedFd {
-        self.fd.as_ref().expect("the fd is taken only in drop")
+        &self.obj.viommu
     }
 
     /// `poll(2)` for `POLLIN` for up to `timeout` (forever with `None`): true when an event is
     /// queued. Errors: poll's errno (Kernel).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        poll_in(self.fd(), timeout)
+        poll_in(&self.fd, timeout)
     }
 
     /// Reads up to `max` queued records (events and a lost-events marker). Never blocks: empty
@@ -183,18 +197,18 @@ impl<T: VeventData> Veventq<T> {
     /// were appended.
     pub fn read_into(&mut self, out: &mut Vec<Vevent<T>>, max: usize) -> Result<usize> {
         if max == 0 {
-            return Err(Error::invalid("read", self.fd().name(), "max is 0 records"));
+            return Err(Error::invalid("read", self.fd.name(), "max is 0 records"));
         }
         let len = max.saturating_mul(Self::RECORD_LEN).min(1 << 24);
         if self.buf.len() < len {
             self.buf.resize(len, 0);
         }
         // Field by field: the fd, the reused buffer and the sequence tracking are borrowed apart.
-        let fd = self.fd.as_ref().expect("the fd is taken only in drop");
+        let fd = &self.fd;
         let res = rustix::io::read(fd, &mut self.buf[..len]);
-        log_io("read", fd, len, &res);
-        let n = res.map_err(|e| Error::kernel("read", fd.name(), e))?;
-        parse_records(&mut self.next, &self.buf[..n], out).map_err(|why| Error::malformed("read", fd.name(), why))
+        log_io("read", fd, len, res);
+        let n = res.map_err(|e| read_failed(fd, e))?;
+        parse_records(&mut self.next, &self.buf[..n], out).map_err(|why| one_malformed(fd, why))
     }
 
     /// Reads one queued record (an event or a lost-events marker) into a record on the stack:
@@ -204,30 +218,61 @@ impl<T: VeventData> Veventq<T> {
     #[inline]
     pub fn read_one(&mut self) -> Result<Option<Vevent<T>>> {
         let mut rec = MaybeUninit::<OneRecord<T>>::uninit();
-        // SAFETY: `rec` is `size_of::<OneRecord<T>>()` >= RECORD_LEN writable bytes (header
-        // and data, in that order, repr(C)), and any content is valid for MaybeUninit<u8>.
+        // SAFETY: `rec` is at least RECORD_LEN writable bytes (repr(C): the data follows the
+        // header), and any content is valid for MaybeUninit<u8>.
         let buf =
             unsafe { std::slice::from_raw_parts_mut(rec.as_mut_ptr().cast::<MaybeUninit<u8>>(), Self::RECORD_LEN) };
-        let fd = self.fd.as_ref().expect("the fd is taken only in drop");
-        let res = rustix::io::read(fd, buf);
-        log_io(
-            "read",
-            fd,
-            Self::RECORD_LEN,
-            &res.as_ref().map(|(f, _)| f.len()).map_err(|e| *e),
-        );
-        let filled = match res {
+        let filled = match rustix::io::read(&self.fd, buf) {
             Ok((filled, _)) => &*filled,
-            Err(e) => return Err(read_failed(fd, e)),
+            // The errors come boxed from their cold functions and are moved out here: built in
+            // place instead, they would share the caller's `Result` slot with the event, and
+            // the hot path would pass the event through memory.
+            Err(e) => return Err(*self.read_one_failed(e)),
         };
+        log_io("read", &self.fd, Self::RECORD_LEN, Ok(filled.len()));
+        // The common case inline: one whole event, no flags (one length compare, one flags
+        // compare, the sequence arithmetic). The empty queue, the lost-events marker, unknown
+        // flags and partial records are `read_one_rare`'s.
+        if filled.len() == Self::RECORD_LEN
+            && let Ok((header, data)) = sys::iommufd_vevent_header::read_from_prefix(filled)
+            && header.flags == 0
+            && let Ok(data) = T::read_from_bytes(data)
+        {
+            let sequence = header.sequence & SEQ_MASK;
+            let lost_before = sequence.wrapping_sub(self.next) & SEQ_MASK;
+            self.next = sequence.wrapping_add(1) & SEQ_MASK;
+            return Ok(Some(Vevent::Event {
+                sequence,
+                lost_before,
+                data,
+            }));
+        }
+        self.read_one_rare(filled).map_err(|e| *e)
+    }
+
+    /// [`Veventq::read_one`] of anything but one whole event without flags.
+    #[cold]
+    #[inline(never)]
+    fn read_one_rare(&mut self, filled: &[u8]) -> std::result::Result<Option<Vevent<T>>, Box<Error>> {
         if filled.is_empty() {
             return Ok(None);
         }
         match parse_record(&mut self.next, filled) {
             Ok((ev, [])) => Ok(Some(ev)),
-            Ok((_, rest)) => Err(one_malformed(fd, format!("{} bytes after one record", rest.len()))),
-            Err(why) => Err(one_malformed(fd, why)),
+            Ok((_, rest)) => Err(Box::new(one_malformed(
+                &self.fd,
+                format!("{} bytes after one record", rest.len()),
+            ))),
+            Err(why) => Err(Box::new(one_malformed(&self.fd, why))),
         }
+    }
+
+    /// A refused read of [`Veventq::read_one`], logged as the fd layer logs.
+    #[cold]
+    #[inline(never)]
+    fn read_one_failed(&self, e: Errno) -> Box<Error> {
+        log_io("read", &self.fd, Self::RECORD_LEN, Err(e));
+        Box::new(read_failed(&self.fd, e))
     }
 
     /// [`Veventq::wait`] for up to `timeout`, then [`Veventq::read`]: empty when nothing came.
@@ -248,9 +293,9 @@ impl<T: VeventData> Veventq<T> {
     #[inline]
     pub fn read_raw(&self, buf: &mut [u8]) -> Result<usize> {
         let len = buf.len();
-        let res = rustix::io::read(self.fd(), buf);
-        log_io("read", self.fd(), len, &res);
-        res.map_err(|e| read_failed(self.fd(), e))
+        let res = rustix::io::read(&self.fd, buf);
+        log_io("read", &self.fd, len, res);
+        res.map_err(|e| read_failed(&self.fd, e))
     }
 }
 
@@ -268,7 +313,7 @@ fn read_failed(fd: &NamedFd, e: Errno) -> Error {
     Error::kernel("read", fd.name(), e)
 }
 
-/// A malformed record of [`Veventq::read_one`].
+/// A malformed record.
 #[cold]
 #[inline(never)]
 fn one_malformed(fd: &NamedFd, why: String) -> Error {
@@ -328,20 +373,6 @@ fn parse_records<T: VeventData>(
         count += 1;
     }
     Ok(count)
-}
-
-impl<T: VeventData> Drop for Veventq<T> {
-    fn drop(&mut self) {
-        if let Some(fd) = self.fd.take() {
-            let name = fd.name().to_string();
-            if let Err(e) = fd.close() {
-                log::warn!(target: "vfio", "closing {name}: {e}");
-            }
-        }
-        if let Err(e) = self.viommu.iommufd().destroy(self.id) {
-            log::warn!(target: "vfio", "dropping veventq {}: {e}", self.id);
-        }
-    }
 }
 
 #[cfg(test)]
