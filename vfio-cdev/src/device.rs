@@ -40,18 +40,44 @@ impl AsFd for UnboundDevice {
 impl UnboundDevice {
     /// Opens the cdev of the PCI function at `addr`: finds it in sysfs (`vfio-dev/`), opens the
     /// node close-on-exec and checks its major:minor against sysfs, so a stale or forged node is
-    /// never used. Errors: the device is not bound to vfio-pci (naming its driver; checked only
+    /// never used (after the first such check in the process, against VFIO's cdev major and the
+    /// name's index with one `fstat`; any difference falls back to sysfs's `dev`). Errors: the device is not bound to vfio-pci (naming its driver; checked only
     /// when the cdev cannot be found, so VFIO variant drivers work); Unsupported on kernels
     /// without `CONFIG_VFIO_DEVICE_CDEV`; Path with the cause [`Finding::CdevMismatch`] (and no
     /// errno) when the node is not the device sysfs names; Path (EACCES, EPERM) with the cause
     /// [`Finding::NodeNotAccessible`] when this user may not open it.
     pub fn open(sysfs: &Sysfs, addr: &PciAddress) -> Result<Self> {
+        if let Some(opened) = Self::open_known(sysfs, addr) {
+            return Ok(opened);
+        }
         let node = sysfs.vfio_cdev(addr).map_err(|e| no_cdev_why(sysfs, addr, e))?;
         let fd = NamedFd::new(open_cdev(sysfs, &node)?, addr.to_string());
         check_node(&fd, &node)?;
+        node_major::learn(&node);
         Ok(UnboundDevice {
             fd,
             noiommu: node.name.starts_with("noiommu-"),
+            emulated: false,
+        })
+    }
+
+    /// The open of a process that has checked a cdev against sysfs before: the node named by
+    /// `vfio-dev/` is opened and taken when it is the character device (VFIO's cdev major, the
+    /// name's index), one `fstat` instead of reading sysfs's `dev`. `None` (the node closed)
+    /// on anything else: the checked open then runs and says what is wrong.
+    fn open_known(sysfs: &Sysfs, addr: &PciAddress) -> Option<Self> {
+        let major = node_major::known()?;
+        let (name, path) = sysfs.vfio_cdev_name(addr)?;
+        let index = node_major::index(&name)?;
+        let fd = vfio_core::open_node(&path).ok()?;
+        let st = rustix::fs::fstat(&fd).ok()?;
+        let is_chr = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
+        if !is_chr || (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)) != (major, index) {
+            return None;
+        }
+        Some(UnboundDevice {
+            fd: NamedFd::new(fd, addr.to_string()),
+            noiommu: name.starts_with("noiommu-"),
             emulated: false,
         })
     }
@@ -247,6 +273,39 @@ fn open_cdev(sysfs: &Sysfs, node: &CdevNode) -> Result<OwnedFd> {
         },
         None => e,
     })
+}
+
+/// The major number of VFIO's device cdevs, learned from the first node checked against sysfs.
+/// Linux (6.6 and later) gives a device cdev the minor of its index, the `N` of `vfioN` and
+/// `noiommu-vfioN` (`vfio_init_device_cdev`); the number is learned only from a node that
+/// shows that, so a later node is checked against sysfs's own numbers whenever it does not.
+mod node_major {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use vfio_core::CdevNode;
+
+    /// 0 until learned (no cdev major is 0).
+    static MAJOR: AtomicU32 = AtomicU32::new(0);
+
+    pub(super) fn known() -> Option<u32> {
+        Some(MAJOR.load(Ordering::Relaxed)).filter(|&m| m != 0)
+    }
+
+    /// The index in a cdev's name.
+    pub(super) fn index(name: &str) -> Option<u32> {
+        name.strip_prefix("noiommu-")
+            .unwrap_or(name)
+            .strip_prefix("vfio")?
+            .parse()
+            .ok()
+    }
+
+    /// Records the major of a node sysfs vouched for, when its minor is its name's index.
+    pub(super) fn learn(node: &CdevNode) {
+        if node.major != 0 && index(&node.name) == Some(node.minor) {
+            MAJOR.store(node.major, Ordering::Relaxed);
+        }
+    }
 }
 
 fn check_node(fd: &NamedFd, node: &CdevNode) -> Result<()> {
@@ -460,6 +519,26 @@ impl BoundDevice {
 mod tests {
     use super::*;
     use std::fs;
+
+    /// The index is the number after `vfio`, with or without the no-IOMMU prefix; a major is
+    /// learned only from a node whose minor is that index.
+    #[test]
+    fn cdev_index_and_learned_major() {
+        assert_eq!(node_major::index("vfio0"), Some(0));
+        assert_eq!(node_major::index("noiommu-vfio12"), Some(12));
+        assert_eq!(node_major::index("vfio"), None);
+        assert_eq!(node_major::index("mdev0"), None);
+        let node = |name: &str, minor| CdevNode {
+            name: name.into(),
+            path: "/dev/vfio/devices/x".into(),
+            major: 511,
+            minor,
+        };
+        node_major::learn(&node("vfio3", 4));
+        assert_eq!(node_major::known(), None);
+        node_major::learn(&node("vfio3", 3));
+        assert_eq!(node_major::known(), Some(511));
+    }
 
     /// A fake sysfs and /dev where the device's cdev node is `node` and sysfs says `dev`.
     fn tree(name: &str, dev: &str, node: impl FnOnce(&std::path::Path)) -> (std::path::PathBuf, Sysfs) {

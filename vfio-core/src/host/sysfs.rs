@@ -231,6 +231,30 @@ impl Sysfs {
         })
     }
 
+    /// The name of the PCI function's cdev (`vfioN` or `noiommu-vfioN`, the first entry of its
+    /// `vfio-dev/` directory) and its path under `/dev/vfio/devices`, without reading its
+    /// major:minor; `None` when it cannot be listed. [`Sysfs::vfio_cdev`] is the checked lookup
+    /// that says why not.
+    pub fn vfio_cdev_name(&self, addr: &PciAddress) -> Option<(String, PathBuf)> {
+        use rustix::fs::{Dir, Mode, OFlags};
+        let dir = self.pci_device_dir(addr).join("vfio-dev");
+        let fd = rustix::fs::open(
+            &dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let mut entries = Dir::new(fd).ok()?;
+        let name = loop {
+            match entries.read()?.ok()?.file_name().to_bytes() {
+                b"." | b".." => continue,
+                name => break String::from_utf8_lossy(name).into_owned(),
+            }
+        };
+        let path = self.dev.join("vfio/devices").join(&name);
+        Some((name, path))
+    }
+
     /// Whether a module parameter file reads `Y` (e.g. `vfio`, `enable_unsafe_noiommu_mode`).
     pub fn module_param_enabled(&self, module: &str, param: &str) -> bool {
         let p = self.root.join("module").join(module).join("parameters").join(param);

@@ -136,6 +136,8 @@ pub fn main(args: &[String]) -> crate::Result {
                 append,
                 memory: memory.clone(),
                 icount,
+                // -icount runs one TCG thread anyway.
+                parallel_vcpus: !icount,
             };
             let boot = qemu::boot(&spec)?;
             results.push(collect(&boot));

@@ -553,6 +553,7 @@ fn run_matrix(opts: &Options) -> crate::Result<(Vec<Boot>, NotBooted)> {
                 append: opts.append.clone(),
                 memory: qemu::DEFAULT_MEMORY.to_owned(),
                 icount: false,
+                parallel_vcpus: false,
             };
             boots.push(qemu::boot(&spec)?);
         }
