@@ -425,7 +425,7 @@ fn cases() -> Vec<(&'static str, Want, After, Case)> {
             Box::new(|| {
                 let d = edu()?;
                 let bar = d.bar(0).map_err(|e| e.to_string())?;
-                Ok(bar.read_bytes(bar.info().size - 4, &mut [0u8; 8]))
+                Ok(bar.read_bytes(bar.size() - 4, &mut [0u8; 8]))
             }),
         ),
         (

@@ -103,9 +103,9 @@ fn bar_access_checks_bounds_and_matches_pread() -> TestResult {
     ensure!(bar.is_mapped(0, 8), "NVMe registers are not mapped");
     let cap = bar.read64(0)?;
     let mut raw = [0u8; 8];
-    dev.device().read_region(&bar.info().region, 0, &mut raw)?;
+    dev.device().read_region(bar.region(), 0, &mut raw)?;
     ensure!(u64::from_le_bytes(raw) == cap, "mmap and pread disagree on CAP");
-    let size = bar.info().size;
+    let size = bar.size();
     ensure!(bar.read32(size).is_err(), "read past the BAR's end accepted");
     ensure!(bar.read32(2).is_err(), "misaligned read accepted");
     // The MSI-X table: through mmap when mappable, else through pread.

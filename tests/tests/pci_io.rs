@@ -129,7 +129,7 @@ fn bar_bulk_copy_reaches_registers() -> TestResult {
     bar.read_bytes(reg::DMA_SRC, &mut back)?;
     ensure!(back == regs, "bulk read {back:02x?}");
     let mut pread = vec![0u8; regs.len()];
-    let info = bar.info().region.clone();
+    let info = bar.region().clone();
     dev.device().read_region(&info, reg::DMA_SRC, &mut pread)?;
     // Newer vfio-pci passes 8-byte region reads on as such; older kernels (Debian 12's 6.1)
     // split them into dwords, and edu answers ~0 to a dword read of the upper half of its 64-bit
@@ -151,7 +151,7 @@ fn bar_bulk_copy_reaches_registers() -> TestResult {
     bar.read_bytes(0, &mut id)?;
     ensure!(u32::from_le_bytes(id) == EDU_ID, "ID through a bulk copy");
     ensure!(
-        bar.read_bytes(bar.info().size - 4, &mut [0u8; 8]).is_err(),
+        bar.read_bytes(bar.size() - 4, &mut [0u8; 8]).is_err(),
         "copy past the end accepted"
     );
     bar.write_bytes(reg::DMA_SRC, &[0u8; 24])?;

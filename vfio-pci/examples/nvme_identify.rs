@@ -95,10 +95,10 @@ fn parse_args() -> Res<Args> {
 /// access is bounds- and alignment-checked.
 fn open_bar0(dev: &PciDevice) -> Res<Bar> {
     let bar = dev.bar(0)?;
-    if bar.info().size < DOORBELLS + 8 {
+    if bar.size() < DOORBELLS + 8 {
         return Err(format!(
             "BAR0 is {:#x} bytes: too small for the NVMe registers and doorbells",
-            bar.info().size
+            bar.size()
         )
         .into());
     }
@@ -327,7 +327,7 @@ fn run() -> Res<String> {
     }
 
     let regs = open_bar0(&dev)?;
-    let cap = Cap::parse(read64(&regs, REG_CAP)?, regs.info().size)?;
+    let cap = Cap::parse(read64(&regs, REG_CAP)?, regs.size())?;
     let vs = regs.read32(REG_VS)?;
     let doorbell_access = if regs.is_mapped(DOORBELLS, 4) && regs.is_mapped(DOORBELLS + cap.stride, 4) {
         "mmap"
@@ -342,7 +342,7 @@ fn run() -> Res<String> {
         cap.max_entries - 1,
         cap.stride,
         cap.ready_timeout,
-        regs.info().size,
+        regs.size(),
         regs.mappings().len()
     );
 

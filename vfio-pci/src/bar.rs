@@ -3,6 +3,7 @@
 //! hole), `pread`/`pwrite` on the device fd elsewhere and for I/O-port BARs.
 
 use std::ptr::NonNull;
+use std::sync::OnceLock;
 
 use vfio_core::{Error, MappedRegion, RegionFlags, RegionInfo, Register, RegisterWidth, Result};
 
@@ -52,7 +53,10 @@ pub struct Bar {
     base: NonNull<u8>,
     /// Length of that area in bytes; 0 when there is none, so every access takes the slow path.
     base_len: u64,
-    info: BarInfo,
+    index: u32,
+    region: RegionInfo,
+    /// Decoded from config space on first need.
+    info: OnceLock<BarInfo>,
     maps: Vec<MappedRegion>,
     device: vfio_core::Device,
 }
@@ -68,7 +72,8 @@ impl std::fmt::Debug for Bar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bar")
             .field("device", &self.device.name())
-            .field("info", &self.info)
+            .field("index", &self.index)
+            .field("info", &self.info.get())
             .field("maps", &self.maps)
             .finish()
     }
@@ -92,14 +97,7 @@ impl PciDevice {
         if region.size == 0 {
             return Ok(None);
         }
-        let raw = self.config_read32(0x10 + 4 * index as u16)?;
-        let (kind, prefetchable) = if raw & 1 != 0 {
-            (BarKind::Io, false)
-        } else if (raw >> 1) & 3 == 2 {
-            (BarKind::Memory64, raw & 8 != 0)
-        } else {
-            (BarKind::Memory32, raw & 8 != 0)
-        };
+        let (kind, prefetchable) = decode(self.config_read32(0x10 + 4 * index as u16)?);
         Ok(Some(BarInfo {
             index,
             kind,
@@ -127,24 +125,44 @@ impl PciDevice {
     /// Opens BAR `index` (0-5) for access: `VFIO_DEVICE_GET_REGION_INFO`, then `mmap(2)` of
     /// every area the kernel lets user space map (the whole BAR, or its sparse areas); the rest
     /// is reached through the device fd. Each mapping keeps the device open and is unmapped
-    /// when the [`Bar`] drops. Errors: InvalidArgument for an index past 5; Unsupported for an
-    /// unimplemented BAR (or the upper half of a 64-bit one); the errno of the region query or
-    /// of mmap.
+    /// when the [`Bar`] drops. Config space is not read here: the BAR's kind is decoded on
+    /// first need ([`Bar::info`], a 64-bit access outside the mappings). Errors:
+    /// InvalidArgument for an index past 5; Unsupported for an unimplemented BAR (or the upper
+    /// half of a 64-bit one); the errno of the region query or of mmap.
     #[doc(alias = "map_bar")]
     pub fn bar(&self, index: u32) -> Result<Bar> {
-        let info = self.bar_info(index)?.ok_or_else(|| {
-            Error::unsupported(
+        if index > 5 {
+            return Err(Error::invalid(
+                "decode BAR",
+                self.address(),
+                format!("BAR {index} does not exist (0-5)"),
+            ));
+        }
+        let region = self.device().region_info(index)?;
+        if region.size == 0 {
+            return Err(Error::unsupported(
                 "BAR access",
                 format!("{} BAR {index}", self.address()),
                 "the BAR is not implemented (or is the upper half of a 64-bit BAR)",
-            )
-        })?;
-        let maps = if info.region.flags.contains(RegionFlags::MMAP) {
-            self.device().map_region_areas(&info.region)?
+            ));
+        }
+        let maps = if region.flags.contains(RegionFlags::MMAP) {
+            self.device().map_region_areas(&region)?
         } else {
             Vec::new()
         };
-        Ok(Bar::new(info, maps, self.device().clone()))
+        Ok(Bar::new(index, region, None, maps, self.device().clone()))
+    }
+}
+
+/// A BAR register's kind and prefetchable bit.
+fn decode(raw: u32) -> (BarKind, bool) {
+    if raw & 1 != 0 {
+        (BarKind::Io, false)
+    } else if (raw >> 1) & 3 == 2 {
+        (BarKind::Memory64, raw & 8 != 0)
+    } else {
+        (BarKind::Memory32, raw & 8 != 0)
     }
 }
 
@@ -181,7 +199,13 @@ macro_rules! bar_access {
 }
 
 impl Bar {
-    fn new(info: BarInfo, maps: Vec<MappedRegion>, device: vfio_core::Device) -> Self {
+    fn new(
+        index: u32,
+        region: RegionInfo,
+        info: Option<BarInfo>,
+        maps: Vec<MappedRegion>,
+        device: vfio_core::Device,
+    ) -> Self {
         let (base, base_len) = maps
             .iter()
             .find(|m| m.region_offset() == 0)
@@ -190,20 +214,48 @@ impl Bar {
         Bar {
             base,
             base_len,
-            info,
+            index,
+            region,
+            info: info.map(OnceLock::from).unwrap_or_default(),
             maps,
             device,
         }
     }
 
-    /// What the BAR is.
-    pub fn info(&self) -> &BarInfo {
-        &self.info
+    /// What the BAR is: its kind and prefetchability decoded from the BAR register in config
+    /// space (one `VFIO_DEVICE_GET_REGION_INFO` of the config region and one `pread(2)`, the
+    /// first time), its size and region from the region info. Errors: those of the config read.
+    pub fn info(&self) -> Result<&BarInfo> {
+        if let Some(info) = self.info.get() {
+            return Ok(info);
+        }
+        let config = self.device.region_info(crate::CONFIG_REGION)?;
+        let mut raw = [0u8; 4];
+        self.device
+            .read_region(&config, 0x10 + 4 * u64::from(self.index), &mut raw)?;
+        let (kind, prefetchable) = decode(u32::from_le_bytes(raw));
+        Ok(self.info.get_or_init(|| BarInfo {
+            index: self.index,
+            kind,
+            prefetchable,
+            size: self.region.size,
+            region: self.region.clone(),
+        }))
+    }
+
+    /// The BAR's number, 0-5.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The VFIO region behind it.
+    pub fn region(&self) -> &RegionInfo {
+        &self.region
     }
 
     /// The BAR's size in bytes.
     pub fn size(&self) -> u64 {
-        self.info.size
+        self.region.size
     }
 
     /// The mmapped areas (none for an I/O-port BAR or a region without the MMAP flag).
@@ -237,7 +289,7 @@ impl Bar {
                 self.target(),
                 format!(
                     "offset {offset:#x} is not in an mmapped area ({}): access it with read/write",
-                    if self.info.kind == BarKind::Io {
+                    if self.info().is_ok_and(|i| i.kind == BarKind::Io) {
                         "an I/O-port BAR"
                     } else if self.maps.is_empty() {
                         "the kernel offers no mmap of this BAR"
@@ -270,10 +322,11 @@ impl Bar {
     }
 
     fn check(&self, offset: u64, len: u64) -> Result<()> {
-        if offset.checked_add(len).is_none_or(|e| e > self.info.size) || offset % len != 0 {
+        if offset.checked_add(len).is_none_or(|e| e > self.size()) || offset % len != 0 {
             return Err(self.access_error(offset, len));
         }
-        if len == 8 && self.info.kind == BarKind::Io {
+        // Mapped areas are memory (vfio-pci maps no I/O BAR): only the fd path asks the kind.
+        if len == 8 && self.area(offset, len).is_none() && self.info()?.kind == BarKind::Io {
             return Err(Error::unsupported(
                 "BAR access",
                 self.target(),
@@ -285,16 +338,16 @@ impl Bar {
     }
 
     fn target(&self) -> String {
-        format!("{} BAR {}", self.device.name(), self.info.index)
+        format!("{} BAR {}", self.device.name(), self.index)
     }
 
     #[cold]
     #[inline(never)]
     fn access_error(&self, offset: u64, len: u64) -> Error {
-        let reason = if offset.checked_add(len).is_none_or(|e| e > self.info.size) {
+        let reason = if offset.checked_add(len).is_none_or(|e| e > self.size()) {
             format!(
                 "{len}-byte access at {offset:#x} is past the end of the {:#x}-byte BAR",
-                self.info.size
+                self.size()
             )
         } else {
             format!("{len}-byte access at {offset:#x} is not {len}-byte aligned")
@@ -312,7 +365,7 @@ impl Bar {
         let mut b = [0u8; N];
         match self.area(offset, N as u64) {
             Some((m, at)) => m.read_bytes(at, &mut b)?,
-            None => self.device.read_region(&self.info.region, offset, &mut b)?,
+            None => self.device.read_region(&self.region, offset, &mut b)?,
         }
         Ok(b)
     }
@@ -324,7 +377,7 @@ impl Bar {
         self.check(offset, N as u64)?;
         match self.area(offset, N as u64) {
             Some((m, at)) => m.write_bytes(at, &bytes),
-            None => self.device.write_region(&self.info.region, offset, &bytes),
+            None => self.device.write_region(&self.region, offset, &bytes),
         }
     }
 
@@ -361,11 +414,11 @@ impl Bar {
     /// Splits `[offset, offset + len)` into pieces that are each inside one mapped area
     /// (`Some(area, offset in it)`) or in no area (`None`: the device fd serves them).
     fn pieces(&self, offset: u64, len: u64) -> Result<Vec<Piece<'_>>> {
-        if offset.checked_add(len).is_none_or(|e| e > self.info.size) {
+        if offset.checked_add(len).is_none_or(|e| e > self.size()) {
             return Err(Error::invalid(
                 "BAR copy",
                 self.target(),
-                format!("{len} bytes at {offset:#x} exceed the {:#x}-byte BAR", self.info.size),
+                format!("{len} bytes at {offset:#x} exceed the {:#x}-byte BAR", self.size()),
             ));
         }
         let mut out = Vec::new();
@@ -405,7 +458,7 @@ impl Bar {
             let dst = &mut out[rel as usize..(rel + n) as usize];
             match area {
                 Some((m, at)) => m.read_bytes(at, dst)?,
-                None => self.device.read_region(&self.info.region, offset + rel, dst)?,
+                None => self.device.read_region(&self.region, offset + rel, dst)?,
             }
         }
         Ok(())
@@ -417,7 +470,7 @@ impl Bar {
             let src = &data[rel as usize..(rel + n) as usize];
             match area {
                 Some((m, at)) => m.write_bytes(at, src)?,
-                None => self.device.write_region(&self.info.region, offset + rel, src)?,
+                None => self.device.write_region(&self.region, offset + rel, src)?,
             }
         }
         Ok(())
@@ -456,7 +509,7 @@ mod tests {
             size: region.size,
             region,
         };
-        (Bar::new(info, maps, device), page)
+        (Bar::new(0, info.region.clone(), Some(info), maps, device), page)
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -601,7 +654,7 @@ mod tests {
             size: 0x40,
             region,
         };
-        let bar = Bar::new(info, Vec::new(), dev.clone());
+        let bar = Bar::new(1, info.region.clone(), Some(info), Vec::new(), dev.clone());
         assert_eq!(bar.read32(4).unwrap(), 0x5a5a_5a5a);
         bar.write16(8, 0x1234).unwrap();
         assert_eq!(fake::read_at(&dev, REGION_AT + 8, 2), [0x34, 0x12]);

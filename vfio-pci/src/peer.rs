@@ -53,7 +53,7 @@ impl PciDevice {
         iova: u64,
         access: DmaAccess,
     ) -> Result<PeerMapping> {
-        let target = || format!("{} BAR {}", self.address(), bar.info().index);
+        let target = || format!("{} BAR {}", self.address(), bar.index());
         let Some((area, at)) = bar.mapping_at(offset, len) else {
             return Err(Error::invalid(
                 "peer-to-peer mapping",

@@ -147,7 +147,7 @@ impl<'m> Nvme<'m> {
         if (cap >> 48) & 0xf != 0 {
             return Err("CAP.MPSMIN: 4 KiB pages are not supported".into());
         }
-        if DOORBELLS + 4 * stride > regs.info().size {
+        if DOORBELLS + 4 * stride > regs.size() {
             return Err("the I/O queue doorbells lie outside BAR0".into());
         }
         let cc = regs.read32(REG_CC)?;
