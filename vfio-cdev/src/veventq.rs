@@ -233,19 +233,22 @@ impl<T: VeventData> Veventq<T> {
         // The common case inline: one whole event, no flags (one length compare, one flags
         // compare, the sequence arithmetic). The empty queue, the lost-events marker, unknown
         // flags and partial records are `read_one_rare`'s.
-        if filled.len() == Self::RECORD_LEN
-            && let Ok((header, data)) = sys::iommufd_vevent_header::read_from_prefix(filled)
-            && header.flags == 0
-            && let Ok(data) = T::read_from_bytes(data)
-        {
-            let sequence = header.sequence & SEQ_MASK;
-            let lost_before = sequence.wrapping_sub(self.next) & SEQ_MASK;
-            self.next = sequence.wrapping_add(1) & SEQ_MASK;
-            return Ok(Some(Vevent::Event {
-                sequence,
-                lost_before,
-                data,
-            }));
+        // (Nested, not a let chain: the crates build with Rust 1.85.)
+        if filled.len() == Self::RECORD_LEN {
+            if let Ok((header, data)) = sys::iommufd_vevent_header::read_from_prefix(filled) {
+                if header.flags == 0 {
+                    if let Ok(data) = T::read_from_bytes(data) {
+                        let sequence = header.sequence & SEQ_MASK;
+                        let lost_before = sequence.wrapping_sub(self.next) & SEQ_MASK;
+                        self.next = sequence.wrapping_add(1) & SEQ_MASK;
+                        return Ok(Some(Vevent::Event {
+                            sequence,
+                            lost_before,
+                            data,
+                        }));
+                    }
+                }
+            }
         }
         self.read_one_rare(filled).map_err(|e| *e)
     }
