@@ -86,17 +86,9 @@ type Piece<'a> = (u64, u64, Option<(&'a MappedRegion, u64)>);
 impl PciDevice {
     /// Decodes BAR `index`: `None` for an unimplemented BAR or the upper half of a 64-bit one.
     pub fn bar_info(&self, index: u32) -> Result<Option<BarInfo>> {
-        if index > 5 {
-            return Err(Error::invalid(
-                "decode BAR",
-                self.address(),
-                format!("BAR {index} does not exist (0-5)"),
-            ));
-        }
-        let region = self.device().region_info(index)?;
-        if region.size == 0 {
+        let Some(region) = self.bar_region(index)? else {
             return Ok(None);
-        }
+        };
         let (kind, prefetchable) = decode(self.config_read32(0x10 + 4 * index as u16)?);
         Ok(Some(BarInfo {
             index,
@@ -105,6 +97,20 @@ impl PciDevice {
             size: region.size,
             region,
         }))
+    }
+
+    /// The region of BAR `index` (`VFIO_DEVICE_GET_REGION_INFO`); `None` when it is empty
+    /// (unimplemented, or the upper half of a 64-bit BAR).
+    fn bar_region(&self, index: u32) -> Result<Option<RegionInfo>> {
+        if index > 5 {
+            return Err(Error::invalid(
+                "decode BAR",
+                self.address(),
+                format!("BAR {index} does not exist (0-5)"),
+            ));
+        }
+        let region = self.device().region_info(index)?;
+        Ok((region.size != 0).then_some(region))
     }
 
     /// Every implemented BAR.
@@ -131,21 +137,13 @@ impl PciDevice {
     /// half of a 64-bit one); the errno of the region query or of mmap.
     #[doc(alias = "map_bar")]
     pub fn bar(&self, index: u32) -> Result<Bar> {
-        if index > 5 {
-            return Err(Error::invalid(
-                "decode BAR",
-                self.address(),
-                format!("BAR {index} does not exist (0-5)"),
-            ));
-        }
-        let region = self.device().region_info(index)?;
-        if region.size == 0 {
-            return Err(Error::unsupported(
+        let region = self.bar_region(index)?.ok_or_else(|| {
+            Error::unsupported(
                 "BAR access",
                 format!("{} BAR {index}", self.address()),
                 "the BAR is not implemented (or is the upper half of a 64-bit BAR)",
-            ));
-        }
+            )
+        })?;
         let maps = if region.flags.contains(RegionFlags::MMAP) {
             self.device().map_region_areas(&region)?
         } else {
