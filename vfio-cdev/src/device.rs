@@ -70,9 +70,7 @@ impl UnboundDevice {
         let (name, path) = sysfs.vfio_cdev_name(addr)?;
         let index = node_major::index(&name)?;
         let fd = vfio_core::open_node(&path).ok()?;
-        let st = rustix::fs::fstat(&fd).ok()?;
-        let is_chr = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
-        if !is_chr || (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)) != (major, index) {
+        if char_device(&fd).ok()? != Some((major, index)) {
             return None;
         }
         Some(UnboundDevice {
@@ -308,23 +306,27 @@ mod node_major {
     }
 }
 
-fn check_node(fd: &NamedFd, node: &CdevNode) -> Result<()> {
-    let st = rustix::fs::fstat(fd).map_err(|e| Error::kernel("fstat", node.path.display(), e))?;
-    let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+/// The major:minor of the character device `fd` is open on (`fstat`); `None` when it is not
+/// a character device.
+fn char_device(fd: impl AsFd) -> rustix::io::Result<Option<(u32, u32)>> {
+    let st = rustix::fs::fstat(fd)?;
     let is_chr = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
-    if !is_chr || (major, minor) != (node.major, node.minor) {
+    Ok(is_chr.then(|| (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev))))
+}
+
+fn check_node(fd: &NamedFd, node: &CdevNode) -> Result<()> {
+    let found = char_device(fd).map_err(|e| Error::kernel("fstat", node.path.display(), e))?;
+    if found != Some((node.major, node.minor)) {
         let cause = Finding::CdevMismatch {
             path: node.path.clone(),
             expected: (node.major, node.minor),
-            found: is_chr.then_some((major, minor)),
+            found,
         };
+        let what = found.map_or("not a character device".to_string(), |(ma, mi)| format!("{ma}:{mi}"));
         return Err(Error::path(
             "open VFIO cdev",
             &node.path,
-            std::io::Error::other(format!(
-                "node is {major}:{minor} (char device: {is_chr}) but sysfs says {}:{}",
-                node.major, node.minor
-            )),
+            std::io::Error::other(format!("node is {what} but sysfs says {}:{}", node.major, node.minor)),
         )
         .with_cause(cause));
     }
@@ -572,7 +574,7 @@ mod tests {
             ),
             "{e:?}"
         );
-        assert!(e.to_string().contains("char device: false"), "{e}");
+        assert!(e.to_string().contains("not a character device"), "{e}");
         assert!(e.to_string().contains("vfio/devices/vfio0"), "{e}");
         fs::remove_dir_all(root).unwrap();
         // A character device with other numbers (/dev/null is 1:3).
