@@ -380,7 +380,8 @@ impl Drop for NoIommuModeOff {
 /// (`vfio_group_find_or_alloc`, EINVAL). Binding it (`Sysfs::bind_vfio_pci`) and opening it
 /// (`PciDevice::open` in group-noiommu and cdev-noiommu mode) fail with the
 /// cause `NoIommu`, whose fix names the IOMMU and the parameter. The bind is undone; with the
-/// mode on again it binds and opens. Uses pci-testdev, which no other test here needs.
+/// mode on again it binds and opens. With no mode asked for, `PciDevice::open` says that
+/// the kernel offers none and why. Uses pci-testdev, which no other test here needs.
 fn no_iommu_mode_off() -> TestResult {
     let addr = match device_from_env("VFIO_TEST_TESTDEV") {
         Ok(a) => a,
@@ -428,6 +429,26 @@ fn no_iommu_mode_off() -> TestResult {
                 Ok(_) => return Err(format!("{mode}: {addr} opened with no-IOMMU mode off").into()),
                 Err(e) => {
                     check(&e, Some(Errno::NOENT), is_no_iommu)?;
+                }
+            }
+        }
+        // No mode asked for: the kernel offers none now, and the refusal says why and what
+        // to turn back on (the other devices still have their no-IOMMU groups).
+        let offered = vfio_core::detect();
+        ensure!(
+            offered == vfio_core::Modes::default(),
+            "modes still offered: {offered:?}"
+        );
+        if std::env::var_os("VFIO_RS_MODE").is_none() {
+            println!("    open with no mode asked for:");
+            match vfio_pci::PciDevice::open(&addr, None) {
+                Ok(_) => return Err(format!("{addr} opened with no mode offered").into()),
+                Err(e) => {
+                    println!("    {e}");
+                    ensure!(
+                        matches!(e, Error::Unsupported { .. }) && e.to_string().contains("enable_unsafe_noiommu_mode"),
+                        "{e:?}"
+                    );
                 }
             }
         }

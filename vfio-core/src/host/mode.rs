@@ -162,9 +162,7 @@ pub fn detect_in(sysfs: &Sysfs) -> Modes {
         iommu_cdevs |= name.starts_with("vfio") && !is_mdev_cdev(sysfs, &name);
         noiommu_cdevs |= name.starts_with("noiommu-vfio");
     }
-    let has_iommu = std::fs::read_dir(sysfs.root().join("class/iommu"))
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
+    let has_iommu = iommu_registered(sysfs);
     let noiommu = sysfs.module_param_enabled("vfio", "enable_unsafe_noiommu_mode");
     let cdev_nodes = dev.join("iommu").exists() && dev.join("vfio/devices").is_dir();
     Modes {
@@ -175,6 +173,12 @@ pub fn detect_in(sysfs: &Sysfs) -> Modes {
         group_noiommu: container && noiommu,
         cdev_noiommu: cdev_nodes && noiommu && (noiommu_cdevs || !noiommu_groups),
     }
+}
+
+/// Whether an IOMMU is registered: `class/iommu` has an entry (the iommufd selftest's mock
+/// registers one too).
+fn iommu_registered(sysfs: &Sysfs) -> bool {
+    std::fs::read_dir(sysfs.root().join("class/iommu")).is_ok_and(|mut d| d.next().is_some())
 }
 
 /// Whether IOMMU group `name` is an emulated one (a mediated device's: `vfio-noiommu` in its
@@ -233,7 +237,8 @@ impl Modes {
                             "VFIO mode",
                             "noiommu",
                             format!(
-                                "forced by {MODE_ENV} but this kernel offers no physical addressing                                  (vfio.enable_unsafe_noiommu_mode is off?) ({modes:?})"
+                                "forced by {MODE_ENV} but this kernel offers no physical addressing \
+                                 (vfio.enable_unsafe_noiommu_mode is off?) ({modes:?})"
                             ),
                         )
                     });
@@ -261,9 +266,43 @@ impl Modes {
 
 /// The mode to use: the one named by `VFIO_RS_MODE` if set, else the first the kernel offers of
 /// cdev, group, cdev-noiommu, group-noiommu. Errors: Unsupported when the forced mode or every
-/// mode is unavailable; InvalidArgument when `VFIO_RS_MODE` names no mode.
+/// mode is unavailable (for none at all, the reason and its fix: the VFIO modules not loaded, no
+/// IOMMU with no-IOMMU mode off, or no-IOMMU devices bound with the mode turned off since);
+/// InvalidArgument when `VFIO_RS_MODE` names no mode.
 pub fn preferred() -> Result<Mode> {
-    detect().choose(std::env::var(MODE_ENV).ok().as_deref())
+    let sysfs = Sysfs::default();
+    let forced = std::env::var(MODE_ENV).ok();
+    let chosen = detect_in(&sysfs).choose(forced.as_deref());
+    match chosen {
+        Err(Error::Unsupported { .. }) if forced.is_none() => Err(no_mode(&sysfs)),
+        other => other,
+    }
+}
+
+/// Why the kernel seen through `sysfs` offers no mode, and what to change (the doctor's
+/// finding and its fix): the error of [`preferred`] when no mode is forced.
+pub(crate) fn no_mode(sysfs: &Sysfs) -> Error {
+    use crate::host::doctor::Finding;
+    let dev = sysfs.dev_dir();
+    let container = dev.join("vfio/vfio");
+    let has_iommu = iommu_registered(sysfs);
+    let noiommu = sysfs.module_param_enabled("vfio", "enable_unsafe_noiommu_mode");
+    let finding = if !container.exists() && !dev.join("iommu").exists() {
+        Finding::NodeMissing { path: container }
+    } else if !has_iommu && !noiommu {
+        Finding::NoIommu
+    } else if !noiommu {
+        return Error::unsupported(
+            "VFIO",
+            "this kernel",
+            "the devices bound to VFIO are no-IOMMU ones (/dev/vfio/noiommu-N) and \
+             vfio.enable_unsafe_noiommu_mode is off now; fix: turn it back on, or rebind the \
+             devices to vfio-pci",
+        );
+    } else {
+        Finding::NodeMissing { path: container }
+    };
+    Error::unsupported("VFIO", "this kernel", format!("{finding}; fix: {}", finding.fix()))
 }
 
 #[cfg(test)]
@@ -383,6 +422,43 @@ mod tests {
         let m = detect_in(&sysfs);
         assert!(m.group && m.cdev && m.group_noiommu && !m.cdev_noiommu, "{m:?}");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn no_mode_says_what_is_missing() {
+        let reason = |sysfs: &Sysfs| match no_mode(sysfs) {
+            Error::Unsupported { reason, .. } => reason,
+            e => panic!("{e}"),
+        };
+        // Nothing: the modules are not loaded.
+        let (root, sysfs) = tree("nomode-bare", false, &[]);
+        assert!(reason(&sysfs).contains("load the VFIO modules"));
+        // The nodes, but no IOMMU and the no-IOMMU parameter off.
+        std::fs::write(dev_file(&root, "vfio/vfio"), "").unwrap();
+        std::fs::write(dev_file(&root, "iommu"), "").unwrap();
+        let param = root.join("sys/module/vfio/parameters/enable_unsafe_noiommu_mode");
+        std::fs::write(&param, "N\n").unwrap();
+        assert_eq!(detect_in(&sysfs), Modes::default());
+        let r = reason(&sysfs);
+        assert!(
+            r.contains("intel_iommu=on") && r.contains("enable_unsafe_noiommu_mode"),
+            "{r}"
+        );
+        assert!(!r.contains("  "), "{r}");
+        // An IOMMU, but the bound devices are no-IOMMU ones and the parameter is off now.
+        std::fs::create_dir_all(root.join("sys/class/iommu/dmar0")).unwrap();
+        std::fs::write(dev_file(&root, "vfio/noiommu-0"), "").unwrap();
+        std::fs::write(dev_file(&root, "vfio/devices/noiommu-vfio0"), "").unwrap();
+        assert_eq!(detect_in(&sysfs), Modes::default());
+        assert!(reason(&sysfs).contains("no-IOMMU ones"));
+        std::fs::remove_dir_all(&root).unwrap();
+        // The forced-noiommu refusal reads as one sentence.
+        let e = Modes::default().choose(Some("noiommu")).unwrap_err();
+        assert!(!e.to_string().contains("  "), "{e}");
+    }
+
+    fn dev_file(root: &std::path::Path, name: &str) -> std::path::PathBuf {
+        root.join("dev").join(name)
     }
 
     #[test]
