@@ -707,44 +707,24 @@ fn veventq_sequence_and_overflow() -> TestResult {
     let ev = q.read_timeout(8, Duration::from_secs(2))?;
     println!("    read after 3 events into a depth-2 queue: {ev:?}");
     let data = VeventSelftest { virt_id: 0x88 };
+    // The mock's event for vDEVICE 0x88, nothing lost before it.
+    let event = |sequence| Vevent::Event {
+        sequence,
+        lost_before: 0,
+        data,
+    };
     ensure!(
-        ev == [
-            Vevent::Event {
-                sequence: 1,
-                lost_before: 0,
-                data
-            },
-            Vevent::Event {
-                sequence: 2,
-                lost_before: 0,
-                data
-            },
-            Vevent::Lost { sequence: 3, lost: 1 },
-        ],
+        ev == [event(1), event(2), Vevent::Lost { sequence: 3, lost: 1 }],
         "overflow: {ev:?}"
     );
     trigger_vevent(iommufd, idev)?;
     let ev = q.read_timeout(8, Duration::from_secs(2))?;
-    ensure!(
-        ev == [Vevent::Event {
-            sequence: 4,
-            lost_before: 0,
-            data
-        }],
-        "after the overflow: {ev:?}"
-    );
+    ensure!(ev == [event(4)], "after the overflow: {ev:?}");
     // read_one: one event through a record on the stack, sequence tracked as read's.
     trigger_vevent(iommufd, idev)?;
     ensure!(q.wait(Some(Duration::from_secs(2)))?, "no event within 2 s");
     let one = q.read_one()?;
-    ensure!(
-        one == Some(Vevent::Event {
-            sequence: 5,
-            lost_before: 0,
-            data
-        }),
-        "read_one: {one:?}"
-    );
+    ensure!(one == Some(event(5)), "read_one: {one:?}");
     ensure!(q.read_one()?.is_none(), "read_one read the event twice");
     // read_one through an overflow: the events, then the lost-events marker (its cold path).
     for _ in 0..3 {
@@ -755,16 +735,8 @@ fn veventq_sequence_and_overflow() -> TestResult {
     println!("    read_one after 3 events into a depth-2 queue: {got:?}");
     ensure!(
         got == [
-            Some(Vevent::Event {
-                sequence: 6,
-                lost_before: 0,
-                data
-            }),
-            Some(Vevent::Event {
-                sequence: 7,
-                lost_before: 0,
-                data
-            }),
+            Some(event(6)),
+            Some(event(7)),
             Some(Vevent::Lost { sequence: 8, lost: 1 }),
             None,
         ],
@@ -773,14 +745,7 @@ fn veventq_sequence_and_overflow() -> TestResult {
     trigger_vevent(iommufd, idev)?;
     ensure!(q.wait(Some(Duration::from_secs(2)))?, "no event within 2 s");
     let one = q.read_one()?;
-    ensure!(
-        one == Some(Vevent::Event {
-            sequence: 9,
-            lost_before: 0,
-            data
-        }),
-        "read_one after the overflow: {one:?}"
-    );
+    ensure!(one == Some(event(9)), "read_one after the overflow: {one:?}");
     refused(
         iommufd.destroy(q.id()),
         Errno::BUSY,

@@ -440,7 +440,18 @@ fn no_iommu_mode_off() -> TestResult {
             "modes still offered: {offered:?}"
         );
         // edu is still on vfio-pci (pci-testdev is off it, which its open would report first).
-        if let (None, Ok(edu)) = (std::env::var_os("VFIO_RS_MODE"), device_from_env("VFIO_TEST_EDU")) {
+        let edu = match (std::env::var_os("VFIO_RS_MODE"), device_from_env("VFIO_TEST_EDU")) {
+            (None, Ok(edu)) => Some(edu),
+            (Some(m), _) => {
+                println!("    not opening with no mode asked for: VFIO_RS_MODE={m:?} forces one");
+                None
+            }
+            (None, Err(why)) => {
+                println!("    not opening with no mode asked for: {why}");
+                None
+            }
+        };
+        if let Some(edu) = edu {
             println!("    open {edu} with no mode asked for:");
             match vfio_pci::PciDevice::open(&edu, None) {
                 Ok(_) => return Err(format!("{edu} opened with no mode offered").into()),
